@@ -1,0 +1,254 @@
+//! The embedded SQLite backend: WAL journal with `synchronous=FULL`, so an
+//! acknowledged commit survives a crash; one writer connection (SQLite
+//! serialises writers anyway) and a small pool of readers that proceed in
+//! parallel with it.
+
+use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use rusqlite::{params, Connection, OpenFlags, OptionalExtension, TransactionBehavior};
+
+use crate::{lock_order, prefix_end, Entry, Expect, Key, Op, Store, StoreError, Write};
+
+const BACKEND: &str = "sqlite";
+
+/// Schema migrations, applied in order; the index plus one is the version.
+const MIGRATIONS: &[&str] = &["CREATE TABLE kv (
+        key     TEXT PRIMARY KEY NOT NULL,
+        value   BLOB NOT NULL,
+        version INTEGER NOT NULL CHECK (version > 0)
+    ) WITHOUT ROWID"];
+
+/// How long a connection waits for another process's lock before failing.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// SQLite storage in one database file.
+pub struct SqliteStore {
+    writer: Arc<Mutex<Connection>>,
+    readers: Arc<Vec<Mutex<Connection>>>,
+    next_reader: AtomicUsize,
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database at `path`, migrates it, and
+    /// opens `readers` read-only connections beside the writer.
+    pub async fn open(path: &Path, readers: usize) -> Result<Self, StoreError> {
+        let path = path.to_owned();
+        let readers = readers.max(1);
+        blocking(move || {
+            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                std::fs::create_dir_all(dir).map_err(|e| {
+                    StoreError::backend(BACKEND, format!("cannot create {}: {e}", dir.display()))
+                })?;
+            }
+            let mut writer = Connection::open(&path).map_err(err)?;
+            configure(&writer)?;
+            migrate(&mut writer)?;
+            let readers = (0..readers)
+                .map(|_| {
+                    let conn = Connection::open_with_flags(
+                        &path,
+                        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+                    )
+                    .map_err(err)?;
+                    conn.busy_timeout(BUSY_TIMEOUT).map_err(err)?;
+                    Ok(Mutex::new(conn))
+                })
+                .collect::<Result<Vec<_>, StoreError>>()?;
+            Ok(Self {
+                writer: Arc::new(Mutex::new(writer)),
+                readers: Arc::new(readers),
+                next_reader: AtomicUsize::new(0),
+            })
+        })
+        .await
+    }
+
+    async fn with_reader<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let readers = Arc::clone(&self.readers);
+        let i = self.next_reader.fetch_add(1, Ordering::Relaxed) % readers.len();
+        blocking(move || {
+            let conn = readers[i].lock().unwrap_or_else(|e| e.into_inner());
+            f(&conn)
+        })
+        .await
+    }
+}
+
+fn err(e: rusqlite::Error) -> StoreError {
+    StoreError::backend(BACKEND, e)
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, StoreError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| StoreError::backend(BACKEND, format!("storage task failed: {e}")))?
+}
+
+fn configure(conn: &Connection) -> Result<(), StoreError> {
+    conn.busy_timeout(BUSY_TIMEOUT).map_err(err)?;
+    let mode: String = conn
+        .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
+        .map_err(err)?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        return Err(StoreError::backend(
+            BACKEND,
+            format!("could not enable WAL journal (got `{mode}`)"),
+        ));
+    }
+    // FULL makes every commit fsync the WAL: an acknowledged write survives
+    // power loss, not only a process crash.
+    conn.execute_batch("PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;")
+        .map_err(err)
+}
+
+fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
+    let tx = conn
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(err)?;
+    tx.execute_batch(
+        "CREATE TABLE IF NOT EXISTS vern_migrations (
+            version    INTEGER PRIMARY KEY,
+            applied_at INTEGER NOT NULL
+        )",
+    )
+    .map_err(err)?;
+    let current: i64 = tx
+        .query_row("SELECT COALESCE(MAX(version), 0) FROM vern_migrations", [], |r| r.get(0))
+        .map_err(err)?;
+    let known = MIGRATIONS.len() as i64;
+    if current > known {
+        return Err(StoreError::SchemaTooNew { found: current, known });
+    }
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(current as usize) {
+        tx.execute_batch(sql).map_err(err)?;
+        tx.execute(
+            "INSERT INTO vern_migrations (version, applied_at) VALUES (?1, unixepoch())",
+            params![i as i64 + 1],
+        )
+        .map_err(err)?;
+        tracing::info!(backend = BACKEND, version = i + 1, "Applied storage migration.");
+    }
+    tx.commit().map_err(err)
+}
+
+fn apply(conn: &mut Connection, writes: Vec<Write>) -> Result<Vec<u64>, StoreError> {
+    let order = lock_order(&writes)?;
+    let tx = conn
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(err)?;
+    let mut versions = vec![0u64; writes.len()];
+    for i in order {
+        let w = &writes[i];
+        let current: Option<i64> = tx
+            .query_row("SELECT version FROM kv WHERE key = ?1", [w.key.as_str()], |r| r.get(0))
+            .optional()
+            .map_err(err)?;
+        let holds = match (w.expect, current) {
+            (Expect::Any, _) => true,
+            (Expect::Absent, found) => found.is_none(),
+            (Expect::Version(v), Some(found)) => i64::try_from(v).is_ok_and(|v| v == found),
+            (Expect::Version(_), None) => false,
+        };
+        if !holds {
+            // Dropping the transaction rolls it back.
+            return Err(StoreError::Conflict {
+                key: w.key.as_str().to_owned(),
+            });
+        }
+        match &w.op {
+            Op::Put(value) => {
+                let next = current.unwrap_or(0) + 1;
+                tx.execute(
+                    "INSERT INTO kv (key, value, version) VALUES (?1, ?2, ?3)
+                     ON CONFLICT (key) DO UPDATE SET value = excluded.value, version = excluded.version",
+                    params![w.key.as_str(), value, next],
+                )
+                .map_err(err)?;
+                versions[i] = next as u64;
+            }
+            Op::Delete => {
+                tx.execute("DELETE FROM kv WHERE key = ?1", [w.key.as_str()])
+                    .map_err(err)?;
+            }
+        }
+    }
+    tx.commit().map_err(err)?;
+    Ok(versions)
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn get(&self, key: &Key) -> Result<Option<Entry>, StoreError> {
+        let key = key.as_str().to_owned();
+        self.with_reader(move |conn| {
+            conn.prepare_cached("SELECT value, version FROM kv WHERE key = ?1")
+                .map_err(err)?
+                .query_row([key], |r| {
+                    Ok(Entry {
+                        value: r.get(0)?,
+                        version: r.get::<_, i64>(1)? as u64,
+                    })
+                })
+                .optional()
+                .map_err(err)
+        })
+        .await
+    }
+
+    async fn list(
+        &self,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<String>, StoreError> {
+        let start = prefix.to_owned();
+        let end = prefix_end(prefix);
+        let after = after.map(str::to_owned);
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.with_reader(move |conn| {
+            let mut stmt = conn
+                .prepare_cached(
+                    "SELECT key FROM kv WHERE key >= ?1 AND key < ?2 AND (?3 IS NULL OR key > ?3)
+                     ORDER BY key LIMIT ?4",
+                )
+                .map_err(err)?;
+            let rows = stmt
+                .query_map(params![start, end, after, limit], |r| r.get::<_, String>(0))
+                .map_err(err)?;
+            rows.collect::<Result<Vec<_>, _>>().map_err(err)
+        })
+        .await
+    }
+
+    async fn commit(&self, writes: Vec<Write>) -> Result<Vec<u64>, StoreError> {
+        if writes.is_empty() {
+            return Ok(Vec::new());
+        }
+        let writer = Arc::clone(&self.writer);
+        blocking(move || {
+            let mut conn = writer.lock().unwrap_or_else(|e| e.into_inner());
+            apply(&mut conn, writes)
+        })
+        .await
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.with_reader(|conn| {
+            conn.query_row("SELECT 1", [], |_| Ok(())).map_err(err)
+        })
+        .await
+    }
+
+    fn backend(&self) -> &'static str {
+        BACKEND
+    }
+}

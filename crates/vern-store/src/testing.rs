@@ -1,0 +1,51 @@
+//! Test support shared by every crate's storage-backed tests: each test gets
+//! its own fresh PostgreSQL database on the server named by
+//! `VERN_TEST_POSTGRES_URL`.
+#![allow(clippy::panic)]
+
+use tokio_postgres::NoTls;
+
+/// The environment variable naming the PostgreSQL server for tests.
+pub const POSTGRES_URL_VAR: &str = "VERN_TEST_POSTGRES_URL";
+
+/// A URL to a newly created, empty database, or `None` when no PostgreSQL
+/// is configured outside CI. Under `CI=true` a missing or unreachable
+/// PostgreSQL fails the test: CI never skips silently.
+pub async fn fresh_postgres_url() -> Option<String> {
+    let Ok(base) = std::env::var(POSTGRES_URL_VAR) else {
+        if std::env::var("CI").is_ok_and(|v| v == "true") {
+            panic!("{POSTGRES_URL_VAR} is not set, but CI=true requires the PostgreSQL tests to run");
+        }
+        eprintln!("note: {POSTGRES_URL_VAR} is not set; skipping the PostgreSQL half of this test");
+        return None;
+    };
+    let (client, conn) = match tokio_postgres::connect(&base, NoTls).await {
+        Ok(pair) => pair,
+        Err(e) => panic!("cannot reach PostgreSQL at {}: {e}", crate::redact_url(&base)),
+    };
+    let driver = tokio::spawn(conn);
+    let name = format!("vern_test_{}", uuid::Uuid::new_v4().simple());
+    if let Err(e) = client.batch_execute(&format!("CREATE DATABASE {name}")).await {
+        panic!("cannot create test database: {e}");
+    }
+    drop(client);
+    let _ = driver.await;
+    Some(with_database(&base, &name))
+}
+
+/// Rebuilds the URL with the new database name, keeping everything else.
+fn with_database(base: &str, db: &str) -> String {
+    let (head, query) = match base.split_once('?') {
+        Some((h, q)) => (h, Some(q)),
+        None => (base, None),
+    };
+    let after_scheme = head.find("://").map_or(0, |i| i + 3);
+    let head = match head[after_scheme..].find('/') {
+        Some(slash) => &head[..after_scheme + slash],
+        None => head,
+    };
+    match query {
+        Some(q) => format!("{head}/{db}?{q}"),
+        None => format!("{head}/{db}"),
+    }
+}
