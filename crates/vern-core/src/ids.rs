@@ -53,9 +53,8 @@ fn check_name(kind: &'static str, s: &str) -> Result<(), IdError> {
         });
     }
     for (i, ch) in s.chars().enumerate() {
-        let ok = ch.is_ascii_lowercase()
-            || ch.is_ascii_digit()
-            || (i > 0 && (ch == '-' || ch == '_'));
+        let ok =
+            ch.is_ascii_lowercase() || ch.is_ascii_digit() || (i > 0 && (ch == '-' || ch == '_'));
         if !ok {
             return Err(IdError::BadChar {
                 kind,
@@ -149,9 +148,8 @@ impl RequestId {
     /// Accepts a caller-supplied id if it is 1–128 visible ASCII characters,
     /// so it can be echoed in headers and logs without escaping.
     pub fn parse(s: &str) -> Option<Self> {
-        let ok = !s.is_empty()
-            && s.len() <= Self::MAX_LEN
-            && s.bytes().all(|b| b.is_ascii_graphic());
+        let ok =
+            !s.is_empty() && s.len() <= Self::MAX_LEN && s.bytes().all(|b| b.is_ascii_graphic());
         ok.then(|| Self(s.to_owned()))
     }
 
@@ -186,7 +184,17 @@ mod tests {
         for good in ["acme", "a", "team-1", "x_y", "0abc"] {
             check(good, true);
         }
-        for bad in ["", "Acme", "-a", "_a", "a/b", "a b", "a..b", "é", &"a".repeat(64)] {
+        for bad in [
+            "",
+            "Acme",
+            "-a",
+            "_a",
+            "a/b",
+            "a b",
+            "a..b",
+            "é",
+            &"a".repeat(64),
+        ] {
             check(bad, false);
         }
     }

@@ -49,9 +49,7 @@ pub type Share = SecretBytes;
 /// Splits a 32-byte secret into `shares` shares, any `threshold` of which
 /// recover it. A 1-of-1 split returns the secret behind identifier 1.
 pub fn split(secret: &SecretBytes, threshold: u8, shares: u8) -> Result<Vec<Share>, ShamirError> {
-    let valid = threshold >= 1
-        && threshold <= shares
-        && !(shares > 1 && threshold < 2);
+    let valid = threshold >= 1 && threshold <= shares && !(shares > 1 && threshold < 2);
     if !valid {
         return Err(ShamirError::Parameters { threshold, shares });
     }

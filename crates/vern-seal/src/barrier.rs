@@ -154,7 +154,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let url = format!("sqlite:{}", dir.path().join("db").display());
         let store = vern_store::open(&url, 1).await.unwrap();
-        (Barrier::new(Arc::clone(&store), Keyring::generate()), store, dir)
+        (
+            Barrier::new(Arc::clone(&store), Keyring::generate()),
+            store,
+            dir,
+        )
     }
 
     fn put(key: &str, value: &[u8]) -> BarrierWrite {
@@ -168,20 +172,35 @@ mod tests {
     #[tokio::test]
     async fn ciphertext_moved_to_another_row_fails_to_decrypt() {
         let (b, store, _dir) = barrier().await;
-        b.commit(vec![put("secret/tenant-a/app/prod/db/1", b"alpha-password")])
-            .await
-            .unwrap();
+        b.commit(vec![put(
+            "secret/tenant-a/app/prod/db/1",
+            b"alpha-password",
+        )])
+        .await
+        .unwrap();
         let a = Key::new("secret/tenant-a/app/prod/db/1").unwrap();
         let raw = store.get(&a).await.unwrap().unwrap().value;
         assert!(!raw.windows(14).any(|w| w == b"alpha-password"));
 
-        for target in ["secret/tenant-b/app/prod/db/1", "secret/tenant-a/app/prod/db/2"] {
+        for target in [
+            "secret/tenant-b/app/prod/db/1",
+            "secret/tenant-a/app/prod/db/2",
+        ] {
             let moved = Key::new(target).unwrap();
-            store.commit(vec![Write::put(moved.clone(), raw.clone())]).await.unwrap();
+            store
+                .commit(vec![Write::put(moved.clone(), raw.clone())])
+                .await
+                .unwrap();
             let err = b.get(&moved).await.unwrap_err();
-            assert!(matches!(err, SealError::Corrupt(ref k) if k == target), "{err}");
+            assert!(
+                matches!(err, SealError::Corrupt(ref k) if k == target),
+                "{err}"
+            );
         }
-        assert_eq!(b.get(&a).await.unwrap().unwrap().value.expose(), b"alpha-password");
+        assert_eq!(
+            b.get(&a).await.unwrap().unwrap().value.expose(),
+            b"alpha-password"
+        );
     }
 
     #[tokio::test]
@@ -193,17 +212,29 @@ mod tests {
         for i in 0..raw.len() {
             let mut bad = raw.clone();
             bad[i] ^= 0x01;
-            store.commit(vec![Write::put(k.clone(), bad)]).await.unwrap();
-            assert!(matches!(b.get(&k).await, Err(SealError::Corrupt(_))), "byte {i}");
+            store
+                .commit(vec![Write::put(k.clone(), bad)])
+                .await
+                .unwrap();
+            assert!(
+                matches!(b.get(&k).await, Err(SealError::Corrupt(_))),
+                "byte {i}"
+            );
         }
-        store.commit(vec![Write::put(k.clone(), vec![0, 0])]).await.unwrap();
+        store
+            .commit(vec![Write::put(k.clone(), vec![0, 0])])
+            .await
+            .unwrap();
         assert!(matches!(b.get(&k).await, Err(SealError::Corrupt(_))));
     }
 
     #[tokio::test]
     async fn reserved_keys_are_refused() {
         let (b, _store, _dir) = barrier().await;
-        let err = b.commit(vec![put("core/seal/keyring", b"x")]).await.unwrap_err();
+        let err = b
+            .commit(vec![put("core/seal/keyring", b"x")])
+            .await
+            .unwrap_err();
         assert!(matches!(err, SealError::Reserved(_)));
         assert!(b.get(&Key::new("core/seal/config").unwrap()).await.is_err());
         assert!(b.list("core/seal/", None, 10).await.is_err());

@@ -31,7 +31,6 @@ const ROOT_TOKEN: &str = "core/auth/root-token";
 /// Prefix of generated root tokens.
 const ROOT_TOKEN_PREFIX: &str = "vern.r.";
 
-
 #[derive(Debug, Serialize, Deserialize)]
 struct SealConfig {
     #[serde(rename = "type")]
@@ -211,7 +210,9 @@ impl Seal {
             .await;
         match result {
             Ok(_) => {}
-            Err(vern_store::StoreError::Conflict { .. }) => return Err(SealError::AlreadyInitialized),
+            Err(vern_store::StoreError::Conflict { .. }) => {
+                return Err(SealError::AlreadyInitialized)
+            }
             Err(e) => return Err(e.into()),
         }
         self.initialized.store(true, Ordering::Release);
@@ -258,7 +259,8 @@ impl Seal {
     }
 
     async fn open_with(&self, shares: &[Share]) -> Result<(), SealError> {
-        let root_key = vern_crypto::combine(shares).map_err(|e| SealError::BadShare(e.to_string()))?;
+        let root_key =
+            vern_crypto::combine(shares).map_err(|e| SealError::BadShare(e.to_string()))?;
         let root_cipher = DataKey::from_bytes(root_key).map_err(|_| SealError::WrongShares)?;
         let sealed = self
             .store
@@ -268,8 +270,8 @@ impl Seal {
         let plain = root_cipher
             .open(KEYRING.as_bytes(), &sealed.value)
             .map_err(|_| SealError::WrongShares)?;
-        let keyring =
-            Keyring::decode(plain.expose()).ok_or_else(|| SealError::Corrupt(KEYRING.to_owned()))?;
+        let keyring = Keyring::decode(plain.expose())
+            .ok_or_else(|| SealError::Corrupt(KEYRING.to_owned()))?;
         let barrier = Arc::new(Barrier::new(Arc::clone(&self.store), keyring));
         *self.barrier.write().unwrap_or_else(|e| e.into_inner()) = Some(barrier);
         Ok(())

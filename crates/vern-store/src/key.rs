@@ -64,7 +64,10 @@ mod tests {
         assert_eq!(Key::new(""), Err(KeyError::Empty));
         assert_eq!(Key::new("a\0b"), Err(KeyError::BadChar('\0')));
         assert_eq!(Key::new("a\nb"), Err(KeyError::BadChar('\n')));
-        assert_eq!(Key::new("a\u{10FFFF}"), Err(KeyError::BadChar('\u{10FFFF}')));
+        assert_eq!(
+            Key::new("a\u{10FFFF}"),
+            Err(KeyError::BadChar('\u{10FFFF}'))
+        );
         assert_eq!(Key::new("x".repeat(2049)), Err(KeyError::TooLong(2049)));
     }
 }

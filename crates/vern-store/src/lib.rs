@@ -118,7 +118,9 @@ pub enum StoreError {
     #[error("storage `{0}` is not understood; use `sqlite:PATH` or `postgres://USER@HOST/DB`")]
     BadUrl(String),
     /// The database holds a schema newer than this build understands.
-    #[error("the database schema is at version {found}, newer than this build's {known}; upgrade Vern")]
+    #[error(
+        "the database schema is at version {found}, newer than this build's {known}; upgrade Vern"
+    )]
     SchemaTooNew {
         /// Version found in the database.
         found: i64,
@@ -232,14 +234,20 @@ mod tests {
             redact_url("postgres://vern:s3cret@db:5432/vern"),
             "postgres://vern:[redacted]@db:5432/vern"
         );
-        assert_eq!(redact_url("postgres://vern@db/vern"), "postgres://vern@db/vern");
+        assert_eq!(
+            redact_url("postgres://vern@db/vern"),
+            "postgres://vern@db/vern"
+        );
         assert_eq!(redact_url("sqlite:/tmp/x"), "sqlite:/tmp/x");
     }
 
     #[tokio::test]
     async fn unknown_urls_are_refused() {
         for url in ["mysql://x", "sqlite:", "", "/tmp/file"] {
-            assert!(matches!(open(url, 1).await, Err(StoreError::BadUrl(_))), "{url}");
+            assert!(
+                matches!(open(url, 1).await, Err(StoreError::BadUrl(_))),
+                "{url}"
+            );
         }
     }
 

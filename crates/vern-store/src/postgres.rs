@@ -36,9 +36,10 @@ fn db_err(e: tokio_postgres::Error) -> StoreError {
     match e.code() {
         // A lost serialization race or a deadlock is a conflict the caller
         // may retry, exactly like a failed compare-and-set.
-        Some(code) if *code == SqlState::T_R_SERIALIZATION_FAILURE
-            || *code == SqlState::T_R_DEADLOCK_DETECTED
-            || *code == SqlState::UNIQUE_VIOLATION =>
+        Some(code)
+            if *code == SqlState::T_R_SERIALIZATION_FAILURE
+                || *code == SqlState::T_R_DEADLOCK_DETECTED
+                || *code == SqlState::UNIQUE_VIOLATION =>
         {
             StoreError::Conflict {
                 key: String::from("(concurrent transaction)"),

@@ -122,11 +122,18 @@ fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
     )
     .map_err(err)?;
     let current: i64 = tx
-        .query_row("SELECT COALESCE(MAX(version), 0) FROM vern_migrations", [], |r| r.get(0))
+        .query_row(
+            "SELECT COALESCE(MAX(version), 0) FROM vern_migrations",
+            [],
+            |r| r.get(0),
+        )
         .map_err(err)?;
     let known = MIGRATIONS.len() as i64;
     if current > known {
-        return Err(StoreError::SchemaTooNew { found: current, known });
+        return Err(StoreError::SchemaTooNew {
+            found: current,
+            known,
+        });
     }
     for (i, sql) in MIGRATIONS.iter().enumerate().skip(current as usize) {
         tx.execute_batch(sql).map_err(err)?;
@@ -135,7 +142,11 @@ fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
             params![i as i64 + 1],
         )
         .map_err(err)?;
-        tracing::info!(backend = BACKEND, version = i + 1, "Applied storage migration.");
+        tracing::info!(
+            backend = BACKEND,
+            version = i + 1,
+            "Applied storage migration."
+        );
     }
     tx.commit().map_err(err)
 }
@@ -149,7 +160,11 @@ fn apply(conn: &mut Connection, writes: Vec<Write>) -> Result<Vec<u64>, StoreErr
     for i in order {
         let w = &writes[i];
         let current: Option<i64> = tx
-            .query_row("SELECT version FROM kv WHERE key = ?1", [w.key.as_str()], |r| r.get(0))
+            .query_row(
+                "SELECT version FROM kv WHERE key = ?1",
+                [w.key.as_str()],
+                |r| r.get(0),
+            )
             .optional()
             .map_err(err)?;
         let holds = match (w.expect, current) {
@@ -242,10 +257,8 @@ impl Store for SqliteStore {
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
-        self.with_reader(|conn| {
-            conn.query_row("SELECT 1", [], |_| Ok(())).map_err(err)
-        })
-        .await
+        self.with_reader(|conn| conn.query_row("SELECT 1", [], |_| Ok(())).map_err(err))
+            .await
     }
 
     fn backend(&self) -> &'static str {

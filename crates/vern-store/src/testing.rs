@@ -14,18 +14,26 @@ pub const POSTGRES_URL_VAR: &str = "VERN_TEST_POSTGRES_URL";
 pub async fn fresh_postgres_url() -> Option<String> {
     let Ok(base) = std::env::var(POSTGRES_URL_VAR) else {
         if std::env::var("CI").is_ok_and(|v| v == "true") {
-            panic!("{POSTGRES_URL_VAR} is not set, but CI=true requires the PostgreSQL tests to run");
+            panic!(
+                "{POSTGRES_URL_VAR} is not set, but CI=true requires the PostgreSQL tests to run"
+            );
         }
         eprintln!("note: {POSTGRES_URL_VAR} is not set; skipping the PostgreSQL half of this test");
         return None;
     };
     let (client, conn) = match tokio_postgres::connect(&base, NoTls).await {
         Ok(pair) => pair,
-        Err(e) => panic!("cannot reach PostgreSQL at {}: {e}", crate::redact_url(&base)),
+        Err(e) => panic!(
+            "cannot reach PostgreSQL at {}: {e}",
+            crate::redact_url(&base)
+        ),
     };
     let driver = tokio::spawn(conn);
     let name = format!("vern_test_{}", uuid::Uuid::new_v4().simple());
-    if let Err(e) = client.batch_execute(&format!("CREATE DATABASE {name}")).await {
+    if let Err(e) = client
+        .batch_execute(&format!("CREATE DATABASE {name}"))
+        .await
+    {
         panic!("cannot create test database: {e}");
     }
     drop(client);

@@ -77,8 +77,18 @@ conformance!(
 async fn get_put_versions(db: &Db) {
     let s = db.open().await;
     assert_eq!(s.get(&key("a")).await.unwrap(), None);
-    assert_eq!(s.commit(vec![Write::put(key("a"), b"1".to_vec())]).await.unwrap(), vec![1]);
-    assert_eq!(s.commit(vec![Write::put(key("a"), b"2".to_vec())]).await.unwrap(), vec![2]);
+    assert_eq!(
+        s.commit(vec![Write::put(key("a"), b"1".to_vec())])
+            .await
+            .unwrap(),
+        vec![1]
+    );
+    assert_eq!(
+        s.commit(vec![Write::put(key("a"), b"2".to_vec())])
+            .await
+            .unwrap(),
+        vec![2]
+    );
     let e = s.get(&key("a")).await.unwrap().unwrap();
     assert_eq!((e.value.as_slice(), e.version), (&b"2"[..], 2));
     assert_eq!(s.commit(vec![]).await.unwrap(), Vec::<u64>::new());
@@ -90,74 +100,129 @@ async fn preconditions(db: &Db) {
     let create = |v: &[u8]| Write::put(key("k"), v.to_vec()).expecting(Expect::Absent);
     assert_eq!(s.commit(vec![create(b"first")]).await.unwrap(), vec![1]);
     let err = s.commit(vec![create(b"second")]).await.unwrap_err();
-    assert!(matches!(err, StoreError::Conflict { ref key } if key == "k"), "{err}");
+    assert!(
+        matches!(err, StoreError::Conflict { ref key } if key == "k"),
+        "{err}"
+    );
 
     let cas = |v: u64, val: &[u8]| Write::put(key("k"), val.to_vec()).expecting(Expect::Version(v));
-    assert!(matches!(s.commit(vec![cas(7, b"x")]).await, Err(StoreError::Conflict { .. })));
-    assert!(matches!(s.commit(vec![cas(u64::MAX, b"x")]).await, Err(StoreError::Conflict { .. })));
+    assert!(matches!(
+        s.commit(vec![cas(7, b"x")]).await,
+        Err(StoreError::Conflict { .. })
+    ));
+    assert!(matches!(
+        s.commit(vec![cas(u64::MAX, b"x")]).await,
+        Err(StoreError::Conflict { .. })
+    ));
     assert_eq!(s.commit(vec![cas(1, b"third")]).await.unwrap(), vec![2]);
-    assert!(matches!(s.commit(vec![cas(1, b"stale")]).await, Err(StoreError::Conflict { .. })));
+    assert!(matches!(
+        s.commit(vec![cas(1, b"stale")]).await,
+        Err(StoreError::Conflict { .. })
+    ));
     assert_eq!(s.get(&key("k")).await.unwrap().unwrap().value, b"third");
 
     let missing = Write::put(key("nope"), b"x".to_vec()).expecting(Expect::Version(1));
-    assert!(matches!(s.commit(vec![missing]).await, Err(StoreError::Conflict { .. })));
+    assert!(matches!(
+        s.commit(vec![missing]).await,
+        Err(StoreError::Conflict { .. })
+    ));
     assert_eq!(s.get(&key("nope")).await.unwrap(), None);
 }
 
 async fn batches_are_atomic(db: &Db) {
     let s = db.open().await;
-    s.commit(vec![Write::put(key("held"), b"v".to_vec())]).await.unwrap();
+    s.commit(vec![Write::put(key("held"), b"v".to_vec())])
+        .await
+        .unwrap();
     let batch = vec![
         Write::put(key("b1"), b"1".to_vec()),
         Write::put(key("b2"), b"2".to_vec()),
         Write::put(key("held"), b"clobber".to_vec()).expecting(Expect::Absent),
         Write::put(key("z9"), b"3".to_vec()),
     ];
-    assert!(matches!(s.commit(batch).await, Err(StoreError::Conflict { .. })));
+    assert!(matches!(
+        s.commit(batch).await,
+        Err(StoreError::Conflict { .. })
+    ));
     for k in ["b1", "b2", "z9"] {
-        assert_eq!(s.get(&key(k)).await.unwrap(), None, "{k} was written by a failed batch");
+        assert_eq!(
+            s.get(&key(k)).await.unwrap(),
+            None,
+            "{k} was written by a failed batch"
+        );
     }
     assert_eq!(s.get(&key("held")).await.unwrap().unwrap().value, b"v");
 
     let dup = vec![Write::put(key("d"), vec![]), Write::delete(key("d"))];
-    assert!(matches!(s.commit(dup).await, Err(StoreError::DuplicateKey(_))));
+    assert!(matches!(
+        s.commit(dup).await,
+        Err(StoreError::DuplicateKey(_))
+    ));
 
     let ok = vec![
         Write::put(key("z"), b"z".to_vec()),
         Write::put(key("held"), b"new".to_vec()).expecting(Expect::Version(1)),
         Write::put(key("a"), b"a".to_vec()).expecting(Expect::Absent),
     ];
-    assert_eq!(s.commit(ok).await.unwrap(), vec![1, 2, 1], "versions come back in input order");
+    assert_eq!(
+        s.commit(ok).await.unwrap(),
+        vec![1, 2, 1],
+        "versions come back in input order"
+    );
 }
 
 async fn deletes(db: &Db) {
     let s = db.open().await;
-    s.commit(vec![Write::put(key("d"), b"x".to_vec())]).await.unwrap();
+    s.commit(vec![Write::put(key("d"), b"x".to_vec())])
+        .await
+        .unwrap();
     let stale = Write::delete(key("d")).expecting(Expect::Version(2));
-    assert!(matches!(s.commit(vec![stale]).await, Err(StoreError::Conflict { .. })));
+    assert!(matches!(
+        s.commit(vec![stale]).await,
+        Err(StoreError::Conflict { .. })
+    ));
     let absent = Write::delete(key("d")).expecting(Expect::Absent);
-    assert!(matches!(s.commit(vec![absent]).await, Err(StoreError::Conflict { .. })));
+    assert!(matches!(
+        s.commit(vec![absent]).await,
+        Err(StoreError::Conflict { .. })
+    ));
     let ok = Write::delete(key("d")).expecting(Expect::Version(1));
     assert_eq!(s.commit(vec![ok]).await.unwrap(), vec![0]);
     assert_eq!(s.get(&key("d")).await.unwrap(), None);
     // Deleting what is not there is not an error unless a version was expected.
     s.commit(vec![Write::delete(key("d"))]).await.unwrap();
-    s.commit(vec![Write::delete(key("d")).expecting(Expect::Absent)]).await.unwrap();
+    s.commit(vec![Write::delete(key("d")).expecting(Expect::Absent)])
+        .await
+        .unwrap();
 }
 
 async fn list_by_prefix(db: &Db) {
     let s = db.open().await;
     let keys = ["a/1", "a/2", "a/10", "a", "ab", "a/ü", "a/z/deep", "b/1"];
-    s.commit(keys.iter().map(|k| Write::put(key(k), vec![])).collect()).await.unwrap();
+    s.commit(keys.iter().map(|k| Write::put(key(k), vec![])).collect())
+        .await
+        .unwrap();
     let all = s.list("a/", None, 100).await.unwrap();
-    assert_eq!(all, ["a/1", "a/10", "a/2", "a/z/deep", "a/ü"], "bytewise order, prefix only");
+    assert_eq!(
+        all,
+        ["a/1", "a/10", "a/2", "a/z/deep", "a/ü"],
+        "bytewise order, prefix only"
+    );
     assert_eq!(s.list("a/", None, 2).await.unwrap(), ["a/1", "a/10"]);
-    assert_eq!(s.list("a/", Some("a/10"), 2).await.unwrap(), ["a/2", "a/z/deep"]);
+    assert_eq!(
+        s.list("a/", Some("a/10"), 2).await.unwrap(),
+        ["a/2", "a/z/deep"]
+    );
     assert_eq!(s.list("a", None, 100).await.unwrap().len(), 7);
     assert!(s.list("c/", None, 100).await.unwrap().is_empty());
     assert_eq!(s.list("", None, 100).await.unwrap().len(), keys.len());
     // LIKE wildcards in a prefix are literal characters.
-    s.commit(vec![Write::put(key("p%/x"), vec![]), Write::put(key("p_/y"), vec![])]).await.unwrap();
+    s.commit(vec![
+        Write::put(key("p%/x"), vec![]),
+        Write::put(key("p_/y"), vec![]),
+    ])
+    .await
+    .unwrap();
     assert_eq!(s.list("p%", None, 10).await.unwrap(), ["p%/x"]);
 }
 
@@ -180,14 +245,18 @@ async fn values_round_trip(db: &Db) {
 
 async fn concurrent_cas_has_one_winner(db: &Db) {
     let setup = db.open().await;
-    setup.commit(vec![Write::put(key("race"), b"0".to_vec())]).await.unwrap();
+    setup
+        .commit(vec![Write::put(key("race"), b"0".to_vec())])
+        .await
+        .unwrap();
     // Two handles stand for two Vern replicas on one database.
     let handles = [db.open().await, db.open().await];
     let mut tasks = Vec::new();
     for i in 0..16 {
         let s = Arc::clone(&handles[i % 2]);
         tasks.push(tokio::spawn(async move {
-            let w = Write::put(key("race"), format!("writer {i}").into_bytes()).expecting(Expect::Version(1));
+            let w = Write::put(key("race"), format!("writer {i}").into_bytes())
+                .expecting(Expect::Version(1));
             s.commit(vec![w]).await
         }));
     }
@@ -217,10 +286,14 @@ async fn no_lost_updates_across_handles(db: &Db) {
                 loop {
                     let current = s.get(&key("counter")).await.unwrap();
                     let (n, expect) = match current {
-                        Some(e) => (String::from_utf8(e.value).unwrap().parse::<u64>().unwrap(), Expect::Version(e.version)),
+                        Some(e) => (
+                            String::from_utf8(e.value).unwrap().parse::<u64>().unwrap(),
+                            Expect::Version(e.version),
+                        ),
                         None => (0, Expect::Absent),
                     };
-                    let w = Write::put(key("counter"), (n + 1).to_string().into_bytes()).expecting(expect);
+                    let w = Write::put(key("counter"), (n + 1).to_string().into_bytes())
+                        .expecting(expect);
                     match s.commit(vec![w]).await {
                         Ok(_) => break,
                         Err(StoreError::Conflict { .. }) => continue,
@@ -242,7 +315,9 @@ async fn no_lost_updates_across_handles(db: &Db) {
 async fn data_survives_reopen(db: &Db) {
     {
         let s = db.open().await;
-        s.commit(vec![Write::put(key("kept"), b"yes".to_vec())]).await.unwrap();
+        s.commit(vec![Write::put(key("kept"), b"yes".to_vec())])
+            .await
+            .unwrap();
     }
     // Reopening runs the migrations again; they must be idempotent.
     let s = db.open().await;
@@ -302,10 +377,19 @@ async fn check_against_model(s: &dyn Store, prefix: &str, batches: Vec<Vec<Model
         for op in batch {
             let (k, write) = match op {
                 ModelOp::Put(k, v) => (k, Write::put(key(&format!("{prefix}{k}")), v)),
-                ModelOp::Create(k, v) => (k, Write::put(key(&format!("{prefix}{k}")), v).expecting(Expect::Absent)),
-                ModelOp::Cas(k, n, v) => (k, Write::put(key(&format!("{prefix}{k}")), v).expecting(Expect::Version(n))),
+                ModelOp::Create(k, v) => (
+                    k,
+                    Write::put(key(&format!("{prefix}{k}")), v).expecting(Expect::Absent),
+                ),
+                ModelOp::Cas(k, n, v) => (
+                    k,
+                    Write::put(key(&format!("{prefix}{k}")), v).expecting(Expect::Version(n)),
+                ),
                 ModelOp::Delete(k) => (k, Write::delete(key(&format!("{prefix}{k}")))),
-                ModelOp::DeleteAt(k, n) => (k, Write::delete(key(&format!("{prefix}{k}"))).expecting(Expect::Version(n))),
+                ModelOp::DeleteAt(k, n) => (
+                    k,
+                    Write::delete(key(&format!("{prefix}{k}"))).expecting(Expect::Version(n)),
+                ),
             };
             if seen.insert(k) {
                 writes.push(write);
@@ -340,7 +424,9 @@ async fn check_against_model(s: &dyn Store, prefix: &str, batches: Vec<Vec<Model
                 assert_eq!(versions, expected_versions);
                 model = next;
             }
-            Err(StoreError::Conflict { .. }) => assert!(!ok, "store rejected a batch the model accepts"),
+            Err(StoreError::Conflict { .. }) => {
+                assert!(!ok, "store rejected a batch the model accepts")
+            }
             Err(e) => panic!("unexpected error: {e}"),
         }
     }

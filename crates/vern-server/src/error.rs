@@ -1,0 +1,71 @@
+//! The one place where errors become HTTP responses. Bodies take Vault's
+//! shape, `{"errors":["…"]}`; internal details (SQL, paths, key material)
+//! are logged, never returned.
+
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use vern_seal::SealError;
+
+/// An error answer.
+#[derive(Debug)]
+pub(crate) struct ApiError {
+    status: StatusCode,
+    errors: Vec<String>,
+}
+
+impl ApiError {
+    pub(crate) fn new(status: StatusCode, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            errors: vec![message.into()],
+        }
+    }
+
+    pub(crate) fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, message)
+    }
+
+    pub(crate) fn forbidden() -> Self {
+        Self::new(StatusCode::FORBIDDEN, "permission denied")
+    }
+
+    pub(crate) fn internal(err: &dyn std::fmt::Display) -> Self {
+        tracing::error!(error = %err, "Request failed with an internal error.");
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal error; the server log has details under this request's X-Request-Id",
+        )
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = serde_json::json!({ "errors": self.errors }).to_string();
+        let mut resp = (self.status, body).into_response();
+        resp.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        resp
+    }
+}
+
+impl From<SealError> for ApiError {
+    fn from(err: SealError) -> Self {
+        match err {
+            SealError::Sealed => Self::new(StatusCode::SERVICE_UNAVAILABLE, "Vern is sealed"),
+            SealError::NotInitialized => Self::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Vern is not initialized; run `vern operator init`",
+            ),
+            SealError::AlreadyInitialized => Self::bad_request("Vern is already initialized"),
+            SealError::InvalidParameters(_) | SealError::BadShare(_) | SealError::WrongShares => {
+                Self::bad_request(err.to_string())
+            }
+            SealError::Reserved(_) | SealError::Corrupt(_) | SealError::Store(_) => {
+                Self::internal(&err)
+            }
+            _ => Self::internal(&err),
+        }
+    }
+}

@@ -1,0 +1,30 @@
+//! Vern's HTTP edge, and the only crate that knows HTTP.
+//!
+//! Every request takes the same way through [`app`]:
+//! request id → metrics and access log → timeout → body size limit →
+//! route → authenticate ([`auth`]) → authorize ([`authz`]) → domain call
+//! (through the seal's barrier) → response. Errors from any domain are turned
+//! into HTTP in one place, [`error`].
+#![forbid(unsafe_code)]
+#![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
+
+mod auth;
+mod authz;
+mod cluster;
+mod error;
+mod extract;
+mod listen;
+mod metrics;
+mod middleware;
+mod routes;
+mod state;
+
+pub use listen::{serve, Listener, ServeError, TlsFiles};
+pub use state::{AppState, ServerConfig};
+
+use axum::Router;
+
+/// Builds the complete HTTP application over `state`.
+pub fn app(state: AppState) -> Router {
+    routes::router(state)
+}

@@ -1,0 +1,81 @@
+//! The route table.
+
+mod sys;
+
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use tower::ServiceBuilder;
+
+use crate::error::ApiError;
+use crate::middleware;
+use crate::state::AppState;
+
+pub(crate) fn router(state: AppState) -> Router {
+    let limit = state.inner.config.max_request_bytes;
+    Router::new()
+        .route("/v1/sys/health", get(sys::health))
+        .route(
+            "/v1/sys/init",
+            get(sys::init_status).put(sys::init).post(sys::init),
+        )
+        .route("/v1/sys/seal-status", get(sys::seal_status))
+        .route(
+            "/v1/sys/unseal",
+            axum::routing::put(sys::unseal).post(sys::unseal),
+        )
+        .route(
+            "/v1/sys/seal",
+            axum::routing::put(sys::seal).post(sys::seal),
+        )
+        .route("/metrics", get(metrics))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(
+            ServiceBuilder::new()
+                .layer(axum::middleware::from_fn(middleware::request_id))
+                .layer(axum::middleware::from_fn_with_state(
+                    state.clone(),
+                    middleware::observe,
+                ))
+                .layer(axum::middleware::from_fn_with_state(
+                    state.clone(),
+                    middleware::timeout,
+                ))
+                .layer(axum::middleware::from_fn_with_state(
+                    state.clone(),
+                    middleware::body_limit,
+                ))
+                .layer(DefaultBodyLimit::max(limit)),
+        )
+        .with_state(state)
+}
+
+async fn not_found() -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, "no handler for this path")
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method not allowed on this path",
+    )
+}
+
+async fn metrics(State(state): State<AppState>) -> Response {
+    match state.inner.metrics.render() {
+        Ok(body) => {
+            let mut resp = body.into_response();
+            resp.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static(
+                    "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                ),
+            );
+            resp
+        }
+        Err(e) => ApiError::internal(&e).into_response(),
+    }
+}

@@ -1,0 +1,164 @@
+//! The command line: definitions and dispatch.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
+
+use crate::logging::LogFormat;
+use crate::{client, serve};
+
+/// Vern: the trust layer of a multi-tenant platform.
+#[derive(Debug, Parser)]
+#[command(name = "vern", version, about, propagate_version = true)]
+pub(crate) struct Cli {
+    #[command(subcommand)]
+    pub(crate) command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum Command {
+    /// Run the Vern server.
+    Serve(Box<ServeArgs>),
+    /// Show the seal status of a server.
+    Status(ClientArgs),
+    /// Operator commands: init, unseal, seal.
+    #[command(subcommand)]
+    Operator(OperatorCommand),
+    /// Print a shell completion script.
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum OperatorCommand {
+    /// Initialise a new server: create the root key, its shares and the root token.
+    Init {
+        #[command(flatten)]
+        client: ClientArgs,
+        /// Number of unseal key shares to create.
+        #[arg(long, default_value_t = vern_seal::DEFAULT_SHARES)]
+        key_shares: u8,
+        /// Number of shares needed to unseal.
+        #[arg(long, default_value_t = vern_seal::DEFAULT_THRESHOLD)]
+        key_threshold: u8,
+    },
+    /// Give the server one unseal key share (read from stdin when not given).
+    Unseal {
+        #[command(flatten)]
+        client: ClientArgs,
+        /// The unseal key, hex or base64.
+        key: Option<String>,
+        /// Discard the shares given so far.
+        #[arg(long)]
+        reset: bool,
+    },
+    /// Seal the server: its keys are dropped from memory. Needs an operator token.
+    Seal(ClientArgs),
+}
+
+/// Output format of client commands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum Output {
+    /// Aligned key/value text.
+    Table,
+    /// The server's JSON.
+    Json,
+}
+
+/// Options every client command takes.
+#[derive(Debug, Clone, Args)]
+pub(crate) struct ClientArgs {
+    /// Address of the Vern server.
+    #[arg(long, env = "VERN_ADDR", default_value = "https://127.0.0.1:8200")]
+    pub(crate) address: String,
+    /// Token to authenticate with.
+    #[arg(long, env = "VERN_TOKEN", hide_env_values = true)]
+    pub(crate) token: Option<String>,
+    /// PEM file of a CA certificate to trust for the server's TLS certificate.
+    #[arg(long, env = "VERN_CACERT")]
+    pub(crate) ca_cert: Option<PathBuf>,
+    /// Output format.
+    #[arg(long, short = 'o', value_enum, default_value_t = Output::Table, env = "VERN_OUTPUT")]
+    pub(crate) output: Output,
+}
+
+/// Options of `vern serve`; each has a `VERN_*` environment variable, and
+/// all but `--dev` and `--config` may also come from the config file.
+#[derive(Debug, Clone, Args)]
+pub(crate) struct ServeArgs {
+    /// Development mode: plain HTTP on loopback, SQLite in the data
+    /// directory, initialised and unsealed automatically. Never in production.
+    #[arg(long, env = "VERN_DEV")]
+    pub(crate) dev: bool,
+    /// TOML configuration file.
+    #[arg(long, short = 'c', env = "VERN_CONFIG")]
+    pub(crate) config: Option<PathBuf>,
+    /// Address to listen on [default: 127.0.0.1:8200].
+    #[arg(long, env = "VERN_LISTEN")]
+    pub(crate) listen: Option<SocketAddr>,
+    /// Data directory for the embedded SQLite store [default: ./vern-data].
+    #[arg(long, env = "VERN_DATA_DIR")]
+    pub(crate) data_dir: Option<PathBuf>,
+    /// Storage: `sqlite:PATH` or `postgres://USER:PASSWORD@HOST/DB`
+    /// [default: sqlite in the data directory].
+    #[arg(long, env = "VERN_STORAGE", hide_env_values = true)]
+    pub(crate) storage: Option<String>,
+    /// Root token to use in dev mode instead of a random one.
+    #[arg(
+        long,
+        env = "VERN_DEV_ROOT_TOKEN",
+        hide_env_values = true,
+        requires = "dev"
+    )]
+    pub(crate) dev_root_token: Option<String>,
+    /// PEM certificate chain for TLS.
+    #[arg(long, env = "VERN_TLS_CERT")]
+    pub(crate) tls_cert: Option<PathBuf>,
+    /// PEM private key for TLS.
+    #[arg(long, env = "VERN_TLS_KEY")]
+    pub(crate) tls_key: Option<PathBuf>,
+    /// Serve plain HTTP outside dev mode. Traffic, tokens included, is then
+    /// readable on the network.
+    #[arg(long, env = "VERN_INSECURE_LISTEN")]
+    pub(crate) insecure_listen: bool,
+    /// Largest accepted request body in bytes [default: 1048576].
+    #[arg(long, env = "VERN_MAX_REQUEST_BYTES")]
+    pub(crate) max_request_bytes: Option<usize>,
+    /// Request timeout in seconds [default: 30].
+    #[arg(long, env = "VERN_REQUEST_TIMEOUT")]
+    pub(crate) request_timeout: Option<u64>,
+    /// Storage connection pool size [default: 8].
+    #[arg(long, env = "VERN_STORAGE_POOL")]
+    pub(crate) storage_pool: Option<usize>,
+    /// Cluster name shown by health and status [default: generated].
+    #[arg(long, env = "VERN_CLUSTER_NAME")]
+    pub(crate) cluster_name: Option<String>,
+    /// Log format.
+    #[arg(long, value_enum, env = "VERN_LOG_FORMAT")]
+    pub(crate) log_format: Option<LogFormat>,
+}
+
+/// Runs the parsed command and returns the process exit code.
+pub(crate) async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Serve(args) => serve::run(*args).await.map(|()| ExitCode::SUCCESS),
+        Command::Status(args) => client::status(&args).await,
+        Command::Operator(OperatorCommand::Init {
+            client,
+            key_shares,
+            key_threshold,
+        }) => client::init(&client, key_shares, key_threshold).await,
+        Command::Operator(OperatorCommand::Unseal { client, key, reset }) => {
+            client::unseal(&client, key, reset).await
+        }
+        Command::Operator(OperatorCommand::Seal(args)) => client::seal(&args).await,
+        Command::Completions { shell } => {
+            clap_complete::generate(shell, &mut Cli::command(), "vern", &mut std::io::stdout());
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}

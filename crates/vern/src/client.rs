@@ -1,0 +1,233 @@
+//! Client commands: they talk to a running server over its HTTP API.
+
+use std::io::BufRead as _;
+use std::process::ExitCode;
+
+use anyhow::{bail, Context as _};
+use reqwest::{Method, StatusCode};
+use serde_json::{json, Value};
+
+use crate::cli::{ClientArgs, Output};
+
+/// Exit code of `vern status` when the server is sealed, as in Vault.
+const EXIT_SEALED: u8 = 2;
+
+struct Client {
+    http: reqwest::Client,
+    base: String,
+    token: Option<String>,
+}
+
+impl Client {
+    fn new(args: &ClientArgs) -> anyhow::Result<Self> {
+        let mut builder =
+            reqwest::Client::builder().user_agent(concat!("vern-cli/", env!("CARGO_PKG_VERSION")));
+        if let Some(path) = &args.ca_cert {
+            let pem = std::fs::read(path)
+                .with_context(|| format!("cannot read CA file {}", path.display()))?;
+            let cert = reqwest::Certificate::from_pem(&pem)
+                .with_context(|| format!("{} is not a PEM certificate", path.display()))?;
+            builder = builder.add_root_certificate(cert);
+        }
+        Ok(Self {
+            http: builder.build().context("cannot build the HTTP client")?,
+            base: args.address.trim_end_matches('/').to_owned(),
+            token: args.token.clone().filter(|t| !t.is_empty()),
+        })
+    }
+
+    /// Sends a request; returns status and parsed JSON body (`null` when
+    /// empty). Vault-shaped errors become an `Err` with the server's words.
+    async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> anyhow::Result<(StatusCode, Value)> {
+        let url = format!("{}{path}", self.base);
+        let mut req = self.http.request(method, &url);
+        if let Some(token) = &self.token {
+            req = req.header("X-Vault-Token", token);
+        }
+        if let Some(body) = body {
+            req = req.json(&body);
+        }
+        let resp = req
+            .send()
+            .await
+            .with_context(|| format!("cannot reach Vern at {}; is VERN_ADDR right?", self.base))?;
+        let status = resp.status();
+        let text = resp.text().await.context("cannot read the response")?;
+        let value: Value = if text.trim().is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&text).with_context(|| {
+                format!("the server answered {status} with a body that is not JSON")
+            })?
+        };
+        Ok((status, value))
+    }
+
+    async fn expect_ok(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> anyhow::Result<Value> {
+        let (status, value) = self.call(method, path, body).await?;
+        if status.is_success() {
+            return Ok(value);
+        }
+        let errors = value
+            .get("errors")
+            .and_then(Value::as_array)
+            .map(|a| {
+                a.iter()
+                    .filter_map(Value::as_str)
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            })
+            .filter(|s| !s.is_empty())
+            .unwrap_or_else(|| status.to_string());
+        bail!("{errors} (HTTP {})", status.as_u16())
+    }
+}
+
+fn print_json(value: &Value) -> anyhow::Result<()> {
+    println!("{}", serde_json::to_string_pretty(value)?);
+    Ok(())
+}
+
+fn print_table(rows: &[(&str, String)]) {
+    let width = rows.iter().map(|(k, _)| k.len()).max().unwrap_or(3).max(3);
+    println!("{:width$}    Value", "Key");
+    println!("{:width$}    -----", "---");
+    for (k, v) in rows {
+        println!("{k:width$}    {v}");
+    }
+}
+
+fn field(v: &Value, name: &str) -> String {
+    match v.get(name) {
+        Some(Value::String(s)) => s.clone(),
+        Some(Value::Null) | None => "n/a".to_owned(),
+        Some(other) => other.to_string(),
+    }
+}
+
+fn print_seal_status(args: &ClientArgs, v: &Value) -> anyhow::Result<ExitCode> {
+    if args.output == Output::Json {
+        print_json(v)?;
+    } else {
+        let mut rows = vec![
+            ("Seal Type", field(v, "type")),
+            ("Initialized", field(v, "initialized")),
+            ("Sealed", field(v, "sealed")),
+            ("Total Shares", field(v, "n")),
+            ("Threshold", field(v, "t")),
+        ];
+        if v.get("sealed") == Some(&Value::Bool(true)) {
+            rows.push((
+                "Unseal Progress",
+                format!("{}/{}", field(v, "progress"), field(v, "t")),
+            ));
+            rows.push(("Unseal Nonce", field(v, "nonce")));
+        }
+        rows.push(("Version", field(v, "version")));
+        rows.push(("Storage Type", field(v, "storage_type")));
+        if v.get("cluster_name").is_some() {
+            rows.push(("Cluster Name", field(v, "cluster_name")));
+            rows.push(("Cluster ID", field(v, "cluster_id")));
+        }
+        print_table(&rows);
+    }
+    let sealed = v.get("sealed") != Some(&Value::Bool(false));
+    Ok(if sealed {
+        ExitCode::from(EXIT_SEALED)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+/// `vern status`: exit 0 unsealed, 2 sealed, 1 on error (Vault's codes).
+pub(crate) async fn status(args: &ClientArgs) -> anyhow::Result<ExitCode> {
+    let client = Client::new(args)?;
+    let v = client
+        .expect_ok(Method::GET, "/v1/sys/seal-status", None)
+        .await?;
+    print_seal_status(args, &v)
+}
+
+/// `vern operator init`.
+pub(crate) async fn init(args: &ClientArgs, shares: u8, threshold: u8) -> anyhow::Result<ExitCode> {
+    let client = Client::new(args)?;
+    let body = json!({ "secret_shares": shares, "secret_threshold": threshold });
+    let v = client
+        .expect_ok(Method::PUT, "/v1/sys/init", Some(body))
+        .await?;
+    if args.output == Output::Json {
+        print_json(&v)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let keys = v
+        .get("keys_base64")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    for (i, k) in keys.iter().enumerate() {
+        println!("Unseal Key {}: {}", i + 1, k.as_str().unwrap_or_default());
+    }
+    println!("\nInitial Root Token: {}", field(&v, "root_token"));
+    println!(
+        "\nVern is initialised with {shares} key shares and a threshold of {threshold}.\n\
+         It is sealed: give {threshold} of the keys with `vern operator unseal` to unseal it.\n\
+         The keys are shown only now: store each with a different operator."
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `vern operator unseal`.
+pub(crate) async fn unseal(
+    args: &ClientArgs,
+    key: Option<String>,
+    reset: bool,
+) -> anyhow::Result<ExitCode> {
+    let client = Client::new(args)?;
+    let body = if reset {
+        json!({ "reset": true })
+    } else {
+        let key = match key {
+            Some(k) => k,
+            None => {
+                eprintln!("Unseal key (will be read from standard input):");
+                let mut line = String::new();
+                std::io::stdin()
+                    .lock()
+                    .read_line(&mut line)
+                    .context("cannot read the unseal key")?;
+                line.trim().to_owned()
+            }
+        };
+        if key.is_empty() {
+            bail!("no unseal key given");
+        }
+        json!({ "key": key })
+    };
+    let v = client
+        .expect_ok(Method::PUT, "/v1/sys/unseal", Some(body))
+        .await?;
+    print_seal_status(args, &v)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `vern operator seal`.
+pub(crate) async fn seal(args: &ClientArgs) -> anyhow::Result<ExitCode> {
+    let client = Client::new(args)?;
+    client.expect_ok(Method::PUT, "/v1/sys/seal", None).await?;
+    if args.output == Output::Json {
+        print_json(&json!({ "sealed": true }))?;
+    } else {
+        println!("Success! Vern is sealed.");
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,64 @@
+//! The server's configuration file (TOML). Command-line flags and `VERN_*`
+//! variables override it; it overrides the defaults.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context as _;
+use serde::Deserialize;
+
+use crate::logging::LogFormat;
+
+/// `vern.toml`. Unknown keys are refused so a typo cannot silently leave a
+/// setting at its default.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct FileConfig {
+    pub(crate) listen: Option<SocketAddr>,
+    pub(crate) data_dir: Option<PathBuf>,
+    pub(crate) storage: Option<String>,
+    pub(crate) insecure_listen: Option<bool>,
+    pub(crate) max_request_bytes: Option<usize>,
+    pub(crate) request_timeout: Option<u64>,
+    pub(crate) storage_pool: Option<usize>,
+    pub(crate) cluster_name: Option<String>,
+    pub(crate) log_format: Option<LogFormat>,
+    pub(crate) tls: Option<TlsSection>,
+}
+
+/// `[tls]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct TlsSection {
+    pub(crate) cert: PathBuf,
+    pub(crate) key: PathBuf,
+}
+
+impl FileConfig {
+    pub(crate) fn load(path: &Path) -> anyhow::Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read config file {}", path.display()))?;
+        let config: Self = toml::from_str(&text)
+            .with_context(|| format!("config file {} is invalid", path.display()))?;
+        // Relative paths in the file are relative to the file, not to
+        // wherever the server happens to be started.
+        let base = path.parent().unwrap_or(Path::new("."));
+        Ok(config.rebase(base))
+    }
+
+    fn rebase(mut self, base: &Path) -> Self {
+        let fix = |p: &mut PathBuf| {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        };
+        if let Some(d) = self.data_dir.as_mut() {
+            fix(d);
+        }
+        if let Some(tls) = self.tls.as_mut() {
+            fix(&mut tls.cert);
+            fix(&mut tls.key);
+        }
+        self
+    }
+}

@@ -1,0 +1,230 @@
+//! `vern serve`.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context as _};
+use vern_crypto::{random_token, SecretBytes};
+use vern_seal::Seal;
+use vern_server::{AppState, Listener, ServerConfig, TlsFiles};
+
+use crate::cli::ServeArgs;
+use crate::config::FileConfig;
+use crate::logging::{self, LogFormat};
+
+const DEFAULT_LISTEN: &str = "127.0.0.1:8200";
+const DEFAULT_DATA_DIR: &str = "vern-data";
+const DEFAULT_POOL: usize = 8;
+/// Dev mode keeps its single unseal key here so a restarted dev server
+/// unseals itself. The name says what it is: never use this outside dev.
+const DEV_UNSEAL_KEY_FILE: &str = "dev-unseal-key.insecure";
+
+/// The merged settings of one server start.
+struct Settings {
+    dev: bool,
+    listen: SocketAddr,
+    data_dir: PathBuf,
+    storage: String,
+    tls: Option<TlsFiles>,
+    insecure_listen: bool,
+    pool: usize,
+    server: ServerConfig,
+    log_format: LogFormat,
+}
+
+fn settings(args: ServeArgs) -> anyhow::Result<Settings> {
+    let file = match &args.config {
+        Some(path) => FileConfig::load(path)?,
+        None => FileConfig::default(),
+    };
+    let listen = match args.listen.or(file.listen) {
+        Some(a) => a,
+        None => DEFAULT_LISTEN.parse().context("default listen address")?,
+    };
+    let data_dir = args
+        .data_dir
+        .or(file.data_dir)
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
+    let storage = args
+        .storage
+        .or(file.storage)
+        .unwrap_or_else(|| format!("sqlite:{}", data_dir.join("vern.db").display()));
+    let tls = match (args.tls_cert, args.tls_key, file.tls) {
+        (Some(cert), Some(key), _) => Some(TlsFiles { cert, key }),
+        (None, None, Some(t)) => Some(TlsFiles {
+            cert: t.cert,
+            key: t.key,
+        }),
+        (None, None, None) => None,
+        _ => bail!("--tls-cert and --tls-key must be given together"),
+    };
+    let defaults = ServerConfig::default();
+    let server = ServerConfig {
+        max_request_bytes: args
+            .max_request_bytes
+            .or(file.max_request_bytes)
+            .unwrap_or(defaults.max_request_bytes),
+        request_timeout: args
+            .request_timeout
+            .or(file.request_timeout)
+            .map_or(defaults.request_timeout, Duration::from_secs),
+        cluster_name: args.cluster_name.or(file.cluster_name),
+    };
+    if server.max_request_bytes == 0 || server.request_timeout.is_zero() {
+        bail!("max request bytes and request timeout must be greater than zero");
+    }
+    Ok(Settings {
+        dev: args.dev,
+        listen,
+        data_dir,
+        storage,
+        tls,
+        insecure_listen: args.insecure_listen || file.insecure_listen.unwrap_or(false),
+        pool: args
+            .storage_pool
+            .or(file.storage_pool)
+            .unwrap_or(DEFAULT_POOL),
+        server,
+        log_format: args
+            .log_format
+            .or(file.log_format)
+            .unwrap_or(LogFormat::Auto),
+    })
+}
+
+/// Runs the server until SIGINT or SIGTERM.
+pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<()> {
+    let dev_root_token = args.dev_root_token.clone();
+    let s = settings(args)?;
+    logging::init(s.log_format);
+
+    if s.dev {
+        if !s.listen.ip().is_loopback() {
+            bail!(
+                "dev mode serves plain HTTP with a printed root token, so it only listens on loopback; {} is not a loopback address",
+                s.listen
+            );
+        }
+        if s.tls.is_some() {
+            bail!("dev mode serves plain HTTP; drop the TLS options or drop --dev");
+        }
+    } else if s.tls.is_none() && !s.insecure_listen {
+        bail!("TLS is required: give --tls-cert and --tls-key (or [tls] in the config file), or --insecure-listen to serve plain HTTP deliberately");
+    } else if s.tls.is_none() {
+        tracing::warn!(listen = %s.listen, "Serving plain HTTP because --insecure-listen was given; tokens cross the network in clear.");
+    }
+
+    let store = vern_store::open(&s.storage, s.pool)
+        .await
+        .with_context(|| format!("cannot open storage {}", vern_store::redact_url(&s.storage)))?;
+    let seal = Arc::new(Seal::new(Arc::clone(&store)).await?);
+    let dev_token = if s.dev {
+        Some(dev_unseal(&seal, &s.data_dir, dev_root_token).await?)
+    } else {
+        None
+    };
+
+    let listener = Listener::bind(s.listen, s.tls.as_ref())?;
+    let addr = listener.local_addr()?;
+    let scheme = if listener.is_tls() { "https" } else { "http" };
+    tracing::info!(address = %addr, tls = listener.is_tls(), storage = store.backend(), "Vern is listening.");
+    if let Some(token) = &dev_token {
+        print_dev_banner(&format!("{scheme}://{addr}"), token, &s);
+    }
+
+    let app = vern_server::app(AppState::new(store, seal, s.server));
+    vern_server::serve(listener, app, shutdown_signal()).await?;
+    tracing::info!("Vern stopped.");
+    Ok(())
+}
+
+/// Dev mode: initialise with a single share on first start, keep that share
+/// in the data directory, unseal, and set the root token.
+async fn dev_unseal(
+    seal: &Seal,
+    data_dir: &Path,
+    root_token: Option<String>,
+) -> anyhow::Result<SecretBytes> {
+    tracing::warn!("Dev mode: the unseal key is kept in the data directory and the root token is printed. Never use dev mode in production.");
+    let token = root_token
+        .map(|t| SecretBytes::new(t.into_bytes()))
+        .unwrap_or_else(|| random_token("vern.r."));
+    if token.is_empty() {
+        bail!("--dev-root-token must not be empty");
+    }
+    let key_file = data_dir.join(DEV_UNSEAL_KEY_FILE);
+    if !seal.is_initialized().await? {
+        let out = seal.init(1, 1, Some(token.clone())).await?;
+        let share = out.shares.first().context("init returned no unseal key")?;
+        write_private(&key_file, hex::encode(share.expose()).as_bytes())?;
+    }
+    let key = std::fs::read_to_string(&key_file).with_context(|| {
+        format!(
+            "{} is missing; this data directory was not created by dev mode, so start with a fresh --data-dir",
+            key_file.display()
+        )
+    })?;
+    seal.unseal(key.trim()).await?;
+    seal.replace_root_token(&token).await?;
+    Ok(token)
+}
+
+fn write_private(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    }
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options
+        .open(path)
+        .with_context(|| format!("cannot create {}", path.display()))?;
+    file.write_all(bytes)?;
+    file.sync_all()?;
+    Ok(())
+}
+
+fn print_dev_banner(address: &str, token: &SecretBytes, s: &Settings) {
+    let token = String::from_utf8_lossy(token.expose());
+    println!(
+        "\nVern is running in dev mode: plain HTTP, storage {storage}, initialised and unsealed.\n\
+         Never use dev mode in production.\n\n\
+         Set these to talk to it:\n\n    \
+         export VERN_ADDR='{address}'\n    \
+         export VERN_TOKEN='{token}'\n\n\
+         Try: curl -s {address}/v1/sys/health\n",
+        storage = vern_store::redact_url(&s.storage),
+    );
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(e) = tokio::signal::ctrl_c().await {
+            tracing::error!(error = %e, "Cannot listen for Ctrl-C.");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "Cannot listen for SIGTERM.");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+    tracing::info!("Shutdown requested; finishing in-flight requests.");
+}
