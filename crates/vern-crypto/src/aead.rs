@@ -146,7 +146,8 @@ mod tests {
                       flip in any::<usize>()) {
             let key = DataKey::generate();
             let mut sealed = key.seal(&aad, &msg);
-            prop_assert_eq!(key.open(&aad, &sealed).unwrap().expose(), &msg[..]);
+            let opened = key.open(&aad, &sealed).unwrap();
+            prop_assert_eq!(opened.expose(), &msg[..]);
             let i = flip % sealed.len();
             sealed[i] ^= 1;
             prop_assert!(key.open(&aad, &sealed).is_err());

@@ -43,7 +43,7 @@ impl Keyring {
     }
 
     pub(crate) fn decode(bytes: &[u8]) -> Option<Self> {
-        if bytes.is_empty() || bytes.len() % ENTRY_LEN != 0 {
+        if bytes.is_empty() || !bytes.len().is_multiple_of(ENTRY_LEN) {
             return None;
         }
         let mut terms = BTreeMap::new();

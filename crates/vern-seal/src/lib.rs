@@ -8,7 +8,7 @@
 //! encrypts and decrypts everything stored. Sealing drops the barrier, and
 //! the key material zeroizes with it.
 #![forbid(unsafe_code)]
-#![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
+#![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 
 mod barrier;
 mod keyring;

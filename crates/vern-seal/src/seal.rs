@@ -228,10 +228,10 @@ impl Seal {
     /// reset the progress.
     pub async fn unseal(&self, share: &str) -> Result<SealStatus, SealError> {
         let config = self.read_config().await?.ok_or(SealError::NotInitialized)?;
+        let share = decode_share(share)?;
         if !self.is_sealed() {
             return self.status().await;
         }
-        let share = decode_share(share)?;
         let mut progress = self.progress.lock().await;
         if progress
             .shares

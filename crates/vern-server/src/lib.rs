@@ -6,7 +6,7 @@
 //! (through the seal's barrier) → response. Errors from any domain are turned
 //! into HTTP in one place, [`error`].
 #![forbid(unsafe_code)]
-#![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
+#![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 
 mod auth;
 mod authz;

@@ -9,7 +9,7 @@
 //! sharing one database) are resolved: exactly one wins, the rest get
 //! [`StoreError::Conflict`] and nothing of their batch is written.
 #![forbid(unsafe_code)]
-#![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
+#![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 
 mod key;
 mod postgres;

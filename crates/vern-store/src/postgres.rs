@@ -13,7 +13,7 @@ use crate::{lock_order, prefix_end, redact_url, Entry, Expect, Key, Op, Store, S
 const BACKEND: &str = "postgres";
 
 /// Serialises schema migrations across replicas starting at the same time.
-const MIGRATION_LOCK: i64 = 0x7665_726e_6d69_67; // "vernmig"
+const MIGRATION_LOCK: i64 = 0x0076_6572_6e6d_6967; // "vernmig"
 
 /// Schema migrations, applied in order; the index plus one is the version.
 /// Keys use the "C" collation so they sort bytewise, as in SQLite.
