@@ -6,9 +6,11 @@
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 
 mod aead;
+mod age;
 mod secret;
 mod shamir;
 
+pub use crate::age::{AgeError, AgeRecipient};
 pub use aead::{AeadError, DataKey, NONCE_LEN, TAG_LEN};
 pub use secret::{random_token, sha256, SecretBytes};
 pub use shamir::{combine, split, ShamirError, Share, MAX_SHARES};

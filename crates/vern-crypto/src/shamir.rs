@@ -48,6 +48,12 @@ pub type Share = SecretBytes;
 
 /// Splits a 32-byte secret into `shares` shares, any `threshold` of which
 /// recover it. A 1-of-1 split returns the secret behind identifier 1.
+///
+/// The polynomial's coefficients come from a ChaCha20 stream keyed by
+/// HMAC-SHA256 of the secret over the parameters, so whoever holds the
+/// secret can issue the same share again (a keeper that restarted empty gets
+/// back exactly its share) while T−1 shares still reveal nothing: the
+/// coefficients are a PRF of the secret, unknown without it.
 pub fn split(secret: &SecretBytes, threshold: u8, shares: u8) -> Result<Vec<Share>, ShamirError> {
     let valid = threshold >= 1 && threshold <= shares && !(shares > 1 && threshold < 2);
     if !valid {
@@ -66,10 +72,25 @@ pub fn split(secret: &SecretBytes, threshold: u8, shares: u8) -> Result<Vec<Shar
         usize::from(threshold),
         usize::from(shares),
         secret.expose(),
-        rand::rngs::OsRng,
+        coefficient_rng(secret, threshold, shares)?,
     )
     .map_err(|_| ShamirError::Parameters { threshold, shares })?;
     Ok(raw.into_iter().map(SecretBytes::new).collect())
+}
+
+fn coefficient_rng(
+    secret: &SecretBytes,
+    threshold: u8,
+    shares: u8,
+) -> Result<rand_chacha::ChaCha20Rng, ShamirError> {
+    use hmac::{Hmac, Mac};
+    use rand::SeedableRng;
+    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(secret.expose())
+        .map_err(|_| ShamirError::ShareLength(secret.len()))?;
+    mac.update(b"vern/shamir-coefficients/v1");
+    mac.update(&[threshold, shares]);
+    let seed: [u8; 32] = mac.finalize().into_bytes().into();
+    Ok(rand_chacha::ChaCha20Rng::from_seed(seed))
 }
 
 /// Recombines shares into the secret. With fewer shares than the threshold
@@ -115,6 +136,18 @@ mod tests {
             assert!(split(&key, t, n).is_err(), "{t} of {n}");
         }
         assert!(split(&key, 1, 1).is_ok());
+    }
+
+    #[test]
+    fn splits_are_reproducible_from_the_secret_only() {
+        let key = SecretBytes::random(KEY_LEN);
+        assert_eq!(split(&key, 3, 5).unwrap(), split(&key, 3, 5).unwrap());
+        assert_ne!(split(&key, 3, 5).unwrap(), split(&key, 2, 5).unwrap());
+        let other = SecretBytes::random(KEY_LEN);
+        assert_ne!(
+            split(&key, 3, 5).unwrap()[0],
+            split(&other, 3, 5).unwrap()[0]
+        );
     }
 
     #[test]

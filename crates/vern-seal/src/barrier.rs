@@ -4,22 +4,24 @@
 //! the associated data is the storage key itself, so a ciphertext copied to
 //! another row (another tenant, path or version) fails to decrypt. The
 //! stored form is `term (u32 BE) || nonce || ciphertext || tag`.
+//!
+//! The barrier also owns the keyring's life: it reloads the keyring when it
+//! meets a term another replica added, and adds terms on rotation.
 
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 
-use vern_crypto::SecretBytes;
-use vern_store::{Expect, Key, Op, Store, Write};
+use vern_crypto::{DataKey, SecretBytes};
+use vern_store::{Expect, Key, Op, Store, StoreError, Write};
 
 use crate::keyring::Keyring;
+use crate::layout::{KEYRING, KEYRING_AAD, RESERVED_PREFIX};
 use crate::SealError;
-
-/// Keys under this prefix belong to the seal itself and never pass through
-/// the barrier: they hold the seal configuration and the keyring, which the
-/// barrier cannot decrypt without first having been built from them.
-pub(crate) const RESERVED_PREFIX: &str = "core/seal/";
 
 /// Domain separation for barrier ciphertexts.
 const AAD_CONTEXT: &[u8] = b"vern-barrier-v1\0";
+
+/// How often a keyring rotation retries after losing a race to a replica.
+const ROTATE_ATTEMPTS: usize = 5;
 
 /// A decrypted value and the version it was read at.
 #[derive(Debug)]
@@ -30,10 +32,33 @@ pub struct Plain {
     pub version: u64,
 }
 
+/// One write through the barrier: `Some(value)` to store, `None` to delete.
+#[derive(Debug)]
+pub struct BarrierWrite {
+    /// The storage key.
+    pub key: Key,
+    /// The plaintext to encrypt, or `None` for a delete.
+    pub value: Option<SecretBytes>,
+    /// The compare-and-set precondition.
+    pub expect: Expect,
+}
+
+/// The active keyring term, as `sys/key-status` reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KeyStatus {
+    /// The term new writes are encrypted under.
+    pub term: u32,
+    /// When that term was installed (Unix seconds).
+    pub installed: u64,
+    /// How many terms the keyring holds.
+    pub terms: usize,
+}
+
 /// Encrypting access to the store; exists only while unsealed.
 pub struct Barrier {
     store: Arc<dyn Store>,
-    keyring: Keyring,
+    root: DataKey,
+    keyring: RwLock<Arc<Keyring>>,
 }
 
 impl std::fmt::Debug for Barrier {
@@ -58,9 +83,93 @@ fn check_not_reserved(key: &Key) -> Result<(), SealError> {
     Ok(())
 }
 
+pub(crate) fn keyring_key() -> Result<Key, SealError> {
+    Key::new(KEYRING).map_err(|e| SealError::Corrupt(e.to_string()))
+}
+
+/// Encrypts a keyring under a root key for storage.
+pub(crate) fn seal_keyring(root: &DataKey, keyring: &Keyring) -> Vec<u8> {
+    root.seal(KEYRING_AAD, &keyring.encode())
+}
+
+enum OpenError {
+    UnknownTerm,
+    Corrupt,
+}
+
 impl Barrier {
-    pub(crate) fn new(store: Arc<dyn Store>, keyring: Keyring) -> Self {
-        Self { store, keyring }
+    pub(crate) fn new(store: Arc<dyn Store>, root: DataKey, keyring: Keyring) -> Self {
+        Self {
+            store,
+            root,
+            keyring: RwLock::new(Arc::new(keyring)),
+        }
+    }
+
+    /// Builds the barrier from a candidate root key: it must open the stored
+    /// keyring, which is how wrong unseal shares are detected.
+    pub(crate) async fn unlock(store: Arc<dyn Store>, root: DataKey) -> Result<Self, SealError> {
+        let (keyring, _) = load_keyring(&*store, &root).await?;
+        Ok(Self::new(store, root, keyring))
+    }
+
+    pub(crate) fn root(&self) -> &DataKey {
+        &self.root
+    }
+
+    pub(crate) fn keyring(&self) -> Arc<Keyring> {
+        Arc::clone(&self.keyring.read().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    fn install(&self, keyring: Keyring) {
+        *self.keyring.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(keyring);
+    }
+
+    /// Re-reads the keyring, to learn terms added by another replica.
+    async fn reload(&self) -> Result<(), SealError> {
+        let (keyring, _) = load_keyring(&*self.store, &self.root).await?;
+        self.install(keyring);
+        Ok(())
+    }
+
+    /// The active term.
+    pub fn key_status(&self) -> Result<KeyStatus, SealError> {
+        let ring = self.keyring();
+        let (term, entry) = ring
+            .active()
+            .ok_or_else(|| SealError::Corrupt(KEYRING.to_owned()))?;
+        Ok(KeyStatus {
+            term,
+            installed: entry.installed,
+            terms: ring.len(),
+        })
+    }
+
+    /// Adds a keyring term; new writes use it, old terms still decrypt.
+    /// Safe against concurrent rotation by other replicas (compare-and-set
+    /// on the stored keyring, retried after a reload).
+    pub async fn rotate(&self, now: u64) -> Result<KeyStatus, SealError> {
+        for _ in 0..ROTATE_ATTEMPTS {
+            let (current, version) = load_keyring(&*self.store, &self.root).await?;
+            let next = current
+                .rotated(now)
+                .ok_or_else(|| SealError::Corrupt(KEYRING.to_owned()))?;
+            let write = Write::put(keyring_key()?, seal_keyring(&self.root, &next))
+                .expecting(Expect::Version(version));
+            match self.store.commit(vec![write]).await {
+                Ok(_) => {
+                    self.install(next);
+                    let status = self.key_status()?;
+                    tracing::info!(term = status.term, "Keyring rotated.");
+                    return Ok(status);
+                }
+                Err(StoreError::Conflict { .. }) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(SealError::Store(StoreError::Conflict {
+            key: KEYRING.to_owned(),
+        }))
     }
 
     /// Reads and decrypts one key.
@@ -69,7 +178,15 @@ impl Barrier {
         let Some(entry) = self.store.get(key).await? else {
             return Ok(None);
         };
-        let value = self.open(key, &entry.value)?;
+        let value = match self.open(key, &entry.value) {
+            Ok(v) => v,
+            Err(OpenError::UnknownTerm) => {
+                self.reload().await?;
+                self.open(key, &entry.value)
+                    .map_err(|_| SealError::Corrupt(key.as_str().to_owned()))?
+            }
+            Err(OpenError::Corrupt) => return Err(SealError::Corrupt(key.as_str().to_owned())),
+        };
         Ok(Some(Plain {
             value,
             version: entry.version,
@@ -83,8 +200,14 @@ impl Barrier {
         after: Option<&str>,
         limit: usize,
     ) -> Result<Vec<String>, SealError> {
-        if prefix.starts_with(RESERVED_PREFIX) {
-            return Err(SealError::Reserved(prefix.to_owned()));
+        if prefix.starts_with(RESERVED_PREFIX) || RESERVED_PREFIX.starts_with(prefix) {
+            // A prefix that would cover the seal's own keys lists only what
+            // lies outside them.
+            let keys = self.store.list(prefix, after, limit).await?;
+            return Ok(keys
+                .into_iter()
+                .filter(|k| !k.starts_with(RESERVED_PREFIX))
+                .collect());
         }
         Ok(self.store.list(prefix, after, limit).await?)
     }
@@ -113,130 +236,46 @@ impl Barrier {
     }
 
     fn seal(&self, key: &Key, plaintext: &[u8]) -> Result<Vec<u8>, SealError> {
-        let (term, data_key) = self
-            .keyring
+        let ring = self.keyring();
+        let (term, entry) = ring
             .active()
-            .ok_or_else(|| SealError::Corrupt("keyring".to_owned()))?;
-        let body = data_key.seal(&aad(key), plaintext);
+            .ok_or_else(|| SealError::Corrupt(KEYRING.to_owned()))?;
+        let body = entry.key.seal(&aad(key), plaintext);
         let mut out = Vec::with_capacity(4 + body.len());
         out.extend_from_slice(&term.to_be_bytes());
         out.extend_from_slice(&body);
         Ok(out)
     }
 
-    fn open(&self, key: &Key, stored: &[u8]) -> Result<SecretBytes, SealError> {
-        let corrupt = || SealError::Corrupt(key.as_str().to_owned());
-        let (term, body) = stored.split_first_chunk::<4>().ok_or_else(corrupt)?;
-        let data_key = self
-            .keyring
+    fn open(&self, key: &Key, stored: &[u8]) -> Result<SecretBytes, OpenError> {
+        let (term, body) = stored.split_first_chunk::<4>().ok_or(OpenError::Corrupt)?;
+        let ring = self.keyring();
+        let data_key = ring
             .get(u32::from_be_bytes(*term))
-            .ok_or_else(corrupt)?;
-        data_key.open(&aad(key), body).map_err(|_| corrupt())
+            .ok_or(OpenError::UnknownTerm)?;
+        data_key
+            .open(&aad(key), body)
+            .map_err(|_| OpenError::Corrupt)
     }
 }
 
-/// One write through the barrier: `Some(value)` to store, `None` to delete.
-#[derive(Debug)]
-pub struct BarrierWrite {
-    /// The storage key.
-    pub key: Key,
-    /// The plaintext to encrypt, or `None` for a delete.
-    pub value: Option<SecretBytes>,
-    /// The compare-and-set precondition.
-    pub expect: Expect,
+/// Reads the stored keyring and opens it with `root`; returns it with its
+/// storage version. A root key that cannot open it is [`SealError::WrongShares`].
+pub(crate) async fn load_keyring(
+    store: &dyn Store,
+    root: &DataKey,
+) -> Result<(Keyring, u64), SealError> {
+    let sealed = store
+        .get(&keyring_key()?)
+        .await?
+        .ok_or_else(|| SealError::Corrupt(KEYRING.to_owned()))?;
+    let plain = root
+        .open(KEYRING_AAD, &sealed.value)
+        .map_err(|_| SealError::WrongShares)?;
+    let keyring =
+        Keyring::decode(plain.expose()).ok_or_else(|| SealError::Corrupt(KEYRING.to_owned()))?;
+    Ok((keyring, sealed.version))
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    async fn barrier() -> (Barrier, Arc<dyn Store>, tempfile::TempDir) {
-        let dir = tempfile::tempdir().unwrap();
-        let url = format!("sqlite:{}", dir.path().join("db").display());
-        let store = vern_store::open(&url, 1).await.unwrap();
-        (
-            Barrier::new(Arc::clone(&store), Keyring::generate()),
-            store,
-            dir,
-        )
-    }
-
-    fn put(key: &str, value: &[u8]) -> BarrierWrite {
-        BarrierWrite {
-            key: Key::new(key).unwrap(),
-            value: Some(SecretBytes::new(value.to_vec())),
-            expect: Expect::Any,
-        }
-    }
-
-    #[tokio::test]
-    async fn ciphertext_moved_to_another_row_fails_to_decrypt() {
-        let (b, store, _dir) = barrier().await;
-        b.commit(vec![put(
-            "secret/tenant-a/app/prod/db/1",
-            b"alpha-password",
-        )])
-        .await
-        .unwrap();
-        let a = Key::new("secret/tenant-a/app/prod/db/1").unwrap();
-        let raw = store.get(&a).await.unwrap().unwrap().value;
-        assert!(!raw.windows(14).any(|w| w == b"alpha-password"));
-
-        for target in [
-            "secret/tenant-b/app/prod/db/1",
-            "secret/tenant-a/app/prod/db/2",
-        ] {
-            let moved = Key::new(target).unwrap();
-            store
-                .commit(vec![Write::put(moved.clone(), raw.clone())])
-                .await
-                .unwrap();
-            let err = b.get(&moved).await.unwrap_err();
-            assert!(
-                matches!(err, SealError::Corrupt(ref k) if k == target),
-                "{err}"
-            );
-        }
-        assert_eq!(
-            b.get(&a).await.unwrap().unwrap().value.expose(),
-            b"alpha-password"
-        );
-    }
-
-    #[tokio::test]
-    async fn tampering_and_unknown_terms_are_detected() {
-        let (b, store, _dir) = barrier().await;
-        b.commit(vec![put("x", b"value")]).await.unwrap();
-        let k = Key::new("x").unwrap();
-        let raw = store.get(&k).await.unwrap().unwrap().value;
-        for i in 0..raw.len() {
-            let mut bad = raw.clone();
-            bad[i] ^= 0x01;
-            store
-                .commit(vec![Write::put(k.clone(), bad)])
-                .await
-                .unwrap();
-            assert!(
-                matches!(b.get(&k).await, Err(SealError::Corrupt(_))),
-                "byte {i}"
-            );
-        }
-        store
-            .commit(vec![Write::put(k.clone(), vec![0, 0])])
-            .await
-            .unwrap();
-        assert!(matches!(b.get(&k).await, Err(SealError::Corrupt(_))));
-    }
-
-    #[tokio::test]
-    async fn reserved_keys_are_refused() {
-        let (b, _store, _dir) = barrier().await;
-        let err = b
-            .commit(vec![put("core/seal/keyring", b"x")])
-            .await
-            .unwrap_err();
-        assert!(matches!(err, SealError::Reserved(_)));
-        assert!(b.get(&Key::new("core/seal/config").unwrap()).await.is_err());
-        assert!(b.list("core/seal/", None, 10).await.is_err());
-    }
-}
+mod tests;

@@ -6,38 +6,69 @@ use std::collections::BTreeMap;
 use vern_crypto::{DataKey, SecretBytes, KEY_LEN};
 use zeroize::Zeroizing;
 
+/// One data key and when it was installed (Unix seconds).
+#[derive(Debug, Clone)]
+pub(crate) struct Term {
+    pub(crate) key: DataKey,
+    pub(crate) installed: u64,
+}
+
 /// The keyring held in memory while unsealed.
 #[derive(Debug, Clone)]
 pub(crate) struct Keyring {
-    terms: BTreeMap<u32, DataKey>,
+    terms: BTreeMap<u32, Term>,
 }
 
-const ENTRY_LEN: usize = 4 + KEY_LEN;
+/// Encoded entry: term (u32 BE) ‖ install time (u64 BE) ‖ key.
+const ENTRY_LEN: usize = 4 + 8 + KEY_LEN;
 
 impl Keyring {
     /// A keyring with one fresh key at term 1.
-    pub(crate) fn generate() -> Self {
+    pub(crate) fn generate(now: u64) -> Self {
+        let term = Term {
+            key: DataKey::generate(),
+            installed: now,
+        };
         Self {
-            terms: BTreeMap::from([(1, DataKey::generate())]),
+            terms: BTreeMap::from([(1, term)]),
         }
     }
 
-    /// The newest term and its key.
-    pub(crate) fn active(&self) -> Option<(u32, &DataKey)> {
+    /// The newest term number and its entry.
+    pub(crate) fn active(&self) -> Option<(u32, &Term)> {
         self.terms.iter().next_back().map(|(t, k)| (*t, k))
     }
 
     pub(crate) fn get(&self, term: u32) -> Option<&DataKey> {
-        self.terms.get(&term)
+        self.terms.get(&term).map(|t| &t.key)
     }
 
-    /// Serialises as repeated `term (u32 BE) || key`, in a buffer that is
-    /// wiped when dropped.
+    /// Number of terms held.
+    pub(crate) fn len(&self) -> usize {
+        self.terms.len()
+    }
+
+    /// A copy with a fresh key added as the next term.
+    pub(crate) fn rotated(&self, now: u64) -> Option<Self> {
+        let next = self.active().map_or(Some(1), |(t, _)| t.checked_add(1))?;
+        let mut terms = self.terms.clone();
+        terms.insert(
+            next,
+            Term {
+                key: DataKey::generate(),
+                installed: now,
+            },
+        );
+        Some(Self { terms })
+    }
+
+    /// Serialises into a buffer that is wiped when dropped.
     pub(crate) fn encode(&self) -> Zeroizing<Vec<u8>> {
         let mut out = Zeroizing::new(Vec::with_capacity(self.terms.len() * ENTRY_LEN));
-        for (term, key) in &self.terms {
+        for (term, entry) in &self.terms {
             out.extend_from_slice(&term.to_be_bytes());
-            out.extend_from_slice(key.secret().expose());
+            out.extend_from_slice(&entry.installed.to_be_bytes());
+            out.extend_from_slice(entry.key.secret().expose());
         }
         out
     }
@@ -49,8 +80,9 @@ impl Keyring {
         let mut terms = BTreeMap::new();
         for chunk in bytes.chunks_exact(ENTRY_LEN) {
             let term = u32::from_be_bytes(chunk[..4].try_into().ok()?);
-            let key = DataKey::from_bytes(SecretBytes::new(chunk[4..].to_vec())).ok()?;
-            if terms.insert(term, key).is_some() {
+            let installed = u64::from_be_bytes(chunk[4..12].try_into().ok()?);
+            let key = DataKey::from_bytes(SecretBytes::new(chunk[12..].to_vec())).ok()?;
+            if terms.insert(term, Term { key, installed }).is_some() {
                 return None;
             }
         }
@@ -63,15 +95,33 @@ mod tests {
     use super::*;
 
     #[test]
-    fn encode_decode() {
-        let ring = Keyring::generate();
+    fn encode_decode_and_rotate() {
+        let ring = Keyring::generate(100);
         let decoded = Keyring::decode(&ring.encode()).unwrap();
-        assert_eq!(decoded.active().unwrap().0, 1);
+        let (term, entry) = decoded.active().unwrap();
+        assert_eq!((term, entry.installed), (1, 100));
         assert_eq!(
             decoded.get(1).unwrap().secret(),
             ring.get(1).unwrap().secret()
         );
+
+        let rotated = decoded.rotated(200).unwrap();
+        assert_eq!(rotated.active().unwrap().0, 2);
+        assert_eq!(rotated.len(), 2);
+        let again = Keyring::decode(&rotated.encode()).unwrap();
+        assert_eq!(again.active().unwrap().1.installed, 200);
+        assert_eq!(
+            again.get(1).unwrap().secret(),
+            ring.get(1).unwrap().secret()
+        );
+
         assert!(Keyring::decode(&[]).is_none());
-        assert!(Keyring::decode(&[0; 35]).is_none());
+        assert!(Keyring::decode(&[0; ENTRY_LEN + 1]).is_none());
+        let mut dup = ring.encode().to_vec();
+        dup.extend_from_slice(&ring.encode());
+        assert!(
+            Keyring::decode(&dup).is_none(),
+            "duplicate terms are refused"
+        );
     }
 }

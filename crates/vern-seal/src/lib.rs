@@ -2,20 +2,24 @@
 //! never touches storage in clear.
 //!
 //! [`Seal`] is the state machine (uninitialised → sealed → unsealed) behind
-//! `sys/init`, `sys/unseal`, `sys/seal` and `sys/seal-status`. Unsealing
-//! recombines Shamir shares into the root key, which opens the keyring of
-//! data keys; the keyring becomes a [`Barrier`], the single choke point that
-//! encrypts and decrypts everything stored. Sealing drops the barrier, and
-//! the key material zeroizes with it.
+//! `sys/init`, `sys/unseal`, `sys/seal` and `sys/seal-status`, and root key
+//! rotation. Unsealing recombines Shamir shares into the root key, which
+//! opens the keyring of data keys; the keyring becomes a [`Barrier`], the
+//! single choke point that encrypts and decrypts everything stored. Sealing
+//! drops the barrier, and the key material zeroizes with it.
 #![forbid(unsafe_code)]
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 
 mod barrier;
 mod keyring;
+mod layout;
 mod seal;
 
-pub use barrier::{Barrier, BarrierWrite, Plain};
-pub use seal::{InitOutput, Seal, SealStatus, DEFAULT_SHARES, DEFAULT_THRESHOLD};
+pub use barrier::{Barrier, BarrierWrite, KeyStatus, Plain};
+pub use seal::{
+    InitOutput, IssuedShare, RekeyOutcome, RekeyStatus, Seal, SealStatus, DEFAULT_SHARES,
+    DEFAULT_THRESHOLD,
+};
 
 /// Why a seal or barrier operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -30,14 +34,14 @@ pub enum SealError {
     /// An operation needs the root key and Vern is sealed.
     #[error("Vern is sealed")]
     Sealed,
-    /// Init parameters are out of range.
+    /// Parameters are out of range or inconsistent.
     #[error("{0}")]
     InvalidParameters(String),
     /// An unseal key could not be decoded or is malformed.
     #[error("unseal key is invalid: {0}")]
     BadShare(String),
     /// A threshold of shares was reached but they do not make the root key.
-    #[error("the unseal keys given do not reconstruct the root key; unseal progress was reset")]
+    #[error("the unseal keys given do not reconstruct the root key; progress was reset")]
     WrongShares,
     /// A reserved key was written through the barrier.
     #[error("storage key `{0}` is reserved for the seal")]

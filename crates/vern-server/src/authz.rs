@@ -11,12 +11,21 @@ use crate::error::ApiError;
 pub(crate) enum Action {
     /// `PUT /v1/sys/seal`.
     SysSeal,
+    /// `GET /v1/sys/key-status`.
+    SysKeyStatus,
+    /// `PUT /v1/sys/rotate/keyring`.
+    SysRotateKeyring,
+    /// Starting or cancelling `sys/rotate/root`.
+    SysRotateRoot,
 }
 
 /// Decides `action` for `caller`; returns 403 on deny.
 pub(crate) fn authorize(caller: &Caller, action: Action) -> Result<(), ApiError> {
     let allowed = match action {
-        Action::SysSeal => caller.principal.is_operator(),
+        Action::SysSeal
+        | Action::SysKeyStatus
+        | Action::SysRotateKeyring
+        | Action::SysRotateRoot => caller.principal.is_operator(),
     };
     if allowed {
         Ok(())

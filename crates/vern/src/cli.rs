@@ -39,12 +39,8 @@ pub(crate) enum OperatorCommand {
     Init {
         #[command(flatten)]
         client: ClientArgs,
-        /// Number of unseal key shares to create.
-        #[arg(long, default_value_t = vern_seal::DEFAULT_SHARES)]
-        key_shares: u8,
-        /// Number of shares needed to unseal.
-        #[arg(long, default_value_t = vern_seal::DEFAULT_THRESHOLD)]
-        key_threshold: u8,
+        #[command(flatten)]
+        share_set: ShareSetArgs,
     },
     /// Give the server one unseal key share (read from stdin when not given).
     Unseal {
@@ -58,6 +54,55 @@ pub(crate) enum OperatorCommand {
     },
     /// Seal the server: its keys are dropped from memory. Needs an operator token.
     Seal(ClientArgs),
+    /// Add a keyring term: new data is encrypted under a fresh key, old
+    /// terms still decrypt. Needs an operator token.
+    Rotate(ClientArgs),
+    /// Show the active keyring term. Needs an operator token.
+    KeyStatus(ClientArgs),
+    /// Rotate the root key: issue a new share set from a threshold of the
+    /// current shares.
+    #[command(subcommand)]
+    RotateRoot(RotateRootCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum RotateRootCommand {
+    /// Start a rotation (needs an operator token); prints the nonce.
+    Init {
+        #[command(flatten)]
+        client: ClientArgs,
+        #[command(flatten)]
+        share_set: ShareSetArgs,
+    },
+    /// Give one current share to the rotation (read from stdin when not given).
+    Update {
+        #[command(flatten)]
+        client: ClientArgs,
+        /// The rotation's nonce, as printed by `init`.
+        #[arg(long)]
+        nonce: String,
+        /// A current unseal key, hex or base64.
+        key: Option<String>,
+    },
+    /// Show the rotation's progress.
+    Status(ClientArgs),
+    /// Abandon the rotation (needs an operator token).
+    Cancel(ClientArgs),
+}
+
+/// The shape of a new share set.
+#[derive(Debug, Clone, Args)]
+pub(crate) struct ShareSetArgs {
+    /// Number of unseal key shares to create.
+    #[arg(long, default_value_t = vern_seal::DEFAULT_SHARES)]
+    pub(crate) key_shares: u8,
+    /// Number of shares needed to unseal.
+    #[arg(long, default_value_t = vern_seal::DEFAULT_THRESHOLD)]
+    pub(crate) key_threshold: u8,
+    /// Encrypt share N to the N-th age recipient (`age1…`); give one per
+    /// share. Operators decrypt theirs with `age -d -i KEY_FILE`.
+    #[arg(long = "share-recipient", value_name = "AGE_RECIPIENT")]
+    pub(crate) share_recipients: Vec<String>,
 }
 
 /// Output format of client commands.
@@ -147,15 +192,16 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Serve(args) => serve::run(*args).await.map(|()| ExitCode::SUCCESS),
         Command::Status(args) => client::status(&args).await,
-        Command::Operator(OperatorCommand::Init {
-            client,
-            key_shares,
-            key_threshold,
-        }) => client::init(&client, key_shares, key_threshold).await,
+        Command::Operator(OperatorCommand::Init { client, share_set }) => {
+            client::init(&client, &share_set).await
+        }
         Command::Operator(OperatorCommand::Unseal { client, key, reset }) => {
             client::unseal(&client, key, reset).await
         }
         Command::Operator(OperatorCommand::Seal(args)) => client::seal(&args).await,
+        Command::Operator(OperatorCommand::Rotate(args)) => client::rotate_keyring(&args).await,
+        Command::Operator(OperatorCommand::KeyStatus(args)) => client::key_status(&args).await,
+        Command::Operator(OperatorCommand::RotateRoot(cmd)) => client::rotate_root(cmd).await,
         Command::Completions { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "vern", &mut std::io::stdout());
             Ok(ExitCode::SUCCESS)

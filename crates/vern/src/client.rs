@@ -7,7 +7,7 @@ use anyhow::{bail, Context as _};
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
-use crate::cli::{ClientArgs, Output};
+use crate::cli::{ClientArgs, Output, RotateRootCommand, ShareSetArgs};
 
 /// Exit code of `vern status` when the server is sealed, as in Vault.
 const EXIT_SEALED: u8 = 2;
@@ -158,25 +158,49 @@ pub(crate) async fn status(args: &ClientArgs) -> anyhow::Result<ExitCode> {
     print_seal_status(args, &v)
 }
 
+fn share_set_body(set: &ShareSetArgs) -> Value {
+    json!({
+        "secret_shares": set.key_shares,
+        "secret_threshold": set.key_threshold,
+        "share_recipients": set.share_recipients,
+    })
+}
+
+/// Prints issued shares: base64 in clear, or each armored age file.
+fn print_shares(v: &Value, encrypted: bool) {
+    let list = if encrypted { "keys" } else { "keys_base64" };
+    let keys = v
+        .get(list)
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    for (i, k) in keys.iter().enumerate() {
+        let k = k.as_str().unwrap_or_default();
+        if encrypted {
+            println!(
+                "Unseal Key {} (encrypted to recipient {}):\n{}",
+                i + 1,
+                i + 1,
+                k.trim_end()
+            );
+        } else {
+            println!("Unseal Key {}: {k}", i + 1);
+        }
+    }
+}
+
 /// `vern operator init`.
-pub(crate) async fn init(args: &ClientArgs, shares: u8, threshold: u8) -> anyhow::Result<ExitCode> {
+pub(crate) async fn init(args: &ClientArgs, set: &ShareSetArgs) -> anyhow::Result<ExitCode> {
     let client = Client::new(args)?;
-    let body = json!({ "secret_shares": shares, "secret_threshold": threshold });
     let v = client
-        .expect_ok(Method::PUT, "/v1/sys/init", Some(body))
+        .expect_ok(Method::PUT, "/v1/sys/init", Some(share_set_body(set)))
         .await?;
     if args.output == Output::Json {
         print_json(&v)?;
         return Ok(ExitCode::SUCCESS);
     }
-    let keys = v
-        .get("keys_base64")
-        .and_then(Value::as_array)
-        .cloned()
-        .unwrap_or_default();
-    for (i, k) in keys.iter().enumerate() {
-        println!("Unseal Key {}: {}", i + 1, k.as_str().unwrap_or_default());
-    }
+    let (shares, threshold) = (set.key_shares, set.key_threshold);
+    print_shares(&v, !set.share_recipients.is_empty());
     println!("\nInitial Root Token: {}", field(&v, "root_token"));
     println!(
         "\nVern is initialised with {shares} key shares and a threshold of {threshold}.\n\
@@ -184,6 +208,26 @@ pub(crate) async fn init(args: &ClientArgs, shares: u8, threshold: u8) -> anyhow
          The keys are shown only now: store each with a different operator."
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// The key from the command line, or one line of standard input.
+fn key_or_stdin(key: Option<String>) -> anyhow::Result<String> {
+    let key = match key {
+        Some(k) => k,
+        None => {
+            eprintln!("Unseal key (will be read from standard input):");
+            let mut line = String::new();
+            std::io::stdin()
+                .lock()
+                .read_line(&mut line)
+                .context("cannot read the unseal key")?;
+            line.trim().to_owned()
+        }
+    };
+    if key.is_empty() {
+        bail!("no unseal key given");
+    }
+    Ok(key)
 }
 
 /// `vern operator unseal`.
@@ -196,22 +240,7 @@ pub(crate) async fn unseal(
     let body = if reset {
         json!({ "reset": true })
     } else {
-        let key = match key {
-            Some(k) => k,
-            None => {
-                eprintln!("Unseal key (will be read from standard input):");
-                let mut line = String::new();
-                std::io::stdin()
-                    .lock()
-                    .read_line(&mut line)
-                    .context("cannot read the unseal key")?;
-                line.trim().to_owned()
-            }
-        };
-        if key.is_empty() {
-            bail!("no unseal key given");
-        }
-        json!({ "key": key })
+        json!({ "key": key_or_stdin(key)? })
     };
     let v = client
         .expect_ok(Method::PUT, "/v1/sys/unseal", Some(body))
@@ -230,4 +259,95 @@ pub(crate) async fn seal(args: &ClientArgs) -> anyhow::Result<ExitCode> {
         println!("Success! Vern is sealed.");
     }
     Ok(ExitCode::SUCCESS)
+}
+
+fn print_key_status(args: &ClientArgs, v: &Value) -> anyhow::Result<ExitCode> {
+    if args.output == Output::Json {
+        print_json(v)?;
+    } else {
+        print_table(&[
+            ("Key Term", field(v, "term")),
+            ("Install Time", field(v, "install_time")),
+            ("Terms", field(v, "terms")),
+        ]);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `vern operator rotate`.
+pub(crate) async fn rotate_keyring(args: &ClientArgs) -> anyhow::Result<ExitCode> {
+    let v = Client::new(args)?
+        .expect_ok(Method::PUT, "/v1/sys/rotate/keyring", None)
+        .await?;
+    print_key_status(args, &v)
+}
+
+/// `vern operator key-status`.
+pub(crate) async fn key_status(args: &ClientArgs) -> anyhow::Result<ExitCode> {
+    let v = Client::new(args)?
+        .expect_ok(Method::GET, "/v1/sys/key-status", None)
+        .await?;
+    print_key_status(args, &v)
+}
+
+fn print_rekey(args: &ClientArgs, v: &Value) -> anyhow::Result<ExitCode> {
+    if args.output == Output::Json {
+        print_json(v)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    if v.get("complete") == Some(&Value::Bool(true)) {
+        let encrypted = v["keys"]
+            .as_array()
+            .and_then(|k| k.first())
+            .and_then(Value::as_str)
+            .is_some_and(|k| k.starts_with("-----BEGIN AGE"));
+        print_shares(v, encrypted);
+        println!(
+            "\nThe root key was rotated. The old unseal keys no longer work; distribute these now."
+        );
+    } else {
+        print_table(&[
+            ("Nonce", field(v, "nonce")),
+            ("Started", field(v, "started")),
+            (
+                "Rotation Progress",
+                format!("{}/{}", field(v, "progress"), field(v, "required")),
+            ),
+            ("New Shares", field(v, "n")),
+            ("New Threshold", field(v, "t")),
+        ]);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `vern operator rotate-root …`.
+pub(crate) async fn rotate_root(cmd: RotateRootCommand) -> anyhow::Result<ExitCode> {
+    const PATH: &str = "/v1/sys/rotate/root/init";
+    match cmd {
+        RotateRootCommand::Init { client, share_set } => {
+            let v = Client::new(&client)?
+                .expect_ok(Method::PUT, PATH, Some(share_set_body(&share_set)))
+                .await?;
+            print_rekey(&client, &v)
+        }
+        RotateRootCommand::Update { client, nonce, key } => {
+            let body = json!({ "key": key_or_stdin(key)?, "nonce": nonce });
+            let v = Client::new(&client)?
+                .expect_ok(Method::PUT, "/v1/sys/rotate/root/update", Some(body))
+                .await?;
+            print_rekey(&client, &v)
+        }
+        RotateRootCommand::Status(client) => {
+            let v = Client::new(&client)?
+                .expect_ok(Method::GET, PATH, None)
+                .await?;
+            print_rekey(&client, &v)
+        }
+        RotateRootCommand::Cancel(client) => {
+            let v = Client::new(&client)?
+                .expect_ok(Method::DELETE, PATH, None)
+                .await?;
+            print_rekey(&client, &v)
+        }
+    }
 }

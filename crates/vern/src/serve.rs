@@ -6,8 +6,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context as _};
+use vern_core::SystemClock;
 use vern_crypto::{random_token, SecretBytes};
-use vern_seal::Seal;
+use vern_seal::{IssuedShare, Seal};
 use vern_server::{AppState, Listener, ServerConfig, TlsFiles};
 
 use crate::cli::ServeArgs;
@@ -119,7 +120,7 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let store = vern_store::open(&s.storage, s.pool)
         .await
         .with_context(|| format!("cannot open storage {}", vern_store::redact_url(&s.storage)))?;
-    let seal = Arc::new(Seal::new(Arc::clone(&store)).await?);
+    let seal = Arc::new(Seal::new(Arc::clone(&store), Arc::new(SystemClock)).await?);
     let dev_token = if s.dev {
         Some(dev_unseal(&seal, &s.data_dir, dev_root_token).await?)
     } else {
@@ -156,8 +157,10 @@ async fn dev_unseal(
     }
     let key_file = data_dir.join(DEV_UNSEAL_KEY_FILE);
     if !seal.is_initialized().await? {
-        let out = seal.init(1, 1, Some(token.clone())).await?;
-        let share = out.shares.first().context("init returned no unseal key")?;
+        let out = seal.init(1, 1, &[], Some(token.clone())).await?;
+        let Some(IssuedShare::Clear(share)) = out.shares.first() else {
+            bail!("init returned no unseal key");
+        };
         write_private(&key_file, hex::encode(share.expose()).as_bytes())?;
     }
     let key = std::fs::read_to_string(&key_file).with_context(|| {

@@ -5,7 +5,7 @@ mod sys;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, put};
 use axum::Router;
 use tower::ServiceBuilder;
 
@@ -22,13 +22,27 @@ pub(crate) fn router(state: AppState) -> Router {
             get(sys::init_status).put(sys::init).post(sys::init),
         )
         .route("/v1/sys/seal-status", get(sys::seal_status))
+        .route("/v1/sys/unseal", put(sys::unseal).post(sys::unseal))
+        .route("/v1/sys/seal", put(sys::seal).post(sys::seal))
+        .route("/v1/sys/key-status", get(sys::key_status))
         .route(
-            "/v1/sys/unseal",
-            axum::routing::put(sys::unseal).post(sys::unseal),
+            "/v1/sys/rotate",
+            put(sys::rotate_keyring).post(sys::rotate_keyring),
         )
         .route(
-            "/v1/sys/seal",
-            axum::routing::put(sys::seal).post(sys::seal),
+            "/v1/sys/rotate/keyring",
+            put(sys::rotate_keyring).post(sys::rotate_keyring),
+        )
+        .route(
+            "/v1/sys/rotate/root/init",
+            get(sys::rekey_status)
+                .put(sys::rekey_init)
+                .post(sys::rekey_init)
+                .delete(sys::rekey_cancel),
+        )
+        .route(
+            "/v1/sys/rotate/root/update",
+            put(sys::rekey_update).post(sys::rekey_update),
         )
         .route("/metrics", get(metrics))
         .fallback(not_found)

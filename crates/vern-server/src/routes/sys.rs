@@ -9,7 +9,9 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use base64::Engine as _;
 use serde::{Deserialize, Serialize};
-use vern_seal::{SealStatus, DEFAULT_SHARES, DEFAULT_THRESHOLD};
+use vern_seal::{
+    IssuedShare, RekeyOutcome, RekeyStatus, SealStatus, DEFAULT_SHARES, DEFAULT_THRESHOLD,
+};
 
 use crate::auth::Caller;
 use crate::authz::{authorize, Action};
@@ -112,11 +114,44 @@ pub(crate) async fn init_status(State(state): State<AppState>) -> Result<Respons
     Ok(Json(serde_json::json!({ "initialized": initialized })).into_response())
 }
 
+/// Parameters of a new share set, shared by init and root rotation.
 #[derive(Debug, Deserialize)]
-pub(crate) struct InitRequest {
+pub(crate) struct ShareSetRequest {
     secret_shares: Option<u8>,
     secret_threshold: Option<u8>,
+    /// One age recipient (`age1…`) per share; each share is then returned
+    /// encrypted to its recipient.
+    #[serde(default)]
+    share_recipients: Vec<String>,
     pgp_keys: Option<Vec<String>>,
+}
+
+impl ShareSetRequest {
+    fn parameters(&self) -> Result<(u8, u8), ApiError> {
+        if self.pgp_keys.as_ref().is_some_and(|k| !k.is_empty()) {
+            return Err(ApiError::bad_request(
+                "pgp_keys is not supported; give age recipients in share_recipients instead",
+            ));
+        }
+        Ok((
+            self.secret_shares.unwrap_or(DEFAULT_SHARES),
+            self.secret_threshold.unwrap_or(DEFAULT_THRESHOLD),
+        ))
+    }
+}
+
+/// Shares as Vault returns them: `keys` (hex) and `keys_base64`. An
+/// age-encrypted share is its armored age file in `keys` and the same text
+/// base64-encoded in `keys_base64`.
+fn share_lists(shares: &[IssuedShare]) -> (Vec<String>, Vec<String>) {
+    let b64 = base64::engine::general_purpose::STANDARD;
+    shares
+        .iter()
+        .map(|s| match s {
+            IssuedShare::Clear(s) => (hex::encode(s.expose()), b64.encode(s.expose())),
+            IssuedShare::Encrypted(armored) => (armored.clone(), b64.encode(armored)),
+        })
+        .unzip()
 }
 
 #[derive(Serialize)]
@@ -129,20 +164,18 @@ struct InitResponse {
 /// `PUT|POST /v1/sys/init`: returns the unseal keys and root token once.
 pub(crate) async fn init(
     State(state): State<AppState>,
-    ApiJson(req): ApiJson<InitRequest>,
+    ApiJson(req): ApiJson<ShareSetRequest>,
 ) -> Result<Response, ApiError> {
-    if req.pgp_keys.is_some_and(|k| !k.is_empty()) {
-        return Err(ApiError::bad_request(
-            "pgp_keys is not supported; Vern encrypts shares to age recipients instead",
-        ));
-    }
-    let shares = req.secret_shares.unwrap_or(DEFAULT_SHARES);
-    let threshold = req.secret_threshold.unwrap_or(DEFAULT_THRESHOLD);
-    let out = state.inner.seal.init(shares, threshold, None).await?;
-    let b64 = base64::engine::general_purpose::STANDARD;
+    let (shares, threshold) = req.parameters()?;
+    let out = state
+        .inner
+        .seal
+        .init(shares, threshold, &req.share_recipients, None)
+        .await?;
+    let (keys, keys_base64) = share_lists(&out.shares);
     let body = InitResponse {
-        keys: out.shares.iter().map(|s| hex::encode(s.expose())).collect(),
-        keys_base64: out.shares.iter().map(|s| b64.encode(s.expose())).collect(),
+        keys,
+        keys_base64,
         root_token: String::from_utf8_lossy(out.root_token.expose()).into_owned(),
     };
     Ok(Json(body).into_response())
@@ -226,4 +259,104 @@ pub(crate) async fn seal(
     state.inner.seal.seal().await;
     tracing::warn!(principal = %caller.principal.id, "Sealed by request.");
     Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// `GET /v1/sys/key-status`: the active keyring term.
+pub(crate) async fn key_status(
+    State(state): State<AppState>,
+    caller: Caller,
+) -> Result<Response, ApiError> {
+    authorize(&caller, Action::SysKeyStatus)?;
+    let status = state.inner.seal.key_status()?;
+    Ok(Json(key_status_body(status)).into_response())
+}
+
+fn key_status_body(status: vern_seal::KeyStatus) -> serde_json::Value {
+    let installed = std::time::UNIX_EPOCH + std::time::Duration::from_secs(status.installed);
+    serde_json::json!({
+        "term": status.term,
+        "install_time": humantime::format_rfc3339_seconds(installed).to_string(),
+        "terms": status.terms,
+    })
+}
+
+/// `PUT|POST /v1/sys/rotate/keyring` (and Vault's `sys/rotate`): adds a
+/// keyring term.
+pub(crate) async fn rotate_keyring(
+    State(state): State<AppState>,
+    caller: Caller,
+) -> Result<Response, ApiError> {
+    authorize(&caller, Action::SysRotateKeyring)?;
+    let status = state.inner.seal.rotate_keyring().await?;
+    tracing::warn!(principal = %caller.principal.id, term = status.term, "Keyring rotated by request.");
+    Ok(Json(key_status_body(status)).into_response())
+}
+
+fn rekey_body(s: RekeyStatus) -> serde_json::Value {
+    serde_json::json!({
+        "started": s.started,
+        "nonce": s.nonce,
+        "t": s.threshold,
+        "n": s.shares,
+        "progress": s.progress,
+        "required": s.required,
+        "encrypted_shares": s.encrypted,
+    })
+}
+
+/// `GET /v1/sys/rotate/root/init`: root rotation progress.
+pub(crate) async fn rekey_status(State(state): State<AppState>) -> Result<Response, ApiError> {
+    Ok(Json(rekey_body(state.inner.seal.rekey_status().await?)).into_response())
+}
+
+/// `PUT|POST /v1/sys/rotate/root/init`: starts a root key rotation.
+pub(crate) async fn rekey_init(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiJson(req): ApiJson<ShareSetRequest>,
+) -> Result<Response, ApiError> {
+    authorize(&caller, Action::SysRotateRoot)?;
+    let (shares, threshold) = req.parameters()?;
+    let status = state
+        .inner
+        .seal
+        .rekey_init(shares, threshold, &req.share_recipients)
+        .await?;
+    Ok(Json(rekey_body(status)).into_response())
+}
+
+/// `DELETE /v1/sys/rotate/root/init`: abandons a root key rotation.
+pub(crate) async fn rekey_cancel(
+    State(state): State<AppState>,
+    caller: Caller,
+) -> Result<Response, ApiError> {
+    authorize(&caller, Action::SysRotateRoot)?;
+    Ok(Json(rekey_body(state.inner.seal.rekey_cancel().await?)).into_response())
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct RekeyUpdateRequest {
+    key: String,
+    nonce: String,
+}
+
+/// `PUT|POST /v1/sys/rotate/root/update`: one current share per call; the
+/// shares themselves are the authority, as for unseal.
+pub(crate) async fn rekey_update(
+    State(state): State<AppState>,
+    ApiJson(req): ApiJson<RekeyUpdateRequest>,
+) -> Result<Response, ApiError> {
+    let body = match state.inner.seal.rekey_update(&req.key, &req.nonce).await? {
+        RekeyOutcome::Pending(status) => rekey_body(status),
+        RekeyOutcome::Complete { nonce, shares } => {
+            let (keys, keys_base64) = share_lists(&shares);
+            serde_json::json!({
+                "complete": true,
+                "nonce": nonce,
+                "keys": keys,
+                "keys_base64": keys_base64,
+            })
+        }
+    };
+    Ok(Json(body).into_response())
 }
