@@ -290,6 +290,31 @@ impl Seal {
         recipients: &[String],
         root_token: Option<SecretBytes>,
     ) -> Result<InitOutput, SealError> {
+        self.init_inner(shares, threshold, recipients, root_token, false)
+            .await
+    }
+
+    /// Like [`Seal::init`], but leaves Vern unsealed: for deployments whose
+    /// keepers will hold the shares, as auto-unseal does in Vault.
+    pub async fn init_unsealed(
+        &self,
+        shares: u8,
+        threshold: u8,
+        recipients: &[String],
+        root_token: Option<SecretBytes>,
+    ) -> Result<InitOutput, SealError> {
+        self.init_inner(shares, threshold, recipients, root_token, true)
+            .await
+    }
+
+    async fn init_inner(
+        &self,
+        shares: u8,
+        threshold: u8,
+        recipients: &[String],
+        root_token: Option<SecretBytes>,
+        unseal: bool,
+    ) -> Result<InitOutput, SealError> {
         if self.is_initialized().await? {
             return Err(SealError::AlreadyInitialized);
         }
@@ -333,6 +358,10 @@ impl Seal {
             encrypted = !recipients.is_empty(),
             "Vern initialized."
         );
+        if unseal {
+            self.install(Some(Arc::new(barrier)));
+            tracing::info!("Vern unsealed.");
+        }
         Ok(InitOutput {
             shares: issued,
             root_token,

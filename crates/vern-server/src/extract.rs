@@ -8,14 +8,30 @@ use serde::de::DeserializeOwned;
 use crate::error::ApiError;
 use crate::state::AppState;
 
+/// States that know the largest body they accept, for the error message.
+pub(crate) trait BodyLimit {
+    fn body_limit(&self) -> usize;
+}
+
+impl BodyLimit for AppState {
+    fn body_limit(&self) -> usize {
+        self.inner.config.max_request_bytes
+    }
+}
+
 /// A JSON body. A missing `Content-Type` is accepted (the Vault CLI sends
-/// none); any type other than JSON is refused with 415.
+/// none); any type other than JSON is refused with 415. An empty body reads
+/// as `{}`.
 pub(crate) struct ApiJson<T>(pub T);
 
-impl<T: DeserializeOwned> FromRequest<AppState> for ApiJson<T> {
+impl<T, S> FromRequest<S> for ApiJson<T>
+where
+    T: DeserializeOwned,
+    S: BodyLimit + Send + Sync,
+{
     type Rejection = ApiError;
 
-    async fn from_request(req: Request, state: &AppState) -> Result<Self, ApiError> {
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
         if let Some(ct) = req.headers().get(header::CONTENT_TYPE) {
             let ct = ct.to_str().unwrap_or("").to_ascii_lowercase();
             let essence = ct.split(';').next().unwrap_or("").trim();
@@ -26,7 +42,7 @@ impl<T: DeserializeOwned> FromRequest<AppState> for ApiJson<T> {
                 ));
             }
         }
-        let limit = state.inner.config.max_request_bytes;
+        let limit = state.body_limit();
         let bytes = Bytes::from_request(req, state).await.map_err(|rej| {
             if rej.status() == StatusCode::PAYLOAD_TOO_LARGE {
                 ApiError::new(

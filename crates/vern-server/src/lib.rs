@@ -13,12 +13,16 @@ mod authz;
 mod cluster;
 mod error;
 mod extract;
+mod keeper;
+mod keepers;
 mod listen;
 mod metrics;
 mod middleware;
 mod routes;
 mod state;
 
+pub use keeper::{keeper_app, KeeperState};
+pub use keepers::KeeperConfig;
 pub use listen::{serve, Listener, ServeError, TlsFiles};
 pub use state::{AppState, ServerConfig};
 

@@ -1,6 +1,7 @@
 //! Binding and serving: plain HTTP (dev mode, or an explicit insecure
-//! listener) or TLS through rustls; both shut down gracefully, letting
-//! in-flight requests finish.
+//! listener) or TLS through rustls, optionally requiring client
+//! certificates; both shut down gracefully, letting in-flight requests
+//! finish.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -9,19 +10,24 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use vern_pki::ClientAuth;
 
 /// How long in-flight requests may run after shutdown is asked for.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// PEM files of the server's TLS identity.
+/// PEM files of a TLS listener's identity, and optionally the client
+/// certificates it demands.
 #[derive(Debug, Clone)]
 pub struct TlsFiles {
     /// Certificate chain, leaf first.
     pub cert: PathBuf,
     /// Private key (PKCS#8, PKCS#1 or SEC1).
     pub key: PathBuf,
+    /// CA bundle for client certificates; when set, clients must present one.
+    pub client_ca: Option<PathBuf>,
+    /// DNS or URI SANs of which a client certificate must name one (empty:
+    /// any certificate from `client_ca`).
+    pub allowed_clients: Vec<String>,
 }
 
 /// Why the server could not start or stopped with an error.
@@ -38,7 +44,7 @@ pub enum ServeError {
     },
     /// TLS files are missing or unusable.
     #[error("TLS configuration is unusable: {0}")]
-    Tls(String),
+    Tls(#[from] vern_pki::TlsError),
     /// Serving failed.
     #[error("server failed: {0}")]
     Io(#[from] std::io::Error),
@@ -54,7 +60,15 @@ impl Listener {
     /// Binds `addr`, loading the TLS identity first when given, so that a
     /// bad certificate fails start-up rather than the first connection.
     pub fn bind(addr: SocketAddr, tls: Option<&TlsFiles>) -> Result<Self, ServeError> {
-        let tls = tls.map(load_tls).transpose()?;
+        let tls = tls
+            .map(|t| {
+                let client_auth = t.client_ca.as_deref().map(|ca| ClientAuth {
+                    ca,
+                    allowed: &t.allowed_clients,
+                });
+                vern_pki::server_config(&t.cert, &t.key, client_auth)
+            })
+            .transpose()?;
         let socket = std::net::TcpListener::bind(addr)
             .map_err(|source| ServeError::Bind { addr, source })?;
         socket.set_nonblocking(true)?;
@@ -70,29 +84,6 @@ impl Listener {
     pub fn is_tls(&self) -> bool {
         self.tls.is_some()
     }
-}
-
-fn load_tls(files: &TlsFiles) -> Result<Arc<rustls::ServerConfig>, ServeError> {
-    let certs = CertificateDer::pem_file_iter(&files.cert)
-        .and_then(|it| it.collect::<Result<Vec<_>, _>>())
-        .map_err(|e| ServeError::Tls(format!("certificate file {}: {e}", files.cert.display())))?;
-    if certs.is_empty() {
-        return Err(ServeError::Tls(format!(
-            "certificate file {} holds no certificate",
-            files.cert.display()
-        )));
-    }
-    let key = PrivateKeyDer::from_pem_file(&files.key)
-        .map_err(|e| ServeError::Tls(format!("key file {}: {e}", files.key.display())))?;
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| ServeError::Tls(e.to_string()))?
-        .with_no_client_auth()
-        .with_single_cert(certs, key)
-        .map_err(|e| ServeError::Tls(e.to_string()))?;
-    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    Ok(Arc::new(config))
 }
 
 /// Serves `app` on `listener` until `shutdown` completes, then drains.

@@ -8,6 +8,7 @@ use vern_seal::Seal;
 use vern_store::Store;
 
 use crate::cluster::ClusterInfo;
+use crate::keepers::{KeeperConfig, Keepers};
 use crate::metrics::Metrics;
 
 /// Tunables of the HTTP edge.
@@ -45,6 +46,7 @@ pub(crate) struct Inner {
     pub(crate) metrics: Metrics,
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) cluster: tokio::sync::RwLock<Option<ClusterInfo>>,
+    pub(crate) keepers: Option<Arc<Keepers>>,
 }
 
 impl AppState {
@@ -58,8 +60,27 @@ impl AppState {
                 metrics: Metrics::new(),
                 clock: Arc::new(SystemClock),
                 cluster: tokio::sync::RwLock::new(None),
+                keepers: None,
             }),
         }
+    }
+
+    /// State whose seal is kept by keepers: starts the task that unseals
+    /// from them and keeps them supplied. Must be called inside a Tokio
+    /// runtime.
+    pub fn with_keepers(
+        store: Arc<dyn Store>,
+        seal: Arc<Seal>,
+        config: ServerConfig,
+        keepers: KeeperConfig,
+    ) -> Result<Self, reqwest::Error> {
+        let keepers = Arc::new(Keepers::new(keepers)?);
+        tokio::spawn(Arc::clone(&keepers).run(Arc::clone(&seal)));
+        let mut state = Self::new(store, seal, config);
+        if let Some(inner) = Arc::get_mut(&mut state.inner) {
+            inner.keepers = Some(keepers);
+        }
+        Ok(state)
     }
 
     /// The seal, for the binary's start-up (dev auto-unseal).

@@ -23,9 +23,12 @@ pub(crate) enum Command {
     Serve(Box<ServeArgs>),
     /// Show the seal status of a server.
     Status(ClientArgs),
-    /// Operator commands: init, unseal, seal.
+    /// Operator commands: init, unseal, seal, rotation.
     #[command(subcommand)]
     Operator(OperatorCommand),
+    /// Run a keeper: a stateless process holding one unseal share in
+    /// memory, handed only to the configured Vern server over mutual TLS.
+    Keeper(KeeperArgs),
     /// Print a shell completion script.
     Completions {
         /// The shell.
@@ -103,6 +106,35 @@ pub(crate) struct ShareSetArgs {
     /// share. Operators decrypt theirs with `age -d -i KEY_FILE`.
     #[arg(long = "share-recipient", value_name = "AGE_RECIPIENT")]
     pub(crate) share_recipients: Vec<String>,
+}
+
+/// Options of `vern keeper`.
+#[derive(Debug, Clone, Args)]
+pub(crate) struct KeeperArgs {
+    /// Address to listen on.
+    #[arg(long, env = "VERN_KEEPER_LISTEN")]
+    pub(crate) listen: SocketAddr,
+    /// PEM certificate chain the keeper presents.
+    #[arg(long, env = "VERN_KEEPER_TLS_CERT")]
+    pub(crate) tls_cert: PathBuf,
+    /// PEM private key of that certificate.
+    #[arg(long, env = "VERN_KEEPER_TLS_KEY")]
+    pub(crate) tls_key: PathBuf,
+    /// PEM bundle of the CA that signs the Vern server's client certificate.
+    #[arg(long, env = "VERN_KEEPER_CLIENT_CA")]
+    pub(crate) client_ca: PathBuf,
+    /// The Vern server's identity: a DNS or URI SAN its client certificate
+    /// must carry (repeat to allow several). Anyone else is refused.
+    #[arg(
+        long = "server-identity",
+        env = "VERN_KEEPER_SERVER_IDENTITY",
+        required = true,
+        value_delimiter = ','
+    )]
+    pub(crate) server_identities: Vec<String>,
+    /// Log format.
+    #[arg(long, value_enum, env = "VERN_LOG_FORMAT", default_value_t = LogFormat::Auto)]
+    pub(crate) log_format: LogFormat,
 }
 
 /// Output format of client commands.
@@ -185,6 +217,23 @@ pub(crate) struct ServeArgs {
     /// Log format.
     #[arg(long, value_enum, env = "VERN_LOG_FORMAT")]
     pub(crate) log_format: Option<LogFormat>,
+    /// Keeper base URL (`https://host:port`); repeat, in share order. With
+    /// keepers, init leaves Vern unsealed and a restarted server unseals
+    /// itself from them.
+    #[arg(long = "keeper", env = "VERN_KEEPERS", value_delimiter = ',')]
+    pub(crate) keepers: Vec<String>,
+    /// PEM bundle of the CA that signs the keepers' certificates.
+    #[arg(long, env = "VERN_KEEPER_CA")]
+    pub(crate) keeper_ca: Option<PathBuf>,
+    /// PEM client certificate this server presents to keepers.
+    #[arg(long, env = "VERN_KEEPER_CLIENT_CERT")]
+    pub(crate) keeper_client_cert: Option<PathBuf>,
+    /// PEM private key of that client certificate.
+    #[arg(long, env = "VERN_KEEPER_CLIENT_KEY")]
+    pub(crate) keeper_client_key: Option<PathBuf>,
+    /// Seconds between checks that every keeper holds its share [default: 30].
+    #[arg(long, env = "VERN_KEEPER_SYNC_INTERVAL")]
+    pub(crate) keeper_sync_interval: Option<u64>,
 }
 
 /// Runs the parsed command and returns the process exit code.
@@ -202,6 +251,7 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Operator(OperatorCommand::Rotate(args)) => client::rotate_keyring(&args).await,
         Command::Operator(OperatorCommand::KeyStatus(args)) => client::key_status(&args).await,
         Command::Operator(OperatorCommand::RotateRoot(cmd)) => client::rotate_root(cmd).await,
+        Command::Keeper(args) => crate::keeper::run(args).await.map(|()| ExitCode::SUCCESS),
         Command::Completions { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "vern", &mut std::io::stdout());
             Ok(ExitCode::SUCCESS)

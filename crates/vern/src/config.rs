@@ -24,6 +24,18 @@ pub(crate) struct FileConfig {
     pub(crate) cluster_name: Option<String>,
     pub(crate) log_format: Option<LogFormat>,
     pub(crate) tls: Option<TlsSection>,
+    pub(crate) keepers: Option<KeepersSection>,
+}
+
+/// `[keepers]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct KeepersSection {
+    pub(crate) urls: Vec<String>,
+    pub(crate) ca: PathBuf,
+    pub(crate) client_cert: PathBuf,
+    pub(crate) client_key: PathBuf,
+    pub(crate) sync_interval: Option<u64>,
 }
 
 /// `[tls]`.
@@ -58,6 +70,11 @@ impl FileConfig {
         if let Some(tls) = self.tls.as_mut() {
             fix(&mut tls.cert);
             fix(&mut tls.key);
+        }
+        if let Some(k) = self.keepers.as_mut() {
+            fix(&mut k.ca);
+            fix(&mut k.client_cert);
+            fix(&mut k.client_key);
         }
         self
     }

@@ -4,6 +4,7 @@
 mod cli;
 mod client;
 mod config;
+mod keeper;
 mod logging;
 mod serve;
 

@@ -9,7 +9,7 @@ use anyhow::{bail, Context as _};
 use vern_core::SystemClock;
 use vern_crypto::{random_token, SecretBytes};
 use vern_seal::{IssuedShare, Seal};
-use vern_server::{AppState, Listener, ServerConfig, TlsFiles};
+use vern_server::{AppState, KeeperConfig, Listener, ServerConfig, TlsFiles};
 
 use crate::cli::ServeArgs;
 use crate::config::FileConfig;
@@ -33,13 +33,59 @@ struct Settings {
     pool: usize,
     server: ServerConfig,
     log_format: LogFormat,
+    keepers: Option<KeeperConfig>,
+}
+
+const DEFAULT_KEEPER_SYNC: u64 = 30;
+
+fn keeper_settings(
+    args: &ServeArgs,
+    file: Option<crate::config::KeepersSection>,
+) -> anyhow::Result<Option<KeeperConfig>> {
+    let (urls, ca, cert, key, interval) = if args.keepers.is_empty() {
+        match file {
+            None => return Ok(None),
+            Some(k) => (
+                k.urls,
+                Some(k.ca),
+                Some(k.client_cert),
+                Some(k.client_key),
+                k.sync_interval,
+            ),
+        }
+    } else {
+        (
+            args.keepers.clone(),
+            args.keeper_ca.clone(),
+            args.keeper_client_cert.clone(),
+            args.keeper_client_key.clone(),
+            args.keeper_sync_interval,
+        )
+    };
+    if urls.is_empty() {
+        return Ok(None);
+    }
+    let (Some(ca), Some(cert), Some(key)) = (ca, cert, key) else {
+        bail!("keepers need --keeper-ca, --keeper-client-cert and --keeper-client-key: keeper traffic is mutually authenticated TLS");
+    };
+    if let Some(bad) = urls.iter().find(|u| !u.starts_with("https://")) {
+        bail!("keeper URL `{bad}` must start with https://");
+    }
+    let tls =
+        vern_pki::client_config(&ca, Some((&cert, &key))).context("keeper TLS configuration")?;
+    Ok(Some(KeeperConfig {
+        urls,
+        tls,
+        sync_interval: Duration::from_secs(interval.unwrap_or(DEFAULT_KEEPER_SYNC).max(1)),
+    }))
 }
 
 fn settings(args: ServeArgs) -> anyhow::Result<Settings> {
-    let file = match &args.config {
+    let mut file = match &args.config {
         Some(path) => FileConfig::load(path)?,
         None => FileConfig::default(),
     };
+    let keepers = keeper_settings(&args, file.keepers.take())?;
     let listen = match args.listen.or(file.listen) {
         Some(a) => a,
         None => DEFAULT_LISTEN.parse().context("default listen address")?,
@@ -53,10 +99,17 @@ fn settings(args: ServeArgs) -> anyhow::Result<Settings> {
         .or(file.storage)
         .unwrap_or_else(|| format!("sqlite:{}", data_dir.join("vern.db").display()));
     let tls = match (args.tls_cert, args.tls_key, file.tls) {
-        (Some(cert), Some(key), _) => Some(TlsFiles { cert, key }),
+        (Some(cert), Some(key), _) => Some(TlsFiles {
+            cert,
+            key,
+            client_ca: None,
+            allowed_clients: Vec::new(),
+        }),
         (None, None, Some(t)) => Some(TlsFiles {
             cert: t.cert,
             key: t.key,
+            client_ca: None,
+            allowed_clients: Vec::new(),
         }),
         (None, None, None) => None,
         _ => bail!("--tls-cert and --tls-key must be given together"),
@@ -92,6 +145,7 @@ fn settings(args: ServeArgs) -> anyhow::Result<Settings> {
             .log_format
             .or(file.log_format)
             .unwrap_or(LogFormat::Auto),
+        keepers,
     })
 }
 
@@ -135,7 +189,13 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<()> {
         print_dev_banner(&format!("{scheme}://{addr}"), token, &s);
     }
 
-    let app = vern_server::app(AppState::new(store, seal, s.server));
+    let state = match s.keepers {
+        Some(keepers) if !s.dev => AppState::with_keepers(store, seal, s.server, keepers)
+            .context("cannot set up the keeper client")?,
+        Some(_) => bail!("dev mode unseals itself; drop the keeper options or drop --dev"),
+        None => AppState::new(store, seal, s.server),
+    };
+    let app = vern_server::app(state);
     vern_server::serve(listener, app, shutdown_signal()).await?;
     tracing::info!("Vern stopped.");
     Ok(())
@@ -204,7 +264,7 @@ fn print_dev_banner(address: &str, token: &SecretBytes, s: &Settings) {
     );
 }
 
-async fn shutdown_signal() {
+pub(crate) async fn shutdown_signal() {
     let ctrl_c = async {
         if let Err(e) = tokio::signal::ctrl_c().await {
             tracing::error!(error = %e, "Cannot listen for Ctrl-C.");

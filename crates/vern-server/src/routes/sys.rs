@@ -167,11 +167,21 @@ pub(crate) async fn init(
     ApiJson(req): ApiJson<ShareSetRequest>,
 ) -> Result<Response, ApiError> {
     let (shares, threshold) = req.parameters()?;
-    let out = state
-        .inner
-        .seal
-        .init(shares, threshold, &req.share_recipients, None)
-        .await?;
+    let seal = &state.inner.seal;
+    let out = match &state.inner.keepers {
+        // Keepers will hold the shares: stay unsealed and hand them out now.
+        Some(keepers) => {
+            let out = seal
+                .init_unsealed(shares, threshold, &req.share_recipients, None)
+                .await?;
+            keepers.wake.notify_one();
+            out
+        }
+        None => {
+            seal.init(shares, threshold, &req.share_recipients, None)
+                .await?
+        }
+    };
     let (keys, keys_base64) = share_lists(&out.shares);
     let body = InitResponse {
         keys,

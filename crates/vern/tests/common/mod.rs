@@ -43,8 +43,24 @@ impl Server {
 
     /// Like [`Server::start`], but returns the server's output on failure.
     pub fn try_start(args: &[&str], envs: &[(&str, &str)]) -> Result<Self, String> {
+        Self::spawn("serve", args, envs, "Vern is listening.")
+    }
+
+    /// Starts `vern keeper ARGS` and waits until it listens.
+    pub fn keeper(args: &[&str]) -> Self {
+        Self::spawn("keeper", args, &[], "Keeper is listening.").unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// Starts a listening subcommand; `ready` is the log message that
+    /// carries its `address`.
+    pub fn spawn(
+        sub: &str,
+        args: &[&str],
+        envs: &[(&str, &str)],
+        ready: &str,
+    ) -> Result<Self, String> {
         let mut cmd = Command::new(BIN);
-        cmd.arg("serve").args(args).arg("--log-format").arg("json");
+        cmd.arg(sub).args(args).arg("--log-format").arg("json");
         for (k, v) in envs {
             cmd.env(k, v);
         }
@@ -65,7 +81,7 @@ impl Server {
             let left = deadline.saturating_duration_since(Instant::now());
             match rx.recv_timeout(left.min(Duration::from_millis(200))) {
                 Ok(line) => {
-                    if line.contains("Vern is listening.") {
+                    if line.contains(ready) {
                         let v: serde_json::Value = serde_json::from_str(&line).unwrap();
                         let addr = v["address"].as_str().unwrap().to_owned();
                         return Ok(Self {
@@ -82,14 +98,14 @@ impl Server {
             if let Ok(Some(status)) = child.try_wait() {
                 std::thread::sleep(Duration::from_millis(100));
                 return Err(format!(
-                    "vern serve exited with {status}: {}",
+                    "vern {sub} exited with {status}: {}",
                     stderr.lock().unwrap().join("\n")
                 ));
             }
             if Instant::now() >= deadline {
                 let _ = child.kill();
                 return Err(format!(
-                    "vern serve did not start: {}",
+                    "vern {sub} did not start: {}",
                     stderr.lock().unwrap().join("\n")
                 ));
             }
@@ -197,4 +213,13 @@ pub fn path_str(p: &Path) -> String {
 
 pub fn join(dir: &Path, name: &str) -> PathBuf {
     dir.join(name)
+}
+
+/// Polls `check` every 100 ms until it returns true or `limit` passes.
+pub async fn eventually(limit: Duration, what: &str, mut check: impl AsyncFnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !check().await {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }

@@ -1,0 +1,140 @@
+//! TLS identities for Vern's own connections: loading PEM certificates and
+//! keys, building rustls configurations for servers (optionally requiring
+//! client certificates) and for clients (optionally presenting one), and
+//! pinning the peer's identity: a mutual-TLS server that accepts only a
+//! client whose certificate names an expected identity (DNS name or URI SAN,
+//! e.g. a SPIFFE ID). The internal CA issuing SVIDs grows here.
+//!
+//! All configurations use the `ring` provider and TLS 1.2/1.3 defaults.
+#![forbid(unsafe_code)]
+#![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
+
+mod identity;
+
+use std::path::Path;
+use std::sync::Arc;
+
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::server::WebPkiClientVerifier;
+use rustls::RootCertStore;
+
+pub use identity::{peer_identities, PinnedClientVerifier};
+
+/// Why a TLS configuration could not be built.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TlsError {
+    /// A PEM file could not be read or holds nothing usable.
+    #[error("{what} {path}: {detail}")]
+    File {
+        /// What the file should hold.
+        what: &'static str,
+        /// The file.
+        path: String,
+        /// What went wrong.
+        detail: String,
+    },
+    /// rustls refused the configuration.
+    #[error("TLS configuration refused: {0}")]
+    Config(String),
+}
+
+fn file_error(what: &'static str, path: &Path, detail: impl ToString) -> TlsError {
+    TlsError::File {
+        what,
+        path: path.display().to_string(),
+        detail: detail.to_string(),
+    }
+}
+
+fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// Reads every certificate of a PEM file, leaf first.
+pub fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let certs = CertificateDer::pem_file_iter(path)
+        .and_then(|it| it.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| file_error("certificate file", path, e))?;
+    if certs.is_empty() {
+        return Err(file_error("certificate file", path, "holds no certificate"));
+    }
+    Ok(certs)
+}
+
+/// Reads a PEM private key (PKCS#8, PKCS#1 or SEC1).
+pub fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
+    PrivateKeyDer::from_pem_file(path).map_err(|e| file_error("key file", path, e))
+}
+
+/// Reads a PEM bundle of CA certificates into a root store.
+pub fn load_roots(path: &Path) -> Result<RootCertStore, TlsError> {
+    let mut roots = RootCertStore::empty();
+    for cert in load_certs(path)? {
+        roots
+            .add(cert)
+            .map_err(|e| file_error("CA file", path, e))?;
+    }
+    Ok(roots)
+}
+
+/// Client certificate requirements of a server.
+#[derive(Debug, Clone)]
+pub struct ClientAuth<'a> {
+    /// PEM bundle of the CAs that sign acceptable client certificates.
+    pub ca: &'a Path,
+    /// Identities (DNS or URI SANs) of which a client certificate must name
+    /// at least one; empty accepts any certificate from the CA.
+    pub allowed: &'a [String],
+}
+
+/// A server configuration from PEM files, advertising h2 and http/1.1.
+pub fn server_config(
+    cert: &Path,
+    key: &Path,
+    client_auth: Option<ClientAuth<'_>>,
+) -> Result<Arc<rustls::ServerConfig>, TlsError> {
+    let certs = load_certs(cert)?;
+    let key = load_key(key)?;
+    let builder = rustls::ServerConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| TlsError::Config(e.to_string()))?;
+    let builder = match client_auth {
+        None => builder.with_no_client_auth(),
+        Some(auth) => {
+            let roots = Arc::new(load_roots(auth.ca)?);
+            let inner = WebPkiClientVerifier::builder_with_provider(roots, provider())
+                .build()
+                .map_err(|e| TlsError::Config(e.to_string()))?;
+            builder.with_client_cert_verifier(Arc::new(PinnedClientVerifier::new(
+                inner,
+                auth.allowed.to_vec(),
+            )))
+        }
+    };
+    let mut config = builder
+        .with_single_cert(certs, key)
+        .map_err(|e| TlsError::Config(e.to_string()))?;
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
+/// A client configuration trusting only the CAs in `ca`, presenting the
+/// given certificate and key when both are given.
+pub fn client_config(
+    ca: &Path,
+    identity: Option<(&Path, &Path)>,
+) -> Result<rustls::ClientConfig, TlsError> {
+    let roots = load_roots(ca)?;
+    let builder = rustls::ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| TlsError::Config(e.to_string()))?
+        .with_root_certificates(roots);
+    match identity {
+        None => Ok(builder.with_no_client_auth()),
+        Some((cert, key)) => builder
+            .with_client_auth_cert(load_certs(cert)?, load_key(key)?)
+            .map_err(|e| TlsError::Config(e.to_string())),
+    }
+}
