@@ -10,22 +10,21 @@ use crate::error::ApiError;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Action {
     /// `PUT /v1/sys/seal`.
-    SysSeal,
+    Seal,
     /// `GET /v1/sys/key-status`.
-    SysKeyStatus,
+    ReadKeyStatus,
     /// `PUT /v1/sys/rotate/keyring`.
-    SysRotateKeyring,
+    RotateKeyring,
     /// Starting or cancelling `sys/rotate/root`.
-    SysRotateRoot,
+    RotateRootKey,
 }
 
 /// Decides `action` for `caller`; returns 403 on deny.
 pub(crate) fn authorize(caller: &Caller, action: Action) -> Result<(), ApiError> {
     let allowed = match action {
-        Action::SysSeal
-        | Action::SysKeyStatus
-        | Action::SysRotateKeyring
-        | Action::SysRotateRoot => caller.principal.is_operator(),
+        Action::Seal | Action::ReadKeyStatus | Action::RotateKeyring | Action::RotateRootKey => {
+            caller.principal.is_operator()
+        }
     };
     if allowed {
         Ok(())

@@ -12,6 +12,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("vern-core", 0),
     ("vern-crypto", 0),
     ("vern-store", 0),
+    ("vern-pki", 0),
     ("vern-seal", 1),
     ("vern-server", 3),
     ("vern", 4),

@@ -265,7 +265,7 @@ pub(crate) async fn seal(
     State(state): State<AppState>,
     caller: Caller,
 ) -> Result<Response, ApiError> {
-    authorize(&caller, Action::SysSeal)?;
+    authorize(&caller, Action::Seal)?;
     state.inner.seal.seal().await;
     tracing::warn!(principal = %caller.principal.id, "Sealed by request.");
     Ok(StatusCode::NO_CONTENT.into_response())
@@ -276,7 +276,7 @@ pub(crate) async fn key_status(
     State(state): State<AppState>,
     caller: Caller,
 ) -> Result<Response, ApiError> {
-    authorize(&caller, Action::SysKeyStatus)?;
+    authorize(&caller, Action::ReadKeyStatus)?;
     let status = state.inner.seal.key_status()?;
     Ok(Json(key_status_body(status)).into_response())
 }
@@ -296,7 +296,7 @@ pub(crate) async fn rotate_keyring(
     State(state): State<AppState>,
     caller: Caller,
 ) -> Result<Response, ApiError> {
-    authorize(&caller, Action::SysRotateKeyring)?;
+    authorize(&caller, Action::RotateKeyring)?;
     let status = state.inner.seal.rotate_keyring().await?;
     tracing::warn!(principal = %caller.principal.id, term = status.term, "Keyring rotated by request.");
     Ok(Json(key_status_body(status)).into_response())
@@ -325,7 +325,7 @@ pub(crate) async fn rekey_init(
     caller: Caller,
     ApiJson(req): ApiJson<ShareSetRequest>,
 ) -> Result<Response, ApiError> {
-    authorize(&caller, Action::SysRotateRoot)?;
+    authorize(&caller, Action::RotateRootKey)?;
     let (shares, threshold) = req.parameters()?;
     let status = state
         .inner
@@ -340,7 +340,7 @@ pub(crate) async fn rekey_cancel(
     State(state): State<AppState>,
     caller: Caller,
 ) -> Result<Response, ApiError> {
-    authorize(&caller, Action::SysRotateRoot)?;
+    authorize(&caller, Action::RotateRootKey)?;
     Ok(Json(rekey_body(state.inner.seal.rekey_cancel().await?)).into_response())
 }
 
