@@ -14,6 +14,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("vern-store", 0),
     ("vern-pki", 0),
     ("vern-seal", 1),
+    ("vern-secrets", 2),
     ("vern-server", 3),
     ("vern", 4),
 ];
