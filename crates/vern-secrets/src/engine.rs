@@ -111,7 +111,10 @@ fn key(s: String) -> Result<Key, KvError> {
 }
 
 fn is_conflict(e: &KvError) -> bool {
-    matches!(e, KvError::Seal(SealError::Store(StoreError::Conflict { .. })))
+    matches!(
+        e,
+        KvError::Seal(SealError::Store(StoreError::Conflict { .. }))
+    )
 }
 
 fn view(version: u64, info: &VersionInfo, meta: &Metadata) -> VersionView {
@@ -175,14 +178,22 @@ impl KvEngine {
     }
 
     fn data_key(&self, path: &SecretPath, version: u64) -> Result<Key, KvError> {
-        key(format!("kv/{}/data/{}/{version:020}", self.mount, path.as_str()))
+        key(format!(
+            "kv/{}/data/{}/{version:020}",
+            self.mount,
+            path.as_str()
+        ))
     }
 
     fn config_key(&self) -> Result<Key, KvError> {
         key(format!("kv/{}/config", self.mount))
     }
 
-    async fn load_meta(&self, b: &Barrier, path: &SecretPath) -> Result<Option<(Metadata, u64)>, KvError> {
+    async fn load_meta(
+        &self,
+        b: &Barrier,
+        path: &SecretPath,
+    ) -> Result<Option<(Metadata, u64)>, KvError> {
         let Some(plain) = b.get(&self.meta_key(path)?).await? else {
             return Ok(None);
         };
@@ -224,7 +235,9 @@ impl KvEngine {
         for _ in 0..ATTEMPTS {
             let config = self.config(b).await?;
             let current = self.load_meta(b, path).await?;
-            let expect = current.as_ref().map_or(Expect::Absent, |(_, v)| Expect::Version(*v));
+            let expect = current
+                .as_ref()
+                .map_or(Expect::Absent, |(_, v)| Expect::Version(*v));
             let (next, mut writes, out) = change(current.map(|(m, _)| m), self.now(), config)?;
             writes.insert(
                 0,
@@ -248,7 +261,12 @@ impl KvEngine {
     }
 
     /// Reads `version` (latest when `None` or 0).
-    pub async fn read(&self, b: &Barrier, path: &SecretPath, version: Option<u64>) -> Result<Read, KvError> {
+    pub async fn read(
+        &self,
+        b: &Barrier,
+        path: &SecretPath,
+        version: Option<u64>,
+    ) -> Result<Read, KvError> {
         let (meta, _) = self.load_meta(b, path).await?.ok_or(KvError::NotFound)?;
         let v = version.filter(|v| *v > 0).unwrap_or(meta.current_version);
         let info = meta.versions.get(&v).ok_or(KvError::NotFound)?;
@@ -260,7 +278,10 @@ impl KvEngine {
             return Ok(Read::Deleted(version_view));
         }
         let Some(plain) = b.get(&self.data_key(path, v)?).await? else {
-            tracing::error!(version = v, "Secret version listed in metadata has no data.");
+            tracing::error!(
+                version = v,
+                "Secret version listed in metadata has no data."
+            );
             return Err(KvError::NotFound);
         };
         let data: Map<String, Value> = serde_json::from_slice(plain.value.expose())
@@ -302,7 +323,9 @@ impl KvEngine {
             let mut merged = Value::Object(data.0);
             merge_patch(&mut merged, &Value::Object(patch.clone()));
             let Value::Object(merged) = merged else {
-                return Err(KvError::Invalid("patch did not produce an object".to_owned()));
+                return Err(KvError::Invalid(
+                    "patch did not produce an object".to_owned(),
+                ));
             };
             let bytes = encode(&merged)?;
             let based_on = version.version;
@@ -374,7 +397,9 @@ impl KvEngine {
             (0, m) | (m, _) => m,
         };
         while meta.versions.len() > max as usize {
-            let Some((&oldest, _)) = meta.versions.iter().next() else { break };
+            let Some((&oldest, _)) = meta.versions.iter().next() else {
+                break;
+            };
             meta.versions.remove(&oldest);
             writes.push(BarrierWrite {
                 key: self.data_key(path, oldest)?,
@@ -404,7 +429,12 @@ impl KvEngine {
     }
 
     /// Soft-deletes the given versions (unknown versions are ignored).
-    pub async fn delete_versions(&self, b: &Barrier, path: &SecretPath, versions: &[u64]) -> Result<(), KvError> {
+    pub async fn delete_versions(
+        &self,
+        b: &Barrier,
+        path: &SecretPath,
+        versions: &[u64],
+    ) -> Result<(), KvError> {
         self.mutate(b, path, |current, now, _| {
             let mut meta = current.ok_or(KvError::NotFound)?;
             for v in versions {
@@ -421,7 +451,12 @@ impl KvEngine {
     }
 
     /// Restores soft-deleted versions (destroyed ones stay destroyed).
-    pub async fn undelete_versions(&self, b: &Barrier, path: &SecretPath, versions: &[u64]) -> Result<(), KvError> {
+    pub async fn undelete_versions(
+        &self,
+        b: &Barrier,
+        path: &SecretPath,
+        versions: &[u64],
+    ) -> Result<(), KvError> {
         self.mutate(b, path, |current, now, _| {
             let mut meta = current.ok_or(KvError::NotFound)?;
             for v in versions {
@@ -438,7 +473,12 @@ impl KvEngine {
     }
 
     /// Destroys versions: their data is removed for good.
-    pub async fn destroy_versions(&self, b: &Barrier, path: &SecretPath, versions: &[u64]) -> Result<(), KvError> {
+    pub async fn destroy_versions(
+        &self,
+        b: &Barrier,
+        path: &SecretPath,
+        versions: &[u64],
+    ) -> Result<(), KvError> {
         self.mutate(b, path, |current, now, _| {
             let mut meta = current.ok_or(KvError::NotFound)?;
             let mut writes = Vec::new();
@@ -461,7 +501,11 @@ impl KvEngine {
     }
 
     /// The secret's metadata.
-    pub async fn read_metadata(&self, b: &Barrier, path: &SecretPath) -> Result<MetadataView, KvError> {
+    pub async fn read_metadata(
+        &self,
+        b: &Barrier,
+        path: &SecretPath,
+    ) -> Result<MetadataView, KvError> {
         let (meta, _) = self.load_meta(b, path).await?.ok_or(KvError::NotFound)?;
         Ok(MetadataView::from(&meta))
     }
@@ -526,7 +570,9 @@ impl KvEngine {
         let mut after: Option<String> = None;
         loop {
             let keys = b.list(&base, after.as_deref(), LIST_PAGE).await?;
-            let Some(last) = keys.last().cloned() else { break };
+            let Some(last) = keys.last().cloned() else {
+                break;
+            };
             let full = keys.len() == LIST_PAGE;
             let mut skip_to = None;
             for k in keys {
@@ -561,7 +607,9 @@ impl KvEngine {
         depth: usize,
     ) -> Result<(Value, VersionView), KvError> {
         match self.read(b, path, version).await? {
-            Read::Live { data, version } => Ok((subkeys(&Value::Object(data.0), depth, 1), version)),
+            Read::Live { data, version } => {
+                Ok((subkeys(&Value::Object(data.0), depth, 1), version))
+            }
             Read::Deleted(_) | Read::Destroyed(_) => Err(KvError::NotFound),
         }
     }
@@ -573,7 +621,9 @@ fn subkeys(value: &Value, depth: usize, level: usize) -> Value {
             map.iter()
                 .map(|(k, v)| {
                     let inner = match v {
-                        Value::Object(_) if depth == 0 || level < depth => subkeys(v, depth, level + 1),
+                        Value::Object(_) if depth == 0 || level < depth => {
+                            subkeys(v, depth, level + 1)
+                        }
                         _ => Value::Null,
                     };
                     (k.clone(), inner)
@@ -631,10 +681,18 @@ mod tests {
             (json!({"a":"b"}), json!({"a":"c"}), json!({"a":"c"})),
             (json!({"a":"b"}), json!({"b":"c"}), json!({"a":"b","b":"c"})),
             (json!({"a":"b"}), json!({"a":null}), json!({})),
-            (json!({"a":{"b":"c"}}), json!({"a":{"b":"d","c":null}}), json!({"a":{"b":"d"}})),
+            (
+                json!({"a":{"b":"c"}}),
+                json!({"a":{"b":"d","c":null}}),
+                json!({"a":{"b":"d"}}),
+            ),
             (json!({"a":[{"b":"c"}]}), json!({"a":[1]}), json!({"a":[1]})),
             (json!({"e":null}), json!({"a":1}), json!({"e":null,"a":1})),
-            (json!({}), json!({"a":{"bb":{"ccc":null}}}), json!({"a":{"bb":{}}})),
+            (
+                json!({}),
+                json!({"a":{"bb":{"ccc":null}}}),
+                json!({"a":{"bb":{}}}),
+            ),
         ];
         for (mut target, patch, want) in cases {
             merge_patch(&mut target, &patch);
@@ -645,7 +703,10 @@ mod tests {
     #[test]
     fn subkeys_respect_depth() {
         let v = json!({"a": {"b": {"c": 1}}, "d": 2});
-        assert_eq!(subkeys(&v, 0, 1), json!({"a": {"b": {"c": null}}, "d": null}));
+        assert_eq!(
+            subkeys(&v, 0, 1),
+            json!({"a": {"b": {"c": null}}, "d": null})
+        );
         assert_eq!(subkeys(&v, 1, 1), json!({"a": null, "d": null}));
         assert_eq!(subkeys(&v, 2, 1), json!({"a": {"b": null}, "d": null}));
     }

@@ -17,7 +17,8 @@ mod metadata;
 mod path;
 
 pub use engine::{
-    go_duration, KvConfig, KvEngine, Read, SecretData, VersionView, WriteOptions, DEFAULT_MAX_VERSIONS,
+    go_duration, KvConfig, KvEngine, Read, SecretData, VersionView, WriteOptions,
+    DEFAULT_MAX_VERSIONS,
 };
 pub use metadata::{MetadataUpdate, MetadataView};
 pub use path::{ListPrefix, PathError, SecretPath, MAX_PATH_LEN};

@@ -122,7 +122,10 @@ impl Metadata {
             for (k, v) in custom {
                 match v {
                     Some(v) => {
-                        if k.is_empty() || k.len() > MAX_CUSTOM_KEY_LEN || v.len() > MAX_CUSTOM_VALUE_LEN {
+                        if k.is_empty()
+                            || k.len() > MAX_CUSTOM_KEY_LEN
+                            || v.len() > MAX_CUSTOM_VALUE_LEN
+                        {
                             return Err(format!(
                                 "custom_metadata keys must be 1–{MAX_CUSTOM_KEY_LEN} bytes and values at most {MAX_CUSTOM_VALUE_LEN}"
                             ));
@@ -135,7 +138,9 @@ impl Metadata {
                 }
             }
             if self.custom_metadata.len() > MAX_CUSTOM_KEYS {
-                return Err(format!("custom_metadata may hold at most {MAX_CUSTOM_KEYS} keys"));
+                return Err(format!(
+                    "custom_metadata may hold at most {MAX_CUSTOM_KEYS} keys"
+                ));
             }
         }
         Ok(())

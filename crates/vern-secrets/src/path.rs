@@ -131,8 +131,16 @@ impl ListPrefix {
         let err = scope_err(trimmed);
         Ok(Self {
             raw: trimmed.to_owned(),
-            tenant: segments.first().map(|t| TenantId::parse(t)).transpose().map_err(&err)?,
-            project: segments.get(1).map(|p| ProjectId::parse(p)).transpose().map_err(&err)?,
+            tenant: segments
+                .first()
+                .map(|t| TenantId::parse(t))
+                .transpose()
+                .map_err(&err)?,
+            project: segments
+                .get(1)
+                .map(|p| ProjectId::parse(p))
+                .transpose()
+                .map_err(&err)?,
             environment: segments
                 .get(2)
                 .map(|e| EnvironmentId::parse(e))
@@ -166,7 +174,10 @@ mod tests {
         check_path("acme/web/prod/db/primary/password", Ok("acme/web/prod"));
         check_path("acme/web/prod/Ünïcode name", Ok("acme/web/prod"));
         check_path("", Err("empty"));
-        check_path("acme/web/prod", Err("<tenant>/<project>/<environment>/<name>"));
+        check_path(
+            "acme/web/prod",
+            Err("<tenant>/<project>/<environment>/<name>"),
+        );
         check_path("acme//prod/db", Err("empty segment"));
         check_path("/acme/web/prod/db", Err("empty segment"));
         check_path("acme/web/prod/db/", Err("empty segment"));
@@ -174,7 +185,10 @@ mod tests {
         check_path("acme/web/./db", Err("`..`"));
         check_path("acme/web/prod/a\u{7}b", Err("control character"));
         check_path("Acme/web/prod/db", Err("tenant name `Acme`"));
-        check_path(&format!("acme/web/prod/{}", "x".repeat(1100)), Err("limit is 1024"));
+        check_path(
+            &format!("acme/web/prod/{}", "x".repeat(1100)),
+            Err("limit is 1024"),
+        );
     }
 
     #[test]

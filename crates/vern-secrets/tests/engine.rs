@@ -9,7 +9,10 @@ use std::time::{Duration, UNIX_EPOCH};
 use serde_json::{json, Map, Value};
 use vern_core::ManualClock;
 use vern_seal::{Barrier, IssuedShare, Seal};
-use vern_secrets::{KvConfig, KvEngine, KvError, ListPrefix, MetadataUpdate, Read, SecretData, SecretPath, WriteOptions};
+use vern_secrets::{
+    KvConfig, KvEngine, KvError, ListPrefix, MetadataUpdate, Read, SecretData, SecretPath,
+    WriteOptions,
+};
 
 struct Env {
     barrier: Arc<Barrier>,
@@ -21,11 +24,15 @@ struct Env {
 }
 
 async fn env_on(url: String, dir: Option<tempfile::TempDir>) -> Env {
-    let clock = Arc::new(ManualClock::new(UNIX_EPOCH + Duration::from_secs(1_700_000_000)));
+    let clock = Arc::new(ManualClock::new(
+        UNIX_EPOCH + Duration::from_secs(1_700_000_000),
+    ));
     let store = vern_store::open(&url, 4).await.unwrap();
     let seal = Seal::new(Arc::clone(&store), clock.clone()).await.unwrap();
     let out = seal.init_unsealed(1, 1, &[], None).await.unwrap();
-    let IssuedShare::Clear(share) = &out.shares[0] else { panic!() };
+    let IssuedShare::Clear(share) = &out.shares[0] else {
+        panic!()
+    };
     let store2 = vern_store::open(&url, 4).await.unwrap();
     let seal2 = Seal::new(store2, clock.clone()).await.unwrap();
     seal2.unseal(&hex_encode(share.expose())).await.unwrap();
@@ -75,61 +82,152 @@ macro_rules! both {
     };
 }
 
-both!(versions_and_cas, delete_undelete_destroy, metadata_and_pruning, expiry_after_delete_version_after, listing, patch_and_subkeys, concurrent_cas_across_replicas);
+both!(
+    versions_and_cas,
+    delete_undelete_destroy,
+    metadata_and_pruning,
+    expiry_after_delete_version_after,
+    listing,
+    patch_and_subkeys,
+    concurrent_cas_across_replicas
+);
 
 async fn versions_and_cas(e: &Env) {
     let (b, kv) = (&*e.barrier, &e.kv);
     let path = p("acme/web/prod/db");
-    assert!(matches!(kv.read(b, &path, None).await, Err(KvError::NotFound)));
-    let v1 = kv.write(b, &path, data(json!({"password": "one"})), WriteOptions::default()).await.unwrap();
+    assert!(matches!(
+        kv.read(b, &path, None).await,
+        Err(KvError::NotFound)
+    ));
+    let v1 = kv
+        .write(
+            b,
+            &path,
+            data(json!({"password": "one"})),
+            WriteOptions::default(),
+        )
+        .await
+        .unwrap();
     assert_eq!(v1.version, 1);
-    let v2 = kv.write(b, &path, data(json!({"password": "two"})), WriteOptions { cas: Some(1) }).await.unwrap();
+    let v2 = kv
+        .write(
+            b,
+            &path,
+            data(json!({"password": "two"})),
+            WriteOptions { cas: Some(1) },
+        )
+        .await
+        .unwrap();
     assert_eq!(v2.version, 2);
-    assert!(matches!(kv.write(b, &path, data(json!({})), WriteOptions { cas: Some(1) }).await, Err(KvError::CasMismatch)));
-    assert!(matches!(kv.write(b, &path, data(json!({})), WriteOptions { cas: Some(0) }).await, Err(KvError::CasMismatch)));
+    assert!(matches!(
+        kv.write(b, &path, data(json!({})), WriteOptions { cas: Some(1) })
+            .await,
+        Err(KvError::CasMismatch)
+    ));
+    assert!(matches!(
+        kv.write(b, &path, data(json!({})), WriteOptions { cas: Some(0) })
+            .await,
+        Err(KvError::CasMismatch)
+    ));
     let (d, v) = live(kv.read(b, &path, None).await.unwrap());
     assert_eq!((d["password"].as_str(), v), (Some("two"), 2));
     let (d, _) = live(kv.read(b, &path, Some(1)).await.unwrap());
     assert_eq!(d["password"], "one");
-    assert!(matches!(kv.read(b, &path, Some(9)).await, Err(KvError::NotFound)));
+    assert!(matches!(
+        kv.read(b, &path, Some(9)).await,
+        Err(KvError::NotFound)
+    ));
     // cas 0 creates only.
     let fresh = p("acme/web/prod/new");
-    kv.write(b, &fresh, data(json!({"k": 1})), WriteOptions { cas: Some(0) }).await.unwrap();
+    kv.write(
+        b,
+        &fresh,
+        data(json!({"k": 1})),
+        WriteOptions { cas: Some(0) },
+    )
+    .await
+    .unwrap();
     // The replica reads what this one wrote at once.
     let (d, _) = live(kv.read(&e.replica, &path, None).await.unwrap());
     assert_eq!(d["password"], "two");
     // cas_required on the mount.
-    kv.set_config(b, KvConfig { cas_required: true, ..KvConfig::default() }).await.unwrap();
-    assert!(matches!(kv.write(b, &path, data(json!({})), WriteOptions::default()).await, Err(KvError::CasRequired)));
-    kv.write(b, &path, data(json!({"password": "three"})), WriteOptions { cas: Some(2) }).await.unwrap();
+    kv.set_config(
+        b,
+        KvConfig {
+            cas_required: true,
+            ..KvConfig::default()
+        },
+    )
+    .await
+    .unwrap();
+    assert!(matches!(
+        kv.write(b, &path, data(json!({})), WriteOptions::default())
+            .await,
+        Err(KvError::CasRequired)
+    ));
+    kv.write(
+        b,
+        &path,
+        data(json!({"password": "three"})),
+        WriteOptions { cas: Some(2) },
+    )
+    .await
+    .unwrap();
 }
 
 async fn delete_undelete_destroy(e: &Env) {
     let (b, kv) = (&*e.barrier, &e.kv);
     let path = p("acme/web/prod/api-key");
     for i in 1..=3 {
-        kv.write(b, &path, data(json!({"v": i})), WriteOptions::default()).await.unwrap();
+        kv.write(b, &path, data(json!({"v": i})), WriteOptions::default())
+            .await
+            .unwrap();
     }
     kv.delete_latest(b, &path).await.unwrap();
-    let Read::Deleted(v) = kv.read(b, &path, None).await.unwrap() else { panic!("latest should be deleted") };
+    let Read::Deleted(v) = kv.read(b, &path, None).await.unwrap() else {
+        panic!("latest should be deleted")
+    };
     assert_eq!(v.version, 3);
     assert!(v.deleted.is_some());
     assert_eq!(live(kv.read(b, &path, Some(2)).await.unwrap()).0["v"], 2);
     kv.delete_versions(b, &path, &[1, 2, 77]).await.unwrap();
-    assert!(matches!(kv.read(b, &path, Some(1)).await.unwrap(), Read::Deleted(_)));
+    assert!(matches!(
+        kv.read(b, &path, Some(1)).await.unwrap(),
+        Read::Deleted(_)
+    ));
     kv.undelete_versions(b, &path, &[1, 3]).await.unwrap();
     assert_eq!(live(kv.read(b, &path, None).await.unwrap()).0["v"], 3);
     kv.destroy_versions(b, &path, &[3]).await.unwrap();
-    let Read::Destroyed(v) = kv.read(b, &path, None).await.unwrap() else { panic!() };
+    let Read::Destroyed(v) = kv.read(b, &path, None).await.unwrap() else {
+        panic!()
+    };
     assert!(v.destroyed);
     kv.undelete_versions(b, &path, &[3]).await.unwrap();
-    assert!(matches!(kv.read(b, &path, None).await.unwrap(), Read::Destroyed(_)), "destroyed stays destroyed");
+    assert!(
+        matches!(kv.read(b, &path, None).await.unwrap(), Read::Destroyed(_)),
+        "destroyed stays destroyed"
+    );
     kv.delete_metadata(b, &path).await.unwrap();
-    assert!(matches!(kv.read(b, &path, Some(1)).await, Err(KvError::NotFound)));
-    assert!(matches!(kv.read_metadata(b, &path).await, Err(KvError::NotFound)));
+    assert!(matches!(
+        kv.read(b, &path, Some(1)).await,
+        Err(KvError::NotFound)
+    ));
+    assert!(matches!(
+        kv.read_metadata(b, &path).await,
+        Err(KvError::NotFound)
+    ));
     // Writing again starts from version 1.
-    assert_eq!(kv.write(b, &path, data(json!({})), WriteOptions::default()).await.unwrap().version, 1);
-    assert!(matches!(kv.delete_latest(b, &p("acme/web/prod/none")).await, Err(KvError::NotFound)));
+    assert_eq!(
+        kv.write(b, &path, data(json!({})), WriteOptions::default())
+            .await
+            .unwrap()
+            .version,
+        1
+    );
+    assert!(matches!(
+        kv.delete_latest(b, &p("acme/web/prod/none")).await,
+        Err(KvError::NotFound)
+    ));
 }
 
 async fn metadata_and_pruning(e: &Env) {
@@ -140,18 +238,38 @@ async fn metadata_and_pruning(e: &Env) {
         custom_metadata: Some([("owner".to_owned(), Some("team-a".to_owned()))].into()),
         ..MetadataUpdate::default()
     };
-    assert!(matches!(kv.write_metadata(b, &path, &update, false).await, Err(KvError::NotFound)), "PATCH needs an existing secret");
+    assert!(
+        matches!(
+            kv.write_metadata(b, &path, &update, false).await,
+            Err(KvError::NotFound)
+        ),
+        "PATCH needs an existing secret"
+    );
     kv.write_metadata(b, &path, &update, true).await.unwrap();
     for i in 1..=5 {
-        kv.write(b, &path, data(json!({"v": i})), WriteOptions::default()).await.unwrap();
+        kv.write(b, &path, data(json!({"v": i})), WriteOptions::default())
+            .await
+            .unwrap();
     }
     let m = kv.read_metadata(b, &path).await.unwrap();
-    assert_eq!((m.current_version, m.oldest_version, m.max_versions), (5, 3, 3));
+    assert_eq!(
+        (m.current_version, m.oldest_version, m.max_versions),
+        (5, 3, 3)
+    );
     assert_eq!(m.versions.keys().copied().collect::<Vec<_>>(), [3, 4, 5]);
     assert_eq!(m.custom_metadata["owner"], "team-a");
-    assert!(matches!(kv.read(b, &path, Some(2)).await, Err(KvError::NotFound)), "pruned");
+    assert!(
+        matches!(kv.read(b, &path, Some(2)).await, Err(KvError::NotFound)),
+        "pruned"
+    );
     let patch = MetadataUpdate {
-        custom_metadata: Some([("env".to_owned(), Some("prod".to_owned())), ("owner".to_owned(), None)].into()),
+        custom_metadata: Some(
+            [
+                ("env".to_owned(), Some("prod".to_owned())),
+                ("owner".to_owned(), None),
+            ]
+            .into(),
+        ),
         cas_required: Some(true),
         ..MetadataUpdate::default()
     };
@@ -164,24 +282,47 @@ async fn metadata_and_pruning(e: &Env) {
         custom_metadata: Some([("k".to_owned(), Some("x".repeat(600)))].into()),
         ..MetadataUpdate::default()
     };
-    assert!(matches!(kv.write_metadata(b, &path, &too_big, false).await, Err(KvError::Invalid(_))));
+    assert!(matches!(
+        kv.write_metadata(b, &path, &too_big, false).await,
+        Err(KvError::Invalid(_))
+    ));
 }
 
 async fn expiry_after_delete_version_after(e: &Env) {
     let (b, kv) = (&*e.barrier, &e.kv);
     let path = p("acme/web/prod/temp");
-    let update = MetadataUpdate { delete_version_after: Some(Duration::from_secs(60)), ..MetadataUpdate::default() };
+    let update = MetadataUpdate {
+        delete_version_after: Some(Duration::from_secs(60)),
+        ..MetadataUpdate::default()
+    };
     kv.write_metadata(b, &path, &update, true).await.unwrap();
-    kv.write(b, &path, data(json!({"t": 1})), WriteOptions::default()).await.unwrap();
-    assert!(matches!(kv.read(b, &path, None).await.unwrap(), Read::Live { .. }));
+    kv.write(b, &path, data(json!({"t": 1})), WriteOptions::default())
+        .await
+        .unwrap();
+    assert!(matches!(
+        kv.read(b, &path, None).await.unwrap(),
+        Read::Live { .. }
+    ));
     e.clock.advance(Duration::from_secs(61));
-    assert!(matches!(kv.read(b, &path, None).await.unwrap(), Read::Deleted(_)));
+    assert!(matches!(
+        kv.read(b, &path, None).await.unwrap(),
+        Read::Deleted(_)
+    ));
 }
 
 async fn listing(e: &Env) {
     let (b, kv) = (&*e.barrier, &e.kv);
-    for s in ["acme/web/prod/db", "acme/web/prod/db/replica", "acme/web/prod/api", "acme/web/dev/db", "acme/mail/prod/x", "globex/app/prod/y"] {
-        kv.write(b, &p(s), data(json!({"x": 1})), WriteOptions::default()).await.unwrap();
+    for s in [
+        "acme/web/prod/db",
+        "acme/web/prod/db/replica",
+        "acme/web/prod/api",
+        "acme/web/dev/db",
+        "acme/mail/prod/x",
+        "globex/app/prod/y",
+    ] {
+        kv.write(b, &p(s), data(json!({"x": 1})), WriteOptions::default())
+            .await
+            .unwrap();
     }
     let list = |s: &str| {
         let prefix = ListPrefix::parse(s).unwrap();
@@ -199,28 +340,72 @@ async fn listing(e: &Env) {
 async fn patch_and_subkeys(e: &Env) {
     let (b, kv) = (&*e.barrier, &e.kv);
     let path = p("acme/web/prod/config");
-    assert!(matches!(kv.patch(b, &path, Map::new(), WriteOptions::default()).await, Err(KvError::NotFound)));
-    kv.write(b, &path, data(json!({"a": 1, "nested": {"x": 1, "y": 2}})), WriteOptions::default()).await.unwrap();
-    let patch = json!({"a": null, "b": 2, "nested": {"y": null, "z": 3}}).as_object().cloned().unwrap();
-    let v = kv.patch(b, &path, patch.clone(), WriteOptions { cas: Some(1) }).await.unwrap();
+    assert!(matches!(
+        kv.patch(b, &path, Map::new(), WriteOptions::default())
+            .await,
+        Err(KvError::NotFound)
+    ));
+    kv.write(
+        b,
+        &path,
+        data(json!({"a": 1, "nested": {"x": 1, "y": 2}})),
+        WriteOptions::default(),
+    )
+    .await
+    .unwrap();
+    let patch = json!({"a": null, "b": 2, "nested": {"y": null, "z": 3}})
+        .as_object()
+        .cloned()
+        .unwrap();
+    let v = kv
+        .patch(b, &path, patch.clone(), WriteOptions { cas: Some(1) })
+        .await
+        .unwrap();
     assert_eq!(v.version, 2);
     let (d, _) = live(kv.read(b, &path, None).await.unwrap());
-    assert_eq!(Value::Object(d), json!({"b": 2, "nested": {"x": 1, "z": 3}}));
-    assert!(matches!(kv.patch(b, &path, patch, WriteOptions { cas: Some(1) }).await, Err(KvError::CasMismatch)));
+    assert_eq!(
+        Value::Object(d),
+        json!({"b": 2, "nested": {"x": 1, "z": 3}})
+    );
+    assert!(matches!(
+        kv.patch(b, &path, patch, WriteOptions { cas: Some(1) })
+            .await,
+        Err(KvError::CasMismatch)
+    ));
     let (sub, v) = kv.subkeys(b, &path, None, 0).await.unwrap();
-    assert_eq!((sub, v.version), (json!({"b": null, "nested": {"x": null, "z": null}}), 2));
+    assert_eq!(
+        (sub, v.version),
+        (json!({"b": null, "nested": {"x": null, "z": null}}), 2)
+    );
 }
 
 async fn concurrent_cas_across_replicas(e: &Env) {
     let path = p("acme/web/prod/contended");
-    e.kv.write(&e.barrier, &path, data(json!({"n": 0})), WriteOptions::default()).await.unwrap();
+    e.kv.write(
+        &e.barrier,
+        &path,
+        data(json!({"n": 0})),
+        WriteOptions::default(),
+    )
+    .await
+    .unwrap();
     let mut tasks = Vec::new();
     for i in 0..8 {
-        let b = if i % 2 == 0 { Arc::clone(&e.barrier) } else { Arc::clone(&e.replica) };
+        let b = if i % 2 == 0 {
+            Arc::clone(&e.barrier)
+        } else {
+            Arc::clone(&e.replica)
+        };
         let kv = KvEngine::new("secret", e.clock.clone()).unwrap();
         let path = path.clone();
         tasks.push(tokio::spawn(async move {
-            kv.write(&b, &path, data(json!({"writer": i})), WriteOptions { cas: Some(1) }).await
+            kv.write(
+                &b,
+                &path,
+                data(json!({"writer": i})),
+                WriteOptions { cas: Some(1) },
+            )
+            .await
         }));
     }
     let mut wins = 0;
@@ -238,10 +423,19 @@ async fn concurrent_cas_across_replicas(e: &Env) {
     // Without cas, concurrent writers all land, as consecutive versions.
     let mut tasks = Vec::new();
     for i in 0..6 {
-        let b = if i % 2 == 0 { Arc::clone(&e.barrier) } else { Arc::clone(&e.replica) };
+        let b = if i % 2 == 0 {
+            Arc::clone(&e.barrier)
+        } else {
+            Arc::clone(&e.replica)
+        };
         let kv = KvEngine::new("secret", e.clock.clone()).unwrap();
         let path = path.clone();
-        tasks.push(tokio::spawn(async move { kv.write(&b, &path, data(json!({"i": i})), WriteOptions::default()).await.unwrap().version }));
+        tasks.push(tokio::spawn(async move {
+            kv.write(&b, &path, data(json!({"i": i})), WriteOptions::default())
+                .await
+                .unwrap()
+                .version
+        }));
     }
     let mut versions = Vec::new();
     for t in tasks {

@@ -3,6 +3,9 @@
 //! and the resource; the policy engine (Cedar) replaces the built-in rule
 //! here without handlers changing.
 
+use vern_core::{PrincipalKind, Scope};
+use vern_secrets::ListPrefix;
+
 use crate::auth::Caller;
 use crate::error::ApiError;
 
@@ -17,14 +20,74 @@ pub(crate) enum Action {
     RotateKeyring,
     /// Starting or cancelling `sys/rotate/root`.
     RotateRootKey,
+    /// Reading or changing a KV mount's `config`.
+    ConfigureMount,
+}
+
+/// What a caller may do to a tenant's secrets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum SecretAction {
+    /// Read data, metadata or subkeys.
+    Read,
+    /// Write data or metadata, delete, undelete, destroy.
+    Write,
+}
+
+/// Whether `caller` may act on secrets in `scope`. Operators (today only the
+/// root token) administer every tenant; a service acts only inside its own
+/// environment.
+fn allows_scope(caller: &Caller, scope: &Scope) -> bool {
+    match &caller.principal.kind {
+        PrincipalKind::Operator { .. } => true,
+        PrincipalKind::Service { scope: own } => own == scope,
+        _ => false,
+    }
+}
+
+/// Decides a secret operation. A denied read answers exactly like a path
+/// with nothing at it (404), so another tenant's secrets cannot even be
+/// shown to exist; a denied write is 403, which says nothing about
+/// existence either.
+pub(crate) fn authorize_secret(
+    caller: &Caller,
+    action: SecretAction,
+    scope: &Scope,
+) -> Result<(), ApiError> {
+    if allows_scope(caller, scope) {
+        return Ok(());
+    }
+    tracing::warn!(principal = %caller.principal.id, ?action, "Secret access denied.");
+    Err(match action {
+        SecretAction::Read => ApiError::not_found(),
+        SecretAction::Write => ApiError::forbidden(),
+    })
+}
+
+/// Whether a LIST entry under `prefix` may be shown: a folder above the
+/// environment level is shown when the caller may see something inside it.
+pub(crate) fn may_list(caller: &Caller, prefix: &ListPrefix) -> bool {
+    match &caller.principal.kind {
+        PrincipalKind::Operator { .. } => true,
+        PrincipalKind::Service { scope } => {
+            prefix.tenant.as_ref().is_none_or(|t| *t == scope.tenant)
+                && prefix.project.as_ref().is_none_or(|p| *p == scope.project)
+                && prefix
+                    .environment
+                    .as_ref()
+                    .is_none_or(|e| *e == scope.environment)
+        }
+        _ => false,
+    }
 }
 
 /// Decides `action` for `caller`; returns 403 on deny.
 pub(crate) fn authorize(caller: &Caller, action: Action) -> Result<(), ApiError> {
     let allowed = match action {
-        Action::Seal | Action::ReadKeyStatus | Action::RotateKeyring | Action::RotateRootKey => {
-            caller.principal.is_operator()
-        }
+        Action::Seal
+        | Action::ReadKeyStatus
+        | Action::RotateKeyring
+        | Action::RotateRootKey
+        | Action::ConfigureMount => caller.principal.is_operator(),
     };
     if allowed {
         Ok(())

@@ -5,6 +5,7 @@
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use vern_seal::SealError;
+use vern_secrets::KvError;
 
 /// An error answer.
 #[derive(Debug)]
@@ -18,6 +19,16 @@ impl ApiError {
         Self {
             status,
             errors: vec![message.into()],
+        }
+    }
+
+    /// Vault's answer for a path with nothing at it: 404 with no message.
+    /// Also the answer for a path the caller may not see, so that the two
+    /// cannot be told apart.
+    pub(crate) fn not_found() -> Self {
+        Self {
+            status: StatusCode::NOT_FOUND,
+            errors: Vec::new(),
         }
     }
 
@@ -65,6 +76,21 @@ impl From<SealError> for ApiError {
             SealError::Reserved(_) | SealError::Corrupt(_) | SealError::Store(_) => {
                 Self::internal(&err)
             }
+            _ => Self::internal(&err),
+        }
+    }
+}
+
+impl From<KvError> for ApiError {
+    fn from(err: KvError) -> Self {
+        match err {
+            KvError::NotFound => Self::not_found(),
+            KvError::Path(_)
+            | KvError::CasMismatch
+            | KvError::CasRequired
+            | KvError::Invalid(_) => Self::bad_request(err.to_string()),
+            KvError::Contention => Self::new(StatusCode::SERVICE_UNAVAILABLE, err.to_string()),
+            KvError::Seal(e) => e.into(),
             _ => Self::internal(&err),
         }
     }

@@ -24,7 +24,7 @@ mod state;
 pub use keeper::{keeper_app, KeeperState};
 pub use keepers::KeeperConfig;
 pub use listen::{serve, Listener, ServeError, TlsFiles};
-pub use state::{AppState, ServerConfig};
+pub use state::{AppState, ServerConfig, StateError};
 
 use axum::Router;
 

@@ -1,15 +1,29 @@
 //! Shared state handed to every handler.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use vern_core::{Clock, SystemClock};
 use vern_seal::Seal;
+use vern_secrets::KvEngine;
 use vern_store::Store;
 
 use crate::cluster::ClusterInfo;
 use crate::keepers::{KeeperConfig, Keepers};
 use crate::metrics::Metrics;
+
+/// Why the server state could not be built.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StateError {
+    /// A KV mount is misnamed.
+    #[error(transparent)]
+    Kv(#[from] vern_secrets::KvError),
+    /// The keeper client could not be built.
+    #[error("keeper client: {0}")]
+    Keepers(#[from] reqwest::Error),
+}
 
 /// Tunables of the HTTP edge.
 #[derive(Debug, Clone)]
@@ -21,6 +35,8 @@ pub struct ServerConfig {
     /// The cluster name reported by health and seal status; generated on
     /// first unseal when not configured.
     pub cluster_name: Option<String>,
+    /// Names of the KV v2 mounts (`secret` by default).
+    pub kv_mounts: Vec<String>,
 }
 
 impl Default for ServerConfig {
@@ -29,6 +45,7 @@ impl Default for ServerConfig {
             max_request_bytes: 1024 * 1024,
             request_timeout: Duration::from_secs(30),
             cluster_name: None,
+            kv_mounts: vec!["secret".to_owned()],
         }
     }
 }
@@ -47,22 +64,35 @@ pub(crate) struct Inner {
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) cluster: tokio::sync::RwLock<Option<ClusterInfo>>,
     pub(crate) keepers: Option<Arc<Keepers>>,
+    pub(crate) kv: BTreeMap<String, Arc<KvEngine>>,
 }
 
 impl AppState {
-    /// State over an opened store and its seal.
-    pub fn new(store: Arc<dyn Store>, seal: Arc<Seal>, config: ServerConfig) -> Self {
-        Self {
+    /// State over an opened store and its seal. Fails on an invalid KV
+    /// mount name.
+    pub fn new(
+        store: Arc<dyn Store>,
+        seal: Arc<Seal>,
+        config: ServerConfig,
+    ) -> Result<Self, vern_secrets::KvError> {
+        let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+        let kv = config
+            .kv_mounts
+            .iter()
+            .map(|m| Ok((m.clone(), Arc::new(KvEngine::new(m, Arc::clone(&clock))?))))
+            .collect::<Result<_, vern_secrets::KvError>>()?;
+        Ok(Self {
             inner: Arc::new(Inner {
                 seal,
                 store,
                 config,
                 metrics: Metrics::new(),
-                clock: Arc::new(SystemClock),
+                clock,
                 cluster: tokio::sync::RwLock::new(None),
                 keepers: None,
+                kv,
             }),
-        }
+        })
     }
 
     /// State whose seal is kept by keepers: starts the task that unseals
@@ -73,10 +103,10 @@ impl AppState {
         seal: Arc<Seal>,
         config: ServerConfig,
         keepers: KeeperConfig,
-    ) -> Result<Self, reqwest::Error> {
+    ) -> Result<Self, StateError> {
         let keepers = Arc::new(Keepers::new(keepers)?);
-        tokio::spawn(Arc::clone(&keepers).run(Arc::clone(&seal)));
-        let mut state = Self::new(store, seal, config);
+        let mut state = Self::new(store, Arc::clone(&seal), config)?;
+        tokio::spawn(Arc::clone(&keepers).run(seal));
         if let Some(inner) = Arc::get_mut(&mut state.inner) {
             inner.keepers = Some(keepers);
         }

@@ -26,6 +26,9 @@ pub(crate) enum Command {
     /// Operator commands: init, unseal, seal, rotation.
     #[command(subcommand)]
     Operator(OperatorCommand),
+    /// Read and write KV v2 secrets.
+    #[command(subcommand)]
+    Kv(KvCommand),
     /// Run a keeper: a stateless process holding one unseal share in
     /// memory, handed only to the configured Vern server over mutual TLS.
     Keeper(KeeperArgs),
@@ -106,6 +109,117 @@ pub(crate) struct ShareSetArgs {
     /// share. Operators decrypt theirs with `age -d -i KEY_FILE`.
     #[arg(long = "share-recipient", value_name = "AGE_RECIPIENT")]
     pub(crate) share_recipients: Vec<String>,
+}
+
+/// `vern kv …`. Paths are `<tenant>/<project>/<environment>/<name…>`.
+#[derive(Debug, Subcommand)]
+#[command(disable_version_flag = true)]
+pub(crate) enum KvCommand {
+    /// Write a new version: `key=value`, `key=@file`, or a JSON object on
+    /// stdin (give `-` or no pairs).
+    Put {
+        #[command(flatten)]
+        target: KvTargetArgs,
+        /// Write only if the current version is this (0: only if new).
+        #[arg(long)]
+        cas: Option<u64>,
+        /// The data.
+        pairs: Vec<String>,
+    },
+    /// Read the latest version, or `--version N`.
+    Get {
+        #[command(flatten)]
+        target: KvTargetArgs,
+        /// The version to read.
+        #[arg(long)]
+        version: Option<u64>,
+    },
+    /// Merge keys into the latest version, writing a new version.
+    Patch {
+        #[command(flatten)]
+        target: KvTargetArgs,
+        /// Apply only if the current version is this.
+        #[arg(long)]
+        cas: Option<u64>,
+        /// The keys to set (`key=value`, `key=@file`) or JSON on stdin.
+        pairs: Vec<String>,
+    },
+    /// List the secrets and folders under a path.
+    List {
+        #[command(flatten)]
+        target: KvTargetArgs,
+    },
+    /// Soft-delete the latest version, or `--versions`.
+    Delete {
+        #[command(flatten)]
+        target: KvTargetArgs,
+        /// Versions to delete, comma-separated.
+        #[arg(long, value_delimiter = ',')]
+        versions: Vec<u64>,
+    },
+    /// Restore soft-deleted versions.
+    Undelete {
+        #[command(flatten)]
+        target: KvTargetArgs,
+        /// Versions to restore, comma-separated.
+        #[arg(long, value_delimiter = ',', required = true)]
+        versions: Vec<u64>,
+    },
+    /// Destroy versions for good.
+    Destroy {
+        #[command(flatten)]
+        target: KvTargetArgs,
+        /// Versions to destroy, comma-separated.
+        #[arg(long, value_delimiter = ',', required = true)]
+        versions: Vec<u64>,
+    },
+    /// A secret's metadata and settings.
+    #[command(subcommand)]
+    Metadata(KvMetadataCommand),
+}
+
+/// `vern kv metadata …`.
+#[derive(Debug, Subcommand)]
+pub(crate) enum KvMetadataCommand {
+    /// Show the metadata of every version.
+    Get {
+        #[command(flatten)]
+        target: KvTargetArgs,
+    },
+    /// Change settings (creating the secret's metadata if needed).
+    Put {
+        #[command(flatten)]
+        target: KvTargetArgs,
+        /// Versions to keep (0: the mount's setting).
+        #[arg(long)]
+        max_versions: Option<u32>,
+        /// Require `--cas` on every write.
+        #[arg(long)]
+        cas_required: Option<bool>,
+        /// Delete versions this long after writing (e.g. `3h`; `0s`: never).
+        #[arg(long)]
+        delete_version_after: Option<String>,
+        /// Custom metadata `key=value` (replaces the existing set).
+        #[arg(long = "custom-metadata")]
+        custom_metadata: Vec<String>,
+    },
+    /// Delete the secret: every version and the metadata.
+    Delete {
+        #[command(flatten)]
+        target: KvTargetArgs,
+    },
+}
+
+/// Server, mount and path of a `vern kv` command.
+#[derive(Debug, Clone, Args)]
+pub(crate) struct KvTargetArgs {
+    #[command(flatten)]
+    pub(crate) client: ClientArgs,
+    /// The KV v2 mount.
+    #[arg(long, default_value = "secret")]
+    pub(crate) mount: String,
+    /// The secret path (`<tenant>/<project>/<environment>/<name…>`).
+    pub(crate) path: String,
 }
 
 /// Options of `vern keeper`.
@@ -211,6 +325,9 @@ pub(crate) struct ServeArgs {
     /// Storage connection pool size [default: 8].
     #[arg(long, env = "VERN_STORAGE_POOL")]
     pub(crate) storage_pool: Option<usize>,
+    /// KV v2 mount to serve (repeat for several) [default: secret].
+    #[arg(long = "kv-mount", env = "VERN_KV_MOUNTS", value_delimiter = ',')]
+    pub(crate) kv_mounts: Vec<String>,
     /// Cluster name shown by health and status [default: generated].
     #[arg(long, env = "VERN_CLUSTER_NAME")]
     pub(crate) cluster_name: Option<String>,
@@ -251,6 +368,7 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Operator(OperatorCommand::Rotate(args)) => client::rotate_keyring(&args).await,
         Command::Operator(OperatorCommand::KeyStatus(args)) => client::key_status(&args).await,
         Command::Operator(OperatorCommand::RotateRoot(cmd)) => client::rotate_root(cmd).await,
+        Command::Kv(cmd) => crate::kv::run(cmd).await,
         Command::Keeper(args) => crate::keeper::run(args).await.map(|()| ExitCode::SUCCESS),
         Command::Completions { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "vern", &mut std::io::stdout());

@@ -12,14 +12,14 @@ use crate::cli::{ClientArgs, Output, RotateRootCommand, ShareSetArgs};
 /// Exit code of `vern status` when the server is sealed, as in Vault.
 const EXIT_SEALED: u8 = 2;
 
-struct Client {
+pub(crate) struct Client {
     http: reqwest::Client,
     base: String,
     token: Option<String>,
 }
 
 impl Client {
-    fn new(args: &ClientArgs) -> anyhow::Result<Self> {
+    pub(crate) fn new(args: &ClientArgs) -> anyhow::Result<Self> {
         let mut builder =
             reqwest::Client::builder().user_agent(concat!("vern-cli/", env!("CARGO_PKG_VERSION")));
         if let Some(path) = &args.ca_cert {
@@ -38,7 +38,7 @@ impl Client {
 
     /// Sends a request; returns status and parsed JSON body (`null` when
     /// empty). Vault-shaped errors become an `Err` with the server's words.
-    async fn call(
+    pub(crate) async fn call(
         &self,
         method: Method,
         path: &str,
@@ -68,7 +68,7 @@ impl Client {
         Ok((status, value))
     }
 
-    async fn expect_ok(
+    pub(crate) async fn expect_ok(
         &self,
         method: Method,
         path: &str,
@@ -93,12 +93,12 @@ impl Client {
     }
 }
 
-fn print_json(value: &Value) -> anyhow::Result<()> {
+pub(crate) fn print_json(value: &Value) -> anyhow::Result<()> {
     println!("{}", serde_json::to_string_pretty(value)?);
     Ok(())
 }
 
-fn print_table(rows: &[(&str, String)]) {
+pub(crate) fn print_table(rows: &[(&str, String)]) {
     let width = rows.iter().map(|(k, _)| k.len()).max().unwrap_or(3).max(3);
     println!("{:width$}    Value", "Key");
     println!("{:width$}    -----", "---");
@@ -107,7 +107,7 @@ fn print_table(rows: &[(&str, String)]) {
     }
 }
 
-fn field(v: &Value, name: &str) -> String {
+pub(crate) fn field(v: &Value, name: &str) -> String {
     match v.get(name) {
         Some(Value::String(s)) => s.clone(),
         Some(Value::Null) | None => "n/a".to_owned(),

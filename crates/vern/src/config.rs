@@ -22,6 +22,7 @@ pub(crate) struct FileConfig {
     pub(crate) request_timeout: Option<u64>,
     pub(crate) storage_pool: Option<usize>,
     pub(crate) cluster_name: Option<String>,
+    pub(crate) kv_mounts: Option<Vec<String>>,
     pub(crate) log_format: Option<LogFormat>,
     pub(crate) tls: Option<TlsSection>,
     pub(crate) keepers: Option<KeepersSection>,

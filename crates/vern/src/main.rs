@@ -5,6 +5,7 @@ mod cli;
 mod client;
 mod config;
 mod keeper;
+mod kv;
 mod logging;
 mod serve;
 

@@ -125,6 +125,11 @@ fn settings(args: ServeArgs) -> anyhow::Result<Settings> {
             .or(file.request_timeout)
             .map_or(defaults.request_timeout, Duration::from_secs),
         cluster_name: args.cluster_name.or(file.cluster_name),
+        kv_mounts: if !args.kv_mounts.is_empty() {
+            args.kv_mounts.clone()
+        } else {
+            file.kv_mounts.clone().unwrap_or(defaults.kv_mounts)
+        },
     };
     if server.max_request_bytes == 0 || server.request_timeout.is_zero() {
         bail!("max request bytes and request timeout must be greater than zero");
@@ -193,7 +198,7 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<()> {
         Some(keepers) if !s.dev => AppState::with_keepers(store, seal, s.server, keepers)
             .context("cannot set up the keeper client")?,
         Some(_) => bail!("dev mode unseals itself; drop the keeper options or drop --dev"),
-        None => AppState::new(store, seal, s.server),
+        None => AppState::new(store, seal, s.server)?,
     };
     let app = vern_server::app(state);
     vern_server::serve(listener, app, shutdown_signal()).await?;

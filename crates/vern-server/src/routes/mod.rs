@@ -1,11 +1,12 @@
 //! The route table.
 
+mod kv;
 mod sys;
 
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, put};
+use axum::routing::{any, get, put};
 use axum::Router;
 use tower::ServiceBuilder;
 
@@ -44,6 +45,36 @@ pub(crate) fn router(state: AppState) -> Router {
             "/v1/sys/rotate/root/update",
             put(sys::rekey_update).post(sys::rekey_update),
         )
+        .route(
+            "/v1/{mount}/config",
+            get(kv::read_config)
+                .put(kv::write_config)
+                .post(kv::write_config),
+        )
+        .route(
+            "/v1/{mount}/data/{*path}",
+            get(kv::read_data)
+                .put(kv::write_data)
+                .post(kv::write_data)
+                .patch(kv::patch_data)
+                .delete(kv::delete_latest),
+        )
+        .route(
+            "/v1/{mount}/delete/{*path}",
+            put(kv::delete_versions).post(kv::delete_versions),
+        )
+        .route(
+            "/v1/{mount}/undelete/{*path}",
+            put(kv::undelete_versions).post(kv::undelete_versions),
+        )
+        .route(
+            "/v1/{mount}/destroy/{*path}",
+            put(kv::destroy_versions).post(kv::destroy_versions),
+        )
+        .route("/v1/{mount}/subkeys/{*path}", get(kv::subkeys))
+        .route("/v1/{mount}/metadata", any(kv::metadata))
+        .route("/v1/{mount}/metadata/", any(kv::metadata))
+        .route("/v1/{mount}/metadata/{*path}", any(kv::metadata))
         .route("/metrics", get(metrics))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
