@@ -125,6 +125,11 @@ pub struct Seal {
     barrier: RwLock<Option<Arc<Barrier>>>,
     progress: Mutex<Progress>,
     rekey: Mutex<Option<Rekey>>,
+    /// SHA-256 of the root token, read once per unseal: the record never
+    /// changes after init except through [`Seal::replace_root_token`] (dev
+    /// mode, one process), so no other replica can make it stale. It saves
+    /// a storage read and a decryption on every root-token request.
+    root_hash: RwLock<Option<[u8; 32]>>,
 }
 
 fn key(s: &str) -> Result<Key, SealError> {
@@ -215,6 +220,7 @@ impl Seal {
             barrier: RwLock::new(None),
             progress: Mutex::new(Progress::default()),
             rekey: Mutex::new(None),
+            root_hash: RwLock::new(None),
         };
         seal.read_config().await?;
         Ok(seal)
@@ -261,6 +267,7 @@ impl Seal {
 
     fn install(&self, barrier: Option<Arc<Barrier>>) {
         *self.barrier.write().unwrap_or_else(|e| e.into_inner()) = barrier;
+        *self.root_hash.write().unwrap_or_else(|e| e.into_inner()) = None;
     }
 
     /// Current seal status.
@@ -421,10 +428,26 @@ impl Seal {
     /// Checks a presented token against the root token, in constant time.
     pub async fn is_root_token(&self, token: &[u8]) -> Result<bool, SealError> {
         let barrier = self.barrier()?;
-        let Some(stored) = barrier.get(&key(ROOT_TOKEN)?).await? else {
-            return Ok(false);
+        let cached = *self.root_hash.read().unwrap_or_else(|e| e.into_inner());
+        let expected = match cached {
+            Some(hash) => hash,
+            None => {
+                let Some(stored) = barrier.get(&key(ROOT_TOKEN)?).await? else {
+                    return Ok(false);
+                };
+                let hash: [u8; 32] = stored
+                    .value
+                    .expose()
+                    .try_into()
+                    .map_err(|_| SealError::Corrupt(ROOT_TOKEN.to_owned()))?;
+                // Only cache while the barrier it was read through is current.
+                if self.barrier().is_ok_and(|b| Arc::ptr_eq(&b, &barrier)) {
+                    *self.root_hash.write().unwrap_or_else(|e| e.into_inner()) = Some(hash);
+                }
+                hash
+            }
         };
-        Ok(stored.value.expose().ct_eq(&sha256(token)).into())
+        Ok(expected.ct_eq(&sha256(token)).into())
     }
 
     /// Replaces the root token; used by dev mode, which prints a known token.
@@ -436,6 +459,7 @@ impl Seal {
                 expect: Expect::Any,
             }])
             .await?;
+        *self.root_hash.write().unwrap_or_else(|e| e.into_inner()) = None;
         Ok(())
     }
 

@@ -13,7 +13,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-const CONCURRENCY: usize = 16;
+/// Concurrent connections: a light and a heavy load.
+const CONCURRENCY: [usize; 2] = [4, 16];
 const WARMUP: Duration = Duration::from_secs(1);
 const MEASURE: Duration = Duration::from_secs(5);
 const SECRETS: u64 = 100;
@@ -80,7 +81,7 @@ async fn run(base: &str, token: &str, scenario: Scenario) -> Result {
     let measure_from = Instant::now() + WARMUP;
     let stop = measure_from + MEASURE;
     let mut tasks = Vec::new();
-    for worker in 0..CONCURRENCY as u64 {
+    for worker in 0..concurrency as u64 {
         let (client, base, token, errors) = (
             client.clone(),
             base.to_owned(),
@@ -172,9 +173,9 @@ async fn init_postgres(base: &str) -> String {
     init["root_token"].as_str().unwrap().to_owned()
 }
 
-fn report(backend: &str, name: &str, r: &Result, ceiling: f64) {
+fn report(backend: &str, concurrency: usize, name: &str, r: &Result, ceiling: f64) {
     println!(
-        "{backend:<9} {name:<7} {:>9.0} req/s  {:>6.1}% of health  p50 {:>7.0} µs  p99 {:>7.0} µs  errors {}",
+        "{backend:<9} c={concurrency:<3} {name:<7} {:>9.0} req/s  {:>6.1}% of health  p50 {:>7.0} µs  p99 {:>7.0} µs  errors {}",
         r.rps,
         100.0 * r.rps / ceiling,
         r.p50_us,
