@@ -72,9 +72,9 @@ struct Result {
     errors: u64,
 }
 
-async fn run(base: &str, token: &str, scenario: Scenario) -> Result {
+async fn run(base: &str, token: &str, scenario: Scenario, concurrency: usize) -> Result {
     let client = reqwest::Client::builder()
-        .pool_max_idle_per_host(CONCURRENCY)
+        .pool_max_idle_per_host(concurrency)
         .build()
         .unwrap();
     let errors = Arc::new(AtomicU64::new(0));
@@ -201,17 +201,19 @@ async fn main() {
         setups.push(("postgres", pg, token));
     }
     println!(
-        "{CONCURRENCY} concurrent connections, {}s per scenario after {}s warm-up",
+        "{}s per scenario after {}s warm-up; c = concurrent connections",
         MEASURE.as_secs(),
         WARMUP.as_secs()
     );
     for (backend, server, token) in &setups {
         seed(&server.base, token).await;
-        let health = run(&server.base, token, Scenario::Health).await;
-        let read = run(&server.base, token, Scenario::Read).await;
-        let write = run(&server.base, token, Scenario::Write).await;
-        report(backend, "health", &health, health.rps);
-        report(backend, "read", &read, health.rps);
-        report(backend, "write", &write, health.rps);
+        for c in CONCURRENCY {
+            let health = run(&server.base, token, Scenario::Health, c).await;
+            let read = run(&server.base, token, Scenario::Read, c).await;
+            let write = run(&server.base, token, Scenario::Write, c).await;
+            report(backend, c, "health", &health, health.rps);
+            report(backend, c, "read", &read, health.rps);
+            report(backend, c, "write", &write, health.rps);
+        }
     }
 }
