@@ -15,6 +15,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("vern-pki", 0),
     ("vern-seal", 1),
     ("vern-secrets", 2),
+    ("vern-authority", 2),
     ("vern-server", 3),
     ("vern", 4),
 ];

@@ -1,0 +1,193 @@
+//! OAuth2 clients: services (one tenant's environment) and operators
+//! (platform roles). Secrets are generated here with 256 bits of entropy,
+//! returned once, and stored only as an HMAC under a per-deployment key.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use vern_core::{EnvironmentId, ProjectId, Scope, TenantId};
+
+use crate::jwk::PublicJwk;
+use crate::AuthError;
+
+/// What kind of principal a client is.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum ClientKind {
+    /// A workload in one environment.
+    Service {
+        /// Its tenant.
+        tenant: TenantIdText,
+        /// Its project.
+        project: String,
+        /// Its environment.
+        environment: String,
+    },
+    /// A platform operator.
+    Operator {
+        /// Platform roles.
+        roles: Vec<String>,
+    },
+}
+
+/// A tenant name as stored (validated on the way in).
+pub type TenantIdText = String;
+
+impl ClientKind {
+    /// The service's scope, re-checked on the way out of storage.
+    pub fn scope(&self) -> Option<Scope> {
+        match self {
+            Self::Service {
+                tenant,
+                project,
+                environment,
+            } => Some(Scope {
+                tenant: TenantId::parse(tenant).ok()?,
+                project: ProjectId::parse(project).ok()?,
+                environment: EnvironmentId::parse(environment).ok()?,
+            }),
+            Self::Operator { .. } => None,
+        }
+    }
+}
+
+/// A client as stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClientRecord {
+    /// The client id.
+    pub client_id: String,
+    /// The short name within its scope.
+    pub name: String,
+    /// Service or operator.
+    #[serde(flatten)]
+    pub kind: ClientKind,
+    /// HMAC-SHA256 of the secret (base64url), when the client has one.
+    pub secret_hmac: Option<String>,
+    /// Public JWKs for `private_key_jwt`.
+    #[serde(default)]
+    pub jwks: Vec<Value>,
+    /// Scopes the client may request.
+    #[serde(default)]
+    pub scopes: Vec<String>,
+    /// Whether every token must be DPoP-bound.
+    #[serde(default)]
+    pub dpop_bound: bool,
+    /// Token lifetime in seconds, when not the default.
+    pub token_ttl: Option<u64>,
+    /// Creation time (Unix seconds).
+    pub created: u64,
+}
+
+/// What to create.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
+pub struct ClientSpec {
+    /// Tenant (services).
+    pub tenant: Option<String>,
+    /// Project (services).
+    pub project: Option<String>,
+    /// Environment (services).
+    pub environment: Option<String>,
+    /// Name within the scope (or the operator's name).
+    pub name: String,
+    /// Operator roles; giving any makes an operator client.
+    #[serde(default)]
+    pub roles: Vec<String>,
+    /// Allowed scopes.
+    #[serde(default)]
+    pub scopes: Vec<String>,
+    /// Require DPoP-bound tokens.
+    #[serde(default)]
+    pub dpop_bound: bool,
+    /// Public JWKs for `private_key_jwt`; a client with keys gets no secret.
+    #[serde(default)]
+    pub jwks: Vec<Value>,
+    /// Token lifetime in seconds.
+    pub token_ttl: Option<u64>,
+}
+
+/// A created client and, when generated, its secret (shown once).
+#[derive(Debug)]
+pub struct CreatedClient {
+    /// The stored record.
+    pub record: ClientRecord,
+    /// The secret, when one was generated.
+    pub secret: Option<vern_crypto::SecretBytes>,
+}
+
+fn check_scope_name(s: &str) -> Result<(), AuthError> {
+    let ok = !s.is_empty()
+        && s.len() <= 128
+        && s.bytes()
+            .all(|b| b.is_ascii_graphic() && b != b'"' && b != b'\\');
+    if ok {
+        Ok(())
+    } else {
+        Err(AuthError::Invalid(format!(
+            "scope `{}` must be 1–128 visible ASCII characters without quotes or backslashes",
+            s.escape_default()
+        )))
+    }
+}
+
+impl ClientSpec {
+    /// Validates the spec and derives the client id: `svc.<tenant>.<project>.<environment>.<name>`
+    /// or `op.<name>`.
+    pub(crate) fn validate(&self) -> Result<(String, ClientKind), AuthError> {
+        let name = vern_core::TenantId::parse(&self.name)
+            .map_err(|e| AuthError::Invalid(e.to_string().replace("tenant name", "client name")))?;
+        for s in &self.scopes {
+            check_scope_name(s)?;
+        }
+        for jwk in &self.jwks {
+            PublicJwk::parse(jwk)?;
+        }
+        if self.token_ttl == Some(0) {
+            return Err(AuthError::Invalid("token_ttl must be positive".to_owned()));
+        }
+        match (&self.tenant, &self.project, &self.environment) {
+            (Some(t), Some(p), Some(e)) => {
+                if !self.roles.is_empty() {
+                    return Err(AuthError::Invalid(
+                        "a service client has no operator roles".to_owned(),
+                    ));
+                }
+                let scope = Scope {
+                    tenant: TenantId::parse(t).map_err(|e| AuthError::Invalid(e.to_string()))?,
+                    project: ProjectId::parse(p).map_err(|e| AuthError::Invalid(e.to_string()))?,
+                    environment: EnvironmentId::parse(e)
+                        .map_err(|e| AuthError::Invalid(e.to_string()))?,
+                };
+                let id = format!(
+                    "svc.{}.{}.{}.{name}",
+                    scope.tenant, scope.project, scope.environment
+                );
+                Ok((
+                    id,
+                    ClientKind::Service {
+                        tenant: scope.tenant.to_string(),
+                        project: scope.project.to_string(),
+                        environment: scope.environment.to_string(),
+                    },
+                ))
+            }
+            (None, None, None) => {
+                if self.roles.is_empty() {
+                    return Err(AuthError::Invalid(
+                        "give --tenant, --project and --env for a service, or roles for an operator".to_owned(),
+                    ));
+                }
+                for r in &self.roles {
+                    check_scope_name(r)?;
+                }
+                Ok((
+                    format!("op.{name}"),
+                    ClientKind::Operator {
+                        roles: self.roles.clone(),
+                    },
+                ))
+            }
+            _ => Err(AuthError::Invalid(
+                "a service client needs all of tenant, project and environment".to_owned(),
+            )),
+        }
+    }
+}

@@ -1,0 +1,764 @@
+//! The token authority under attack: every token and proof check has a
+//! case that must be refused, next to the case that must pass.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::sync::Arc;
+use std::time::{Duration, UNIX_EPOCH};
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
+use base64::Engine as _;
+use hmac::{Hmac, Mac};
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+use vern_authority::jws::{ed25519_public, p256_public, sign_ed25519, sign_es256};
+use vern_authority::{
+    AuthError, Authority, AuthorityConfig, ClientCredentials, ClientSpec, DpopCheck, NonceRule,
+    Presented, TokenRequest, JWT_BEARER_ASSERTION,
+};
+use vern_core::ManualClock;
+use vern_crypto::SecretBytes;
+use vern_seal::{Barrier, Seal};
+
+const ISSUER: &str = "https://vern.test:8200";
+const START: u64 = 1_800_000_000;
+
+struct Env {
+    barrier: Arc<Barrier>,
+    clock: Arc<ManualClock>,
+    auth: Authority,
+    store: Arc<dyn vern_store::Store>,
+    _dir: tempfile::TempDir,
+}
+
+async fn env() -> Env {
+    let dir = tempfile::tempdir().unwrap();
+    let store = vern_store::open(&format!("sqlite:{}", dir.path().join("a.db").display()), 2)
+        .await
+        .unwrap();
+    let clock = Arc::new(ManualClock::new(UNIX_EPOCH + Duration::from_secs(START)));
+    let seal = Seal::new(Arc::clone(&store), clock.clone()).await.unwrap();
+    seal.init_unsealed(1, 1, &[], None).await.unwrap();
+    let mut config = AuthorityConfig::new(ISSUER);
+    config.token_nonce = NonceRule::NotRequired;
+    Env {
+        barrier: seal.barrier().unwrap(),
+        auth: Authority::new(config, clock.clone()),
+        clock,
+        store,
+        _dir: dir,
+    }
+}
+
+fn service(name: &str) -> ClientSpec {
+    ClientSpec {
+        tenant: Some("acme".into()),
+        project: Some("web".into()),
+        environment: Some("prod".into()),
+        name: name.into(),
+        scopes: vec!["secrets:read".into(), "secrets:write".into()],
+        ..ClientSpec::default()
+    }
+}
+
+async fn secret_client(e: &Env, name: &str) -> (String, SecretBytes) {
+    let created = e
+        .auth
+        .create_client(&e.barrier, &service(name))
+        .await
+        .unwrap();
+    (created.record.client_id, created.secret.unwrap())
+}
+
+fn creds(id: &str, secret: &SecretBytes) -> ClientCredentials {
+    ClientCredentials::Secret {
+        client_id: id.to_owned(),
+        secret: secret.clone(),
+    }
+}
+
+async fn bearer_token(e: &Env) -> String {
+    let (id, secret) = secret_client(e, "api").await;
+    let req = TokenRequest {
+        credentials: creds(&id, &secret),
+        scope: Some("secrets:read"),
+        dpop: None,
+    };
+    e.auth.issue(&e.barrier, &req).await.unwrap().access_token
+}
+
+fn parts(token: &str) -> (Value, Value, String) {
+    let p: Vec<&str> = token.split('.').collect();
+    let h = serde_json::from_slice(&B64.decode(p[0]).unwrap()).unwrap();
+    let c = serde_json::from_slice(&B64.decode(p[1]).unwrap()).unwrap();
+    (h, c, p[2].to_owned())
+}
+
+fn assemble(h: &Value, c: &Value, sig: &str) -> String {
+    format!(
+        "{}.{}.{sig}",
+        B64.encode(h.to_string()),
+        B64.encode(c.to_string())
+    )
+}
+
+async fn verify_bearer(e: &Env, token: &str) -> Result<vern_authority::AccessClaims, AuthError> {
+    e.auth
+        .verify_access(&e.barrier, token, Presented::Bearer)
+        .await
+}
+
+#[tokio::test]
+async fn a_valid_token_carries_rfc_9068_claims_and_verifies() {
+    let e = env().await;
+    let token = bearer_token(&e).await;
+    let (h, c, _) = parts(&token);
+    assert_eq!(
+        (h["alg"].as_str(), h["typ"].as_str()),
+        (Some("EdDSA"), Some("at+jwt"))
+    );
+    for claim in [
+        "iss",
+        "sub",
+        "aud",
+        "exp",
+        "iat",
+        "jti",
+        "client_id",
+        "scope",
+        "tenant",
+        "project",
+        "environment",
+    ] {
+        assert!(!c[claim].is_null(), "missing {claim}");
+    }
+    assert_eq!(
+        c["exp"].as_u64().unwrap() - c["iat"].as_u64().unwrap(),
+        300,
+        "5 minutes by default"
+    );
+    let claims = verify_bearer(&e, &token).await.unwrap();
+    assert_eq!(claims.scopes, ["secrets:read"]);
+    // The JWKS holds the signing key.
+    let jwks = e.auth.jwks(&e.barrier).await.unwrap();
+    assert_eq!(jwks["keys"][0]["kid"], h["kid"]);
+    assert!(jwks["keys"][0].get("d").is_none());
+}
+
+#[tokio::test]
+async fn forged_and_altered_tokens_are_refused() {
+    let e = env().await;
+    let token = bearer_token(&e).await;
+    let (h, c, sig) = parts(&token);
+
+    // alg: none, with and without a signature.
+    let mut none = h.clone();
+    none["alg"] = json!("none");
+    assert!(verify_bearer(&e, &assemble(&none, &c, "")).await.is_err());
+    assert!(matches!(
+        verify_bearer(&e, &assemble(&none, &c, &sig)).await,
+        Err(AuthError::Algorithm(_))
+    ));
+
+    // HS256 keyed with the public key (the classic key-confusion attack).
+    let jwks = e.auth.jwks(&e.barrier).await.unwrap();
+    let public = B64.decode(jwks["keys"][0]["x"].as_str().unwrap()).unwrap();
+    let mut hs = h.clone();
+    hs["alg"] = json!("HS256");
+    let input = format!(
+        "{}.{}",
+        B64.encode(hs.to_string()),
+        B64.encode(c.to_string())
+    );
+    let mut mac = Hmac::<Sha256>::new_from_slice(&public).unwrap();
+    mac.update(input.as_bytes());
+    let forged = format!("{input}.{}", B64.encode(mac.finalize().into_bytes()));
+    assert!(matches!(
+        verify_bearer(&e, &forged).await,
+        Err(AuthError::Algorithm(_))
+    ));
+
+    // A tampered payload.
+    let mut more = c.clone();
+    more["scope"] = json!("secrets:read secrets:write admin");
+    assert!(matches!(
+        verify_bearer(&e, &assemble(&h, &more, &sig)).await,
+        Err(AuthError::Signature)
+    ));
+    let mut other_tenant = c.clone();
+    other_tenant["tenant"] = json!("globex");
+    assert!(matches!(
+        verify_bearer(&e, &assemble(&h, &other_tenant, &sig)).await,
+        Err(AuthError::Signature)
+    ));
+
+    // Wrong typ, unknown kid, missing kid.
+    let mut typ = h.clone();
+    typ["typ"] = json!("JWT");
+    assert!(
+        matches!(verify_bearer(&e, &assemble(&typ, &c, &sig)).await, Err(AuthError::Claim(m)) if m.contains("typ"))
+    );
+    let mut kid = h.clone();
+    kid["kid"] = json!("not-a-key");
+    assert!(matches!(
+        verify_bearer(&e, &assemble(&kid, &c, &sig)).await,
+        Err(AuthError::UnknownKey(_))
+    ));
+    let mut no_kid = h.clone();
+    no_kid.as_object_mut().unwrap().remove("kid");
+    assert!(verify_bearer(&e, &assemble(&no_kid, &c, &sig))
+        .await
+        .is_err());
+
+    // Garbage never panics.
+    for junk in ["", "x", "a.b.c", "....", &"A".repeat(10_000)] {
+        assert!(verify_bearer(&e, junk).await.is_err());
+    }
+}
+
+#[tokio::test]
+async fn time_issuer_and_audience_are_always_checked() {
+    let e = env().await;
+    let token = bearer_token(&e).await;
+
+    // Another issuer or audience sharing the same keys refuses it.
+    let mut other = AuthorityConfig::new("https://elsewhere.test");
+    other.audience = ISSUER.to_owned();
+    let foreign = Authority::new(other, e.clock.clone());
+    assert!(
+        matches!(foreign.verify_access(&e.barrier, &token, Presented::Bearer).await, Err(AuthError::Claim(m)) if m.contains("iss"))
+    );
+    let mut aud = AuthorityConfig::new(ISSUER);
+    aud.audience = "https://another-service.test".to_owned();
+    let other_aud = Authority::new(aud, e.clock.clone());
+    assert!(
+        matches!(other_aud.verify_access(&e.barrier, &token, Presented::Bearer).await, Err(AuthError::Claim(m)) if m.contains("aud"))
+    );
+
+    // Not yet valid: issued by an authority whose clock runs ahead.
+    let ahead = Arc::new(ManualClock::new(
+        UNIX_EPOCH + Duration::from_secs(START + 600),
+    ));
+    let mut cfg = AuthorityConfig::new(ISSUER);
+    cfg.token_nonce = NonceRule::NotRequired;
+    let future_auth = Authority::new(cfg, ahead);
+    let (id, secret) = secret_client(&e, "future").await;
+    let req = TokenRequest {
+        credentials: creds(&id, &secret),
+        scope: None,
+        dpop: None,
+    };
+    let future = future_auth
+        .issue(&e.barrier, &req)
+        .await
+        .unwrap()
+        .access_token;
+    assert!(matches!(
+        verify_bearer(&e, &future).await,
+        Err(AuthError::NotYetValid)
+    ));
+
+    // Expired, after the leeway.
+    e.clock.advance(Duration::from_secs(300 + 29));
+    verify_bearer(&e, &token).await.unwrap();
+    e.clock.advance(Duration::from_secs(2));
+    assert!(matches!(
+        verify_bearer(&e, &token).await,
+        Err(AuthError::Expired)
+    ));
+}
+
+#[tokio::test]
+async fn client_authentication_and_scopes() {
+    let e = env().await;
+    let (id, secret) = secret_client(&e, "svc").await;
+    assert!(secret.expose().len() >= 43, "at least 256 bits");
+    let wrong = SecretBytes::new(b"vern.cs.wrong".to_vec());
+    let req = |c: ClientCredentials, scope: Option<&'static str>| TokenRequest {
+        credentials: c,
+        scope,
+        dpop: None,
+    };
+    assert!(matches!(
+        e.auth
+            .issue(&e.barrier, &req(creds(&id, &wrong), None))
+            .await,
+        Err(AuthError::InvalidClient)
+    ));
+    assert!(matches!(
+        e.auth
+            .issue(
+                &e.barrier,
+                &req(creds("svc.acme.web.prod.nobody", &secret), None)
+            )
+            .await,
+        Err(AuthError::InvalidClient)
+    ));
+    assert!(
+        matches!(e.auth.issue(&e.barrier, &req(creds(&id, &secret), Some("secrets:read admin"))).await, Err(AuthError::InvalidScope(s)) if s == "admin")
+    );
+    let t = e
+        .auth
+        .issue(&e.barrier, &req(creds(&id, &secret), None))
+        .await
+        .unwrap();
+    assert_eq!(t.scope, "secrets:read secrets:write");
+    assert!(matches!(
+        e.auth.create_client(&e.barrier, &service("svc")).await,
+        Err(AuthError::Exists(_))
+    ));
+    // The secret is stored only as an HMAC.
+    let raw = e
+        .store
+        .get(&vern_store::Key::new(format!("authority/clients/{id}")).unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(!raw
+        .value
+        .windows(secret.len())
+        .any(|w| w == secret.expose()));
+}
+
+fn assertion(
+    client_id: &str,
+    key: &ed25519_dalek::SigningKey,
+    aud: &str,
+    exp: u64,
+    jti: &str,
+) -> String {
+    sign_ed25519(
+        &json!({"alg": "EdDSA", "typ": "JWT"}),
+        &json!({"iss": client_id, "sub": client_id, "aud": aud, "exp": exp, "iat": START, "jti": jti}),
+        key,
+    )
+}
+
+#[tokio::test]
+async fn private_key_jwt_assertions_are_checked_and_never_replayed() {
+    let e = env().await;
+    let key = ed25519_dalek::SigningKey::from_bytes(&[3; 32]);
+    let mut spec = service("signer");
+    spec.jwks = vec![ed25519_public(&key).to_json(None)];
+    let created = e.auth.create_client(&e.barrier, &spec).await.unwrap();
+    assert!(created.secret.is_none(), "a keyed client gets no secret");
+    let id = created.record.client_id;
+    let endpoint = format!("{ISSUER}/oauth2/token");
+    let e = &e;
+    let issue = |a: String| {
+        let req = TokenRequest {
+            credentials: ClientCredentials::Assertion {
+                client_id: None,
+                assertion: a,
+            },
+            scope: None,
+            dpop: None,
+        };
+        async move { e.auth.issue(&e.barrier, &req).await }
+    };
+    issue(assertion(&id, &key, &endpoint, START + 60, "j1"))
+        .await
+        .unwrap();
+    assert!(
+        matches!(
+            issue(assertion(&id, &key, &endpoint, START + 60, "j1")).await,
+            Err(AuthError::InvalidClient)
+        ),
+        "replayed jti"
+    );
+    assert!(
+        matches!(
+            issue(assertion(
+                &id,
+                &key,
+                "https://other/token",
+                START + 60,
+                "j2"
+            ))
+            .await,
+            Err(AuthError::InvalidClient)
+        ),
+        "wrong aud"
+    );
+    assert!(
+        matches!(
+            issue(assertion(&id, &key, &endpoint, START - 100, "j3")).await,
+            Err(AuthError::InvalidClient)
+        ),
+        "expired"
+    );
+    let other = ed25519_dalek::SigningKey::from_bytes(&[4; 32]);
+    assert!(
+        matches!(
+            issue(assertion(&id, &other, &endpoint, START + 60, "j4")).await,
+            Err(AuthError::InvalidClient)
+        ),
+        "wrong key"
+    );
+    let _ = JWT_BEARER_ASSERTION;
+}
+
+struct Prover {
+    key: p256::ecdsa::SigningKey,
+}
+
+impl Prover {
+    fn new(seed: u8) -> Self {
+        Self {
+            key: p256::ecdsa::SigningKey::from_slice(&[seed; 32]).unwrap(),
+        }
+    }
+
+    fn jkt(&self) -> String {
+        p256_public(&self.key).thumbprint()
+    }
+
+    fn proof(
+        &self,
+        htm: &str,
+        htu: &str,
+        iat: u64,
+        jti: &str,
+        token: Option<&str>,
+        extra: &[(&str, Value)],
+    ) -> String {
+        let mut claims = json!({"htm": htm, "htu": htu, "iat": iat, "jti": jti});
+        if let Some(t) = token {
+            claims["ath"] = json!(B64.encode(Sha256::digest(t.as_bytes())));
+        }
+        for (k, v) in extra {
+            claims[*k] = v.clone();
+        }
+        let header =
+            json!({"alg": "ES256", "typ": "dpop+jwt", "jwk": p256_public(&self.key).to_json(None)});
+        sign_es256(&header, &claims, &self.key)
+    }
+}
+
+fn check<'a>(proofs: &'a [&'a str], method: &'a str, url: &'a str) -> DpopCheck<'a> {
+    DpopCheck {
+        proofs,
+        method,
+        url,
+        access_token: None,
+        expected_jkt: None,
+        nonce: NonceRule::NotRequired,
+    }
+}
+
+#[tokio::test]
+async fn dpop_binding_and_every_proof_check() {
+    let e = env().await;
+    let (id, secret) = secret_client(&e, "bound").await;
+    let prover = Prover::new(5);
+    let token_url = format!("{ISSUER}/oauth2/token");
+    let api = format!("{ISSUER}/v1/secret/data/acme/web/prod/db");
+
+    let p = prover.proof("POST", &token_url, START, "t1", None, &[]);
+    let proofs = [p.as_str()];
+    let req = TokenRequest {
+        credentials: creds(&id, &secret),
+        scope: None,
+        dpop: Some(check(&proofs, "POST", &token_url)),
+    };
+    let issued = e.auth.issue(&e.barrier, &req).await.unwrap();
+    assert_eq!(issued.token_type, "DPoP");
+    let token = issued.access_token;
+    assert_eq!(parts(&token).1["cnf"]["jkt"], prover.jkt());
+
+    let e = &e;
+    let use_api = |proofs: Vec<String>, method: &'static str, url: String| {
+        let token = token.clone();
+        async move {
+            let refs: Vec<&str> = proofs.iter().map(String::as_str).collect();
+            let c = check(&refs, method, &url);
+            e.auth
+                .verify_access(&e.barrier, &token, Presented::Dpop(c))
+                .await
+                .map(|_| ())
+        }
+    };
+    let good = |jti: &str| prover.proof("GET", &api, START, jti, Some(&token), &[]);
+
+    use_api(vec![good("a1")], "GET", api.clone()).await.unwrap();
+    // A bound token as a bearer token.
+    assert!(matches!(
+        e.auth
+            .verify_access(&e.barrier, &token, Presented::Bearer)
+            .await,
+        Err(AuthError::Dpop(_))
+    ));
+    let expect_dpop = |r: Result<(), AuthError>, needle: &str| match r {
+        Err(AuthError::Dpop(m)) => assert!(m.contains(needle), "{m} should mention {needle}"),
+        other => panic!("expected a DPoP failure about {needle}, got {other:?}"),
+    };
+    expect_dpop(use_api(vec![], "GET", api.clone()).await, "missing");
+    expect_dpop(
+        use_api(vec![good("a2"), good("a3")], "GET", api.clone()).await,
+        "more than one",
+    );
+    expect_dpop(
+        use_api(vec![good("a1")], "GET", api.clone()).await,
+        "replay",
+    );
+    expect_dpop(use_api(vec![good("a4")], "POST", api.clone()).await, "htm");
+    expect_dpop(
+        use_api(
+            vec![good("a5")],
+            "GET",
+            format!("{ISSUER}/v1/secret/data/globex/x/y/z"),
+        )
+        .await,
+        "htu",
+    );
+    use_api(
+        vec![prover.proof(
+            "GET",
+            &format!("{api}?version=2#frag"),
+            START,
+            "a6",
+            Some(&token),
+            &[],
+        )],
+        "GET",
+        api.clone(),
+    )
+    .await
+    .unwrap();
+    expect_dpop(
+        use_api(
+            vec![prover.proof("GET", &api, START - 120, "a7", Some(&token), &[])],
+            "GET",
+            api.clone(),
+        )
+        .await,
+        "iat",
+    );
+    expect_dpop(
+        use_api(
+            vec![prover.proof("GET", &api, START + 120, "a8", Some(&token), &[])],
+            "GET",
+            api.clone(),
+        )
+        .await,
+        "iat",
+    );
+    expect_dpop(
+        use_api(
+            vec![prover.proof("GET", &api, START, "a9", Some("another-token"), &[])],
+            "GET",
+            api.clone(),
+        )
+        .await,
+        "ath",
+    );
+    expect_dpop(
+        use_api(
+            vec![prover.proof("GET", &api, START, "a10", None, &[])],
+            "GET",
+            api.clone(),
+        )
+        .await,
+        "ath",
+    );
+    expect_dpop(
+        use_api(
+            vec![Prover::new(6).proof("GET", &api, START, "a11", Some(&token), &[])],
+            "GET",
+            api.clone(),
+        )
+        .await,
+        "cnf.jkt",
+    );
+
+    // A private key in the jwk header.
+    let mut header =
+        json!({"alg": "ES256", "typ": "dpop+jwt", "jwk": p256_public(&prover.key).to_json(None)});
+    header["jwk"]["d"] = json!(B64.encode(prover.key.to_bytes()));
+    let claims = json!({"htm": "GET", "htu": api, "iat": START, "jti": "a12", "ath": B64.encode(Sha256::digest(token.as_bytes()))});
+    expect_dpop(
+        use_api(
+            vec![sign_es256(&header, &claims, &prover.key)],
+            "GET",
+            api.clone(),
+        )
+        .await,
+        "private member",
+    );
+    // Wrong typ, and an alg that is not the key's.
+    let mut typ = header.clone();
+    typ["jwk"].as_object_mut().unwrap().remove("d");
+    typ["typ"] = json!("JWT");
+    expect_dpop(
+        use_api(
+            vec![sign_es256(&typ, &claims, &prover.key)],
+            "GET",
+            api.clone(),
+        )
+        .await,
+        "typ",
+    );
+    let mut alg = typ.clone();
+    alg["typ"] = json!("dpop+jwt");
+    alg["alg"] = json!("HS256");
+    expect_dpop(
+        use_api(
+            vec![sign_es256(&alg, &claims, &prover.key)],
+            "GET",
+            api.clone(),
+        )
+        .await,
+        "algorithm",
+    );
+
+    // A client marked dpop_bound cannot get a bearer token.
+    let mut spec = service("must-bind");
+    spec.dpop_bound = true;
+    let created = e.auth.create_client(&e.barrier, &spec).await.unwrap();
+    let req = TokenRequest {
+        credentials: creds(&created.record.client_id, created.secret.as_ref().unwrap()),
+        scope: None,
+        dpop: None,
+    };
+    assert!(matches!(
+        e.auth.issue(&e.barrier, &req).await,
+        Err(AuthError::UnauthorizedClient(_))
+    ));
+}
+
+#[tokio::test]
+async fn server_nonces_are_demanded_when_configured() {
+    let e = env().await;
+    let mut cfg = AuthorityConfig::new(ISSUER);
+    cfg.token_nonce = NonceRule::Required;
+    let auth = Authority::new(cfg, e.clock.clone());
+    let (id, secret) = secret_client(&e, "nonce").await;
+    let prover = Prover::new(8);
+    let url = format!("{ISSUER}/oauth2/token");
+    let try_with = |extra: Vec<(&'static str, Value)>, jti: &'static str| {
+        let now = vern_core::Clock::unix_seconds(&*e.clock);
+        let proof = prover.proof("POST", &url, now, jti, None, &extra);
+        let (id, secret, url) = (id.clone(), secret.clone(), url.clone());
+        let auth = &auth;
+        let barrier = &e.barrier;
+        async move {
+            let proofs = [proof.as_str()];
+            let mut c = check(&proofs, "POST", &url);
+            c.nonce = NonceRule::Required;
+            let req = TokenRequest {
+                credentials: creds(&id, &secret),
+                scope: None,
+                dpop: Some(c),
+            };
+            auth.issue(barrier, &req).await.map(|_| ())
+        }
+    };
+    assert!(matches!(
+        try_with(vec![], "n1").await,
+        Err(AuthError::UseDpopNonce)
+    ));
+    assert!(matches!(
+        try_with(vec![("nonce", json!("forged"))], "n2").await,
+        Err(AuthError::UseDpopNonce)
+    ));
+    let nonce = auth.dpop_nonce(&e.barrier).await.unwrap();
+    try_with(vec![("nonce", json!(nonce))], "n3").await.unwrap();
+    e.clock.advance(Duration::from_secs(301));
+    assert!(
+        matches!(
+            try_with(vec![("nonce", json!(nonce))], "n4").await,
+            Err(AuthError::UseDpopNonce)
+        ),
+        "expired nonce"
+    );
+}
+
+#[tokio::test]
+async fn revocation_and_introspection() {
+    let e = env().await;
+    let token = bearer_token(&e).await;
+    assert!(e
+        .auth
+        .introspect(&e.barrier, &token)
+        .await
+        .unwrap()
+        .is_some());
+    assert!(e
+        .auth
+        .introspect(&e.barrier, "garbage")
+        .await
+        .unwrap()
+        .is_none());
+    let claims = verify_bearer(&e, &token).await.unwrap();
+    assert!(matches!(
+        e.auth
+            .revoke(&e.barrier, &token, Some("svc.acme.web.prod.other"))
+            .await,
+        Err(AuthError::UnauthorizedClient(_))
+    ));
+    e.auth
+        .revoke(&e.barrier, &token, Some(&claims.client_id))
+        .await
+        .unwrap();
+    assert!(matches!(
+        verify_bearer(&e, &token).await,
+        Err(AuthError::Revoked)
+    ));
+    assert!(e
+        .auth
+        .introspect(&e.barrier, &token)
+        .await
+        .unwrap()
+        .is_none());
+    e.auth
+        .revoke(&e.barrier, "not-a-token", None)
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn signing_keys_rotate_publish_first_and_retire_late() {
+    let e = env().await;
+    let old = bearer_token(&e).await;
+    let old_kid = parts(&old).0["kid"].as_str().unwrap().to_owned();
+    let new_kid = e.auth.rotate_keys(&e.barrier).await.unwrap();
+    let jwks = e.auth.jwks(&e.barrier).await.unwrap();
+    let kids: Vec<&str> = jwks["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k["kid"].as_str().unwrap())
+        .collect();
+    assert!(
+        kids.contains(&old_kid.as_str()) && kids.contains(&new_kid.as_str()),
+        "published before it signs"
+    );
+    let (id, secret) = secret_client(&e, "rot").await;
+    let req = TokenRequest {
+        credentials: creds(&id, &secret),
+        scope: None,
+        dpop: None,
+    };
+    assert_eq!(
+        parts(&e.auth.issue(&e.barrier, &req).await.unwrap().access_token).0["kid"],
+        old_kid.as_str()
+    );
+    e.clock.advance(Duration::from_secs(61));
+    let fresh = e.auth.issue(&e.barrier, &req).await.unwrap().access_token;
+    assert_eq!(
+        parts(&fresh).0["kid"],
+        new_kid.as_str(),
+        "the new key signs after the publish delay"
+    );
+    // The old key stays published until its tokens expired.
+    let jwks = e.auth.jwks(&e.barrier).await.unwrap();
+    assert_eq!(jwks["keys"].as_array().unwrap().len(), 2);
+    e.clock.advance(Duration::from_secs(3600 + 31));
+    let jwks = e.auth.jwks(&e.barrier).await.unwrap();
+    let kids: Vec<&str> = jwks["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k["kid"].as_str().unwrap())
+        .collect();
+    assert_eq!(kids, [new_kid.as_str()]);
+}
