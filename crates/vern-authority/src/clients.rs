@@ -77,8 +77,10 @@ pub struct ClientRecord {
     pub created: u64,
 }
 
-/// What to create.
+/// What to create. Unknown fields are refused, so a typo cannot silently
+/// drop a setting such as `dpop_bound`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
 pub struct ClientSpec {
     /// Tenant (services).
     pub tenant: Option<String>,

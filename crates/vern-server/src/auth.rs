@@ -1,13 +1,14 @@
 //! Authentication: who is calling. A token comes in `X-Vault-Token` (Vault's
-//! header, used by hvac and the vault CLI) or `Authorization: Bearer`.
-//! Today the root token of init is the only credential; the token
-//! authority's access tokens plug in here.
+//! header, used by hvac and the vault CLI), `Authorization: Bearer`, or
+//! `Authorization: DPoP` with a `DPoP` proof header. The root token of init
+//! is an operator; access tokens of the authority carry a service scope or
+//! operator roles. A DPoP-bound token is accepted only with its proof.
 
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use axum::http::{header, StatusCode};
-use vern_core::Principal;
-use vern_crypto::SecretBytes;
+use vern_authority::{AccessClaims, ClientKind, DpopCheck, NonceRule, Presented};
+use vern_core::{Principal, PrincipalKind};
 
 use crate::error::ApiError;
 use crate::state::AppState;
@@ -18,39 +19,110 @@ pub(crate) struct Caller {
     pub(crate) principal: Principal,
 }
 
-fn presented_token(parts: &Parts) -> Result<Option<SecretBytes>, ApiError> {
+/// How the token arrived.
+enum Scheme {
+    /// `X-Vault-Token` or `Authorization: Bearer`.
+    Bearer(String),
+    /// `Authorization: DPoP`.
+    Dpop(String),
+}
+
+fn presented(parts: &Parts) -> Result<Option<Scheme>, ApiError> {
     if let Some(v) = parts.headers.get("x-vault-token") {
-        return Ok(Some(SecretBytes::new(v.as_bytes().to_vec())));
+        let t = v
+            .to_str()
+            .map_err(|_| ApiError::bad_request("X-Vault-Token is not ASCII"))?;
+        return Ok(Some(Scheme::Bearer(t.trim().to_owned())));
     }
     let Some(v) = parts.headers.get(header::AUTHORIZATION) else {
         return Ok(None);
     };
-    let v = v.as_bytes();
-    match v.iter().position(|&b| b == b' ') {
-        Some(i) if v[..i].eq_ignore_ascii_case(b"bearer") => {
-            Ok(Some(SecretBytes::new(v[i + 1..].trim_ascii().to_vec())))
-        }
+    let v = v
+        .to_str()
+        .map_err(|_| ApiError::bad_request("the Authorization header is not ASCII"))?;
+    match v.split_once(' ') {
+        Some((scheme, token)) if scheme.eq_ignore_ascii_case("bearer") => Ok(Some(Scheme::Bearer(token.trim().to_owned()))),
+        Some((scheme, token)) if scheme.eq_ignore_ascii_case("dpop") => Ok(Some(Scheme::Dpop(token.trim().to_owned()))),
         _ => Err(ApiError::new(
             StatusCode::BAD_REQUEST,
-            "unsupported Authorization scheme; use `Bearer <token>` or the X-Vault-Token header",
+            "unsupported Authorization scheme; use `Bearer <token>`, `DPoP <token>` or the X-Vault-Token header",
         )),
     }
+}
+
+fn principal(claims: AccessClaims) -> Result<Principal, ApiError> {
+    let kind = match claims.kind {
+        ClientKind::Service { .. } => PrincipalKind::Service {
+            scope: claims.kind.scope().ok_or_else(|| {
+                ApiError::new(StatusCode::UNAUTHORIZED, "the token's scope is malformed")
+            })?,
+        },
+        ClientKind::Operator { .. } => PrincipalKind::Operator { root: false },
+    };
+    Ok(Principal {
+        id: claims.client_id,
+        kind,
+    })
 }
 
 impl FromRequestParts<AppState> for Caller {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let token = presented_token(parts)?
-            .filter(|t| !t.is_empty())
+        let scheme = presented(parts)?
             .ok_or_else(|| ApiError::new(StatusCode::FORBIDDEN, "missing client token"))?;
-        if state.inner.seal.is_root_token(token.expose()).await? {
-            tracing::info!(principal = "root", "Root token used.");
-            return Ok(Self {
-                principal: Principal::root(),
-            });
+        let seal = &state.inner.seal;
+        let barrier = seal.barrier()?;
+        let authority = &state.inner.authority;
+        match scheme {
+            Scheme::Bearer(token) if token.is_empty() => {
+                Err(ApiError::new(StatusCode::FORBIDDEN, "missing client token"))
+            }
+            Scheme::Bearer(token) => {
+                if seal.is_root_token(token.as_bytes()).await? {
+                    tracing::info!(principal = "root", "Root token used.");
+                    return Ok(Self {
+                        principal: Principal::root(),
+                    });
+                }
+                if token.matches('.').count() != 2 {
+                    tracing::warn!("Request with an unknown token refused.");
+                    return Err(ApiError::forbidden());
+                }
+                let claims = authority
+                    .verify_access(&barrier, &token, Presented::Bearer)
+                    .await?;
+                Ok(Self {
+                    principal: principal(claims)?,
+                })
+            }
+            Scheme::Dpop(token) => {
+                let proofs: Vec<&str> = parts
+                    .headers
+                    .get_all("dpop")
+                    .iter()
+                    .filter_map(|v| v.to_str().ok())
+                    .collect();
+                let url = format!(
+                    "{}{}",
+                    state.inner.config.public_url.trim_end_matches('/'),
+                    parts.uri.path()
+                );
+                let check = DpopCheck {
+                    proofs: &proofs,
+                    method: parts.method.as_str(),
+                    url: &url,
+                    access_token: None,
+                    expected_jkt: None,
+                    nonce: NonceRule::NotRequired,
+                };
+                let claims = authority
+                    .verify_access(&barrier, &token, Presented::Dpop(check))
+                    .await?;
+                Ok(Self {
+                    principal: principal(claims)?,
+                })
+            }
         }
-        tracing::warn!("Request with an unknown token refused.");
-        Err(ApiError::forbidden())
     }
 }

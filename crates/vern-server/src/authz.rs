@@ -22,6 +22,8 @@ pub(crate) enum Action {
     RotateRootKey,
     /// Reading or changing a KV mount's `config`.
     ConfigureMount,
+    /// Creating, reading, deleting clients; rotating signing keys.
+    ManageClients,
 }
 
 /// What a caller may do to a tenant's secrets.
@@ -87,7 +89,8 @@ pub(crate) fn authorize(caller: &Caller, action: Action) -> Result<(), ApiError>
         | Action::ReadKeyStatus
         | Action::RotateKeyring
         | Action::RotateRootKey
-        | Action::ConfigureMount => caller.principal.is_operator(),
+        | Action::ConfigureMount
+        | Action::ManageClients => caller.principal.is_operator(),
     };
     if allowed {
         Ok(())

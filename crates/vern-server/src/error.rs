@@ -4,6 +4,7 @@
 
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
+use vern_authority::AuthError;
 use vern_seal::SealError;
 use vern_secrets::KvError;
 
@@ -12,6 +13,7 @@ use vern_secrets::KvError;
 pub(crate) struct ApiError {
     status: StatusCode,
     errors: Vec<String>,
+    headers: Vec<(header::HeaderName, HeaderValue)>,
 }
 
 impl ApiError {
@@ -19,7 +21,16 @@ impl ApiError {
         Self {
             status,
             errors: vec![message.into()],
+            headers: Vec::new(),
         }
+    }
+
+    /// Adds a response header (e.g. `WWW-Authenticate`).
+    pub(crate) fn with_header(mut self, name: header::HeaderName, value: &str) -> Self {
+        if let Ok(v) = HeaderValue::from_str(value) {
+            self.headers.push((name, v));
+        }
+        self
     }
 
     /// Vault's answer for a path with nothing at it: 404 with no message.
@@ -29,6 +40,7 @@ impl ApiError {
         Self {
             status: StatusCode::NOT_FOUND,
             errors: Vec::new(),
+            headers: Vec::new(),
         }
     }
 
@@ -57,6 +69,9 @@ impl IntoResponse for ApiError {
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/json"),
         );
+        for (name, value) in self.headers {
+            resp.headers_mut().append(name, value);
+        }
         resp
     }
 }
@@ -92,6 +107,34 @@ impl From<KvError> for ApiError {
             KvError::Contention => Self::new(StatusCode::SERVICE_UNAVAILABLE, err.to_string()),
             KvError::Seal(e) => e.into(),
             _ => Self::internal(&err),
+        }
+    }
+}
+
+/// Errors of token verification on Vern's API: 401 with a
+/// `WWW-Authenticate` challenge naming the scheme and the problem.
+impl From<AuthError> for ApiError {
+    fn from(err: AuthError) -> Self {
+        let (scheme, code) = match &err {
+            AuthError::Dpop(_) | AuthError::UseDpopNonce => ("DPoP", "invalid_dpop_proof"),
+            AuthError::Seal(_) => return Self::from_seal_in_auth(err),
+            AuthError::Invalid(_) | AuthError::Exists(_) => {
+                return Self::bad_request(err.to_string())
+            }
+            AuthError::NoClient(_) => return Self::not_found(),
+            _ => ("Bearer", "invalid_token"),
+        };
+        let challenge = format!("{scheme} error=\"{code}\", algs=\"EdDSA ES256\"");
+        Self::new(StatusCode::UNAUTHORIZED, err.to_string())
+            .with_header(header::WWW_AUTHENTICATE, &challenge)
+    }
+}
+
+impl ApiError {
+    fn from_seal_in_auth(err: AuthError) -> Self {
+        match err {
+            AuthError::Seal(e) => e.into(),
+            other => Self::internal(&other),
         }
     }
 }

@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use vern_authority::{Authority, AuthorityConfig, NonceRule};
 use vern_core::{Clock, SystemClock};
 use vern_seal::Seal;
 use vern_secrets::KvEngine;
@@ -37,6 +38,11 @@ pub struct ServerConfig {
     pub cluster_name: Option<String>,
     /// Names of the KV v2 mounts (`secret` by default).
     pub kv_mounts: Vec<String>,
+    /// The URL clients reach this server at: the token issuer, and the
+    /// base of DPoP `htu` checks. Defaults to the listener's address.
+    pub public_url: String,
+    /// Whether DPoP proofs at the token endpoint need a server nonce.
+    pub dpop_nonce_required: bool,
 }
 
 impl Default for ServerConfig {
@@ -46,6 +52,8 @@ impl Default for ServerConfig {
             request_timeout: Duration::from_secs(30),
             cluster_name: None,
             kv_mounts: vec!["secret".to_owned()],
+            public_url: "http://127.0.0.1:8200".to_owned(),
+            dpop_nonce_required: true,
         }
     }
 }
@@ -65,6 +73,7 @@ pub(crate) struct Inner {
     pub(crate) cluster: tokio::sync::RwLock<Option<ClusterInfo>>,
     pub(crate) keepers: Option<Arc<Keepers>>,
     pub(crate) kv: BTreeMap<String, Arc<KvEngine>>,
+    pub(crate) authority: Arc<Authority>,
 }
 
 impl AppState {
@@ -81,6 +90,13 @@ impl AppState {
             .iter()
             .map(|m| Ok((m.clone(), Arc::new(KvEngine::new(m, Arc::clone(&clock))?))))
             .collect::<Result<_, vern_secrets::KvError>>()?;
+        let mut authority = AuthorityConfig::new(&config.public_url);
+        authority.token_nonce = if config.dpop_nonce_required {
+            NonceRule::Required
+        } else {
+            NonceRule::NotRequired
+        };
+        let authority = Arc::new(Authority::new(authority, Arc::clone(&clock)));
         Ok(Self {
             inner: Arc::new(Inner {
                 seal,
@@ -91,6 +107,7 @@ impl AppState {
                 cluster: tokio::sync::RwLock::new(None),
                 keepers: None,
                 kv,
+                authority,
             }),
         })
     }

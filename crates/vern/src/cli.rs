@@ -26,6 +26,9 @@ pub(crate) enum Command {
     /// Operator commands: init, unseal, seal, rotation.
     #[command(subcommand)]
     Operator(OperatorCommand),
+    /// Manage OAuth2 clients (services and operators) of the token authority.
+    #[command(subcommand)]
+    Client(ClientCommand),
     /// Read and write KV v2 secrets.
     #[command(subcommand)]
     Kv(KvCommand),
@@ -109,6 +112,63 @@ pub(crate) struct ShareSetArgs {
     /// share. Operators decrypt theirs with `age -d -i KEY_FILE`.
     #[arg(long = "share-recipient", value_name = "AGE_RECIPIENT")]
     pub(crate) share_recipients: Vec<String>,
+}
+
+/// `vern client …`.
+#[derive(Debug, Subcommand)]
+pub(crate) enum ClientCommand {
+    /// Create a client; prints its id and, for a secret client, the
+    /// secret (shown once).
+    Create {
+        #[command(flatten)]
+        client: ClientArgs,
+        /// Tenant of a service client.
+        #[arg(long)]
+        tenant: Option<String>,
+        /// Project of a service client.
+        #[arg(long)]
+        project: Option<String>,
+        /// Environment of a service client.
+        #[arg(long = "env")]
+        environment: Option<String>,
+        /// Name within the scope (or of the operator).
+        #[arg(long)]
+        name: String,
+        /// A scope the client may request (repeat).
+        #[arg(long = "scope")]
+        scopes: Vec<String>,
+        /// An operator role (repeat); makes an operator client.
+        #[arg(long = "role")]
+        roles: Vec<String>,
+        /// Require DPoP-bound tokens.
+        #[arg(long)]
+        dpop_bound: bool,
+        /// A public JWK (JSON file) for private_key_jwt; repeat for several.
+        /// A client with keys gets no secret.
+        #[arg(long = "jwk", value_name = "FILE")]
+        jwks: Vec<PathBuf>,
+        /// Token lifetime in seconds.
+        #[arg(long)]
+        token_ttl: Option<u64>,
+    },
+    /// List client ids.
+    List(ClientArgs),
+    /// Show a client.
+    Get {
+        #[command(flatten)]
+        client: ClientArgs,
+        /// The client id.
+        client_id: String,
+    },
+    /// Delete a client.
+    Delete {
+        #[command(flatten)]
+        client: ClientArgs,
+        /// The client id.
+        client_id: String,
+    },
+    /// Start a signing key rotation.
+    RotateKeys(ClientArgs),
 }
 
 /// `vern kv …`. Paths are `<tenant>/<project>/<environment>/<name…>`.
@@ -325,6 +385,14 @@ pub(crate) struct ServeArgs {
     /// Storage connection pool size [default: 8].
     #[arg(long, env = "VERN_STORAGE_POOL")]
     pub(crate) storage_pool: Option<usize>,
+    /// The URL clients reach this server at: the token issuer and the base
+    /// of DPoP `htu` checks [default: the listener's address].
+    #[arg(long, env = "VERN_PUBLIC_URL")]
+    pub(crate) public_url: Option<String>,
+    /// Accept DPoP proofs at the token endpoint without a server nonce
+    /// (weakens replay protection across replicas).
+    #[arg(long, env = "VERN_INSECURE_DPOP_WITHOUT_NONCE")]
+    pub(crate) insecure_dpop_without_nonce: bool,
     /// KV v2 mount to serve (repeat for several) [default: secret].
     #[arg(long = "kv-mount", env = "VERN_KV_MOUNTS", value_delimiter = ',')]
     pub(crate) kv_mounts: Vec<String>,
@@ -369,6 +437,7 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Operator(OperatorCommand::KeyStatus(args)) => client::key_status(&args).await,
         Command::Operator(OperatorCommand::RotateRoot(cmd)) => client::rotate_root(cmd).await,
         Command::Kv(cmd) => crate::kv::run(cmd).await,
+        Command::Client(cmd) => crate::clients::run(cmd).await,
         Command::Keeper(args) => crate::keeper::run(args).await.map(|()| ExitCode::SUCCESS),
         Command::Completions { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "vern", &mut std::io::stdout());

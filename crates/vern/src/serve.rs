@@ -34,6 +34,7 @@ struct Settings {
     server: ServerConfig,
     log_format: LogFormat,
     keepers: Option<KeeperConfig>,
+    public_url: Option<String>,
 }
 
 const DEFAULT_KEEPER_SYNC: u64 = 30;
@@ -125,6 +126,9 @@ fn settings(args: ServeArgs) -> anyhow::Result<Settings> {
             .or(file.request_timeout)
             .map_or(defaults.request_timeout, Duration::from_secs),
         cluster_name: args.cluster_name.or(file.cluster_name),
+        dpop_nonce_required: !(args.insecure_dpop_without_nonce
+            || file.insecure_dpop_without_nonce.unwrap_or(false)),
+        public_url: String::new(),
         kv_mounts: if !args.kv_mounts.is_empty() {
             args.kv_mounts.clone()
         } else {
@@ -151,6 +155,7 @@ fn settings(args: ServeArgs) -> anyhow::Result<Settings> {
             .or(file.log_format)
             .unwrap_or(LogFormat::Auto),
         keepers,
+        public_url: args.public_url.or(file.public_url),
     })
 }
 
@@ -194,11 +199,16 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<()> {
         print_dev_banner(&format!("{scheme}://{addr}"), token, &s);
     }
 
+    let mut server = s.server;
+    server.public_url = s
+        .public_url
+        .clone()
+        .unwrap_or_else(|| format!("{scheme}://{addr}"));
     let state = match s.keepers {
-        Some(keepers) if !s.dev => AppState::with_keepers(store, seal, s.server, keepers)
+        Some(keepers) if !s.dev => AppState::with_keepers(store, seal, server, keepers)
             .context("cannot set up the keeper client")?,
         Some(_) => bail!("dev mode unseals itself; drop the keeper options or drop --dev"),
-        None => AppState::new(store, seal, s.server)?,
+        None => AppState::new(store, seal, server)?,
     };
     let app = vern_server::app(state);
     vern_server::serve(listener, app, shutdown_signal()).await?;

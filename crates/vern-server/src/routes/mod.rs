@@ -1,12 +1,14 @@
 //! The route table.
 
+mod clients;
 mod kv;
+mod oauth;
 mod sys;
 
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{any, get, put};
+use axum::routing::{any, get, post, put};
 use axum::Router;
 use tower::ServiceBuilder;
 
@@ -75,6 +77,20 @@ pub(crate) fn router(state: AppState) -> Router {
         .route("/v1/{mount}/metadata", any(kv::metadata))
         .route("/v1/{mount}/metadata/", any(kv::metadata))
         .route("/v1/{mount}/metadata/{*path}", any(kv::metadata))
+        .route("/oauth2/token", post(oauth::token))
+        .route("/oauth2/jwks", get(oauth::jwks))
+        .route("/oauth2/introspect", post(oauth::introspect))
+        .route("/oauth2/revoke", post(oauth::revoke))
+        .route(
+            "/.well-known/oauth-authorization-server",
+            get(oauth::metadata),
+        )
+        .route("/v1/auth/clients", get(clients::list).post(clients::create))
+        .route(
+            "/v1/auth/clients/{id}",
+            get(clients::read).delete(clients::delete),
+        )
+        .route("/v1/auth/keys/rotate", post(clients::rotate_keys))
         .route("/metrics", get(metrics))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)

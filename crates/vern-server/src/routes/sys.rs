@@ -267,6 +267,7 @@ pub(crate) async fn seal(
 ) -> Result<Response, ApiError> {
     authorize(&caller, Action::Seal)?;
     state.inner.seal.seal().await;
+    state.inner.authority.forget();
     tracing::warn!(principal = %caller.principal.id, "Sealed by request.");
     Ok(StatusCode::NO_CONTENT.into_response())
 }

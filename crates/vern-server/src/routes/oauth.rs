@@ -1,0 +1,405 @@
+//! OAuth2 endpoints (RFC 6749 client credentials, RFC 7523, RFC 7662,
+//! RFC 7009, RFC 8414, RFC 9449) mapped onto `vern-authority`. Their errors
+//! take OAuth2's shape, `{"error": …, "error_description": …}`.
+
+use std::collections::HashMap;
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use base64::Engine as _;
+use serde_json::{json, Value};
+use vern_authority::{
+    AccessClaims, AuthError, ClientCredentials, ClientKind, DpopCheck, NonceRule, TokenRequest,
+    JWT_BEARER_ASSERTION,
+};
+use vern_crypto::SecretBytes;
+
+use crate::error::ApiError;
+use crate::state::AppState;
+
+/// An OAuth2 error response.
+pub(crate) struct OAuthError {
+    status: StatusCode,
+    code: &'static str,
+    description: String,
+    nonce: Option<String>,
+    basic_challenge: bool,
+}
+
+impl OAuthError {
+    fn new(status: StatusCode, code: &'static str, description: impl Into<String>) -> Self {
+        Self {
+            status,
+            code,
+            description: description.into(),
+            nonce: None,
+            basic_challenge: false,
+        }
+    }
+
+    fn invalid_request(description: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "invalid_request", description)
+    }
+}
+
+impl IntoResponse for OAuthError {
+    fn into_response(self) -> Response {
+        let body = json!({ "error": self.code, "error_description": self.description });
+        let mut resp = (self.status, Json(body)).into_response();
+        let h = resp.headers_mut();
+        h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        if let Some(nonce) = self.nonce.and_then(|n| HeaderValue::from_str(&n).ok()) {
+            h.insert("dpop-nonce", nonce);
+        }
+        if self.basic_challenge {
+            h.insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Basic realm=\"vern\""),
+            );
+        }
+        resp
+    }
+}
+
+impl From<ApiError> for OAuthError {
+    fn from(e: ApiError) -> Self {
+        // Sealed, storage failure: keep the API's status and say so.
+        let resp = e.into_response();
+        Self::new(
+            resp.status(),
+            "server_error",
+            "the server cannot handle this request now",
+        )
+    }
+}
+
+fn from_auth(err: AuthError, basic: bool) -> OAuthError {
+    match err {
+        AuthError::InvalidClient => {
+            let mut e = OAuthError::new(
+                StatusCode::UNAUTHORIZED,
+                "invalid_client",
+                "client authentication failed",
+            );
+            e.basic_challenge = basic;
+            e
+        }
+        AuthError::InvalidScope(_) => {
+            OAuthError::new(StatusCode::BAD_REQUEST, "invalid_scope", err.to_string())
+        }
+        AuthError::UnauthorizedClient(_) => OAuthError::new(
+            StatusCode::BAD_REQUEST,
+            "unauthorized_client",
+            err.to_string(),
+        ),
+        AuthError::UseDpopNonce => {
+            OAuthError::new(StatusCode::BAD_REQUEST, "use_dpop_nonce", err.to_string())
+        }
+        AuthError::Dpop(_) => OAuthError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_dpop_proof",
+            err.to_string(),
+        ),
+        AuthError::Seal(e) => ApiError::from(e).into(),
+        other => OAuthError::invalid_request(other.to_string()),
+    }
+}
+
+/// Parses an `application/x-www-form-urlencoded` body; a parameter given
+/// twice is refused (RFC 6749 §3.2).
+fn form(headers: &HeaderMap, body: &Bytes) -> Result<HashMap<String, String>, OAuthError> {
+    let ct = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_ascii_lowercase();
+    if ct.split(';').next().map(str::trim) != Some("application/x-www-form-urlencoded") {
+        return Err(OAuthError::invalid_request(
+            "send the parameters as application/x-www-form-urlencoded",
+        ));
+    }
+    let mut out = HashMap::new();
+    for (k, v) in form_urlencoded::parse(body) {
+        if out.insert(k.clone().into_owned(), v.into_owned()).is_some() {
+            return Err(OAuthError::invalid_request(format!(
+                "parameter `{k}` is given more than once"
+            )));
+        }
+    }
+    Ok(out)
+}
+
+/// Client authentication from the Authorization header or the form.
+fn credentials(
+    headers: &HeaderMap,
+    form: &HashMap<String, String>,
+) -> Result<(ClientCredentials, bool), OAuthError> {
+    let basic = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split_once(' '))
+        .filter(|(s, _)| s.eq_ignore_ascii_case("basic"))
+        .map(|(_, c)| c.trim().to_owned());
+    let has_post = form.contains_key("client_secret");
+    let has_assertion = form.contains_key("client_assertion");
+    if [basic.is_some(), has_post, has_assertion]
+        .iter()
+        .filter(|x| **x)
+        .count()
+        > 1
+    {
+        return Err(OAuthError::invalid_request(
+            "use exactly one client authentication method",
+        ));
+    }
+    if let Some(encoded) = basic {
+        let decoded = base64::engine::general_purpose::STANDARD
+            .decode(encoded)
+            .map_err(|_| OAuthError::invalid_request("the Basic credentials are not base64"))?;
+        let decoded = zeroize::Zeroizing::new(
+            String::from_utf8(decoded)
+                .map_err(|_| OAuthError::invalid_request("the Basic credentials are not UTF-8"))?,
+        );
+        let (id, secret) = decoded.split_once(':').ok_or_else(|| {
+            OAuthError::invalid_request("the Basic credentials need client_id:client_secret")
+        })?;
+        // RFC 6749 §2.3.1: both parts are form-urlencoded.
+        let unescape = |s: &str| -> String {
+            form_urlencoded::parse(format!("x={s}").as_bytes())
+                .next()
+                .map(|(_, v)| v.into_owned())
+                .unwrap_or_default()
+        };
+        return Ok((
+            ClientCredentials::Secret {
+                client_id: unescape(id),
+                secret: SecretBytes::new(unescape(secret).into_bytes()),
+            },
+            true,
+        ));
+    }
+    if has_assertion {
+        if form.get("client_assertion_type").map(String::as_str) != Some(JWT_BEARER_ASSERTION) {
+            return Err(OAuthError::invalid_request(format!(
+                "client_assertion_type must be {JWT_BEARER_ASSERTION}"
+            )));
+        }
+        return Ok((
+            ClientCredentials::Assertion {
+                client_id: form.get("client_id").cloned(),
+                assertion: form.get("client_assertion").cloned().unwrap_or_default(),
+            },
+            false,
+        ));
+    }
+    match (form.get("client_id"), form.get("client_secret")) {
+        (Some(id), Some(secret)) => Ok((
+            ClientCredentials::Secret {
+                client_id: id.clone(),
+                secret: SecretBytes::new(secret.clone().into_bytes()),
+            },
+            false,
+        )),
+        _ => {
+            let mut e = OAuthError::new(
+                StatusCode::UNAUTHORIZED,
+                "invalid_client",
+                "client authentication is required",
+            );
+            e.basic_challenge = true;
+            Err(e)
+        }
+    }
+}
+
+fn no_store(mut resp: Response) -> Response {
+    resp.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    resp.headers_mut()
+        .insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
+    resp
+}
+
+/// `POST /oauth2/token`.
+pub(crate) async fn token(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, OAuthError> {
+    let form = form(&headers, &body)?;
+    match form.get("grant_type").map(String::as_str) {
+        Some("client_credentials") => {}
+        Some(_) => {
+            return Err(OAuthError::new(
+                StatusCode::BAD_REQUEST,
+                "unsupported_grant_type",
+                "only client_credentials is supported",
+            ))
+        }
+        None => return Err(OAuthError::invalid_request("grant_type is missing")),
+    }
+    let (creds, basic) = credentials(&headers, &form)?;
+    let barrier = state.inner.seal.barrier().map_err(ApiError::from)?;
+    let authority = &state.inner.authority;
+    let proofs: Vec<&str> = headers
+        .get_all("dpop")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .collect();
+    let url = authority.config().token_endpoint();
+    let nonce_rule = authority.config().token_nonce;
+    let dpop = (!proofs.is_empty()).then(|| DpopCheck {
+        proofs: &proofs,
+        method: Method::POST.as_str(),
+        url: &url,
+        access_token: None,
+        expected_jkt: None,
+        nonce: nonce_rule,
+    });
+    let req = TokenRequest {
+        credentials: creds,
+        scope: form.get("scope").map(String::as_str),
+        dpop,
+    };
+    match authority.issue(&barrier, &req).await {
+        Ok(issued) => {
+            tracing::info!(token_type = issued.token_type, "Access token issued.");
+            let mut resp = no_store(
+                Json(json!({
+                    "access_token": issued.access_token,
+                    "token_type": issued.token_type,
+                    "expires_in": issued.expires_in,
+                    "scope": issued.scope,
+                }))
+                .into_response(),
+            );
+            if nonce_rule == NonceRule::Required {
+                if let Ok(n) = authority.dpop_nonce(&barrier).await {
+                    if let Ok(v) = HeaderValue::from_str(&n) {
+                        resp.headers_mut().insert("dpop-nonce", v);
+                    }
+                }
+            }
+            Ok(resp)
+        }
+        Err(err) => {
+            tracing::warn!(error = %err, "Token request refused.");
+            let needs_nonce = matches!(err, AuthError::UseDpopNonce);
+            let mut e = from_auth(err, basic);
+            if needs_nonce {
+                e.nonce = authority.dpop_nonce(&barrier).await.ok();
+            }
+            Err(e)
+        }
+    }
+}
+
+/// `GET /oauth2/jwks`.
+pub(crate) async fn jwks(State(state): State<AppState>) -> Result<Response, ApiError> {
+    let barrier = state.inner.seal.barrier()?;
+    let set = state.inner.authority.jwks(&barrier).await?;
+    Ok(Json(set).into_response())
+}
+
+/// `GET /.well-known/oauth-authorization-server`.
+pub(crate) async fn metadata(State(state): State<AppState>) -> Response {
+    Json(state.inner.authority.metadata()).into_response()
+}
+
+fn claims_json(c: &AccessClaims, issuer: &str) -> Value {
+    let mut v = json!({
+        "active": true,
+        "client_id": c.client_id,
+        "sub": c.client_id,
+        "scope": c.scopes.join(" "),
+        "token_type": if c.jkt.is_some() { "DPoP" } else { "Bearer" },
+        "exp": c.exp,
+        "iat": c.iat,
+        "jti": c.jti,
+        "iss": issuer,
+    });
+    match &c.kind {
+        ClientKind::Service {
+            tenant,
+            project,
+            environment,
+        } => {
+            v["tenant"] = json!(tenant);
+            v["project"] = json!(project);
+            v["environment"] = json!(environment);
+        }
+        ClientKind::Operator { roles } => v["roles"] = json!(roles),
+    }
+    if let Some(jkt) = &c.jkt {
+        v["cnf"] = json!({ "jkt": jkt });
+    }
+    v
+}
+
+/// `POST /oauth2/introspect`: for authenticated clients. A service client
+/// learns about tokens of its own tenant only; anything else is inactive.
+pub(crate) async fn introspect(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, OAuthError> {
+    let form = form(&headers, &body)?;
+    let (creds, basic) = credentials(&headers, &form)?;
+    let barrier = state.inner.seal.barrier().map_err(ApiError::from)?;
+    let authority = &state.inner.authority;
+    let caller = authority
+        .authenticate_client(&barrier, &creds)
+        .await
+        .map_err(|e| from_auth(e, basic))?;
+    let token = form
+        .get("token")
+        .ok_or_else(|| OAuthError::invalid_request("token is missing"))?;
+    let claims = authority
+        .introspect(&barrier, token)
+        .await
+        .map_err(|e| from_auth(e, basic))?;
+    let visible = claims.filter(|c| match (&caller.kind, &c.kind) {
+        (ClientKind::Operator { .. }, _) => true,
+        (ClientKind::Service { tenant: mine, .. }, ClientKind::Service { tenant, .. }) => {
+            mine == tenant
+        }
+        _ => false,
+    });
+    let body = match visible {
+        Some(c) => claims_json(&c, &authority.config().issuer),
+        None => json!({ "active": false }),
+    };
+    Ok(no_store(Json(body).into_response()))
+}
+
+/// `POST /oauth2/revoke`: a client revokes its own tokens; an operator
+/// client any. Takes effect on Vern's API at once.
+pub(crate) async fn revoke(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, OAuthError> {
+    let form = form(&headers, &body)?;
+    let (creds, basic) = credentials(&headers, &form)?;
+    let barrier = state.inner.seal.barrier().map_err(ApiError::from)?;
+    let authority = &state.inner.authority;
+    let caller = authority
+        .authenticate_client(&barrier, &creds)
+        .await
+        .map_err(|e| from_auth(e, basic))?;
+    let token = form
+        .get("token")
+        .ok_or_else(|| OAuthError::invalid_request("token is missing"))?;
+    let only = match caller.kind {
+        ClientKind::Operator { .. } => None,
+        ClientKind::Service { .. } => Some(caller.client_id.as_str()),
+    };
+    authority
+        .revoke(&barrier, token, only)
+        .await
+        .map_err(|e| from_auth(e, basic))?;
+    Ok(no_store(StatusCode::OK.into_response()))
+}

@@ -1,0 +1,126 @@
+//! `vern client`: the token authority's clients.
+
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use reqwest::Method;
+use serde_json::{json, Value};
+
+use crate::cli::{ClientCommand, Output};
+use crate::client::{field, print_json, print_table, Client};
+
+fn print_client(output: Output, v: &Value) -> anyhow::Result<ExitCode> {
+    if output == Output::Json {
+        print_json(&v["data"])?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let d = &v["data"];
+    let mut rows = vec![
+        ("client_id", field(d, "client_id")),
+        ("kind", field(d, "kind")),
+    ];
+    for f in [
+        "tenant",
+        "project",
+        "environment",
+        "roles",
+        "scopes",
+        "dpop_bound",
+        "token_ttl",
+    ] {
+        if d.get(f).is_some_and(|x| !x.is_null()) {
+            rows.push((f, field(d, f)));
+        }
+    }
+    if d.get("client_secret").is_some() {
+        rows.push(("client_secret", field(d, "client_secret")));
+    }
+    print_table(&rows);
+    if d.get("client_secret").is_some() {
+        println!("\nThe secret is shown only now; store it where the service reads it.");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Runs a `vern client` command.
+pub(crate) async fn run(cmd: ClientCommand) -> anyhow::Result<ExitCode> {
+    match cmd {
+        ClientCommand::Create {
+            client,
+            tenant,
+            project,
+            environment,
+            name,
+            scopes,
+            roles,
+            dpop_bound,
+            jwks,
+            token_ttl,
+        } => {
+            let mut keys = Vec::new();
+            for path in &jwks {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("cannot read {}", path.display()))?;
+                let key: Value = serde_json::from_str(&text)
+                    .with_context(|| format!("{} is not a JSON JWK", path.display()))?;
+                keys.push(key);
+            }
+            let body = json!({
+                "tenant": tenant, "project": project, "environment": environment, "name": name,
+                "scopes": scopes, "roles": roles, "dpop_bound": dpop_bound, "jwks": keys, "token_ttl": token_ttl,
+            });
+            let v = Client::new(&client)?
+                .expect_ok(Method::POST, "/v1/auth/clients", Some(body))
+                .await?;
+            print_client(client.output, &v)
+        }
+        ClientCommand::List(client) => {
+            let v = Client::new(&client)?
+                .expect_ok(Method::GET, "/v1/auth/clients", None)
+                .await?;
+            if client.output == Output::Json {
+                print_json(&v["data"])?;
+            } else {
+                for k in v["data"]["keys"].as_array().into_iter().flatten() {
+                    println!("{}", k.as_str().unwrap_or_default());
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        ClientCommand::Get { client, client_id } => {
+            let v = Client::new(&client)?
+                .expect_ok(Method::GET, &format!("/v1/auth/clients/{client_id}"), None)
+                .await?;
+            print_client(client.output, &v)
+        }
+        ClientCommand::Delete { client, client_id } => {
+            Client::new(&client)?
+                .expect_ok(
+                    Method::DELETE,
+                    &format!("/v1/auth/clients/{client_id}"),
+                    None,
+                )
+                .await?;
+            if client.output == Output::Json {
+                print_json(&json!({ "deleted": client_id }))?;
+            } else {
+                println!("Success! Client {client_id} deleted.");
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        ClientCommand::RotateKeys(client) => {
+            let v = Client::new(&client)?
+                .expect_ok(Method::POST, "/v1/auth/keys/rotate", None)
+                .await?;
+            if client.output == Output::Json {
+                print_json(&v["data"])?;
+            } else {
+                println!(
+                    "New signing key {} is published and signs after the publish delay.",
+                    field(&v["data"], "kid")
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
