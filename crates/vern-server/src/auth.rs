@@ -65,10 +65,60 @@ fn principal(claims: AccessClaims) -> Result<Principal, ApiError> {
     })
 }
 
+/// The caller's network address, as the lockout key of failed logins.
+pub(crate) fn source_key(parts: &Parts) -> String {
+    parts
+        .extensions
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map_or_else(
+            || "addr:unknown".to_owned(),
+            |c| format!("addr:{}", c.0.ip()),
+        )
+}
+
 impl FromRequestParts<AppState> for Caller {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let guard = &state.inner.guard;
+        let metrics = &state.inner.metrics;
+        let source = source_key(parts);
+        if let Err(wait) = guard.lockout.check(&source) {
+            metrics.limited("lockout");
+            return Err(ApiError::too_many(wait));
+        }
+        let caller = match Self::authenticate(parts, state).await {
+            Ok(c) => c,
+            Err(e) => {
+                // Wrong credentials count towards a lockout; an
+                // unavailable server (sealed, storage) does not.
+                let status = e.status_code();
+                if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
+                    metrics.auth_failed("api");
+                    if guard.lockout.fail(&source).is_some() {
+                        tracing::warn!(source = %source, "Source locked out after repeated authentication failures.");
+                    }
+                }
+                return Err(e);
+            }
+        };
+        guard.lockout.succeed(&source);
+        if let Err(wait) = guard.api_principal.take(&caller.principal.id) {
+            metrics.limited("api_principal");
+            return Err(ApiError::too_many(wait));
+        }
+        if let PrincipalKind::Service { scope } = &caller.principal.kind {
+            if let Err(wait) = guard.api_tenant.take(scope.tenant.as_str()) {
+                metrics.limited("api_tenant");
+                return Err(ApiError::too_many(wait));
+            }
+        }
+        Ok(caller)
+    }
+}
+
+impl Caller {
+    async fn authenticate(parts: &Parts, state: &AppState) -> Result<Self, ApiError> {
         let scheme = presented(parts)?
             .ok_or_else(|| ApiError::new(StatusCode::FORBIDDEN, "missing client token"))?;
         let seal = &state.inner.seal;

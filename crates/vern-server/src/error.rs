@@ -25,6 +25,20 @@ impl ApiError {
         }
     }
 
+    /// 429 with `Retry-After`.
+    pub(crate) fn too_many(wait: std::time::Duration) -> Self {
+        let secs = crate::limits::retry_after_secs(wait);
+        Self::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            format!("too many requests; retry after {secs} s"),
+        )
+        .with_header(header::RETRY_AFTER, &secs.to_string())
+    }
+
+    pub(crate) fn status_code(&self) -> StatusCode {
+        self.status
+    }
+
     /// Adds a response header (e.g. `WWW-Authenticate`).
     pub(crate) fn with_header(mut self, name: header::HeaderName, value: &str) -> Self {
         if let Ok(v) = HeaderValue::from_str(value) {

@@ -15,6 +15,7 @@ mod error;
 mod extract;
 mod keeper;
 mod keepers;
+mod limits;
 mod listen;
 mod metrics;
 mod middleware;
@@ -23,6 +24,7 @@ mod state;
 
 pub use keeper::{keeper_app, KeeperState};
 pub use keepers::KeeperConfig;
+pub use limits::{Limits, Rate};
 pub use listen::{serve, Listener, ServeError, TlsFiles};
 pub use state::{AppState, ServerConfig, StateError};
 

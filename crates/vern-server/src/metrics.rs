@@ -17,12 +17,21 @@ pub(crate) struct HttpLabels {
 
 type HistogramFamily = Family<HttpLabels, Histogram, fn() -> Histogram>;
 
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct GuardLabels {
+    /// Which limit or check: `token_client`, `token_address`,
+    /// `api_principal`, `api_tenant`, `lockout`, `token_endpoint`, `api`.
+    pub(crate) scope: &'static str,
+}
+
 /// The server's metric families.
 #[derive(Clone)]
 pub(crate) struct Metrics {
     registry: Arc<Registry>,
     requests: Family<HttpLabels, Counter>,
     latency: HistogramFamily,
+    limited: Family<GuardLabels, Counter>,
+    auth_failures: Family<GuardLabels, Counter>,
 }
 
 fn latency_histogram() -> Histogram {
@@ -45,11 +54,35 @@ impl Metrics {
             "HTTP request latency, by method, route and status",
             latency.clone(),
         );
+        let limited = Family::<GuardLabels, Counter>::default();
+        let auth_failures = Family::<GuardLabels, Counter>::default();
+        registry.register(
+            "rate_limited",
+            "Requests refused with 429, by the limit or lockout that refused them",
+            limited.clone(),
+        );
+        registry.register(
+            "auth_failures",
+            "Failed authentications, by where they happened",
+            auth_failures.clone(),
+        );
         Self {
             registry: Arc::new(registry),
             requests,
             latency,
+            limited,
+            auth_failures,
         }
+    }
+
+    pub(crate) fn limited(&self, scope: &'static str) {
+        self.limited.get_or_create(&GuardLabels { scope }).inc();
+    }
+
+    pub(crate) fn auth_failed(&self, scope: &'static str) {
+        self.auth_failures
+            .get_or_create(&GuardLabels { scope })
+            .inc();
     }
 
     pub(crate) fn observe(&self, labels: HttpLabels, seconds: f64) {

@@ -12,6 +12,7 @@ use vern_store::Store;
 
 use crate::cluster::ClusterInfo;
 use crate::keepers::{KeeperConfig, Keepers};
+use crate::limits::{Buckets, Limits, Lockout};
 use crate::metrics::Metrics;
 
 /// Why the server state could not be built.
@@ -43,6 +44,8 @@ pub struct ServerConfig {
     pub public_url: String,
     /// Whether DPoP proofs at the token endpoint need a server nonce.
     pub dpop_nonce_required: bool,
+    /// Rate limits and lockout.
+    pub limits: Limits,
 }
 
 impl Default for ServerConfig {
@@ -54,6 +57,7 @@ impl Default for ServerConfig {
             kv_mounts: vec!["secret".to_owned()],
             public_url: "http://127.0.0.1:8200".to_owned(),
             dpop_nonce_required: true,
+            limits: Limits::default(),
         }
     }
 }
@@ -74,6 +78,16 @@ pub(crate) struct Inner {
     pub(crate) keepers: Option<Arc<Keepers>>,
     pub(crate) kv: BTreeMap<String, Arc<KvEngine>>,
     pub(crate) authority: Arc<Authority>,
+    pub(crate) guard: Guard,
+}
+
+/// The abuse-protection state of one process.
+pub(crate) struct Guard {
+    pub(crate) token_client: Buckets,
+    pub(crate) token_address: Buckets,
+    pub(crate) api_principal: Buckets,
+    pub(crate) api_tenant: Buckets,
+    pub(crate) lockout: Lockout,
 }
 
 impl AppState {
@@ -97,6 +111,13 @@ impl AppState {
             NonceRule::NotRequired
         };
         let authority = Arc::new(Authority::new(authority, Arc::clone(&clock)));
+        let guard = Guard {
+            token_client: Buckets::new(config.limits.token_per_client),
+            token_address: Buckets::new(config.limits.token_per_address),
+            api_principal: Buckets::new(config.limits.api_per_principal),
+            api_tenant: Buckets::new(config.limits.api_per_tenant),
+            lockout: Lockout::new(config.limits.lockout_after),
+        };
         Ok(Self {
             inner: Arc::new(Inner {
                 seal,
@@ -108,6 +129,7 @@ impl AppState {
                 keepers: None,
                 kv,
                 authority,
+                guard,
             }),
         })
     }

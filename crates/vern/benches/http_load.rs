@@ -37,6 +37,8 @@ fn start(args: &[&str]) -> Server {
         .arg("serve")
         .args(args)
         .args(["--listen", "127.0.0.1:0", "--log-format", "json"])
+        // The load generator is one principal on purpose; lift its limit.
+        .args(["--limit-api-principal", "0"])
         .env("VERN_LOG", "warn,vern::serve=info")
         .stdin(Stdio::null())
         .stdout(Stdio::null())

@@ -393,6 +393,23 @@ pub(crate) struct ServeArgs {
     /// (weakens replay protection across replicas).
     #[arg(long, env = "VERN_INSECURE_DPOP_WITHOUT_NONCE")]
     pub(crate) insecure_dpop_without_nonce: bool,
+    /// Token endpoint rate limit per client: RATE[:BURST] requests per
+    /// second, 0 to disable [default: 20:40].
+    #[arg(long, env = "VERN_LIMIT_TOKEN_CLIENT")]
+    pub(crate) limit_token_client: Option<String>,
+    /// Token endpoint rate limit per source address [default: 50:100].
+    #[arg(long, env = "VERN_LIMIT_TOKEN_ADDRESS")]
+    pub(crate) limit_token_address: Option<String>,
+    /// API rate limit per authenticated principal [default: 2000:4000].
+    #[arg(long, env = "VERN_LIMIT_API_PRINCIPAL")]
+    pub(crate) limit_api_principal: Option<String>,
+    /// API rate limit per tenant [default: 10000:20000].
+    #[arg(long, env = "VERN_LIMIT_API_TENANT")]
+    pub(crate) limit_api_tenant: Option<String>,
+    /// Authentication failures in a row before a lockout with backoff
+    /// (0: never) [default: 5].
+    #[arg(long, env = "VERN_LOCKOUT_AFTER")]
+    pub(crate) lockout_after: Option<u32>,
     /// KV v2 mount to serve (repeat for several) [default: secret].
     #[arg(long = "kv-mount", env = "VERN_KV_MOUNTS", value_delimiter = ',')]
     pub(crate) kv_mounts: Vec<String>,

@@ -28,6 +28,18 @@ pub(crate) struct FileConfig {
     pub(crate) log_format: Option<LogFormat>,
     pub(crate) tls: Option<TlsSection>,
     pub(crate) keepers: Option<KeepersSection>,
+    pub(crate) limits: Option<LimitsSection>,
+}
+
+/// `[limits]`: rates as `"RATE"` or `"RATE:BURST"` requests per second.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct LimitsSection {
+    pub(crate) token_client: Option<String>,
+    pub(crate) token_address: Option<String>,
+    pub(crate) api_principal: Option<String>,
+    pub(crate) api_tenant: Option<String>,
+    pub(crate) lockout_after: Option<u32>,
 }
 
 /// `[keepers]`.

@@ -9,7 +9,7 @@ use anyhow::{bail, Context as _};
 use vern_core::SystemClock;
 use vern_crypto::{random_token, SecretBytes};
 use vern_seal::{IssuedShare, Seal};
-use vern_server::{AppState, KeeperConfig, Listener, ServerConfig, TlsFiles};
+use vern_server::{AppState, KeeperConfig, Limits, Listener, Rate, ServerConfig, TlsFiles};
 
 use crate::cli::ServeArgs;
 use crate::config::FileConfig;
@@ -38,6 +38,43 @@ struct Settings {
 }
 
 const DEFAULT_KEEPER_SYNC: u64 = 30;
+
+fn limit_settings(args: &ServeArgs, file: crate::config::LimitsSection) -> anyhow::Result<Limits> {
+    let defaults = Limits::default();
+    let rate =
+        |flag: &Option<String>, file: Option<String>, default: Rate| -> anyhow::Result<Rate> {
+            match flag.clone().or(file) {
+                Some(s) => Rate::parse(&s).map_err(anyhow::Error::msg),
+                None => Ok(default),
+            }
+        };
+    Ok(Limits {
+        token_per_client: rate(
+            &args.limit_token_client,
+            file.token_client,
+            defaults.token_per_client,
+        )?,
+        token_per_address: rate(
+            &args.limit_token_address,
+            file.token_address,
+            defaults.token_per_address,
+        )?,
+        api_per_principal: rate(
+            &args.limit_api_principal,
+            file.api_principal,
+            defaults.api_per_principal,
+        )?,
+        api_per_tenant: rate(
+            &args.limit_api_tenant,
+            file.api_tenant,
+            defaults.api_per_tenant,
+        )?,
+        lockout_after: args
+            .lockout_after
+            .or(file.lockout_after)
+            .unwrap_or(defaults.lockout_after),
+    })
+}
 
 fn keeper_settings(
     args: &ServeArgs,
@@ -87,6 +124,7 @@ fn settings(args: ServeArgs) -> anyhow::Result<Settings> {
         None => FileConfig::default(),
     };
     let keepers = keeper_settings(&args, file.keepers.take())?;
+    let limits = limit_settings(&args, file.limits.take().unwrap_or_default())?;
     let listen = match args.listen.or(file.listen) {
         Some(a) => a,
         None => DEFAULT_LISTEN.parse().context("default listen address")?,
@@ -129,6 +167,7 @@ fn settings(args: ServeArgs) -> anyhow::Result<Settings> {
         dpop_nonce_required: !(args.insecure_dpop_without_nonce
             || file.insecure_dpop_without_nonce.unwrap_or(false)),
         public_url: String::new(),
+        limits,
         kv_mounts: if !args.kv_mounts.is_empty() {
             args.kv_mounts.clone()
         } else {

@@ -5,9 +5,12 @@
 use std::collections::HashMap;
 
 use axum::body::Bytes;
-use axum::extract::State;
+use std::net::SocketAddr;
+
+use axum::extract::{ConnectInfo, State};
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
+use axum::Extension;
 use axum::Json;
 use base64::Engine as _;
 use serde_json::{json, Value};
@@ -27,6 +30,7 @@ pub(crate) struct OAuthError {
     description: String,
     nonce: Option<String>,
     basic_challenge: bool,
+    retry_after: Option<u64>,
 }
 
 impl OAuthError {
@@ -37,6 +41,7 @@ impl OAuthError {
             description: description.into(),
             nonce: None,
             basic_challenge: false,
+            retry_after: None,
         }
     }
 
@@ -53,6 +58,9 @@ impl IntoResponse for OAuthError {
         h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
         if let Some(nonce) = self.nonce.and_then(|n| HeaderValue::from_str(&n).ok()) {
             h.insert("dpop-nonce", nonce);
+        }
+        if let Some(secs) = self.retry_after {
+            h.insert(header::RETRY_AFTER, HeaderValue::from(secs));
         }
         if self.basic_challenge {
             h.insert(
@@ -223,12 +231,93 @@ fn no_store(mut resp: Response) -> Response {
     resp
 }
 
+fn throttled(wait: std::time::Duration) -> OAuthError {
+    let secs = crate::limits::retry_after_secs(wait);
+    let mut e = OAuthError::new(
+        StatusCode::TOO_MANY_REQUESTS,
+        "temporarily_unavailable",
+        format!("too many requests; retry after {secs} s"),
+    );
+    e.retry_after = Some(secs);
+    e
+}
+
+/// The client id a credential names, for limits and lockouts.
+fn claimed_client(creds: &ClientCredentials) -> String {
+    match creds {
+        ClientCredentials::Secret { client_id, .. } => client_id.clone(),
+        ClientCredentials::Assertion {
+            client_id: Some(id),
+            ..
+        } => id.clone(),
+        ClientCredentials::Assertion { assertion, .. } => {
+            vern_authority::jws::Unverified::parse(assertion)
+                .ok()
+                .and_then(|j| {
+                    j.claims
+                        .get("iss")
+                        .and_then(Value::as_str)
+                        .map(str::to_owned)
+                })
+                .unwrap_or_default()
+        }
+    }
+}
+
+/// Applies the source-address bucket, both lockouts and the client bucket
+/// before a client is authenticated; returns the lockout keys to update
+/// afterwards.
+fn admit(state: &AppState, source: &str, client: &str) -> Result<[String; 2], OAuthError> {
+    let guard = &state.inner.guard;
+    let metrics = &state.inner.metrics;
+    if let Err(wait) = guard.token_address.take(source) {
+        metrics.limited("token_address");
+        return Err(throttled(wait));
+    }
+    let keys = [source.to_owned(), format!("client:{client}")];
+    for k in &keys {
+        if let Err(wait) = guard.lockout.check(k) {
+            metrics.limited("lockout");
+            return Err(throttled(wait));
+        }
+    }
+    if let Err(wait) = guard.token_client.take(client) {
+        metrics.limited("token_client");
+        return Err(throttled(wait));
+    }
+    Ok(keys)
+}
+
+/// Records the outcome of a client authentication for lockouts.
+fn settle(state: &AppState, keys: &[String; 2], failed: bool) {
+    let guard = &state.inner.guard;
+    if failed {
+        state.inner.metrics.auth_failed("token_endpoint");
+        for k in keys {
+            if guard.lockout.fail(k).is_some() {
+                tracing::warn!(key = %k, "Locked out after repeated client authentication failures.");
+            }
+        }
+    } else {
+        guard.lockout.succeed(&keys[1]);
+    }
+}
+
+fn source_of(connect: Option<Extension<ConnectInfo<SocketAddr>>>) -> String {
+    connect.map_or_else(
+        || "addr:unknown".to_owned(),
+        |c| format!("addr:{}", c.0 .0.ip()),
+    )
+}
+
 /// `POST /oauth2/token`.
 pub(crate) async fn token(
     State(state): State<AppState>,
+    connect: Option<Extension<ConnectInfo<SocketAddr>>>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, OAuthError> {
+    let source = source_of(connect);
     let form = form(&headers, &body)?;
     match form.get("grant_type").map(String::as_str) {
         Some("client_credentials") => {}
@@ -242,6 +331,7 @@ pub(crate) async fn token(
         None => return Err(OAuthError::invalid_request("grant_type is missing")),
     }
     let (creds, basic) = credentials(&headers, &form)?;
+    let keys = admit(&state, &source, &claimed_client(&creds))?;
     let barrier = state.inner.seal.barrier().map_err(ApiError::from)?;
     let authority = &state.inner.authority;
     let proofs: Vec<&str> = headers
@@ -264,7 +354,13 @@ pub(crate) async fn token(
         scope: form.get("scope").map(String::as_str),
         dpop,
     };
-    match authority.issue(&barrier, &req).await {
+    let result = authority.issue(&barrier, &req).await;
+    settle(
+        &state,
+        &keys,
+        matches!(result, Err(AuthError::InvalidClient)),
+    );
+    match result {
         Ok(issued) => {
             tracing::info!(token_type = issued.token_type, "Access token issued.");
             let mut resp = no_store(
@@ -343,6 +439,7 @@ fn claims_json(c: &AccessClaims, issuer: &str) -> Value {
 /// learns about tokens of its own tenant only; anything else is inactive.
 pub(crate) async fn introspect(
     State(state): State<AppState>,
+    connect: Option<Extension<ConnectInfo<SocketAddr>>>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, OAuthError> {
@@ -350,10 +447,7 @@ pub(crate) async fn introspect(
     let (creds, basic) = credentials(&headers, &form)?;
     let barrier = state.inner.seal.barrier().map_err(ApiError::from)?;
     let authority = &state.inner.authority;
-    let caller = authority
-        .authenticate_client(&barrier, &creds)
-        .await
-        .map_err(|e| from_auth(e, basic))?;
+    let caller = authenticate(&state, connect, &barrier, &creds, basic).await?;
     let token = form
         .get("token")
         .ok_or_else(|| OAuthError::invalid_request("token is missing"))?;
@@ -379,6 +473,7 @@ pub(crate) async fn introspect(
 /// client any. Takes effect on Vern's API at once.
 pub(crate) async fn revoke(
     State(state): State<AppState>,
+    connect: Option<Extension<ConnectInfo<SocketAddr>>>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, OAuthError> {
@@ -386,10 +481,7 @@ pub(crate) async fn revoke(
     let (creds, basic) = credentials(&headers, &form)?;
     let barrier = state.inner.seal.barrier().map_err(ApiError::from)?;
     let authority = &state.inner.authority;
-    let caller = authority
-        .authenticate_client(&barrier, &creds)
-        .await
-        .map_err(|e| from_auth(e, basic))?;
+    let caller = authenticate(&state, connect, &barrier, &creds, basic).await?;
     let token = form
         .get("token")
         .ok_or_else(|| OAuthError::invalid_request("token is missing"))?;
@@ -402,4 +494,27 @@ pub(crate) async fn revoke(
         .await
         .map_err(|e| from_auth(e, basic))?;
     Ok(no_store(StatusCode::OK.into_response()))
+}
+
+/// Client authentication for introspection and revocation, under the same
+/// limits and lockouts as the token endpoint.
+async fn authenticate(
+    state: &AppState,
+    connect: Option<Extension<ConnectInfo<SocketAddr>>>,
+    barrier: &vern_seal::Barrier,
+    creds: &ClientCredentials,
+    basic: bool,
+) -> Result<vern_authority::ClientRecord, OAuthError> {
+    let keys = admit(state, &source_of(connect), &claimed_client(creds))?;
+    let result = state
+        .inner
+        .authority
+        .authenticate_client(barrier, creds)
+        .await;
+    settle(
+        state,
+        &keys,
+        matches!(result, Err(AuthError::InvalidClient)),
+    );
+    result.map_err(|e| from_auth(e, basic))
 }
