@@ -145,6 +145,87 @@ pub struct AccessClaims {
     pub jkt: Option<String>,
 }
 
+/// The RFC 9068 / RFC 8725 claim checks of a signature-verified access
+/// token: `iss`, `aud`, `exp`, `nbf`, `iat` (with leeway), and the shape of
+/// Vern's claims. Shared by the authority and the embeddable verifier.
+pub(crate) fn check_claims(
+    jwt: &Unverified,
+    issuer: &str,
+    audience: &str,
+    leeway: u64,
+    now: u64,
+) -> Result<AccessClaims, AuthError> {
+    if claim_str(jwt, "iss")? != issuer {
+        return Err(AuthError::Claim("iss is not this issuer".to_owned()));
+    }
+    if !audience_has(jwt.claims.get("aud"), &[audience]) {
+        return Err(AuthError::Claim(
+            "aud does not name this service".to_owned(),
+        ));
+    }
+    let exp = claim_u64(jwt, "exp")?;
+    if now > exp + leeway {
+        return Err(AuthError::Expired);
+    }
+    let iat = claim_u64(jwt, "iat")?;
+    let nbf = jwt.claims.get("nbf").and_then(Value::as_u64).unwrap_or(iat);
+    if nbf > now + leeway || iat > now + leeway {
+        return Err(AuthError::NotYetValid);
+    }
+    let client_id = claim_str(jwt, "client_id")?.to_owned();
+    if claim_str(jwt, "sub")? != client_id {
+        return Err(AuthError::Claim("sub and client_id differ".to_owned()));
+    }
+    let kind = match (jwt.claims.get("tenant"), jwt.claims.get("roles")) {
+        (Some(_), _) => ClientKind::Service {
+            tenant: claim_str(jwt, "tenant")?.to_owned(),
+            project: claim_str(jwt, "project")?.to_owned(),
+            environment: claim_str(jwt, "environment")?.to_owned(),
+        },
+        (None, Some(Value::Array(roles))) => ClientKind::Operator {
+            roles: roles
+                .iter()
+                .filter_map(Value::as_str)
+                .map(str::to_owned)
+                .collect(),
+        },
+        _ => {
+            return Err(AuthError::Claim(
+                "neither a tenant scope nor roles".to_owned(),
+            ))
+        }
+    };
+    Ok(AccessClaims {
+        client_id,
+        jti: claim_str(jwt, "jti")?.to_owned(),
+        exp,
+        iat,
+        scopes: claim_str(jwt, "scope")
+            .unwrap_or("")
+            .split(' ')
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+            .collect(),
+        kind,
+        jkt: jwt
+            .claims
+            .get("cnf")
+            .and_then(|c| c.get("jkt"))
+            .and_then(Value::as_str)
+            .map(str::to_owned),
+    })
+}
+
+/// Checks `typ` and `kid` of an access token header; returns the kid.
+pub(crate) fn access_header(jwt: &Unverified) -> Result<&str, AuthError> {
+    let typ = jwt.header_str("typ").unwrap_or("");
+    if !typ.eq_ignore_ascii_case("at+jwt") && !typ.eq_ignore_ascii_case("application/at+jwt") {
+        return Err(AuthError::Claim("typ must be at+jwt".to_owned()));
+    }
+    jwt.header_str("kid")
+        .ok_or_else(|| AuthError::Claim("kid is missing".to_owned()))
+}
+
 /// The token authority of one Vern process.
 pub struct Authority {
     config: AuthorityConfig,
@@ -556,13 +637,7 @@ impl Authority {
     /// not revocation or sender binding.
     async fn verify_jwt(&self, b: &Barrier, token: &str) -> Result<AccessClaims, AuthError> {
         let jwt = Unverified::parse(token)?;
-        let typ = jwt.header_str("typ").unwrap_or("");
-        if !typ.eq_ignore_ascii_case("at+jwt") && !typ.eq_ignore_ascii_case("application/at+jwt") {
-            return Err(AuthError::Claim("typ must be at+jwt".to_owned()));
-        }
-        let kid = jwt
-            .header_str("kid")
-            .ok_or_else(|| AuthError::Claim("kid is missing".to_owned()))?;
+        let kid = access_header(&jwt)?;
         let mut keys = self.key_set(b, false).await?;
         if keys.find(kid).is_none() {
             keys = self.key_set(b, true).await?;
@@ -571,67 +646,13 @@ impl Authority {
             .find(kid)
             .ok_or_else(|| AuthError::UnknownKey(kid.chars().take(64).collect()))?;
         jwt.verify(&signer.public)?;
-        let now = self.now();
-        let leeway = self.config.leeway;
-        if claim_str(&jwt, "iss")? != self.config.issuer {
-            return Err(AuthError::Claim("iss is not this issuer".to_owned()));
-        }
-        if !audience_has(jwt.claims.get("aud"), &[self.config.audience.as_str()]) {
-            return Err(AuthError::Claim(
-                "aud does not name this service".to_owned(),
-            ));
-        }
-        let exp = claim_u64(&jwt, "exp")?;
-        if now > exp + leeway {
-            return Err(AuthError::Expired);
-        }
-        let iat = claim_u64(&jwt, "iat")?;
-        let nbf = jwt.claims.get("nbf").and_then(Value::as_u64).unwrap_or(iat);
-        if nbf > now + leeway || iat > now + leeway {
-            return Err(AuthError::NotYetValid);
-        }
-        let client_id = claim_str(&jwt, "client_id")?.to_owned();
-        if claim_str(&jwt, "sub")? != client_id {
-            return Err(AuthError::Claim("sub and client_id differ".to_owned()));
-        }
-        let kind = match (jwt.claims.get("tenant"), jwt.claims.get("roles")) {
-            (Some(_), _) => ClientKind::Service {
-                tenant: claim_str(&jwt, "tenant")?.to_owned(),
-                project: claim_str(&jwt, "project")?.to_owned(),
-                environment: claim_str(&jwt, "environment")?.to_owned(),
-            },
-            (None, Some(Value::Array(roles))) => ClientKind::Operator {
-                roles: roles
-                    .iter()
-                    .filter_map(Value::as_str)
-                    .map(str::to_owned)
-                    .collect(),
-            },
-            _ => {
-                return Err(AuthError::Claim(
-                    "neither a tenant scope nor roles".to_owned(),
-                ))
-            }
-        };
-        Ok(AccessClaims {
-            client_id,
-            jti: claim_str(&jwt, "jti")?.to_owned(),
-            exp,
-            iat,
-            scopes: claim_str(&jwt, "scope")
-                .unwrap_or("")
-                .split(' ')
-                .filter(|s| !s.is_empty())
-                .map(str::to_owned)
-                .collect(),
-            kind,
-            jkt: jwt
-                .claims
-                .get("cnf")
-                .and_then(|c| c.get("jkt"))
-                .and_then(Value::as_str)
-                .map(str::to_owned),
-        })
+        check_claims(
+            &jwt,
+            &self.config.issuer,
+            &self.config.audience,
+            self.config.leeway,
+            self.now(),
+        )
     }
 
     async fn is_revoked(&self, b: &Barrier, jti: &str) -> Result<bool, AuthError> {

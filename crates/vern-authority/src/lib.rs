@@ -4,6 +4,9 @@
 //! sender-constraining with DPoP (RFC 9449), and the checks of RFC 8725:
 //! the algorithm follows from the key, never from the token.
 //!
+//! Other services embed [`Verifier`] to check tokens offline against the
+//! published JWKS.
+//!
 //! Everything persistent (signing keys, clients, revocations, assertion
 //! replay markers) goes through the seal's barrier. No HTTP here:
 //! `vern-server` maps the OAuth2 endpoints onto [`Authority`].
@@ -16,6 +19,7 @@ mod dpop;
 pub mod jwk;
 pub mod jws;
 mod keys;
+mod verifier;
 
 pub use authority::{
     AccessClaims, Authority, AuthorityConfig, ClientCredentials, IssuedToken, Presented,
@@ -24,6 +28,7 @@ pub use authority::{
 pub use clients::{ClientKind, ClientRecord, ClientSpec, CreatedClient};
 pub use dpop::{DpopCheck, NonceRule};
 pub use jwk::{Alg, PublicJwk};
+pub use verifier::{JwksSource, Verifier, VerifierConfig};
 
 /// Why an authority operation failed. Token and proof failures say what
 /// was wrong without echoing secrets.

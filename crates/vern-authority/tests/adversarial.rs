@@ -762,3 +762,106 @@ async fn signing_keys_rotate_publish_first_and_retire_late() {
         .collect();
     assert_eq!(kids, [new_kid.as_str()]);
 }
+
+/// A JWKS source serving whatever the test puts in, counting fetches.
+struct TestJwks {
+    doc: std::sync::Mutex<Value>,
+    fetches: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl vern_authority::JwksSource for TestJwks {
+    async fn fetch(&self) -> Result<Value, String> {
+        self.fetches
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Ok(self.doc.lock().unwrap().clone())
+    }
+}
+
+#[tokio::test]
+async fn other_services_verify_offline_with_the_jwks() {
+    use std::sync::atomic::Ordering;
+    use vern_authority::{Verifier, VerifierConfig};
+
+    let e = env().await;
+    let fetches = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let source = TestJwks {
+        doc: std::sync::Mutex::new(e.auth.jwks(&e.barrier).await.unwrap()),
+        fetches: Arc::clone(&fetches),
+    };
+    let verifier = Verifier::new(VerifierConfig::new(ISSUER, ISSUER), source, e.clock.clone());
+    let token = bearer_token(&e).await;
+    let claims = verifier.verify(&token, Presented::Bearer).await.unwrap();
+    assert_eq!(claims.client_id, "svc.acme.web.prod.api");
+    verifier.verify(&token, Presented::Bearer).await.unwrap();
+    assert_eq!(fetches.load(Ordering::SeqCst), 1, "keys are cached");
+
+    // Another audience refuses it.
+    let other = Verifier::new(
+        VerifierConfig::new(ISSUER, "https://payments.internal"),
+        TestJwks {
+            doc: std::sync::Mutex::new(e.auth.jwks(&e.barrier).await.unwrap()),
+            fetches: Arc::default(),
+        },
+        e.clock.clone(),
+    );
+    assert!(
+        matches!(other.verify(&token, Presented::Bearer).await, Err(AuthError::Claim(m)) if m.contains("aud"))
+    );
+
+    // Unknown kids cause at most one fetch per min_refresh.
+    let (h, c, sig) = parts(&token);
+    let mut unknown = h.clone();
+    unknown["kid"] = json!("rotated-away");
+    let forged = assemble(&unknown, &c, &sig);
+    assert!(matches!(
+        verifier.verify(&forged, Presented::Bearer).await,
+        Err(AuthError::UnknownKey(_))
+    ));
+    assert!(matches!(
+        verifier.verify(&forged, Presented::Bearer).await,
+        Err(AuthError::UnknownKey(_))
+    ));
+    assert_eq!(
+        fetches.load(Ordering::SeqCst),
+        1,
+        "no fetch storm from unknown kids"
+    );
+    e.clock.advance(Duration::from_secs(11));
+    assert!(matches!(
+        verifier.verify(&forged, Presented::Bearer).await,
+        Err(AuthError::UnknownKey(_))
+    ));
+    assert_eq!(
+        fetches.load(Ordering::SeqCst),
+        2,
+        "one fetch after min_refresh"
+    );
+
+    // DPoP-bound tokens are checked with their proof, offline.
+    let (id, secret) = secret_client(&e, "offline-bound").await;
+    let prover = Prover::new(11);
+    let token_url = format!("{ISSUER}/oauth2/token");
+    let now = START + 11;
+    let p = prover.proof("POST", &token_url, now, "o1", None, &[]);
+    let proofs = [p.as_str()];
+    let req = TokenRequest {
+        credentials: creds(&id, &secret),
+        scope: None,
+        dpop: Some(check(&proofs, "POST", &token_url)),
+    };
+    let bound = e.auth.issue(&e.barrier, &req).await.unwrap().access_token;
+    let url = "https://payments.internal/charge";
+    let proof = prover.proof("POST", url, now, "o2", Some(&bound), &[]);
+    let proofs = [proof.as_str()];
+    verifier
+        .verify(&bound, Presented::Dpop(check(&proofs, "POST", url)))
+        .await
+        .unwrap();
+    assert!(
+        matches!(verifier.verify(&bound, Presented::Dpop(check(&proofs, "POST", url))).await, Err(AuthError::Dpop(m)) if m.contains("replay"))
+    );
+    assert!(matches!(
+        verifier.verify(&bound, Presented::Bearer).await,
+        Err(AuthError::Dpop(_))
+    ));
+}
