@@ -22,7 +22,7 @@ mod keys;
 mod verifier;
 
 pub use authority::{
-    AccessClaims, Authority, AuthorityConfig, ClientCredentials, IssuedToken, Presented,
+    AccessClaims, ApplyPlan, Authority, AuthorityConfig, ClientCredentials, IssuedToken, Presented,
     TokenRequest, JWT_BEARER_ASSERTION,
 };
 pub use clients::{ClientKind, ClientRecord, ClientSpec, CreatedClient};

@@ -29,6 +29,21 @@ pub(crate) enum Command {
     /// Manage OAuth2 clients (services and operators) of the token authority.
     #[command(subcommand)]
     Client(ClientCommand),
+    /// Apply a platform file kept in Git: declare clients; creates and
+    /// updates what differs, deletes undeclared clients only with --prune.
+    Apply {
+        #[command(flatten)]
+        client: ClientArgs,
+        /// The YAML file.
+        #[arg(short = 'f', long = "file")]
+        file: PathBuf,
+        /// Delete clients the file does not declare.
+        #[arg(long)]
+        prune: bool,
+        /// Show the changes without making them.
+        #[arg(long)]
+        dry_run: bool,
+    },
     /// Read and write KV v2 secrets.
     #[command(subcommand)]
     Kv(KvCommand),
@@ -455,6 +470,12 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Operator(OperatorCommand::RotateRoot(cmd)) => client::rotate_root(cmd).await,
         Command::Kv(cmd) => crate::kv::run(cmd).await,
         Command::Client(cmd) => crate::clients::run(cmd).await,
+        Command::Apply {
+            client,
+            file,
+            prune,
+            dry_run,
+        } => crate::clients::apply(&client, &file, prune, dry_run).await,
         Command::Keeper(args) => crate::keeper::run(args).await.map(|()| ExitCode::SUCCESS),
         Command::Completions { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "vern", &mut std::io::stdout());

@@ -124,3 +124,79 @@ pub(crate) async fn run(cmd: ClientCommand) -> anyhow::Result<ExitCode> {
         }
     }
 }
+
+/// The platform file: what `vern apply` declares. Unknown keys are
+/// refused, so a typo cannot silently drop a declaration.
+#[derive(Debug, serde::Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+struct PlatformFile {
+    #[serde(default)]
+    clients: Vec<Value>,
+}
+
+/// `vern apply -f FILE`.
+pub(crate) async fn apply(
+    client: &crate::cli::ClientArgs,
+    file: &std::path::Path,
+    prune: bool,
+    dry_run: bool,
+) -> anyhow::Result<ExitCode> {
+    let text =
+        std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
+    let platform: PlatformFile = serde_yaml_ng::from_str(&text)
+        .with_context(|| format!("{} is not a valid platform file", file.display()))?;
+    let body = json!({ "clients": platform.clients, "prune": prune, "dry_run": dry_run });
+    let v = Client::new(client)?
+        .expect_ok(Method::POST, "/v1/auth/apply", Some(body))
+        .await?;
+    let d = &v["data"];
+    if client.output == Output::Json {
+        print_json(d)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let list = |k: &str| -> Vec<String> {
+        d[k].as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|x| x.as_str().map(str::to_owned))
+            .collect()
+    };
+    for id in list("create") {
+        println!("+ {id}");
+    }
+    for u in d["update"].as_array().into_iter().flatten() {
+        let changes: Vec<&str> = u["changes"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .collect();
+        println!("~ {} ({})", field(u, "client_id"), changes.join(", "));
+    }
+    for id in list("delete") {
+        println!("- {id}");
+    }
+    for id in list("kept") {
+        println!("  {id} (not declared; kept, use --prune to delete)");
+    }
+    let (c, u, del) = (
+        list("create").len(),
+        d["update"].as_array().map_or(0, Vec::len),
+        list("delete").len(),
+    );
+    if dry_run {
+        println!("\nDry run: {c} to create, {u} to update, {del} to delete.");
+    } else {
+        println!(
+            "\nApplied: {c} created, {u} updated, {del} deleted, {} unchanged.",
+            list("unchanged").len()
+        );
+        if let Some(secrets) = d["secrets"].as_object().filter(|s| !s.is_empty()) {
+            println!("\nSecrets of the new clients (shown once):");
+            for (id, s) in secrets {
+                println!("  {id}: {}", s.as_str().unwrap_or_default());
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -74,6 +74,52 @@ pub(crate) async fn delete(
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ApplyBody {
+    #[serde(default)]
+    clients: Vec<ClientSpec>,
+    #[serde(default)]
+    prune: bool,
+    #[serde(default)]
+    dry_run: bool,
+}
+
+/// `POST /v1/auth/apply`: declare the whole client set (GitOps).
+pub(crate) async fn apply(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiJson(body): ApiJson<ApplyBody>,
+) -> Result<Response, ApiError> {
+    authorize(&caller, Action::ManageClients)?;
+    let barrier = state.inner.seal.barrier()?;
+    let plan = state
+        .inner
+        .authority
+        .apply(&barrier, &body.clients, body.prune, body.dry_run)
+        .await?;
+    let secrets: serde_json::Map<String, Value> = plan
+        .secrets
+        .iter()
+        .map(|(id, s)| (id.clone(), json!(String::from_utf8_lossy(s.expose()))))
+        .collect();
+    let update: Vec<Value> = plan
+        .update
+        .iter()
+        .map(|(id, changes)| json!({ "client_id": id, "changes": changes }))
+        .collect();
+    Ok(Json(json!({ "data": {
+        "dry_run": body.dry_run,
+        "create": plan.create,
+        "update": update,
+        "delete": plan.delete,
+        "unchanged": plan.unchanged,
+        "kept": plan.kept,
+        "secrets": secrets,
+    }}))
+    .into_response())
+}
+
 /// `POST /v1/auth/keys/rotate`: a new signing key, published now, signing
 /// after the publish delay.
 pub(crate) async fn rotate_keys(

@@ -91,6 +91,7 @@ pub(crate) fn router(state: AppState) -> Router {
             get(clients::read).delete(clients::delete),
         )
         .route("/v1/auth/keys/rotate", post(clients::rotate_keys))
+        .route("/v1/auth/apply", post(clients::apply))
         .route("/metrics", get(metrics))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
