@@ -84,6 +84,14 @@ pub enum ClientCredentials {
         /// The secret.
         secret: SecretBytes,
     },
+    /// `tls_client_auth` (RFC 8705): the verified client certificate of the
+    /// connection.
+    Tls {
+        /// The `client_id` form field.
+        client_id: String,
+        /// The certificate, DER.
+        certificate: Vec<u8>,
+    },
     /// `private_key_jwt` (RFC 7523).
     Assertion {
         /// The `client_id` form field, when sent (must match the assertion).
@@ -143,6 +151,13 @@ pub struct AccessClaims {
     pub kind: ClientKind,
     /// `cnf.jkt`, for DPoP-bound tokens.
     pub jkt: Option<String>,
+    /// `cnf.x5t#S256`, for certificate-bound tokens.
+    pub x5t: Option<String>,
+}
+
+/// The RFC 8705 thumbprint of a certificate: base64url SHA-256 of its DER.
+pub fn certificate_thumbprint(der: &[u8]) -> String {
+    B64.encode(vern_crypto::sha256(der))
 }
 
 /// The RFC 9068 / RFC 8725 claim checks of a signature-verified access
@@ -213,7 +228,32 @@ pub(crate) fn check_claims(
             .and_then(|c| c.get("jkt"))
             .and_then(Value::as_str)
             .map(str::to_owned),
+        x5t: jwt
+            .claims
+            .get("cnf")
+            .and_then(|c| c.get("x5t#S256"))
+            .and_then(Value::as_str)
+            .map(str::to_owned),
     })
+}
+
+/// RFC 8705 §3: a certificate-bound token is accepted only over a
+/// connection authenticated with that certificate.
+pub(crate) fn check_certificate(
+    claims: &AccessClaims,
+    peer: Option<&[u8]>,
+) -> Result<(), AuthError> {
+    let Some(expected) = &claims.x5t else {
+        return Ok(());
+    };
+    let presented = peer.map(certificate_thumbprint);
+    if presented.is_some_and(|p| bool::from(p.as_bytes().ct_eq(expected.as_bytes()))) {
+        Ok(())
+    } else {
+        Err(AuthError::Claim(
+            "the token is bound to a client certificate this connection did not present".to_owned(),
+        ))
+    }
 }
 
 /// Checks `typ` and `kid` of an access token header; returns the kid.
@@ -395,7 +435,8 @@ impl Authority {
         spec: &ClientSpec,
     ) -> Result<CreatedClient, AuthError> {
         let (client_id, kind) = spec.validate()?;
-        let secret = spec.jwks.is_empty().then(|| random_token("vern.cs."));
+        let secret = (spec.jwks.is_empty() && spec.tls_client_auth_san.is_none())
+            .then(|| random_token("vern.cs."));
         let secret_hmac = match &secret {
             Some(s) => Some(self.secret_hmac(b, s.expose()).await?),
             None => None,
@@ -409,6 +450,7 @@ impl Authority {
             scopes: spec.scopes.clone(),
             dpop_bound: spec.dpop_bound,
             token_ttl: spec.token_ttl,
+            tls_client_auth_san: spec.tls_client_auth_san.clone(),
             created: self.now(),
         };
         let bytes = serde_json::to_vec(&record).map_err(|e| AuthError::Invalid(e.to_string()))?;
@@ -491,7 +533,8 @@ impl Authority {
                 None => {
                     plan.create.push(id.clone());
                     if !dry_run {
-                        let secret = spec.jwks.is_empty().then(|| random_token("vern.cs."));
+                        let secret = (spec.jwks.is_empty() && spec.tls_client_auth_san.is_none())
+                            .then(|| random_token("vern.cs."));
                         let secret_hmac = match &secret {
                             Some(s) => Some(self.secret_hmac(b, s.expose()).await?),
                             None => None,
@@ -505,6 +548,7 @@ impl Authority {
                             scopes: spec.scopes.clone(),
                             dpop_bound: spec.dpop_bound,
                             token_ttl: spec.token_ttl,
+                            tls_client_auth_san: spec.tls_client_auth_san.clone(),
                             created: self.now(),
                         };
                         writes.push(record_write(k, &record, Expect::Absent)?);
@@ -532,6 +576,12 @@ impl Authority {
                     if record.jwks != spec.jwks {
                         changes.push("jwks".to_owned());
                         record.jwks.clone_from(&spec.jwks);
+                    }
+                    if record.tls_client_auth_san != spec.tls_client_auth_san {
+                        changes.push("tls_client_auth_san".to_owned());
+                        record
+                            .tls_client_auth_san
+                            .clone_from(&spec.tls_client_auth_san);
                     }
                     if record.kind != *kind {
                         changes.push("roles".to_owned());
@@ -619,6 +669,22 @@ impl Authority {
             } => {
                 self.check_assertion(b, client_id.as_deref(), assertion)
                     .await
+            }
+            ClientCredentials::Tls {
+                client_id,
+                certificate,
+            } => {
+                let client = self.client(b, client_id).await.map_err(|e| match e {
+                    AuthError::NoClient(_) => AuthError::InvalidClient,
+                    other => other,
+                })?;
+                // The chain was verified against the client CA during the
+                // handshake; here the certificate must name this client.
+                let names = vern_pki::peer_identities(&certificate.as_slice().into());
+                match &client.tls_client_auth_san {
+                    Some(san) if names.iter().any(|n| n == san) => Ok(client),
+                    _ => Err(AuthError::InvalidClient),
+                }
             }
         }
     }
@@ -765,8 +831,18 @@ impl Authority {
             }
             ClientKind::Operator { roles } => claims["roles"] = json!(roles),
         }
+        let mut cnf = serde_json::Map::new();
         if let Some(jkt) = &jkt {
-            claims["cnf"] = json!({ "jkt": jkt });
+            cnf.insert("jkt".to_owned(), json!(jkt));
+        }
+        if let ClientCredentials::Tls { certificate, .. } = &req.credentials {
+            cnf.insert(
+                "x5t#S256".to_owned(),
+                json!(certificate_thumbprint(certificate)),
+            );
+        }
+        if !cnf.is_empty() {
+            claims["cnf"] = Value::Object(cnf);
         }
         let header = json!({ "alg": "EdDSA", "typ": "at+jwt", "kid": signer.kid });
         Ok(IssuedToken {
@@ -816,7 +892,22 @@ impl Authority {
         token: &str,
         presented: Presented<'_>,
     ) -> Result<AccessClaims, AuthError> {
+        self.verify_access_with_certificate(b, token, presented, None)
+            .await
+    }
+
+    /// Like [`Authority::verify_access`], for a request on a connection
+    /// that presented `peer` (DER) as its client certificate: a
+    /// certificate-bound token needs exactly that certificate.
+    pub async fn verify_access_with_certificate(
+        &self,
+        b: &Barrier,
+        token: &str,
+        presented: Presented<'_>,
+        peer: Option<&[u8]>,
+    ) -> Result<AccessClaims, AuthError> {
         let claims = self.verify_jwt(b, token).await?;
+        check_certificate(&claims, peer)?;
         match (&claims.jkt, presented) {
             (Some(_), Presented::Bearer) => {
                 return Err(AuthError::Dpop(
@@ -949,7 +1040,8 @@ impl Authority {
             "revocation_endpoint": format!("{i}/oauth2/revoke"),
             "grant_types_supported": ["client_credentials"],
             "response_types_supported": [],
-            "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "private_key_jwt"],
+            "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "private_key_jwt", "tls_client_auth"],
+            "tls_client_certificate_bound_access_tokens": true,
             "token_endpoint_auth_signing_alg_values_supported": ["EdDSA", "ES256"],
             "introspection_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "private_key_jwt"],
             "revocation_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "private_key_jwt"],

@@ -73,6 +73,10 @@ pub struct ClientRecord {
     pub dpop_bound: bool,
     /// Token lifetime in seconds, when not the default.
     pub token_ttl: Option<u64>,
+    /// For `tls_client_auth` (RFC 8705): a DNS or URI SAN the client's
+    /// certificate (from the configured client CA) must carry.
+    #[serde(default)]
+    pub tls_client_auth_san: Option<String>,
     /// Creation time (Unix seconds).
     pub created: u64,
 }
@@ -104,6 +108,10 @@ pub struct ClientSpec {
     pub jwks: Vec<Value>,
     /// Token lifetime in seconds.
     pub token_ttl: Option<u64>,
+    /// Authenticate with a client certificate carrying this DNS or URI SAN
+    /// (RFC 8705 `tls_client_auth`); such a client gets no secret, and its
+    /// tokens are bound to the certificate.
+    pub tls_client_auth_san: Option<String>,
 }
 
 /// A created client and, when generated, its secret (shown once).
@@ -141,6 +149,20 @@ impl ClientSpec {
         }
         for jwk in &self.jwks {
             PublicJwk::parse(jwk)?;
+        }
+        if self
+            .tls_client_auth_san
+            .as_deref()
+            .is_some_and(|s| s.is_empty() || s.len() > 255)
+        {
+            return Err(AuthError::Invalid(
+                "tls_client_auth_san must be 1–255 characters".to_owned(),
+            ));
+        }
+        if self.tls_client_auth_san.is_some() && !self.jwks.is_empty() {
+            return Err(AuthError::Invalid(
+                "a client authenticates either with keys or with a certificate".to_owned(),
+            ));
         }
         if self.token_ttl == Some(0) {
             return Err(AuthError::Invalid("token_ttl must be positive".to_owned()));

@@ -22,8 +22,8 @@ mod keys;
 mod verifier;
 
 pub use authority::{
-    AccessClaims, ApplyPlan, Authority, AuthorityConfig, ClientCredentials, IssuedToken, Presented,
-    TokenRequest, JWT_BEARER_ASSERTION,
+    certificate_thumbprint, AccessClaims, ApplyPlan, Authority, AuthorityConfig, ClientCredentials,
+    IssuedToken, Presented, TokenRequest, JWT_BEARER_ASSERTION,
 };
 pub use clients::{ClientKind, ClientRecord, ClientSpec, CreatedClient};
 pub use dpop::{DpopCheck, NonceRule};

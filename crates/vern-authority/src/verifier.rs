@@ -14,7 +14,7 @@ use std::sync::{Arc, RwLock};
 use serde_json::Value;
 use vern_core::Clock;
 
-use crate::authority::{access_header, check_claims, AccessClaims, Presented};
+use crate::authority::{access_header, check_certificate, check_claims, AccessClaims, Presented};
 use crate::dpop::{self, DpopCheck, NonceKey, ReplayCache};
 use crate::jwk::PublicJwk;
 use crate::jws::Unverified;
@@ -126,6 +126,17 @@ impl<S: JwksSource> Verifier<S> {
         token: &str,
         presented: Presented<'_>,
     ) -> Result<AccessClaims, AuthError> {
+        self.verify_with_certificate(token, presented, None).await
+    }
+
+    /// Like [`Verifier::verify`], on a connection that presented `peer`
+    /// (DER) as client certificate, for certificate-bound tokens.
+    pub async fn verify_with_certificate(
+        &self,
+        token: &str,
+        presented: Presented<'_>,
+        peer: Option<&[u8]>,
+    ) -> Result<AccessClaims, AuthError> {
         let jwt = Unverified::parse(token)?;
         let kid = access_header(&jwt)?;
         let now = self.clock.unix_seconds();
@@ -145,6 +156,7 @@ impl<S: JwksSource> Verifier<S> {
             self.config.leeway,
             now,
         )?;
+        check_certificate(&claims, peer)?;
         match (&claims.jkt, presented) {
             (Some(_), Presented::Bearer) => Err(AuthError::Dpop(
                 "a DPoP-bound token must be presented with the DPoP scheme and a proof".to_owned(),

@@ -34,12 +34,18 @@ pub fn peer_identities(cert: &CertificateDer<'_>) -> Vec<String> {
 pub struct PinnedClientVerifier {
     inner: Arc<dyn ClientCertVerifier>,
     allowed: Vec<String>,
+    optional: bool,
 }
 
 impl PinnedClientVerifier {
-    /// Wraps `inner`; an empty `allowed` list pins nothing.
-    pub fn new(inner: Arc<dyn ClientCertVerifier>, allowed: Vec<String>) -> Self {
-        Self { inner, allowed }
+    /// Wraps `inner`; an empty `allowed` list pins nothing; `optional`
+    /// lets clients connect without a certificate.
+    pub fn new(inner: Arc<dyn ClientCertVerifier>, allowed: Vec<String>, optional: bool) -> Self {
+        Self {
+            inner,
+            allowed,
+            optional,
+        }
     }
 }
 
@@ -93,7 +99,7 @@ impl ClientCertVerifier for PinnedClientVerifier {
     }
 
     fn client_auth_mandatory(&self) -> bool {
-        true
+        !self.optional
     }
 }
 

@@ -87,6 +87,10 @@ pub struct ClientAuth<'a> {
     /// Identities (DNS or URI SANs) of which a client certificate must name
     /// at least one; empty accepts any certificate from the CA.
     pub allowed: &'a [String],
+    /// Whether clients may connect without a certificate (the API: OAuth
+    /// mTLS clients present one, others do not); a certificate that is
+    /// presented must still verify.
+    pub optional: bool,
 }
 
 /// A server configuration from PEM files, advertising h2 and http/1.1.
@@ -104,12 +108,17 @@ pub fn server_config(
         None => builder.with_no_client_auth(),
         Some(auth) => {
             let roots = Arc::new(load_roots(auth.ca)?);
-            let inner = WebPkiClientVerifier::builder_with_provider(roots, provider())
+            let mut verifier = WebPkiClientVerifier::builder_with_provider(roots, provider());
+            if auth.optional {
+                verifier = verifier.allow_unauthenticated();
+            }
+            let inner = verifier
                 .build()
                 .map_err(|e| TlsError::Config(e.to_string()))?;
             builder.with_client_cert_verifier(Arc::new(PinnedClientVerifier::new(
                 inner,
                 auth.allowed.to_vec(),
+                auth.optional,
             )))
         }
     };

@@ -65,6 +65,15 @@ fn principal(claims: AccessClaims) -> Result<Principal, ApiError> {
     })
 }
 
+/// The verified client certificate of the request's connection, if any.
+fn peer_certificate(parts: &Parts) -> Option<&[u8]> {
+    parts
+        .extensions
+        .get::<crate::listen::PeerCertificate>()
+        .and_then(|p| p.0.as_deref())
+        .map(Vec::as_slice)
+}
+
 /// The caller's network address, as the lockout key of failed logins.
 pub(crate) fn source_key(parts: &Parts) -> String {
     parts
@@ -140,7 +149,12 @@ impl Caller {
                     return Err(ApiError::forbidden());
                 }
                 let claims = authority
-                    .verify_access(&barrier, &token, Presented::Bearer)
+                    .verify_access_with_certificate(
+                        &barrier,
+                        &token,
+                        Presented::Bearer,
+                        peer_certificate(parts),
+                    )
                     .await?;
                 Ok(Self {
                     principal: principal(claims)?,
@@ -167,7 +181,12 @@ impl Caller {
                     nonce: NonceRule::NotRequired,
                 };
                 let claims = authority
-                    .verify_access(&barrier, &token, Presented::Dpop(check))
+                    .verify_access_with_certificate(
+                        &barrier,
+                        &token,
+                        Presented::Dpop(check),
+                        peer_certificate(parts),
+                    )
                     .await?;
                 Ok(Self {
                     principal: principal(claims)?,

@@ -28,7 +28,15 @@ pub struct TlsFiles {
     /// DNS or URI SANs of which a client certificate must name one (empty:
     /// any certificate from `client_ca`).
     pub allowed_clients: Vec<String>,
+    /// Whether a client certificate is optional (the API) or required (a
+    /// keeper).
+    pub client_cert_optional: bool,
 }
+
+/// The verified client certificate of the connection a request came on
+/// (DER), when the client presented one.
+#[derive(Debug, Clone)]
+pub(crate) struct PeerCertificate(pub(crate) Option<Arc<Vec<u8>>>);
 
 /// Why the server could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -65,6 +73,7 @@ impl Listener {
                 let client_auth = t.client_ca.as_deref().map(|ca| ClientAuth {
                     ca,
                     allowed: &t.allowed_clients,
+                    optional: t.client_cert_optional,
                 });
                 vern_pki::server_config(&t.cert, &t.key, client_auth)
             })
@@ -108,11 +117,46 @@ pub async fn serve(
                 drain.graceful_shutdown(Some(DRAIN_TIMEOUT));
             });
             let config = axum_server::tls_rustls::RustlsConfig::from_config(config);
-            axum_server::from_tcp_rustls(listener.socket, config)
+            let acceptor = PeerCertAcceptor(axum_server::tls_rustls::RustlsAcceptor::new(config));
+            axum_server::from_tcp(listener.socket)
+                .acceptor(acceptor)
                 .handle(handle)
                 .serve(service)
                 .await?;
         }
     }
     Ok(())
+}
+
+/// A TLS acceptor that hands each connection's verified client certificate
+/// to the requests on it, for OAuth mutual-TLS client authentication and
+/// certificate-bound tokens (RFC 8705).
+#[derive(Clone)]
+struct PeerCertAcceptor(axum_server::tls_rustls::RustlsAcceptor);
+
+impl<I, S> axum_server::accept::Accept<I, S> for PeerCertAcceptor
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    S: Send + 'static,
+{
+    type Stream = tokio_rustls::server::TlsStream<I>;
+    type Service = axum::middleware::AddExtension<S, PeerCertificate>;
+    type Future = std::pin::Pin<
+        Box<dyn Future<Output = std::io::Result<(Self::Stream, Self::Service)>> + Send>,
+    >;
+
+    fn accept(&self, stream: I, service: S) -> Self::Future {
+        let inner = self.0.clone();
+        Box::pin(async move {
+            let (stream, service) = inner.accept(stream, service).await?;
+            let cert = stream
+                .get_ref()
+                .1
+                .peer_certificates()
+                .and_then(|c| c.first())
+                .map(|c| Arc::new(c.as_ref().to_vec()));
+            let service = tower::Layer::layer(&axum::Extension(PeerCertificate(cert)), service);
+            Ok((stream, service))
+        })
+    }
 }

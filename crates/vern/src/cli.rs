@@ -165,6 +165,10 @@ pub(crate) enum ClientCommand {
         /// Token lifetime in seconds.
         #[arg(long)]
         token_ttl: Option<u64>,
+        /// Authenticate with a client certificate carrying this DNS or URI
+        /// SAN (RFC 8705 tls_client_auth); tokens are then bound to it.
+        #[arg(long)]
+        tls_client_auth_san: Option<String>,
     },
     /// List client ids.
     List(ClientArgs),
@@ -387,6 +391,11 @@ pub(crate) struct ServeArgs {
     /// PEM private key for TLS.
     #[arg(long, env = "VERN_TLS_KEY")]
     pub(crate) tls_key: Option<PathBuf>,
+    /// PEM bundle of the CA whose client certificates Vern accepts on its
+    /// TLS listener, for OAuth mutual-TLS client authentication and
+    /// certificate-bound tokens (RFC 8705). Certificates stay optional.
+    #[arg(long, env = "VERN_TLS_CLIENT_CA")]
+    pub(crate) tls_client_ca: Option<PathBuf>,
     /// Serve plain HTTP outside dev mode. Traffic, tokens included, is then
     /// readable on the network.
     #[arg(long, env = "VERN_INSECURE_LISTEN")]

@@ -56,6 +56,7 @@ pub(crate) async fn run(cmd: ClientCommand) -> anyhow::Result<ExitCode> {
             dpop_bound,
             jwks,
             token_ttl,
+            tls_client_auth_san,
         } => {
             let mut keys = Vec::new();
             for path in &jwks {
@@ -68,6 +69,7 @@ pub(crate) async fn run(cmd: ClientCommand) -> anyhow::Result<ExitCode> {
             let body = json!({
                 "tenant": tenant, "project": project, "environment": environment, "name": name,
                 "scopes": scopes, "roles": roles, "dpop_bound": dpop_bound, "jwks": keys, "token_ttl": token_ttl,
+                "tls_client_auth_san": tls_client_auth_san,
             });
             let v = Client::new(&client)?
                 .expect_ok(Method::POST, "/v1/auth/clients", Some(body))

@@ -59,6 +59,7 @@ pub(crate) struct KeepersSection {
 pub(crate) struct TlsSection {
     pub(crate) cert: PathBuf,
     pub(crate) key: PathBuf,
+    pub(crate) client_ca: Option<PathBuf>,
 }
 
 impl FileConfig {
@@ -85,6 +86,9 @@ impl FileConfig {
         if let Some(tls) = self.tls.as_mut() {
             fix(&mut tls.cert);
             fix(&mut tls.key);
+            if let Some(ca) = tls.client_ca.as_mut() {
+                fix(ca);
+            }
         }
         if let Some(k) = self.keepers.as_mut() {
             fix(&mut k.ca);

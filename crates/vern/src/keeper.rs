@@ -14,6 +14,7 @@ pub(crate) async fn run(args: KeeperArgs) -> anyhow::Result<()> {
         key: args.tls_key,
         client_ca: Some(args.client_ca),
         allowed_clients: args.server_identities.clone(),
+        client_cert_optional: false,
     };
     let listener = Listener::bind(args.listen, Some(&tls)).context("cannot start the keeper")?;
     tracing::info!(

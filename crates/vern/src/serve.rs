@@ -137,18 +137,22 @@ fn settings(args: ServeArgs) -> anyhow::Result<Settings> {
         .storage
         .or(file.storage)
         .unwrap_or_else(|| format!("sqlite:{}", data_dir.join("vern.db").display()));
+    let file_client_ca = file.tls.as_ref().and_then(|t| t.client_ca.clone());
+    let client_ca = args.tls_client_ca.clone().or(file_client_ca);
     let tls = match (args.tls_cert, args.tls_key, file.tls) {
         (Some(cert), Some(key), _) => Some(TlsFiles {
             cert,
             key,
-            client_ca: None,
+            client_ca,
             allowed_clients: Vec::new(),
+            client_cert_optional: true,
         }),
         (None, None, Some(t)) => Some(TlsFiles {
             cert: t.cert,
             key: t.key,
-            client_ca: None,
+            client_ca,
             allowed_clients: Vec::new(),
+            client_cert_optional: true,
         }),
         (None, None, None) => None,
         _ => bail!("--tls-cert and --tls-key must be given together"),

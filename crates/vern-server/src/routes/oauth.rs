@@ -21,6 +21,7 @@ use vern_authority::{
 use vern_crypto::SecretBytes;
 
 use crate::error::ApiError;
+use crate::listen::PeerCertificate;
 use crate::state::AppState;
 
 /// An OAuth2 error response.
@@ -144,6 +145,7 @@ fn form(headers: &HeaderMap, body: &Bytes) -> Result<HashMap<String, String>, OA
 fn credentials(
     headers: &HeaderMap,
     form: &HashMap<String, String>,
+    peer: Option<&PeerCertificate>,
 ) -> Result<(ClientCredentials, bool), OAuthError> {
     let basic = headers
         .get(header::AUTHORIZATION)
@@ -211,6 +213,17 @@ fn credentials(
             },
             false,
         )),
+        // RFC 8705 tls_client_auth: the connection's verified certificate.
+        (Some(id), None) if peer.and_then(|p| p.0.as_ref()).is_some() => Ok((
+            ClientCredentials::Tls {
+                client_id: id.clone(),
+                certificate: peer
+                    .and_then(|p| p.0.as_deref())
+                    .cloned()
+                    .unwrap_or_default(),
+            },
+            false,
+        )),
         _ => {
             let mut e = OAuthError::new(
                 StatusCode::UNAUTHORIZED,
@@ -245,7 +258,9 @@ fn throttled(wait: std::time::Duration) -> OAuthError {
 /// The client id a credential names, for limits and lockouts.
 fn claimed_client(creds: &ClientCredentials) -> String {
     match creds {
-        ClientCredentials::Secret { client_id, .. } => client_id.clone(),
+        ClientCredentials::Secret { client_id, .. } | ClientCredentials::Tls { client_id, .. } => {
+            client_id.clone()
+        }
         ClientCredentials::Assertion {
             client_id: Some(id),
             ..
@@ -314,6 +329,7 @@ fn source_of(connect: Option<Extension<ConnectInfo<SocketAddr>>>) -> String {
 pub(crate) async fn token(
     State(state): State<AppState>,
     connect: Option<Extension<ConnectInfo<SocketAddr>>>,
+    peer: Option<Extension<PeerCertificate>>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, OAuthError> {
@@ -330,7 +346,7 @@ pub(crate) async fn token(
         }
         None => return Err(OAuthError::invalid_request("grant_type is missing")),
     }
-    let (creds, basic) = credentials(&headers, &form)?;
+    let (creds, basic) = credentials(&headers, &form, peer.as_ref().map(|Extension(p)| p))?;
     let keys = admit(&state, &source, &claimed_client(&creds))?;
     let barrier = state.inner.seal.barrier().map_err(ApiError::from)?;
     let authority = &state.inner.authority;
@@ -440,11 +456,12 @@ fn claims_json(c: &AccessClaims, issuer: &str) -> Value {
 pub(crate) async fn introspect(
     State(state): State<AppState>,
     connect: Option<Extension<ConnectInfo<SocketAddr>>>,
+    peer: Option<Extension<PeerCertificate>>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, OAuthError> {
     let form = form(&headers, &body)?;
-    let (creds, basic) = credentials(&headers, &form)?;
+    let (creds, basic) = credentials(&headers, &form, peer.as_ref().map(|Extension(p)| p))?;
     let barrier = state.inner.seal.barrier().map_err(ApiError::from)?;
     let authority = &state.inner.authority;
     let caller = authenticate(&state, connect, &barrier, &creds, basic).await?;
@@ -474,11 +491,12 @@ pub(crate) async fn introspect(
 pub(crate) async fn revoke(
     State(state): State<AppState>,
     connect: Option<Extension<ConnectInfo<SocketAddr>>>,
+    peer: Option<Extension<PeerCertificate>>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, OAuthError> {
     let form = form(&headers, &body)?;
-    let (creds, basic) = credentials(&headers, &form)?;
+    let (creds, basic) = credentials(&headers, &form, peer.as_ref().map(|Extension(p)| p))?;
     let barrier = state.inner.seal.barrier().map_err(ApiError::from)?;
     let authority = &state.inner.authority;
     let caller = authenticate(&state, connect, &barrier, &creds, basic).await?;

@@ -1,0 +1,209 @@
+//! OAuth mutual-TLS (RFC 8705) through the real binary: a client
+//! authenticates with its certificate, gets a certificate-bound token
+//! (`cnf.x5t#S256`), and that token works only on a connection presenting
+//! the same certificate.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
+use base64::Engine as _;
+use common::*;
+use rcgen::{BasicConstraints, CertificateParams, ExtendedKeyUsagePurpose, IsCa, KeyPair, SanType};
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+
+struct Issued {
+    cert_pem: String,
+    key_pem: String,
+    der: Vec<u8>,
+}
+
+fn ca() -> (rcgen::Certificate, KeyPair) {
+    let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let key = KeyPair::generate().unwrap();
+    let cert = params.self_signed(&key).unwrap();
+    (cert, key)
+}
+
+fn issue(
+    ca: &(rcgen::Certificate, KeyPair),
+    san: SanType,
+    usage: ExtendedKeyUsagePurpose,
+) -> Issued {
+    let mut params = CertificateParams::default();
+    params.subject_alt_names = vec![san];
+    params.extended_key_usages = vec![usage];
+    let key = KeyPair::generate().unwrap();
+    let cert = params.signed_by(&key, &ca.0, &ca.1).unwrap();
+    Issued {
+        cert_pem: cert.pem(),
+        key_pem: key.serialize_pem(),
+        der: cert.der().to_vec(),
+    }
+}
+
+fn https(ca_pem: &str, identity: Option<&Issued>) -> reqwest::Client {
+    let mut b = reqwest::Client::builder()
+        .use_rustls_tls()
+        .tls_built_in_root_certs(false)
+        .add_root_certificate(reqwest::Certificate::from_pem(ca_pem.as_bytes()).unwrap());
+    if let Some(id) = identity {
+        b = b.identity(
+            reqwest::Identity::from_pem(format!("{}{}", id.cert_pem, id.key_pem).as_bytes())
+                .unwrap(),
+        );
+    }
+    b.build().unwrap()
+}
+
+#[tokio::test]
+async fn certificate_bound_tokens_need_their_certificate() {
+    let dir = temp();
+    let authority = ca();
+    let server = issue(
+        &authority,
+        SanType::IpAddress("127.0.0.1".parse().unwrap()),
+        ExtendedKeyUsagePurpose::ServerAuth,
+    );
+    let worker = issue(
+        &authority,
+        SanType::DnsName("worker.acme".try_into().unwrap()),
+        ExtendedKeyUsagePurpose::ClientAuth,
+    );
+    let other = issue(
+        &authority,
+        SanType::DnsName("other.acme".try_into().unwrap()),
+        ExtendedKeyUsagePurpose::ClientAuth,
+    );
+    let ca_pem = authority.0.pem();
+    let write = |name: &str, text: &str| {
+        let p = dir.path().join(name);
+        std::fs::write(&p, text).unwrap();
+        path_str(&p)
+    };
+    let (ca_file, crt, key) = (
+        write("ca.pem", &ca_pem),
+        write("s.crt", &server.cert_pem),
+        write("s.key", &server.key_pem),
+    );
+    let data = path_str(&dir.path().join("data"));
+    let s = Server::start(
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--tls-cert",
+            &crt,
+            "--tls-key",
+            &key,
+            "--tls-client-ca",
+            &ca_file,
+            "--data-dir",
+            &data,
+        ],
+        &[],
+    );
+    let base = format!("https://{}", s.addr);
+    let anonymous = https(&ca_pem, None);
+
+    // Client certificates are optional: init and unseal without one.
+    let init: Value = anonymous
+        .put(format!("{base}/v1/sys/init"))
+        .json(&json!({"secret_shares": 1, "secret_threshold": 1}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    anonymous
+        .put(format!("{base}/v1/sys/unseal"))
+        .json(&json!({"key": init["keys"][0]}))
+        .send()
+        .await
+        .unwrap();
+    let root = init["root_token"].as_str().unwrap().to_owned();
+    let created = anonymous
+        .post(format!("{base}/v1/auth/clients"))
+        .header("x-vault-token", &root)
+        .json(&json!({"tenant": "acme", "project": "pay", "environment": "prod", "name": "worker", "tls_client_auth_san": "worker.acme"}))
+        .send().await.unwrap();
+    assert_eq!(created.status(), 200);
+    let created: Value = created.json().await.unwrap();
+    assert!(
+        created["data"].get("client_secret").is_none(),
+        "a certificate client has no secret"
+    );
+
+    let token_with = |client: reqwest::Client| {
+        let base = base.clone();
+        async move {
+            client
+                .post(format!("{base}/oauth2/token"))
+                .form(&[
+                    ("grant_type", "client_credentials"),
+                    ("client_id", "svc.acme.pay.prod.worker"),
+                ])
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    assert_eq!(
+        token_with(https(&ca_pem, Some(&other))).await.status(),
+        401,
+        "a certificate naming someone else"
+    );
+    assert_eq!(
+        token_with(anonymous.clone()).await.status(),
+        401,
+        "no certificate, no secret"
+    );
+    let issued: Value = token_with(https(&ca_pem, Some(&worker)))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let token = issued["access_token"].as_str().unwrap().to_owned();
+    let claims: Value =
+        serde_json::from_slice(&B64.decode(token.split('.').nth(1).unwrap()).unwrap()).unwrap();
+    assert_eq!(
+        claims["cnf"]["x5t#S256"],
+        B64.encode(Sha256::digest(&worker.der))
+    );
+
+    let get = |client: reqwest::Client| {
+        let (base, token) = (base.clone(), token.clone());
+        async move {
+            client
+                .get(format!("{base}/v1/secret/data/acme/pay/prod/key"))
+                .bearer_auth(token)
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }
+    };
+    assert_eq!(
+        get(https(&ca_pem, Some(&worker))).await,
+        404,
+        "authorized: nothing stored yet"
+    );
+    assert_eq!(
+        get(https(&ca_pem, Some(&other))).await,
+        401,
+        "another certificate"
+    );
+    assert_eq!(get(anonymous.clone()).await, 401, "no certificate");
+    let meta: Value = anonymous
+        .get(format!("{base}/.well-known/oauth-authorization-server"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(meta["tls_client_certificate_bound_access_tokens"], true);
+}
