@@ -17,7 +17,7 @@ use vern_store::{Expect, Key, StoreError};
 use crate::clients::{ClientKind, ClientRecord, ClientSpec, CreatedClient};
 use crate::dpop::{self, DpopCheck, NonceKey, NonceRule, ReplayCache};
 use crate::jwk::PublicJwk;
-use crate::jws::{self, Unverified};
+use crate::jws::Unverified;
 use crate::keys::KeySet;
 use crate::AuthError;
 
@@ -49,6 +49,8 @@ pub struct AuthorityConfig {
     pub key_publish_delay: u64,
     /// Whether DPoP proofs at the token endpoint need a server nonce.
     pub token_nonce: NonceRule,
+    /// The algorithm of new signing keys: EdDSA (default) or ES256.
+    pub signing_alg: crate::jwk::Alg,
 }
 
 impl AuthorityConfig {
@@ -65,6 +67,7 @@ impl AuthorityConfig {
             leeway: 30,
             key_publish_delay: 60,
             token_nonce: NonceRule::Required,
+            signing_alg: crate::jwk::Alg::EdDsa,
         }
     }
 
@@ -374,7 +377,7 @@ impl Authority {
                 }
             }
         }
-        let set = Arc::new(KeySet::load(b, now).await?);
+        let set = Arc::new(KeySet::load(b, now, self.config.signing_alg).await?);
         *self.keys.write().unwrap_or_else(|e| e.into_inner()) = Some((Arc::clone(&set), now));
         Ok(set)
     }
@@ -844,9 +847,9 @@ impl Authority {
         if !cnf.is_empty() {
             claims["cnf"] = Value::Object(cnf);
         }
-        let header = json!({ "alg": "EdDSA", "typ": "at+jwt", "kid": signer.kid });
+        let header = json!({ "typ": "at+jwt", "kid": signer.kid });
         Ok(IssuedToken {
-            access_token: jws::sign_ed25519(&header, &claims, &signer.signing),
+            access_token: signer.signing.sign(header, &claims),
             token_type: if jkt.is_some() { "DPoP" } else { "Bearer" },
             expires_in: ttl,
             scope: granted.join(" "),
@@ -1022,6 +1025,7 @@ impl Authority {
             self.now(),
             self.config.key_publish_delay.max(KEY_CACHE_SECS + 1),
             self.config.max_ttl + self.config.leeway,
+            self.config.signing_alg,
         )
         .await?;
         self.key_set(b, true).await?;

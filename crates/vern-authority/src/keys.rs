@@ -1,4 +1,5 @@
-//! The authority's signing keys: Ed25519, kept behind the barrier, rotated
+//! The authority's signing keys: Ed25519 (default) or P-256, kept behind
+//! the barrier, rotated
 //! so that a new key is published in the JWKS before it signs and an old
 //! key stays published until every token it signed has expired.
 
@@ -10,7 +11,7 @@ use vern_seal::{Barrier, BarrierWrite};
 use vern_store::{Expect, Key};
 use zeroize::Zeroizing;
 
-use crate::jwk::PublicJwk;
+use crate::jwk::{Alg, PublicJwk};
 use crate::AuthError;
 
 /// Storage key of the key set.
@@ -19,7 +20,11 @@ const KEYS: &str = "authority/signing-keys";
 #[derive(Serialize, Deserialize)]
 struct StoredKey {
     kid: String,
-    /// The 32-byte Ed25519 seed, base64url; only ever inside the barrier.
+    /// `EdDSA` or `ES256`.
+    #[serde(default = "default_alg")]
+    alg: String,
+    /// The 32-byte Ed25519 seed or P-256 scalar, base64url; only ever
+    /// inside the barrier.
     seed: String,
     created: u64,
     /// The key signs from this time (Unix seconds) until a newer key does.
@@ -31,10 +36,71 @@ struct KeyDoc {
     keys: Vec<StoredKey>,
 }
 
+fn default_alg() -> String {
+    Alg::EdDsa.name().to_owned()
+}
+
+/// A private signing key of either algorithm.
+pub(crate) enum Signer {
+    Ed(ed25519_dalek::SigningKey),
+    Ec(p256::ecdsa::SigningKey),
+}
+
+impl Signer {
+    fn from_seed(alg: &str, seed: &[u8]) -> Option<Self> {
+        match alg {
+            "EdDSA" => Some(Self::Ed(ed25519_dalek::SigningKey::from_bytes(
+                seed.try_into().ok()?,
+            ))),
+            "ES256" => p256::ecdsa::SigningKey::from_slice(seed).ok().map(Self::Ec),
+            _ => None,
+        }
+    }
+
+    fn generate(alg: Alg) -> (Self, SecretBytes) {
+        loop {
+            let seed = SecretBytes::random(32);
+            if let Some(s) = Self::from_seed(alg.name(), seed.expose()) {
+                return (s, seed);
+            }
+        }
+    }
+
+    fn seed(&self) -> Zeroizing<Vec<u8>> {
+        match self {
+            Self::Ed(k) => Zeroizing::new(k.to_bytes().to_vec()),
+            Self::Ec(k) => Zeroizing::new(k.to_bytes().to_vec()),
+        }
+    }
+
+    pub(crate) fn public(&self) -> PublicJwk {
+        match self {
+            Self::Ed(k) => crate::jws::ed25519_public(k),
+            Self::Ec(k) => crate::jws::p256_public(k),
+        }
+    }
+
+    pub(crate) fn alg(&self) -> Alg {
+        match self {
+            Self::Ed(_) => Alg::EdDsa,
+            Self::Ec(_) => Alg::Es256,
+        }
+    }
+
+    /// Signs `claims` under `header` (to which `alg` is added).
+    pub(crate) fn sign(&self, mut header: serde_json::Value, claims: &serde_json::Value) -> String {
+        header["alg"] = serde_json::json!(self.alg().name());
+        match self {
+            Self::Ed(k) => crate::jws::sign_ed25519(&header, claims, k),
+            Self::Ec(k) => crate::jws::sign_es256(&header, claims, k),
+        }
+    }
+}
+
 /// One loaded key.
 pub(crate) struct LoadedKey {
     pub(crate) kid: String,
-    pub(crate) signing: ed25519_dalek::SigningKey,
+    pub(crate) signing: Signer,
     pub(crate) public: PublicJwk,
     pub(crate) signs_from: u64,
 }
@@ -50,34 +116,27 @@ fn storage_key() -> Result<Key, AuthError> {
     Key::new(KEYS).map_err(|e| AuthError::Invalid(e.to_string()))
 }
 
-fn new_stored(now: u64, signs_from: u64) -> StoredKey {
-    let seed = Zeroizing::new(SecretBytes::random(32));
-    let signing =
-        seed_key(seed.expose()).unwrap_or_else(|| ed25519_dalek::SigningKey::from_bytes(&[0; 32]));
-    let kid = PublicJwk::Ed25519(signing.verifying_key().to_bytes()).thumbprint();
+fn new_stored(now: u64, signs_from: u64, alg: Alg) -> StoredKey {
+    let (signing, seed) = Signer::generate(alg);
     StoredKey {
-        kid,
+        kid: signing.public().thumbprint(),
+        alg: alg.name().to_owned(),
         seed: B64.encode(seed.expose()),
         created: now,
         signs_from,
     }
 }
 
-fn seed_key(seed: &[u8]) -> Option<ed25519_dalek::SigningKey> {
-    let bytes: [u8; 32] = seed.try_into().ok()?;
-    Some(ed25519_dalek::SigningKey::from_bytes(&bytes))
-}
-
 impl KeySet {
     /// Loads the key set, creating the first key when there is none.
-    pub(crate) async fn load(barrier: &Barrier, now: u64) -> Result<Self, AuthError> {
+    pub(crate) async fn load(barrier: &Barrier, now: u64, alg: Alg) -> Result<Self, AuthError> {
         for _ in 0..3 {
             let set = Self::read(barrier).await?;
             if !set.keys.is_empty() {
                 return Ok(set);
             }
             let doc = KeyDoc {
-                keys: vec![new_stored(now, now)],
+                keys: vec![new_stored(now, now, alg)],
             };
             match Self::write(barrier, &doc, Expect::Absent).await {
                 Ok(()) => {}
@@ -105,11 +164,11 @@ impl KeySet {
                 B64.decode(&k.seed)
                     .map_err(|_| vern_seal::SealError::Corrupt(KEYS.to_owned()))?,
             );
-            let signing =
-                seed_key(&seed).ok_or_else(|| vern_seal::SealError::Corrupt(KEYS.to_owned()))?;
+            let signing = Signer::from_seed(&k.alg, &seed)
+                .ok_or_else(|| vern_seal::SealError::Corrupt(KEYS.to_owned()))?;
             keys.push(LoadedKey {
                 kid: k.kid,
-                public: PublicJwk::Ed25519(signing.verifying_key().to_bytes()),
+                public: signing.public(),
                 signing,
                 signs_from: k.signs_from,
             });
@@ -168,22 +227,24 @@ impl KeySet {
         now: u64,
         publish_delay: u64,
         max_ttl: u64,
+        alg: Alg,
     ) -> Result<String, AuthError> {
         for _ in 0..5 {
-            let current = Self::load(barrier, now).await?;
+            let current = Self::load(barrier, now, alg).await?;
             let keep: Vec<&LoadedKey> = current.published(now, max_ttl).collect();
             let mut doc = KeyDoc {
                 keys: keep
                     .iter()
                     .map(|k| StoredKey {
                         kid: k.kid.clone(),
-                        seed: B64.encode(k.signing.to_bytes()),
+                        alg: k.signing.alg().name().to_owned(),
+                        seed: B64.encode(k.signing.seed()),
                         created: k.signs_from,
                         signs_from: k.signs_from,
                     })
                     .collect(),
             };
-            let fresh = new_stored(now, now.saturating_add(publish_delay));
+            let fresh = new_stored(now, now.saturating_add(publish_delay), alg);
             let kid = fresh.kid.clone();
             doc.keys.push(fresh);
             let expect = current.version.map_or(Expect::Absent, Expect::Version);

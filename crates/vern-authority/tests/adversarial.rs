@@ -865,3 +865,48 @@ async fn other_services_verify_offline_with_the_jwks() {
         Err(AuthError::Dpop(_))
     ));
 }
+
+#[tokio::test]
+async fn es256_signing_is_optional_and_alg_still_follows_the_key() {
+    let e = env().await;
+    let mut cfg = AuthorityConfig::new(ISSUER);
+    cfg.signing_alg = vern_authority::Alg::Es256;
+    cfg.token_nonce = NonceRule::NotRequired;
+    // A fresh deployment whose first key is P-256.
+    let dir = tempfile::tempdir().unwrap();
+    let store = vern_store::open(&format!("sqlite:{}", dir.path().join("es.db").display()), 2)
+        .await
+        .unwrap();
+    let seal = Seal::new(store, e.clock.clone()).await.unwrap();
+    seal.init_unsealed(1, 1, &[], None).await.unwrap();
+    let b = seal.barrier().unwrap();
+    let auth = Authority::new(cfg, e.clock.clone());
+    let created = auth.create_client(&b, &service("es")).await.unwrap();
+    let req = TokenRequest {
+        credentials: creds(&created.record.client_id, created.secret.as_ref().unwrap()),
+        scope: None,
+        dpop: None,
+    };
+    let token = auth.issue(&b, &req).await.unwrap().access_token;
+    let (h, c, sig) = parts(&token);
+    assert_eq!(h["alg"], "ES256");
+    auth.verify_access(&b, &token, Presented::Bearer)
+        .await
+        .unwrap();
+    let jwks = auth.jwks(&b).await.unwrap();
+    assert_eq!(
+        (
+            jwks["keys"][0]["kty"].as_str(),
+            jwks["keys"][0]["alg"].as_str()
+        ),
+        (Some("EC"), Some("ES256"))
+    );
+    // Relabelling the ES256 token as EdDSA does not make it verify.
+    let mut relabel = h.clone();
+    relabel["alg"] = json!("EdDSA");
+    assert!(matches!(
+        auth.verify_access(&b, &assemble(&relabel, &c, &sig), Presented::Bearer)
+            .await,
+        Err(AuthError::Algorithm(_))
+    ));
+}

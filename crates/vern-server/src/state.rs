@@ -46,6 +46,8 @@ pub struct ServerConfig {
     pub dpop_nonce_required: bool,
     /// Rate limits and lockout.
     pub limits: Limits,
+    /// Algorithm of new token signing keys.
+    pub token_signing_alg: vern_authority::Alg,
 }
 
 impl Default for ServerConfig {
@@ -58,6 +60,7 @@ impl Default for ServerConfig {
             public_url: "http://127.0.0.1:8200".to_owned(),
             dpop_nonce_required: true,
             limits: Limits::default(),
+            token_signing_alg: vern_authority::Alg::EdDsa,
         }
     }
 }
@@ -110,6 +113,7 @@ impl AppState {
         } else {
             NonceRule::NotRequired
         };
+        authority.signing_alg = config.token_signing_alg;
         let authority = Arc::new(Authority::new(authority, Arc::clone(&clock)));
         let guard = Guard {
             token_client: Buckets::new(config.limits.token_per_client),

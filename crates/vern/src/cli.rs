@@ -434,6 +434,10 @@ pub(crate) struct ServeArgs {
     /// (0: never) [default: 5].
     #[arg(long, env = "VERN_LOCKOUT_AFTER")]
     pub(crate) lockout_after: Option<u32>,
+    /// Algorithm of new access-token signing keys: eddsa or es256
+    /// [default: eddsa]. Existing keys keep theirs until rotated away.
+    #[arg(long, env = "VERN_TOKEN_SIGNING_ALG", value_parser = ["eddsa", "es256"])]
+    pub(crate) token_signing_alg: Option<String>,
     /// KV v2 mount to serve (repeat for several) [default: secret].
     #[arg(long = "kv-mount", env = "VERN_KV_MOUNTS", value_delimiter = ',')]
     pub(crate) kv_mounts: Vec<String>,

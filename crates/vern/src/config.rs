@@ -24,6 +24,7 @@ pub(crate) struct FileConfig {
     pub(crate) cluster_name: Option<String>,
     pub(crate) kv_mounts: Option<Vec<String>>,
     pub(crate) public_url: Option<String>,
+    pub(crate) token_signing_alg: Option<String>,
     pub(crate) insecure_dpop_without_nonce: Option<bool>,
     pub(crate) log_format: Option<LogFormat>,
     pub(crate) tls: Option<TlsSection>,

@@ -172,6 +172,16 @@ fn settings(args: ServeArgs) -> anyhow::Result<Settings> {
             || file.insecure_dpop_without_nonce.unwrap_or(false)),
         public_url: String::new(),
         limits,
+        token_signing_alg: match args
+            .token_signing_alg
+            .clone()
+            .or(file.token_signing_alg.clone())
+            .as_deref()
+        {
+            None | Some("eddsa") => vern_authority::Alg::EdDsa,
+            Some("es256") => vern_authority::Alg::Es256,
+            Some(other) => bail!("token_signing_alg `{other}` must be eddsa or es256"),
+        },
         kv_mounts: if !args.kv_mounts.is_empty() {
             args.kv_mounts.clone()
         } else {
