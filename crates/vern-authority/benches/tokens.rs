@@ -205,6 +205,69 @@ fn bench(c: &mut Criterion) {
             BatchSize::SmallInput,
         );
     });
+    // The same with an Ed25519 DPoP key, whose proofs verify faster.
+    let ed_prover = ed25519_dalek::SigningKey::from_bytes(&[6; 32]);
+    let ed_proof_for = |htm: &str, htu: &str, jti: String, token: Option<&str>| {
+        let mut claims = json!({"htm": htm, "htu": htu, "iat": NOW, "jti": jti});
+        if let Some(t) = token {
+            claims["ath"] = json!(B64.encode(Sha256::digest(t.as_bytes())));
+        }
+        sign_ed25519(
+            &json!({"alg": "EdDSA", "typ": "dpop+jwt", "jwk": ed25519_public(&ed_prover).to_json(None)}),
+            &claims,
+            &ed_prover,
+        )
+    };
+    let ed_bound = rt.block_on(async {
+        let p = ed_proof_for("POST", &token_url, "setup-ed".into(), None);
+        let proofs = [p.as_str()];
+        let req = TokenRequest {
+            credentials: ClientCredentials::Secret {
+                client_id: id.clone(),
+                secret: secret.clone(),
+            },
+            scope: None,
+            dpop: Some(DpopCheck {
+                proofs: &proofs,
+                method: "POST",
+                url: &token_url,
+                access_token: None,
+                expected_jkt: None,
+                nonce: NonceRule::NotRequired,
+            }),
+        };
+        auth.issue(&barrier, &req).await.unwrap().access_token
+    });
+    group.bench_function("token_and_dpop_proof_eddsa", |b| {
+        b.iter_batched(
+            || {
+                ed_proof_for(
+                    "GET",
+                    api,
+                    format!("e{}", k.fetch_add(1, Ordering::Relaxed)),
+                    Some(&ed_bound),
+                )
+            },
+            |proof| {
+                rt.block_on(async {
+                    let proofs = [proof.as_str()];
+                    let check = DpopCheck {
+                        proofs: &proofs,
+                        method: "GET",
+                        url: api,
+                        access_token: None,
+                        expected_jkt: None,
+                        nonce: NonceRule::NotRequired,
+                    };
+                    verifier
+                        .verify(&ed_bound, Presented::Dpop(check))
+                        .await
+                        .unwrap()
+                })
+            },
+            BatchSize::SmallInput,
+        );
+    });
     group.finish();
 }
 
