@@ -438,24 +438,7 @@ impl Authority {
         spec: &ClientSpec,
     ) -> Result<CreatedClient, AuthError> {
         let (client_id, kind) = spec.validate()?;
-        let secret = (spec.jwks.is_empty() && spec.tls_client_auth_san.is_none())
-            .then(|| random_token("vern.cs."));
-        let secret_hmac = match &secret {
-            Some(s) => Some(self.secret_hmac(b, s.expose()).await?),
-            None => None,
-        };
-        let record = ClientRecord {
-            client_id: client_id.clone(),
-            name: spec.name.clone(),
-            kind,
-            secret_hmac,
-            jwks: spec.jwks.clone(),
-            scopes: spec.scopes.clone(),
-            dpop_bound: spec.dpop_bound,
-            token_ttl: spec.token_ttl,
-            tls_client_auth_san: spec.tls_client_auth_san.clone(),
-            created: self.now(),
-        };
+        let (record, secret) = self.new_record(b, spec, &client_id, kind).await?;
         let bytes = serde_json::to_vec(&record).map_err(|e| AuthError::Invalid(e.to_string()))?;
         let result = b
             .commit(vec![BarrierWrite {
@@ -473,6 +456,36 @@ impl Authority {
         }
         tracing::info!(client_id = %record.client_id, "Client created.");
         Ok(CreatedClient { record, secret })
+    }
+
+    /// A new client record and its generated secret (none for clients that
+    /// authenticate with keys or a certificate).
+    async fn new_record(
+        &self,
+        b: &Barrier,
+        spec: &ClientSpec,
+        client_id: &str,
+        kind: ClientKind,
+    ) -> Result<(ClientRecord, Option<SecretBytes>), AuthError> {
+        let secret = (spec.jwks.is_empty() && spec.tls_client_auth_san.is_none())
+            .then(|| random_token("vern.cs."));
+        let secret_hmac = match &secret {
+            Some(s) => Some(self.secret_hmac(b, s.expose()).await?),
+            None => None,
+        };
+        let record = ClientRecord {
+            client_id: client_id.to_owned(),
+            name: spec.name.clone(),
+            kind,
+            secret_hmac,
+            jwks: spec.jwks.clone(),
+            scopes: spec.scopes.clone(),
+            dpop_bound: spec.dpop_bound,
+            token_ttl: spec.token_ttl,
+            tls_client_auth_san: spec.tls_client_auth_san.clone(),
+            created: self.now(),
+        };
+        Ok((record, secret))
     }
 
     /// Reads a client.
@@ -536,24 +549,7 @@ impl Authority {
                 None => {
                     plan.create.push(id.clone());
                     if !dry_run {
-                        let secret = (spec.jwks.is_empty() && spec.tls_client_auth_san.is_none())
-                            .then(|| random_token("vern.cs."));
-                        let secret_hmac = match &secret {
-                            Some(s) => Some(self.secret_hmac(b, s.expose()).await?),
-                            None => None,
-                        };
-                        let record = ClientRecord {
-                            client_id: id.clone(),
-                            name: spec.name.clone(),
-                            kind: kind.clone(),
-                            secret_hmac,
-                            jwks: spec.jwks.clone(),
-                            scopes: spec.scopes.clone(),
-                            dpop_bound: spec.dpop_bound,
-                            token_ttl: spec.token_ttl,
-                            tls_client_auth_san: spec.tls_client_auth_san.clone(),
-                            created: self.now(),
-                        };
+                        let (record, secret) = self.new_record(b, spec, id, kind.clone()).await?;
                         writes.push(record_write(k, &record, Expect::Absent)?);
                         if let Some(s) = secret {
                             plan.secrets.push((id.clone(), s));
@@ -651,10 +647,7 @@ impl Authority {
     ) -> Result<ClientRecord, AuthError> {
         match creds {
             ClientCredentials::Secret { client_id, secret } => {
-                let client = self.client(b, client_id).await.map_err(|e| match e {
-                    AuthError::NoClient(_) => AuthError::InvalidClient,
-                    other => other,
-                })?;
+                let client = self.claimed_client(b, client_id).await?;
                 let presented = self.secret_hmac(b, secret.expose()).await?;
                 let ok = client
                     .secret_hmac
@@ -677,10 +670,7 @@ impl Authority {
                 client_id,
                 certificate,
             } => {
-                let client = self.client(b, client_id).await.map_err(|e| match e {
-                    AuthError::NoClient(_) => AuthError::InvalidClient,
-                    other => other,
-                })?;
+                let client = self.claimed_client(b, client_id).await?;
                 // The chain was verified against the client CA during the
                 // handshake; here the certificate must name this client.
                 let names = vern_pki::peer_identities(&certificate.as_slice().into());
@@ -690,6 +680,19 @@ impl Authority {
                 }
             }
         }
+    }
+
+    /// The client a credential names; an unknown one is just a failed
+    /// authentication, so that ids cannot be probed.
+    async fn claimed_client(
+        &self,
+        b: &Barrier,
+        client_id: &str,
+    ) -> Result<ClientRecord, AuthError> {
+        self.client(b, client_id).await.map_err(|e| match e {
+            AuthError::NoClient(_) => AuthError::InvalidClient,
+            other => other,
+        })
     }
 
     /// RFC 7523 §3: `iss` = `sub` = the client, `aud` the token endpoint

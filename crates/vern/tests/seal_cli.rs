@@ -24,7 +24,7 @@ fn insecure_server(dir: &std::path::Path) -> Server {
     )
 }
 
-fn json_of(out: &std::process::Output) -> Value {
+fn ok_json(out: &std::process::Output) -> Value {
     assert!(
         out.status.success(),
         "command failed: {}",
@@ -90,7 +90,7 @@ async fn shares_encrypted_to_age_recipients_open_with_the_age_tool_and_unseal() 
     for r in &recipients {
         args.extend(["--share-recipient", r.as_str()]);
     }
-    let init = json_of(&vern(&args, &env));
+    let init = ok_json(&vern(&args, &env));
     let keys = init["keys"].as_array().unwrap();
     assert_eq!(keys.len(), 3);
 
@@ -124,7 +124,7 @@ async fn shares_encrypted_to_age_recipients_open_with_the_age_tool_and_unseal() 
     }
     vern(&["operator", "unseal", &opened[2]], &env);
     let out = vern(&["operator", "unseal", "-o", "json", &opened[0]], &env);
-    assert_eq!(json_of(&out)["sealed"], false);
+    assert_eq!(ok_json(&out)["sealed"], false);
 
     // Recipients must match the share count; nothing is written otherwise.
     let dir2 = temp();
@@ -179,7 +179,7 @@ async fn keyring_and_root_key_rotation_through_the_cli() {
     let data = dir.path().join("data");
     let s = insecure_server(&data);
     let addr = s.http();
-    let init = json_of(&vern(
+    let init = ok_json(&vern(
         &[
             "operator",
             "init",
@@ -204,9 +204,9 @@ async fn keyring_and_root_key_rotation_through_the_cli() {
         vern(&["operator", "unseal", k], &env);
     }
 
-    let status = json_of(&vern(&["operator", "key-status", "-o", "json"], &env));
+    let status = ok_json(&vern(&["operator", "key-status", "-o", "json"], &env));
     assert_eq!(status["term"], 1);
-    let rotated = json_of(&vern(&["operator", "rotate", "-o", "json"], &env));
+    let rotated = ok_json(&vern(&["operator", "rotate", "-o", "json"], &env));
     assert_eq!(
         (rotated["term"].as_u64(), rotated["terms"].as_u64()),
         (Some(2), Some(2))
@@ -216,7 +216,7 @@ async fn keyring_and_root_key_rotation_through_the_cli() {
     assert!(!out.status.success(), "rotation needs a token");
 
     // Root rotation: 3-of-2 → 4 shares, threshold 3.
-    let started = json_of(&vern(
+    let started = ok_json(&vern(
         &[
             "operator",
             "rotate-root",
@@ -247,7 +247,7 @@ async fn keyring_and_root_key_rotation_through_the_cli() {
         &env,
     );
     assert!(text(&out.stderr).contains("nonce"), "{}", text(&out.stderr));
-    let p = json_of(&vern(
+    let p = ok_json(&vern(
         &[
             "operator",
             "rotate-root",
@@ -261,7 +261,7 @@ async fn keyring_and_root_key_rotation_through_the_cli() {
         &env,
     ));
     assert_eq!(p["progress"], 1);
-    let done = json_of(&vern(
+    let done = ok_json(&vern(
         &[
             "operator",
             "rotate-root",
@@ -303,7 +303,7 @@ async fn keyring_and_root_key_rotation_through_the_cli() {
     }
     assert_eq!(vern(&["status"], &env).status.code(), Some(0));
     assert_eq!(
-        json_of(&vern(&["operator", "key-status", "-o", "json"], &env))["term"],
+        ok_json(&vern(&["operator", "key-status", "-o", "json"], &env))["term"],
         2
     );
 }

@@ -445,8 +445,15 @@ fn claims_json(c: &AccessClaims, issuer: &str) -> Value {
         }
         ClientKind::Operator { roles } => v["roles"] = json!(roles),
     }
+    let mut cnf = serde_json::Map::new();
     if let Some(jkt) = &c.jkt {
-        v["cnf"] = json!({ "jkt": jkt });
+        cnf.insert("jkt".to_owned(), json!(jkt));
+    }
+    if let Some(x5t) = &c.x5t {
+        cnf.insert("x5t#S256".to_owned(), json!(x5t));
+    }
+    if !cnf.is_empty() {
+        v["cnf"] = Value::Object(cnf);
     }
     v
 }
@@ -460,19 +467,13 @@ pub(crate) async fn introspect(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, OAuthError> {
-    let form = form(&headers, &body)?;
-    let (creds, basic) = credentials(&headers, &form, peer.as_ref().map(|Extension(p)| p))?;
-    let barrier = state.inner.seal.barrier().map_err(ApiError::from)?;
+    let call = client_call(&state, connect, peer, &headers, &body).await?;
     let authority = &state.inner.authority;
-    let caller = authenticate(&state, connect, &barrier, &creds, basic).await?;
-    let token = form
-        .get("token")
-        .ok_or_else(|| OAuthError::invalid_request("token is missing"))?;
     let claims = authority
-        .introspect(&barrier, token)
+        .introspect(&call.barrier, &call.token)
         .await
-        .map_err(|e| from_auth(e, basic))?;
-    let visible = claims.filter(|c| match (&caller.kind, &c.kind) {
+        .map_err(|e| from_auth(e, call.basic))?;
+    let visible = claims.filter(|c| match (&call.caller.kind, &c.kind) {
         (ClientKind::Operator { .. }, _) => true,
         (ClientKind::Service { tenant: mine, .. }, ClientKind::Service { tenant, .. }) => {
             mine == tenant
@@ -495,44 +496,61 @@ pub(crate) async fn revoke(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, OAuthError> {
-    let form = form(&headers, &body)?;
-    let (creds, basic) = credentials(&headers, &form, peer.as_ref().map(|Extension(p)| p))?;
-    let barrier = state.inner.seal.barrier().map_err(ApiError::from)?;
-    let authority = &state.inner.authority;
-    let caller = authenticate(&state, connect, &barrier, &creds, basic).await?;
-    let token = form
-        .get("token")
-        .ok_or_else(|| OAuthError::invalid_request("token is missing"))?;
-    let only = match caller.kind {
+    let call = client_call(&state, connect, peer, &headers, &body).await?;
+    let only = match call.caller.kind {
         ClientKind::Operator { .. } => None,
-        ClientKind::Service { .. } => Some(caller.client_id.as_str()),
+        ClientKind::Service { .. } => Some(call.caller.client_id.as_str()),
     };
-    authority
-        .revoke(&barrier, token, only)
+    state
+        .inner
+        .authority
+        .revoke(&call.barrier, &call.token, only)
         .await
-        .map_err(|e| from_auth(e, basic))?;
+        .map_err(|e| from_auth(e, call.basic))?;
     Ok(no_store(StatusCode::OK.into_response()))
 }
 
-/// Client authentication for introspection and revocation, under the same
-/// limits and lockouts as the token endpoint.
-async fn authenticate(
+/// An authenticated client's request about a `token` (introspection,
+/// revocation).
+struct ClientCall {
+    caller: vern_authority::ClientRecord,
+    token: String,
+    barrier: std::sync::Arc<vern_seal::Barrier>,
+    basic: bool,
+}
+
+/// Parses and authenticates a client request about a token, under the
+/// same limits and lockouts as the token endpoint.
+async fn client_call(
     state: &AppState,
     connect: Option<Extension<ConnectInfo<SocketAddr>>>,
-    barrier: &vern_seal::Barrier,
-    creds: &ClientCredentials,
-    basic: bool,
-) -> Result<vern_authority::ClientRecord, OAuthError> {
-    let keys = admit(state, &source_of(connect), &claimed_client(creds))?;
+    peer: Option<Extension<PeerCertificate>>,
+    headers: &HeaderMap,
+    body: &Bytes,
+) -> Result<ClientCall, OAuthError> {
+    let form = form(headers, body)?;
+    let (creds, basic) = credentials(headers, &form, peer.as_ref().map(|Extension(p)| p))?;
+    let barrier = state.inner.seal.barrier().map_err(ApiError::from)?;
+    let keys = admit(state, &source_of(connect), &claimed_client(&creds))?;
     let result = state
         .inner
         .authority
-        .authenticate_client(barrier, creds)
+        .authenticate_client(&barrier, &creds)
         .await;
     settle(
         state,
         &keys,
         matches!(result, Err(AuthError::InvalidClient)),
     );
-    result.map_err(|e| from_auth(e, basic))
+    let caller = result.map_err(|e| from_auth(e, basic))?;
+    let token = form
+        .get("token")
+        .cloned()
+        .ok_or_else(|| OAuthError::invalid_request("token is missing"))?;
+    Ok(ClientCall {
+        caller,
+        token,
+        barrier,
+        basic,
+    })
 }

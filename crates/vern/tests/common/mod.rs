@@ -223,3 +223,13 @@ pub async fn eventually(limit: Duration, what: &str, mut check: impl AsyncFnMut(
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// The JSON a successful command printed; fails with its stderr otherwise.
+pub fn ok_json(out: &Output) -> serde_json::Value {
+    assert!(
+        out.status.success(),
+        "command failed: {}",
+        text(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
