@@ -1,0 +1,386 @@
+//! DESIGN.md's security invariants, checked through the real binary where
+//! other suites check them in-process: tenant isolation for a service's
+//! token (reads, LIST, writes), nothing secret in logs, sealed means
+//! useless for every data endpoint, and acknowledged writes surviving a
+//! SIGKILL of the server.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use common::*;
+use serde_json::{json, Value};
+
+async fn service_token(s: &Server, tenant: &str) -> String {
+    let created: Value = client()
+        .post(s.url("/v1/auth/clients"))
+        .header("x-vault-token", "root")
+        .json(&json!({"tenant": tenant, "project": "web", "environment": "prod", "name": "app"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let (id, secret) = (
+        created["data"]["client_id"].as_str().unwrap(),
+        created["data"]["client_secret"].as_str().unwrap(),
+    );
+    let t: Value = client()
+        .post(s.url("/oauth2/token"))
+        .basic_auth(id, Some(secret))
+        .form(&[("grant_type", "client_credentials")])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    t["access_token"].as_str().unwrap().to_owned()
+}
+
+#[tokio::test]
+async fn a_tenant_cannot_see_or_touch_another_tenants_secrets() {
+    let dir = temp();
+    let d = path_str(dir.path());
+    let s = Server::start(
+        &[
+            "--dev",
+            "--listen",
+            "127.0.0.1:0",
+            "--data-dir",
+            &d,
+            "--dev-root-token",
+            "root",
+        ],
+        &[],
+    );
+    let c = client();
+    let root = |r: reqwest::RequestBuilder| r.header("x-vault-token", "root");
+    for path in [
+        "globex/web/prod/db",
+        "globex/mail/dev/smtp",
+        "acme/web/prod/db",
+    ] {
+        let r = root(c.post(s.url(&format!("/v1/secret/data/{path}"))))
+            .json(&json!({"data": {"v": path}}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+    }
+    let acme = service_token(&s, "acme").await;
+    let as_acme = |r: reqwest::RequestBuilder| r.bearer_auth(&acme);
+
+    // Another tenant's existing secret answers exactly like a missing one.
+    let existing = as_acme(c.get(s.url("/v1/secret/data/globex/web/prod/db")))
+        .send()
+        .await
+        .unwrap();
+    let missing = as_acme(c.get(s.url("/v1/secret/data/globex/web/prod/nothing")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        (existing.status(), missing.status()),
+        (
+            reqwest::StatusCode::NOT_FOUND,
+            reqwest::StatusCode::NOT_FOUND
+        )
+    );
+    assert_eq!(
+        existing.text().await.unwrap(),
+        missing.text().await.unwrap()
+    );
+    for path in ["metadata/globex/web/prod/db", "subkeys/globex/web/prod/db"] {
+        assert_eq!(
+            as_acme(c.get(s.url(&format!("/v1/secret/{path}"))))
+                .send()
+                .await
+                .unwrap()
+                .status(),
+            404,
+            "{path}"
+        );
+    }
+    // LIST shows only the caller's tenant, at every level.
+    let list = |path: &'static str| {
+        let r = as_acme(c.request(
+            reqwest::Method::from_bytes(b"LIST").unwrap(),
+            s.url(&format!("/v1/secret/metadata/{path}")),
+        ));
+        async move {
+            let r = r.send().await.unwrap();
+            let status = r.status().as_u16();
+            (
+                status,
+                r.json::<Value>().await.unwrap_or(Value::Null)["data"]["keys"].clone(),
+            )
+        }
+    };
+    assert_eq!(list("").await, (200, json!(["acme/"])));
+    assert_eq!(list("globex/").await.0, 404);
+    assert_eq!(list("acme/web/prod/").await, (200, json!(["db"])));
+    // Writes, deletes and destroys to another tenant are refused and change nothing.
+    let w = as_acme(c.post(s.url("/v1/secret/data/globex/web/prod/db")))
+        .json(&json!({"data": {"v": "overwritten"}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(w.status(), 403);
+    assert_eq!(
+        as_acme(c.delete(s.url("/v1/secret/metadata/globex/web/prod/db")))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        403
+    );
+    assert_eq!(
+        as_acme(c.post(s.url("/v1/secret/destroy/globex/web/prod/db")))
+            .json(&json!({"versions": [1]}))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        403
+    );
+    let still: Value = root(c.get(s.url("/v1/secret/data/globex/web/prod/db")))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        (
+            still["data"]["data"]["v"].as_str(),
+            still["data"]["metadata"]["version"].as_u64()
+        ),
+        (Some("globex/web/prod/db"), Some(1))
+    );
+    // Its own environment works; a service cannot manage clients or the seal.
+    assert_eq!(
+        as_acme(c.get(s.url("/v1/secret/data/acme/web/prod/db")))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    assert_eq!(
+        as_acme(c.get(s.url("/v1/auth/clients")))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        403
+    );
+    assert_eq!(
+        as_acme(c.put(s.url("/v1/sys/seal")))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        403
+    );
+}
+
+#[tokio::test]
+async fn secret_values_and_credentials_never_reach_the_logs() {
+    let dir = temp();
+    let d = path_str(dir.path());
+    let s = Server::start(
+        &[
+            "--dev",
+            "--listen",
+            "127.0.0.1:0",
+            "--data-dir",
+            &d,
+            "--dev-root-token",
+            "root-in-no-log",
+        ],
+        &[],
+    );
+    let c = client();
+    let value = "s3cret-value-that-must-not-be-logged";
+    c.post(s.url("/v1/secret/data/acme/web/prod/db"))
+        .header("x-vault-token", "root-in-no-log")
+        .json(&json!({"data": {"password": value}}))
+        .send()
+        .await
+        .unwrap();
+    c.get(s.url("/v1/secret/data/acme/web/prod/db"))
+        .header("x-vault-token", "root-in-no-log")
+        .send()
+        .await
+        .unwrap();
+    c.get(s.url("/v1/secret/data/acme/web/prod/db"))
+        .header("x-vault-token", "wrong-token-guess")
+        .send()
+        .await
+        .unwrap();
+    let created: Value = c
+        .post(s.url("/v1/auth/clients"))
+        .header("x-vault-token", "root-in-no-log")
+        .json(&json!({"tenant": "acme", "project": "web", "environment": "prod", "name": "app"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let secret = created["data"]["client_secret"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let token: Value = c
+        .post(s.url("/oauth2/token"))
+        .basic_auth("svc.acme.web.prod.app", Some(&secret))
+        .form(&[("grant_type", "client_credentials")])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let access = token["access_token"].as_str().unwrap();
+    c.get(s.url("/v1/secret/data/acme/web/prod/db"))
+        .bearer_auth(access)
+        .send()
+        .await
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    let logs = s.stderr_text();
+    assert!(logs.contains("Request handled."), "the access log is there");
+    for needle in [
+        value,
+        "root-in-no-log",
+        "wrong-token-guess",
+        secret.as_str(),
+        access,
+    ] {
+        assert!(!logs.contains(needle), "a secret reached the logs");
+    }
+}
+
+#[tokio::test]
+async fn sealed_means_every_data_endpoint_answers_503() {
+    let dir = temp();
+    let d = path_str(dir.path());
+    let s = Server::start(
+        &[
+            "--dev",
+            "--listen",
+            "127.0.0.1:0",
+            "--data-dir",
+            &d,
+            "--dev-root-token",
+            "root",
+        ],
+        &[],
+    );
+    let c = client();
+    c.post(s.url("/v1/secret/data/acme/web/prod/db"))
+        .header("x-vault-token", "root")
+        .json(&json!({"data": {"a": "b"}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        c.put(s.url("/v1/sys/seal"))
+            .header("x-vault-token", "root")
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        204
+    );
+    let requests = vec![
+        c.get(s.url("/v1/secret/data/acme/web/prod/db"))
+            .header("x-vault-token", "root"),
+        c.post(s.url("/v1/secret/data/acme/web/prod/db"))
+            .header("x-vault-token", "root")
+            .json(&json!({"data": {}})),
+        c.request(
+            reqwest::Method::from_bytes(b"LIST").unwrap(),
+            s.url("/v1/secret/metadata/"),
+        )
+        .header("x-vault-token", "root"),
+        c.get(s.url("/v1/secret/config"))
+            .header("x-vault-token", "root"),
+        c.get(s.url("/v1/auth/clients"))
+            .header("x-vault-token", "root"),
+        c.get(s.url("/v1/sys/key-status"))
+            .header("x-vault-token", "root"),
+        c.get(s.url("/oauth2/jwks")),
+        c.post(s.url("/oauth2/token"))
+            .basic_auth("svc.a.b.c.d", Some("x"))
+            .form(&[("grant_type", "client_credentials")]),
+    ];
+    for r in requests {
+        let resp = r.send().await.unwrap();
+        let url = resp.url().path().to_owned();
+        assert_eq!(resp.status(), 503, "{url}");
+    }
+}
+
+#[tokio::test]
+async fn acknowledged_secret_writes_survive_a_sigkill_of_the_server() {
+    let dir = temp();
+    let d = path_str(dir.path());
+    let args = [
+        "--dev",
+        "--listen",
+        "127.0.0.1:0",
+        "--data-dir",
+        d.as_str(),
+        "--dev-root-token",
+        "root",
+    ];
+    let s = Server::start(&args, &[]);
+    let c = client();
+    let writer = {
+        let (c, base) = (c.clone(), s.http());
+        tokio::spawn(async move {
+            let mut acked = Vec::new();
+            for i in 0..100_000u32 {
+                let r = c
+                    .post(format!("{base}/v1/secret/data/acme/web/prod/k{i}"))
+                    .header("x-vault-token", "root")
+                    .json(&json!({"data": {"i": i}}))
+                    .send()
+                    .await;
+                match r {
+                    Ok(r) if r.status() == 200 => acked.push(i),
+                    _ => break,
+                }
+            }
+            acked
+        })
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(700)).await;
+    s.kill();
+    let acked = writer.await.unwrap();
+    assert!(
+        acked.len() > 10,
+        "the writer got going ({} acks)",
+        acked.len()
+    );
+
+    let s = Server::start(&args, &[]);
+    for i in &acked {
+        let r: Value = c
+            .get(s.url(&format!("/v1/secret/data/acme/web/prod/k{i}")))
+            .header("x-vault-token", "root")
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(
+            r["data"]["data"]["i"], *i,
+            "acknowledged write {i} was lost"
+        );
+    }
+}
