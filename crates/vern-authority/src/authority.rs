@@ -1002,6 +1002,55 @@ impl Authority {
         }
     }
 
+    /// Deletes revocation markers and assertion `jti` markers whose tokens
+    /// or assertions have expired (past the leeway): from then on, the
+    /// expiry check alone refuses them. Returns how many were removed.
+    pub async fn sweep(&self, b: &Barrier) -> Result<usize, AuthError> {
+        let now = self.now();
+        let mut removed = 0;
+        for prefix in [REVOKED, ASSERTIONS] {
+            let mut after: Option<String> = None;
+            loop {
+                let page = b.list(prefix, after.as_deref(), 500).await?;
+                let Some(last) = page.last().cloned() else {
+                    break;
+                };
+                let mut writes = Vec::new();
+                for name in &page {
+                    let k = key(name.clone())?;
+                    let Some(plain) = b.get(&k).await? else {
+                        continue;
+                    };
+                    let exp = <[u8; 8]>::try_from(plain.value.expose())
+                        .map(u64::from_be_bytes)
+                        .unwrap_or(0);
+                    if exp.saturating_add(self.config.leeway) < now {
+                        writes.push(BarrierWrite {
+                            key: k,
+                            value: None,
+                            expect: Expect::Version(plain.version),
+                        });
+                    }
+                }
+                let n = writes.len();
+                if n > 0 {
+                    match b.commit(writes).await {
+                        Ok(_) => removed += n,
+                        // A concurrent sweep on another replica got there
+                        // first; the next run picks up what is left.
+                        Err(SealError::Store(StoreError::Conflict { .. })) => {}
+                        Err(e) => return Err(e.into()),
+                    }
+                }
+                if page.len() < 500 {
+                    break;
+                }
+                after = Some(last);
+            }
+        }
+        Ok(removed)
+    }
+
     /// Authenticates a client for introspection or revocation.
     pub async fn authenticate_client(
         &self,

@@ -910,3 +910,78 @@ async fn es256_signing_is_optional_and_alg_still_follows_the_key() {
         Err(AuthError::Algorithm(_))
     ));
 }
+
+#[tokio::test]
+async fn expired_markers_are_swept() {
+    let e = env().await;
+    let token = bearer_token(&e).await;
+    e.auth.revoke(&e.barrier, &token, None).await.unwrap();
+    let key = ed25519_dalek::SigningKey::from_bytes(&[3; 32]);
+    let mut spec = service("sweeper");
+    spec.jwks = vec![ed25519_public(&key).to_json(None)];
+    let id = e
+        .auth
+        .create_client(&e.barrier, &spec)
+        .await
+        .unwrap()
+        .record
+        .client_id;
+    let a = assertion(
+        &id,
+        &key,
+        &format!("{ISSUER}/oauth2/token"),
+        START + 60,
+        "s1",
+    );
+    let req = TokenRequest {
+        credentials: ClientCredentials::Assertion {
+            client_id: None,
+            assertion: a.clone(),
+        },
+        scope: None,
+        dpop: None,
+    };
+    e.auth.issue(&e.barrier, &req).await.unwrap();
+    let count = |p: &'static str| {
+        let store = Arc::clone(&e.store);
+        async move { store.list(p, None, 100).await.unwrap().len() }
+    };
+    assert_eq!(
+        (
+            count("authority/revoked/").await,
+            count("authority/assertion-jti/").await
+        ),
+        (1, 1)
+    );
+    assert_eq!(
+        e.auth.sweep(&e.barrier).await.unwrap(),
+        0,
+        "nothing has expired yet"
+    );
+    e.clock.advance(Duration::from_secs(300 + 31));
+    assert_eq!(e.auth.sweep(&e.barrier).await.unwrap(), 2);
+    assert_eq!(
+        (
+            count("authority/revoked/").await,
+            count("authority/assertion-jti/").await
+        ),
+        (0, 0)
+    );
+    // The swept token stays refused by its expiry, the assertion by its exp.
+    assert!(matches!(
+        verify_bearer(&e, &token).await,
+        Err(AuthError::Expired)
+    ));
+    let req = TokenRequest {
+        credentials: ClientCredentials::Assertion {
+            client_id: None,
+            assertion: a,
+        },
+        scope: None,
+        dpop: None,
+    };
+    assert!(matches!(
+        e.auth.issue(&e.barrier, &req).await,
+        Err(AuthError::InvalidClient)
+    ));
+}

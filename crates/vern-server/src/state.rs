@@ -156,6 +156,27 @@ impl AppState {
         Ok(state)
     }
 
+    /// Starts housekeeping for the life of the process: every ten minutes,
+    /// while unsealed, expired revocation and assertion markers are swept.
+    /// Must be called inside a Tokio runtime.
+    pub fn spawn_maintenance(&self) {
+        let state = self.clone();
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(std::time::Duration::from_secs(600));
+            loop {
+                every.tick().await;
+                let Ok(barrier) = state.inner.seal.barrier() else {
+                    continue;
+                };
+                match state.inner.authority.sweep(&barrier).await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!(removed = n, "Swept expired token markers."),
+                    Err(e) => tracing::warn!(error = %e, "Sweeping expired token markers failed."),
+                }
+            }
+        });
+    }
+
     /// The seal, for the binary's start-up (dev auto-unseal).
     pub fn seal(&self) -> &Arc<Seal> {
         &self.inner.seal

@@ -211,12 +211,21 @@ pub(crate) async fn init(args: &ClientArgs, set: &ShareSetArgs) -> anyhow::Resul
 }
 
 /// The key from the command line, or one line of standard input.
+/// On a terminal the key is read without echo; piped in, one line of
+/// standard input is read.
 fn key_or_stdin(key: Option<String>) -> anyhow::Result<String> {
+    use std::io::IsTerminal as _;
     let key = match key {
         Some(k) => k,
+        None if std::io::stdin().is_terminal() => {
+            let typed = zeroize::Zeroizing::new(
+                rpassword::prompt_password("Unseal key (will be hidden): ")
+                    .context("cannot read the unseal key")?,
+            );
+            typed.trim().to_owned()
+        }
         None => {
-            eprintln!("Unseal key (will be read from standard input):");
-            let mut line = String::new();
+            let mut line = zeroize::Zeroizing::new(String::new());
             std::io::stdin()
                 .lock()
                 .read_line(&mut line)

@@ -263,6 +263,7 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<()> {
         Some(_) => bail!("dev mode unseals itself; drop the keeper options or drop --dev"),
         None => AppState::new(store, seal, server)?,
     };
+    state.spawn_maintenance();
     let app = vern_server::app(state);
     vern_server::serve(listener, app, shutdown_signal()).await?;
     tracing::info!("Vern stopped.");
