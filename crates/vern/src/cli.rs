@@ -44,6 +44,9 @@ pub(crate) enum Command {
         #[arg(long)]
         dry_run: bool,
     },
+    /// Check Cedar policy files: validate, run test cases, explain a decision.
+    #[command(subcommand)]
+    Policy(PolicyCommand),
     /// Read and write KV v2 secrets.
     #[command(subcommand)]
     Kv(KvCommand),
@@ -127,6 +130,45 @@ pub(crate) struct ShareSetArgs {
     /// share. Operators decrypt theirs with `age -d -i KEY_FILE`.
     #[arg(long = "share-recipient", value_name = "AGE_RECIPIENT")]
     pub(crate) share_recipients: Vec<String>,
+}
+
+/// `vern policy …`: offline, on a directory of `*.cedar` files.
+#[derive(Debug, Subcommand)]
+pub(crate) enum PolicyCommand {
+    /// Parse and validate every `*.cedar` file of DIR in strict mode.
+    Validate {
+        /// The policy directory.
+        dir: PathBuf,
+    },
+    /// Run expected allow/deny cases; exits non-zero on any mismatch.
+    Test {
+        /// The cases file (YAML); its `policies` key names the directory.
+        cases: PathBuf,
+        /// The policy directory, overriding the file's.
+        #[arg(long)]
+        policies: Option<PathBuf>,
+        /// Output format.
+        #[arg(long, short = 'o', value_enum, default_value_t = Output::Table)]
+        output: Output,
+    },
+    /// Decide one request and show the policies that determined it.
+    Explain {
+        /// The policy directory (built-in policies only when not given).
+        #[arg(long)]
+        policies: Option<PathBuf>,
+        /// `root`, `operator:ID[#roles]` or `service:ID@TENANT/PROJECT/ENV[#scopes]`.
+        #[arg(long)]
+        principal: String,
+        /// An action such as `secret.read`.
+        #[arg(long)]
+        action: String,
+        /// `platform`, `tenant:T`, `project:T/P`, `environment:T/P/E`, `secret:[MOUNT:]PATH`.
+        #[arg(long)]
+        resource: String,
+        /// Output format.
+        #[arg(long, short = 'o', value_enum, default_value_t = Output::Table)]
+        output: Output,
+    },
 }
 
 /// `vern client …`.
@@ -483,6 +525,7 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Operator(OperatorCommand::RotateRoot(cmd)) => client::rotate_root(cmd).await,
         Command::Kv(cmd) => crate::kv::run(cmd).await,
         Command::Client(cmd) => crate::clients::run(cmd).await,
+        Command::Policy(cmd) => crate::policy::run(cmd),
         Command::Apply {
             client,
             file,

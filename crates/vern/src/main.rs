@@ -8,6 +8,7 @@ mod config;
 mod keeper;
 mod kv;
 mod logging;
+mod policy;
 mod serve;
 
 use std::process::ExitCode;

@@ -1,0 +1,361 @@
+//! The typed request model, turned into Cedar entities per decision.
+
+use std::collections::{HashMap, HashSet};
+
+use cedar_policy::{
+    Context, Entities, Entity, EntityId, EntityTypeName, EntityUid, RestrictedExpression, Schema,
+};
+use vern_core::{ProjectId, Scope, TenantId};
+
+/// Every action of the schema, as API operations name them.
+pub const ACTIONS: &[&str] = &[
+    "secret.read",
+    "secret.write",
+    "secret.delete",
+    "secret.metadata.read",
+    "secret.list",
+    "sys.seal",
+    "sys.key-status",
+    "sys.rotate-keyring",
+    "sys.rotate-root",
+    "kv.config",
+    "client.manage",
+    "authz.check",
+    "policy.reload",
+];
+
+/// Who asks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Subject {
+    /// Client id (or `root`).
+    pub id: String,
+    /// Service or operator.
+    pub kind: SubjectKind,
+}
+
+/// The kinds of principal.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SubjectKind {
+    /// A workload in one environment, with its token's scopes.
+    Service {
+        /// Its environment.
+        scope: Scope,
+        /// Granted scopes.
+        scopes: Vec<String>,
+    },
+    /// A platform operator.
+    Operator {
+        /// Platform roles.
+        roles: Vec<String>,
+        /// Whether this is the root token of init.
+        root: bool,
+    },
+}
+
+/// What is asked about.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Resource {
+    /// The platform itself (sys, clients, policies).
+    Platform,
+    /// A tenant (a LIST folder).
+    Tenant(TenantId),
+    /// A project (a LIST folder).
+    Project(TenantId, ProjectId),
+    /// An environment (a LIST folder).
+    Environment(Scope),
+    /// One secret.
+    Secret {
+        /// The KV mount.
+        mount: String,
+        /// The secret's path, `<tenant>/<project>/<environment>/<name…>`.
+        path: String,
+        /// Its environment.
+        scope: Scope,
+    },
+}
+
+/// How the caller's token was bound to it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Binding {
+    /// A bearer token (or the root token).
+    None,
+    /// DPoP.
+    Dpop,
+    /// A client certificate (RFC 8705).
+    Mtls,
+}
+
+impl Binding {
+    fn name(self) -> &'static str {
+        match self {
+            Self::None => "none",
+            Self::Dpop => "dpop",
+            Self::Mtls => "mtls",
+        }
+    }
+}
+
+/// One authorization question.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Query {
+    /// The principal.
+    pub subject: Subject,
+    /// The action, one of [`ACTIONS`].
+    pub action: String,
+    /// The resource.
+    pub resource: Resource,
+    /// The caller's address.
+    pub source_ip: String,
+    /// Unix seconds.
+    pub time: i64,
+    /// Token binding.
+    pub binding: Binding,
+}
+
+pub(crate) fn uid(ty: &str, id: &str) -> Result<EntityUid, String> {
+    let ty: EntityTypeName = ty.parse().map_err(|e| format!("{e}"))?;
+    Ok(EntityUid::from_type_name_and_id(ty, EntityId::new(id)))
+}
+
+fn tenant_uid(t: &TenantId) -> Result<EntityUid, String> {
+    uid("Vern::Tenant", t.as_str())
+}
+
+fn project_uid(t: &TenantId, p: &ProjectId) -> Result<EntityUid, String> {
+    uid("Vern::Project", &format!("{t}/{p}"))
+}
+
+fn env_uid(s: &Scope) -> Result<EntityUid, String> {
+    uid("Vern::Environment", &s.to_string())
+}
+
+fn entity(
+    u: EntityUid,
+    attrs: HashMap<String, RestrictedExpression>,
+    parents: &[EntityUid],
+) -> Result<Entity, String> {
+    Entity::new(u, attrs, parents.iter().cloned().collect::<HashSet<_>>())
+        .map_err(|e| e.to_string())
+}
+
+/// The tenant → project → environment chain of a scope.
+fn scope_chain(s: &Scope, out: &mut Vec<Entity>) -> Result<(), String> {
+    let t = tenant_uid(&s.tenant)?;
+    let p = project_uid(&s.tenant, &s.project)?;
+    out.push(entity(t.clone(), HashMap::new(), &[])?);
+    out.push(entity(p.clone(), HashMap::new(), &[t])?);
+    out.push(entity(env_uid(s)?, HashMap::new(), &[p])?);
+    Ok(())
+}
+
+fn strings(v: &[String]) -> RestrictedExpression {
+    RestrictedExpression::new_set(
+        v.iter()
+            .map(|s| RestrictedExpression::new_string(s.clone())),
+    )
+}
+
+impl Query {
+    /// The Cedar principal, resource, entities and context of this query.
+    pub(crate) fn to_cedar(
+        &self,
+        cross_tenant_grant: bool,
+        schema: &Schema,
+    ) -> Result<(EntityUid, EntityUid, Entities, Context), String> {
+        let mut ents = Vec::new();
+        let principal = match &self.subject.kind {
+            SubjectKind::Service { scope, scopes } => {
+                scope_chain(scope, &mut ents)?;
+                let u = uid("Vern::Service", &self.subject.id)?;
+                let attrs = HashMap::from([
+                    (
+                        "tenant".to_owned(),
+                        RestrictedExpression::new_entity_uid(tenant_uid(&scope.tenant)?),
+                    ),
+                    (
+                        "environment".to_owned(),
+                        RestrictedExpression::new_entity_uid(env_uid(scope)?),
+                    ),
+                    ("scopes".to_owned(), strings(scopes)),
+                ]);
+                ents.push(entity(u.clone(), attrs, &[env_uid(scope)?])?);
+                u
+            }
+            SubjectKind::Operator { roles, root } => {
+                let u = uid("Vern::Operator", &self.subject.id)?;
+                let attrs = HashMap::from([
+                    ("roles".to_owned(), strings(roles)),
+                    ("root".to_owned(), RestrictedExpression::new_bool(*root)),
+                ]);
+                ents.push(entity(u.clone(), attrs, &[])?);
+                u
+            }
+        };
+        let resource = match &self.resource {
+            Resource::Platform => {
+                let u = uid("Vern::Platform", "vern")?;
+                ents.push(entity(u.clone(), HashMap::new(), &[])?);
+                u
+            }
+            Resource::Tenant(t) => {
+                let u = tenant_uid(t)?;
+                ents.push(entity(u.clone(), HashMap::new(), &[])?);
+                u
+            }
+            Resource::Project(t, p) => {
+                let tu = tenant_uid(t)?;
+                ents.push(entity(tu.clone(), HashMap::new(), &[])?);
+                let u = project_uid(t, p)?;
+                ents.push(entity(u.clone(), HashMap::new(), &[tu])?);
+                u
+            }
+            Resource::Environment(s) => {
+                scope_chain(s, &mut ents)?;
+                env_uid(s)?
+            }
+            Resource::Secret { mount, path, scope } => {
+                scope_chain(scope, &mut ents)?;
+                let u = uid("Vern::Secret", &format!("{mount}:{path}"))?;
+                let attrs = HashMap::from([
+                    (
+                        "tenant".to_owned(),
+                        RestrictedExpression::new_entity_uid(tenant_uid(&scope.tenant)?),
+                    ),
+                    (
+                        "path".to_owned(),
+                        RestrictedExpression::new_string(path.clone()),
+                    ),
+                ]);
+                ents.push(entity(u.clone(), attrs, &[env_uid(scope)?])?);
+                u
+            }
+        };
+        // The same tenant, project or environment may appear twice (the
+        // principal's and the resource's chain); keep one of each.
+        let mut seen = HashSet::new();
+        ents.retain(|e| seen.insert(e.uid()));
+        let entities = Entities::from_entities(ents, Some(schema)).map_err(|e| e.to_string())?;
+        let context = Context::from_pairs([
+            (
+                "source_ip".to_owned(),
+                RestrictedExpression::new_string(self.source_ip.clone()),
+            ),
+            ("time".to_owned(), RestrictedExpression::new_long(self.time)),
+            (
+                "binding".to_owned(),
+                RestrictedExpression::new_string(self.binding.name().to_owned()),
+            ),
+            (
+                "cross_tenant_grant".to_owned(),
+                RestrictedExpression::new_bool(cross_tenant_grant),
+            ),
+        ])
+        .map_err(|e| e.to_string())?;
+        Ok((principal, resource, entities, context))
+    }
+}
+
+fn parse_scope(s: &str) -> Result<Scope, String> {
+    let parts: Vec<&str> = s.split('/').collect();
+    let [t, p, e] = parts[..] else {
+        return Err(format!("`{s}` is not <tenant>/<project>/<environment>"));
+    };
+    Ok(Scope {
+        tenant: TenantId::parse(t).map_err(|e| e.to_string())?,
+        project: ProjectId::parse(p).map_err(|e| e.to_string())?,
+        environment: vern_core::EnvironmentId::parse(e).map_err(|e| e.to_string())?,
+    })
+}
+
+fn list(s: Option<&str>) -> Vec<String> {
+    s.map(|l| {
+        l.split(',')
+            .filter(|x| !x.is_empty())
+            .map(str::to_owned)
+            .collect()
+    })
+    .unwrap_or_default()
+}
+
+impl Subject {
+    /// Parses the shorthand of `vern policy`: `root`, `operator:ID[#role,…]`
+    /// or `service:ID@TENANT/PROJECT/ENV[#scope,…]`.
+    pub fn parse_spec(s: &str) -> Result<Self, String> {
+        if s == "root" {
+            return Ok(Self {
+                id: "root".to_owned(),
+                kind: SubjectKind::Operator {
+                    roles: Vec::new(),
+                    root: true,
+                },
+            });
+        }
+        let (head, extra) = match s.split_once('#') {
+            Some((h, x)) => (h, Some(x)),
+            None => (s, None),
+        };
+        match head.split_once(':') {
+            Some(("operator", id)) if !id.is_empty() => Ok(Self {
+                id: id.to_owned(),
+                kind: SubjectKind::Operator { roles: list(extra), root: false },
+            }),
+            Some(("service", rest)) => {
+                let (id, env) = rest
+                    .split_once('@')
+                    .ok_or_else(|| format!("`{s}`: a service is service:ID@TENANT/PROJECT/ENV"))?;
+                Ok(Self {
+                    id: id.to_owned(),
+                    kind: SubjectKind::Service { scope: parse_scope(env)?, scopes: list(extra) },
+                })
+            }
+            _ => Err(format!(
+                "principal `{s}` is not `root`, `operator:ID[#roles]` or `service:ID@TENANT/PROJECT/ENV[#scopes]`"
+            )),
+        }
+    }
+}
+
+impl Resource {
+    /// Parses `platform`, `tenant:T`, `project:T/P`, `environment:T/P/E`,
+    /// or `secret:[MOUNT:]T/P/E/NAME…` (mount `secret` by default).
+    pub fn parse_spec(s: &str) -> Result<Self, String> {
+        let bad = || {
+            format!("resource `{s}` is not platform, tenant:T, project:T/P, environment:T/P/E or secret:[MOUNT:]PATH")
+        };
+        if s == "platform" {
+            return Ok(Self::Platform);
+        }
+        let (kind, rest) = s.split_once(':').ok_or_else(bad)?;
+        match kind {
+            "tenant" => Ok(Self::Tenant(
+                TenantId::parse(rest).map_err(|e| e.to_string())?,
+            )),
+            "project" => {
+                let (t, p) = rest.split_once('/').ok_or_else(bad)?;
+                Ok(Self::Project(
+                    TenantId::parse(t).map_err(|e| e.to_string())?,
+                    ProjectId::parse(p).map_err(|e| e.to_string())?,
+                ))
+            }
+            "environment" => Ok(Self::Environment(parse_scope(rest)?)),
+            "secret" => {
+                let (mount, path) = match rest.split_once(':') {
+                    Some((m, p)) => (m, p),
+                    None => ("secret", rest),
+                };
+                let parts: Vec<&str> = path.splitn(4, '/').collect();
+                if parts.len() < 4 || parts[3].is_empty() {
+                    return Err(format!(
+                        "secret path `{path}` must be <tenant>/<project>/<environment>/<name>"
+                    ));
+                }
+                Ok(Self::Secret {
+                    mount: mount.to_owned(),
+                    path: path.to_owned(),
+                    scope: parse_scope(&parts[..3].join("/"))?,
+                })
+            }
+            _ => Err(bad()),
+        }
+    }
+}
