@@ -132,8 +132,7 @@ impl PolicyEngine {
     pub fn reload(&self, dir: &Path) -> Result<usize, PolicyError> {
         let (main, grants, files) = self.parse_dir(dir)?;
         self.validate(&main, &grants)?;
-        let n =
-            main.policies().count() + grants.policies().count() - builtin_set()?.policies().count();
+        let n = main.policies().count() - builtin_set()?.policies().count();
         *self.current.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(Loaded {
             main,
             grants,

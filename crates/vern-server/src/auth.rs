@@ -7,16 +7,93 @@
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use axum::http::{header, StatusCode};
+use std::sync::Arc;
+
 use vern_authority::{AccessClaims, ClientKind, DpopCheck, NonceRule, Presented};
 use vern_core::{Principal, PrincipalKind};
+use vern_policy::{Binding, PolicyEngine, Subject, SubjectKind};
 
 use crate::error::ApiError;
 use crate::state::AppState;
 
-/// The authenticated caller of a request.
-#[derive(Debug, Clone)]
+/// The authenticated caller of a request, with what authorization needs
+/// to decide about it.
+#[derive(Clone)]
 pub(crate) struct Caller {
     pub(crate) principal: Principal,
+    /// The principal as policies see it (with scopes or roles).
+    pub(crate) subject: Subject,
+    pub(crate) source_ip: String,
+    pub(crate) time: u64,
+    pub(crate) binding: Binding,
+    pub(crate) policies: Arc<PolicyEngine>,
+}
+
+/// What an authenticated token says, before the request context is added.
+struct Identity {
+    principal: Principal,
+    subject: Subject,
+    binding: Binding,
+}
+
+impl Identity {
+    fn root() -> Self {
+        Self {
+            principal: Principal::root(),
+            subject: Subject {
+                id: "root".to_owned(),
+                kind: SubjectKind::Operator {
+                    roles: Vec::new(),
+                    root: true,
+                },
+            },
+            binding: Binding::None,
+        }
+    }
+
+    fn from_claims(claims: AccessClaims) -> Result<Self, ApiError> {
+        let binding = if claims.x5t.is_some() {
+            Binding::Mtls
+        } else if claims.jkt.is_some() {
+            Binding::Dpop
+        } else {
+            Binding::None
+        };
+        let (kind, subject_kind) = match &claims.kind {
+            ClientKind::Service { .. } => {
+                let scope = claims.kind.scope().ok_or_else(|| {
+                    ApiError::new(StatusCode::UNAUTHORIZED, "the token's scope is malformed")
+                })?;
+                (
+                    PrincipalKind::Service {
+                        scope: scope.clone(),
+                    },
+                    SubjectKind::Service {
+                        scope,
+                        scopes: claims.scopes.clone(),
+                    },
+                )
+            }
+            ClientKind::Operator { roles } => (
+                PrincipalKind::Operator { root: false },
+                SubjectKind::Operator {
+                    roles: roles.clone(),
+                    root: false,
+                },
+            ),
+        };
+        Ok(Self {
+            principal: Principal {
+                id: claims.client_id.clone(),
+                kind,
+            },
+            subject: Subject {
+                id: claims.client_id,
+                kind: subject_kind,
+            },
+            binding,
+        })
+    }
 }
 
 /// How the token arrived.
@@ -50,21 +127,6 @@ fn presented(parts: &Parts) -> Result<Option<Scheme>, ApiError> {
     }
 }
 
-fn principal(claims: AccessClaims) -> Result<Principal, ApiError> {
-    let kind = match claims.kind {
-        ClientKind::Service { .. } => PrincipalKind::Service {
-            scope: claims.kind.scope().ok_or_else(|| {
-                ApiError::new(StatusCode::UNAUTHORIZED, "the token's scope is malformed")
-            })?,
-        },
-        ClientKind::Operator { .. } => PrincipalKind::Operator { root: false },
-    };
-    Ok(Principal {
-        id: claims.client_id,
-        kind,
-    })
-}
-
 /// The verified client certificate of the request's connection, if any.
 fn peer_certificate(parts: &Parts) -> Option<&[u8]> {
     parts
@@ -96,7 +158,7 @@ impl FromRequestParts<AppState> for Caller {
             metrics.limited("lockout");
             return Err(ApiError::too_many(wait));
         }
-        let caller = match Self::authenticate(parts, state).await {
+        let identity = match Self::authenticate(parts, state).await {
             Ok(c) => c,
             Err(e) => {
                 // Wrong credentials count towards a lockout; an
@@ -112,6 +174,14 @@ impl FromRequestParts<AppState> for Caller {
             }
         };
         guard.lockout.succeed(&source);
+        let caller = Self {
+            principal: identity.principal,
+            subject: identity.subject,
+            source_ip: source.trim_start_matches("addr:").to_owned(),
+            time: state.inner.clock.unix_seconds(),
+            binding: identity.binding,
+            policies: Arc::clone(&state.inner.policies),
+        };
         if let Err(wait) = guard.api_principal.take(&caller.principal.id) {
             metrics.limited("api_principal");
             return Err(ApiError::too_many(wait));
@@ -127,7 +197,7 @@ impl FromRequestParts<AppState> for Caller {
 }
 
 impl Caller {
-    async fn authenticate(parts: &Parts, state: &AppState) -> Result<Self, ApiError> {
+    async fn authenticate(parts: &Parts, state: &AppState) -> Result<Identity, ApiError> {
         let scheme = presented(parts)?
             .ok_or_else(|| ApiError::new(StatusCode::FORBIDDEN, "missing client token"))?;
         let seal = &state.inner.seal;
@@ -140,9 +210,7 @@ impl Caller {
             Scheme::Bearer(token) => {
                 if seal.is_root_token(token.as_bytes()).await? {
                     tracing::info!(principal = "root", "Root token used.");
-                    return Ok(Self {
-                        principal: Principal::root(),
-                    });
+                    return Ok(Identity::root());
                 }
                 if token.matches('.').count() != 2 {
                     tracing::warn!("Request with an unknown token refused.");
@@ -156,9 +224,7 @@ impl Caller {
                         peer_certificate(parts),
                     )
                     .await?;
-                Ok(Self {
-                    principal: principal(claims)?,
-                })
+                Identity::from_claims(claims)
             }
             Scheme::Dpop(token) => {
                 let proofs: Vec<&str> = parts
@@ -188,9 +254,7 @@ impl Caller {
                         peer_certificate(parts),
                     )
                     .await?;
-                Ok(Self {
-                    principal: principal(claims)?,
-                })
+                Identity::from_claims(claims)
             }
         }
     }

@@ -1,15 +1,16 @@
 //! Authorization: the one point where every authenticated request is
-//! decided. Default deny. The decision is made from the caller, the action
-//! and the resource; the policy engine (Cedar) replaces the built-in rule
-//! here without handlers changing.
+//! decided, by the Cedar policies of `vern-policy` (built-ins plus the
+//! policy directory). Default deny; the decision and the policies behind it
+//! are logged with the request id.
 
-use vern_core::{PrincipalKind, Scope};
-use vern_secrets::ListPrefix;
+use vern_core::Scope;
+use vern_policy::{Decision, Query, Resource};
+use vern_secrets::{ListPrefix, SecretPath};
 
 use crate::auth::Caller;
 use crate::error::ApiError;
 
-/// One API operation that needs a decision.
+/// A platform operation that needs a decision.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Action {
     /// `PUT /v1/sys/seal`.
@@ -24,25 +25,79 @@ pub(crate) enum Action {
     ConfigureMount,
     /// Creating, reading, deleting clients; rotating signing keys.
     ManageClients,
+    /// Asking `POST /v1/authz/check`.
+    CheckAuthz,
+    /// Reloading the policy directory.
+    ReloadPolicies,
 }
 
-/// What a caller may do to a tenant's secrets.
+impl Action {
+    fn name(self) -> &'static str {
+        match self {
+            Self::Seal => "sys.seal",
+            Self::ReadKeyStatus => "sys.key-status",
+            Self::RotateKeyring => "sys.rotate-keyring",
+            Self::RotateRootKey => "sys.rotate-root",
+            Self::ConfigureMount => "kv.config",
+            Self::ManageClients => "client.manage",
+            Self::CheckAuthz => "authz.check",
+            Self::ReloadPolicies => "policy.reload",
+        }
+    }
+}
+
+/// What a caller does to a secret.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum SecretAction {
-    /// Read data, metadata or subkeys.
+    /// Read data or subkeys.
     Read,
-    /// Write data or metadata, delete, undelete, destroy.
+    /// Read metadata.
+    MetadataRead,
+    /// Write data or metadata.
     Write,
+    /// Delete, undelete, destroy, delete metadata.
+    Delete,
 }
 
-/// Whether `caller` may act on secrets in `scope`. Operators (today only the
-/// root token) administer every tenant; a service acts only inside its own
-/// environment.
-fn allows_scope(caller: &Caller, scope: &Scope) -> bool {
-    match &caller.principal.kind {
-        PrincipalKind::Operator { .. } => true,
-        PrincipalKind::Service { scope: own } => own == scope,
-        _ => false,
+impl SecretAction {
+    fn name(self) -> &'static str {
+        match self {
+            Self::Read => "secret.read",
+            Self::MetadataRead => "secret.metadata.read",
+            Self::Write => "secret.write",
+            Self::Delete => "secret.delete",
+        }
+    }
+
+    fn reads(self) -> bool {
+        matches!(self, Self::Read | Self::MetadataRead)
+    }
+}
+
+fn decide(caller: &Caller, action: &str, resource: Resource) -> Decision {
+    let query = Query {
+        subject: caller.subject.clone(),
+        action: action.to_owned(),
+        resource,
+        source_ip: caller.source_ip.clone(),
+        time: i64::try_from(caller.time).unwrap_or(i64::MAX),
+        binding: caller.binding,
+    };
+    let d = caller.policies.decide(&query);
+    if d.allowed {
+        tracing::debug!(principal = %caller.principal.id, action, policies = ?d.policies, grant = ?d.grant, "Allowed.");
+    } else {
+        tracing::warn!(principal = %caller.principal.id, action, policies = ?d.policies, errors = ?d.errors, "Denied.");
+    }
+    d
+}
+
+/// Decides a platform operation; 403 on deny.
+pub(crate) fn authorize(caller: &Caller, action: Action) -> Result<(), ApiError> {
+    if decide(caller, action.name(), Resource::Platform).allowed {
+        Ok(())
+    } else {
+        Err(ApiError::forbidden())
     }
 }
 
@@ -53,49 +108,40 @@ fn allows_scope(caller: &Caller, scope: &Scope) -> bool {
 pub(crate) fn authorize_secret(
     caller: &Caller,
     action: SecretAction,
-    scope: &Scope,
+    mount: &str,
+    path: &SecretPath,
 ) -> Result<(), ApiError> {
-    if allows_scope(caller, scope) {
-        return Ok(());
-    }
-    tracing::warn!(principal = %caller.principal.id, ?action, "Secret access denied.");
-    Err(match action {
-        SecretAction::Read => ApiError::not_found(),
-        SecretAction::Write => ApiError::forbidden(),
-    })
-}
-
-/// Whether a LIST entry under `prefix` may be shown: a folder above the
-/// environment level is shown when the caller may see something inside it.
-pub(crate) fn may_list(caller: &Caller, prefix: &ListPrefix) -> bool {
-    match &caller.principal.kind {
-        PrincipalKind::Operator { .. } => true,
-        PrincipalKind::Service { scope } => {
-            prefix.tenant.as_ref().is_none_or(|t| *t == scope.tenant)
-                && prefix.project.as_ref().is_none_or(|p| *p == scope.project)
-                && prefix
-                    .environment
-                    .as_ref()
-                    .is_none_or(|e| *e == scope.environment)
-        }
-        _ => false,
-    }
-}
-
-/// Decides `action` for `caller`; returns 403 on deny.
-pub(crate) fn authorize(caller: &Caller, action: Action) -> Result<(), ApiError> {
-    let allowed = match action {
-        Action::Seal
-        | Action::ReadKeyStatus
-        | Action::RotateKeyring
-        | Action::RotateRootKey
-        | Action::ConfigureMount
-        | Action::ManageClients => caller.principal.is_operator(),
+    let resource = Resource::Secret {
+        mount: mount.to_owned(),
+        path: path.as_str().to_owned(),
+        scope: path.scope().clone(),
     };
-    if allowed {
+    if decide(caller, action.name(), resource).allowed {
         Ok(())
+    } else if action.reads() {
+        Err(ApiError::not_found())
     } else {
-        tracing::warn!(principal = %caller.principal.id, ?action, "Request denied.");
         Err(ApiError::forbidden())
     }
+}
+
+/// Whether the caller may list the folder `prefix` (or see it as an entry
+/// of its parent's listing).
+pub(crate) fn may_list(caller: &Caller, prefix: &ListPrefix) -> bool {
+    let resource = match (&prefix.tenant, &prefix.project, &prefix.environment) {
+        (None, _, _) => Resource::Platform,
+        (Some(t), None, _) => Resource::Tenant(t.clone()),
+        (Some(t), Some(p), None) => Resource::Project(t.clone(), p.clone()),
+        (Some(t), Some(p), Some(e)) => Resource::Environment(Scope {
+            tenant: t.clone(),
+            project: p.clone(),
+            environment: e.clone(),
+        }),
+    };
+    decide(caller, "secret.list", resource).allowed
+}
+
+/// Decides a request another service asks about (`/v1/authz/check`).
+pub(crate) fn check(caller: &Caller, query: &Query) -> Decision {
+    caller.policies.decide(query)
 }

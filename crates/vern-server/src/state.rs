@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use vern_authority::{Authority, AuthorityConfig, NonceRule};
 use vern_core::{Clock, SystemClock};
+use vern_policy::PolicyEngine;
 use vern_seal::Seal;
 use vern_secrets::KvEngine;
 use vern_store::Store;
@@ -22,6 +23,9 @@ pub enum StateError {
     /// A KV mount is misnamed.
     #[error(transparent)]
     Kv(#[from] vern_secrets::KvError),
+    /// The policies are invalid.
+    #[error(transparent)]
+    Policy(#[from] vern_policy::PolicyError),
     /// The keeper client could not be built.
     #[error("keeper client: {0}")]
     Keepers(#[from] reqwest::Error),
@@ -48,6 +52,9 @@ pub struct ServerConfig {
     pub limits: Limits,
     /// Algorithm of new token signing keys.
     pub token_signing_alg: vern_authority::Alg,
+    /// Directory of `*.cedar` policy files (built-in policies only when
+    /// not set).
+    pub policy_dir: Option<std::path::PathBuf>,
 }
 
 impl Default for ServerConfig {
@@ -61,6 +68,7 @@ impl Default for ServerConfig {
             dpop_nonce_required: true,
             limits: Limits::default(),
             token_signing_alg: vern_authority::Alg::EdDsa,
+            policy_dir: None,
         }
     }
 }
@@ -82,6 +90,7 @@ pub(crate) struct Inner {
     pub(crate) kv: BTreeMap<String, Arc<KvEngine>>,
     pub(crate) authority: Arc<Authority>,
     pub(crate) guard: Guard,
+    pub(crate) policies: Arc<PolicyEngine>,
 }
 
 /// The abuse-protection state of one process.
@@ -100,7 +109,7 @@ impl AppState {
         store: Arc<dyn Store>,
         seal: Arc<Seal>,
         config: ServerConfig,
-    ) -> Result<Self, vern_secrets::KvError> {
+    ) -> Result<Self, StateError> {
         let clock: Arc<dyn Clock> = Arc::new(SystemClock);
         let kv = config
             .kv_mounts
@@ -115,6 +124,10 @@ impl AppState {
         };
         authority.signing_alg = config.token_signing_alg;
         let authority = Arc::new(Authority::new(authority, Arc::clone(&clock)));
+        let policies = Arc::new(match &config.policy_dir {
+            Some(dir) => PolicyEngine::from_dir(dir)?,
+            None => PolicyEngine::builtin()?,
+        });
         let guard = Guard {
             token_client: Buckets::new(config.limits.token_per_client),
             token_address: Buckets::new(config.limits.token_per_address),
@@ -134,6 +147,7 @@ impl AppState {
                 kv,
                 authority,
                 guard,
+                policies,
             }),
         })
     }
@@ -175,6 +189,15 @@ impl AppState {
                 }
             }
         });
+    }
+
+    /// Reloads the policy directory as one atomic swap; on error the old
+    /// policies keep serving. Returns the number of file policies in force.
+    pub fn reload_policies(&self) -> Result<usize, vern_policy::PolicyError> {
+        match &self.inner.config.policy_dir {
+            Some(dir) => self.inner.policies.reload(dir),
+            None => Ok(0),
+        }
     }
 
     /// The seal, for the binary's start-up (dev auto-unseal).

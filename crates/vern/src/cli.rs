@@ -480,6 +480,11 @@ pub(crate) struct ServeArgs {
     /// [default: eddsa]. Existing keys keep theirs until rotated away.
     #[arg(long, env = "VERN_TOKEN_SIGNING_ALG", value_parser = ["eddsa", "es256"])]
     pub(crate) token_signing_alg: Option<String>,
+    /// Directory of `*.cedar` policy files, validated at start; reloaded on
+    /// SIGHUP and `POST /v1/sys/policies/reload` [default: built-in
+    /// policies only].
+    #[arg(long, env = "VERN_POLICY_DIR")]
+    pub(crate) policy_dir: Option<PathBuf>,
     /// KV v2 mount to serve (repeat for several) [default: secret].
     #[arg(long = "kv-mount", env = "VERN_KV_MOUNTS", value_delimiter = ',')]
     pub(crate) kv_mounts: Vec<String>,

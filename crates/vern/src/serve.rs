@@ -171,6 +171,7 @@ fn settings(args: ServeArgs) -> anyhow::Result<Settings> {
         dpop_nonce_required: !(args.insecure_dpop_without_nonce
             || file.insecure_dpop_without_nonce.unwrap_or(false)),
         public_url: String::new(),
+        policy_dir: args.policy_dir.clone().or(file.policy_dir.clone()),
         limits,
         token_signing_alg: match args
             .token_signing_alg
@@ -264,6 +265,7 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<()> {
         None => AppState::new(store, seal, server)?,
     };
     state.spawn_maintenance();
+    spawn_policy_reload_on_sighup(state.clone());
     let app = vern_server::app(state);
     vern_server::serve(listener, app, shutdown_signal()).await?;
     tracing::info!("Vern stopped.");
@@ -331,6 +333,29 @@ fn print_dev_banner(address: &str, token: &SecretBytes, s: &Settings) {
          Try: curl -s {address}/v1/sys/health\n",
         storage = vern_store::redact_url(&s.storage),
     );
+}
+
+/// SIGHUP reloads the policy directory; a broken set is refused and the
+/// old one keeps serving.
+fn spawn_policy_reload_on_sighup(state: AppState) {
+    #[cfg(unix)]
+    tokio::spawn(async move {
+        let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        else {
+            tracing::error!("Cannot listen for SIGHUP; reload policies through the API.");
+            return;
+        };
+        while hup.recv().await.is_some() {
+            match state.reload_policies() {
+                Ok(n) => tracing::info!(policies = n, "Policies reloaded on SIGHUP."),
+                Err(e) => {
+                    tracing::error!(error = %e, "Policy reload refused; the previous policies keep serving.")
+                }
+            }
+        }
+    });
+    #[cfg(not(unix))]
+    let _ = state;
 }
 
 pub(crate) async fn shutdown_signal() {

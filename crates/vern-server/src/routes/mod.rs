@@ -1,5 +1,6 @@
 //! The route table.
 
+mod authz;
 mod clients;
 mod kv;
 mod oauth;
@@ -92,6 +93,8 @@ pub(crate) fn router(state: AppState) -> Router {
         )
         .route("/v1/auth/keys/rotate", post(clients::rotate_keys))
         .route("/v1/auth/apply", post(clients::apply))
+        .route("/v1/authz/check", post(authz::check))
+        .route("/v1/sys/policies/reload", post(authz::reload))
         .route("/metrics", get(metrics))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)

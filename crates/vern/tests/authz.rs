@@ -1,0 +1,229 @@
+//! Cedar deciding every request of the real server: operator policies,
+//! cross-tenant grants, the decision API, and hot reloads (API and SIGHUP)
+//! that refuse a broken set and keep the old one serving.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use serde_json::{json, Value};
+
+async fn token_for(s: &Server, spec: Value) -> String {
+    let c = client();
+    let created: Value = c
+        .post(s.url("/v1/auth/clients"))
+        .header("x-vault-token", "root")
+        .json(&spec)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let (id, secret) = (
+        created["data"]["client_id"].as_str().unwrap(),
+        created["data"]["client_secret"].as_str().unwrap(),
+    );
+    let t: Value = c
+        .post(s.url("/oauth2/token"))
+        .basic_auth(id, Some(secret))
+        .form(&[("grant_type", "client_credentials")])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    t["access_token"].as_str().unwrap().to_owned()
+}
+
+async fn status(r: reqwest::RequestBuilder) -> u16 {
+    r.send().await.unwrap().status().as_u16()
+}
+
+#[tokio::test]
+async fn policies_decide_the_api_and_reload_atomically() {
+    let dir = temp();
+    let policies = dir.path().join("policies");
+    std::fs::create_dir(&policies).unwrap();
+    let shipped = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../policies");
+    for f in ["operators.cedar", "grants.cedar"] {
+        std::fs::copy(shipped.join(f), policies.join(f)).unwrap();
+    }
+    let (d, p) = (path_str(&dir.path().join("data")), path_str(&policies));
+    let s = Server::start(
+        &[
+            "--dev",
+            "--listen",
+            "127.0.0.1:0",
+            "--data-dir",
+            &d,
+            "--dev-root-token",
+            "root",
+            "--policy-dir",
+            &p,
+        ],
+        &[],
+    );
+    let c = client();
+    for path in [
+        "acme/web/prod/db",
+        "globex/web/prod/db",
+        "globex/shared/prod/flags",
+    ] {
+        c.post(s.url(&format!("/v1/secret/data/{path}")))
+            .header("x-vault-token", "root")
+            .json(&json!({"data": {"v": path}}))
+            .send()
+            .await
+            .unwrap();
+    }
+
+    // An operator needs an explicit policy to read secret values.
+    let reader = token_for(&s, json!({"name": "alice", "roles": ["secrets-reader"]})).await;
+    let plain = token_for(&s, json!({"name": "bob", "roles": ["oncall"]})).await;
+    let get = |path: &str, token: &str| {
+        c.get(s.url(&format!("/v1/secret/data/{path}")))
+            .bearer_auth(token.to_owned())
+    };
+    assert_eq!(status(get("acme/web/prod/db", &reader)).await, 200);
+    assert_eq!(status(get("globex/web/prod/db", &reader)).await, 404);
+    assert_eq!(status(get("acme/web/prod/db", &plain)).await, 404);
+    assert_eq!(
+        status(
+            c.get(s.url("/v1/secret/metadata/acme/web/prod/db"))
+                .bearer_auth(&plain)
+        )
+        .await,
+        200,
+        "metadata is platform-visible"
+    );
+    // Operators administer the platform: this one may seal.
+    assert_eq!(
+        status(c.put(s.url("/v1/sys/seal")).bearer_auth(&plain)).await,
+        204
+    );
+    assert_eq!(status(c.get(s.url("/v1/sys/health"))).await, 503);
+    // A restarted dev server unseals itself.
+    drop(s);
+    let s = Server::start(
+        &[
+            "--dev",
+            "--listen",
+            "127.0.0.1:0",
+            "--data-dir",
+            &d,
+            "--dev-root-token",
+            "root",
+            "--policy-dir",
+            &p,
+        ],
+        &[],
+    );
+    let reader = token_for(&s, json!({"name": "alice2", "roles": ["secrets-reader"]})).await;
+    let get = |path: &str, token: &str| {
+        c.get(s.url(&format!("/v1/secret/data/{path}")))
+            .bearer_auth(token.to_owned())
+    };
+
+    // The shipped cross-tenant grant opens exactly one thing.
+    let svc = token_for(
+        &s,
+        json!({"tenant": "acme", "project": "web", "environment": "prod", "name": "api"}),
+    )
+    .await;
+    assert_eq!(status(get("globex/shared/prod/flags", &svc)).await, 200);
+    assert_eq!(status(get("globex/web/prod/db", &svc)).await, 404);
+    assert_eq!(
+        status(
+            c.post(s.url("/v1/secret/data/globex/shared/prod/flags"))
+                .bearer_auth(&svc)
+                .json(&json!({"data": {}}))
+        )
+        .await,
+        403
+    );
+
+    // The decision API, one request and a batch.
+    let one: Value = c.post(s.url("/v1/authz/check")).bearer_auth(&svc)
+        .json(&json!({"principal": "service:svc.acme.web.prod.api@acme/web/prod", "action": "secret.read", "resource": "secret:globex/web/prod/db"}))
+        .send().await.unwrap().json().await.unwrap();
+    assert_eq!(one["decision"], "deny");
+    assert_eq!(one["policies"], json!(["vern.tenant-isolation"]));
+    assert!(one["request_id"].is_string());
+    let batch: Value = c.post(s.url("/v1/authz/check")).bearer_auth(&svc)
+        .json(&json!({"requests": [
+            {"principal": "operator:op.x#secrets-reader", "action": "secret.read", "resource": "secret:acme/web/prod/db"},
+            {"principal": "nonsense", "action": "secret.read", "resource": "platform"},
+        ]}))
+        .send().await.unwrap().json().await.unwrap();
+    assert_eq!(batch["results"][0]["decision"], "allow");
+    assert_eq!(
+        batch["results"][0]["policies"],
+        json!(["oncall-reads-acme"])
+    );
+    assert_eq!(batch["results"][1]["decision"], "deny");
+    assert!(batch["results"][1]["errors"][0]
+        .as_str()
+        .unwrap()
+        .contains("nonsense"));
+
+    // A broken file is refused by the API and by SIGHUP; the old set serves.
+    std::fs::write(
+        policies.join("broken.cedar"),
+        "permit (principal is Vern::Nobody, action, resource);",
+    )
+    .unwrap();
+    let r = c
+        .post(s.url("/v1/sys/policies/reload"))
+        .header("x-vault-token", "root")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    assert!(r.text().await.unwrap().contains("Nobody"));
+    signal(s.pid(), "HUP");
+    eventually(
+        Duration::from_secs(10),
+        "the SIGHUP refusal is logged",
+        async || s.stderr_text().contains("Policy reload refused"),
+    )
+    .await;
+    assert_eq!(
+        status(get("acme/web/prod/db", &reader)).await,
+        200,
+        "the old policies still serve"
+    );
+
+    // A good change takes effect on SIGHUP: without operators.cedar the
+    // reader loses access.
+    std::fs::remove_file(policies.join("broken.cedar")).unwrap();
+    std::fs::remove_file(policies.join("operators.cedar")).unwrap();
+    signal(s.pid(), "HUP");
+    eventually(
+        Duration::from_secs(10),
+        "the reload takes effect",
+        async || status(get("acme/web/prod/db", &reader)).await == 404,
+    )
+    .await;
+    let r: Value = c
+        .post(s.url("/v1/sys/policies/reload"))
+        .header("x-vault-token", "root")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        r["data"]["policies"], 2,
+        "the grant and the listing policy of grants.cedar"
+    );
+    assert_eq!(
+        status(c.post(s.url("/v1/sys/policies/reload")).bearer_auth(&svc)).await,
+        403,
+        "services cannot reload"
+    );
+}
