@@ -230,14 +230,38 @@ impl PolicyEngine {
             grant: None,
             errors: vec![e],
         };
+        let (principal, resource, entities) = match q.to_cedar() {
+            Ok(parts) => parts,
+            Err(e) => return deny(e),
+        };
+        if !crate::model::ACTIONS.contains(&q.action.as_str()) {
+            return deny(format!("unknown action `{}`", q.action));
+        }
         let action = match uid("Vern::Action", &q.action) {
             Ok(a) => a,
             Err(e) => return deny(e),
         };
-        // Stage 1: does an explicit cross-tenant grant cover this request?
+        let evaluate =
+            |cross_tenant_grant: bool, set: &PolicySet| -> Result<cedar_policy::Response, String> {
+                let context = q.context(cross_tenant_grant)?;
+                // The request is validated against the schema: an action on a
+                // kind of resource it does not apply to is an error (deny),
+                // so no broad permit can allow a meaningless combination.
+                let request = Request::new(
+                    principal.clone(),
+                    action.clone(),
+                    resource.clone(),
+                    context,
+                    Some(&self.schema),
+                )
+                .map_err(|e| e.to_string())?;
+                Ok(self.authorizer.is_authorized(&request, set, &entities))
+            };
+        // Stage 1, only for a request across tenants: does an explicit
+        // cross-tenant grant cover it?
         let mut grant = None;
-        if loaded.grants.policies().next().is_some() {
-            match self.evaluate(q, &action, false, &loaded.grants) {
+        if q.crosses_tenants() && loaded.grants.policies().next().is_some() {
+            match evaluate(false, &loaded.grants) {
                 Ok(r) if r.decision() == CedarDecision::Allow => {
                     grant = r.diagnostics().reason().next().map(ToString::to_string);
                 }
@@ -246,7 +270,7 @@ impl PolicyEngine {
             }
         }
         // Stage 2: the policies, with isolation lifted only by a grant.
-        match self.evaluate(q, &action, grant.is_some(), &loaded.main) {
+        match evaluate(grant.is_some(), &loaded.main) {
             Ok(r) => Decision {
                 allowed: r.decision() == CedarDecision::Allow,
                 policies: r.diagnostics().reason().map(ToString::to_string).collect(),
@@ -259,25 +283,5 @@ impl PolicyEngine {
             },
             Err(e) => deny(e),
         }
-    }
-
-    fn evaluate(
-        &self,
-        q: &Query,
-        action: &cedar_policy::EntityUid,
-        cross_tenant_grant: bool,
-        set: &PolicySet,
-    ) -> Result<cedar_policy::Response, String> {
-        let (principal, resource, entities, context) =
-            q.to_cedar(cross_tenant_grant, &self.schema)?;
-        let request = Request::new(
-            principal,
-            action.clone(),
-            resource,
-            context,
-            Some(&self.schema),
-        )
-        .map_err(|e| e.to_string())?;
-        Ok(self.authorizer.is_authorized(&request, set, &entities))
     }
 }

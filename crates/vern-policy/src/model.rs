@@ -3,7 +3,7 @@
 use std::collections::{HashMap, HashSet};
 
 use cedar_policy::{
-    Context, Entities, Entity, EntityId, EntityTypeName, EntityUid, RestrictedExpression, Schema,
+    Context, Entities, Entity, EntityId, EntityTypeName, EntityUid, RestrictedExpression,
 };
 use vern_core::{ProjectId, Scope, TenantId};
 
@@ -112,9 +112,37 @@ pub struct Query {
     pub binding: Binding,
 }
 
+/// Entity type names, parsed once: Cedar's parser is far slower than the
+/// rest of a decision.
+fn type_name(ty: &str) -> Result<EntityTypeName, String> {
+    use std::sync::OnceLock;
+    static NAMES: OnceLock<HashMap<&'static str, EntityTypeName>> = OnceLock::new();
+    let names = NAMES.get_or_init(|| {
+        [
+            "Vern::Platform",
+            "Vern::Tenant",
+            "Vern::Project",
+            "Vern::Environment",
+            "Vern::Service",
+            "Vern::Operator",
+            "Vern::Secret",
+            "Vern::Action",
+        ]
+        .into_iter()
+        .filter_map(|n| n.parse().ok().map(|t| (n, t)))
+        .collect()
+    });
+    match names.get(ty) {
+        Some(t) => Ok(t.clone()),
+        None => ty.parse().map_err(|e| format!("{e}")),
+    }
+}
+
 pub(crate) fn uid(ty: &str, id: &str) -> Result<EntityUid, String> {
-    let ty: EntityTypeName = ty.parse().map_err(|e| format!("{e}"))?;
-    Ok(EntityUid::from_type_name_and_id(ty, EntityId::new(id)))
+    Ok(EntityUid::from_type_name_and_id(
+        type_name(ty)?,
+        EntityId::new(id),
+    ))
 }
 
 fn tenant_uid(t: &TenantId) -> Result<EntityUid, String> {
@@ -156,12 +184,42 @@ fn strings(v: &[String]) -> RestrictedExpression {
 }
 
 impl Query {
-    /// The Cedar principal, resource, entities and context of this query.
-    pub(crate) fn to_cedar(
-        &self,
-        cross_tenant_grant: bool,
-        schema: &Schema,
-    ) -> Result<(EntityUid, EntityUid, Entities, Context), String> {
+    /// Whether the request crosses tenants: only then can a cross-tenant
+    /// grant matter.
+    pub(crate) fn crosses_tenants(&self) -> bool {
+        let SubjectKind::Service { scope, .. } = &self.subject.kind else {
+            return false;
+        };
+        let resource_tenant = match &self.resource {
+            Resource::Platform => return false,
+            Resource::Tenant(t) | Resource::Project(t, _) => t,
+            Resource::Environment(s) | Resource::Secret { scope: s, .. } => &s.tenant,
+        };
+        *resource_tenant != scope.tenant
+    }
+
+    /// The Cedar context of this query.
+    pub(crate) fn context(&self, cross_tenant_grant: bool) -> Result<Context, String> {
+        Context::from_pairs([
+            (
+                "source_ip".to_owned(),
+                RestrictedExpression::new_string(self.source_ip.clone()),
+            ),
+            ("time".to_owned(), RestrictedExpression::new_long(self.time)),
+            (
+                "binding".to_owned(),
+                RestrictedExpression::new_string(self.binding.name().to_owned()),
+            ),
+            (
+                "cross_tenant_grant".to_owned(),
+                RestrictedExpression::new_bool(cross_tenant_grant),
+            ),
+        ])
+        .map_err(|e| e.to_string())
+    }
+
+    /// The Cedar principal, resource and entities of this query.
+    pub(crate) fn to_cedar(&self) -> Result<(EntityUid, EntityUid, Entities), String> {
         let mut ents = Vec::new();
         let principal = match &self.subject.kind {
             SubjectKind::Service { scope, scopes } => {
@@ -234,24 +292,11 @@ impl Query {
         // principal's and the resource's chain); keep one of each.
         let mut seen = HashSet::new();
         ents.retain(|e| seen.insert(e.uid()));
-        let entities = Entities::from_entities(ents, Some(schema)).map_err(|e| e.to_string())?;
-        let context = Context::from_pairs([
-            (
-                "source_ip".to_owned(),
-                RestrictedExpression::new_string(self.source_ip.clone()),
-            ),
-            ("time".to_owned(), RestrictedExpression::new_long(self.time)),
-            (
-                "binding".to_owned(),
-                RestrictedExpression::new_string(self.binding.name().to_owned()),
-            ),
-            (
-                "cross_tenant_grant".to_owned(),
-                RestrictedExpression::new_bool(cross_tenant_grant),
-            ),
-        ])
-        .map_err(|e| e.to_string())?;
-        Ok((principal, resource, entities, context))
+        // The entities are built here from typed values, so checking them
+        // against the schema on every decision would only cost time; the
+        // request itself is still validated against the schema.
+        let entities = Entities::from_entities(ents, None).map_err(|e| e.to_string())?;
+        Ok((principal, resource, entities))
     }
 }
 

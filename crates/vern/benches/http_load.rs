@@ -65,6 +65,7 @@ enum Scenario {
     Health,
     Read,
     Write,
+    AuthzCheck,
 }
 
 struct Result {
@@ -108,6 +109,14 @@ async fn run(base: &str, token: &str, scenario: Scenario, concurrency: usize) ->
                         .post(format!("{base}/v1/secret/data/bench/load/prod/s{i}"))
                         .header("x-vault-token", &token)
                         .json(&json!({"data": {"value": format!("v-{worker}-{i}"), "n": i}})),
+                    Scenario::AuthzCheck => client
+                        .post(format!("{base}/v1/authz/check"))
+                        .header("x-vault-token", &token)
+                        .json(&json!({
+                            "principal": format!("service:svc.t{i}.web.prod.app@t{i}/web/prod"),
+                            "action": "secret.read",
+                            "resource": format!("secret:t{}/web/prod/db", (i + worker) % SECRETS),
+                        })),
                 };
                 let ok = req
                     .send()
@@ -213,9 +222,11 @@ async fn main() {
             let health = run(&server.base, token, Scenario::Health, c).await;
             let read = run(&server.base, token, Scenario::Read, c).await;
             let write = run(&server.base, token, Scenario::Write, c).await;
+            let authz = run(&server.base, token, Scenario::AuthzCheck, c).await;
             report(backend, c, "health", &health, health.rps);
             report(backend, c, "read", &read, health.rps);
             report(backend, c, "write", &write, health.rps);
+            report(backend, c, "authz", &authz, health.rps);
         }
     }
 }
