@@ -10,35 +10,6 @@ use std::time::Duration;
 use common::*;
 use serde_json::{json, Value};
 
-async fn token_for(s: &Server, spec: Value) -> String {
-    let c = client();
-    let created: Value = c
-        .post(s.url("/v1/auth/clients"))
-        .header("x-vault-token", "root")
-        .json(&spec)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let (id, secret) = (
-        created["data"]["client_id"].as_str().unwrap(),
-        created["data"]["client_secret"].as_str().unwrap(),
-    );
-    let t: Value = c
-        .post(s.url("/oauth2/token"))
-        .basic_auth(id, Some(secret))
-        .form(&[("grant_type", "client_credentials")])
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    t["access_token"].as_str().unwrap().to_owned()
-}
-
 async fn status(r: reqwest::RequestBuilder) -> u16 {
     r.send().await.unwrap().status().as_u16()
 }
@@ -82,8 +53,8 @@ async fn policies_decide_the_api_and_reload_atomically() {
     }
 
     // An operator needs an explicit policy to read secret values.
-    let reader = token_for(&s, json!({"name": "alice", "roles": ["secrets-reader"]})).await;
-    let plain = token_for(&s, json!({"name": "bob", "roles": ["oncall"]})).await;
+    let reader = client_token(&s, json!({"name": "alice", "roles": ["secrets-reader"]})).await;
+    let plain = client_token(&s, json!({"name": "bob", "roles": ["oncall"]})).await;
     let get = |path: &str, token: &str| {
         c.get(s.url(&format!("/v1/secret/data/{path}")))
             .bearer_auth(token.to_owned())
@@ -122,14 +93,14 @@ async fn policies_decide_the_api_and_reload_atomically() {
         ],
         &[],
     );
-    let reader = token_for(&s, json!({"name": "alice2", "roles": ["secrets-reader"]})).await;
+    let reader = client_token(&s, json!({"name": "alice2", "roles": ["secrets-reader"]})).await;
     let get = |path: &str, token: &str| {
         c.get(s.url(&format!("/v1/secret/data/{path}")))
             .bearer_auth(token.to_owned())
     };
 
     // The shipped cross-tenant grant opens exactly one thing.
-    let svc = token_for(
+    let svc = client_token(
         &s,
         json!({"tenant": "acme", "project": "web", "environment": "prod", "name": "api"}),
     )

@@ -11,31 +11,11 @@ use common::*;
 use serde_json::{json, Value};
 
 async fn service_token(s: &Server, tenant: &str) -> String {
-    let created: Value = client()
-        .post(s.url("/v1/auth/clients"))
-        .header("x-vault-token", "root")
-        .json(&json!({"tenant": tenant, "project": "web", "environment": "prod", "name": "app"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let (id, secret) = (
-        created["data"]["client_id"].as_str().unwrap(),
-        created["data"]["client_secret"].as_str().unwrap(),
-    );
-    let t: Value = client()
-        .post(s.url("/oauth2/token"))
-        .basic_auth(id, Some(secret))
-        .form(&[("grant_type", "client_credentials")])
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    t["access_token"].as_str().unwrap().to_owned()
+    client_token(
+        s,
+        json!({"tenant": tenant, "project": "web", "environment": "prod", "name": "app"}),
+    )
+    .await
 }
 
 #[tokio::test]

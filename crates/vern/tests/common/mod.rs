@@ -233,3 +233,32 @@ pub fn ok_json(out: &Output) -> serde_json::Value {
     );
     serde_json::from_slice(&out.stdout).unwrap()
 }
+
+/// Creates a client through the root token `root` and returns an access
+/// token for it (client credentials with its generated secret).
+pub async fn client_token(s: &Server, spec: serde_json::Value) -> String {
+    let c = client();
+    let created: serde_json::Value = c
+        .post(s.url("/v1/auth/clients"))
+        .header("x-vault-token", "root")
+        .json(&spec)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id = created["data"]["client_id"].as_str().unwrap();
+    let secret = created["data"]["client_secret"].as_str().unwrap();
+    let t: serde_json::Value = c
+        .post(s.url("/oauth2/token"))
+        .basic_auth(id, Some(secret))
+        .form(&[("grant_type", "client_credentials")])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    t["access_token"].as_str().unwrap().to_owned()
+}
