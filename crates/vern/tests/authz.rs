@@ -24,20 +24,7 @@ async fn policies_decide_the_api_and_reload_atomically() {
         std::fs::copy(shipped.join(f), policies.join(f)).unwrap();
     }
     let (d, p) = (path_str(&dir.path().join("data")), path_str(&policies));
-    let s = Server::start(
-        &[
-            "--dev",
-            "--listen",
-            "127.0.0.1:0",
-            "--data-dir",
-            &d,
-            "--dev-root-token",
-            "root",
-            "--policy-dir",
-            &p,
-        ],
-        &[],
-    );
+    let s = dev_server(&d, &["--policy-dir", &p]);
     let c = client();
     for path in [
         "acme/web/prod/db",
@@ -79,20 +66,7 @@ async fn policies_decide_the_api_and_reload_atomically() {
     assert_eq!(status(c.get(s.url("/v1/sys/health"))).await, 503);
     // A restarted dev server unseals itself.
     drop(s);
-    let s = Server::start(
-        &[
-            "--dev",
-            "--listen",
-            "127.0.0.1:0",
-            "--data-dir",
-            &d,
-            "--dev-root-token",
-            "root",
-            "--policy-dir",
-            &p,
-        ],
-        &[],
-    );
+    let s = dev_server(&d, &["--policy-dir", &p]);
     let reader = client_token(&s, json!({"name": "alice2", "roles": ["secrets-reader"]})).await;
     let get = |path: &str, token: &str| {
         c.get(s.url(&format!("/v1/secret/data/{path}")))

@@ -22,18 +22,7 @@ async fn service_token(s: &Server, tenant: &str) -> String {
 async fn a_tenant_cannot_see_or_touch_another_tenants_secrets() {
     let dir = temp();
     let d = path_str(dir.path());
-    let s = Server::start(
-        &[
-            "--dev",
-            "--listen",
-            "127.0.0.1:0",
-            "--data-dir",
-            &d,
-            "--dev-root-token",
-            "root",
-        ],
-        &[],
-    );
+    let s = dev_server(&d, &[]);
     let c = client();
     let root = |r: reqwest::RequestBuilder| r.header("x-vault-token", "root");
     for path in [
@@ -247,18 +236,7 @@ async fn secret_values_and_credentials_never_reach_the_logs() {
 async fn sealed_means_every_data_endpoint_answers_503() {
     let dir = temp();
     let d = path_str(dir.path());
-    let s = Server::start(
-        &[
-            "--dev",
-            "--listen",
-            "127.0.0.1:0",
-            "--data-dir",
-            &d,
-            "--dev-root-token",
-            "root",
-        ],
-        &[],
-    );
+    let s = dev_server(&d, &[]);
     let c = client();
     c.post(s.url("/v1/secret/data/acme/web/prod/db"))
         .header("x-vault-token", "root")

@@ -23,18 +23,7 @@ fn ok_json(out: &std::process::Output) -> Value {
 async fn the_kv_cli_covers_the_whole_flow() {
     let dir = temp();
     let d = path_str(dir.path());
-    let s = Server::start(
-        &[
-            "--dev",
-            "--listen",
-            "127.0.0.1:0",
-            "--data-dir",
-            &d,
-            "--dev-root-token",
-            "root",
-        ],
-        &[],
-    );
+    let s = dev_server(&d, &[]);
     let addr = s.http();
     let env = [("VERN_ADDR", addr.as_str()), ("VERN_TOKEN", "root")];
     let kv = |args: &[&str]| {

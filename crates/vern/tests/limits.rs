@@ -45,21 +45,14 @@ async fn token_status(s: &Server, id: &str, secret: &str) -> (u16, Option<String
 async fn bursts_are_limited_per_client_and_per_principal() {
     let dir = temp();
     let d = path_str(dir.path());
-    let s = Server::start(
+    let s = dev_server(
+        &d,
         &[
-            "--dev",
-            "--listen",
-            "127.0.0.1:0",
-            "--data-dir",
-            &d,
-            "--dev-root-token",
-            "root",
             "--limit-token-client",
             "0.2:3",
             "--limit-api-principal",
             "0.2:4",
         ],
-        &[],
     );
     let (a, a_secret) = create(&s, "a").await;
     let (b, b_secret) = create(&s, "b").await;
@@ -128,20 +121,7 @@ async fn bursts_are_limited_per_client_and_per_principal() {
 async fn repeated_authentication_failures_lock_out_with_backoff() {
     let dir = temp();
     let d = path_str(dir.path());
-    let s = Server::start(
-        &[
-            "--dev",
-            "--listen",
-            "127.0.0.1:0",
-            "--data-dir",
-            &d,
-            "--dev-root-token",
-            "root",
-            "--lockout-after",
-            "3",
-        ],
-        &[],
-    );
+    let s = dev_server(&d, &["--lockout-after", "3"]);
     let (id, secret) = create(&s, "victim").await;
     for _ in 0..3 {
         let (status, _, body) = token_status(&s, &id, "vern.cs.guess").await;
@@ -180,20 +160,7 @@ async fn repeated_authentication_failures_lock_out_with_backoff() {
     // and a success does not clear an address's record).
     let dir = temp();
     let d = path_str(dir.path());
-    let s = Server::start(
-        &[
-            "--dev",
-            "--listen",
-            "127.0.0.1:0",
-            "--data-dir",
-            &d,
-            "--dev-root-token",
-            "root",
-            "--lockout-after",
-            "3",
-        ],
-        &[],
-    );
+    let s = dev_server(&d, &["--lockout-after", "3"]);
     for _ in 0..3 {
         let r = client()
             .get(s.url("/v1/secret/data/acme/web/prod/x"))

@@ -262,3 +262,19 @@ pub async fn client_token(s: &Server, spec: serde_json::Value) -> String {
         .unwrap();
     t["access_token"].as_str().unwrap().to_owned()
 }
+
+/// Starts `vern serve --dev` on a free loopback port with data in
+/// `data_dir` and the root token `root`, plus `extra` arguments.
+pub fn dev_server(data_dir: &str, extra: &[&str]) -> Server {
+    let mut args = vec![
+        "--dev",
+        "--listen",
+        "127.0.0.1:0",
+        "--data-dir",
+        data_dir,
+        "--dev-root-token",
+        "root",
+    ];
+    args.extend_from_slice(extra);
+    Server::start(&args, &[])
+}
