@@ -1,0 +1,415 @@
+//! The appender: group commit of chained records, checkpoints, sessions.
+
+use std::sync::{Arc, RwLock, Weak};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::{mpsc, oneshot};
+use vern_core::Clock;
+use vern_seal::Barrier;
+use vern_store::{Expect, Key, Store, StoreError, Write};
+
+use crate::keys::AuditKeys;
+use crate::layout;
+use crate::query::{self, Filter, Page};
+use crate::record::{AuditRecord, Checkpoint, Event, Line, GENESIS};
+use crate::sink::{Sink, SinkTarget};
+use crate::AuditError;
+
+/// How often one batch retries after another process moved the head.
+const MAX_ATTEMPTS: usize = 64;
+
+/// Settings of the audit log.
+#[derive(Debug, Clone)]
+pub struct AuditConfig {
+    /// How often the head is signed while records keep coming.
+    pub checkpoint_interval: Duration,
+    /// A JSON-lines copy of every record and checkpoint, besides storage.
+    pub sink: Option<SinkTarget>,
+    /// Most records chained into one storage transaction.
+    pub max_batch: usize,
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        Self {
+            checkpoint_interval: Duration::from_secs(60),
+            sink: None,
+            max_batch: 1024,
+        }
+    }
+}
+
+/// The audit keys of one unseal. Held by requests in flight, so a request
+/// that seals the server is still recorded and checkpointed with them.
+pub struct Session {
+    keys: AuditKeys,
+    barrier: Weak<Barrier>,
+}
+
+impl Session {
+    /// The keys.
+    pub fn keys(&self) -> &AuditKeys {
+        &self.keys
+    }
+
+    /// `hmac-sha256:<hex>` of a sensitive value.
+    pub fn hmac(&self, value: &[u8]) -> String {
+        self.keys.hmac(value)
+    }
+}
+
+/// The chain head as stored under [`layout::HEAD`].
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HeadDoc {
+    seq: u64,
+    hash: String,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct Head {
+    pub(crate) seq: u64,
+    hash: String,
+    version: Option<u64>,
+}
+
+enum Job {
+    Append(Event, oneshot::Sender<Result<u64, String>>),
+    Checkpoint(
+        Arc<Session>,
+        oneshot::Sender<Result<Option<Checkpoint>, String>>,
+    ),
+}
+
+struct Shared {
+    store: Arc<dyn Store>,
+    tx: mpsc::Sender<Job>,
+    session: RwLock<Option<Arc<Session>>>,
+    opening: tokio::sync::Mutex<()>,
+}
+
+/// The audit log of one process. Cheap to clone.
+#[derive(Clone)]
+pub struct AuditLog {
+    shared: Arc<Shared>,
+}
+
+fn key(s: &str) -> Result<Key, AuditError> {
+    Key::new(s).map_err(|e| AuditError::Corrupt(e.to_string()))
+}
+
+pub(crate) async fn read_head(store: &dyn Store) -> Result<Head, AuditError> {
+    let Some(entry) = store.get(&key(layout::HEAD)?).await? else {
+        return Ok(Head {
+            seq: 0,
+            hash: GENESIS.to_owned(),
+            version: None,
+        });
+    };
+    let doc: HeadDoc = serde_json::from_slice(&entry.value)
+        .map_err(|_| AuditError::Corrupt(layout::HEAD.to_owned()))?;
+    Ok(Head {
+        seq: doc.seq,
+        hash: doc.hash,
+        version: Some(entry.version),
+    })
+}
+
+impl AuditLog {
+    /// Opens the sink and starts the appender and checkpoint tasks. Must be
+    /// called inside a Tokio runtime.
+    pub fn new(
+        store: Arc<dyn Store>,
+        clock: Arc<dyn Clock>,
+        config: AuditConfig,
+    ) -> Result<Self, AuditError> {
+        let sink = config.sink.clone().map(Sink::open).transpose()?;
+        let (tx, rx) = mpsc::channel(config.max_batch.max(1) * 8);
+        let appender = Appender {
+            store: Arc::clone(&store),
+            clock,
+            sink,
+            head: None,
+            last_checkpoint: 0,
+            max_batch: config.max_batch.max(1),
+        };
+        tokio::spawn(appender.run(rx));
+        let log = Self {
+            shared: Arc::new(Shared {
+                store,
+                tx,
+                session: RwLock::new(None),
+                opening: tokio::sync::Mutex::new(()),
+            }),
+        };
+        let weak = Arc::downgrade(&log.shared);
+        tokio::spawn(checkpoint_every(weak, config.checkpoint_interval));
+        Ok(log)
+    }
+
+    /// The session of `barrier`'s unseal, loading the keys on the first
+    /// request after an unseal.
+    pub async fn session(&self, barrier: &Arc<Barrier>) -> Result<Arc<Session>, AuditError> {
+        if let Some(s) = self.current() {
+            if Weak::ptr_eq(&s.barrier, &Arc::downgrade(barrier)) {
+                return Ok(s);
+            }
+        }
+        let _one = self.shared.opening.lock().await;
+        if let Some(s) = self.current() {
+            if Weak::ptr_eq(&s.barrier, &Arc::downgrade(barrier)) {
+                return Ok(s);
+            }
+        }
+        let session = Arc::new(Session {
+            keys: AuditKeys::load_or_create(barrier).await?,
+            barrier: Arc::downgrade(barrier),
+        });
+        *self
+            .shared
+            .session
+            .write()
+            .unwrap_or_else(|e| e.into_inner()) = Some(Arc::clone(&session));
+        tracing::info!(key = %session.keys.public_key(), "Audit log open.");
+        Ok(session)
+    }
+
+    /// The open session, if any.
+    pub fn current(&self) -> Option<Arc<Session>> {
+        self.shared
+            .session
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Appends one record and returns its sequence number once it is
+    /// durable in storage and in the sink. Waits for the batch it joins.
+    pub async fn append(&self, event: Event) -> Result<u64, AuditError> {
+        let (tx, rx) = oneshot::channel();
+        self.shared
+            .tx
+            .send(Job::Append(event, tx))
+            .await
+            .map_err(|_| AuditError::Closed)?;
+        rx.await
+            .map_err(|_| AuditError::Closed)?
+            .map_err(AuditError::Write)
+    }
+
+    /// Signs the current head with `session`'s key, unless it is already
+    /// signed. Returns the new checkpoint.
+    pub async fn checkpoint(
+        &self,
+        session: &Arc<Session>,
+    ) -> Result<Option<Checkpoint>, AuditError> {
+        let (tx, rx) = oneshot::channel();
+        self.shared
+            .tx
+            .send(Job::Checkpoint(Arc::clone(session), tx))
+            .await
+            .map_err(|_| AuditError::Closed)?;
+        rx.await
+            .map_err(|_| AuditError::Closed)?
+            .map_err(AuditError::Write)
+    }
+
+    /// Ends the session (on seal or shutdown): signs a last checkpoint and
+    /// drops the keys.
+    pub async fn close(&self) -> Result<Option<Checkpoint>, AuditError> {
+        let taken = self
+            .shared
+            .session
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        match taken {
+            Some(session) => self.checkpoint(&session).await,
+            None => Ok(None),
+        }
+    }
+
+    /// Records matching `filter`, oldest first, with a cursor to go on.
+    pub async fn query(&self, filter: &Filter) -> Result<Page, AuditError> {
+        query::run(self.shared.store.as_ref(), filter).await
+    }
+}
+
+async fn checkpoint_every(shared: Weak<Shared>, interval: Duration) {
+    let mut tick = tokio::time::interval(interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        let Some(shared) = shared.upgrade() else {
+            return;
+        };
+        let log = AuditLog { shared };
+        if let Some(session) = log.current() {
+            if let Err(e) = log.checkpoint(&session).await {
+                tracing::error!(error = %e, "Signing an audit checkpoint failed.");
+            }
+        }
+    }
+}
+
+/// The one task that chains and writes, so records of this process are
+/// ordered without locks; the head's compare-and-set orders them against
+/// other processes.
+struct Appender {
+    store: Arc<dyn Store>,
+    clock: Arc<dyn Clock>,
+    sink: Option<Sink>,
+    head: Option<Head>,
+    last_checkpoint: u64,
+    max_batch: usize,
+}
+
+impl Appender {
+    async fn run(mut self, mut rx: mpsc::Receiver<Job>) {
+        while let Some(first) = rx.recv().await {
+            let mut jobs = vec![first];
+            while jobs.len() < self.max_batch {
+                match rx.try_recv() {
+                    Ok(job) => jobs.push(job),
+                    Err(_) => break,
+                }
+            }
+            let mut events = Vec::new();
+            let mut waiters = Vec::new();
+            let mut checkpoints = Vec::new();
+            for job in jobs {
+                match job {
+                    Job::Append(event, reply) => {
+                        events.push(event);
+                        waiters.push(reply);
+                    }
+                    Job::Checkpoint(session, reply) => checkpoints.push((session, reply)),
+                }
+            }
+            if !events.is_empty() {
+                match self.append(events).await {
+                    Ok(first_seq) => {
+                        for (i, reply) in waiters.into_iter().enumerate() {
+                            let _ = reply.send(Ok(first_seq + i as u64));
+                        }
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "Audit records could not be written; their requests fail.");
+                        let detail = e.to_string();
+                        for reply in waiters {
+                            let _ = reply.send(Err(detail.clone()));
+                        }
+                    }
+                }
+            }
+            for (session, reply) in checkpoints {
+                let result = self.checkpoint(&session).await.map_err(|e| e.to_string());
+                let _ = reply.send(result);
+            }
+        }
+    }
+
+    /// Writes to the sink off the async workers (a file sync blocks).
+    async fn to_sink(&mut self, lines: Vec<Line>) -> Result<(), AuditError> {
+        let Some(mut sink) = self.sink.take() else {
+            return Ok(());
+        };
+        let (sink, result) = tokio::task::spawn_blocking(move || {
+            let result = sink.write(&lines);
+            (sink, result)
+        })
+        .await
+        .map_err(|_| AuditError::Closed)?;
+        self.sink = Some(sink);
+        result
+    }
+
+    fn now(&self) -> String {
+        humantime::format_rfc3339_millis(self.clock.now()).to_string()
+    }
+
+    /// Chains and commits `events` as one transaction; returns the first
+    /// sequence number.
+    async fn append(&mut self, events: Vec<Event>) -> Result<u64, AuditError> {
+        let head_key = key(layout::HEAD)?;
+        for _ in 0..MAX_ATTEMPTS {
+            let head = match self.head.take() {
+                Some(h) => h,
+                None => read_head(self.store.as_ref()).await?,
+            };
+            let time = self.now();
+            let mut prev = head.hash.clone();
+            let mut records = Vec::with_capacity(events.len());
+            for (i, event) in events.iter().enumerate() {
+                let r =
+                    AuditRecord::chain(head.seq + 1 + i as u64, &prev, time.clone(), event.clone());
+                prev = r.hash.clone();
+                records.push(r);
+            }
+            let last = records.last().map_or(head.seq, |r| r.seq);
+            let mut writes = Vec::with_capacity(records.len() + 1);
+            for r in &records {
+                let value = serde_json::to_vec(r)
+                    .map_err(|_| AuditError::Corrupt(layout::record(r.seq)))?;
+                writes.push(
+                    Write::put(key(&layout::record(r.seq))?, value).expecting(Expect::Absent),
+                );
+            }
+            let doc = serde_json::to_vec(&HeadDoc {
+                seq: last,
+                hash: prev.clone(),
+            })
+            .map_err(|_| AuditError::Corrupt(layout::HEAD.to_owned()))?;
+            let expect = head.version.map_or(Expect::Absent, Expect::Version);
+            writes.push(Write::put(head_key.clone(), doc).expecting(expect));
+            match self.store.commit(writes).await {
+                Ok(versions) => {
+                    self.head = Some(Head {
+                        seq: last,
+                        hash: prev,
+                        version: versions.last().copied(),
+                    });
+                    self.to_sink(records.into_iter().map(Line::Record).collect())
+                        .await?;
+                    return Ok(head.seq + 1);
+                }
+                // Another process appended first: chain after its records.
+                Err(StoreError::Conflict { .. }) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(AuditError::Contention(MAX_ATTEMPTS))
+    }
+
+    async fn checkpoint(&mut self, session: &Session) -> Result<Option<Checkpoint>, AuditError> {
+        let head = read_head(self.store.as_ref()).await?;
+        if head.seq == 0 || head.seq <= self.last_checkpoint {
+            return Ok(None);
+        }
+        let mut cp = Checkpoint {
+            seq: head.seq,
+            head: head.hash,
+            time: self.now(),
+            key: session.keys.public_key().to_string(),
+            signature: String::new(),
+        };
+        cp.signature = session.keys.sign_checkpoint(&cp);
+        let value =
+            serde_json::to_vec(&cp).map_err(|_| AuditError::Corrupt(layout::checkpoint(cp.seq)))?;
+        let write = Write::put(key(&layout::checkpoint(cp.seq))?, value).expecting(Expect::Absent);
+        match self.store.commit(vec![write]).await {
+            Ok(_) => {}
+            // Another process signed this head already.
+            Err(StoreError::Conflict { .. }) => {
+                self.last_checkpoint = head.seq;
+                return Ok(None);
+            }
+            Err(e) => return Err(e.into()),
+        }
+        self.last_checkpoint = cp.seq;
+        self.to_sink(vec![Line::Checkpoint(cp.clone())]).await?;
+        Ok(Some(cp))
+    }
+}

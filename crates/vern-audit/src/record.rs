@@ -1,0 +1,241 @@
+//! Records and checkpoints, and exactly which bytes are hashed and signed.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+/// The `prev` of record 1: 32 zero bytes in hex.
+pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
+/// Domain separation of record hashes.
+const RECORD_CONTEXT: &[u8] = b"vern-audit-record-v1\0";
+/// Domain separation of checkpoint signatures.
+const CHECKPOINT_CONTEXT: &[u8] = b"vern-audit-checkpoint-v1\0";
+
+/// Who made a request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Actor {
+    /// `operator` or `service`.
+    pub kind: String,
+    /// The client id (`root` for the root token).
+    pub id: String,
+    /// Whether this is the root token (break-glass).
+    pub root: bool,
+    /// A service's tenant.
+    pub tenant: Option<String>,
+    /// A service's project.
+    pub project: Option<String>,
+    /// A service's environment.
+    pub environment: Option<String>,
+}
+
+/// The authorization decision of a request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Verdict {
+    /// Allowed or denied.
+    pub allowed: bool,
+    /// The ids of the policies that decided.
+    pub policies: Vec<String>,
+    /// The cross-tenant grant that opened the resource, if one did.
+    pub grant: Option<String>,
+}
+
+/// The credential a request came with. The token itself is never kept.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenRef {
+    /// HMAC-SHA256 of the presented token (`vern audit hash` finds it).
+    pub hmac: String,
+    /// The token's id (`jti`), when it has one.
+    pub id: Option<String>,
+    /// How the token is bound: `dpop`, `mtls` or `none`.
+    pub binding: String,
+}
+
+/// What the server knows of one request; the log adds sequence, time and
+/// hashes when it appends.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Event {
+    /// The request's correlation id.
+    pub request_id: String,
+    /// Method and route template, such as `GET /v1/{mount}/data/{*path}`.
+    pub operation: String,
+    /// The authenticated caller, if authentication got that far.
+    pub principal: Option<Actor>,
+    /// The Cedar action (or the operation's own name where no policy
+    /// decides, such as `sys.unseal` or `token.issue`).
+    pub action: Option<String>,
+    /// The resource, such as `secret:secret/acme/web/prod/db`.
+    pub resource: Option<String>,
+    /// The tenant that owns the resource, when it has one.
+    pub resource_tenant: Option<String>,
+    /// The authorization decision, when one was made.
+    pub decision: Option<Verdict>,
+    /// The HTTP status of the response.
+    pub status: u16,
+    /// The caller's network address.
+    pub source: String,
+    /// The presented token, as HMAC and id.
+    pub token: Option<TokenRef>,
+    /// Other sensitive values of the request, as HMACs by name (an issued
+    /// token, a generated client secret).
+    pub hmacs: BTreeMap<String, String>,
+}
+
+impl Event {
+    /// The tenants this event belongs to: the principal's and the
+    /// resource's.
+    pub fn concerns_tenant(&self, tenant: &str) -> bool {
+        self.resource_tenant.as_deref() == Some(tenant)
+            || self.principal.as_ref().and_then(|p| p.tenant.as_deref()) == Some(tenant)
+    }
+}
+
+/// One link of the chain.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditRecord {
+    /// Position in the chain, from 1, without gaps.
+    pub seq: u64,
+    /// Hash of record `seq - 1` ([`GENESIS`] for record 1).
+    pub prev: String,
+    /// When the record was appended (RFC 3339, milliseconds, UTC).
+    pub time: String,
+    /// What happened.
+    pub event: Event,
+    /// SHA-256 over the fields above; see [`AuditRecord::compute_hash`].
+    pub hash: String,
+}
+
+#[derive(Serialize)]
+struct Hashed<'a> {
+    seq: u64,
+    prev: &'a str,
+    time: &'a str,
+    event: &'a Event,
+}
+
+impl AuditRecord {
+    /// Chains `event` after `prev`.
+    pub fn chain(seq: u64, prev: &str, time: String, event: Event) -> Self {
+        let mut record = Self {
+            seq,
+            prev: prev.to_owned(),
+            time,
+            event,
+            hash: String::new(),
+        };
+        record.hash = hex::encode(record.compute_hash());
+        record
+    }
+
+    /// SHA-256 of a context string and the canonical JSON of every field
+    /// but `hash` (struct fields in declaration order, maps sorted).
+    pub fn compute_hash(&self) -> [u8; 32] {
+        let body = Hashed {
+            seq: self.seq,
+            prev: &self.prev,
+            time: &self.time,
+            event: &self.event,
+        };
+        let mut h = Sha256::new();
+        h.update(RECORD_CONTEXT);
+        // Serializing plain strings, numbers and sorted maps cannot fail.
+        h.update(serde_json::to_vec(&body).unwrap_or_default());
+        h.finalize().into()
+    }
+}
+
+/// A signed statement that the chain had `head` as the hash of record
+/// `seq`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Checkpoint {
+    /// The sequence number of the last record covered.
+    pub seq: u64,
+    /// That record's hash.
+    pub head: String,
+    /// When it was signed.
+    pub time: String,
+    /// The signing public key (`ed25519:<base64url>`).
+    pub key: String,
+    /// Ed25519 signature (base64url) over [`Checkpoint::signed_bytes`].
+    pub signature: String,
+}
+
+#[derive(Serialize)]
+struct Signed<'a> {
+    seq: u64,
+    head: &'a str,
+    time: &'a str,
+    key: &'a str,
+}
+
+impl Checkpoint {
+    /// The bytes the signature covers: a context string and the canonical
+    /// JSON of every field but the signature.
+    pub fn signed_bytes(&self) -> Vec<u8> {
+        let body = Signed {
+            seq: self.seq,
+            head: &self.head,
+            time: &self.time,
+            key: &self.key,
+        };
+        let mut out = CHECKPOINT_CONTEXT.to_vec();
+        out.extend(serde_json::to_vec(&body).unwrap_or_default());
+        out
+    }
+}
+
+/// One line of a JSON-lines sink.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Line {
+    /// A record.
+    Record(AuditRecord),
+    /// A checkpoint.
+    Checkpoint(Checkpoint),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event() -> Event {
+        Event {
+            request_id: "r1".to_owned(),
+            operation: "GET /v1/{mount}/data/{*path}".to_owned(),
+            status: 200,
+            ..Event::default()
+        }
+    }
+
+    #[test]
+    fn lines_round_trip_and_refuse_unknown_fields() {
+        let r = AuditRecord::chain(1, GENESIS, "2026-01-01T00:00:00.000Z".to_owned(), event());
+        let text = serde_json::to_string(&Line::Record(r.clone())).unwrap();
+        assert!(text.starts_with(r#"{"type":"record""#), "{text}");
+        assert_eq!(
+            serde_json::from_str::<Line>(&text).unwrap(),
+            Line::Record(r)
+        );
+        let extra = text.replacen(r#""seq":1"#, r#""seq":1,"extra":true"#, 1);
+        assert!(serde_json::from_str::<Line>(&extra).is_err());
+    }
+
+    #[test]
+    fn every_field_is_covered_by_the_hash() {
+        let r = AuditRecord::chain(7, GENESIS, "t".to_owned(), event());
+        let mut changed = r.clone();
+        changed.event.status = 201;
+        assert_ne!(changed.compute_hash(), r.compute_hash());
+        let mut changed = r.clone();
+        changed.time = "u".to_owned();
+        assert_ne!(changed.compute_hash(), r.compute_hash());
+        assert_eq!(hex::encode(r.compute_hash()), r.hash);
+    }
+}

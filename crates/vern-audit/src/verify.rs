@@ -1,0 +1,329 @@
+//! Verifying a log: the chain link by link, every checkpoint's signature
+//! against a trusted key, each checkpoint against the record it signs, and
+//! the tail against the last checkpoint.
+
+use std::collections::BTreeMap;
+use std::io::BufRead as _;
+use std::path::Path;
+
+use serde::Serialize;
+use vern_store::{Key, Store};
+
+use crate::keys::PublicKey;
+use crate::layout;
+use crate::log::read_head;
+use crate::record::{AuditRecord, Checkpoint, Line, GENESIS};
+use crate::AuditError;
+
+/// Most problems a report keeps.
+const MAX_PROBLEMS: usize = 1000;
+/// Keys read per storage round trip.
+const PAGE: usize = 1000;
+
+/// One thing wrong with the log, at the sequence number where it shows.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Problem {
+    /// The first sequence number affected.
+    pub seq: u64,
+    /// What is wrong.
+    pub reason: String,
+}
+
+/// The outcome of a verification.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    /// Records read.
+    pub records: u64,
+    /// Checkpoints with a valid signature by the trusted key.
+    pub checkpoints: u64,
+    /// The last record's sequence number.
+    pub head_seq: u64,
+    /// The last record's hash.
+    pub head_hash: String,
+    /// The newest validly signed checkpoint.
+    pub last_checkpoint: Option<u64>,
+    /// Records after the last checkpoint: chained, not yet signed.
+    pub unsigned_tail: u64,
+    /// What is wrong, by sequence number.
+    pub problems: Vec<Problem>,
+}
+
+impl Report {
+    /// Whether nothing is wrong.
+    pub fn intact(&self) -> bool {
+        self.problems.is_empty()
+    }
+
+    /// The first broken sequence number and why.
+    pub fn first_broken(&self) -> Option<&Problem> {
+        self.problems.first()
+    }
+}
+
+/// Checks entries fed to it in order: every checkpoint first, then the
+/// records by sequence number.
+pub struct Verifier {
+    trusted: PublicKey,
+    trusted_text: String,
+    checkpoints: BTreeMap<u64, Checkpoint>,
+    expected: u64,
+    prev: String,
+    records: u64,
+    problems: Vec<Problem>,
+}
+
+impl Verifier {
+    /// A verifier that trusts checkpoints signed by `trusted` only.
+    pub fn new(trusted: PublicKey) -> Self {
+        Self {
+            trusted,
+            trusted_text: trusted.to_string(),
+            checkpoints: BTreeMap::new(),
+            expected: 1,
+            prev: GENESIS.to_owned(),
+            records: 0,
+            problems: Vec::new(),
+        }
+    }
+
+    /// Notes a problem.
+    pub fn problem(&mut self, seq: u64, reason: String) {
+        if self.problems.len() < MAX_PROBLEMS {
+            self.problems.push(Problem { seq, reason });
+        }
+    }
+
+    /// Takes a checkpoint; call for all of them before the records.
+    pub fn checkpoint(&mut self, cp: Checkpoint) {
+        if cp.key != self.trusted_text {
+            let reason = format!(
+                "the checkpoint at record {} is signed by {}, not by the trusted key",
+                cp.seq, cp.key
+            );
+            return self.problem(cp.seq, reason);
+        }
+        if !self.trusted.verifies(&cp.signed_bytes(), &cp.signature) {
+            let reason = format!(
+                "the signature of the checkpoint at record {} does not verify: it was forged or altered",
+                cp.seq
+            );
+            return self.problem(cp.seq, reason);
+        }
+        match self.checkpoints.get(&cp.seq) {
+            Some(known) if known.head != cp.head => {
+                let reason = format!("two signed checkpoints disagree about record {}", cp.seq);
+                self.problem(cp.seq, reason);
+            }
+            Some(_) => {}
+            None => {
+                self.checkpoints.insert(cp.seq, cp);
+            }
+        }
+    }
+
+    /// Takes the next record.
+    pub fn record(&mut self, r: &AuditRecord) {
+        self.records += 1;
+        if r.seq != self.expected {
+            let reason = if r.seq > self.expected {
+                format!(
+                    "record {} is missing or out of place (found record {} instead)",
+                    self.expected, r.seq
+                )
+            } else {
+                format!(
+                    "record {} appears again or out of order after record {}",
+                    r.seq,
+                    self.expected - 1
+                )
+            };
+            self.problem(self.expected.min(r.seq), reason);
+        } else if r.prev != self.prev {
+            let reason = format!(
+                "record {} does not link to the record before it (inserted, removed or reordered)",
+                r.seq
+            );
+            self.problem(r.seq, reason);
+        }
+        let hash = hex::encode(r.compute_hash());
+        if hash != r.hash {
+            let reason = format!("record {} does not match its hash: it was edited", r.seq);
+            self.problem(r.seq, reason);
+        }
+        if let Some(cp) = self.checkpoints.get(&r.seq) {
+            if cp.head != r.hash || cp.head != hash {
+                let reason = format!(
+                    "record {} differs from the signed checkpoint: the chain was rewritten",
+                    r.seq
+                );
+                self.problem(r.seq, reason);
+            }
+        }
+        self.expected = r.seq.saturating_add(1);
+        self.prev = r.hash.clone();
+    }
+
+    /// The report, with the tail checked against the last checkpoint.
+    pub fn finish(mut self) -> Report {
+        let head_seq = self.expected - 1;
+        if let Some((&last, _)) = self.checkpoints.iter().next_back() {
+            if last > head_seq {
+                let reason = format!(
+                    "the log ends at record {head_seq} but a checkpoint signs record {last}: the tail was truncated"
+                );
+                self.problem(head_seq + 1, reason);
+            }
+        }
+        let last_checkpoint = self
+            .checkpoints
+            .keys()
+            .copied()
+            .filter(|s| *s <= head_seq)
+            .next_back();
+        self.problems.sort_by_key(|p| p.seq);
+        Report {
+            records: self.records,
+            checkpoints: self.checkpoints.len() as u64,
+            head_seq,
+            head_hash: self.prev,
+            last_checkpoint,
+            unsigned_tail: head_seq - last_checkpoint.unwrap_or(0),
+            problems: self.problems,
+        }
+    }
+}
+
+fn seq_of(key: &str, prefix: &str) -> Option<u64> {
+    key.strip_prefix(prefix)?.parse().ok()
+}
+
+async fn keys_under(
+    store: &dyn Store,
+    prefix: &str,
+    after: Option<String>,
+) -> Result<Vec<String>, AuditError> {
+    Ok(store.list(prefix, after.as_deref(), PAGE).await?)
+}
+
+/// The number of records the head claims, for progress reporting.
+pub async fn head_seq(store: &dyn Store) -> Result<u64, AuditError> {
+    Ok(read_head(store).await?.seq)
+}
+
+/// Verifies the log in `store`; `progress` gets the number of records read
+/// so far.
+pub async fn verify_store(
+    store: &dyn Store,
+    trusted: PublicKey,
+    progress: &mut dyn FnMut(u64),
+) -> Result<Report, AuditError> {
+    let mut v = Verifier::new(trusted);
+    let mut after = None;
+    loop {
+        let keys = keys_under(store, layout::CHECKPOINTS, after.take()).await?;
+        for k in &keys {
+            let seq = seq_of(k, layout::CHECKPOINTS).unwrap_or(0);
+            let Some(entry) = store.get(&storage_key(k)?).await? else {
+                continue;
+            };
+            match serde_json::from_slice::<Checkpoint>(&entry.value) {
+                Ok(cp) if cp.seq == seq => v.checkpoint(cp),
+                Ok(cp) => v.problem(
+                    seq.min(cp.seq),
+                    format!("the checkpoint stored at {seq} claims record {}", cp.seq),
+                ),
+                Err(_) => v.problem(seq, format!("the checkpoint at record {seq} is malformed")),
+            }
+        }
+        match keys.last() {
+            Some(last) => after = Some(last.clone()),
+            None => break,
+        }
+    }
+    let mut read = 0;
+    loop {
+        let keys = keys_under(store, layout::RECORDS, after.take()).await?;
+        for k in &keys {
+            let seq = seq_of(k, layout::RECORDS).unwrap_or(0);
+            let Some(entry) = store.get(&storage_key(k)?).await? else {
+                continue;
+            };
+            match serde_json::from_slice::<AuditRecord>(&entry.value) {
+                Ok(r) => {
+                    if r.seq != seq {
+                        v.problem(
+                            seq.min(r.seq),
+                            format!("the record stored as {seq} claims to be record {}", r.seq),
+                        );
+                    }
+                    v.record(&r);
+                }
+                Err(_) => v.problem(seq, format!("record {seq} is malformed")),
+            }
+            read += 1;
+        }
+        progress(read);
+        match keys.last() {
+            Some(last) => after = Some(last.clone()),
+            None => break,
+        }
+    }
+    Ok(v.finish())
+}
+
+fn storage_key(k: &str) -> Result<Key, AuditError> {
+    Key::new(k).map_err(|e| AuditError::Corrupt(e.to_string()))
+}
+
+const CHECKPOINT_LINE: &str = r#"{"type":"checkpoint""#;
+
+/// Verifies a JSON-lines file written by the sink; `progress` gets the
+/// bytes read so far in the record pass.
+pub fn verify_file(
+    path: &Path,
+    trusted: PublicKey,
+    progress: &mut dyn FnMut(u64),
+) -> Result<Report, AuditError> {
+    let open = || {
+        std::fs::File::open(path)
+            .map(|f| std::io::BufReader::with_capacity(1 << 20, f))
+            .map_err(|e| AuditError::Invalid(format!("cannot read {}: {e}", path.display())))
+    };
+    let read_err =
+        |e: std::io::Error| AuditError::Invalid(format!("cannot read {}: {e}", path.display()));
+    let mut v = Verifier::new(trusted);
+    let mut line = String::new();
+    let mut reader = open()?;
+    while reader.read_line(&mut line).map_err(read_err)? > 0 {
+        if line.starts_with(CHECKPOINT_LINE) {
+            match serde_json::from_str::<Line>(&line) {
+                Ok(Line::Checkpoint(cp)) => v.checkpoint(cp),
+                _ => v.problem(0, "a checkpoint line is malformed".to_owned()),
+            }
+        }
+        line.clear();
+    }
+    let mut reader = open()?;
+    let mut bytes = 0u64;
+    let mut number = 0u64;
+    while reader.read_line(&mut line).map_err(read_err)? > 0 {
+        number += 1;
+        bytes += line.len() as u64;
+        let text = line.trim_end();
+        if !text.is_empty() && !text.starts_with(CHECKPOINT_LINE) {
+            match serde_json::from_str::<Line>(text) {
+                Ok(Line::Record(r)) => v.record(&r),
+                _ => {
+                    let seq = v.expected;
+                    v.problem(seq, format!("line {number} is not a valid record"));
+                }
+            }
+        }
+        if number % 4096 == 0 {
+            progress(bytes);
+        }
+        line.clear();
+    }
+    progress(bytes);
+    Ok(v.finish())
+}
