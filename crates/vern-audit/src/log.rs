@@ -75,7 +75,7 @@ pub(crate) struct Head {
 }
 
 enum Job {
-    Append(Event, oneshot::Sender<Result<u64, String>>),
+    Append(Box<Event>, oneshot::Sender<Result<u64, String>>),
     Checkpoint(
         Arc<Session>,
         oneshot::Sender<Result<Option<Checkpoint>, String>>,
@@ -190,7 +190,7 @@ impl AuditLog {
         let (tx, rx) = oneshot::channel();
         self.shared
             .tx
-            .send(Job::Append(event, tx))
+            .send(Job::Append(Box::new(event), tx))
             .await
             .map_err(|_| AuditError::Closed)?;
         rx.await
@@ -282,7 +282,7 @@ impl Appender {
             for job in jobs {
                 match job {
                     Job::Append(event, reply) => {
-                        events.push(event);
+                        events.push(*event);
                         waiters.push(reply);
                     }
                     Job::Checkpoint(session, reply) => checkpoints.push((session, reply)),
@@ -312,7 +312,7 @@ impl Appender {
     }
 
     /// Writes to the sink off the async workers (a file sync blocks).
-    async fn to_sink(&mut self, lines: Vec<Line>) -> Result<(), AuditError> {
+    async fn write_sink(&mut self, lines: Vec<Line>) -> Result<(), AuditError> {
         let Some(mut sink) = self.sink.take() else {
             return Ok(());
         };
@@ -371,8 +371,13 @@ impl Appender {
                         hash: prev,
                         version: versions.last().copied(),
                     });
-                    self.to_sink(records.into_iter().map(Line::Record).collect())
-                        .await?;
+                    self.write_sink(
+                        records
+                            .into_iter()
+                            .map(|r| Line::Record(Box::new(r)))
+                            .collect(),
+                    )
+                    .await?;
                     return Ok(head.seq + 1);
                 }
                 // Another process appended first: chain after its records.
@@ -409,7 +414,7 @@ impl Appender {
             Err(e) => return Err(e.into()),
         }
         self.last_checkpoint = cp.seq;
-        self.to_sink(vec![Line::Checkpoint(cp.clone())]).await?;
+        self.write_sink(vec![Line::Checkpoint(cp.clone())]).await?;
         Ok(Some(cp))
     }
 }

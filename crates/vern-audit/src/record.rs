@@ -196,7 +196,7 @@ impl Checkpoint {
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Line {
     /// A record.
-    Record(AuditRecord),
+    Record(Box<AuditRecord>),
     /// A checkpoint.
     Checkpoint(Checkpoint),
 }
@@ -217,11 +217,11 @@ mod tests {
     #[test]
     fn lines_round_trip_and_refuse_unknown_fields() {
         let r = AuditRecord::chain(1, GENESIS, "2026-01-01T00:00:00.000Z".to_owned(), event());
-        let text = serde_json::to_string(&Line::Record(r.clone())).unwrap();
+        let text = serde_json::to_string(&Line::Record(Box::new(r.clone()))).unwrap();
         assert!(text.starts_with(r#"{"type":"record""#), "{text}");
         assert_eq!(
             serde_json::from_str::<Line>(&text).unwrap(),
-            Line::Record(r)
+            Line::Record(Box::new(r))
         );
         let extra = text.replacen(r#""seq":1"#, r#""seq":1,"extra":true"#, 1);
         assert!(serde_json::from_str::<Line>(&extra).is_err());

@@ -174,12 +174,7 @@ impl Verifier {
                 self.problem(head_seq + 1, reason);
             }
         }
-        let last_checkpoint = self
-            .checkpoints
-            .keys()
-            .copied()
-            .filter(|s| *s <= head_seq)
-            .next_back();
+        let last_checkpoint = self.checkpoints.keys().copied().rfind(|s| *s <= head_seq);
         self.problems.sort_by_key(|p| p.seq);
         Report {
             records: self.records,
@@ -319,7 +314,7 @@ pub fn verify_file(
                 }
             }
         }
-        if number % 4096 == 0 {
+        if number.is_multiple_of(4096) {
             progress(bytes);
         }
         line.clear();

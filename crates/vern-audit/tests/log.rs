@@ -126,12 +126,19 @@ fn event(i: usize) -> Event {
             kind: "service".to_owned(),
             id: format!("svc.acme.web.prod.api{}", i % 3),
             root: false,
-            tenant: Some(if i % 2 == 0 { "acme" } else { "globex" }.to_owned()),
+            tenant: Some(
+                if i.is_multiple_of(2) {
+                    "acme"
+                } else {
+                    "globex"
+                }
+                .to_owned(),
+            ),
             project: Some("web".to_owned()),
             environment: Some("prod".to_owned()),
         }),
         action: Some(
-            if i % 4 == 0 {
+            if i.is_multiple_of(4) {
                 "secret.write"
             } else {
                 "secret.read"
@@ -141,7 +148,7 @@ fn event(i: usize) -> Event {
         resource: Some(format!("secret:secret/acme/web/prod/db{i}")),
         resource_tenant: Some("acme".to_owned()),
         decision: Some(Verdict {
-            allowed: i % 5 != 0,
+            allowed: !i.is_multiple_of(5),
             policies: vec!["vern.service-own-environment".to_owned()],
             grant: None,
         }),
@@ -250,6 +257,9 @@ async fn restore(store: &dyn Store, snap: &BTreeMap<String, Vec<u8>>) {
 
 const N: u64 = 30;
 
+/// One tamper of a record's JSON.
+type Edit = Box<dyn Fn(&mut Value)>;
+
 #[allow(clippy::too_many_lines)]
 async fn tamper_suite(db: &Db) {
     let (p, _) = first_process(db, AuditConfig::default()).await;
@@ -271,7 +281,7 @@ async fn tamper_suite(db: &Db) {
     let target = 7;
     let key7 = layout::record(target);
     let original = get_json(store, &key7).await;
-    let edits: Vec<(&str, Box<dyn Fn(&mut Value)>)> = vec![
+    let edits: Vec<(&str, Edit)> = vec![
         ("seq", Box::new(|v| v["seq"] = json!(70))),
         ("prev", Box::new(|v| v["prev"] = json!(vern_audit::GENESIS))),
         (
@@ -309,7 +319,10 @@ async fn tamper_suite(db: &Db) {
         ),
         (
             "decision",
-            Box::new(|v| v["event"]["decision"]["allowed"] = json!(false)),
+            Box::new(|v| {
+                let allowed = v["event"]["decision"]["allowed"].as_bool().unwrap();
+                v["event"]["decision"]["allowed"] = json!(!allowed);
+            }),
         ),
         (
             "policies",

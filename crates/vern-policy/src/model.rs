@@ -22,6 +22,8 @@ pub const ACTIONS: &[&str] = &[
     "client.manage",
     "authz.check",
     "policy.reload",
+    "audit.read",
+    "audit.hash",
 ];
 
 /// Who asks.
@@ -86,7 +88,8 @@ pub enum Binding {
 }
 
 impl Binding {
-    fn name(self) -> &'static str {
+    /// `none`, `dpop` or `mtls`, as policies and audit records spell it.
+    pub fn name(self) -> &'static str {
         match self {
             Self::None => "none",
             Self::Dpop => "dpop",
@@ -361,6 +364,28 @@ impl Subject {
 }
 
 impl Resource {
+    /// The resource in the form [`Resource::parse_spec`] reads.
+    pub fn spec(&self) -> String {
+        match self {
+            Self::Platform => "platform".to_owned(),
+            Self::Tenant(t) => format!("tenant:{t}"),
+            Self::Project(t, p) => format!("project:{t}/{p}"),
+            Self::Environment(s) => {
+                format!("environment:{}/{}/{}", s.tenant, s.project, s.environment)
+            }
+            Self::Secret { mount, path, .. } => format!("secret:{mount}:{path}"),
+        }
+    }
+
+    /// The tenant that owns the resource (none for the platform).
+    pub fn tenant(&self) -> Option<&TenantId> {
+        match self {
+            Self::Platform => None,
+            Self::Tenant(t) | Self::Project(t, _) => Some(t),
+            Self::Environment(s) | Self::Secret { scope: s, .. } => Some(&s.tenant),
+        }
+    }
+
     /// Parses `platform`, `tenant:T`, `project:T/P`, `environment:T/P/E`,
     /// or `secret:[MOUNT:]T/P/E/NAME…` (mount `secret` by default).
     pub fn parse_spec(s: &str) -> Result<Self, String> {

@@ -13,6 +13,7 @@ use vern_authority::{AccessClaims, ClientKind, DpopCheck, NonceRule, Presented};
 use vern_core::{Principal, PrincipalKind};
 use vern_policy::{Binding, PolicyEngine, Subject, SubjectKind};
 
+use crate::audit::AuditSlot;
 use crate::error::ApiError;
 use crate::state::AppState;
 
@@ -27,6 +28,8 @@ pub(crate) struct Caller {
     pub(crate) time: u64,
     pub(crate) binding: Binding,
     pub(crate) policies: Arc<PolicyEngine>,
+    /// Where the request's audit record is being filled in.
+    pub(crate) audit: Option<AuditSlot>,
 }
 
 /// What an authenticated token says, before the request context is added.
@@ -34,6 +37,7 @@ struct Identity {
     principal: Principal,
     subject: Subject,
     binding: Binding,
+    token_id: Option<String>,
 }
 
 impl Identity {
@@ -48,6 +52,7 @@ impl Identity {
                 },
             },
             binding: Binding::None,
+            token_id: None,
         }
     }
 
@@ -92,6 +97,7 @@ impl Identity {
                 kind: subject_kind,
             },
             binding,
+            token_id: Some(claims.jti),
         })
     }
 }
@@ -158,6 +164,14 @@ impl FromRequestParts<AppState> for Caller {
             metrics.limited("lockout");
             return Err(ApiError::too_many(wait));
         }
+        let audit = parts.extensions.get::<AuditSlot>().cloned();
+        if let (Some(slot), Ok(Some(Scheme::Bearer(t) | Scheme::Dpop(t)))) =
+            (&audit, presented(parts))
+        {
+            if !t.is_empty() {
+                slot.token(&t);
+            }
+        }
         let identity = match Self::authenticate(parts, state).await {
             Ok(c) => c,
             Err(e) => {
@@ -174,6 +188,10 @@ impl FromRequestParts<AppState> for Caller {
             }
         };
         guard.lockout.succeed(&source);
+        if let Some(slot) = &audit {
+            slot.principal(&identity.principal);
+            slot.token_details(identity.token_id.clone(), identity.binding);
+        }
         let caller = Self {
             principal: identity.principal,
             subject: identity.subject,
@@ -181,6 +199,7 @@ impl FromRequestParts<AppState> for Caller {
             time: state.inner.clock.unix_seconds(),
             binding: identity.binding,
             policies: Arc::clone(&state.inner.policies),
+            audit,
         };
         if let Err(wait) = guard.api_principal.take(&caller.principal.id) {
             metrics.limited("api_principal");

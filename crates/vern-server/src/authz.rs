@@ -29,6 +29,8 @@ pub(crate) enum Action {
     CheckAuthz,
     /// Reloading the policy directory.
     ReloadPolicies,
+    /// `vern audit hash`: HMAC of a value under the audit key.
+    HashAudit,
 }
 
 impl Action {
@@ -42,6 +44,7 @@ impl Action {
             Self::ManageClients => "client.manage",
             Self::CheckAuthz => "authz.check",
             Self::ReloadPolicies => "policy.reload",
+            Self::HashAudit => "audit.hash",
         }
     }
 }
@@ -84,6 +87,9 @@ fn decide(caller: &Caller, action: &str, resource: Resource) -> Decision {
         binding: caller.binding,
     };
     let d = caller.policies.decide(&query);
+    if let Some(slot) = &caller.audit {
+        slot.decision(action, &query.resource, &d);
+    }
     if d.allowed {
         tracing::debug!(principal = %caller.principal.id, action, policies = ?d.policies, grant = ?d.grant, "Allowed.");
     } else {
@@ -139,6 +145,20 @@ pub(crate) fn may_list(caller: &Caller, prefix: &ListPrefix) -> bool {
         }),
     };
     decide(caller, "secret.list", resource).allowed
+}
+
+/// Decides reading audit records: of one tenant, or (`None`) of the whole
+/// platform; 403 on deny.
+pub(crate) fn authorize_audit_read(
+    caller: &Caller,
+    tenant: Option<&vern_core::TenantId>,
+) -> Result<(), ApiError> {
+    let resource = tenant.map_or(Resource::Platform, |t| Resource::Tenant(t.clone()));
+    if decide(caller, "audit.read", resource).allowed {
+        Ok(())
+    } else {
+        Err(ApiError::forbidden())
+    }
 }
 
 /// Decides a request another service asks about (`/v1/authz/check`).

@@ -1,13 +1,15 @@
 //! Vern's HTTP edge, and the only crate that knows HTTP.
 //!
 //! Every request takes the same way through [`app`]:
-//! request id → metrics and access log → timeout → body size limit →
-//! route → authenticate ([`auth`]) → authorize ([`authz`]) → domain call
-//! (through the seal's barrier) → response. Errors from any domain are turned
+//! request id → metrics and access log → audit slot ([`audit`]) → timeout →
+//! body size limit → route → authenticate ([`auth`]) → authorize
+//! ([`authz`]) → domain call (through the seal's barrier) → audit append →
+//! response. Errors from any domain are turned
 //! into HTTP in one place, [`error`].
 #![forbid(unsafe_code)]
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 
+mod audit;
 mod auth;
 mod authz;
 mod cluster;

@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use vern_audit::AuditLog;
 use vern_authority::{Authority, AuthorityConfig, NonceRule};
 use vern_core::{Clock, SystemClock};
 use vern_policy::PolicyEngine;
@@ -26,6 +27,9 @@ pub enum StateError {
     /// The policies are invalid.
     #[error(transparent)]
     Policy(#[from] vern_policy::PolicyError),
+    /// The audit log could not be opened.
+    #[error(transparent)]
+    Audit(#[from] vern_audit::AuditError),
     /// The keeper client could not be built.
     #[error("keeper client: {0}")]
     Keepers(#[from] reqwest::Error),
@@ -55,6 +59,8 @@ pub struct ServerConfig {
     /// Directory of `*.cedar` policy files (built-in policies only when
     /// not set).
     pub policy_dir: Option<std::path::PathBuf>,
+    /// The audit log's settings; `None` turns audit off.
+    pub audit: Option<vern_audit::AuditConfig>,
 }
 
 impl Default for ServerConfig {
@@ -69,6 +75,7 @@ impl Default for ServerConfig {
             limits: Limits::default(),
             token_signing_alg: vern_authority::Alg::EdDsa,
             policy_dir: None,
+            audit: Some(vern_audit::AuditConfig::default()),
         }
     }
 }
@@ -91,6 +98,7 @@ pub(crate) struct Inner {
     pub(crate) authority: Arc<Authority>,
     pub(crate) guard: Guard,
     pub(crate) policies: Arc<PolicyEngine>,
+    pub(crate) audit: Option<AuditLog>,
 }
 
 /// The abuse-protection state of one process.
@@ -104,7 +112,9 @@ pub(crate) struct Guard {
 
 impl AppState {
     /// State over an opened store and its seal. Fails on an invalid KV
-    /// mount name.
+    /// mount name, invalid policies, or an audit sink that cannot be
+    /// opened. Must be called inside a Tokio runtime (the audit appender
+    /// runs as a task).
     pub fn new(
         store: Arc<dyn Store>,
         seal: Arc<Seal>,
@@ -128,6 +138,11 @@ impl AppState {
             Some(dir) => PolicyEngine::from_dir(dir)?,
             None => PolicyEngine::builtin()?,
         });
+        let audit = config
+            .audit
+            .clone()
+            .map(|c| AuditLog::new(Arc::clone(&store), Arc::clone(&clock), c))
+            .transpose()?;
         let guard = Guard {
             token_client: Buckets::new(config.limits.token_per_client),
             token_address: Buckets::new(config.limits.token_per_address),
@@ -148,6 +163,7 @@ impl AppState {
                 authority,
                 guard,
                 policies,
+                audit,
             }),
         })
     }
@@ -197,6 +213,22 @@ impl AppState {
         match &self.inner.config.policy_dir {
             Some(dir) => self.inner.policies.reload(dir),
             None => Ok(0),
+        }
+    }
+
+    /// Signs a last audit checkpoint and drops the audit keys; call after
+    /// the server has drained on shutdown.
+    pub async fn shutdown(&self) {
+        if let Some(log) = &self.inner.audit {
+            match log.close().await {
+                Ok(Some(cp)) => {
+                    tracing::info!(seq = cp.seq, "Audit checkpoint signed at shutdown.")
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::error!(error = %e, "The shutdown audit checkpoint could not be written.")
+                }
+            }
         }
     }
 

@@ -50,6 +50,9 @@ pub(crate) enum Command {
     /// Read and write KV v2 secrets.
     #[command(subcommand)]
     Kv(KvCommand),
+    /// The audit log: verify it, query it, follow it, hash a known value.
+    #[command(subcommand)]
+    Audit(AuditCommand),
     /// Run a keeper: a stateless process holding one unseal share in
     /// memory, handed only to the configured Vern server over mutual TLS.
     Keeper(KeeperArgs),
@@ -58,6 +61,98 @@ pub(crate) enum Command {
         /// The shell.
         shell: clap_complete::Shell,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum AuditCommand {
+    /// Check the whole log: the hash chain link by link, every checkpoint's
+    /// signature against the trusted key, and the tail against the last
+    /// checkpoint. Names the first broken record; exits 2 when the log
+    /// does not verify.
+    Verify(AuditVerifyArgs),
+    /// Records matching filters, oldest first (one page; --after to go on).
+    Query {
+        #[command(flatten)]
+        client: ClientArgs,
+        #[command(flatten)]
+        filter: AuditFilterArgs,
+        /// Only records after this sequence number.
+        #[arg(long, default_value_t = 0)]
+        after: u64,
+        /// Most records to print.
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+    },
+    /// The newest records; with -f, keep printing new ones as they come.
+    Tail {
+        #[command(flatten)]
+        client: ClientArgs,
+        #[command(flatten)]
+        filter: AuditFilterArgs,
+        /// Keep following the log.
+        #[arg(short = 'f', long)]
+        follow: bool,
+        /// How many of the newest records to start with.
+        #[arg(short = 'n', long, default_value_t = 10)]
+        lines: u64,
+    },
+    /// The HMAC a record carries for VALUE (a token, a client secret), to
+    /// search the log for it. Reads standard input when VALUE is `-` or
+    /// missing.
+    Hash {
+        #[command(flatten)]
+        client: ClientArgs,
+        /// The value.
+        value: Option<String>,
+    },
+    /// The key checkpoints are signed with (to pin for `audit verify`).
+    PublicKey(ClientArgs),
+}
+
+/// Filters of `vern audit query` and `tail`.
+#[derive(Debug, Clone, Args)]
+pub(crate) struct AuditFilterArgs {
+    /// Appended at or after this RFC 3339 time.
+    #[arg(long)]
+    pub(crate) since: Option<String>,
+    /// Appended before this RFC 3339 time.
+    #[arg(long)]
+    pub(crate) until: Option<String>,
+    /// The principal's client id.
+    #[arg(long)]
+    pub(crate) principal: Option<String>,
+    /// The principal's or the resource's tenant.
+    #[arg(long)]
+    pub(crate) tenant: Option<String>,
+    /// The action, such as secret.read.
+    #[arg(long)]
+    pub(crate) action: Option<String>,
+    /// The decision.
+    #[arg(long, value_parser = ["allow", "deny"])]
+    pub(crate) decision: Option<String>,
+}
+
+/// Options of `vern audit verify`.
+#[derive(Debug, Clone, Args)]
+pub(crate) struct AuditVerifyArgs {
+    /// Verify the log in this storage (`sqlite:PATH` or `postgres://…`).
+    #[arg(
+        long,
+        env = "VERN_AUDIT_STORAGE",
+        hide_env_values = true,
+        conflicts_with = "file",
+        required_unless_present = "file"
+    )]
+    pub(crate) storage: Option<String>,
+    /// Verify a JSON-lines file written by `--audit-file`.
+    #[arg(long)]
+    pub(crate) file: Option<PathBuf>,
+    /// The trusted checkpoint key (`ed25519:…`) [default: asked from the
+    /// server at VERN_ADDR, which must be unsealed].
+    #[arg(long, env = "VERN_AUDIT_PUBLIC_KEY")]
+    pub(crate) public_key: Option<String>,
+    #[command(flatten)]
+    pub(crate) client: ClientArgs,
 }
 
 #[derive(Debug, Subcommand)]
@@ -485,6 +580,14 @@ pub(crate) struct ServeArgs {
     /// policies only].
     #[arg(long, env = "VERN_POLICY_DIR")]
     pub(crate) policy_dir: Option<PathBuf>,
+    /// Also write every audit record and checkpoint as JSON lines to this
+    /// file (synced per batch), or `-` for standard output [default:
+    /// storage only].
+    #[arg(long, env = "VERN_AUDIT_FILE")]
+    pub(crate) audit_file: Option<String>,
+    /// Seconds between signed audit checkpoints [default: 60].
+    #[arg(long, env = "VERN_AUDIT_CHECKPOINT_INTERVAL")]
+    pub(crate) audit_checkpoint_interval: Option<u64>,
     /// KV v2 mount to serve (repeat for several) [default: secret].
     #[arg(long = "kv-mount", env = "VERN_KV_MOUNTS", value_delimiter = ',')]
     pub(crate) kv_mounts: Vec<String>,
@@ -537,6 +640,7 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             prune,
             dry_run,
         } => crate::clients::apply(&client, &file, prune, dry_run).await,
+        Command::Audit(cmd) => crate::audit::run(cmd).await,
         Command::Keeper(args) => crate::keeper::run(args).await.map(|()| ExitCode::SUCCESS),
         Command::Completions { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "vern", &mut std::io::stdout());

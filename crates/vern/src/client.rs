@@ -16,6 +16,8 @@ pub(crate) struct Client {
     http: reqwest::Client,
     base: String,
     token: Option<String>,
+    /// When set, requests carry `X-Request-Id: <prefix>-<n>`.
+    request_ids: Option<(String, std::sync::atomic::AtomicU64)>,
 }
 
 impl Client {
@@ -33,7 +35,15 @@ impl Client {
             http: builder.build().context("cannot build the HTTP client")?,
             base: args.address.trim_end_matches('/').to_owned(),
             token: args.token.clone().filter(|t| !t.is_empty()),
+            request_ids: None,
         })
+    }
+
+    /// Numbers this client's requests `<prefix>-1`, `<prefix>-2`, … so
+    /// their audit records can be told apart.
+    pub(crate) fn with_request_ids(mut self, prefix: String) -> Self {
+        self.request_ids = Some((prefix, std::sync::atomic::AtomicU64::new(0)));
+        self
     }
 
     /// Sends a request; returns status and parsed JSON body (`null` when
@@ -48,6 +58,10 @@ impl Client {
         let mut req = self.http.request(method, &url);
         if let Some(token) = &self.token {
             req = req.header("X-Vault-Token", token);
+        }
+        if let Some((prefix, n)) = &self.request_ids {
+            let n = n.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+            req = req.header("X-Request-Id", format!("{prefix}-{n}"));
         }
         if let Some(body) = body {
             req = req.json(&body);

@@ -31,6 +31,19 @@ pub(crate) struct FileConfig {
     pub(crate) tls: Option<TlsSection>,
     pub(crate) keepers: Option<KeepersSection>,
     pub(crate) limits: Option<LimitsSection>,
+    pub(crate) audit: Option<AuditSection>,
+}
+
+/// `[audit]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct AuditSection {
+    /// Turning audit off is for benchmarks and throwaway servers only.
+    pub(crate) enabled: Option<bool>,
+    /// A JSON-lines copy of the log: a path, or `-` for standard output.
+    pub(crate) file: Option<String>,
+    /// Seconds between signed checkpoints.
+    pub(crate) checkpoint_interval: Option<u64>,
 }
 
 /// `[limits]`: rates as `"RATE"` or `"RATE:BURST"` requests per second.
@@ -93,6 +106,11 @@ impl FileConfig {
             fix(&mut tls.key);
             if let Some(ca) = tls.client_ca.as_mut() {
                 fix(ca);
+            }
+        }
+        if let Some(file) = self.audit.as_mut().and_then(|a| a.file.as_mut()) {
+            if file != "-" && Path::new(file.as_str()).is_relative() {
+                *file = base.join(file.as_str()).display().to_string();
             }
         }
         if let Some(k) = self.keepers.as_mut() {

@@ -12,7 +12,7 @@ use vern_seal::{IssuedShare, Seal};
 use vern_server::{AppState, KeeperConfig, Limits, Listener, Rate, ServerConfig, TlsFiles};
 
 use crate::cli::ServeArgs;
-use crate::config::FileConfig;
+use crate::config::{AuditSection, FileConfig};
 use crate::logging::{self, LogFormat};
 
 const DEFAULT_LISTEN: &str = "127.0.0.1:8200";
@@ -118,6 +118,32 @@ fn keeper_settings(
     }))
 }
 
+fn audit_settings(
+    args: &ServeArgs,
+    file: AuditSection,
+) -> anyhow::Result<Option<vern_audit::AuditConfig>> {
+    let defaults = vern_audit::AuditConfig::default();
+    let sink = args.audit_file.clone().or(file.file);
+    let interval = args
+        .audit_checkpoint_interval
+        .or(file.checkpoint_interval)
+        .map_or(defaults.checkpoint_interval, Duration::from_secs);
+    if interval.is_zero() {
+        bail!("the audit checkpoint interval must be at least one second");
+    }
+    if file.enabled == Some(false) {
+        if sink.is_some() {
+            bail!("an audit file was given but [audit] enabled = false turns audit off");
+        }
+        return Ok(None);
+    }
+    Ok(Some(vern_audit::AuditConfig {
+        checkpoint_interval: interval,
+        sink: sink.as_deref().map(vern_audit::SinkTarget::parse),
+        ..defaults
+    }))
+}
+
 fn settings(args: ServeArgs) -> anyhow::Result<Settings> {
     let mut file = match &args.config {
         Some(path) => FileConfig::load(path)?,
@@ -125,6 +151,7 @@ fn settings(args: ServeArgs) -> anyhow::Result<Settings> {
     };
     let keepers = keeper_settings(&args, file.keepers.take())?;
     let limits = limit_settings(&args, file.limits.take().unwrap_or_default())?;
+    let audit = audit_settings(&args, file.audit.take().unwrap_or_default())?;
     let listen = match args.listen.or(file.listen) {
         Some(a) => a,
         None => DEFAULT_LISTEN.parse().context("default listen address")?,
@@ -173,6 +200,7 @@ fn settings(args: ServeArgs) -> anyhow::Result<Settings> {
         public_url: String::new(),
         policy_dir: args.policy_dir.clone().or(file.policy_dir.clone()),
         limits,
+        audit,
         token_signing_alg: match args
             .token_signing_alg
             .clone()
@@ -218,6 +246,9 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let dev_root_token = args.dev_root_token.clone();
     let s = settings(args)?;
     logging::init(s.log_format);
+    if s.server.audit.is_none() {
+        tracing::warn!("Audit is turned off: requests leave no record.");
+    }
 
     if s.dev {
         if !s.listen.ip().is_loopback() {
@@ -266,8 +297,9 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<()> {
     };
     state.spawn_maintenance();
     spawn_policy_reload_on_sighup(state.clone());
-    let app = vern_server::app(state);
+    let app = vern_server::app(state.clone());
     vern_server::serve(listener, app, shutdown_signal()).await?;
+    state.shutdown().await;
     tracing::info!("Vern stopped.");
     Ok(())
 }

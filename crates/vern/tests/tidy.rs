@@ -17,6 +17,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("vern-secrets", 2),
     ("vern-authority", 2),
     ("vern-policy", 2),
+    ("vern-audit", 2),
     ("vern-server", 3),
     ("vern", 4),
 ];

@@ -34,6 +34,9 @@ pub(crate) async fn create(
     let created = state.inner.authority.create_client(&barrier, &spec).await?;
     let mut body = record_json(&created.record);
     if let Some(secret) = &created.secret {
+        if let Some(slot) = &caller.audit {
+            slot.sensitive("client_secret", secret.expose());
+        }
         body["client_secret"] = json!(String::from_utf8_lossy(secret.expose()));
     }
     Ok((StatusCode::OK, Json(json!({ "data": body }))).into_response())

@@ -1,5 +1,6 @@
 //! The route table.
 
+mod audit;
 mod authz;
 mod clients;
 mod kv;
@@ -95,6 +96,9 @@ pub(crate) fn router(state: AppState) -> Router {
         .route("/v1/auth/apply", post(clients::apply))
         .route("/v1/authz/check", post(authz::check))
         .route("/v1/sys/policies/reload", post(authz::reload))
+        .route("/v1/audit/records", get(audit::records))
+        .route("/v1/audit/hash", post(audit::hash).put(audit::hash))
+        .route("/v1/audit/public-key", get(audit::public_key))
         .route("/metrics", get(metrics))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
@@ -104,6 +108,10 @@ pub(crate) fn router(state: AppState) -> Router {
                 .layer(axum::middleware::from_fn_with_state(
                     state.clone(),
                     middleware::observe,
+                ))
+                .layer(axum::middleware::from_fn_with_state(
+                    state.clone(),
+                    crate::audit::record,
                 ))
                 .layer(axum::middleware::from_fn_with_state(
                     state.clone(),

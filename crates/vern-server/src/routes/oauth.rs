@@ -20,6 +20,7 @@ use vern_authority::{
 };
 use vern_crypto::SecretBytes;
 
+use crate::audit::AuditSlot;
 use crate::error::ApiError;
 use crate::listen::PeerCertificate;
 use crate::state::AppState;
@@ -328,6 +329,7 @@ fn source_of(connect: Option<Extension<ConnectInfo<SocketAddr>>>) -> String {
 /// `POST /oauth2/token`.
 pub(crate) async fn token(
     State(state): State<AppState>,
+    audit: Option<Extension<AuditSlot>>,
     connect: Option<Extension<ConnectInfo<SocketAddr>>>,
     peer: Option<Extension<PeerCertificate>>,
     headers: HeaderMap,
@@ -347,7 +349,20 @@ pub(crate) async fn token(
         None => return Err(OAuthError::invalid_request("grant_type is missing")),
     }
     let (creds, basic) = credentials(&headers, &form, peer.as_ref().map(|Extension(p)| p))?;
-    let keys = admit(&state, &source, &claimed_client(&creds))?;
+    let claimed = claimed_client(&creds);
+    if let Some(Extension(slot)) = &audit {
+        slot.action("token.issue", Some(format!("client:{claimed}")));
+        match &creds {
+            ClientCredentials::Secret { secret, .. } => {
+                slot.sensitive("client_secret", secret.expose());
+            }
+            ClientCredentials::Assertion { assertion, .. } => {
+                slot.sensitive("client_assertion", assertion.as_bytes());
+            }
+            ClientCredentials::Tls { .. } => {}
+        }
+    }
+    let keys = admit(&state, &source, &claimed)?;
     let barrier = state.inner.seal.barrier().map_err(ApiError::from)?;
     let authority = &state.inner.authority;
     let proofs: Vec<&str> = headers
@@ -379,6 +394,9 @@ pub(crate) async fn token(
     match result {
         Ok(issued) => {
             tracing::info!(token_type = issued.token_type, "Access token issued.");
+            if let Some(Extension(slot)) = &audit {
+                slot.sensitive("issued_token", issued.access_token.as_bytes());
+            }
             let mut resp = no_store(
                 Json(json!({
                     "access_token": issued.access_token,
@@ -462,12 +480,14 @@ fn claims_json(c: &AccessClaims, issuer: &str) -> Value {
 /// learns about tokens of its own tenant only; anything else is inactive.
 pub(crate) async fn introspect(
     State(state): State<AppState>,
+    audit: Option<Extension<AuditSlot>>,
     connect: Option<Extension<ConnectInfo<SocketAddr>>>,
     peer: Option<Extension<PeerCertificate>>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, OAuthError> {
     let call = client_call(&state, connect, peer, &headers, &body).await?;
+    note_client_call(audit.as_ref(), "token.introspect", &call);
     let authority = &state.inner.authority;
     let claims = authority
         .introspect(&call.barrier, &call.token)
@@ -491,12 +511,14 @@ pub(crate) async fn introspect(
 /// client any. Takes effect on Vern's API at once.
 pub(crate) async fn revoke(
     State(state): State<AppState>,
+    audit: Option<Extension<AuditSlot>>,
     connect: Option<Extension<ConnectInfo<SocketAddr>>>,
     peer: Option<Extension<PeerCertificate>>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, OAuthError> {
     let call = client_call(&state, connect, peer, &headers, &body).await?;
+    note_client_call(audit.as_ref(), "token.revoke", &call);
     let only = match call.caller.kind {
         ClientKind::Operator { .. } => None,
         ClientKind::Service { .. } => Some(call.caller.client_id.as_str()),
@@ -508,6 +530,14 @@ pub(crate) async fn revoke(
         .await
         .map_err(|e| from_auth(e, call.basic))?;
     Ok(no_store(StatusCode::OK.into_response()))
+}
+
+/// Records the client and the (HMAC of the) token it asks about.
+fn note_client_call(audit: Option<&Extension<AuditSlot>>, action: &str, call: &ClientCall) {
+    if let Some(Extension(slot)) = audit {
+        slot.action(action, Some(format!("client:{}", call.caller.client_id)));
+        slot.sensitive("token", call.token.as_bytes());
+    }
 }
 
 /// An authenticated client's request about a `token` (introspection,

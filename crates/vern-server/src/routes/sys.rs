@@ -6,13 +6,14 @@ use std::collections::HashMap;
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::Json;
+use axum::{Extension, Json};
 use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 use vern_seal::{
     IssuedShare, RekeyOutcome, RekeyStatus, SealStatus, DEFAULT_SHARES, DEFAULT_THRESHOLD,
 };
 
+use crate::audit::AuditSlot;
 use crate::auth::Caller;
 use crate::authz::{authorize, Action};
 use crate::cluster::ClusterInfo;
@@ -164,8 +165,12 @@ struct InitResponse {
 /// `PUT|POST /v1/sys/init`: returns the unseal keys and root token once.
 pub(crate) async fn init(
     State(state): State<AppState>,
+    audit: Option<Extension<AuditSlot>>,
     ApiJson(req): ApiJson<ShareSetRequest>,
 ) -> Result<Response, ApiError> {
+    if let Some(Extension(slot)) = &audit {
+        slot.action("sys.init", Some("platform".to_owned()));
+    }
     let (shares, threshold) = req.parameters()?;
     let seal = &state.inner.seal;
     let out = match &state.inner.keepers {
@@ -246,8 +251,12 @@ pub(crate) struct UnsealRequest {
 /// `PUT|POST /v1/sys/unseal`: one share per call, or `reset`.
 pub(crate) async fn unseal(
     State(state): State<AppState>,
+    audit: Option<Extension<AuditSlot>>,
     ApiJson(req): ApiJson<UnsealRequest>,
 ) -> Result<Response, ApiError> {
+    if let Some(Extension(slot)) = &audit {
+        slot.action("sys.unseal", Some("platform".to_owned()));
+    }
     let seal = &state.inner.seal;
     let status = if req.reset {
         seal.reset_unseal().await?

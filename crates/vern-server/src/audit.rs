@@ -1,0 +1,237 @@
+//! The audit point of the request path: every request other than public
+//! probes gets an [`AuditSlot`] that authentication and authorization fill
+//! in, and after the handler the record is appended before the response
+//! leaves. If the append fails the response is replaced by a 500, so no
+//! data reaches a caller whose request is not on record.
+
+use std::sync::{Arc, Mutex};
+
+use axum::extract::{ConnectInfo, MatchedPath, Request, State};
+use axum::http::{Method, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use vern_audit::{Actor, Event, Session, TokenRef, Verdict};
+use vern_core::{Principal, PrincipalKind, RequestId};
+use vern_policy::{Binding, Decision, Resource};
+
+use crate::error::ApiError;
+use crate::state::AppState;
+
+/// What is known of a request so far; filled in as it goes.
+#[derive(Clone)]
+pub(crate) struct AuditSlot {
+    inner: Arc<Mutex<Slot>>,
+}
+
+struct Slot {
+    event: Event,
+    session: Option<Arc<Session>>,
+}
+
+impl AuditSlot {
+    fn new(session: Option<Arc<Session>>) -> Self {
+        Self {
+            inner: Arc::new(Mutex::new(Slot {
+                event: Event::default(),
+                session,
+            })),
+        }
+    }
+
+    fn with<R>(&self, f: impl FnOnce(&mut Slot) -> R) -> R {
+        f(&mut self.inner.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    /// The caller, once authenticated.
+    pub(crate) fn principal(&self, principal: &Principal) {
+        let actor = match &principal.kind {
+            PrincipalKind::Service { scope } => Actor {
+                kind: "service".to_owned(),
+                id: principal.id.clone(),
+                root: false,
+                tenant: Some(scope.tenant.to_string()),
+                project: Some(scope.project.to_string()),
+                environment: Some(scope.environment.to_string()),
+            },
+            other => Actor {
+                kind: "operator".to_owned(),
+                id: principal.id.clone(),
+                root: matches!(other, PrincipalKind::Operator { root: true }),
+                tenant: None,
+                project: None,
+                environment: None,
+            },
+        };
+        self.with(|s| s.event.principal = Some(actor));
+    }
+
+    /// The presented token, kept only as its HMAC.
+    pub(crate) fn token(&self, token: &str) {
+        self.with(|s| {
+            let hmac = s
+                .session
+                .as_ref()
+                .map_or_else(String::new, |k| k.hmac(token.as_bytes()));
+            s.event.token = Some(TokenRef {
+                hmac,
+                id: None,
+                binding: Binding::None.name().to_owned(),
+            });
+        });
+    }
+
+    /// The verified token's id and binding.
+    pub(crate) fn token_details(&self, id: Option<String>, binding: Binding) {
+        self.with(|s| {
+            if let Some(t) = &mut s.event.token {
+                t.id = id;
+                t.binding = binding.name().to_owned();
+            }
+        });
+    }
+
+    /// A Cedar decision. The first one is the request's own; later ones
+    /// (entries filtered out of a listing) do not replace it.
+    pub(crate) fn decision(&self, action: &str, resource: &Resource, d: &Decision) {
+        self.with(|s| {
+            if s.event.decision.is_some() {
+                return;
+            }
+            s.event.action = Some(action.to_owned());
+            s.event.resource = Some(resource.spec());
+            s.event.resource_tenant = resource.tenant().map(ToString::to_string);
+            s.event.decision = Some(Verdict {
+                allowed: d.allowed,
+                policies: d.policies.clone(),
+                grant: d.grant.clone(),
+            });
+        });
+    }
+
+    /// An operation no policy decides (unseal, token issuance).
+    pub(crate) fn action(&self, action: &str, resource: Option<String>) {
+        self.with(|s| {
+            s.event.action = Some(action.to_owned());
+            s.event.resource = resource;
+        });
+    }
+
+    /// Another sensitive value of the request, kept as its HMAC.
+    pub(crate) fn sensitive(&self, name: &str, value: &[u8]) {
+        self.with(|s| {
+            if let Some(k) = &s.session {
+                let hmac = k.hmac(value);
+                s.event.hmacs.insert(name.to_owned(), hmac);
+            }
+        });
+    }
+
+    /// The HMAC of `value` under this request's audit key, if unsealed.
+    pub(crate) fn hmac(&self, value: &[u8]) -> Option<String> {
+        self.with(|s| s.session.as_ref().map(|k| k.hmac(value)))
+    }
+
+    fn finish(self, base: Event) -> Event {
+        self.with(|s| {
+            let mut event = std::mem::take(&mut s.event);
+            event.request_id = base.request_id;
+            event.operation = base.operation;
+            event.status = base.status;
+            event.source = base.source;
+            event
+        })
+    }
+}
+
+/// Probes and public documents, not worth a record each.
+fn is_public(method: &Method, route: &str) -> bool {
+    (method == Method::GET || method == Method::HEAD)
+        && matches!(
+            route,
+            "/v1/sys/health"
+                | "/v1/sys/seal-status"
+                | "/v1/sys/init"
+                | "/oauth2/jwks"
+                | "/.well-known/oauth-authorization-server"
+                | "/v1/audit/public-key"
+                | "/metrics"
+        )
+}
+
+fn fail_closed(err: &vern_audit::AuditError) -> Response {
+    tracing::error!(error = %err, "The audit record could not be written; the request fails.");
+    ApiError::new(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "the audit record of this request could not be written, so the request failed",
+    )
+    .into_response()
+}
+
+/// The middleware. While sealed nothing is decrypted and nothing recorded:
+/// the keys that HMAC and sign records are behind the barrier.
+pub(crate) async fn record(
+    State(state): State<AppState>,
+    mut req: Request,
+    next: Next,
+) -> Response {
+    let Some(log) = state.inner.audit.clone() else {
+        return next.run(req).await;
+    };
+    let method = req.method().clone();
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+    if is_public(&method, &route) {
+        return next.run(req).await;
+    }
+    let seal = Arc::clone(&state.inner.seal);
+    let mut session = match seal.barrier() {
+        Ok(barrier) => match log.session(&barrier).await {
+            Ok(s) => Some(s),
+            Err(e) => return fail_closed(&e),
+        },
+        Err(_) => None,
+    };
+    let slot = AuditSlot::new(session.clone());
+    req.extensions_mut().insert(slot.clone());
+    let request_id = req
+        .extensions()
+        .get::<RequestId>()
+        .map(|r| r.as_str().to_owned())
+        .unwrap_or_default();
+    let source = req
+        .extensions()
+        .get::<ConnectInfo<std::net::SocketAddr>>()
+        .map_or_else(|| "unknown".to_owned(), |c| c.0.ip().to_string());
+    let resp = next.run(req).await;
+    if session.is_none() {
+        // The request may have unsealed: its record opens the new log.
+        if let Ok(barrier) = seal.barrier() {
+            match log.session(&barrier).await {
+                Ok(s) => session = Some(s),
+                Err(e) => return fail_closed(&e),
+            }
+        }
+    }
+    if session.is_none() {
+        return resp;
+    }
+    let event = slot.finish(Event {
+        request_id,
+        operation: format!("{method} {route}"),
+        status: resp.status().as_u16(),
+        source,
+        ..Event::default()
+    });
+    if let Err(e) = log.append(event).await {
+        return fail_closed(&e);
+    }
+    if seal.is_sealed() {
+        // This request sealed the server: sign the head and drop the keys.
+        if let Err(e) = log.close().await {
+            tracing::error!(error = %e, "The closing audit checkpoint could not be written.");
+        }
+    }
+    resp
+}

@@ -1,0 +1,567 @@
+//! The audit log through the real binary: what a record holds (and never
+//! holds), who may read it, fail-closed behaviour when the sink or the
+//! store refuses records, one chain across parallel requests and across
+//! two processes on one PostgreSQL, and `vern audit verify` catching an
+//! edited file.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::time::Duration;
+
+use common::{client, client_token, dev_server, path_str, temp, text, vern, Server};
+use serde_json::{json, Value};
+
+const MARKER: &str = "s3cr3t-marker-9b1f";
+
+async fn records(s: &Server, token: &str, query: &str) -> (u16, Value) {
+    let resp = client()
+        .get(s.url(&format!("/v1/audit/records?{query}")))
+        .header("x-vault-token", token)
+        .send()
+        .await
+        .unwrap();
+    let status = resp.status().as_u16();
+    (status, resp.json().await.unwrap_or(Value::Null))
+}
+
+fn list(v: &Value) -> Vec<Value> {
+    v["data"]["records"].as_array().cloned().unwrap_or_default()
+}
+
+async fn put_secret(s: &Server, path: &str) -> u16 {
+    client()
+        .post(s.url(&format!("/v1/secret/data/{path}")))
+        .header("x-vault-token", "root")
+        .json(&json!({"data": {"password": MARKER}}))
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+async fn public_key(s: &Server) -> String {
+    let v: Value = client()
+        .get(s.url("/v1/audit/public-key"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    v["data"]["public_key"].as_str().unwrap().to_owned()
+}
+
+#[tokio::test]
+async fn records_carry_decisions_and_hmacs_never_secrets() {
+    let dir = temp();
+    let data = path_str(dir.path());
+    let file = dir.path().join("audit.jsonl");
+    let s = dev_server(&data, &["--audit-file", &path_str(&file)]);
+    let c = client();
+    assert_eq!(put_secret(&s, "acme/web/prod/db").await, 200);
+    let svc = client_token(
+        &s,
+        json!({"tenant": "acme", "project": "web", "environment": "prod", "name": "api"}),
+    )
+    .await;
+    let read = c
+        .get(s.url("/v1/secret/data/acme/web/prod/db"))
+        .bearer_auth(&svc)
+        .header("x-request-id", "read-own-0001")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(read.status(), 200);
+    let denied = c
+        .get(s.url("/v1/secret/data/globex/web/prod/db"))
+        .bearer_auth(&svc)
+        .header("x-request-id", "read-other-0001")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(denied.status(), 404);
+    let bad = c
+        .get(s.url("/v1/secret/data/acme/web/prod/db"))
+        .header("x-vault-token", "not-a-token")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad.status(), 403);
+
+    let (status, all) = records(&s, "root", "limit=1000").await;
+    assert_eq!(status, 200, "{all}");
+    let all = list(&all);
+    let by_id = |id: &str| {
+        all.iter()
+            .find(|r| r["event"]["request_id"] == id)
+            .unwrap_or_else(|| panic!("no record for {id}"))
+            .clone()
+    };
+    let own = by_id("read-own-0001");
+    let e = &own["event"];
+    assert_eq!(e["action"], "secret.read");
+    assert_eq!(e["resource"], "secret:secret:acme/web/prod/db");
+    assert_eq!(e["resource_tenant"], "acme");
+    assert_eq!(e["decision"]["allowed"], true);
+    assert_eq!(
+        e["decision"]["policies"],
+        json!(["vern.service-own-environment"])
+    );
+    assert_eq!(e["status"], 200);
+    assert_eq!(e["source"], "127.0.0.1");
+    assert_eq!(e["principal"]["kind"], "service");
+    assert_eq!(e["principal"]["tenant"], "acme");
+    assert_eq!(e["operation"], "GET /v1/{mount}/data/{*path}");
+    assert!(e["token"]["id"].is_string());
+    assert_eq!(e["token"]["binding"], "none");
+
+    let other = by_id("read-other-0001");
+    assert_eq!(other["event"]["decision"]["allowed"], false);
+    assert_eq!(
+        other["event"]["decision"]["policies"],
+        json!(["vern.tenant-isolation"])
+    );
+    assert_eq!(other["event"]["resource_tenant"], "globex");
+    assert_eq!(other["event"]["status"], 404);
+    let unauthenticated = all
+        .iter()
+        .find(|r| r["event"]["status"] == 403 && r["event"]["principal"].is_null())
+        .expect("the refused token is on record");
+
+    // Tokens appear only as HMACs, which `vern audit hash` reproduces.
+    let env = [("VERN_ADDR", s.http()), ("VERN_TOKEN", "root".to_owned())];
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let hash = |value: &str| {
+        let out = vern(&["audit", "hash", value, "--output", "json"], &env);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        serde_json::from_slice::<Value>(&out.stdout).unwrap()["hash"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    assert_eq!(own["event"]["token"]["hmac"], hash(&svc));
+    assert_eq!(
+        unauthenticated["event"]["token"]["hmac"],
+        hash("not-a-token")
+    );
+    let issued = all
+        .iter()
+        .find(|r| r["event"]["action"] == "token.issue" && r["event"]["status"] == 200)
+        .unwrap();
+    assert_eq!(issued["event"]["hmacs"]["issued_token"], hash(&svc));
+    assert!(issued["event"]["hmacs"]["client_secret"].is_string());
+
+    // Nothing secret in clear: not in the API's records, the file, or the
+    // database.
+    s.terminate();
+    let everything = format!(
+        "{}\n{}",
+        serde_json::to_string(&all).unwrap(),
+        std::fs::read_to_string(&file).unwrap()
+    );
+    for secret in [MARKER, svc.as_str(), "not-a-token"] {
+        assert!(!everything.contains(secret), "{secret} appears in clear");
+    }
+    let conn = rusqlite::Connection::open(dir.path().join("vern.db")).unwrap();
+    let mut stmt = conn
+        .prepare("SELECT value FROM kv WHERE key LIKE 'audit/%'")
+        .unwrap();
+    let rows: Vec<Vec<u8>> = stmt
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    assert!(rows.len() > 5);
+    for row in rows {
+        let row = String::from_utf8_lossy(&row);
+        assert!(!row.contains(MARKER) && !row.contains(svc.as_str()));
+    }
+}
+
+#[tokio::test]
+async fn tenants_read_their_own_records_and_reading_is_audited() {
+    let dir = temp();
+    let s = dev_server(&path_str(dir.path()), &[]);
+    put_secret(&s, "acme/web/prod/db").await;
+    put_secret(&s, "globex/web/prod/db").await;
+    let siem = client_token(
+        &s,
+        json!({"tenant": "acme", "project": "ops", "environment": "prod", "name": "siem",
+               "scopes": ["audit:read"]}),
+    )
+    .await;
+    let plain = client_token(
+        &s,
+        json!({"tenant": "acme", "project": "web", "environment": "prod", "name": "api"}),
+    )
+    .await;
+
+    let (status, own) = records(&s, &siem, "limit=1000").await;
+    assert_eq!(status, 200, "{own}");
+    let own = list(&own);
+    assert!(!own.is_empty());
+    for r in &own {
+        let e = &r["event"];
+        assert!(
+            e["resource_tenant"] == "acme" || e["principal"]["tenant"] == "acme",
+            "another tenant's record leaked: {r}"
+        );
+    }
+    assert!(own
+        .iter()
+        .any(|r| r["event"]["resource"] == "secret:secret:acme/web/prod/db"));
+    assert_eq!(records(&s, &siem, "tenant=globex").await.0, 403);
+    assert_eq!(records(&s, &plain, "").await.0, 403);
+    assert_eq!(records(&s, "root", "tenant=globex").await.0, 200);
+
+    // Reading the log is itself on record, allowed and denied alike.
+    let (_, reads) = records(&s, "root", "action=audit.read&limit=1000").await;
+    let reads = list(&reads);
+    let denied: Vec<_> = reads
+        .iter()
+        .filter(|r| r["event"]["decision"]["allowed"] == false)
+        .collect();
+    assert_eq!(denied.len(), 2, "{reads:?}");
+    assert!(reads.len() >= 4);
+    let (_, only_denied) = records(&s, "root", "decision=deny&limit=1000").await;
+    assert!(list(&only_denied)
+        .iter()
+        .all(|r| r["event"]["decision"]["allowed"] == false));
+    let (_, none) = records(&s, "root", "since=2999-01-01T00:00:00Z").await;
+    assert!(list(&none).is_empty());
+    assert_eq!(records(&s, "root", "since=yesterday").await.0, 400);
+    assert_eq!(records(&s, "root", "decision=maybe").await.0, 400);
+    assert_eq!(records(&s, "root", "bogus=1").await.0, 400);
+
+    // The CLI reads the same log.
+    let env = [("VERN_ADDR", s.http()), ("VERN_TOKEN", "root".to_owned())];
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let out = vern(
+        &[
+            "audit",
+            "query",
+            "--action",
+            "secret.write",
+            "--output",
+            "json",
+        ],
+        &env,
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout).lines().count(), 2);
+    let out = vern(&["audit", "tail", "-n", "3"], &env);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(
+        text(&out.stdout).lines().count(),
+        3,
+        "{}",
+        text(&out.stdout)
+    );
+}
+
+#[tokio::test]
+async fn an_unwritable_sink_fails_requests_without_data() {
+    let dir = temp();
+    let s = dev_server(&path_str(dir.path()), &["--audit-file", "/dev/full"]);
+    let resp = client()
+        .post(s.url("/v1/secret/data/acme/web/prod/db"))
+        .header("x-vault-token", "root")
+        .json(&json!({"data": {"password": MARKER}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 500);
+    let read = client()
+        .get(s.url("/v1/secret/data/acme/web/prod/db"))
+        .header("x-vault-token", "root")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(read.status(), 500);
+    let body = read.text().await.unwrap();
+    assert!(!body.contains(MARKER), "{body}");
+    assert!(body.contains("audit record"), "{body}");
+    // Probes are not audited, so the server still reports its health.
+    let health = client().get(s.url("/v1/sys/health")).send().await.unwrap();
+    assert_eq!(health.status(), 200);
+}
+
+#[tokio::test]
+async fn a_store_refusing_records_fails_requests_without_data_on_sqlite() {
+    let dir = temp();
+    let s = dev_server(&path_str(dir.path()), &[]);
+    assert_eq!(put_secret(&s, "acme/web/prod/db").await, 200);
+    let conn = rusqlite::Connection::open(dir.path().join("vern.db")).unwrap();
+    conn.execute_batch(
+        "CREATE TRIGGER refuse_audit BEFORE INSERT ON kv WHEN NEW.key LIKE 'audit/log/%'
+         BEGIN SELECT RAISE(ABORT, 'disk quota exceeded'); END;",
+    )
+    .unwrap();
+    drop(conn);
+    let read = client()
+        .get(s.url("/v1/secret/data/acme/web/prod/db"))
+        .header("x-vault-token", "root")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(read.status(), 500);
+    assert!(!read.text().await.unwrap().contains(MARKER));
+}
+
+async fn two_servers_on(url: &str) -> (Server, Server, String) {
+    let args = [
+        "--listen",
+        "127.0.0.1:0",
+        "--insecure-listen",
+        "--storage",
+        url,
+    ];
+    let (a, b) = (Server::start(&args, &[]), Server::start(&args, &[]));
+    let c = client();
+    let init: Value = c
+        .put(a.url("/v1/sys/init"))
+        .json(&json!({"secret_shares": 1, "secret_threshold": 1}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let key = init["keys"][0].as_str().unwrap();
+    for s in [&a, &b] {
+        c.put(s.url("/v1/sys/unseal"))
+            .json(&json!({ "key": key }))
+            .send()
+            .await
+            .unwrap();
+    }
+    (a, b, init["root_token"].as_str().unwrap().to_owned())
+}
+
+#[tokio::test]
+async fn parallel_requests_on_two_processes_make_one_chain_on_postgresql() {
+    let Some(url) = vern_store::testing::fresh_postgres_url().await else {
+        return;
+    };
+    let (a, b, root) = two_servers_on(&url).await;
+    let key = public_key(&a).await;
+    assert_eq!(key, public_key(&b).await);
+    let (before_status, before) = records(&a, &root, "limit=1").await;
+    assert_eq!(before_status, 200);
+    let head_before = before["data"]["head"].as_u64().unwrap();
+    let n = 200;
+    let tasks: Vec<_> = (0..n)
+        .map(|i| {
+            let url = if i % 2 == 0 { a.url("") } else { b.url("") };
+            let root = root.clone();
+            tokio::spawn(async move {
+                client()
+                    .get(format!("{url}/v1/secret/data/acme/web/prod/n{i}"))
+                    .header("x-vault-token", root)
+                    .header("x-request-id", format!("parallel-{i:04}"))
+                    .send()
+                    .await
+                    .unwrap()
+                    .status()
+                    .as_u16()
+            })
+        })
+        .collect();
+    for t in tasks {
+        assert_eq!(t.await.unwrap(), 404);
+    }
+    let (_, after) = records(&b, &root, &format!("after={head_before}&limit=1000")).await;
+    let parallel: Vec<_> = list(&after)
+        .into_iter()
+        .filter(|r| {
+            r["event"]["request_id"]
+                .as_str()
+                .unwrap()
+                .starts_with("parallel-")
+        })
+        .collect();
+    assert_eq!(parallel.len(), n);
+    a.terminate();
+    b.terminate();
+    let out = vern(
+        &[
+            "audit",
+            "verify",
+            "--storage",
+            &url,
+            "--public-key",
+            &key,
+            "--output",
+            "json",
+        ],
+        &[],
+    );
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(out.status.success(), "{report}");
+    assert_eq!(report["intact"], true);
+    assert_eq!(
+        report["unsigned_tail"], 0,
+        "shutdown signs the head: {report}"
+    );
+    assert!(report["records"].as_u64().unwrap() > n as u64);
+}
+
+#[tokio::test]
+async fn a_store_refusing_records_fails_requests_on_postgresql() {
+    let Some(url) = vern_store::testing::fresh_postgres_url().await else {
+        return;
+    };
+    let (a, _b, root) = two_servers_on(&url).await;
+    let (pg, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    pg.batch_execute(
+        "CREATE FUNCTION refuse_audit() RETURNS trigger AS $$
+           BEGIN RAISE EXCEPTION 'disk quota exceeded'; END $$ LANGUAGE plpgsql;
+         CREATE TRIGGER refuse_audit BEFORE INSERT ON kv FOR EACH ROW
+           WHEN (NEW.key LIKE 'audit/log/%') EXECUTE FUNCTION refuse_audit();",
+    )
+    .await
+    .unwrap();
+    let resp = client()
+        .post(a.url("/v1/secret/data/acme/web/prod/db"))
+        .header("x-vault-token", &root)
+        .json(&json!({"data": {"password": MARKER}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 500);
+    assert!(!resp.text().await.unwrap().contains(MARKER));
+}
+
+#[tokio::test]
+async fn verify_cli_checks_storage_and_files_and_names_the_broken_record() {
+    let dir = temp();
+    let data = path_str(dir.path());
+    let file = dir.path().join("audit.jsonl");
+    let s = dev_server(
+        &data,
+        &[
+            "--audit-file",
+            &path_str(&file),
+            "--audit-checkpoint-interval",
+            "1",
+        ],
+    );
+    let key = public_key(&s).await;
+    for i in 0..20 {
+        put_secret(&s, &format!("acme/web/prod/s{i}")).await;
+    }
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    for i in 0..5 {
+        put_secret(&s, &format!("acme/web/prod/t{i}")).await;
+    }
+    s.terminate();
+    let storage = format!("sqlite:{}", dir.path().join("vern.db").display());
+    let verify = |args: &[&str]| {
+        let mut all = vec!["audit", "verify", "--public-key", key.as_str()];
+        all.extend_from_slice(args);
+        vern(&all, &[])
+    };
+    let out = verify(&["--storage", &storage]);
+    assert!(
+        out.status.success(),
+        "{}{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    assert!(text(&out.stdout).contains("The audit log verifies"));
+    let out = verify(&["--file", &path_str(&file), "--output", "json"]);
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["intact"], true, "{report}");
+    assert!(report["checkpoints"].as_u64().unwrap() >= 2);
+
+    // Edit one record's status in the file: exit 2, and the record named.
+    let original = std::fs::read_to_string(&file).unwrap();
+    let edited: String = original
+        .lines()
+        .map(|l| {
+            if l.contains(r#""seq":12,"#) {
+                l.replacen(r#""status":200"#, r#""status":403"#, 1)
+            } else {
+                l.to_owned()
+            }
+        })
+        .map(|l| l + "\n")
+        .collect();
+    assert_ne!(edited, original);
+    std::fs::write(&file, &edited).unwrap();
+    let out = verify(&["--file", &path_str(&file)]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stdout).contains("BROKEN at record 12"),
+        "{}",
+        text(&out.stdout)
+    );
+
+    // The wrong key fails every checkpoint.
+    let other = "ed25519:11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo";
+    let out = vern(
+        &[
+            "audit",
+            "verify",
+            "--storage",
+            &storage,
+            "--public-key",
+            other,
+        ],
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stdout));
+    assert!(text(&out.stdout).contains("not by the trusted key"));
+    let out = vern(&["audit", "verify", "--public-key", &key], &[]);
+    assert!(!out.status.success());
+}
+
+#[tokio::test]
+async fn tail_follows_new_records_without_its_own_reads() {
+    use std::io::BufRead as _;
+    let dir = temp();
+    let s = dev_server(&path_str(dir.path()), &[]);
+    let mut child = std::process::Command::new(common::BIN)
+        .args(["audit", "tail", "-f", "-n", "0", "--output", "json"])
+        .env("VERN_ADDR", s.http())
+        .env("VERN_TOKEN", "root")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            let _ = tx.send(line);
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    for i in 0..3 {
+        put_secret(&s, &format!("acme/web/prod/f{i}")).await;
+    }
+    let mut seen = Vec::new();
+    while seen.len() < 3 {
+        let line = rx
+            .recv_timeout(Duration::from_secs(10))
+            .expect("tail -f printed the new records");
+        seen.push(serde_json::from_str::<Value>(&line).unwrap());
+    }
+    // A few more polls go by without printing the follower's own reads.
+    assert!(rx.recv_timeout(Duration::from_millis(2500)).is_err());
+    child.kill().unwrap();
+    let _ = child.wait();
+    for (i, r) in seen.iter().enumerate() {
+        assert_eq!(r["event"]["action"], "secret.write");
+        assert_eq!(
+            r["event"]["resource"],
+            format!("secret:secret:acme/web/prod/f{i}")
+        );
+    }
+}
