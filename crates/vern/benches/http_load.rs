@@ -1,5 +1,6 @@
 //! HTTP load generator against a real `vern serve`: authenticated KV reads
-//! and writes, next to `GET /v1/sys/health` measured in the same run (the
+//! and writes, reads with audit on against a server with audit off, next
+//! to `GET /v1/sys/health` measured in the same run (the
 //! machine's HTTP ceiling), on SQLite and, when `VERN_TEST_POSTGRES_URL` is
 //! set (`./scripts/bench` sets it), PostgreSQL. Client and server share the
 //! machine, so ratios to the health ceiling are the figures to compare.
@@ -19,6 +20,8 @@ const WARMUP: Duration = Duration::from_secs(1);
 const MEASURE: Duration = Duration::from_secs(5);
 const SECRETS: u64 = 100;
 const TOKEN: &str = "bench-root";
+/// Alternating audit on/off runs per concurrency.
+const AUDIT_ROUNDS: usize = 3;
 
 struct Server {
     child: Child,
@@ -202,22 +205,40 @@ async fn main() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().display().to_string();
-    let mut setups: Vec<(&str, Server, String)> = Vec::new();
-    let sqlite = start(&["--dev", "--data-dir", &data, "--dev-root-token", TOKEN]);
-    setups.push(("sqlite", sqlite, TOKEN.to_owned()));
+    let off = dir.path().join("audit-off.toml");
+    std::fs::write(&off, "[audit]\nenabled = false\n").unwrap();
+    let off = off.display().to_string();
+    let data = dir.path().join("on").display().to_string();
+    let data_off = dir.path().join("off").display().to_string();
+    let mut setups: Vec<(&str, Server, String, Server, String)> = Vec::new();
+    let dev = |data: &str, extra: &[&str]| {
+        let mut args = vec!["--dev", "--data-dir", data, "--dev-root-token", TOKEN];
+        args.extend_from_slice(extra);
+        start(&args)
+    };
+    setups.push((
+        "sqlite",
+        dev(&data, &[]),
+        TOKEN.to_owned(),
+        dev(&data_off, &["--config", &off]),
+        TOKEN.to_owned(),
+    ));
     if let Some(url) = vern_store::testing::fresh_postgres_url().await {
+        let url_off = vern_store::testing::fresh_postgres_url().await.unwrap();
         let pg = start(&["--insecure-listen", "--storage", &url]);
         let token = init_postgres(&pg.base).await;
-        setups.push(("postgres", pg, token));
+        let pg_off = start(&["--insecure-listen", "--storage", &url_off, "--config", &off]);
+        let token_off = init_postgres(&pg_off.base).await;
+        setups.push(("postgres", pg, token, pg_off, token_off));
     }
     println!(
         "{}s per scenario after {}s warm-up; c = concurrent connections",
         MEASURE.as_secs(),
         WARMUP.as_secs()
     );
-    for (backend, server, token) in &setups {
+    for (backend, server, token, off, token_off) in &setups {
         seed(&server.base, token).await;
+        seed(&off.base, token_off).await;
         for c in CONCURRENCY {
             let health = run(&server.base, token, Scenario::Health, c).await;
             let read = run(&server.base, token, Scenario::Read, c).await;
@@ -228,5 +249,24 @@ async fn main() {
             report(backend, c, "write", &write, health.rps);
             report(backend, c, "authz", &authz, health.rps);
         }
+        // Audit's cost: authenticated reads with audit on and off,
+        // alternating so drift in the machine's load hits both alike.
+        for c in CONCURRENCY {
+            let (mut on, mut no) = (Vec::new(), Vec::new());
+            for _ in 0..AUDIT_ROUNDS {
+                on.push(run(&server.base, token, Scenario::Read, c).await.rps);
+                no.push(run(&off.base, token_off, Scenario::Read, c).await.rps);
+            }
+            let (on, no) = (median(&mut on), median(&mut no));
+            println!(
+                "{backend:<9} c={c:<3} read audit on {on:>9.0} req/s, off {no:>9.0} req/s: audit costs {:>5.1}% (median of {AUDIT_ROUNDS} alternating runs)",
+                100.0 * (1.0 - on / no)
+            );
+        }
     }
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
 }
