@@ -175,13 +175,27 @@ impl AuditLog {
         Ok(session)
     }
 
-    /// The open session, if any.
+    /// The open session, if any. A session whose barrier is gone (sealed
+    /// while a request was still opening it) is dropped here, keys and all.
     pub fn current(&self) -> Option<Arc<Session>> {
-        self.shared
+        let current = self
+            .shared
             .session
             .read()
             .unwrap_or_else(|e| e.into_inner())
-            .clone()
+            .clone()?;
+        if current.barrier.strong_count() > 0 {
+            return Some(current);
+        }
+        let mut slot = self
+            .shared
+            .session
+            .write()
+            .unwrap_or_else(|e| e.into_inner());
+        if slot.as_ref().is_some_and(|s| Arc::ptr_eq(s, &current)) {
+            *slot = None;
+        }
+        None
     }
 
     /// Appends one record and returns its sequence number once it is

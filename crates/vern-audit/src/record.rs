@@ -150,6 +150,27 @@ impl AuditRecord {
     }
 }
 
+/// The tail every stored record ends with: `,"hash":"<64 hex>"}`.
+const HASH_SUFFIX_LEN: usize = 75;
+
+/// The hash of a record computed from its stored bytes, without parsing:
+/// `inner` is the record's JSON after its opening `{` (and after a
+/// `"type":"record",` tag). Bytes in canonical form hash exactly as
+/// [`AuditRecord::compute_hash`]; any other bytes (a reordered, reformatted
+/// or edited record) hash differently or are refused (`None`).
+pub fn raw_hash(inner: &[u8]) -> Option<[u8; 32]> {
+    let cut = inner.len().checked_sub(HASH_SUFFIX_LEN)?;
+    if !inner[cut..].starts_with(br#","hash":""#) || !inner.ends_with(br#""}"#) {
+        return None;
+    }
+    let mut h = Sha256::new();
+    h.update(RECORD_CONTEXT);
+    h.update(b"{");
+    h.update(&inner[..cut]);
+    h.update(b"}");
+    Some(h.finalize().into())
+}
+
 /// A signed statement that the chain had `head` as the hash of record
 /// `seq`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -225,6 +246,18 @@ mod tests {
         );
         let extra = text.replacen(r#""seq":1"#, r#""seq":1,"extra":true"#, 1);
         assert!(serde_json::from_str::<Line>(&extra).is_err());
+    }
+
+    #[test]
+    fn stored_bytes_hash_like_the_canonical_form() {
+        let r = AuditRecord::chain(3, GENESIS, "t".to_owned(), event());
+        let stored = serde_json::to_vec(&r).unwrap();
+        assert_eq!(raw_hash(&stored[1..]), Some(r.compute_hash()));
+        let line = serde_json::to_vec(&Line::Record(Box::new(r.clone()))).unwrap();
+        let tag = br#"{"type":"record","#.len();
+        assert_eq!(raw_hash(&line[tag..]), Some(r.compute_hash()));
+        let pretty = serde_json::to_vec_pretty(&r).unwrap();
+        assert_ne!(raw_hash(&pretty[1..]), Some(r.compute_hash()));
     }
 
     #[test]

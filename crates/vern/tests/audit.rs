@@ -455,7 +455,16 @@ async fn verify_cli_checks_storage_and_files_and_names_the_broken_record() {
     for i in 0..20 {
         put_secret(&s, &format!("acme/web/prod/s{i}")).await;
     }
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    common::eventually(
+        Duration::from_secs(20),
+        "an interval checkpoint",
+        async || {
+            std::fs::read_to_string(&file)
+                .unwrap()
+                .contains(r#""type":"checkpoint""#)
+        },
+    )
+    .await;
     for i in 0..5 {
         put_secret(&s, &format!("acme/web/prod/t{i}")).await;
     }
@@ -564,4 +573,34 @@ async fn tail_follows_new_records_without_its_own_reads() {
             format!("secret:secret:acme/web/prod/f{i}")
         );
     }
+}
+
+#[tokio::test]
+async fn records_go_to_stdout_for_shipping() {
+    let dir = temp();
+    let s = dev_server(&path_str(dir.path()), &["--audit-file", "-"]);
+    let resp = client()
+        .get(s.url("/v1/secret/data/acme/web/prod/none"))
+        .header("x-vault-token", "root")
+        .header("x-request-id", "shipped-0001")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 404);
+    let stdout = s.stdout.clone();
+    s.terminate();
+    let lines: Vec<Value> = stdout
+        .lock()
+        .unwrap()
+        .iter()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|v| v.get("type").is_some())
+        .collect();
+    let record = lines
+        .iter()
+        .find(|l| l["type"] == "record" && l["event"]["request_id"] == "shipped-0001")
+        .expect("the record is on stdout");
+    let last = lines.last().unwrap();
+    assert_eq!(last["type"], "checkpoint", "shutdown signs the head");
+    assert!(last["seq"].as_u64().unwrap() >= record["seq"].as_u64().unwrap());
 }
