@@ -141,18 +141,15 @@ impl Verifier {
         self.link(r.seq, &r.prev, &r.hash, Some(r.compute_hash()));
     }
 
-    /// Takes the next record as stored: its JSON bytes after the opening
-    /// `{` (and after a `"type":"record",` tag in a file). The hash is
-    /// computed over these bytes and only the chaining fields are parsed,
-    /// which is what makes verification fast. Returns the record's claimed
-    /// sequence number, or `None` (and nothing recorded) when the bytes
-    /// are not a record at all.
-    pub fn record_bytes(&mut self, inner: &[u8]) -> Option<u64> {
-        let mut object = Vec::with_capacity(inner.len() + 1);
-        object.push(b'{');
-        object.extend_from_slice(inner);
-        let link = serde_json::from_slice::<Link<'_>>(&object).ok()?;
-        let computed = crate::record::raw_hash(inner);
+    /// Takes the next record as stored: `object` is its JSON (a file line
+    /// with its `"type":"record"` tag, or a stored value), and the record's
+    /// own fields start at `inner`. The hash is computed over those bytes
+    /// and only the chaining fields are parsed, which is what makes
+    /// verification fast. Returns the record's claimed sequence number, or
+    /// `None` (and nothing recorded) when the bytes are not a record.
+    pub fn record_bytes(&mut self, object: &[u8], inner: usize) -> Option<u64> {
+        let link = serde_json::from_slice::<Link<'_>>(object).ok()?;
+        let computed = object.get(inner..).and_then(crate::record::raw_hash);
         self.link(link.seq, link.prev, link.hash, computed);
         Some(link.seq)
     }
@@ -285,8 +282,7 @@ pub async fn verify_store(
             let Some(entry) = store.get(&storage_key(k)?).await? else {
                 continue;
             };
-            let inner = entry.value.strip_prefix(b"{").unwrap_or(&[]);
-            match v.record_bytes(inner) {
+            match v.record_bytes(&entry.value, 1) {
                 Some(claimed) if claimed != seq => v.problem(
                     seq.min(claimed),
                     format!("the record stored as {seq} claims to be record {claimed}"),
@@ -348,8 +344,9 @@ pub fn verify_file(
         let text = line.strip_suffix(b"\n").unwrap_or(&line);
         if !text.is_empty() && !text.starts_with(CHECKPOINT_LINE) {
             let parsed = text
-                .strip_prefix(RECORD_LINE)
-                .and_then(|inner| v.record_bytes(inner));
+                .starts_with(RECORD_LINE)
+                .then(|| v.record_bytes(text, RECORD_LINE.len()))
+                .flatten();
             if parsed.is_none() {
                 let seq = v.expected();
                 v.problem(seq, format!("line {number} is not a valid record"));
