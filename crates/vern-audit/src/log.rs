@@ -16,6 +16,9 @@ use crate::record::{AuditRecord, Checkpoint, Event, Line, GENESIS};
 use crate::sink::{Sink, SinkTarget};
 use crate::AuditError;
 
+/// How a record line of the sink starts; the record's own JSON follows.
+const RECORD_LINE: &[u8] = br#"{"type":"record","#;
+
 /// How often one batch retries after another process moved the head.
 const MAX_ATTEMPTS: usize = 64;
 
@@ -326,7 +329,7 @@ impl Appender {
     }
 
     /// Writes to the sink off the async workers (a file sync blocks).
-    async fn write_sink(&mut self, lines: Vec<Line>) -> Result<(), AuditError> {
+    async fn write_sink(&mut self, lines: Vec<Vec<u8>>) -> Result<(), AuditError> {
         let Some(mut sink) = self.sink.take() else {
             return Ok(());
         };
@@ -355,20 +358,19 @@ impl Appender {
             };
             let time = self.now();
             let mut prev = head.hash.clone();
-            let mut records = Vec::with_capacity(events.len());
+            let mut encoded = Vec::with_capacity(events.len());
             for (i, event) in events.iter().enumerate() {
-                let r =
-                    AuditRecord::chain(head.seq + 1 + i as u64, &prev, time.clone(), event.clone());
-                prev = r.hash.clone();
-                records.push(r);
+                let (hash, bytes) =
+                    AuditRecord::encode(head.seq + 1 + i as u64, &prev, &time, event);
+                prev = hash;
+                encoded.push(bytes);
             }
-            let last = records.last().map_or(head.seq, |r| r.seq);
-            let mut writes = Vec::with_capacity(records.len() + 1);
-            for r in &records {
-                let value = serde_json::to_vec(r)
-                    .map_err(|_| AuditError::Corrupt(layout::record(r.seq)))?;
+            let last = head.seq + events.len() as u64;
+            let mut writes = Vec::with_capacity(encoded.len() + 1);
+            for (i, bytes) in encoded.iter().enumerate() {
+                let seq = head.seq + 1 + i as u64;
                 writes.push(
-                    Write::put(key(&layout::record(r.seq))?, value).expecting(Expect::Absent),
+                    Write::put(key(&layout::record(seq))?, bytes.clone()).expecting(Expect::Absent),
                 );
             }
             let doc = serde_json::to_vec(&HeadDoc {
@@ -385,13 +387,17 @@ impl Appender {
                         hash: prev,
                         version: versions.last().copied(),
                     });
-                    self.write_sink(
-                        records
+                    if self.sink.is_some() {
+                        let lines = encoded
                             .into_iter()
-                            .map(|r| Line::Record(Box::new(r)))
-                            .collect(),
-                    )
-                    .await?;
+                            .map(|bytes| {
+                                let mut line = RECORD_LINE.to_vec();
+                                line.extend_from_slice(&bytes[1..]);
+                                line
+                            })
+                            .collect();
+                        self.write_sink(lines).await?;
+                    }
                     return Ok(head.seq + 1);
                 }
                 // Another process appended first: chain after its records.
@@ -428,7 +434,9 @@ impl Appender {
             Err(e) => return Err(e.into()),
         }
         self.last_checkpoint = cp.seq;
-        self.write_sink(vec![Line::Checkpoint(cp.clone())]).await?;
+        let line = serde_json::to_vec(&Line::Checkpoint(cp.clone()))
+            .map_err(|_| AuditError::Corrupt(layout::checkpoint(cp.seq)))?;
+        self.write_sink(vec![line]).await?;
         Ok(Some(cp))
     }
 }

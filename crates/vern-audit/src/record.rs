@@ -133,6 +133,28 @@ impl AuditRecord {
         record
     }
 
+    /// Chains `event` after `prev` straight into its stored form, with one
+    /// serialization: returns the record's hash (hex) and its bytes, which
+    /// are exactly `serde_json::to_vec` of the record.
+    pub fn encode(seq: u64, prev: &str, time: &str, event: &Event) -> (String, Vec<u8>) {
+        let body = Hashed {
+            seq,
+            prev,
+            time,
+            event,
+        };
+        let mut bytes = serde_json::to_vec(&body).unwrap_or_default();
+        let mut h = Sha256::new();
+        h.update(RECORD_CONTEXT);
+        h.update(&bytes);
+        let hash = hex::encode(h.finalize());
+        bytes.pop();
+        bytes.extend_from_slice(br#","hash":""#);
+        bytes.extend_from_slice(hash.as_bytes());
+        bytes.extend_from_slice(br#""}"#);
+        (hash, bytes)
+    }
+
     /// SHA-256 of a context string and the canonical JSON of every field
     /// but `hash` (struct fields in declaration order, maps sorted).
     pub fn compute_hash(&self) -> [u8; 32] {
@@ -258,6 +280,14 @@ mod tests {
         assert_eq!(raw_hash(&line[tag..]), Some(r.compute_hash()));
         let pretty = serde_json::to_vec_pretty(&r).unwrap();
         assert_ne!(raw_hash(&pretty[1..]), Some(r.compute_hash()));
+    }
+
+    #[test]
+    fn encoding_matches_serialization() {
+        let r = AuditRecord::chain(9, GENESIS, "t".to_owned(), event());
+        let (hash, bytes) = AuditRecord::encode(9, GENESIS, "t", &r.event);
+        assert_eq!(hash, r.hash);
+        assert_eq!(bytes, serde_json::to_vec(&r).unwrap());
     }
 
     #[test]

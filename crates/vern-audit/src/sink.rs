@@ -4,7 +4,6 @@
 use std::io::Write as _;
 use std::path::PathBuf;
 
-use crate::record::Line;
 use crate::AuditError;
 
 /// Where JSON lines go.
@@ -59,12 +58,12 @@ impl Sink {
         Ok(Self { target, file })
     }
 
-    /// Writes the lines as one buffer, then syncs (file) or flushes.
-    pub(crate) fn write(&mut self, lines: &[Line]) -> Result<(), AuditError> {
-        let mut buf = Vec::with_capacity(lines.len() * 512);
+    /// Writes encoded lines (JSON, without line breaks) as one buffer,
+    /// then syncs (file) or flushes.
+    pub(crate) fn write(&mut self, lines: &[Vec<u8>]) -> Result<(), AuditError> {
+        let mut buf = Vec::with_capacity(lines.iter().map(|l| l.len() + 1).sum());
         for line in lines {
-            serde_json::to_writer(&mut buf, line)
-                .map_err(|_| AuditError::Corrupt("sink line".to_owned()))?;
+            buf.extend_from_slice(line);
             buf.push(b'\n');
         }
         let result = match &mut self.file {

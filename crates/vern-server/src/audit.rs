@@ -224,7 +224,9 @@ pub(crate) async fn record(
         source,
         ..Event::default()
     });
-    if let Err(e) = log.append(event).await {
+    let appended = log.append(event).await;
+    state.inner.metrics.audited(appended.is_ok());
+    if let Err(e) = appended {
         return fail_closed(&e);
     }
     if seal.is_sealed() {

@@ -32,6 +32,8 @@ pub(crate) struct Metrics {
     latency: HistogramFamily,
     limited: Family<GuardLabels, Counter>,
     auth_failures: Family<GuardLabels, Counter>,
+    audit_records: Counter,
+    audit_failures: Counter,
 }
 
 fn latency_histogram() -> Histogram {
@@ -66,12 +68,26 @@ impl Metrics {
             "Failed authentications, by where they happened",
             auth_failures.clone(),
         );
+        let audit_records = Counter::default();
+        let audit_failures = Counter::default();
+        registry.register(
+            "audit_records",
+            "Audit records made durable",
+            audit_records.clone(),
+        );
+        registry.register(
+            "audit_failures",
+            "Requests failed because their audit record could not be written",
+            audit_failures.clone(),
+        );
         Self {
             registry: Arc::new(registry),
             requests,
             latency,
             limited,
             auth_failures,
+            audit_records,
+            audit_failures,
         }
     }
 
@@ -83,6 +99,15 @@ impl Metrics {
         self.auth_failures
             .get_or_create(&GuardLabels { scope })
             .inc();
+    }
+
+    /// One audit record appended, or one that could not be.
+    pub(crate) fn audited(&self, ok: bool) {
+        if ok {
+            self.audit_records.inc();
+        } else {
+            self.audit_failures.inc();
+        }
     }
 
     pub(crate) fn observe(&self, labels: HttpLabels, seconds: f64) {

@@ -171,74 +171,106 @@ impl Store for PostgresStore {
         let order = lock_order(&writes)?;
         let mut client = self.pool.get().await.map_err(err)?;
         let tx = client.transaction().await.map_err(db_err)?;
-        let mut versions = vec![0u64; writes.len()];
-        for i in order {
+        let put_any = tx
+            .prepare_cached(
+                "INSERT INTO kv (key, value, version) VALUES ($1, $2, 1)
+                 ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value, version = kv.version + 1
+                 RETURNING version",
+            )
+            .await
+            .map_err(db_err)?;
+        let put_absent = tx
+            .prepare_cached(
+                "INSERT INTO kv (key, value, version) VALUES ($1, $2, 1)
+                 ON CONFLICT (key) DO NOTHING RETURNING version",
+            )
+            .await
+            .map_err(db_err)?;
+        let put_version = tx
+            .prepare_cached(
+                "UPDATE kv SET value = $2, version = version + 1
+                 WHERE key = $1 AND version = $3 RETURNING version",
+            )
+            .await
+            .map_err(db_err)?;
+        let delete_any = tx
+            .prepare_cached("DELETE FROM kv WHERE key = $1")
+            .await
+            .map_err(db_err)?;
+        let delete_absent = tx
+            .prepare_cached("SELECT 1 FROM kv WHERE key = $1 FOR UPDATE")
+            .await
+            .map_err(db_err)?;
+        let delete_version = tx
+            .prepare_cached("DELETE FROM kv WHERE key = $1 AND version = $2")
+            .await
+            .map_err(db_err)?;
+        // All statements are sent at once (tokio-postgres pipelines
+        // concurrently polled queries, in order), so a batch costs one
+        // round trip instead of one per write.
+        let steps = order.iter().map(|&i| {
             let w = &writes[i];
             let key = w.key.as_str();
-            let conflict = || StoreError::Conflict {
+            let conflict = move || StoreError::Conflict {
                 key: key.to_owned(),
             };
-            match (&w.op, w.expect) {
-                (Op::Put(value), Expect::Any) => {
-                    let row = tx
-                        .query_one(
-                            "INSERT INTO kv (key, value, version) VALUES ($1, $2, 1)
-                             ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value, version = kv.version + 1
-                             RETURNING version",
-                            &[&key, value],
-                        )
-                        .await
-                        .map_err(db_err)?;
-                    versions[i] = row.get::<_, i64>(0) as u64;
-                }
-                (Op::Put(value), Expect::Absent) => {
-                    let row = tx
-                        .query_opt(
-                            "INSERT INTO kv (key, value, version) VALUES ($1, $2, 1)
-                             ON CONFLICT (key) DO NOTHING RETURNING version",
-                            &[&key, value],
-                        )
-                        .await
-                        .map_err(db_err)?;
-                    versions[i] = row.ok_or_else(conflict)?.get::<_, i64>(0) as u64;
-                }
-                (Op::Put(value), Expect::Version(v)) => {
-                    let row = tx
-                        .query_opt(
-                            "UPDATE kv SET value = $2, version = version + 1
-                             WHERE key = $1 AND version = $3 RETURNING version",
-                            &[&key, value, &version_param(v)],
-                        )
-                        .await
-                        .map_err(db_err)?;
-                    versions[i] = row.ok_or_else(conflict)?.get::<_, i64>(0) as u64;
-                }
-                (Op::Delete, Expect::Any) => {
-                    tx.execute("DELETE FROM kv WHERE key = $1", &[&key])
-                        .await
-                        .map_err(db_err)?;
-                }
-                (Op::Delete, Expect::Absent) => {
-                    let found = tx
-                        .query_opt("SELECT 1 FROM kv WHERE key = $1 FOR UPDATE", &[&key])
-                        .await
-                        .map_err(db_err)?;
-                    if found.is_some() {
-                        return Err(conflict());
+            let tx = &tx;
+            let (put_any, put_absent, put_version) = (&put_any, &put_absent, &put_version);
+            let (delete_any, delete_absent, delete_version) =
+                (&delete_any, &delete_absent, &delete_version);
+            async move {
+                let version = match (&w.op, w.expect) {
+                    (Op::Put(value), Expect::Any) => {
+                        let row = tx
+                            .query_one(put_any, &[&key, value])
+                            .await
+                            .map_err(db_err)?;
+                        Some(row.get::<_, i64>(0) as u64)
                     }
-                }
-                (Op::Delete, Expect::Version(v)) => {
-                    let n = tx
-                        .execute(
-                            "DELETE FROM kv WHERE key = $1 AND version = $2",
-                            &[&key, &version_param(v)],
-                        )
-                        .await
-                        .map_err(db_err)?;
-                    if n == 0 {
-                        return Err(conflict());
+                    (Op::Put(value), Expect::Absent) => {
+                        let row = tx
+                            .query_opt(put_absent, &[&key, value])
+                            .await
+                            .map_err(db_err)?;
+                        Some(row.ok_or_else(conflict)?.get::<_, i64>(0) as u64)
                     }
-                }
+                    (Op::Put(value), Expect::Version(v)) => {
+                        let row = tx
+                            .query_opt(put_version, &[&key, value, &version_param(v)])
+                            .await
+                            .map_err(db_err)?;
+                        Some(row.ok_or_else(conflict)?.get::<_, i64>(0) as u64)
+                    }
+                    (Op::Delete, Expect::Any) => {
+                        tx.execute(delete_any, &[&key]).await.map_err(db_err)?;
+                        None
+                    }
+                    (Op::Delete, Expect::Absent) => {
+                        let found = tx.query_opt(delete_absent, &[&key]).await.map_err(db_err)?;
+                        if found.is_some() {
+                            return Err(conflict());
+                        }
+                        None
+                    }
+                    (Op::Delete, Expect::Version(v)) => {
+                        let n = tx
+                            .execute(delete_version, &[&key, &version_param(v)])
+                            .await
+                            .map_err(db_err)?;
+                        if n == 0 {
+                            return Err(conflict());
+                        }
+                        None
+                    }
+                };
+                Ok::<_, StoreError>((i, version))
+            }
+        });
+        let mut versions = vec![0u64; writes.len()];
+        for result in futures_util::future::join_all(steps).await {
+            let (i, version) = result?;
+            if let Some(v) = version {
+                versions[i] = v;
             }
         }
         tx.commit().await.map_err(db_err)?;

@@ -170,42 +170,50 @@ fn apply(conn: &mut Connection, writes: Vec<Write>) -> Result<Vec<u64>, StoreErr
         .transaction_with_behavior(TransactionBehavior::Immediate)
         .map_err(err)?;
     let mut versions = vec![0u64; writes.len()];
-    for i in order {
-        let w = &writes[i];
-        let current: Option<i64> = tx
-            .query_row(
-                "SELECT version FROM kv WHERE key = ?1",
-                [w.key.as_str()],
-                |r| r.get(0),
-            )
-            .optional()
+    {
+        // Cached statements: a batch of many writes (an audit group commit)
+        // would otherwise compile the same SQL once per write.
+        let mut select = tx
+            .prepare_cached("SELECT version FROM kv WHERE key = ?1")
             .map_err(err)?;
-        let holds = match (w.expect, current) {
-            (Expect::Any, _) => true,
-            (Expect::Absent, found) => found.is_none(),
-            (Expect::Version(v), Some(found)) => i64::try_from(v).is_ok_and(|v| v == found),
-            (Expect::Version(_), None) => false,
-        };
-        if !holds {
-            // Dropping the transaction rolls it back.
-            return Err(StoreError::Conflict {
-                key: w.key.as_str().to_owned(),
-            });
-        }
-        match &w.op {
-            Op::Put(value) => {
-                let next = current.unwrap_or(0) + 1;
-                tx.execute(
-                    "INSERT INTO kv (key, value, version) VALUES (?1, ?2, ?3)
-                     ON CONFLICT (key) DO UPDATE SET value = excluded.value, version = excluded.version",
-                    params![w.key.as_str(), value, next],
-                )
+        let mut upsert = tx
+            .prepare_cached(
+                "INSERT INTO kv (key, value, version) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (key) DO UPDATE SET value = excluded.value, version = excluded.version",
+            )
+            .map_err(err)?;
+        let mut delete = tx
+            .prepare_cached("DELETE FROM kv WHERE key = ?1")
+            .map_err(err)?;
+        for i in order {
+            let w = &writes[i];
+            let current: Option<i64> = select
+                .query_row([w.key.as_str()], |r| r.get(0))
+                .optional()
                 .map_err(err)?;
-                versions[i] = next as u64;
+            let holds = match (w.expect, current) {
+                (Expect::Any, _) => true,
+                (Expect::Absent, found) => found.is_none(),
+                (Expect::Version(v), Some(found)) => i64::try_from(v).is_ok_and(|v| v == found),
+                (Expect::Version(_), None) => false,
+            };
+            if !holds {
+                // Dropping the transaction rolls it back.
+                return Err(StoreError::Conflict {
+                    key: w.key.as_str().to_owned(),
+                });
             }
-            Op::Delete => {
-                tx.execute("DELETE FROM kv WHERE key = ?1", [w.key.as_str()])
-                    .map_err(err)?;
+            match &w.op {
+                Op::Put(value) => {
+                    let next = current.unwrap_or(0) + 1;
+                    upsert
+                        .execute(params![w.key.as_str(), value, next])
+                        .map_err(err)?;
+                    versions[i] = next as u64;
+                }
+                Op::Delete => {
+                    delete.execute([w.key.as_str()]).map_err(err)?;
+                }
             }
         }
     }

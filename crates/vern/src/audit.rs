@@ -91,6 +91,12 @@ async fn verify(args: &AuditVerifyArgs) -> anyhow::Result<ExitCode> {
         bar.finish_and_clear();
         report
     } else if let Some(url) = &args.storage {
+        if let Some(path) = url.strip_prefix("sqlite:") {
+            let path = path.strip_prefix("//").unwrap_or(path);
+            if !std::path::Path::new(path).exists() {
+                bail!("{path} does not exist; give the server's database file");
+            }
+        }
         let store = vern_store::open(url, 2)
             .await
             .with_context(|| format!("cannot open storage {}", vern_store::redact_url(url)))?;

@@ -283,9 +283,19 @@ async fn an_unwritable_sink_fails_requests_without_data() {
     let body = read.text().await.unwrap();
     assert!(!body.contains(MARKER), "{body}");
     assert!(body.contains("audit record"), "{body}");
-    // Probes are not audited, so the server still reports its health.
+    // Probes are not audited, so the server still reports its health, and
+    // the failures show in its metrics.
     let health = client().get(s.url("/v1/sys/health")).send().await.unwrap();
     assert_eq!(health.status(), 200);
+    let metrics = client()
+        .get(s.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(metrics.contains("vern_audit_failures_total 2"), "{metrics}");
 }
 
 #[tokio::test]
