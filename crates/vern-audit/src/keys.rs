@@ -42,6 +42,13 @@ impl fmt::Debug for AuditKeys {
     }
 }
 
+async fn store_has_log(barrier: &Barrier) -> Result<bool, AuditError> {
+    Ok(!barrier
+        .list(crate::layout::RECORDS, None, 1)
+        .await?
+        .is_empty())
+}
+
 fn keys_key() -> Result<Key, AuditError> {
     Key::new(KEYS).map_err(|e| AuditError::Corrupt(e.to_string()))
 }
@@ -63,6 +70,14 @@ impl AuditKeys {
         for _ in 0..3 {
             if let Some(plain) = barrier.get(&key).await? {
                 return Self::decode(plain.value.expose());
+            }
+            // New keys only for a new log: keys that vanish under an
+            // existing chain mean tampering, and fresh ones would sign
+            // whatever the chain has been rewritten to.
+            if store_has_log(barrier).await? {
+                return Err(AuditError::Corrupt(format!(
+                    "{KEYS} is missing but the audit log has records; restore it from a backup"
+                )));
             }
             let fresh = Self::generate();
             let doc = KeyDoc {

@@ -19,6 +19,20 @@ use crate::AuditError;
 /// How a record line of the sink starts; the record's own JSON follows.
 const RECORD_LINE: &[u8] = br#"{"type":"record","#;
 
+fn sink_lost() -> AuditError {
+    AuditError::Sink {
+        target: "sink".to_owned(),
+        detail: "the writer task failed; restart the server".to_owned(),
+    }
+}
+
+/// A sink line for a record's stored bytes.
+fn record_line(stored: &[u8]) -> Vec<u8> {
+    let mut line = RECORD_LINE.to_vec();
+    line.extend_from_slice(stored.get(1..).unwrap_or_default());
+    line
+}
+
 /// How often one batch retries after another process moved the head.
 const MAX_ATTEMPTS: usize = 64;
 
@@ -127,15 +141,21 @@ impl AuditLog {
         clock: Arc<dyn Clock>,
         config: AuditConfig,
     ) -> Result<Self, AuditError> {
+        if config.checkpoint_interval.is_zero() || config.max_batch == 0 {
+            return Err(AuditError::Invalid(
+                "the checkpoint interval and the batch size must be greater than zero".to_owned(),
+            ));
+        }
         let sink = config.sink.clone().map(Sink::open).transpose()?;
-        let (tx, rx) = mpsc::channel(config.max_batch.max(1) * 8);
+        let (tx, rx) = mpsc::channel(config.max_batch.saturating_mul(8).min(1 << 20));
         let appender = Appender {
             store: Arc::clone(&store),
             clock,
+            sink_lost: false,
             sink,
             head: None,
             last_checkpoint: 0,
-            max_batch: config.max_batch.max(1),
+            max_batch: config.max_batch,
         };
         tokio::spawn(appender.run(rx));
         let log = Self {
@@ -235,6 +255,9 @@ impl AuditLog {
     /// Ends the session (on seal or shutdown): signs a last checkpoint and
     /// drops the keys.
     pub async fn close(&self) -> Result<Option<Checkpoint>, AuditError> {
+        // Not while a session is being opened, which would install itself
+        // after this close.
+        let _one = self.shared.opening.lock().await;
         let taken = self
             .shared
             .session
@@ -278,6 +301,8 @@ struct Appender {
     store: Arc<dyn Store>,
     clock: Arc<dyn Clock>,
     sink: Option<Sink>,
+    /// Set when the sink was lost: every append fails from then on.
+    sink_lost: bool,
     head: Option<Head>,
     last_checkpoint: u64,
     max_batch: usize,
@@ -328,19 +353,68 @@ impl Appender {
         }
     }
 
-    /// Writes to the sink off the async workers (a file sync blocks).
-    async fn write_sink(&mut self, lines: Vec<Vec<u8>>) -> Result<(), AuditError> {
+    /// Writes records `first..` to the sink, after any records it is
+    /// missing (written by other processes, or lost to an earlier failed
+    /// write), read back from storage: a sink file holds the whole chain.
+    async fn write_records(&mut self, first: u64, encoded: Vec<Vec<u8>>) -> Result<(), AuditError> {
+        if self.sink_lost {
+            return Err(sink_lost());
+        }
+        if self.sink.is_none() {
+            return Ok(());
+        }
+        let next = first + encoded.len() as u64;
+        let mut lines = self.missing_lines(first).await?;
+        lines.extend(encoded.iter().map(|bytes| record_line(bytes)));
+        self.write_sink(lines, Some(next)).await
+    }
+
+    /// Lines of the records the sink lacks before `upto`. A sink that has
+    /// written nothing yet (standard output, a new file) starts at `upto`.
+    async fn missing_lines(&mut self, upto: u64) -> Result<Vec<Vec<u8>>, AuditError> {
+        let Some(from) = self.sink.as_ref().and_then(|s| s.next_seq) else {
+            return Ok(Vec::new());
+        };
+        let mut lines = Vec::new();
+        for seq in from..upto {
+            let stored = self.store.get(&key(&layout::record(seq))?).await?;
+            let bytes = stored
+                .ok_or_else(|| AuditError::Corrupt(layout::record(seq)))?
+                .value;
+            lines.push(record_line(&bytes));
+        }
+        Ok(lines)
+    }
+
+    /// Writes to the sink off the async workers (a file sync blocks); on
+    /// success the sink expects `next` (when given) afterwards.
+    async fn write_sink(
+        &mut self,
+        lines: Vec<Vec<u8>>,
+        next: Option<u64>,
+    ) -> Result<(), AuditError> {
         let Some(mut sink) = self.sink.take() else {
             return Ok(());
         };
-        let (sink, result) = tokio::task::spawn_blocking(move || {
+        let task = tokio::task::spawn_blocking(move || {
             let result = sink.write(&lines);
+            if result.is_ok() && next.is_some() {
+                sink.next_seq = next;
+            }
             (sink, result)
-        })
-        .await
-        .map_err(|_| AuditError::Closed)?;
-        self.sink = Some(sink);
-        result
+        });
+        match task.await {
+            Ok((sink, result)) => {
+                self.sink = Some(sink);
+                result
+            }
+            // The sink is lost with the task: fail every later append
+            // rather than carry on without it.
+            Err(_) => {
+                self.sink_lost = true;
+                Err(sink_lost())
+            }
+        }
     }
 
     fn now(&self) -> String {
@@ -387,17 +461,7 @@ impl Appender {
                         hash: prev,
                         version: versions.last().copied(),
                     });
-                    if self.sink.is_some() {
-                        let lines = encoded
-                            .into_iter()
-                            .map(|bytes| {
-                                let mut line = RECORD_LINE.to_vec();
-                                line.extend_from_slice(&bytes[1..]);
-                                line
-                            })
-                            .collect();
-                        self.write_sink(lines).await?;
-                    }
+                    self.write_records(head.seq + 1, encoded).await?;
                     return Ok(head.seq + 1);
                 }
                 // Another process appended first: chain after its records.
@@ -436,7 +500,15 @@ impl Appender {
         self.last_checkpoint = cp.seq;
         let line = serde_json::to_vec(&Line::Checkpoint(cp.clone()))
             .map_err(|_| AuditError::Corrupt(layout::checkpoint(cp.seq)))?;
-        self.write_sink(vec![line]).await?;
+        if self.sink_lost {
+            return Err(sink_lost());
+        }
+        if self.sink.is_some() {
+            let missing = self.missing_lines(cp.seq + 1).await?;
+            let mut lines = missing;
+            lines.push(line);
+            self.write_sink(lines, Some(cp.seq + 1)).await?;
+        }
         Ok(Some(cp))
     }
 }

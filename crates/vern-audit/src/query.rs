@@ -89,7 +89,7 @@ pub(crate) async fn run(store: &dyn Store, filter: &Filter) -> Result<Page, Audi
     let mut records = Vec::new();
     let mut cursor = (filter.after > 0).then(|| layout::record(filter.after));
     let mut scanned = 0;
-    let mut last_seq;
+    let mut last_seq = filter.after;
     loop {
         let keys = store.list(layout::RECORDS, cursor.as_deref(), PAGE).await?;
         if keys.is_empty() {
@@ -104,10 +104,18 @@ pub(crate) async fn run(store: &dyn Store, filter: &Filter) -> Result<Page, Audi
             let Some(entry) = store.get(&key).await? else {
                 continue;
             };
-            let record: AuditRecord =
-                serde_json::from_slice(&entry.value).map_err(|_| AuditError::Corrupt(k.clone()))?;
             scanned += 1;
-            last_seq = record.seq;
+            // The cursor follows the keys, whatever a (possibly tampered)
+            // record claims; a record that does not parse is skipped here
+            // and reported by verification.
+            last_seq = k
+                .strip_prefix(layout::RECORDS)
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(last_seq);
+            let Ok(record) = serde_json::from_slice::<AuditRecord>(&entry.value) else {
+                tracing::warn!(key = %k, "An audit record does not parse; run `vern audit verify`.");
+                continue;
+            };
             if filter.matches(&record) {
                 records.push(record);
                 if records.len() >= limit {

@@ -1,7 +1,7 @@
 //! The JSON-lines sink: a file (appended and synced per batch) or
 //! standard output, for shipping to a SIEM.
 
-use std::io::Write as _;
+use std::io::{Read as _, Seek as _, SeekFrom, Write as _};
 use std::path::PathBuf;
 
 use crate::AuditError;
@@ -38,24 +38,83 @@ impl SinkTarget {
 pub(crate) struct Sink {
     target: SinkTarget,
     file: Option<std::fs::File>,
+    /// The file's length after the last complete write: a failed write is
+    /// cut back to it, so no half line is left for the next one to extend.
+    good_len: u64,
+    /// Whether the file is a regular file (not a device or pipe).
+    regular: bool,
+    /// The next record the sink expects, once known.
+    pub(crate) next_seq: Option<u64>,
 }
 
 impl Sink {
     pub(crate) fn open(target: SinkTarget) -> Result<Self, AuditError> {
+        let failed = |e: std::io::Error| AuditError::Sink {
+            target: target.name(),
+            detail: e.to_string(),
+        };
         let file = match &target {
             SinkTarget::File(path) => Some(
                 std::fs::OpenOptions::new()
                     .create(true)
+                    .read(true)
                     .append(true)
                     .open(path)
-                    .map_err(|e| AuditError::Sink {
-                        target: target.name(),
-                        detail: e.to_string(),
-                    })?,
+                    .map_err(failed)?,
             ),
             SinkTarget::Stdout => None,
         };
-        Ok(Self { target, file })
+        let meta = file
+            .as_ref()
+            .map(std::fs::File::metadata)
+            .transpose()
+            .map_err(failed)?;
+        // Only a regular file can be read back and cut; a device or pipe
+        // is written like standard output.
+        let regular = meta.as_ref().is_some_and(std::fs::Metadata::is_file);
+        let mut sink = Self {
+            target,
+            file,
+            regular,
+            good_len: if regular {
+                meta.map_or(0, |m| m.len())
+            } else {
+                0
+            },
+            next_seq: None,
+        };
+        // A file continues after its last record; a new file starts at the
+        // beginning of the chain (filled in from storage), so it verifies
+        // on its own. Standard output starts wherever the server does.
+        if regular {
+            sink.next_seq = Some(sink.last_record_seq()?.map_or(1, |s| s + 1));
+        }
+        Ok(sink)
+    }
+
+    /// The sequence number of the last record line of an existing file.
+    fn last_record_seq(&mut self) -> Result<Option<u64>, AuditError> {
+        let Some(file) = &mut self.file else {
+            return Ok(None);
+        };
+        let from = self.good_len.saturating_sub(64 * 1024);
+        let mut tail = Vec::new();
+        file.seek(SeekFrom::Start(from))
+            .and_then(|_| file.take(self.good_len - from).read_to_end(&mut tail))
+            .map_err(|e| AuditError::Sink {
+                target: self.target.name(),
+                detail: e.to_string(),
+            })?;
+        #[derive(serde::Deserialize)]
+        struct Seq {
+            seq: u64,
+        }
+        Ok(tail
+            .split(|b| *b == b'\n')
+            .rev()
+            .filter(|l| l.starts_with(br#"{"type":"record","#))
+            .find_map(|l| serde_json::from_slice::<Seq>(l).ok())
+            .map(|s| s.seq))
     }
 
     /// Writes encoded lines (JSON, without line breaks) as one buffer,
@@ -67,7 +126,23 @@ impl Sink {
             buf.push(b'\n');
         }
         let result = match &mut self.file {
-            Some(file) => file.write_all(&buf).and_then(|()| file.sync_data()),
+            Some(file) => {
+                let written = file.write_all(&buf).and_then(|()| file.sync_data());
+                match written {
+                    Ok(()) => {
+                        self.good_len += buf.len() as u64;
+                        Ok(())
+                    }
+                    Err(e) => {
+                        // Best effort: a file that cannot be cut back is
+                        // reported by verification as a broken line.
+                        if self.regular {
+                            let _ = file.set_len(self.good_len);
+                        }
+                        Err(e)
+                    }
+                }
+            }
             None => {
                 let mut out = std::io::stdout().lock();
                 out.write_all(&buf).and_then(|()| out.flush())

@@ -274,6 +274,7 @@ pub async fn verify_store(
             None => break,
         }
     }
+    let claimed_head = read_head(store).await?.seq;
     let mut read = 0;
     loop {
         let keys = keys_under(store, layout::RECORDS, after.take()).await?;
@@ -297,6 +298,13 @@ pub async fn verify_store(
             Some(last) => after = Some(last.clone()),
             None => break,
         }
+    }
+    let last = v.expected() - 1;
+    if claimed_head > last {
+        v.problem(
+            last + 1,
+            format!("the chain head says record {claimed_head}, but the log ends at record {last}: the tail was truncated"),
+        );
     }
     Ok(v.finish())
 }

@@ -446,6 +446,24 @@ async fn tamper_suite(db: &Db) {
     );
     restore(store, &snap).await;
 
+    // Unsigned records after the last checkpoint removed: the head still
+    // names them.
+    append_concurrently(&p.log, 100, 3).await;
+    let longer = snapshot(store).await;
+    for seq in N + 1..=N + 3 {
+        delete(store, &layout::record(seq)).await;
+    }
+    let report = verify(&p).await;
+    assert_eq!(
+        report.first_broken().unwrap().seq,
+        N + 1,
+        "{:?}",
+        report.problems
+    );
+    restore(store, &longer).await;
+    assert!(verify(&p).await.intact());
+    let snap = longer;
+
     // A checkpoint forged: its head changed.
     let cp_key = layout::checkpoint(10);
     let cp = get_json(store, &cp_key).await;
@@ -460,7 +478,7 @@ async fn tamper_suite(db: &Db) {
     let mut v = original.clone();
     v["event"]["status"] = json!(403);
     put_json(store, &key7, &v).await;
-    rechain(store, target, N).await;
+    rechain(store, target, N + 3).await;
     for seq in [10, N] {
         let head = get_json(store, &layout::record(seq)).await["hash"].clone();
         let mut cp: vern_audit::Checkpoint =
@@ -507,7 +525,13 @@ fn sign_with(keys: &AuditKeys, cp: &vern_audit::Checkpoint) -> String {
 }
 
 async fn two_processes_keep_one_chain(db: &Db) {
-    let (a, share) = first_process(db, AuditConfig::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("a.jsonl");
+    let config = AuditConfig {
+        sink: Some(SinkTarget::File(file.clone())),
+        ..AuditConfig::default()
+    };
+    let (a, share) = first_process(db, config).await;
     let b = another_process(db, &share).await;
     let (x, y) = tokio::join!(
         append_concurrently(&a.log, 0, 150),
@@ -535,6 +559,27 @@ async fn two_processes_keep_one_chain(db: &Db) {
     ids.sort();
     ids.dedup();
     assert_eq!(ids.len(), 300);
+
+    // A's file holds the whole chain, B's records included (filled in from
+    // storage), and verifies on its own.
+    let from_file =
+        vern_audit::verify::verify_file(&file, a.session.keys().public_key(), &mut |_| {}).unwrap();
+    assert!(from_file.intact(), "{:?}", from_file.problems);
+    assert_eq!((from_file.records, from_file.unsigned_tail), (300, 0));
+
+    // Keys that vanish under an existing log are not silently replaced.
+    a.store
+        .commit(vec![Write::delete(k(layout::KEYS))])
+        .await
+        .unwrap();
+    let store = db.open().await;
+    let seal = Seal::new(Arc::clone(&store), clock()).await.unwrap();
+    seal.unseal(&hex::encode(&share)).await.unwrap();
+    let log = AuditLog::new(store, clock(), AuditConfig::default()).unwrap();
+    let Err(err) = log.session(&seal.barrier().unwrap()).await else {
+        panic!("new keys were made for an existing log");
+    };
+    assert!(err.to_string().contains("missing"), "{err}");
 }
 
 async fn failing_sink_fails_appends(db: &Db) {

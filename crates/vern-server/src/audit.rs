@@ -10,6 +10,7 @@ use axum::extract::{ConnectInfo, MatchedPath, Request, State};
 use axum::http::{Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use tracing::Instrument as _;
 use vern_audit::{Actor, Event, Session, TokenRef, Verdict};
 use vern_core::{Principal, PrincipalKind, RequestId};
 use vern_policy::{Binding, Decision, Resource};
@@ -204,36 +205,60 @@ pub(crate) async fn record(
         .extensions()
         .get::<ConnectInfo<std::net::SocketAddr>>()
         .map_or_else(|| "unknown".to_owned(), |c| c.0.ip().to_string());
-    let resp = next.run(req).await;
-    if session.is_none() {
-        // The request may have unsealed: its record opens the new log.
-        if let Ok(barrier) = seal.barrier() {
-            match log.session(&barrier).await {
-                Ok(s) => session = Some(s),
-                Err(e) => return fail_closed(&e),
+    // The handler and the append run as their own task: a client that
+    // hangs up drops this future, but never the record of what its
+    // request already did.
+    let limit = state.inner.config.request_timeout;
+    let metrics = state.inner.metrics.clone();
+    let work = tokio::spawn(
+        async move {
+        let resp = next.run(req).await;
+        if session.is_none() {
+            // The request may have unsealed: its record opens the new log.
+            if let Ok(barrier) = seal.barrier() {
+                match log.session(&barrier).await {
+                    Ok(s) => session = Some(s),
+                    Err(e) => return fail_closed(&e),
+                }
             }
         }
-    }
-    if session.is_none() {
-        return resp;
-    }
-    let event = slot.finish(Event {
-        request_id,
-        operation: format!("{method} {route}"),
-        status: resp.status().as_u16(),
-        source,
-        ..Event::default()
-    });
-    let appended = log.append(event).await;
-    state.inner.metrics.audited(appended.is_ok());
-    if let Err(e) = appended {
-        return fail_closed(&e);
-    }
-    if seal.is_sealed() {
-        // This request sealed the server: sign the head and drop the keys.
-        if let Err(e) = log.close().await {
-            tracing::error!(error = %e, "The closing audit checkpoint could not be written.");
+        if session.is_none() {
+            return resp;
+        }
+        let event = slot.finish(Event {
+            request_id,
+            operation: format!("{method} {route}"),
+            status: resp.status().as_u16(),
+            source,
+            ..Event::default()
+        });
+        let appended = match tokio::time::timeout(limit, log.append(event)).await {
+            Ok(result) => result,
+            Err(_) => Err(vern_audit::AuditError::Write(format!(
+                "not durable within {} s",
+                limit.as_secs_f64()
+            ))),
+        };
+        metrics.audited(appended.is_ok());
+        if seal.is_sealed() {
+            // This request sealed the server: sign the head, drop the keys.
+            if let Err(e) = log.close().await {
+                tracing::error!(error = %e, "The closing audit checkpoint could not be written.");
+            }
+        }
+        match appended {
+            Ok(_) => resp,
+            Err(e) => fail_closed(&e),
         }
     }
-    resp
+        // Keeps the request id on the handler's log lines.
+        .instrument(tracing::Span::current()),
+    );
+    match work.await {
+        Ok(resp) => resp,
+        Err(e) => {
+            tracing::error!(error = %e, "A request task failed.");
+            ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "the request failed").into_response()
+        }
+    }
 }

@@ -73,7 +73,13 @@ fn bar(len: u64, unit: &str) -> ProgressBar {
 async fn verify(args: &AuditVerifyArgs) -> anyhow::Result<ExitCode> {
     let key_text = match &args.public_key {
         Some(k) => k.clone(),
-        None => fetch_public_key(&args.client).await?,
+        None => {
+            eprintln!(
+                "note: checking against the key the server gives; pin it with --public-key, since \
+                 a server whose storage was rewritten could give another"
+            );
+            fetch_public_key(&args.client).await?
+        }
     };
     let trusted = PublicKey::parse(&key_text)?;
     let started = std::time::Instant::now();
@@ -185,8 +191,17 @@ fn records_path(filter: &AuditFilterArgs, after: u64, limit: usize) -> String {
     format!("/v1/audit/records?{}", q.finish())
 }
 
-fn opt(v: &Value) -> &str {
-    v.as_str().unwrap_or("-")
+/// A field for the terminal: control characters (escape sequences a
+/// caller may have put into a recorded name) replaced.
+fn opt(v: &Value) -> String {
+    v.as_str().map_or_else(
+        || "-".to_owned(),
+        |s| {
+            s.chars()
+                .map(|c| if c.is_control() { '?' } else { c })
+                .collect()
+        },
+    )
 }
 
 fn print_record(output: Output, r: &Value) -> anyhow::Result<()> {
@@ -266,11 +281,11 @@ async fn tail(
 ) -> anyhow::Result<ExitCode> {
     // Reading the log is itself audited; the follower leaves its own reads
     // out by their request ids.
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.subsec_nanos());
-    let own = format!("vern-audit-tail-{}-{nanos}", std::process::id());
-    let client = Client::new(args)?.with_request_ids(own.clone());
+    let own = format!(
+        "vern-audit-tail-{}-",
+        hex::encode(rand::random::<[u8; 16]>())
+    );
+    let client = Client::new(args)?.with_request_ids(own.trim_end_matches('-').to_owned());
     let (_, _, head) = page(&client, filter, u64::MAX - 1, 1).await?;
     let mut after = head.saturating_sub(lines);
     loop {

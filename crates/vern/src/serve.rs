@@ -356,7 +356,7 @@ fn write_private(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
 
 fn print_dev_banner(address: &str, token: &SecretBytes, s: &Settings) {
     let token = String::from_utf8_lossy(token.expose());
-    println!(
+    let banner = format!(
         "\nVern is running in dev mode: plain HTTP, storage {storage}, initialised and unsealed.\n\
          Never use dev mode in production.\n\n\
          Set these to talk to it:\n\n    \
@@ -365,6 +365,18 @@ fn print_dev_banner(address: &str, token: &SecretBytes, s: &Settings) {
          Try: curl -s {address}/v1/sys/health\n",
         storage = vern_store::redact_url(&s.storage),
     );
+    // With audit records on standard output, the banner (and its token)
+    // must not end up in the record stream.
+    let audit_on_stdout = s
+        .server
+        .audit
+        .as_ref()
+        .is_some_and(|a| a.sink == Some(vern_audit::SinkTarget::Stdout));
+    if audit_on_stdout {
+        eprintln!("{banner}");
+    } else {
+        println!("{banner}");
+    }
 }
 
 /// SIGHUP reloads the policy directory; a broken set is refused and the

@@ -351,7 +351,10 @@ pub(crate) async fn token(
     let (creds, basic) = credentials(&headers, &form, peer.as_ref().map(|Extension(p)| p))?;
     let claimed = claimed_client(&creds);
     if let Some(Extension(slot)) = &audit {
-        slot.action("token.issue", Some(format!("client:{claimed}")));
+        slot.action(
+            "token.issue",
+            Some(format!("client:{}", printable(&claimed))),
+        );
         match &creds {
             ClientCredentials::Secret { secret, .. } => {
                 slot.sensitive("client_secret", secret.expose());
@@ -530,6 +533,15 @@ pub(crate) async fn revoke(
         .await
         .map_err(|e| from_auth(e, call.basic))?;
     Ok(no_store(StatusCode::OK.into_response()))
+}
+
+/// A caller-chosen name as it may appear in an audit record: at most 128
+/// characters, control characters replaced.
+fn printable(name: &str) -> String {
+    name.chars()
+        .take(128)
+        .map(|c| if c.is_control() { '?' } else { c })
+        .collect()
 }
 
 /// Records the client and the (HMAC of the) token it asks about.
