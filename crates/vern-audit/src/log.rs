@@ -224,15 +224,7 @@ impl AuditLog {
     /// Appends one record and returns its sequence number once it is
     /// durable in storage and in the sink. Waits for the batch it joins.
     pub async fn append(&self, event: Event) -> Result<u64, AuditError> {
-        let (tx, rx) = oneshot::channel();
-        self.shared
-            .tx
-            .send(Job::Append(Box::new(event), tx))
-            .await
-            .map_err(|_| AuditError::Closed)?;
-        rx.await
-            .map_err(|_| AuditError::Closed)?
-            .map_err(AuditError::Write)
+        self.submit(|tx| Job::Append(Box::new(event), tx)).await
     }
 
     /// Signs the current head with `session`'s key, unless it is already
@@ -241,10 +233,19 @@ impl AuditLog {
         &self,
         session: &Arc<Session>,
     ) -> Result<Option<Checkpoint>, AuditError> {
+        self.submit(|tx| Job::Checkpoint(Arc::clone(session), tx))
+            .await
+    }
+
+    /// Hands a job to the appender and waits for its answer.
+    async fn submit<T>(
+        &self,
+        job: impl FnOnce(oneshot::Sender<Result<T, String>>) -> Job,
+    ) -> Result<T, AuditError> {
         let (tx, rx) = oneshot::channel();
         self.shared
             .tx
-            .send(Job::Checkpoint(Arc::clone(session), tx))
+            .send(job(tx))
             .await
             .map_err(|_| AuditError::Closed)?;
         rx.await

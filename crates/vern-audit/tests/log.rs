@@ -18,30 +18,7 @@ use vern_core::{Clock, SystemClock};
 use vern_seal::{IssuedShare, Seal};
 use vern_store::{Key, Store, Write};
 
-struct Db {
-    url: String,
-    _dir: Option<tempfile::TempDir>,
-}
-
-impl Db {
-    fn sqlite() -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let url = format!("sqlite:{}", dir.path().join("vern.db").display());
-        Self {
-            url,
-            _dir: Some(dir),
-        }
-    }
-
-    async fn postgres() -> Option<Self> {
-        let url = vern_store::testing::fresh_postgres_url().await?;
-        Some(Self { url, _dir: None })
-    }
-
-    async fn open(&self) -> Arc<dyn Store> {
-        vern_store::open(&self.url, 4).await.unwrap()
-    }
-}
+use vern_store::testing::TestDb as Db;
 
 macro_rules! on_both_backends {
     ($($case:ident),* $(,)?) => {

@@ -3,7 +3,44 @@
 //! `VERN_TEST_POSTGRES_URL`.
 #![allow(clippy::panic)]
 
+use std::sync::Arc;
+
 use tokio_postgres::NoTls;
+
+use crate::Store;
+
+/// One database for a test, from which any number of independent store
+/// handles (as separate Vern processes would have) can be opened.
+pub struct TestDb {
+    /// The storage URL.
+    pub url: String,
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl TestDb {
+    /// A SQLite database in a fresh temporary directory.
+    pub fn sqlite() -> Self {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("temporary directory: {e}"));
+        let url = format!("sqlite:{}", dir.path().join("vern.db").display());
+        Self {
+            url,
+            _dir: Some(dir),
+        }
+    }
+
+    /// A fresh PostgreSQL database; see [`fresh_postgres_url`].
+    pub async fn postgres() -> Option<Self> {
+        let url = fresh_postgres_url().await?;
+        Some(Self { url, _dir: None })
+    }
+
+    /// Opens another handle.
+    pub async fn open(&self) -> Arc<dyn Store> {
+        crate::open(&self.url, 4)
+            .await
+            .unwrap_or_else(|e| panic!("cannot open {}: {e}", crate::redact_url(&self.url)))
+    }
+}
 
 /// The environment variable naming the PostgreSQL server for tests.
 pub const POSTGRES_URL_VAR: &str = "VERN_TEST_POSTGRES_URL";

@@ -8,32 +8,7 @@ use std::sync::Arc;
 use proptest::prelude::*;
 use vern_store::{Expect, Key, Op, Store, StoreError, Write};
 
-/// One database, from which any number of independent store handles (as
-/// separate Vern processes would have) can be opened.
-struct Db {
-    url: String,
-    _dir: Option<tempfile::TempDir>,
-}
-
-impl Db {
-    fn sqlite() -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let url = format!("sqlite:{}", dir.path().join("vern.db").display());
-        Self {
-            url,
-            _dir: Some(dir),
-        }
-    }
-
-    async fn postgres() -> Option<Self> {
-        let url = vern_store::testing::fresh_postgres_url().await?;
-        Some(Self { url, _dir: None })
-    }
-
-    async fn open(&self) -> Arc<dyn Store> {
-        vern_store::open(&self.url, 4).await.unwrap()
-    }
-}
+use vern_store::testing::TestDb as Db;
 
 fn key(s: &str) -> Key {
     Key::new(s).unwrap()

@@ -320,42 +320,12 @@ async fn a_store_refusing_records_fails_requests_without_data_on_sqlite() {
     assert!(!read.text().await.unwrap().contains(MARKER));
 }
 
-async fn two_servers_on(url: &str) -> (Server, Server, String) {
-    let args = [
-        "--listen",
-        "127.0.0.1:0",
-        "--insecure-listen",
-        "--storage",
-        url,
-    ];
-    let (a, b) = (Server::start(&args, &[]), Server::start(&args, &[]));
-    let c = client();
-    let init: Value = c
-        .put(a.url("/v1/sys/init"))
-        .json(&json!({"secret_shares": 1, "secret_threshold": 1}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let key = init["keys"][0].as_str().unwrap();
-    for s in [&a, &b] {
-        c.put(s.url("/v1/sys/unseal"))
-            .json(&json!({ "key": key }))
-            .send()
-            .await
-            .unwrap();
-    }
-    (a, b, init["root_token"].as_str().unwrap().to_owned())
-}
-
 #[tokio::test]
 async fn parallel_requests_on_two_processes_make_one_chain_on_postgresql() {
     let Some(url) = vern_store::testing::fresh_postgres_url().await else {
         return;
     };
-    let (a, b, root) = two_servers_on(&url).await;
+    let (a, b, root) = common::two_servers_on_postgres(&url).await;
     let key = public_key(&a).await;
     assert_eq!(key, public_key(&b).await);
     let (before_status, before) = records(&a, &root, "limit=1").await;
@@ -423,7 +393,7 @@ async fn a_store_refusing_records_fails_requests_on_postgresql() {
     let Some(url) = vern_store::testing::fresh_postgres_url().await else {
         return;
     };
-    let (a, _b, root) = two_servers_on(&url).await;
+    let (a, _b, root) = common::two_servers_on_postgres(&url).await;
     let (pg, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
         .await
         .unwrap();

@@ -185,33 +185,9 @@ async fn check_and_set_holds_across_two_processes_on_one_postgresql() {
     let Some(url) = vern_store::testing::fresh_postgres_url().await else {
         return;
     };
-    let args = [
-        "--listen",
-        "127.0.0.1:0",
-        "--insecure-listen",
-        "--storage",
-        url.as_str(),
-    ];
-    let (a, b) = (Server::start(&args, &[]), Server::start(&args, &[]));
+    let (a, b, root) = common::two_servers_on_postgres(&url).await;
+    let root = root.as_str();
     let c = client();
-    let init: Value = c
-        .put(a.url("/v1/sys/init"))
-        .json(&json!({"secret_shares": 1, "secret_threshold": 1}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let key = init["keys"][0].as_str().unwrap();
-    let root = init["root_token"].as_str().unwrap();
-    for s in [&a, &b] {
-        c.put(s.url("/v1/sys/unseal"))
-            .json(&json!({ "key": key }))
-            .send()
-            .await
-            .unwrap();
-    }
     let path = "/v1/secret/data/acme/web/prod/contended";
     let r = c
         .post(a.url(path))

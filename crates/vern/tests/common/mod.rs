@@ -278,3 +278,35 @@ pub fn dev_server(data_dir: &str, extra: &[&str]) -> Server {
     args.extend_from_slice(extra);
     Server::start(&args, &[])
 }
+
+/// Two `vern serve` processes on one PostgreSQL database, initialised
+/// through the first and unsealed on both; returns them and the root token.
+pub async fn two_servers_on_postgres(url: &str) -> (Server, Server, String) {
+    let args = [
+        "--listen",
+        "127.0.0.1:0",
+        "--insecure-listen",
+        "--storage",
+        url,
+    ];
+    let (a, b) = (Server::start(&args, &[]), Server::start(&args, &[]));
+    let c = client();
+    let init: serde_json::Value = c
+        .put(a.url("/v1/sys/init"))
+        .json(&serde_json::json!({"secret_shares": 1, "secret_threshold": 1}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let key = init["keys"][0].as_str().unwrap();
+    for s in [&a, &b] {
+        c.put(s.url("/v1/sys/unseal"))
+            .json(&serde_json::json!({ "key": key }))
+            .send()
+            .await
+            .unwrap();
+    }
+    (a, b, init["root_token"].as_str().unwrap().to_owned())
+}
