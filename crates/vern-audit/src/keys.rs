@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 use vern_crypto::SecretBytes;
 use vern_seal::{Barrier, BarrierWrite, SealError};
-use vern_store::{Expect, Key, StoreError};
+use vern_store::{Expect, StoreError};
 use zeroize::Zeroizing;
 
 use crate::layout::KEYS;
@@ -20,8 +20,8 @@ use crate::AuditError;
 
 const KEY_PREFIX: &str = "ed25519:";
 
-/// The stored form, only ever held in zeroizing buffers.
-#[derive(Serialize, Deserialize)]
+/// The stored form; wiped when dropped.
+#[derive(Serialize, Deserialize, zeroize::Zeroize, zeroize::ZeroizeOnDrop)]
 #[serde(deny_unknown_fields)]
 struct KeyDoc {
     hmac: String,
@@ -49,10 +49,6 @@ async fn store_has_log(barrier: &Barrier) -> Result<bool, AuditError> {
         .is_empty())
 }
 
-fn keys_key() -> Result<Key, AuditError> {
-    Key::new(KEYS).map_err(|e| AuditError::Corrupt(e.to_string()))
-}
-
 impl AuditKeys {
     /// Fresh random keys, for tests and benchmarks that need no barrier.
     pub fn generate() -> Self {
@@ -66,7 +62,7 @@ impl AuditKeys {
     /// Reads the keys through the barrier, creating them on first use. Two
     /// processes racing to create them settle on one pair (compare-and-set).
     pub async fn load_or_create(barrier: &Barrier) -> Result<Self, AuditError> {
-        let key = keys_key()?;
+        let key = crate::storage_key(KEYS)?;
         for _ in 0..3 {
             if let Some(plain) = barrier.get(&key).await? {
                 return Self::decode(plain.value.expose());
@@ -84,14 +80,11 @@ impl AuditKeys {
                 hmac: B64.encode(fresh.hmac.expose()),
                 signing: B64.encode(fresh.signing.to_bytes()),
             };
-            let bytes = Zeroizing::new(
-                serde_json::to_vec(&doc).map_err(|_| AuditError::Corrupt(KEYS.to_owned()))?,
-            );
-            drop(Zeroizing::new(doc.hmac));
-            drop(Zeroizing::new(doc.signing));
+            let bytes =
+                serde_json::to_vec(&doc).map_err(|_| AuditError::Corrupt(KEYS.to_owned()))?;
             let write = BarrierWrite {
                 key: key.clone(),
-                value: Some(SecretBytes::new(bytes.to_vec())),
+                value: Some(SecretBytes::new(bytes)),
                 expect: Expect::Absent,
             };
             match barrier.commit(vec![write]).await {
@@ -106,10 +99,8 @@ impl AuditKeys {
     fn decode(bytes: &[u8]) -> Result<Self, AuditError> {
         let corrupt = || AuditError::Corrupt(KEYS.to_owned());
         let doc: KeyDoc = serde_json::from_slice(bytes).map_err(|_| corrupt())?;
-        let doc_hmac = Zeroizing::new(doc.hmac);
-        let doc_signing = Zeroizing::new(doc.signing);
-        let hmac = SecretBytes::new(B64.decode(doc_hmac.as_bytes()).map_err(|_| corrupt())?);
-        let seed = Zeroizing::new(B64.decode(doc_signing.as_bytes()).map_err(|_| corrupt())?);
+        let hmac = SecretBytes::new(B64.decode(doc.hmac.as_bytes()).map_err(|_| corrupt())?);
+        let seed = Zeroizing::new(B64.decode(doc.signing.as_bytes()).map_err(|_| corrupt())?);
         let seed: Zeroizing<[u8; 32]> =
             Zeroizing::new(seed.as_slice().try_into().map_err(|_| corrupt())?);
         Ok(Self {

@@ -53,6 +53,12 @@ pub mod layout {
     }
 }
 
+/// A storage key of the audit log (its names are fixed, so a failure means
+/// a corrupt listing).
+pub(crate) fn storage_key(s: &str) -> Result<vern_store::Key, AuditError> {
+    vern_store::Key::new(s).map_err(|e| AuditError::Corrupt(e.to_string()))
+}
+
 /// Why an audit operation failed.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]

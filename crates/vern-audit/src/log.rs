@@ -7,30 +7,21 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
 use vern_core::Clock;
 use vern_seal::Barrier;
-use vern_store::{Expect, Key, Store, StoreError, Write};
+use vern_store::{Expect, Store, StoreError, Write};
 
 use crate::keys::AuditKeys;
 use crate::layout;
 use crate::query::{self, Filter, Page};
-use crate::record::{AuditRecord, Checkpoint, Event, Line, GENESIS};
+use crate::record::{record_line, AuditRecord, Checkpoint, Event, Line, GENESIS};
 use crate::sink::{Sink, SinkTarget};
+use crate::storage_key as key;
 use crate::AuditError;
-
-/// How a record line of the sink starts; the record's own JSON follows.
-const RECORD_LINE: &[u8] = br#"{"type":"record","#;
 
 fn sink_lost() -> AuditError {
     AuditError::Sink {
         target: "sink".to_owned(),
         detail: "the writer task failed; restart the server".to_owned(),
     }
-}
-
-/// A sink line for a record's stored bytes.
-fn record_line(stored: &[u8]) -> Vec<u8> {
-    let mut line = RECORD_LINE.to_vec();
-    line.extend_from_slice(stored.get(1..).unwrap_or_default());
-    line
 }
 
 /// How often one batch retries after another process moved the head.
@@ -112,10 +103,6 @@ pub struct AuditLog {
     shared: Arc<Shared>,
 }
 
-fn key(s: &str) -> Result<Key, AuditError> {
-    Key::new(s).map_err(|e| AuditError::Corrupt(e.to_string()))
-}
-
 pub(crate) async fn read_head(store: &dyn Store) -> Result<Head, AuditError> {
     let Some(entry) = store.get(&key(layout::HEAD)?).await? else {
         return Ok(Head {
@@ -174,16 +161,16 @@ impl AuditLog {
     /// The session of `barrier`'s unseal, loading the keys on the first
     /// request after an unseal.
     pub async fn session(&self, barrier: &Arc<Barrier>) -> Result<Arc<Session>, AuditError> {
-        if let Some(s) = self.current() {
-            if Weak::ptr_eq(&s.barrier, &Arc::downgrade(barrier)) {
-                return Ok(s);
-            }
+        let of_barrier = || {
+            self.current()
+                .filter(|s| std::ptr::eq(s.barrier.as_ptr(), Arc::as_ptr(barrier)))
+        };
+        if let Some(s) = of_barrier() {
+            return Ok(s);
         }
         let _one = self.shared.opening.lock().await;
-        if let Some(s) = self.current() {
-            if Weak::ptr_eq(&s.barrier, &Arc::downgrade(barrier)) {
-                return Ok(s);
-            }
+        if let Some(s) = of_barrier() {
+            return Ok(s);
         }
         let session = Arc::new(Session {
             keys: AuditKeys::load_or_create(barrier).await?,
@@ -354,20 +341,25 @@ impl Appender {
         }
     }
 
-    /// Writes records `first..` to the sink, after any records it is
-    /// missing (written by other processes, or lost to an earlier failed
-    /// write), read back from storage: a sink file holds the whole chain.
-    async fn write_records(&mut self, first: u64, encoded: Vec<Vec<u8>>) -> Result<(), AuditError> {
+    /// Writes `lines` to the sink after the records it lacks before `upto`
+    /// (other processes' records, or those of a failed write), read back
+    /// from storage, so a sink file holds the whole chain; afterwards the
+    /// sink expects record `next`.
+    async fn sink_after(
+        &mut self,
+        upto: u64,
+        lines: Vec<Vec<u8>>,
+        next: u64,
+    ) -> Result<(), AuditError> {
         if self.sink_lost {
             return Err(sink_lost());
         }
         if self.sink.is_none() {
             return Ok(());
         }
-        let next = first + encoded.len() as u64;
-        let mut lines = self.missing_lines(first).await?;
-        lines.extend(encoded.iter().map(|bytes| record_line(bytes)));
-        self.write_sink(lines, Some(next)).await
+        let mut all = self.missing_lines(upto).await?;
+        all.extend(lines);
+        self.write_sink(all, next).await
     }
 
     /// Lines of the records the sink lacks before `upto`. A sink that has
@@ -388,19 +380,15 @@ impl Appender {
     }
 
     /// Writes to the sink off the async workers (a file sync blocks); on
-    /// success the sink expects `next` (when given) afterwards.
-    async fn write_sink(
-        &mut self,
-        lines: Vec<Vec<u8>>,
-        next: Option<u64>,
-    ) -> Result<(), AuditError> {
+    /// success the sink expects record `next`.
+    async fn write_sink(&mut self, lines: Vec<Vec<u8>>, next: u64) -> Result<(), AuditError> {
         let Some(mut sink) = self.sink.take() else {
             return Ok(());
         };
         let task = tokio::task::spawn_blocking(move || {
             let result = sink.write(&lines);
-            if result.is_ok() && next.is_some() {
-                sink.next_seq = next;
+            if result.is_ok() {
+                sink.next_seq = Some(next);
             }
             (sink, result)
         });
@@ -441,12 +429,14 @@ impl Appender {
                 encoded.push(bytes);
             }
             let last = head.seq + events.len() as u64;
+            let lines: Vec<Vec<u8>> = match self.sink {
+                Some(_) => encoded.iter().map(|bytes| record_line(bytes)).collect(),
+                None => Vec::new(),
+            };
             let mut writes = Vec::with_capacity(encoded.len() + 1);
-            for (i, bytes) in encoded.iter().enumerate() {
-                let seq = head.seq + 1 + i as u64;
-                writes.push(
-                    Write::put(key(&layout::record(seq))?, bytes.clone()).expecting(Expect::Absent),
-                );
+            for (seq, bytes) in (head.seq + 1..).zip(encoded) {
+                writes
+                    .push(Write::put(key(&layout::record(seq))?, bytes).expecting(Expect::Absent));
             }
             let doc = serde_json::to_vec(&HeadDoc {
                 seq: last,
@@ -462,7 +452,7 @@ impl Appender {
                         hash: prev,
                         version: versions.last().copied(),
                     });
-                    self.write_records(head.seq + 1, encoded).await?;
+                    self.sink_after(head.seq + 1, lines, last + 1).await?;
                     return Ok(head.seq + 1);
                 }
                 // Another process appended first: chain after its records.
@@ -501,15 +491,7 @@ impl Appender {
         self.last_checkpoint = cp.seq;
         let line = serde_json::to_vec(&Line::Checkpoint(cp.clone()))
             .map_err(|_| AuditError::Corrupt(layout::checkpoint(cp.seq)))?;
-        if self.sink_lost {
-            return Err(sink_lost());
-        }
-        if self.sink.is_some() {
-            let missing = self.missing_lines(cp.seq + 1).await?;
-            let mut lines = missing;
-            lines.push(line);
-            self.write_sink(lines, Some(cp.seq + 1)).await?;
-        }
+        self.sink_after(cp.seq + 1, vec![line], cp.seq + 1).await?;
         Ok(Some(cp))
     }
 }

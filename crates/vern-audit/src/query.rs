@@ -2,7 +2,7 @@
 
 use std::time::SystemTime;
 
-use vern_store::{Key, Store};
+use vern_store::Store;
 
 use crate::layout;
 use crate::log::read_head;
@@ -100,8 +100,7 @@ pub(crate) async fn run(store: &dyn Store, filter: &Filter) -> Result<Page, Audi
             });
         }
         for k in &keys {
-            let key = Key::new(k.as_str()).map_err(|e| AuditError::Corrupt(e.to_string()))?;
-            let Some(entry) = store.get(&key).await? else {
+            let Some(entry) = store.get(&crate::storage_key(k)?).await? else {
                 continue;
             };
             scanned += 1;

@@ -172,6 +172,18 @@ impl AuditRecord {
     }
 }
 
+/// How a record's line in a sink file starts; the record's own JSON
+/// follows, without its opening brace.
+pub(crate) const RECORD_LINE: &[u8] = br#"{"type":"record","#;
+
+/// The sink line of a record's stored bytes (what `Line::Record`
+/// serializes to, without serializing again).
+pub(crate) fn record_line(stored: &[u8]) -> Vec<u8> {
+    let mut line = RECORD_LINE.to_vec();
+    line.extend_from_slice(stored.get(1..).unwrap_or_default());
+    line
+}
+
 /// The tail every stored record ends with: `,"hash":"<64 hex>"}`.
 const HASH_SUFFIX_LEN: usize = 75;
 
@@ -276,8 +288,8 @@ mod tests {
         let stored = serde_json::to_vec(&r).unwrap();
         assert_eq!(raw_hash(&stored[1..]), Some(r.compute_hash()));
         let line = serde_json::to_vec(&Line::Record(Box::new(r.clone()))).unwrap();
-        let tag = br#"{"type":"record","#.len();
-        assert_eq!(raw_hash(&line[tag..]), Some(r.compute_hash()));
+        assert_eq!(line, record_line(&stored));
+        assert_eq!(raw_hash(&line[RECORD_LINE.len()..]), Some(r.compute_hash()));
         let pretty = serde_json::to_vec_pretty(&r).unwrap();
         assert_ne!(raw_hash(&pretty[1..]), Some(r.compute_hash()));
     }

@@ -112,7 +112,7 @@ impl Sink {
         Ok(tail
             .split(|b| *b == b'\n')
             .rev()
-            .filter(|l| l.starts_with(br#"{"type":"record","#))
+            .filter(|l| l.starts_with(crate::record::RECORD_LINE))
             .find_map(|l| serde_json::from_slice::<Seq>(l).ok())
             .map(|s| s.seq))
     }

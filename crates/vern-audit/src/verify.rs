@@ -7,12 +7,12 @@ use std::io::BufRead as _;
 use std::path::Path;
 
 use serde::Serialize;
-use vern_store::{Key, Store};
+use vern_store::Store;
 
 use crate::keys::PublicKey;
 use crate::layout;
 use crate::log::read_head;
-use crate::record::{AuditRecord, Checkpoint, Line, GENESIS};
+use crate::record::{Checkpoint, Line, GENESIS, RECORD_LINE};
 use crate::AuditError;
 
 /// Most problems a report keeps.
@@ -136,11 +136,6 @@ impl Verifier {
         }
     }
 
-    /// Takes the next record, parsed (for callers that have one).
-    pub fn record(&mut self, r: &AuditRecord) {
-        self.link(r.seq, &r.prev, &r.hash, Some(r.compute_hash()));
-    }
-
     /// Takes the next record as stored: `object` is its JSON (a file line
     /// with its `"type":"record"` tag, or a stored value), and the record's
     /// own fields start at `inner`. The hash is computed over those bytes
@@ -257,7 +252,7 @@ pub async fn verify_store(
         let keys = keys_under(store, layout::CHECKPOINTS, after.take()).await?;
         for k in &keys {
             let seq = seq_of(k, layout::CHECKPOINTS).unwrap_or(0);
-            let Some(entry) = store.get(&storage_key(k)?).await? else {
+            let Some(entry) = store.get(&crate::storage_key(k)?).await? else {
                 continue;
             };
             match serde_json::from_slice::<Checkpoint>(&entry.value) {
@@ -280,7 +275,7 @@ pub async fn verify_store(
         let keys = keys_under(store, layout::RECORDS, after.take()).await?;
         for k in &keys {
             let seq = seq_of(k, layout::RECORDS).unwrap_or(0);
-            let Some(entry) = store.get(&storage_key(k)?).await? else {
+            let Some(entry) = store.get(&crate::storage_key(k)?).await? else {
                 continue;
             };
             match v.record_bytes(&entry.value, 1) {
@@ -309,12 +304,7 @@ pub async fn verify_store(
     Ok(v.finish())
 }
 
-fn storage_key(k: &str) -> Result<Key, AuditError> {
-    Key::new(k).map_err(|e| AuditError::Corrupt(e.to_string()))
-}
-
 const CHECKPOINT_LINE: &[u8] = br#"{"type":"checkpoint""#;
-const RECORD_LINE: &[u8] = br#"{"type":"record","#;
 
 /// Verifies a JSON-lines file written by the sink; `progress` gets the
 /// bytes read so far in the record pass. Lines are read as bytes, so a

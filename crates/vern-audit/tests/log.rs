@@ -252,6 +252,11 @@ async fn tamper_suite(db: &Db) {
     append_concurrently(&p.log, 10, 20).await;
     assert_eq!(p.log.checkpoint(&p.session).await.unwrap().unwrap().seq, N);
     let store = p.store.as_ref();
+    let raw_keys = store.get(&k(layout::KEYS)).await.unwrap().unwrap().value;
+    assert!(
+        !raw_keys.windows(7).any(|w| w == b"signing"),
+        "the audit keys are stored in clear"
+    );
     let clean = verify(&p).await;
     assert!(clean.intact(), "{:?}", clean.problems);
     assert_eq!(

@@ -165,14 +165,7 @@ impl FromRequestParts<AppState> for Caller {
             return Err(ApiError::too_many(wait));
         }
         let audit = parts.extensions.get::<AuditSlot>().cloned();
-        if let (Some(slot), Ok(Some(Scheme::Bearer(t) | Scheme::Dpop(t)))) =
-            (&audit, presented(parts))
-        {
-            if !t.is_empty() {
-                slot.token(&t);
-            }
-        }
-        let identity = match Self::authenticate(parts, state).await {
+        let identity = match Self::authenticate(parts, state, audit.as_ref()).await {
             Ok(c) => c,
             Err(e) => {
                 // Wrong credentials count towards a lockout; an
@@ -216,9 +209,20 @@ impl FromRequestParts<AppState> for Caller {
 }
 
 impl Caller {
-    async fn authenticate(parts: &Parts, state: &AppState) -> Result<Identity, ApiError> {
+    /// Verifies the presented token; notes it (as its HMAC) in the audit
+    /// slot first, so refused tokens can be searched for too.
+    async fn authenticate(
+        parts: &Parts,
+        state: &AppState,
+        audit: Option<&AuditSlot>,
+    ) -> Result<Identity, ApiError> {
         let scheme = presented(parts)?
             .ok_or_else(|| ApiError::new(StatusCode::FORBIDDEN, "missing client token"))?;
+        if let (Some(slot), Scheme::Bearer(t) | Scheme::Dpop(t)) = (audit, &scheme) {
+            if !t.is_empty() {
+                slot.token(t);
+            }
+        }
         let seal = &state.inner.seal;
         let barrier = seal.barrier()?;
         let authority = &state.inner.authority;

@@ -34,15 +34,20 @@ pub(crate) async fn request_id(mut req: Request, next: Next) -> Response {
     resp
 }
 
+/// The request's route template (`/v1/{mount}/data/{*path}`), never the
+/// raw path, which can name secrets.
+pub(crate) fn route_template(req: &Request) -> String {
+    req.extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned())
+}
+
 /// Counts and times every request by route template (never the raw path,
 /// which would leak secret names into metrics), and writes the access log.
 pub(crate) async fn observe(State(state): State<AppState>, req: Request, next: Next) -> Response {
     let started = Instant::now();
     let method = req.method().clone();
-    let route = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+    let route = route_template(&req);
     let resp = next.run(req).await;
     let elapsed = started.elapsed();
     let status = resp.status().as_u16();

@@ -41,6 +41,18 @@ async fn put_secret(s: &Server, path: &str) -> u16 {
         .as_u16()
 }
 
+/// `GET` of a secret with `token` (root or an access token) and a
+/// request id to find its record by.
+async fn read_secret(s: &Server, path: &str, token: &str, request_id: &str) -> reqwest::Response {
+    client()
+        .get(s.url(&format!("/v1/secret/data/{path}")))
+        .header("x-vault-token", token)
+        .header("x-request-id", request_id)
+        .send()
+        .await
+        .unwrap()
+}
+
 async fn public_key(s: &Server) -> String {
     let v: Value = client()
         .get(s.url("/v1/audit/public-key"))
@@ -59,35 +71,17 @@ async fn records_carry_decisions_and_hmacs_never_secrets() {
     let data = path_str(dir.path());
     let file = dir.path().join("audit.jsonl");
     let s = dev_server(&data, &["--audit-file", &path_str(&file)]);
-    let c = client();
     assert_eq!(put_secret(&s, "acme/web/prod/db").await, 200);
     let svc = client_token(
         &s,
         json!({"tenant": "acme", "project": "web", "environment": "prod", "name": "api"}),
     )
     .await;
-    let read = c
-        .get(s.url("/v1/secret/data/acme/web/prod/db"))
-        .bearer_auth(&svc)
-        .header("x-request-id", "read-own-0001")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(read.status(), 200);
-    let denied = c
-        .get(s.url("/v1/secret/data/globex/web/prod/db"))
-        .bearer_auth(&svc)
-        .header("x-request-id", "read-other-0001")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(denied.status(), 404);
-    let bad = c
-        .get(s.url("/v1/secret/data/acme/web/prod/db"))
-        .header("x-vault-token", "not-a-token")
-        .send()
-        .await
-        .unwrap();
+    let own = read_secret(&s, "acme/web/prod/db", &svc, "read-own-0001").await;
+    assert_eq!(own.status(), 200);
+    let other = read_secret(&s, "globex/web/prod/db", &svc, "read-other-0001").await;
+    assert_eq!(other.status(), 404);
+    let bad = read_secret(&s, "acme/web/prod/db", "not-a-token", "bad-token-0001").await;
     assert_eq!(bad.status(), 403);
 
     let (status, all) = records(&s, "root", "limit=1000").await;
@@ -273,12 +267,7 @@ async fn an_unwritable_sink_fails_requests_without_data() {
         .await
         .unwrap();
     assert_eq!(resp.status(), 500);
-    let read = client()
-        .get(s.url("/v1/secret/data/acme/web/prod/db"))
-        .header("x-vault-token", "root")
-        .send()
-        .await
-        .unwrap();
+    let read = read_secret(&s, "acme/web/prod/db", "root", "full-0001").await;
     assert_eq!(read.status(), 500);
     let body = read.text().await.unwrap();
     assert!(!body.contains(MARKER), "{body}");
@@ -310,12 +299,7 @@ async fn a_store_refusing_records_fails_requests_without_data_on_sqlite() {
     )
     .unwrap();
     drop(conn);
-    let read = client()
-        .get(s.url("/v1/secret/data/acme/web/prod/db"))
-        .header("x-vault-token", "root")
-        .send()
-        .await
-        .unwrap();
+    let read = read_secret(&s, "acme/web/prod/db", "root", "refused-0001").await;
     assert_eq!(read.status(), 500);
     assert!(!read.text().await.unwrap().contains(MARKER));
 }
@@ -559,13 +543,7 @@ async fn tail_follows_new_records_without_its_own_reads() {
 async fn records_go_to_stdout_for_shipping() {
     let dir = temp();
     let s = dev_server(&path_str(dir.path()), &["--audit-file", "-"]);
-    let resp = client()
-        .get(s.url("/v1/secret/data/acme/web/prod/none"))
-        .header("x-vault-token", "root")
-        .header("x-request-id", "shipped-0001")
-        .send()
-        .await
-        .unwrap();
+    let resp = read_secret(&s, "acme/web/prod/none", "root", "shipped-0001").await;
     assert_eq!(resp.status(), 404);
     let stdout = s.stdout.clone();
     s.terminate();

@@ -271,6 +271,12 @@ async fn sealed_means_every_data_endpoint_answers_503() {
         c.get(s.url("/v1/sys/key-status"))
             .header("x-vault-token", "root"),
         c.get(s.url("/oauth2/jwks")),
+        c.get(s.url("/v1/audit/records"))
+            .header("x-vault-token", "root"),
+        c.post(s.url("/v1/audit/hash"))
+            .header("x-vault-token", "root")
+            .json(&json!({"input": "x"})),
+        c.get(s.url("/v1/audit/public-key")),
         c.post(s.url("/oauth2/token"))
             .basic_auth("svc.a.b.c.d", Some("x"))
             .form(&[("grant_type", "client_credentials")]),
