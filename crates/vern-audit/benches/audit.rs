@@ -26,6 +26,7 @@ const CHECKPOINT_EVERY: u64 = 10_000;
 fn event(i: u64) -> Event {
     Event {
         request_id: format!("7f0c1e9a-2b3d-4c5e-8f90-{i:012}"),
+        client_request_id: None,
         operation: "GET /v1/{mount}/data/{*path}".to_owned(),
         principal: Some(Actor {
             kind: "service".to_owned(),

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
 use vern_core::Clock;
 use vern_seal::Barrier;
-use vern_store::{Expect, Store, StoreError, Write};
+use vern_store::{CommitGate, Expect, Store, StoreError, Write};
 
 use crate::keys::AuditKeys;
 use crate::layout;
@@ -83,7 +83,11 @@ pub(crate) struct Head {
 }
 
 enum Job {
-    Append(Box<Event>, oneshot::Sender<Result<u64, String>>),
+    Append(
+        Box<Event>,
+        Option<Arc<CommitGate>>,
+        oneshot::Sender<Result<u64, String>>,
+    ),
     Checkpoint(
         Arc<Session>,
         oneshot::Sender<Result<Option<Checkpoint>, String>>,
@@ -211,7 +215,21 @@ impl AuditLog {
     /// Appends one record and returns its sequence number once it is
     /// durable in storage and in the sink. Waits for the batch it joins.
     pub async fn append(&self, event: Event) -> Result<u64, AuditError> {
-        self.submit(|tx| Job::Append(Box::new(event), tx)).await
+        self.submit(|tx| Job::Append(Box::new(event), None, tx))
+            .await
+    }
+
+    /// Like [`AuditLog::append`], but the record can be withdrawn with
+    /// [`CommitGate::abandon`] until the appender takes it into a batch;
+    /// from then on it is committed or fails with its batch, so a caller
+    /// that gives up in time knows the record will never appear.
+    pub async fn append_gated(
+        &self,
+        event: Event,
+        gate: Arc<CommitGate>,
+    ) -> Result<u64, AuditError> {
+        self.submit(|tx| Job::Append(Box::new(event), Some(gate), tx))
+            .await
     }
 
     /// Signs the current head with `session`'s key, unless it is already
@@ -311,7 +329,11 @@ impl Appender {
             let mut checkpoints = Vec::new();
             for job in jobs {
                 match job {
-                    Job::Append(event, reply) => {
+                    Job::Append(event, gate, reply) => {
+                        if gate.is_some_and(|g| !g.begin()) {
+                            let _ = reply.send(Err("withdrawn before it was written".to_owned()));
+                            continue;
+                        }
                         events.push(*event);
                         waiters.push(reply);
                     }

@@ -137,6 +137,34 @@ pub enum Presented<'a> {
     Dpop(DpopCheck<'a>),
 }
 
+/// The reach of whoever applies a client set: which existing clients it
+/// may change or prune, and which clients it may create.
+pub trait ApplyGate: Sync {
+    /// Whether the caller manages this existing client.
+    fn manages(&self, existing: &ClientRecord) -> bool;
+    /// Whether the caller may make a client like this one (created, or the
+    /// new state of a changed one); the error says what it lacks.
+    fn may_grant(
+        &self,
+        client_id: &str,
+        kind: &ClientKind,
+        scopes: &[String],
+    ) -> Result<(), String>;
+}
+
+/// The reach of a caller trusted with every client: the platform's own
+/// set-up and tests, never a request.
+struct Unrestricted;
+
+impl ApplyGate for Unrestricted {
+    fn manages(&self, _: &ClientRecord) -> bool {
+        true
+    }
+    fn may_grant(&self, _: &str, _: &ClientKind, _: &[String]) -> Result<(), String> {
+        Ok(())
+    }
+}
+
 /// The verified claims of an access token.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AccessClaims {
@@ -194,18 +222,24 @@ pub(crate) fn check_claims(
     if claim_str(jwt, "sub")? != client_id {
         return Err(AuthError::Claim("sub and client_id differ".to_owned()));
     }
+    // Operators carry roles (and a tenant operator its tenant); services
+    // carry their scope and never roles.
     let kind = match (jwt.claims.get("tenant"), jwt.claims.get("roles")) {
-        (Some(_), _) => ClientKind::Service {
-            tenant: claim_str(jwt, "tenant")?.to_owned(),
-            project: claim_str(jwt, "project")?.to_owned(),
-            environment: claim_str(jwt, "environment")?.to_owned(),
-        },
-        (None, Some(Value::Array(roles))) => ClientKind::Operator {
+        (_, Some(Value::Array(roles))) => ClientKind::Operator {
             roles: roles
                 .iter()
                 .filter_map(Value::as_str)
                 .map(str::to_owned)
                 .collect(),
+            tenant: match jwt.claims.get("tenant") {
+                Some(_) => Some(claim_str(jwt, "tenant")?.to_owned()),
+                None => None,
+            },
+        },
+        (Some(_), None) => ClientKind::Service {
+            tenant: claim_str(jwt, "tenant")?.to_owned(),
+            project: claim_str(jwt, "project")?.to_owned(),
+            environment: claim_str(jwt, "environment")?.to_owned(),
         },
         _ => {
             return Err(AuthError::Claim(
@@ -430,14 +464,29 @@ impl Authority {
         Ok(NonceKey(SecretBytes::new(self.hmac_key(b).await?.expose().to_vec())).issue(self.now()))
     }
 
-    /// Creates a client. A client without keys gets a generated secret
+    /// Creates a client with no caller's reach to respect: for the
+    /// platform's own set-up and tests; requests use
+    /// [`Authority::create_client_with`]. A client without keys gets a generated secret
     /// (256 bits), returned here once and stored only as an HMAC.
     pub async fn create_client(
         &self,
         b: &Barrier,
         spec: &ClientSpec,
     ) -> Result<CreatedClient, AuthError> {
+        self.create_client_with(b, spec, &Unrestricted).await
+    }
+
+    /// Creates a client on behalf of a caller whose reach is `gate`: the
+    /// client must pass [`ApplyGate::may_grant`].
+    pub async fn create_client_with(
+        &self,
+        b: &Barrier,
+        spec: &ClientSpec,
+        gate: &dyn ApplyGate,
+    ) -> Result<CreatedClient, AuthError> {
         let (client_id, kind) = spec.validate()?;
+        gate.may_grant(&client_id, &kind, &spec.scopes)
+            .map_err(AuthError::Forbidden)?;
         let (record, secret) = self.new_record(b, spec, &client_id, kind).await?;
         let bytes = serde_json::to_vec(&record).map_err(|e| AuthError::Invalid(e.to_string()))?;
         let result = b
@@ -524,16 +573,24 @@ impl Authority {
     /// `specs` only when `prune`. Everything is one atomic, compare-and-set
     /// guarded batch: a concurrent change fails the whole apply, and a bad
     /// spec writes nothing. With `dry_run`, only the plan is returned.
+    ///
+    /// `gate` is the caller's reach: every client created or changed must
+    /// pass [`ApplyGate::may_grant`], an existing client is changed only if
+    /// the caller [`ApplyGate::manages`] it, and pruning deletes only such
+    /// clients (the others are kept).
     pub async fn apply(
         &self,
         b: &Barrier,
         specs: &[ClientSpec],
         prune: bool,
         dry_run: bool,
+        gate: &dyn ApplyGate,
     ) -> Result<ApplyPlan, AuthError> {
         let mut desired = std::collections::BTreeMap::new();
         for spec in specs {
             let (id, kind) = spec.validate()?;
+            gate.may_grant(&id, &kind, &spec.scopes)
+                .map_err(AuthError::Forbidden)?;
             if desired.insert(id.clone(), (spec, kind)).is_some() {
                 return Err(AuthError::Invalid(format!(
                     "client `{id}` is declared twice"
@@ -559,6 +616,11 @@ impl Authority {
                 Some(plain) => {
                     let mut record: ClientRecord = serde_json::from_slice(plain.value.expose())
                         .map_err(|_| AuthError::Seal(SealError::Corrupt(format!("client {id}"))))?;
+                    if !gate.manages(&record) {
+                        return Err(AuthError::Forbidden(format!(
+                            "client `{id}` exists and is not yours to change"
+                        )));
+                    }
                     let mut changes = Vec::new();
                     if record.scopes != spec.scopes {
                         changes.push("scopes".to_owned());
@@ -596,15 +658,22 @@ impl Authority {
             }
         }
         for id in existing.iter().filter(|id| !desired.contains_key(*id)) {
-            if prune {
-                let k = key(format!("{CLIENTS}{id}"))?;
-                if let Some(plain) = b.get(&k).await? {
-                    writes.push(BarrierWrite {
-                        key: k,
-                        value: None,
-                        expect: Expect::Version(plain.version),
-                    });
-                }
+            if !prune {
+                plan.kept.push(id.clone());
+                continue;
+            }
+            let k = key(format!("{CLIENTS}{id}"))?;
+            let Some(plain) = b.get(&k).await? else {
+                continue;
+            };
+            let record: ClientRecord = serde_json::from_slice(plain.value.expose())
+                .map_err(|_| AuthError::Seal(SealError::Corrupt(format!("client {id}"))))?;
+            if gate.manages(&record) {
+                writes.push(BarrierWrite {
+                    key: k,
+                    value: None,
+                    expect: Expect::Version(plain.version),
+                });
                 plan.delete.push(id.clone());
             } else {
                 plan.kept.push(id.clone());
@@ -835,7 +904,12 @@ impl Authority {
                 claims["project"] = json!(project);
                 claims["environment"] = json!(environment);
             }
-            ClientKind::Operator { roles } => claims["roles"] = json!(roles),
+            ClientKind::Operator { roles, tenant } => {
+                claims["roles"] = json!(roles);
+                if let Some(t) = tenant {
+                    claims["tenant"] = json!(t);
+                }
+            }
         }
         let mut cnf = serde_json::Map::new();
         if let Some(jkt) = &jkt {

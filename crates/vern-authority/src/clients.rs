@@ -22,10 +22,14 @@ pub enum ClientKind {
         /// Its environment.
         environment: String,
     },
-    /// A platform operator.
+    /// An operator: of the platform, or (with a tenant) of one tenant.
     Operator {
-        /// Platform roles.
+        /// Roles.
         roles: Vec<String>,
+        /// The tenant a tenant operator (such as a tenant administrator)
+        /// is confined to.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        tenant: Option<TenantIdText>,
     },
 }
 
@@ -46,6 +50,16 @@ impl ClientKind {
                 environment: EnvironmentId::parse(environment).ok()?,
             }),
             Self::Operator { .. } => None,
+        }
+    }
+
+    /// A tenant operator's tenant, re-checked on the way out of storage.
+    pub fn operator_tenant(&self) -> Option<TenantId> {
+        match self {
+            Self::Operator {
+                tenant: Some(t), ..
+            } => TenantId::parse(t).ok(),
+            _ => None,
         }
     }
 }
@@ -193,24 +207,36 @@ impl ClientSpec {
                     },
                 ))
             }
-            (None, None, None) => {
+            (tenant, None, None) => {
                 if self.roles.is_empty() {
                     return Err(AuthError::Invalid(
-                        "give --tenant, --project and --env for a service, or roles for an operator".to_owned(),
+                        "give --tenant, --project and --env for a service, or roles for an operator (with --tenant alone for a tenant operator)".to_owned(),
                     ));
                 }
                 for r in &self.roles {
                     check_scope_name(r)?;
                 }
+                let tenant = tenant
+                    .as_deref()
+                    .map(TenantId::parse)
+                    .transpose()
+                    .map_err(|e| AuthError::Invalid(e.to_string()))?;
+                // Tenant operators live in their tenant's part of the id
+                // space, so no tenant can claim a platform operator's name.
+                let id = match &tenant {
+                    Some(t) => format!("op.{t}.{name}"),
+                    None => format!("op.{name}"),
+                };
                 Ok((
-                    format!("op.{name}"),
+                    id,
                     ClientKind::Operator {
                         roles: self.roles.clone(),
+                        tenant: tenant.map(|t| t.to_string()),
                     },
                 ))
             }
             _ => Err(AuthError::Invalid(
-                "a service client needs all of tenant, project and environment".to_owned(),
+                "a service client needs all of tenant, project and environment; a tenant operator only a tenant".to_owned(),
             )),
         }
     }

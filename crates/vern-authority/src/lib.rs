@@ -22,8 +22,8 @@ mod keys;
 mod verifier;
 
 pub use authority::{
-    certificate_thumbprint, AccessClaims, ApplyPlan, Authority, AuthorityConfig, ClientCredentials,
-    IssuedToken, Presented, TokenRequest, JWT_BEARER_ASSERTION,
+    certificate_thumbprint, AccessClaims, ApplyGate, ApplyPlan, Authority, AuthorityConfig,
+    ClientCredentials, IssuedToken, Presented, TokenRequest, JWT_BEARER_ASSERTION,
 };
 pub use clients::{ClientKind, ClientRecord, ClientSpec, CreatedClient};
 pub use dpop::{DpopCheck, NonceRule};
@@ -87,6 +87,10 @@ pub enum AuthError {
     /// No such client.
     #[error("no client `{0}`")]
     NoClient(String),
+    /// The caller may not make or change this client; the message says
+    /// what it lacks.
+    #[error("{0}")]
+    Forbidden(String),
     /// The seal or storage failed.
     #[error(transparent)]
     Seal(#[from] vern_seal::SealError),

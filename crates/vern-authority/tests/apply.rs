@@ -5,9 +5,41 @@
 use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
 
-use vern_authority::{AuthError, Authority, AuthorityConfig, ClientSpec};
+use vern_authority::{
+    ApplyGate, AuthError, Authority, AuthorityConfig, ClientKind, ClientRecord, ClientSpec,
+};
 use vern_core::ManualClock;
 use vern_seal::Seal;
+
+/// A caller that reaches every client.
+struct Everything;
+
+impl ApplyGate for Everything {
+    fn manages(&self, _: &ClientRecord) -> bool {
+        true
+    }
+    fn may_grant(&self, _: &str, _: &ClientKind, _: &[String]) -> Result<(), String> {
+        Ok(())
+    }
+}
+
+/// A caller that reaches only the services of tenant `acme`, and grants
+/// no scope called `admin`.
+struct AcmeOnly;
+
+impl ApplyGate for AcmeOnly {
+    fn manages(&self, r: &ClientRecord) -> bool {
+        matches!(&r.kind, ClientKind::Service { tenant, .. } if tenant == "acme")
+    }
+    fn may_grant(&self, id: &str, kind: &ClientKind, scopes: &[String]) -> Result<(), String> {
+        let acme = matches!(kind, ClientKind::Service { tenant, .. } if tenant == "acme");
+        if acme && !scopes.iter().any(|s| s == "admin") {
+            Ok(())
+        } else {
+            Err(format!("not {id}"))
+        }
+    }
+}
 
 fn svc(name: &str, scopes: &[&str]) -> ClientSpec {
     ClientSpec {
@@ -40,7 +72,13 @@ async fn apply_is_idempotent_atomic_and_prunes_only_when_asked() {
     };
 
     let dry = auth
-        .apply(&b, &[svc("api", &["read"]), operator.clone()], false, true)
+        .apply(
+            &b,
+            &[svc("api", &["read"]), operator.clone()],
+            false,
+            true,
+            &Everything,
+        )
         .await
         .unwrap();
     assert_eq!(dry.create, ["op.alice", "svc.acme.web.prod.api"]);
@@ -51,13 +89,25 @@ async fn apply_is_idempotent_atomic_and_prunes_only_when_asked() {
     );
 
     let first = auth
-        .apply(&b, &[svc("api", &["read"]), operator.clone()], false, false)
+        .apply(
+            &b,
+            &[svc("api", &["read"]), operator.clone()],
+            false,
+            false,
+            &Everything,
+        )
         .await
         .unwrap();
     assert_eq!(first.create.len(), 2);
     assert_eq!(first.secrets.len(), 2);
     let again = auth
-        .apply(&b, &[svc("api", &["read"]), operator.clone()], false, false)
+        .apply(
+            &b,
+            &[svc("api", &["read"]), operator.clone()],
+            false,
+            false,
+            &Everything,
+        )
         .await
         .unwrap();
     assert!(again.create.is_empty() && again.update.is_empty() && again.delete.is_empty());
@@ -65,7 +115,13 @@ async fn apply_is_idempotent_atomic_and_prunes_only_when_asked() {
 
     auth.create_client(&b, &svc("manual", &[])).await.unwrap();
     let changed = auth
-        .apply(&b, &[svc("api", &["read", "write"])], false, false)
+        .apply(
+            &b,
+            &[svc("api", &["read", "write"])],
+            false,
+            false,
+            &Everything,
+        )
         .await
         .unwrap();
     assert_eq!(
@@ -89,7 +145,13 @@ async fn apply_is_idempotent_atomic_and_prunes_only_when_asked() {
     );
 
     let pruned = auth
-        .apply(&b, &[svc("api", &["read", "write"])], true, false)
+        .apply(
+            &b,
+            &[svc("api", &["read", "write"])],
+            true,
+            false,
+            &Everything,
+        )
         .await
         .unwrap();
     assert_eq!(pruned.delete, ["op.alice", "svc.acme.web.prod.manual"]);
@@ -104,15 +166,89 @@ async fn apply_is_idempotent_atomic_and_prunes_only_when_asked() {
         ..svc("x", &[])
     };
     assert!(matches!(
-        auth.apply(&b, &[svc("new", &[]), bad], true, false).await,
+        auth.apply(&b, &[svc("new", &[]), bad], true, false, &Everything)
+            .await,
         Err(AuthError::Invalid(_))
     ));
     let dup = auth
-        .apply(&b, &[svc("new", &[]), svc("new", &[])], false, false)
+        .apply(
+            &b,
+            &[svc("new", &[]), svc("new", &[])],
+            false,
+            false,
+            &Everything,
+        )
         .await;
     assert!(matches!(dup, Err(AuthError::Invalid(m)) if m.contains("twice")));
     assert_eq!(
         auth.client_ids(&b).await.unwrap(),
         ["svc.acme.web.prod.api"]
+    );
+}
+
+#[tokio::test]
+async fn apply_stays_within_the_callers_reach() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = vern_store::open(&format!("sqlite:{}", dir.path().join("a.db").display()), 2)
+        .await
+        .unwrap();
+    let clock = Arc::new(ManualClock::new(
+        UNIX_EPOCH + Duration::from_secs(1_800_000_000),
+    ));
+    let seal = Seal::new(store, clock.clone()).await.unwrap();
+    seal.init_unsealed(1, 1, &[], None).await.unwrap();
+    let b = seal.barrier().unwrap();
+    let auth = Authority::new(AuthorityConfig::new("https://vern.test"), clock);
+    let globex = ClientSpec {
+        tenant: Some("globex".into()),
+        ..svc("api", &[])
+    };
+    let operator = ClientSpec {
+        name: "boss".into(),
+        roles: vec!["platform-admin".into()],
+        ..ClientSpec::default()
+    };
+    auth.apply(
+        &b,
+        &[svc("api", &[]), globex.clone(), operator.clone()],
+        false,
+        false,
+        &Everything,
+    )
+    .await
+    .unwrap();
+
+    // Pruning by a tenant's caller deletes only that tenant's clients.
+    let plan = auth
+        .apply(&b, &[svc("new", &[])], true, false, &AcmeOnly)
+        .await
+        .unwrap();
+    assert_eq!(plan.delete, ["svc.acme.web.prod.api"]);
+    assert_eq!(plan.kept, ["op.boss", "svc.globex.web.prod.api"]);
+
+    // Another tenant's client, an operator or a scope it may not grant:
+    // refused, nothing written.
+    for spec in [
+        ClientSpec {
+            scopes: vec!["read".into()],
+            ..globex
+        },
+        ClientSpec {
+            roles: vec!["operator".into()],
+            ..operator
+        },
+        svc("new", &["admin"]),
+    ] {
+        assert!(matches!(
+            auth.apply(&b, &[spec], false, false, &AcmeOnly).await,
+            Err(AuthError::Forbidden(_))
+        ));
+    }
+    assert_eq!(
+        auth.client(&b, "svc.acme.web.prod.new")
+            .await
+            .unwrap()
+            .scopes,
+        Vec::<String>::new()
     );
 }

@@ -3,17 +3,19 @@
 
 use serde::Serialize;
 
-use crate::ids::Scope;
+use crate::ids::{Scope, TenantId};
 
 /// The kind of actor behind a request.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
-#[non_exhaustive]
 pub enum PrincipalKind {
     /// A platform operator; `root` marks the root token issued at init.
     Operator {
         /// Whether this is the root token of init, whose every use is marked.
         root: bool,
+        /// The tenant a tenant operator is confined to.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        tenant: Option<TenantId>,
     },
     /// A workload inside one tenant's environment.
     Service {
@@ -37,7 +39,10 @@ impl Principal {
     pub fn root() -> Self {
         Self {
             id: "root".to_owned(),
-            kind: PrincipalKind::Operator { root: true },
+            kind: PrincipalKind::Operator {
+                root: true,
+                tenant: None,
+            },
         }
     }
 

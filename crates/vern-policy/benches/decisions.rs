@@ -55,6 +55,7 @@ fn queries(tenants: usize) -> Vec<Query> {
                     id: "op.x".into(),
                     kind: SubjectKind::Operator {
                         roles: vec![format!("t{pt}-reader")],
+                        tenant: None,
                         root: false,
                     },
                 }
@@ -63,7 +64,7 @@ fn queries(tenants: usize) -> Vec<Query> {
                     id: format!("svc.t{pt}.web.prod.app"),
                     kind: SubjectKind::Service {
                         scope: scope(pt, 0),
-                        scopes: vec![],
+                        scopes: vec!["secrets:read".into(), "secrets:write".into()],
                     },
                 }
             };

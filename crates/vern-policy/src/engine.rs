@@ -66,7 +66,8 @@ pub struct PolicyEngine {
 }
 
 fn builtin_set() -> Result<PolicySet, PolicyError> {
-    let parsed = PolicySet::from_str(BUILTIN).map_err(|e| PolicyError::Builtin(e.to_string()))?;
+    let text = format!("{BUILTIN}\n{}", crate::roles::cedar());
+    let parsed = PolicySet::from_str(&text).map_err(|e| PolicyError::Builtin(e.to_string()))?;
     let mut set = PolicySet::new();
     for p in parsed.policies() {
         let id = p
@@ -147,6 +148,15 @@ impl PolicyEngine {
         let (main, grants, _) = self.parse_dir(dir)?;
         self.validate(&main, &grants)?;
         Ok(main.policies().count() - builtin_set()?.policies().count())
+    }
+
+    /// Every policy in force, built-in and from files: its id and text.
+    pub fn policies(&self) -> Vec<(String, String)> {
+        self.current()
+            .main
+            .policies()
+            .map(|p| (p.id().to_string(), p.to_string()))
+            .collect()
     }
 
     /// The policy files in force.

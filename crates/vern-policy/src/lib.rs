@@ -1,6 +1,6 @@
 //! Authorization with Cedar: Vern's schema, the built-in policies (tenant
-//! isolation as a `forbid` no `permit` can override, services in their own
-//! environment, operators on the platform, root as break-glass), policy
+//! isolation as a `forbid` no `permit` can override, service scopes and
+//! operator roles from the tables of [`roles`], root as break-glass), policy
 //! files validated in strict mode, decisions with the policies that
 //! determined them, and atomic reloads that keep the old set on error.
 //!
@@ -16,6 +16,8 @@
 
 mod engine;
 mod model;
+pub mod roles;
 
 pub use engine::{Decision, PolicyEngine, PolicyError};
 pub use model::{Binding, Query, Resource, Subject, SubjectKind, ACTIONS};
+pub use roles::Holdings;

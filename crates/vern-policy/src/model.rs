@@ -20,8 +20,11 @@ pub const ACTIONS: &[&str] = &[
     "sys.rotate-root",
     "kv.config",
     "client.manage",
+    "client.read",
+    "keys.rotate",
     "authz.check",
     "policy.reload",
+    "policy.read",
     "audit.read",
     "audit.hash",
 ];
@@ -45,10 +48,12 @@ pub enum SubjectKind {
         /// Granted scopes.
         scopes: Vec<String>,
     },
-    /// A platform operator.
+    /// An operator: of the platform, or (with a tenant) of one tenant.
     Operator {
-        /// Platform roles.
+        /// Roles.
         roles: Vec<String>,
+        /// The tenant a tenant operator is confined to.
+        tenant: Option<TenantId>,
         /// Whether this is the root token of init.
         root: bool,
     },
@@ -65,6 +70,22 @@ pub enum Resource {
     Project(TenantId, ProjectId),
     /// An environment (a LIST folder).
     Environment(Scope),
+    /// A service, as the subject of client management or of a decision
+    /// request.
+    Service {
+        /// Its client id.
+        id: String,
+        /// Its environment.
+        scope: Scope,
+    },
+    /// An operator, as the subject of client management or of a decision
+    /// request.
+    Operator {
+        /// Its client id.
+        id: String,
+        /// Its tenant, for a tenant operator.
+        tenant: Option<TenantId>,
+    },
     /// One secret.
     Secret {
         /// The KV mount.
@@ -190,15 +211,14 @@ impl Query {
     /// Whether the request crosses tenants: only then can a cross-tenant
     /// grant matter.
     pub(crate) fn crosses_tenants(&self) -> bool {
-        let SubjectKind::Service { scope, .. } = &self.subject.kind else {
-            return false;
+        let own = match &self.subject.kind {
+            SubjectKind::Service { scope, .. } => &scope.tenant,
+            SubjectKind::Operator {
+                tenant: Some(t), ..
+            } => t,
+            SubjectKind::Operator { tenant: None, .. } => return false,
         };
-        let resource_tenant = match &self.resource {
-            Resource::Platform => return false,
-            Resource::Tenant(t) | Resource::Project(t, _) => t,
-            Resource::Environment(s) | Resource::Secret { scope: s, .. } => &s.tenant,
-        };
-        *resource_tenant != scope.tenant
+        self.resource.tenant().is_some_and(|t| t != own)
     }
 
     /// The Cedar context of this query.
@@ -242,13 +262,27 @@ impl Query {
                 ents.push(entity(u.clone(), attrs, &[env_uid(scope)?])?);
                 u
             }
-            SubjectKind::Operator { roles, root } => {
+            SubjectKind::Operator {
+                roles,
+                tenant,
+                root,
+            } => {
                 let u = uid("Vern::Operator", &self.subject.id)?;
-                let attrs = HashMap::from([
+                let mut attrs = HashMap::from([
                     ("roles".to_owned(), strings(roles)),
                     ("root".to_owned(), RestrictedExpression::new_bool(*root)),
                 ]);
-                ents.push(entity(u.clone(), attrs, &[])?);
+                let mut parents = Vec::new();
+                if let Some(t) = tenant {
+                    let tu = tenant_uid(t)?;
+                    ents.push(entity(tu.clone(), HashMap::new(), &[])?);
+                    attrs.insert(
+                        "tenant".to_owned(),
+                        RestrictedExpression::new_entity_uid(tu.clone()),
+                    );
+                    parents.push(tu);
+                }
+                ents.push(entity(u.clone(), attrs, &parents)?);
                 u
             }
         };
@@ -274,6 +308,44 @@ impl Query {
                 scope_chain(s, &mut ents)?;
                 env_uid(s)?
             }
+            Resource::Service { id, scope } => {
+                scope_chain(scope, &mut ents)?;
+                let u = uid("Vern::Service", id)?;
+                // The same entity as the principal when one asks about
+                // itself; the duplicate is dropped below.
+                let attrs = HashMap::from([
+                    (
+                        "tenant".to_owned(),
+                        RestrictedExpression::new_entity_uid(tenant_uid(&scope.tenant)?),
+                    ),
+                    (
+                        "environment".to_owned(),
+                        RestrictedExpression::new_entity_uid(env_uid(scope)?),
+                    ),
+                    ("scopes".to_owned(), strings(&[])),
+                ]);
+                ents.push(entity(u.clone(), attrs, &[env_uid(scope)?])?);
+                u
+            }
+            Resource::Operator { id, tenant } => {
+                let u = uid("Vern::Operator", id)?;
+                let mut attrs = HashMap::from([
+                    ("roles".to_owned(), strings(&[])),
+                    ("root".to_owned(), RestrictedExpression::new_bool(false)),
+                ]);
+                let mut parents = Vec::new();
+                if let Some(t) = tenant {
+                    let tu = tenant_uid(t)?;
+                    ents.push(entity(tu.clone(), HashMap::new(), &[])?);
+                    attrs.insert(
+                        "tenant".to_owned(),
+                        RestrictedExpression::new_entity_uid(tu.clone()),
+                    );
+                    parents.push(tu);
+                }
+                ents.push(entity(u.clone(), attrs, &parents)?);
+                u
+            }
             Resource::Secret { mount, path, scope } => {
                 scope_chain(scope, &mut ents)?;
                 let u = uid("Vern::Secret", &format!("{mount}:{path}"))?;
@@ -293,6 +365,8 @@ impl Query {
         };
         // The same tenant, project or environment may appear twice (the
         // principal's and the resource's chain); keep one of each.
+        // The principal's entity comes first, so a principal asking about
+        // itself keeps its own attributes.
         let mut seen = HashSet::new();
         ents.retain(|e| seen.insert(e.uid()));
         // The entities are built here from typed values, so checking them
@@ -326,14 +400,16 @@ fn list(s: Option<&str>) -> Vec<String> {
 }
 
 impl Subject {
-    /// Parses the shorthand of `vern policy`: `root`, `operator:ID[#role,…]`
-    /// or `service:ID@TENANT/PROJECT/ENV[#scope,…]`.
+    /// Parses the shorthand of `vern policy`: `root`,
+    /// `operator:ID[@TENANT][#role,…]` or
+    /// `service:ID@TENANT/PROJECT/ENV[#scope,…]`.
     pub fn parse_spec(s: &str) -> Result<Self, String> {
         if s == "root" {
             return Ok(Self {
                 id: "root".to_owned(),
                 kind: SubjectKind::Operator {
                     roles: Vec::new(),
+                    tenant: None,
                     root: true,
                 },
             });
@@ -343,10 +419,17 @@ impl Subject {
             None => (s, None),
         };
         match head.split_once(':') {
-            Some(("operator", id)) if !id.is_empty() => Ok(Self {
-                id: id.to_owned(),
-                kind: SubjectKind::Operator { roles: list(extra), root: false },
-            }),
+            Some(("operator", rest)) if !rest.is_empty() => {
+                let (id, tenant) = parse_operator(rest)?;
+                Ok(Self {
+                    id,
+                    kind: SubjectKind::Operator {
+                        roles: list(extra),
+                        tenant,
+                        root: false,
+                    },
+                })
+            }
             Some(("service", rest)) => {
                 let (id, env) = rest
                     .split_once('@')
@@ -357,9 +440,35 @@ impl Subject {
                 })
             }
             _ => Err(format!(
-                "principal `{s}` is not `root`, `operator:ID[#roles]` or `service:ID@TENANT/PROJECT/ENV[#scopes]`"
+                "principal `{s}` is not `root`, `operator:ID[@TENANT][#roles]` or `service:ID@TENANT/PROJECT/ENV[#scopes]`"
             )),
         }
+    }
+
+    /// This principal as the resource of a decision about it.
+    pub fn as_resource(&self) -> Resource {
+        match &self.kind {
+            SubjectKind::Service { scope, .. } => Resource::Service {
+                id: self.id.clone(),
+                scope: scope.clone(),
+            },
+            SubjectKind::Operator { tenant, .. } => Resource::Operator {
+                id: self.id.clone(),
+                tenant: tenant.clone(),
+            },
+        }
+    }
+}
+
+/// `ID` or `ID@TENANT`.
+fn parse_operator(s: &str) -> Result<(String, Option<TenantId>), String> {
+    match s.split_once('@') {
+        Some((id, t)) if !id.is_empty() => Ok((
+            id.to_owned(),
+            Some(TenantId::parse(t).map_err(|e| e.to_string())?),
+        )),
+        Some(_) => Err(format!("operator `{s}` has no id")),
+        None => Ok((s.to_owned(), None)),
     }
 }
 
@@ -373,6 +482,12 @@ impl Resource {
             Self::Environment(s) => {
                 format!("environment:{}/{}/{}", s.tenant, s.project, s.environment)
             }
+            Self::Service { id, scope } => format!("service:{id}@{scope}"),
+            Self::Operator { id, tenant: None } => format!("operator:{id}"),
+            Self::Operator {
+                id,
+                tenant: Some(t),
+            } => format!("operator:{id}@{t}"),
             Self::Secret { mount, path, .. } => format!("secret:{mount}:{path}"),
         }
     }
@@ -380,17 +495,24 @@ impl Resource {
     /// The tenant that owns the resource (none for the platform).
     pub fn tenant(&self) -> Option<&TenantId> {
         match self {
-            Self::Platform => None,
-            Self::Tenant(t) | Self::Project(t, _) => Some(t),
-            Self::Environment(s) | Self::Secret { scope: s, .. } => Some(&s.tenant),
+            Self::Platform | Self::Operator { tenant: None, .. } => None,
+            Self::Tenant(t)
+            | Self::Project(t, _)
+            | Self::Operator {
+                tenant: Some(t), ..
+            } => Some(t),
+            Self::Environment(s)
+            | Self::Service { scope: s, .. }
+            | Self::Secret { scope: s, .. } => Some(&s.tenant),
         }
     }
 
     /// Parses `platform`, `tenant:T`, `project:T/P`, `environment:T/P/E`,
-    /// or `secret:[MOUNT:]T/P/E/NAME…` (mount `secret` by default).
+    /// `service:ID@T/P/E`, `operator:ID[@T]`, or `secret:[MOUNT:]T/P/E/NAME…`
+    /// (mount `secret` by default).
     pub fn parse_spec(s: &str) -> Result<Self, String> {
         let bad = || {
-            format!("resource `{s}` is not platform, tenant:T, project:T/P, environment:T/P/E or secret:[MOUNT:]PATH")
+            format!("resource `{s}` is not platform, tenant:T, project:T/P, environment:T/P/E, service:ID@T/P/E, operator:ID[@T] or secret:[MOUNT:]PATH")
         };
         if s == "platform" {
             return Ok(Self::Platform);
@@ -408,6 +530,17 @@ impl Resource {
                 ))
             }
             "environment" => Ok(Self::Environment(parse_scope(rest)?)),
+            "service" => {
+                let (id, env) = rest.split_once('@').ok_or_else(bad)?;
+                Ok(Self::Service {
+                    id: id.to_owned(),
+                    scope: parse_scope(env)?,
+                })
+            }
+            "operator" => {
+                let (id, tenant) = parse_operator(rest)?;
+                Ok(Self::Operator { id, tenant })
+            }
             "secret" => {
                 let (mount, path) = match rest.split_once(':') {
                     Some((m, p)) => (m, p),

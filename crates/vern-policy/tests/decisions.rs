@@ -16,11 +16,15 @@ fn scope(s: &str) -> Scope {
 }
 
 fn service(env: &str) -> Subject {
+    service_with(env, &["secrets:read", "secrets:write", "secrets:delete"])
+}
+
+fn service_with(env: &str, scopes: &[&str]) -> Subject {
     Subject {
         id: format!("svc.{}.app", env.replace('/', ".")),
         kind: SubjectKind::Service {
             scope: scope(env),
-            scopes: vec![],
+            scopes: scopes.iter().map(|s| (*s).to_owned()).collect(),
         },
     }
 }
@@ -33,7 +37,8 @@ fn operator(root: bool) -> Subject {
             "op.alice".into()
         },
         kind: SubjectKind::Operator {
-            roles: vec!["oncall".into()],
+            roles: vec!["oncall".into(), "platform-admin".into()],
+            tenant: None,
             root,
         },
     }
@@ -79,8 +84,30 @@ fn built_in_policies() {
     ] {
         let d = e.decide(&q(&svc, action, secret("acme/web/prod", "db")));
         assert!(d.allowed, "{action}: {d:?}");
-        assert_eq!(d.policies, ["vern.service-own-environment"]);
+        assert!(d.policies[0].starts_with("vern.scope.secrets:"), "{d:?}");
     }
+    // Scopes decide: a read-only token reads and lists, nothing more; a
+    // token without secret scopes does nothing to secrets.
+    let reader = service_with("acme/web/prod", &["secrets:read"]);
+    for (action, ok) in [
+        ("secret.read", true),
+        ("secret.metadata.read", true),
+        ("secret.list", true),
+        ("secret.write", false),
+        ("secret.delete", false),
+    ] {
+        let d = e.decide(&q(&reader, action, secret("acme/web/prod", "db")));
+        assert_eq!(d.allowed, ok, "{action}: {d:?}");
+    }
+    let bare = service_with("acme/web/prod", &[]);
+    assert!(
+        !e.decide(&q(&bare, "secret.read", secret("acme/web/prod", "db")))
+            .allowed
+    );
+    assert!(
+        !e.decide(&q(&bare, "secret.list", Resource::Platform))
+            .allowed
+    );
     // Another environment of the same tenant: nothing permits it.
     let d = e.decide(&q(&svc, "secret.read", secret("acme/web/dev", "db")));
     assert!(!d.allowed && d.policies.is_empty(), "{d:?}");
@@ -111,17 +138,25 @@ fn built_in_policies() {
             "{r:?}"
         );
     }
-    // Services cannot touch the platform, except asking for decisions.
+    // Services cannot touch the platform; they may ask about themselves
+    // only.
     assert!(!e.decide(&q(&svc, "sys.seal", Resource::Platform)).allowed);
     assert!(
         !e.decide(&q(&svc, "client.manage", Resource::Platform))
             .allowed
     );
     assert!(
-        e.decide(&q(&svc, "authz.check", Resource::Platform))
+        !e.decide(&q(&svc, "authz.check", Resource::Platform))
             .allowed
     );
-    // Operators administer, but do not read secret values without a policy.
+    assert!(e.decide(&q(&svc, "authz.check", svc.as_resource())).allowed);
+    let other = service("acme/web/dev");
+    assert!(
+        !e.decide(&q(&svc, "authz.check", other.as_resource()))
+            .allowed
+    );
+    // Platform administrators administer, but do not read secret values
+    // without a policy.
     let op = operator(false);
     assert!(e.decide(&q(&op, "sys.seal", Resource::Platform)).allowed);
     assert!(
@@ -322,7 +357,10 @@ fn tenant_of(r: &Resource) -> Option<&str> {
     match r {
         Resource::Platform => None,
         Resource::Tenant(t) | Resource::Project(t, _) => Some(t.as_str()),
-        Resource::Environment(s) | Resource::Secret { scope: s, .. } => Some(s.tenant.as_str()),
+        Resource::Environment(s)
+        | Resource::Secret { scope: s, .. }
+        | Resource::Service { scope: s, .. } => Some(s.tenant.as_str()),
+        Resource::Operator { tenant, .. } => tenant.as_ref().map(TenantId::as_str),
     }
 }
 

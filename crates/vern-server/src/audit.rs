@@ -7,15 +7,17 @@
 use std::sync::{Arc, Mutex};
 
 use axum::extract::{ConnectInfo, Request, State};
-use axum::http::{Method, StatusCode};
+use axum::http::StatusCode;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use tracing::Instrument as _;
 use vern_audit::{Actor, Event, Session, TokenRef, Verdict};
 use vern_core::{Principal, PrincipalKind, RequestId};
 use vern_policy::{Binding, Decision, Resource};
+use vern_store::CommitGate;
 
 use crate::error::ApiError;
+use crate::routes::Access;
 use crate::state::AppState;
 
 /// What is known of a request so far; filled in as it goes.
@@ -54,11 +56,11 @@ impl AuditSlot {
                 project: Some(scope.project.to_string()),
                 environment: Some(scope.environment.to_string()),
             },
-            other => Actor {
+            PrincipalKind::Operator { root, tenant } => Actor {
                 kind: "operator".to_owned(),
                 id: principal.id.clone(),
-                root: matches!(other, PrincipalKind::Operator { root: true }),
-                tenant: None,
+                root: *root,
+                tenant: tenant.as_ref().map(ToString::to_string),
                 project: None,
                 environment: None,
             },
@@ -136,27 +138,13 @@ impl AuditSlot {
         self.with(|s| {
             let mut event = std::mem::take(&mut s.event);
             event.request_id = base.request_id;
+            event.client_request_id = base.client_request_id;
             event.operation = base.operation;
             event.status = base.status;
             event.source = base.source;
             event
         })
     }
-}
-
-/// Probes and public documents, not worth a record each.
-fn is_public(method: &Method, route: &str) -> bool {
-    (method == Method::GET || method == Method::HEAD)
-        && matches!(
-            route,
-            "/v1/sys/health"
-                | "/v1/sys/seal-status"
-                | "/v1/sys/init"
-                | "/oauth2/jwks"
-                | "/.well-known/oauth-authorization-server"
-                | "/v1/audit/public-key"
-                | "/metrics"
-        )
 }
 
 fn fail_closed(err: &vern_audit::AuditError) -> Response {
@@ -178,11 +166,13 @@ pub(crate) async fn record(
     let Some(log) = state.inner.audit.clone() else {
         return next.run(req).await;
     };
-    let method = req.method().clone();
-    let route = crate::middleware::route_template(&req);
-    if is_public(&method, &route) {
+    // Probes and public documents, as the route table declares them, are
+    // not worth a record each.
+    if crate::authz::access_of(&req) == Some(Access::Public) {
         return next.run(req).await;
     }
+    let method = crate::authz::table_method(&req);
+    let route = crate::middleware::route_template(&req);
     let seal = Arc::clone(&state.inner.seal);
     let mut session = match seal.barrier() {
         Ok(barrier) => match log.session(&barrier).await {
@@ -198,6 +188,10 @@ pub(crate) async fn record(
         .get::<RequestId>()
         .map(|r| r.as_str().to_owned())
         .unwrap_or_default();
+    let client_request_id = req
+        .extensions()
+        .get::<crate::middleware::ClientRequestId>()
+        .map(|c| c.0.as_str().to_owned());
     let source = req
         .extensions()
         .get::<ConnectInfo<std::net::SocketAddr>>()
@@ -207,49 +201,73 @@ pub(crate) async fn record(
     // request already did.
     let limit = state.inner.config.request_timeout;
     let metrics = state.inner.metrics.clone();
+    let span = tracing::Span::current();
     let work = tokio::spawn(
         async move {
-        let resp = next.run(req).await;
-        if session.is_none() {
-            // The request may have unsealed: its record opens the new log.
-            if let Ok(barrier) = seal.barrier() {
-                match log.session(&barrier).await {
-                    Ok(s) => session = Some(s),
-                    Err(e) => return fail_closed(&e),
+            // The handler runs as a task of its own, so that a panic
+            // anywhere in it still ends in a 500 and a record.
+            let resp = match tokio::spawn(next.run(req).instrument(tracing::Span::current())).await
+            {
+                Ok(resp) => resp,
+                Err(e) => {
+                    tracing::error!(error = %e, "A request handler failed.");
+                    ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "the request failed")
+                        .into_response()
+                }
+            };
+            if session.is_none() {
+                // The request may have unsealed: its record opens the new log.
+                if let Ok(barrier) = seal.barrier() {
+                    match log.session(&barrier).await {
+                        Ok(s) => session = Some(s),
+                        Err(e) => return fail_closed(&e),
+                    }
                 }
             }
-        }
-        if session.is_none() {
-            return resp;
-        }
-        let event = slot.finish(Event {
-            request_id,
-            operation: format!("{method} {route}"),
-            status: resp.status().as_u16(),
-            source,
-            ..Event::default()
-        });
-        let appended = match tokio::time::timeout(limit, log.append(event)).await {
-            Ok(result) => result,
-            Err(_) => Err(vern_audit::AuditError::Write(format!(
-                "not durable within {} s",
-                limit.as_secs_f64()
-            ))),
-        };
-        metrics.audited(appended.is_ok());
-        if seal.is_sealed() {
-            // This request sealed the server: sign the head, drop the keys.
-            if let Err(e) = log.close().await {
-                tracing::error!(error = %e, "The closing audit checkpoint could not be written.");
+            if session.is_none() {
+                return resp;
+            }
+            let event = slot.finish(Event {
+                request_id,
+                client_request_id,
+                operation: format!("{method} {route}"),
+                status: resp.status().as_u16(),
+                source,
+                ..Event::default()
+            });
+            // The record states the status the client gets: it is either
+            // written and the response leaves, or withdrawn in time and the
+            // client gets a 500 that no record contradicts.
+            let gate = CommitGate::new();
+            let append = log.append_gated(event, Arc::clone(&gate));
+            tokio::pin!(append);
+            let appended = tokio::select! {
+                r = &mut append => r,
+                () = tokio::time::sleep(limit) => {
+                    if gate.abandon() {
+                        Err(vern_audit::AuditError::Write(format!(
+                            "not durable within {} s",
+                            limit.as_secs_f64()
+                        )))
+                    } else {
+                        append.await
+                    }
+                }
+            };
+            metrics.audited(appended.is_ok());
+            if seal.is_sealed() {
+                // This request sealed the server: sign the head, drop the keys.
+                if let Err(e) = log.close().await {
+                    tracing::error!(error = %e, "The closing audit checkpoint could not be written.");
+                }
+            }
+            match appended {
+                Ok(_) => resp,
+                Err(e) => fail_closed(&e),
             }
         }
-        match appended {
-            Ok(_) => resp,
-            Err(e) => fail_closed(&e),
-        }
-    }
         // Keeps the request id on the handler's log lines.
-        .instrument(tracing::Span::current()),
+        .instrument(span),
     );
     match work.await {
         Ok(resp) => resp,

@@ -7,6 +7,7 @@
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use axum::http::{header, StatusCode};
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 use vern_authority::{AccessClaims, ClientKind, DpopCheck, NonceRule, Presented};
@@ -30,6 +31,10 @@ pub(crate) struct Caller {
     pub(crate) policies: Arc<PolicyEngine>,
     /// Where the request's audit record is being filled in.
     pub(crate) audit: Option<AuditSlot>,
+    /// The Cedar action the route table names for this request.
+    pub(crate) route_action: &'static str,
+    /// Set once a decision on `route_action` was made.
+    pub(crate) decided: Arc<AtomicBool>,
 }
 
 /// What an authenticated token says, before the request context is added.
@@ -48,6 +53,7 @@ impl Identity {
                 id: "root".to_owned(),
                 kind: SubjectKind::Operator {
                     roles: Vec::new(),
+                    tenant: None,
                     root: true,
                 },
             },
@@ -79,13 +85,25 @@ impl Identity {
                     },
                 )
             }
-            ClientKind::Operator { roles } => (
-                PrincipalKind::Operator { root: false },
-                SubjectKind::Operator {
-                    roles: roles.clone(),
-                    root: false,
-                },
-            ),
+            ClientKind::Operator { roles, tenant } => {
+                let tenant = match tenant {
+                    Some(_) => Some(claims.kind.operator_tenant().ok_or_else(|| {
+                        ApiError::new(StatusCode::UNAUTHORIZED, "the token's tenant is malformed")
+                    })?),
+                    None => None,
+                };
+                (
+                    PrincipalKind::Operator {
+                        root: false,
+                        tenant: tenant.clone(),
+                    },
+                    SubjectKind::Operator {
+                        roles: roles.clone(),
+                        tenant,
+                        root: false,
+                    },
+                )
+            }
         };
         Ok(Self {
             principal: Principal {
@@ -157,6 +175,10 @@ impl FromRequestParts<AppState> for Caller {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        // Authenticated once, by the authorization point.
+        if let Some(caller) = parts.extensions.get::<Self>() {
+            return Ok(caller.clone());
+        }
         let guard = &state.inner.guard;
         let metrics = &state.inner.metrics;
         let source = source_key(parts);
@@ -193,13 +215,19 @@ impl FromRequestParts<AppState> for Caller {
             binding: identity.binding,
             policies: Arc::clone(&state.inner.policies),
             audit,
+            route_action: "",
+            decided: Arc::new(AtomicBool::new(false)),
         };
         if let Err(wait) = guard.api_principal.take(&caller.principal.id) {
             metrics.limited("api_principal");
             return Err(ApiError::too_many(wait));
         }
-        if let PrincipalKind::Service { scope } = &caller.principal.kind {
-            if let Err(wait) = guard.api_tenant.take(scope.tenant.as_str()) {
+        let tenant = match &caller.principal.kind {
+            PrincipalKind::Service { scope } => Some(&scope.tenant),
+            PrincipalKind::Operator { tenant, .. } => tenant.as_ref(),
+        };
+        if let Some(tenant) = tenant {
+            if let Err(wait) = guard.api_tenant.take(tenant.as_str()) {
                 metrics.limited("api_tenant");
                 return Err(ApiError::too_many(wait));
             }

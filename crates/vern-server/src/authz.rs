@@ -2,79 +2,83 @@
 //! decided, by the Cedar policies of `vern-policy` (built-ins plus the
 //! policy directory). Default deny; the decision and the policies behind it
 //! are logged with the request id.
+//!
+//! [`gate`] reads the route table: an authorized route gets its caller
+//! authenticated here, and a platform action decided before the handler
+//! runs; a route whose resource comes from the request is decided by its
+//! handler on the route's own action, and a handler that answers without
+//! a decision fails closed.
 
-use vern_core::Scope;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use axum::extract::{FromRequestParts, Request, State};
+use axum::http::StatusCode;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use vern_core::{Scope, TenantId};
 use vern_policy::{Decision, Query, Resource};
 use vern_secrets::{ListPrefix, SecretPath};
 
 use crate::auth::Caller;
 use crate::error::ApiError;
+use crate::routes::{Access, AccessMap};
+use crate::state::AppState;
 
-/// A platform operation that needs a decision.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Action {
-    /// `PUT /v1/sys/seal`.
-    Seal,
-    /// `GET /v1/sys/key-status`.
-    ReadKeyStatus,
-    /// `PUT /v1/sys/rotate/keyring`.
-    RotateKeyring,
-    /// Starting or cancelling `sys/rotate/root`.
-    RotateRootKey,
-    /// Reading or changing a KV mount's `config`.
-    ConfigureMount,
-    /// Creating, reading, deleting clients; rotating signing keys.
-    ManageClients,
-    /// Asking `POST /v1/authz/check`.
-    CheckAuthz,
-    /// Reloading the policy directory.
-    ReloadPolicies,
-    /// `vern audit hash`: HMAC of a value under the audit key.
-    HashAudit,
-}
-
-impl Action {
-    fn name(self) -> &'static str {
-        match self {
-            Self::Seal => "sys.seal",
-            Self::ReadKeyStatus => "sys.key-status",
-            Self::RotateKeyring => "sys.rotate-keyring",
-            Self::RotateRootKey => "sys.rotate-root",
-            Self::ConfigureMount => "kv.config",
-            Self::ManageClients => "client.manage",
-            Self::CheckAuthz => "authz.check",
-            Self::ReloadPolicies => "policy.reload",
-            Self::HashAudit => "audit.hash",
-        }
+/// The method as the route table names it: Vault's `GET ?list=true` is a
+/// `LIST`.
+pub(crate) fn table_method(req: &Request) -> String {
+    let method = req.method().as_str();
+    let listing = req.uri().query().is_some_and(|q| {
+        form_urlencoded::parse(q.as_bytes()).any(|(k, v)| k == "list" && (v == "true" || v == "1"))
+    });
+    if method == "GET" && listing {
+        "LIST".to_owned()
+    } else {
+        method.to_owned()
     }
 }
 
-/// What a caller does to a secret.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum SecretAction {
-    /// Read data or subkeys.
-    Read,
-    /// Read metadata.
-    MetadataRead,
-    /// Write data or metadata.
-    Write,
-    /// Delete, undelete, destroy, delete metadata.
-    Delete,
+/// The route's access for this request, from the route table.
+pub(crate) fn access_of(req: &Request) -> Option<Access> {
+    let table = req.extensions().get::<Arc<AccessMap>>()?;
+    let route = req.extensions().get::<axum::extract::MatchedPath>()?;
+    table.get(route.as_str(), &table_method(req))
 }
 
-impl SecretAction {
-    fn name(self) -> &'static str {
-        match self {
-            Self::Read => "secret.read",
-            Self::MetadataRead => "secret.metadata.read",
-            Self::Write => "secret.write",
-            Self::Delete => "secret.delete",
-        }
+/// The authorization point of the request path.
+pub(crate) async fn gate(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let Some(access) = access_of(&req) else {
+        return next.run(req).await;
+    };
+    let Some(action) = access.action() else {
+        return next.run(req).await;
+    };
+    let (mut parts, body) = req.into_parts();
+    let mut caller = match Caller::from_request_parts(&mut parts, &state).await {
+        Ok(c) => c,
+        Err(e) => return e.into_response(),
+    };
+    caller.route_action = action;
+    if matches!(access, Access::Platform(_)) && !decide(&caller, action, Resource::Platform).allowed
+    {
+        return ApiError::forbidden().into_response();
     }
-
-    fn reads(self) -> bool {
-        matches!(self, Self::Read | Self::MetadataRead)
+    let decided = Arc::clone(&caller.decided);
+    parts.extensions.insert(caller);
+    let resp = next.run(Request::from_parts(parts, body)).await;
+    if resp.status().is_success() && !decided.load(Ordering::Acquire) {
+        tracing::error!(
+            action,
+            "A route answered without an authorization decision; the request fails."
+        );
+        return ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "the request was not authorized, so it failed",
+        )
+        .into_response();
     }
+    resp
 }
 
 fn decide(caller: &Caller, action: &str, resource: Resource) -> Decision {
@@ -87,6 +91,9 @@ fn decide(caller: &Caller, action: &str, resource: Resource) -> Decision {
         binding: caller.binding,
     };
     let d = caller.policies.decide(&query);
+    if action == caller.route_action {
+        caller.decided.store(true, Ordering::Release);
+    }
     if let Some(slot) = &caller.audit {
         slot.decision(action, &query.resource, &d);
     }
@@ -98,22 +105,29 @@ fn decide(caller: &Caller, action: &str, resource: Resource) -> Decision {
     d
 }
 
-/// Decides a platform operation; 403 on deny.
-pub(crate) fn authorize(caller: &Caller, action: Action) -> Result<(), ApiError> {
-    if decide(caller, action.name(), Resource::Platform).allowed {
+/// Decides the route's action on `resource`; 403 on deny.
+pub(crate) fn authorize_on(caller: &Caller, resource: Resource) -> Result<(), ApiError> {
+    if decide(caller, caller.route_action, resource).allowed {
         Ok(())
     } else {
         Err(ApiError::forbidden())
     }
 }
 
-/// Decides a secret operation. A denied read answers exactly like a path
-/// with nothing at it (404), so another tenant's secrets cannot even be
-/// shown to exist; a denied write is 403, which says nothing about
-/// existence either.
+/// Whether the route's action is allowed on `resource` (a filter over
+/// entries: no error, and the first decision stays the request's own).
+pub(crate) fn allows(caller: &Caller, resource: Resource) -> bool {
+    decide(caller, caller.route_action, resource).allowed
+}
+
+/// Decides the route's action on a secret. A denied read answers exactly
+/// like a path with nothing at it (404), so another tenant's secrets, or
+/// another environment's, cannot even be shown to exist; a denied write is
+/// 403, which says nothing about existence either. In the caller's own
+/// environment existence is no secret, so a token lacking the scope gets
+/// 403 there.
 pub(crate) fn authorize_secret(
     caller: &Caller,
-    action: SecretAction,
     mount: &str,
     path: &SecretPath,
 ) -> Result<(), ApiError> {
@@ -122,9 +136,13 @@ pub(crate) fn authorize_secret(
         path: path.as_str().to_owned(),
         scope: path.scope().clone(),
     };
-    if decide(caller, action.name(), resource).allowed {
-        Ok(())
-    } else if action.reads() {
+    let action = caller.route_action;
+    if decide(caller, action, resource).allowed {
+        return Ok(());
+    }
+    let reads = matches!(action, "secret.read" | "secret.metadata.read");
+    let own = matches!(&caller.principal.kind, vern_core::PrincipalKind::Service { scope } if scope == path.scope());
+    if reads && !own {
         Err(ApiError::not_found())
     } else {
         Err(ApiError::forbidden())
@@ -151,14 +169,12 @@ pub(crate) fn may_list(caller: &Caller, prefix: &ListPrefix) -> bool {
 /// platform; 403 on deny.
 pub(crate) fn authorize_audit_read(
     caller: &Caller,
-    tenant: Option<&vern_core::TenantId>,
+    tenant: Option<&TenantId>,
 ) -> Result<(), ApiError> {
-    let resource = tenant.map_or(Resource::Platform, |t| Resource::Tenant(t.clone()));
-    if decide(caller, "audit.read", resource).allowed {
-        Ok(())
-    } else {
-        Err(ApiError::forbidden())
-    }
+    authorize_on(
+        caller,
+        tenant.map_or(Resource::Platform, |t| Resource::Tenant(t.clone())),
+    )
 }
 
 /// Decides a request another service asks about (`/v1/authz/check`).

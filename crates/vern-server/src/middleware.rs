@@ -8,6 +8,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use tracing::Instrument;
 use vern_core::RequestId;
+use vern_store::CommitGate;
 
 use crate::error::ApiError;
 use crate::metrics::HttpLabels;
@@ -16,20 +17,40 @@ use crate::state::AppState;
 /// Header carrying the correlation id in both directions.
 pub(crate) const REQUEST_ID_HEADER: &str = "x-request-id";
 
-/// Accepts the caller's `X-Request-Id` when it is well-formed, else makes
-/// one; puts it in the request's extensions and log span, and echoes it.
+/// Header echoing the caller's own correlation id.
+pub(crate) const CLIENT_REQUEST_ID_HEADER: &str = "x-client-request-id";
+
+/// The caller's own `X-Request-Id`, when well-formed: kept beside the
+/// server's id, never instead of it, so ids in the audit log stay unique
+/// whatever callers send.
+#[derive(Debug, Clone)]
+pub(crate) struct ClientRequestId(pub(crate) RequestId);
+
+/// Gives every request a fresh id; keeps the caller's well-formed
+/// `X-Request-Id` beside it. Both go into the request's extensions and log
+/// span, and are echoed (`X-Request-Id` is the server's id,
+/// `X-Client-Request-Id` the caller's).
 pub(crate) async fn request_id(mut req: Request, next: Next) -> Response {
-    let id = req
+    let id = RequestId::generate();
+    let theirs = req
         .headers()
         .get(REQUEST_ID_HEADER)
         .and_then(|v| v.to_str().ok())
-        .and_then(RequestId::parse)
-        .unwrap_or_else(RequestId::generate);
+        .and_then(RequestId::parse);
     req.extensions_mut().insert(id.clone());
-    let span = tracing::info_span!("request", request_id = %id);
+    let span = match &theirs {
+        Some(t) => tracing::info_span!("request", request_id = %id, client_request_id = %t),
+        None => tracing::info_span!("request", request_id = %id),
+    };
+    if let Some(t) = &theirs {
+        req.extensions_mut().insert(ClientRequestId(t.clone()));
+    }
     let mut resp = next.run(req).instrument(span).await;
     if let Ok(value) = HeaderValue::from_str(id.as_str()) {
         resp.headers_mut().insert(REQUEST_ID_HEADER, value);
+    }
+    if let Some(value) = theirs.and_then(|t| HeaderValue::from_str(t.as_str()).ok()) {
+        resp.headers_mut().insert(CLIENT_REQUEST_ID_HEADER, value);
     }
     resp
 }
@@ -69,16 +90,29 @@ pub(crate) async fn observe(State(state): State<AppState>, req: Request, next: N
     resp
 }
 
-/// Ends requests that run past the configured timeout with 503.
+/// Ends requests that run past the configured timeout with 503, but only
+/// while none of their writes has begun: a request whose commit has begun
+/// runs to its end and reports what was committed, so the client and the
+/// audit record never call a committed write a failure.
 pub(crate) async fn timeout(State(state): State<AppState>, req: Request, next: Next) -> Response {
     let limit = state.inner.config.request_timeout;
-    match tokio::time::timeout(limit, next.run(req)).await {
-        Ok(resp) => resp,
-        Err(_) => ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!("request did not complete within {} s", limit.as_secs_f64()),
-        )
-        .into_response(),
+    let gate = CommitGate::new();
+    let work = gate.scope(next.run(req));
+    tokio::pin!(work);
+    tokio::select! {
+        resp = &mut work => resp,
+        () = tokio::time::sleep(limit) => {
+            if gate.abandon() {
+                ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    format!("request did not complete within {} s", limit.as_secs_f64()),
+                )
+                .into_response()
+            } else {
+                tracing::warn!("The request ran past its timeout while committing; it finishes.");
+                work.await
+            }
+        }
     }
 }
 

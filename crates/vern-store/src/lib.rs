@@ -11,6 +11,7 @@
 #![forbid(unsafe_code)]
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 
+mod gate;
 mod key;
 mod postgres;
 mod sqlite;
@@ -21,6 +22,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
+pub use gate::CommitGate;
 pub use key::{Key, KeyError};
 pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
@@ -102,6 +104,10 @@ pub enum StoreError {
         /// The first key whose expectation failed.
         key: String,
     },
+    /// The request ran out of time before this write began; nothing of
+    /// the batch was written.
+    #[error("the request ran out of time before its write began; nothing was written")]
+    Abandoned,
     /// The same key appeared twice in one batch.
     #[error("key `{0}` appears twice in one batch")]
     DuplicateKey(String),

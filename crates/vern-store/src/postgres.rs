@@ -168,6 +168,7 @@ impl Store for PostgresStore {
         if writes.is_empty() {
             return Ok(Vec::new());
         }
+        crate::gate::begin_commit()?;
         let order = lock_order(&writes)?;
         let mut client = self.pool.get().await.map_err(err)?;
         let tx = client.transaction().await.map_err(db_err)?;

@@ -267,6 +267,7 @@ impl Store for SqliteStore {
         if writes.is_empty() {
             return Ok(Vec::new());
         }
+        crate::gate::begin_commit()?;
         let writer = Arc::clone(&self.writer);
         blocking(move || {
             let mut conn = writer.lock().unwrap_or_else(|e| e.into_inner());

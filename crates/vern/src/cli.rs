@@ -251,7 +251,7 @@ pub(crate) enum PolicyCommand {
         /// The policy directory (built-in policies only when not given).
         #[arg(long)]
         policies: Option<PathBuf>,
-        /// `root`, `operator:ID[#roles]` or `service:ID@TENANT/PROJECT/ENV[#scopes]`.
+        /// `root`, `operator:ID[@TENANT][#roles]` or `service:ID@TENANT/PROJECT/ENV[#scopes]`.
         #[arg(long)]
         principal: String,
         /// An action such as `secret.read`.
@@ -274,7 +274,8 @@ pub(crate) enum ClientCommand {
     Create {
         #[command(flatten)]
         client: ClientArgs,
-        /// Tenant of a service client.
+        /// Tenant of a service client, or (with --role and no project) of a
+        /// tenant operator such as a tenant administrator.
         #[arg(long)]
         tenant: Option<String>,
         /// Project of a service client.

@@ -98,11 +98,25 @@ pub(crate) fn run(cmd: PolicyCommand) -> anyhow::Result<ExitCode> {
             output,
         } => {
             let e = engine(policies.as_deref())?;
-            let d = e.decide(&query(&principal, &action, &resource)?);
+            let q = query(&principal, &action, &resource)?;
+            let d = e.decide(&q);
+            // What the principal's roles or scopes hold from the built-in
+            // tables: also everything it may hand on to clients it creates.
+            let holds = vern_policy::Holdings::of(&q.subject).describe();
             if output == Output::Json {
-                print_json(&decision_json(&d))?;
+                let mut v = decision_json(&d);
+                v["holds"] = serde_json::json!(holds);
+                print_json(&v)?;
             } else {
                 println!("{}: {}", if d.allowed { "ALLOW" } else { "DENY" }, why(&d));
+                if holds.is_empty() {
+                    println!("The principal's roles and scopes hold nothing.");
+                } else {
+                    println!("The principal's roles and scopes hold (and may grant):");
+                    for h in holds {
+                        println!("  {h}");
+                    }
+                }
             }
             Ok(if d.allowed {
                 ExitCode::SUCCESS

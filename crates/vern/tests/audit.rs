@@ -89,7 +89,7 @@ async fn records_carry_decisions_and_hmacs_never_secrets() {
     let all = list(&all);
     let by_id = |id: &str| {
         all.iter()
-            .find(|r| r["event"]["request_id"] == id)
+            .find(|r| r["event"]["client_request_id"] == id)
             .unwrap_or_else(|| panic!("no record for {id}"))
             .clone()
     };
@@ -340,10 +340,9 @@ async fn parallel_requests_on_two_processes_make_one_chain_on_postgresql() {
     let parallel: Vec<_> = list(&after)
         .into_iter()
         .filter(|r| {
-            r["event"]["request_id"]
+            r["event"]["client_request_id"]
                 .as_str()
-                .unwrap()
-                .starts_with("parallel-")
+                .is_some_and(|id| id.starts_with("parallel-"))
         })
         .collect();
     assert_eq!(parallel.len(), n);
@@ -556,7 +555,7 @@ async fn records_go_to_stdout_for_shipping() {
         .collect();
     let record = lines
         .iter()
-        .find(|l| l["type"] == "record" && l["event"]["request_id"] == "shipped-0001")
+        .find(|l| l["type"] == "record" && l["event"]["client_request_id"] == "shipped-0001")
         .expect("the record is on stdout");
     let last = lines.last().unwrap();
     assert_eq!(last["type"], "checkpoint", "shutdown signs the head");

@@ -176,7 +176,21 @@ async fn request_ids_are_echoed_or_generated() {
         .send()
         .await
         .unwrap();
-    assert_eq!(r.headers()["x-request-id"], "trace-abc-123");
+    // The server's own id is always fresh; the caller's is kept beside it.
+    assert_eq!(r.headers()["x-client-request-id"], "trace-abc-123");
+    let first = r.headers()["x-request-id"].to_str().unwrap().to_owned();
+    assert_eq!(first.len(), 36, "a UUID");
+    let r = c
+        .get(s.url("/v1/sys/health"))
+        .header("x-request-id", "trace-abc-123")
+        .send()
+        .await
+        .unwrap();
+    assert_ne!(
+        r.headers()["x-request-id"].to_str().unwrap(),
+        first,
+        "a caller's repeated id never makes two requests share one id"
+    );
     let bad = "has space";
     let r = c
         .get(s.url("/v1/sys/health"))
@@ -187,6 +201,7 @@ async fn request_ids_are_echoed_or_generated() {
     let generated = r.headers()["x-request-id"].to_str().unwrap().to_owned();
     assert_ne!(generated, bad);
     assert_eq!(generated.len(), 36, "a UUID");
+    assert!(!r.headers().contains_key("x-client-request-id"));
     let r = c.get(s.url("/nowhere")).send().await.unwrap();
     assert!(
         r.headers().contains_key("x-request-id"),

