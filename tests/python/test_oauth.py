@@ -41,10 +41,12 @@ def test_authlib_client_secret_basic_and_pyjwt_verification(dev_server):
     session = OAuth2Session(
         client["client_id"], client["client_secret"], token_endpoint_auth_method="client_secret_basic"
     )
-    token = session.fetch_token(meta["token_endpoint"], grant_type="client_credentials", scope="secrets:read")
+    token = session.fetch_token(
+        meta["token_endpoint"], grant_type="client_credentials", scope="secrets:read secrets:write"
+    )
     assert token["token_type"] == "Bearer"
     assert token["expires_in"] == 300
-    assert token["scope"] == "secrets:read"
+    assert token["scope"] == "secrets:read secrets:write"
     access = token["access_token"]
 
     # pyjwt verifies the token against the JWKS, with the algorithm pinned.
@@ -99,7 +101,7 @@ def test_authlib_private_key_jwt(dev_server):
 
 
 def test_requests_oauth2client_dpop_bound_token_against_the_api(dev_server):
-    client = create_client(dev_server, name="bound", dpop_bound=True, scopes=["secrets:read"])
+    client = create_client(dev_server, name="bound", dpop_bound=True, scopes=["secrets:read", "secrets:write"])
     meta = metadata(dev_server)
     oauth = OAuth2Client(
         token_endpoint=meta["token_endpoint"],
@@ -110,7 +112,7 @@ def test_requests_oauth2client_dpop_bound_token_against_the_api(dev_server):
         # otherwise insists on https endpoints.
         testing=True,
     )
-    token = oauth.client_credentials(scope="secrets:read")
+    token = oauth.client_credentials(scope="secrets:read secrets:write")
     assert token.token_type.lower() == "dpop"
     url = dev_server.url + "/v1/secret/data/acme/web/prod/bound-secret"
 
@@ -127,7 +129,7 @@ def test_requests_oauth2client_dpop_bound_token_against_the_api(dev_server):
     assert r.status_code == 401
 
     # Revocation takes effect at once.
-    other = create_client(dev_server, name="plain")
+    other = create_client(dev_server, name="plain", scopes=["secrets:read"])
     plain = OAuth2Client(
         token_endpoint=meta["token_endpoint"],
         client_id=other["client_id"],

@@ -41,7 +41,7 @@ fn event(i: u64) -> Event {
         resource_tenant: Some("acme".to_owned()),
         decision: Some(Verdict {
             allowed: true,
-            policies: vec!["vern.service-own-environment".to_owned()],
+            policies: vec!["vern.scope.secrets:read".to_owned()],
             grant: None,
         }),
         status: 200,

@@ -131,7 +131,7 @@ fn event(i: usize) -> Event {
         resource_tenant: Some("acme".to_owned()),
         decision: Some(Verdict {
             allowed: !i.is_multiple_of(5),
-            policies: vec!["vern.service-own-environment".to_owned()],
+            policies: vec!["vern.scope.secrets:read".to_owned()],
             grant: None,
         }),
         status: 200,

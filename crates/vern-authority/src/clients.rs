@@ -207,7 +207,7 @@ impl ClientSpec {
                     },
                 ))
             }
-            (tenant, None, None) => {
+            (tenant, None, None) if tenant.is_none() || !self.roles.is_empty() => {
                 if self.roles.is_empty() {
                     return Err(AuthError::Invalid(
                         "give --tenant, --project and --env for a service, or roles for an operator (with --tenant alone for a tenant operator)".to_owned(),

@@ -283,6 +283,11 @@ impl Holdings {
                 .any(|(a, r)| a == action && r.includes(reach))
     }
 
+    /// Whether this holds `action` anywhere at all.
+    pub fn holds_anywhere(&self, action: &str) -> bool {
+        self.all || self.grants.iter().any(|(a, _)| a == action)
+    }
+
     /// Whether this holds everything `other` holds. When it does not, the
     /// error names the first thing missing.
     pub fn covers(&self, other: &Holdings) -> Result<(), String> {

@@ -136,6 +136,7 @@ impl From<AuthError> for ApiError {
                 return Self::bad_request(err.to_string())
             }
             AuthError::NoClient(_) => return Self::not_found(),
+            AuthError::Forbidden(m) => return Self::new(StatusCode::FORBIDDEN, m.clone()),
             _ => ("Bearer", "invalid_token"),
         };
         let challenge = format!("{scheme} error=\"{code}\", algs=\"EdDSA ES256\"");

@@ -292,7 +292,7 @@ async fn tail(
         loop {
             let (records, next, head) = page(&client, filter, after, 1000).await?;
             for r in &records {
-                let mine = r["event"]["request_id"]
+                let mine = r["event"]["client_request_id"]
                     .as_str()
                     .is_some_and(|id| id.starts_with(&own));
                 if !mine {

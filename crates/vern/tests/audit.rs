@@ -74,7 +74,7 @@ async fn records_carry_decisions_and_hmacs_never_secrets() {
     assert_eq!(put_secret(&s, "acme/web/prod/db").await, 200);
     let svc = client_token(
         &s,
-        json!({"tenant": "acme", "project": "web", "environment": "prod", "name": "api"}),
+        json!({"tenant": "acme", "project": "web", "environment": "prod", "name": "api", "scopes": ["secrets:read", "secrets:write", "secrets:delete"]}),
     )
     .await;
     let own = read_secret(&s, "acme/web/prod/db", &svc, "read-own-0001").await;
@@ -101,7 +101,7 @@ async fn records_carry_decisions_and_hmacs_never_secrets() {
     assert_eq!(e["decision"]["allowed"], true);
     assert_eq!(
         e["decision"]["policies"],
-        json!(["vern.service-own-environment"])
+        json!(["vern.scope.secrets:read"])
     );
     assert_eq!(e["status"], 200);
     assert_eq!(e["source"], "127.0.0.1");
@@ -188,7 +188,7 @@ async fn tenants_read_their_own_records_and_reading_is_audited() {
     .await;
     let plain = client_token(
         &s,
-        json!({"tenant": "acme", "project": "web", "environment": "prod", "name": "api"}),
+        json!({"tenant": "acme", "project": "web", "environment": "prod", "name": "api", "scopes": ["secrets:read", "secrets:write", "secrets:delete"]}),
     )
     .await;
 

@@ -13,7 +13,7 @@ use serde_json::{json, Value};
 async fn service_token(s: &Server, tenant: &str) -> String {
     client_token(
         s,
-        json!({"tenant": tenant, "project": "web", "environment": "prod", "name": "app"}),
+        json!({"tenant": tenant, "project": "web", "environment": "prod", "name": "app", "scopes": ["secrets:read", "secrets:write", "secrets:delete"]}),
     )
     .await
 }
@@ -191,7 +191,7 @@ async fn secret_values_and_credentials_never_reach_the_logs() {
     let created: Value = c
         .post(s.url("/v1/auth/clients"))
         .header("x-vault-token", "root-in-no-log")
-        .json(&json!({"tenant": "acme", "project": "web", "environment": "prod", "name": "app"}))
+        .json(&json!({"tenant": "acme", "project": "web", "environment": "prod", "name": "app", "scopes": ["secrets:read", "secrets:write", "secrets:delete"]}))
         .send()
         .await
         .unwrap()

@@ -12,7 +12,7 @@ async fn create(s: &Server, name: &str) -> (String, String) {
     let r: Value = client()
         .post(s.url("/v1/auth/clients"))
         .header("x-vault-token", "root")
-        .json(&json!({"tenant": "acme", "project": "web", "environment": "prod", "name": name}))
+        .json(&json!({"tenant": "acme", "project": "web", "environment": "prod", "name": name, "scopes": ["secrets:read", "secrets:write", "secrets:delete"]}))
         .send()
         .await
         .unwrap()

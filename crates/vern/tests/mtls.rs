@@ -127,7 +127,7 @@ async fn certificate_bound_tokens_need_their_certificate() {
     let created = anonymous
         .post(format!("{base}/v1/auth/clients"))
         .header("x-vault-token", &root)
-        .json(&json!({"tenant": "acme", "project": "pay", "environment": "prod", "name": "worker", "tls_client_auth_san": "worker.acme"}))
+        .json(&json!({"tenant": "acme", "project": "pay", "environment": "prod", "name": "worker", "tls_client_auth_san": "worker.acme", "scopes": ["secrets:read", "secrets:write", "secrets:delete"]}))
         .send().await.unwrap();
     assert_eq!(created.status(), 200);
     let created: Value = created.json().await.unwrap();

@@ -138,6 +138,9 @@ pub(crate) async fn list(
             }
         }
     }
+    if keys.is_empty() && !reach.holdings.holds_anywhere("client.read") {
+        return Err(ApiError::forbidden());
+    }
     Ok(Json(json!({ "data": { "keys": keys } })).into_response())
 }
 

@@ -1,0 +1,472 @@
+//! Least privilege through the real binary: roles and scopes decide, no
+//! chain of management calls escalates, the decision API answers a caller
+//! about itself, and a timed-out write is reported as what was committed.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use serde_json::{json, Value};
+
+/// Creates a client with `token`; returns the status and the body.
+async fn create(s: &Server, token: &str, spec: Value) -> (u16, Value) {
+    let r = client()
+        .post(s.url("/v1/auth/clients"))
+        .header("x-vault-token", token)
+        .json(&spec)
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap_or(Value::Null))
+}
+
+/// A token for a client created by root.
+async fn token_of(s: &Server, spec: Value) -> String {
+    client_token(s, spec).await
+}
+
+async fn send(s: &Server, token: &str, method: &str, path: &str, body: Option<Value>) -> u16 {
+    let mut r = client()
+        .request(method.parse().unwrap(), s.url(path))
+        .header("x-vault-token", token);
+    if let Some(b) = body {
+        r = r.json(&b);
+    }
+    r.send().await.unwrap().status().as_u16()
+}
+
+fn service(tenant: &str, name: &str, scopes: &[&str]) -> Value {
+    json!({"tenant": tenant, "project": "web", "environment": "prod", "name": name, "scopes": scopes})
+}
+
+fn operator(name: &str, roles: &[&str]) -> Value {
+    json!({"name": name, "roles": roles})
+}
+
+#[tokio::test]
+async fn operators_cannot_escalate_through_client_management() {
+    let dir = temp();
+    let s = dev_server(&path_str(dir.path()), &[]);
+    let root = "root";
+    assert_eq!(
+        send(
+            &s,
+            root,
+            "POST",
+            "/v1/secret/data/globex/web/prod/db",
+            Some(json!({"data": {"pw": "x"}}))
+        )
+        .await,
+        200
+    );
+
+    // An operator with an unrelated role mints nothing.
+    let plain = token_of(&s, operator("viewer", &["operator"])).await;
+    let (st, _) = create(&s, &plain, service("globex", "spy", &["secrets:read"])).await;
+    assert_eq!(st, 403, "the operator role creates no service");
+    let (st, _) = create(&s, &plain, operator("boss", &["platform-admin"])).await;
+    assert_eq!(st, 403, "nor a stronger operator");
+
+    // A platform administrator manages clients, but gives nobody what it
+    // does not hold: no secret scopes, no audit reading, no custom roles.
+    let admin = token_of(&s, operator("admin", &["platform-admin"])).await;
+    let (st, body) = create(&s, &admin, service("globex", "spy", &["secrets:read"])).await;
+    assert_eq!(st, 403, "{body}");
+    assert!(
+        body["errors"][0].as_str().unwrap().contains("secret."),
+        "{body}"
+    );
+    for roles in [
+        &["security-auditor"][..],
+        &["secrets-reader"],
+        &["tenant-admin"],
+    ] {
+        let (st, body) = create(&s, &admin, operator("x", roles)).await;
+        assert_eq!(st, 403, "{roles:?}: {body}");
+    }
+    let (st, _) = create(
+        &s,
+        &admin,
+        json!({"name": "ga", "tenant": "globex", "roles": ["tenant-admin"]}),
+    )
+    .await;
+    assert_eq!(st, 403, "no tenant administrator either");
+    let (st, _) = create(
+        &s,
+        &admin,
+        operator("peer", &["platform-admin", "operator"]),
+    )
+    .await;
+    assert_eq!(st, 200, "what it holds, it may grant");
+    let (st, _) = create(&s, &admin, service("globex", "bare", &["orders:write"])).await;
+    assert_eq!(st, 200, "a tenant's own scopes are not Vern's powers");
+
+    // apply cannot widen an existing client's scopes either; nothing is
+    // written.
+    let r = client()
+        .post(s.url("/v1/auth/apply"))
+        .header("x-vault-token", &admin)
+        .json(&json!({"clients": [service("globex", "bare", &["orders:write", "secrets:read"])]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    let r: Value = client()
+        .get(s.url("/v1/auth/clients/svc.globex.web.prod.bare"))
+        .header("x-vault-token", root)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(r["data"]["scopes"], json!(["orders:write"]));
+
+    // Nobody it made reads the secret.
+    let spy = token_of(&s, service("globex", "bare", &[])).await;
+    assert_ne!(
+        send(&s, &spy, "GET", "/v1/secret/data/globex/web/prod/db", None).await,
+        200
+    );
+}
+
+#[tokio::test]
+async fn tenant_administrators_stay_in_their_tenant() {
+    let dir = temp();
+    let s = dev_server(&path_str(dir.path()), &[]);
+    let ta = token_of(
+        &s,
+        json!({"name": "erin", "tenant": "acme", "roles": ["tenant-admin"]}),
+    )
+    .await;
+    let (st, body) = create(
+        &s,
+        &ta,
+        service("acme", "api", &["secrets:read", "secrets:write"]),
+    )
+    .await;
+    assert_eq!(st, 200, "{body}");
+    assert_eq!(body["data"]["client_id"], "svc.acme.web.prod.api");
+    let (st, _) = create(&s, &ta, service("globex", "api", &[])).await;
+    assert_eq!(st, 403, "another tenant's service");
+    let (st, _) = create(
+        &s,
+        &ta,
+        json!({"name": "x", "tenant": "globex", "roles": ["tenant-admin"]}),
+    )
+    .await;
+    assert_eq!(st, 403, "another tenant's administrator");
+    let (st, _) = create(&s, &ta, operator("x", &["platform-admin"])).await;
+    assert_eq!(st, 403, "a platform operator");
+    let (st, body) = create(
+        &s,
+        &ta,
+        json!({"name": "frank", "tenant": "acme", "roles": ["tenant-admin"]}),
+    )
+    .await;
+    assert_eq!(st, 200, "a peer in its own tenant: {body}");
+    assert_eq!(body["data"]["client_id"], "op.acme.frank");
+
+    // Its own tenant's secrets, not another's.
+    assert_eq!(
+        send(
+            &s,
+            &ta,
+            "POST",
+            "/v1/secret/data/acme/web/prod/db",
+            Some(json!({"data": {"a": "1"}}))
+        )
+        .await,
+        200
+    );
+    assert_eq!(
+        send(
+            &s,
+            "root",
+            "POST",
+            "/v1/secret/data/globex/web/prod/db",
+            Some(json!({"data": {"a": "1"}}))
+        )
+        .await,
+        200
+    );
+    assert_eq!(
+        send(&s, &ta, "GET", "/v1/secret/data/globex/web/prod/db", None).await,
+        404
+    );
+    assert_eq!(send(&s, &ta, "PUT", "/v1/sys/seal", None).await, 403);
+
+    // It lists only its tenant's clients; pruning leaves the others.
+    assert_eq!(
+        create(&s, "root", service("globex", "keep", &[])).await.0,
+        200
+    );
+    let list: Value = client()
+        .get(s.url("/v1/auth/clients"))
+        .header("x-vault-token", &ta)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let keys = list["data"]["keys"].as_array().unwrap();
+    assert!(
+        keys.iter().all(|k| k.as_str().unwrap().contains(".acme.")),
+        "{list}"
+    );
+    let r = client()
+        .post(s.url("/v1/auth/apply"))
+        .header("x-vault-token", &ta)
+        .json(&json!({"clients": [], "prune": true}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        send(
+            &s,
+            "root",
+            "GET",
+            "/v1/auth/clients/svc.globex.web.prod.keep",
+            None
+        )
+        .await,
+        200
+    );
+
+    // A service it made cannot manage clients in turn.
+    let api = token_of(
+        &s,
+        service(
+            "acme",
+            "api2",
+            &["secrets:read", "secrets:write", "secrets:delete"],
+        ),
+    )
+    .await;
+    assert_eq!(create(&s, &api, service("acme", "child", &[])).await.0, 403);
+}
+
+#[tokio::test]
+async fn token_scopes_decide_secret_actions() {
+    let dir = temp();
+    let s = dev_server(&path_str(dir.path()), &[]);
+    assert_eq!(
+        send(
+            &s,
+            "root",
+            "POST",
+            "/v1/secret/data/acme/web/prod/db",
+            Some(json!({"data": {"a": "1"}}))
+        )
+        .await,
+        200
+    );
+    let ro = token_of(&s, service("acme", "ro", &["secrets:read"])).await;
+    let path = "acme/web/prod/db";
+    assert_eq!(
+        send(&s, &ro, "GET", &format!("/v1/secret/data/{path}"), None).await,
+        200
+    );
+    assert_eq!(
+        send(&s, &ro, "GET", &format!("/v1/secret/metadata/{path}"), None).await,
+        200
+    );
+    assert_eq!(
+        send(&s, &ro, "LIST", "/v1/secret/metadata/acme/web/prod", None).await,
+        200
+    );
+    for (method, p, body) in [
+        (
+            "POST",
+            format!("/v1/secret/data/{path}"),
+            Some(json!({"data": {"a": "2"}})),
+        ),
+        (
+            "PATCH",
+            format!("/v1/secret/data/{path}"),
+            Some(json!({"data": {"a": "2"}})),
+        ),
+        ("DELETE", format!("/v1/secret/data/{path}"), None),
+        (
+            "POST",
+            format!("/v1/secret/destroy/{path}"),
+            Some(json!({"versions": [1]})),
+        ),
+        (
+            "POST",
+            format!("/v1/secret/delete/{path}"),
+            Some(json!({"versions": [1]})),
+        ),
+        ("DELETE", format!("/v1/secret/metadata/{path}"), None),
+    ] {
+        assert_eq!(send(&s, &ro, method, &p, body).await, 403, "{method} {p}");
+    }
+    assert_eq!(
+        send(&s, &ro, "GET", &format!("/v1/secret/data/{path}"), None).await,
+        200,
+        "nothing changed"
+    );
+    let wo = token_of(&s, service("acme", "wo", &["secrets:write"])).await;
+    assert_eq!(
+        send(
+            &s,
+            &wo,
+            "POST",
+            &format!("/v1/secret/data/{path}"),
+            Some(json!({"data": {"a": "3"}}))
+        )
+        .await,
+        200
+    );
+    assert_eq!(
+        send(&s, &wo, "GET", &format!("/v1/secret/data/{path}"), None).await,
+        403
+    );
+    assert_eq!(
+        send(
+            &s,
+            &wo,
+            "DELETE",
+            &format!("/v1/secret/metadata/{path}"),
+            None
+        )
+        .await,
+        403
+    );
+}
+
+#[tokio::test]
+async fn the_decision_api_answers_a_service_about_itself_only() {
+    let dir = temp();
+    let s = dev_server(&path_str(dir.path()), &[]);
+    let acme = token_of(&s, service("acme", "api", &["secrets:read"])).await;
+    let ask = |principal: &str| {
+        client()
+            .post(s.url("/v1/authz/check"))
+            .header("x-vault-token", &acme)
+            .json(&json!({"principal": principal, "action": "secret.read", "resource": "secret:globex/web/prod/db"}))
+            .send()
+    };
+    let other: Value = ask("service:svc.globex.web.prod.api@globex/web/prod#secrets:read")
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(other["decision"], "deny");
+    assert_eq!(
+        other["policies"],
+        json!([]),
+        "no policy names about others: {other}"
+    );
+    assert!(other["errors"][0]
+        .as_str()
+        .unwrap()
+        .contains("only about yourself"));
+    // About itself, with its real scopes whatever the request claims.
+    let own: Value = client()
+        .post(s.url("/v1/authz/check"))
+        .header("x-vault-token", &acme)
+        .json(&json!({"principal": "service:svc.acme.web.prod.api@acme/web/prod#secrets:write", "action": "secret.write", "resource": "secret:acme/web/prod/db"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(own["decision"], "deny", "{own}");
+    let own: Value = client()
+        .post(s.url("/v1/authz/check"))
+        .header("x-vault-token", &acme)
+        .json(&json!({"principal": "service:svc.acme.web.prod.api@acme/web/prod", "action": "secret.read", "resource": "secret:acme/web/prod/db"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(own["decision"], "allow", "{own}");
+}
+
+/// Holds SQLite's write lock from another process for `secs` seconds.
+fn hold_write_lock(db: &std::path::Path, secs: f64) -> std::process::Child {
+    let script = format!(
+        "import sqlite3, sys, time\nc = sqlite3.connect(sys.argv[1], isolation_level=None)\nc.execute('BEGIN IMMEDIATE')\nprint('locked', flush=True)\ntime.sleep({secs})\nc.execute('COMMIT')\n"
+    );
+    let mut child = std::process::Command::new("python3")
+        .arg("-c")
+        .arg(script)
+        .arg(db)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(child.stdout.as_mut().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    assert_eq!(line.trim(), "locked");
+    child
+}
+
+#[tokio::test]
+async fn a_write_stuck_on_slow_storage_is_reported_as_committed() {
+    let dir = temp();
+    let d = path_str(dir.path());
+    let s = dev_server(&d, &["--request-timeout", "1"]);
+    let mut locker = hold_write_lock(&dir.path().join("vern.db"), 2.5);
+    let r = client()
+        .post(s.url("/v1/secret/data/acme/web/prod/slow"))
+        .header("x-vault-token", "root")
+        .header("x-request-id", "slow-write-1")
+        .json(&json!({"data": {"a": "1"}}))
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    let _ = locker.wait();
+    let stored = send(
+        &s,
+        "root",
+        "GET",
+        "/v1/secret/data/acme/web/prod/slow",
+        None,
+    )
+    .await;
+    // Either the write was committed and the client was told so, or it was
+    // abandoned and nothing exists: never a failure over a committed write.
+    assert!(
+        (status == 200 && stored == 200) || (status >= 500 && stored == 404),
+        "client got {status}, the secret answers {stored}"
+    );
+    // The audit record says what the client got.
+    let mut recorded = None;
+    eventually(Duration::from_secs(10), "the record", async || {
+        let v: Value = client()
+            .get(s.url("/v1/audit/records?limit=1000"))
+            .header("x-vault-token", "root")
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        recorded = v["data"]["records"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["event"]["client_request_id"] == "slow-write-1")
+            .map(|r| r["event"]["status"].as_u64().unwrap());
+        recorded.is_some() || status >= 500
+    })
+    .await;
+    if let Some(recorded) = recorded {
+        assert_eq!(recorded, u64::from(status));
+    }
+}
