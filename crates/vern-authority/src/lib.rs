@@ -14,20 +14,24 @@
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 
 mod authority;
+mod claims;
+mod client_auth;
 mod clients;
 mod dpop;
 pub mod jwk;
 pub mod jws;
 mod keys;
+mod registry;
+mod revocation;
 mod verifier;
 
-pub use authority::{
-    certificate_thumbprint, AccessClaims, ApplyPlan, Authority, AuthorityConfig, ClientCredentials,
-    IssuedToken, Presented, TokenRequest, JWT_BEARER_ASSERTION,
-};
+pub use authority::{Authority, AuthorityConfig, IssuedToken, Presented, TokenRequest};
+pub use claims::{certificate_thumbprint, AccessClaims};
+pub use client_auth::{ClientCredentials, JWT_BEARER_ASSERTION};
 pub use clients::{ClientKind, ClientRecord, ClientSpec, CreatedClient};
 pub use dpop::{DpopCheck, NonceRule};
 pub use jwk::{Alg, PublicJwk};
+pub use registry::ApplyPlan;
 pub use verifier::{JwksSource, Verifier, VerifierConfig};
 
 /// Why an authority operation failed. Token and proof failures say what

@@ -14,7 +14,8 @@ use std::sync::{Arc, RwLock};
 use serde_json::Value;
 use vern_core::Clock;
 
-use crate::authority::{access_header, check_certificate, check_claims, AccessClaims, Presented};
+use crate::authority::Presented;
+use crate::claims::{access_header, check_certificate, check_claims, AccessClaims};
 use crate::dpop::{self, DpopCheck, NonceKey, ReplayCache};
 use crate::jwk::PublicJwk;
 use crate::jws::Unverified;

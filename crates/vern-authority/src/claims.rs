@@ -1,0 +1,169 @@
+//! Access token claims: the verified claims of a token and the RFC 9068 /
+//! RFC 8725 checks shared by the authority and the embeddable verifier.
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
+use base64::Engine as _;
+use serde_json::Value;
+use subtle::ConstantTimeEq;
+
+use crate::clients::ClientKind;
+use crate::jws::Unverified;
+use crate::AuthError;
+
+/// The verified claims of an access token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccessClaims {
+    /// `client_id` (= `sub`).
+    pub client_id: String,
+    /// The token's id.
+    pub jti: String,
+    /// Expiry (Unix seconds).
+    pub exp: u64,
+    /// Issued at.
+    pub iat: u64,
+    /// Granted scopes.
+    pub scopes: Vec<String>,
+    /// Service scope or operator roles.
+    pub kind: ClientKind,
+    /// `cnf.jkt`, for DPoP-bound tokens.
+    pub jkt: Option<String>,
+    /// `cnf.x5t#S256`, for certificate-bound tokens.
+    pub x5t: Option<String>,
+}
+
+/// The RFC 8705 thumbprint of a certificate: base64url SHA-256 of its DER.
+pub fn certificate_thumbprint(der: &[u8]) -> String {
+    B64.encode(vern_crypto::sha256(der))
+}
+
+/// The RFC 9068 / RFC 8725 claim checks of a signature-verified access
+/// token: `iss`, `aud`, `exp`, `nbf`, `iat` (with leeway), and the shape of
+/// Vern's claims. Shared by the authority and the embeddable verifier.
+pub(crate) fn check_claims(
+    jwt: &Unverified,
+    issuer: &str,
+    audience: &str,
+    leeway: u64,
+    now: u64,
+) -> Result<AccessClaims, AuthError> {
+    if claim_str(jwt, "iss")? != issuer {
+        return Err(AuthError::Claim("iss is not this issuer".to_owned()));
+    }
+    if !audience_has(jwt.claims.get("aud"), &[audience]) {
+        return Err(AuthError::Claim(
+            "aud does not name this service".to_owned(),
+        ));
+    }
+    let exp = claim_u64(jwt, "exp")?;
+    if now > exp + leeway {
+        return Err(AuthError::Expired);
+    }
+    let iat = claim_u64(jwt, "iat")?;
+    let nbf = jwt.claims.get("nbf").and_then(Value::as_u64).unwrap_or(iat);
+    if nbf > now + leeway || iat > now + leeway {
+        return Err(AuthError::NotYetValid);
+    }
+    let client_id = claim_str(jwt, "client_id")?.to_owned();
+    if claim_str(jwt, "sub")? != client_id {
+        return Err(AuthError::Claim("sub and client_id differ".to_owned()));
+    }
+    let kind = match (jwt.claims.get("tenant"), jwt.claims.get("roles")) {
+        (Some(_), _) => ClientKind::Service {
+            tenant: claim_str(jwt, "tenant")?.to_owned(),
+            project: claim_str(jwt, "project")?.to_owned(),
+            environment: claim_str(jwt, "environment")?.to_owned(),
+        },
+        (None, Some(Value::Array(roles))) => ClientKind::Operator {
+            roles: roles
+                .iter()
+                .filter_map(Value::as_str)
+                .map(str::to_owned)
+                .collect(),
+        },
+        _ => {
+            return Err(AuthError::Claim(
+                "neither a tenant scope nor roles".to_owned(),
+            ))
+        }
+    };
+    Ok(AccessClaims {
+        client_id,
+        jti: claim_str(jwt, "jti")?.to_owned(),
+        exp,
+        iat,
+        scopes: claim_str(jwt, "scope")
+            .unwrap_or("")
+            .split(' ')
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+            .collect(),
+        kind,
+        jkt: jwt
+            .claims
+            .get("cnf")
+            .and_then(|c| c.get("jkt"))
+            .and_then(Value::as_str)
+            .map(str::to_owned),
+        x5t: jwt
+            .claims
+            .get("cnf")
+            .and_then(|c| c.get("x5t#S256"))
+            .and_then(Value::as_str)
+            .map(str::to_owned),
+    })
+}
+
+/// RFC 8705 §3: a certificate-bound token is accepted only over a
+/// connection authenticated with that certificate.
+pub(crate) fn check_certificate(
+    claims: &AccessClaims,
+    peer: Option<&[u8]>,
+) -> Result<(), AuthError> {
+    let Some(expected) = &claims.x5t else {
+        return Ok(());
+    };
+    let presented = peer.map(certificate_thumbprint);
+    if presented.is_some_and(|p| bool::from(p.as_bytes().ct_eq(expected.as_bytes()))) {
+        Ok(())
+    } else {
+        Err(AuthError::Claim(
+            "the token is bound to a client certificate this connection did not present".to_owned(),
+        ))
+    }
+}
+
+/// Checks `typ` and `kid` of an access token header; returns the kid.
+pub(crate) fn access_header(jwt: &Unverified) -> Result<&str, AuthError> {
+    let typ = jwt.header_str("typ").unwrap_or("");
+    if !typ.eq_ignore_ascii_case("at+jwt") && !typ.eq_ignore_ascii_case("application/at+jwt") {
+        return Err(AuthError::Claim("typ must be at+jwt".to_owned()));
+    }
+    jwt.header_str("kid")
+        .ok_or_else(|| AuthError::Claim("kid is missing".to_owned()))
+}
+
+pub(crate) fn claim_str<'a>(jwt: &'a Unverified, name: &str) -> Result<&'a str, AuthError> {
+    jwt.claims
+        .get(name)
+        .and_then(Value::as_str)
+        .ok_or_else(|| AuthError::Claim(format!("`{name}` is missing")))
+}
+
+pub(crate) fn claim_u64(jwt: &Unverified, name: &str) -> Result<u64, AuthError> {
+    jwt.claims
+        .get(name)
+        .and_then(Value::as_u64)
+        .ok_or_else(|| AuthError::Claim(format!("`{name}` is missing")))
+}
+
+/// Whether `aud` (a string or an array) contains `want`.
+pub(crate) fn audience_has(aud: Option<&Value>, want: &[&str]) -> bool {
+    match aud {
+        Some(Value::String(s)) => want.contains(&s.as_str()),
+        Some(Value::Array(a)) => a
+            .iter()
+            .filter_map(Value::as_str)
+            .any(|s| want.contains(&s)),
+        _ => false,
+    }
+}
