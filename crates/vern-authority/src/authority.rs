@@ -156,7 +156,7 @@ impl Authority {
         let now = self.now();
         if !force {
             if let Some((set, at)) = self.keys.read().unwrap_or_else(|e| e.into_inner()).as_ref() {
-                if now < at + KEY_CACHE_SECS {
+                if now < at.saturating_add(KEY_CACHE_SECS) {
                     return Ok(Arc::clone(set));
                 }
             }
@@ -251,7 +251,7 @@ impl Authority {
             "iss": self.config.issuer,
             "sub": client.client_id,
             "aud": self.config.audience,
-            "exp": now + ttl,
+            "exp": now.saturating_add(ttl),
             "iat": now,
             "nbf": now,
             "jti": uuid::Uuid::new_v4().to_string(),
@@ -314,6 +314,7 @@ impl Authority {
             &self.config.issuer,
             &self.config.audience,
             self.config.leeway,
+            self.config.max_ttl,
             self.now(),
         )
     }
@@ -391,7 +392,10 @@ impl Authority {
     pub async fn jwks(&self, b: &Barrier) -> Result<Value, AuthError> {
         let keys = self.key_set(b, false).await?;
         let list: Vec<Value> = keys
-            .published(self.now(), self.config.max_ttl + self.config.leeway)
+            .published(
+                self.now(),
+                self.config.max_ttl.saturating_add(self.config.leeway),
+            )
             .map(|k| k.public.to_json(Some(&k.kid)))
             .collect();
         Ok(json!({ "keys": list }))
@@ -403,7 +407,7 @@ impl Authority {
             b,
             self.now(),
             self.config.key_publish_delay.max(KEY_CACHE_SECS + 1),
-            self.config.max_ttl + self.config.leeway,
+            self.config.max_ttl.saturating_add(self.config.leeway),
             self.config.signing_alg,
         )
         .await?;

@@ -37,13 +37,15 @@ pub fn certificate_thumbprint(der: &[u8]) -> String {
 }
 
 /// The RFC 9068 / RFC 8725 claim checks of a signature-verified access
-/// token: `iss`, `aud`, `exp`, `nbf`, `iat` (with leeway), and the shape of
-/// Vern's claims. Shared by the authority and the embeddable verifier.
+/// token: `iss`, `aud`, `exp`, `nbf`, `iat` (with leeway), a lifetime
+/// (`exp - iat`) of at most `max_lifetime` seconds, and the shape of Vern's
+/// claims. Shared by the authority and the embeddable verifier.
 pub(crate) fn check_claims(
     jwt: &Unverified,
     issuer: &str,
     audience: &str,
     leeway: u64,
+    max_lifetime: u64,
     now: u64,
 ) -> Result<AccessClaims, AuthError> {
     if claim_str(jwt, "iss")? != issuer {
@@ -54,14 +56,25 @@ pub(crate) fn check_claims(
             "aud does not name this service".to_owned(),
         ));
     }
-    let exp = claim_u64(jwt, "exp")?;
-    if now > exp + leeway {
+    // Times come from the token: saturating arithmetic, so that a hostile
+    // `exp` near `u64::MAX` is compared, not overflowed.
+    let exp = required_date(jwt, "exp")?;
+    if now > exp.saturating_add(leeway) {
         return Err(AuthError::Expired);
     }
-    let iat = claim_u64(jwt, "iat")?;
-    let nbf = jwt.claims.get("nbf").and_then(Value::as_u64).unwrap_or(iat);
-    if nbf > now + leeway || iat > now + leeway {
+    let iat = required_date(jwt, "iat")?;
+    let nbf = numeric_date(jwt, "nbf")?.unwrap_or(iat);
+    let latest = now.saturating_add(leeway);
+    if nbf > latest || iat > latest {
         return Err(AuthError::NotYetValid);
+    }
+    // Vern never issues a token living longer than its maximum lifetime;
+    // one that claims to (an `exp` far beyond `iat`, up to `u64::MAX`) or
+    // that expires before it was issued is not one of its tokens.
+    if exp.checked_sub(iat).is_none_or(|life| life > max_lifetime) {
+        return Err(AuthError::Claim(format!(
+            "exp must lie after iat and at most {max_lifetime} s after it"
+        )));
     }
     let client_id = claim_str(jwt, "client_id")?.to_owned();
     if claim_str(jwt, "sub")? != client_id {
@@ -149,11 +162,25 @@ pub(crate) fn claim_str<'a>(jwt: &'a Unverified, name: &str) -> Result<&'a str, 
         .ok_or_else(|| AuthError::Claim(format!("`{name}` is missing")))
 }
 
-pub(crate) fn claim_u64(jwt: &Unverified, name: &str) -> Result<u64, AuthError> {
-    jwt.claims
-        .get(name)
-        .and_then(Value::as_u64)
-        .ok_or_else(|| AuthError::Claim(format!("`{name}` is missing")))
+/// A NumericDate claim (RFC 7519 §2) that may be absent. Present, it must
+/// be a whole, non-negative number of seconds that fits in a `u64`:
+/// negative numbers, fractions, numbers beyond `u64::MAX` and other JSON
+/// types are refused rather than ignored, so a malformed `nbf` cannot
+/// switch its check off.
+pub(crate) fn numeric_date(jwt: &Unverified, name: &str) -> Result<Option<u64>, AuthError> {
+    match jwt.claims.get(name) {
+        None => Ok(None),
+        Some(v) => v.as_u64().map(Some).ok_or_else(|| {
+            AuthError::Claim(format!(
+                "`{name}` must be a whole, non-negative number of seconds since 1970"
+            ))
+        }),
+    }
+}
+
+/// A NumericDate claim that must be present (see [`numeric_date`]).
+pub(crate) fn required_date(jwt: &Unverified, name: &str) -> Result<u64, AuthError> {
+    numeric_date(jwt, name)?.ok_or_else(|| AuthError::Claim(format!("`{name}` is missing")))
 }
 
 /// Whether `aud` (a string or an array) contains `want`.

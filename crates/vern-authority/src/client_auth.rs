@@ -14,7 +14,7 @@ use vern_seal::{Barrier, BarrierWrite, SealError};
 use vern_store::{Expect, StoreError};
 
 use crate::authority::{key, Authority};
-use crate::claims::{audience_has, claim_str, claim_u64};
+use crate::claims::{audience_has, claim_str, numeric_date, required_date};
 use crate::clients::ClientRecord;
 use crate::jwk::PublicJwk;
 use crate::jws::Unverified;
@@ -167,18 +167,22 @@ impl Authority {
         ) {
             return Err(AuthError::InvalidClient);
         }
+        // `exp`, `nbf` and `iat` are the caller's numbers: compared with
+        // saturating arithmetic (a hostile `exp` of `u64::MAX` must be a
+        // refusal, not an overflow), and present but malformed ones refused.
         let now = self.now();
-        let exp = claim_u64(&jwt, "exp").map_err(|_| AuthError::InvalidClient)?;
-        if exp + self.config.leeway < now || exp > now + self.config.max_ttl {
-            return Err(AuthError::InvalidClient);
-        }
-        if jwt
-            .claims
-            .get("nbf")
-            .and_then(Value::as_u64)
-            .is_some_and(|nbf| nbf > now + self.config.leeway)
+        let latest = now.saturating_add(self.config.leeway);
+        let exp = required_date(&jwt, "exp").map_err(|_| AuthError::InvalidClient)?;
+        if exp.saturating_add(self.config.leeway) < now
+            || exp > now.saturating_add(self.config.max_ttl)
         {
             return Err(AuthError::InvalidClient);
+        }
+        for name in ["nbf", "iat"] {
+            let date = numeric_date(&jwt, name).map_err(|_| AuthError::InvalidClient)?;
+            if date.is_some_and(|d| d > latest) {
+                return Err(AuthError::InvalidClient);
+            }
         }
         let jti = claim_str(&jwt, "jti").map_err(|_| AuthError::InvalidClient)?;
         let marker = B64.encode(vern_crypto::sha256(format!("{iss}\n{jti}").as_bytes()));

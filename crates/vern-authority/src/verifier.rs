@@ -40,10 +40,14 @@ pub struct VerifierConfig {
     pub max_age: u64,
     /// Never re-fetch more often than this (seconds), whatever tokens say.
     pub min_refresh: u64,
+    /// The longest lifetime (`exp - iat`, seconds) a token may claim; a
+    /// longer-lived one is refused. Vern issues tokens for at most an hour.
+    pub max_lifetime: u64,
 }
 
 impl VerifierConfig {
-    /// Defaults: 30 s leeway, refresh every 5 minutes, at most every 10 s.
+    /// Defaults: 30 s leeway, refresh every 5 minutes, at most every 10 s,
+    /// tokens living at most a day.
     pub fn new(issuer: &str, audience: &str) -> Self {
         Self {
             issuer: issuer.trim_end_matches('/').to_owned(),
@@ -51,6 +55,7 @@ impl VerifierConfig {
             leeway: 30,
             max_age: 300,
             min_refresh: 10,
+            max_lifetime: 86_400,
         }
     }
 }
@@ -142,8 +147,8 @@ impl<S: JwksSource> Verifier<S> {
         let kid = access_header(&jwt)?;
         let now = self.clock.unix_seconds();
         let (mut key, fetched) = self.key(kid);
-        let stale = fetched.is_none_or(|t| now >= t + self.config.max_age);
-        let may_refresh = fetched.is_none_or(|t| now >= t + self.config.min_refresh);
+        let stale = fetched.is_none_or(|t| now >= t.saturating_add(self.config.max_age));
+        let may_refresh = fetched.is_none_or(|t| now >= t.saturating_add(self.config.min_refresh));
         if (key.is_none() && may_refresh) || stale {
             self.refresh().await?;
             key = self.key(kid).0;
@@ -155,6 +160,7 @@ impl<S: JwksSource> Verifier<S> {
             &self.config.issuer,
             &self.config.audience,
             self.config.leeway,
+            self.config.max_lifetime,
             now,
         )?;
         check_certificate(&claims, peer)?;
