@@ -321,7 +321,9 @@ impl Authority {
 
     /// Verifies an access token presented to Vern's API, with its sender
     /// binding: a DPoP-bound token needs the `DPoP` scheme and a valid
-    /// proof by its key; an unbound one must not claim DPoP.
+    /// proof by its key; an unbound one must not claim DPoP. A revoked
+    /// token is refused, and so is one whose client was deleted or changed
+    /// after the token was issued (one read of the client record).
     pub async fn verify_access(
         &self,
         b: &Barrier,
@@ -368,10 +370,12 @@ impl Authority {
         if self.is_revoked(b, &claims.jti).await? {
             return Err(AuthError::Revoked);
         }
+        self.check_client_current(b, &claims).await?;
         Ok(claims)
     }
 
-    /// RFC 7662: the claims of an active token, `None` for anything else.
+    /// RFC 7662: the claims of an active token, `None` for anything else
+    /// (including a token whose client was deleted or changed since).
     pub async fn introspect(
         &self,
         b: &Barrier,
@@ -385,7 +389,11 @@ impl Authority {
         if self.is_revoked(b, &claims.jti).await? {
             return Ok(None);
         }
-        Ok(Some(claims))
+        match self.check_client_current(b, &claims).await {
+            Ok(()) => Ok(Some(claims)),
+            Err(AuthError::ClientChanged) => Ok(None),
+            Err(e) => Err(e),
+        }
     }
 
     /// The published keys (RFC 7517 JWK set).

@@ -66,6 +66,11 @@ pub enum AuthError {
     /// The token was revoked.
     #[error("the token was revoked")]
     Revoked,
+    /// The token's client was deleted, or changed after the token was
+    /// issued (roles, scopes, keys); a new token reflects the client as it
+    /// is now.
+    #[error("the token's client was deleted or changed after the token was issued")]
+    ClientChanged,
     /// A DPoP proof failed a check; the message names it.
     #[error("invalid DPoP proof: {0}")]
     Dpop(String),

@@ -82,6 +82,7 @@ impl Authority {
             Some(s) => Some(self.secret_hmac(b, s.expose()).await?),
             None => None,
         };
+        let now = self.now();
         let record = ClientRecord {
             client_id: client_id.to_owned(),
             name: spec.name.clone(),
@@ -92,7 +93,8 @@ impl Authority {
             dpop_bound: spec.dpop_bound,
             token_ttl: spec.token_ttl,
             tls_client_auth_san: spec.tls_client_auth_san.clone(),
-            created: self.now(),
+            created: now,
+            updated: now,
         };
         Ok((record, secret))
     }
@@ -198,6 +200,9 @@ impl Authority {
                     if changes.is_empty() {
                         plan.unchanged.push(id.clone());
                     } else {
+                        // Tokens issued before this change are refused from
+                        // now on (see `Authority::verify_access`).
+                        record.updated = self.now();
                         writes.push(record_write(k, &record, Expect::Version(plain.version))?);
                         plan.update.push((id.clone(), changes));
                     }
@@ -236,8 +241,9 @@ impl Authority {
         Ok(plan)
     }
 
-    /// Deletes a client; its tokens stop working when they expire (revoke
-    /// them to stop them at once).
+    /// Deletes a client. Its tokens stop working on Vern's API and read as
+    /// inactive in introspection at once (verification reads the client
+    /// record); offline verifiers honour them until they expire.
     pub async fn delete_client(&self, b: &Barrier, client_id: &str) -> Result<(), AuthError> {
         self.client(b, client_id).await?;
         b.commit(vec![BarrierWrite {

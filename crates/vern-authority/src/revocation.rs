@@ -9,12 +9,37 @@ use vern_seal::{Barrier, BarrierWrite, SealError};
 use vern_store::{Expect, StoreError};
 
 use crate::authority::{conflict, key, Authority};
+use crate::claims::AccessClaims;
 use crate::client_auth::ASSERTIONS;
 use crate::AuthError;
 
 pub(crate) const REVOKED: &str = "authority/revoked/";
 
 impl Authority {
+    /// Refuses a token whose client no longer exists or whose record
+    /// changed after the token was issued: deleting a client, or narrowing
+    /// it with apply, takes effect on its live tokens at once. Costs one
+    /// storage read (the client record).
+    ///
+    /// Times are whole seconds, so a token issued in the same second as
+    /// the change (or within the clock skew between replicas) is still
+    /// honoured; only a deletion is exact.
+    pub(crate) async fn check_client_current(
+        &self,
+        b: &Barrier,
+        claims: &AccessClaims,
+    ) -> Result<(), AuthError> {
+        let record = match self.client(b, &claims.client_id).await {
+            Ok(record) => record,
+            Err(AuthError::NoClient(_)) => return Err(AuthError::ClientChanged),
+            Err(e) => return Err(e),
+        };
+        if claims.iat < record.changed_at() {
+            return Err(AuthError::ClientChanged);
+        }
+        Ok(())
+    }
+
     pub(crate) async fn is_revoked(&self, b: &Barrier, jti: &str) -> Result<bool, AuthError> {
         let k = key(format!(
             "{REVOKED}{}",

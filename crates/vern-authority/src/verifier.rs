@@ -4,8 +4,10 @@
 //! (usually an HTTPS GET of `/oauth2/jwks`), so this crate stays free of
 //! HTTP; keys are cached and re-fetched when a token names an unknown `kid`
 //! (at most once per `min_refresh`) or when the cache is older than
-//! `max_age`. Revocation is not visible offline: services that need it at
-//! once use introspection.
+//! `max_age`. Revocation is not visible offline, nor is the deletion or
+//! narrowing of a token's client (Vern's own API and introspection refuse
+//! such tokens at once): the verifier honours them until they expire.
+//! Services that need either at once use introspection.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -65,7 +67,10 @@ struct Cache {
     fetched: Option<u64>,
 }
 
-/// Verifies access tokens offline.
+/// Verifies access tokens offline. It cannot see revocations, deleted
+/// clients or clients whose roles or scopes were narrowed: their tokens
+/// pass until they expire (at most an hour for Vern's tokens). Use
+/// introspection where that matters.
 pub struct Verifier<S> {
     config: VerifierConfig,
     source: S,

@@ -1,6 +1,6 @@
 //! The token authority through the real binary: hostile numbers in a
 //! `private_key_jwt` assertion get a 4xx and an audit record, never a
-//! panic.
+//! panic; deleting a client stops its live tokens at once.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
@@ -121,4 +121,90 @@ async fn hostile_assertion_numbers_are_refused_and_audited() {
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
+}
+
+/// Creates a service client of `acme/web/prod` with the root token;
+/// returns its id and secret.
+async fn secret_client(s: &Server, name: &str) -> (String, String) {
+    let created: Value = client()
+        .post(s.url("/v1/auth/clients"))
+        .header("x-vault-token", "root")
+        .json(&json!({"tenant": "acme", "project": "web", "environment": "prod", "name": name}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    (
+        created["data"]["client_id"].as_str().unwrap().to_owned(),
+        created["data"]["client_secret"]
+            .as_str()
+            .unwrap()
+            .to_owned(),
+    )
+}
+
+#[tokio::test]
+async fn deleting_a_client_stops_its_tokens_at_once() {
+    let dir = temp();
+    let s = dev_server(&path_str(dir.path()), &[]);
+    let c = client();
+    let put = c
+        .post(s.url("/v1/secret/data/acme/web/prod/db"))
+        .header("x-vault-token", "root")
+        .json(&json!({"data": {"password": "p"}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(put.status(), 200);
+    let (id, secret) = secret_client(&s, "doomed").await;
+    let token: Value = c
+        .post(s.url("/oauth2/token"))
+        .basic_auth(&id, Some(&secret))
+        .form(&[("grant_type", "client_credentials")])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let token = token["access_token"].as_str().unwrap().to_owned();
+    let (checker, checker_secret) = secret_client(&s, "checker").await;
+    let read = || {
+        c.get(s.url("/v1/secret/data/acme/web/prod/db"))
+            .bearer_auth(&token)
+            .send()
+    };
+    let introspect = || async {
+        let v: Value = c
+            .post(s.url("/oauth2/introspect"))
+            .basic_auth(&checker, Some(&checker_secret))
+            .form(&[("token", token.as_str())])
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        v["active"].as_bool().unwrap()
+    };
+    assert_eq!(read().await.unwrap().status(), 200);
+    assert!(introspect().await);
+
+    let deleted = c
+        .delete(s.url(&format!("/v1/auth/clients/{id}")))
+        .header("x-vault-token", "root")
+        .send()
+        .await
+        .unwrap();
+    assert!(deleted.status().is_success(), "{}", deleted.status());
+
+    // Refused like a revoked token: 401 with an invalid_token challenge,
+    // so the caller knows to stop using it.
+    let refused = read().await.unwrap();
+    assert_eq!(refused.status(), 401);
+    let challenge = refused.headers()["www-authenticate"].to_str().unwrap();
+    assert!(challenge.contains("invalid_token"), "{challenge}");
+    assert!(!introspect().await);
 }
