@@ -93,6 +93,20 @@ pub struct ClientRecord {
     pub tls_client_auth_san: Option<String>,
     /// Creation time (Unix seconds).
     pub created: u64,
+    /// Time of the last change (Unix seconds), set at creation and by every
+    /// apply that changes the record. Tokens issued before it are refused,
+    /// so narrowed roles or scopes take effect at once. Records written
+    /// before this field existed read 0; see [`ClientRecord::changed_at`].
+    #[serde(default)]
+    pub updated: u64,
+}
+
+impl ClientRecord {
+    /// When the record last changed: `updated`, or `created` for records
+    /// older than that field.
+    pub fn changed_at(&self) -> u64 {
+        self.updated.max(self.created)
+    }
 }
 
 /// What to create. Unknown fields are refused, so a typo cannot silently

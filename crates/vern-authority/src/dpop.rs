@@ -102,10 +102,10 @@ impl NonceKey {
         let Some(mac) = self.mac(ts) else {
             return false;
         };
+        // A nonce from the future (checked_sub fails) is refused.
         tag.len() == 16
             && bool::from(mac[..16].ct_eq(tag))
-            && ts <= now
-            && now - ts <= NONCE_LIFETIME
+            && now.checked_sub(ts).is_some_and(|age| age <= NONCE_LIFETIME)
     }
 }
 
@@ -172,11 +172,14 @@ pub(crate) fn verify(
         .ok_or_else(|| fail("jti is missing"))?;
     let htm = claim("htm").ok_or_else(|| fail("htm is missing"))?;
     let htu = claim("htu").ok_or_else(|| fail("htu is missing"))?;
-    let iat = jwt
-        .claims
-        .get("iat")
-        .and_then(Value::as_u64)
-        .ok_or_else(|| fail("iat is missing"))?;
+    // A whole, non-negative number of seconds; anything else (negative,
+    // fractional, beyond u64) is refused, never read as some other time.
+    let iat = match jwt.claims.get("iat") {
+        None => return Err(fail("iat is missing")),
+        Some(v) => v.as_u64().ok_or_else(|| {
+            fail("iat must be a whole, non-negative number of seconds since 1970")
+        })?,
+    };
     // 8. htm.
     if htm != check.method {
         return Err(fail("htm does not match the request method"));
@@ -186,7 +189,9 @@ pub(crate) fn verify(
         return Err(fail("htu does not match the request URL"));
     }
     // 11. iat within the window.
-    if iat > now + IAT_WINDOW || now > iat + IAT_WINDOW {
+    // `iat` is the caller's number: saturating arithmetic, so u64::MAX is
+    // out of the window rather than an overflow.
+    if iat > now.saturating_add(IAT_WINDOW) || now > iat.saturating_add(IAT_WINDOW) {
         return Err(fail("iat is outside the acceptance window"));
     }
     // 10. The server nonce.
@@ -207,7 +212,11 @@ pub(crate) fn verify(
         }
     }
     // Replay: a proof is usable once within its window.
-    if !replay.first_use(format!("{jkt}:{jti}"), iat + IAT_WINDOW + 1, now) {
+    if !replay.first_use(
+        format!("{jkt}:{jti}"),
+        iat.saturating_add(IAT_WINDOW + 1),
+        now,
+    ) {
         return Err(fail("the proof was already used (jti replay)"));
     }
     Ok(jkt)

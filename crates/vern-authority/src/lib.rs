@@ -14,20 +14,24 @@
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 
 mod authority;
+mod claims;
+mod client_auth;
 mod clients;
 mod dpop;
 pub mod jwk;
 pub mod jws;
 mod keys;
+mod registry;
+mod revocation;
 mod verifier;
 
-pub use authority::{
-    certificate_thumbprint, AccessClaims, ApplyGate, ApplyPlan, Authority, AuthorityConfig,
-    ClientCredentials, IssuedToken, Presented, TokenRequest, JWT_BEARER_ASSERTION,
-};
+pub use authority::{Authority, AuthorityConfig, IssuedToken, Presented, TokenRequest};
+pub use claims::{certificate_thumbprint, AccessClaims};
+pub use client_auth::{ClientCredentials, JWT_BEARER_ASSERTION};
 pub use clients::{ClientKind, ClientRecord, ClientSpec, CreatedClient};
 pub use dpop::{DpopCheck, NonceRule};
 pub use jwk::{Alg, PublicJwk};
+pub use registry::{ApplyGate, ApplyPlan};
 pub use verifier::{JwksSource, Verifier, VerifierConfig};
 
 /// Why an authority operation failed. Token and proof failures say what
@@ -62,6 +66,11 @@ pub enum AuthError {
     /// The token was revoked.
     #[error("the token was revoked")]
     Revoked,
+    /// The token's client was deleted, or changed after the token was
+    /// issued (roles, scopes, keys); a new token reflects the client as it
+    /// is now.
+    #[error("the token's client was deleted or changed after the token was issued")]
+    ClientChanged,
     /// A DPoP proof failed a check; the message names it.
     #[error("invalid DPoP proof: {0}")]
     Dpop(String),

@@ -4,8 +4,10 @@
 //! (usually an HTTPS GET of `/oauth2/jwks`), so this crate stays free of
 //! HTTP; keys are cached and re-fetched when a token names an unknown `kid`
 //! (at most once per `min_refresh`) or when the cache is older than
-//! `max_age`. Revocation is not visible offline: services that need it at
-//! once use introspection.
+//! `max_age`. Revocation is not visible offline, nor is the deletion or
+//! narrowing of a token's client (Vern's own API and introspection refuse
+//! such tokens at once): the verifier honours them until they expire.
+//! Services that need either at once use introspection.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -14,7 +16,8 @@ use std::sync::{Arc, RwLock};
 use serde_json::Value;
 use vern_core::Clock;
 
-use crate::authority::{access_header, check_certificate, check_claims, AccessClaims, Presented};
+use crate::authority::Presented;
+use crate::claims::{access_header, check_certificate, check_claims, AccessClaims};
 use crate::dpop::{self, DpopCheck, NonceKey, ReplayCache};
 use crate::jwk::PublicJwk;
 use crate::jws::Unverified;
@@ -39,10 +42,14 @@ pub struct VerifierConfig {
     pub max_age: u64,
     /// Never re-fetch more often than this (seconds), whatever tokens say.
     pub min_refresh: u64,
+    /// The longest lifetime (`exp - iat`, seconds) a token may claim; a
+    /// longer-lived one is refused. Vern issues tokens for at most an hour.
+    pub max_lifetime: u64,
 }
 
 impl VerifierConfig {
-    /// Defaults: 30 s leeway, refresh every 5 minutes, at most every 10 s.
+    /// Defaults: 30 s leeway, refresh every 5 minutes, at most every 10 s,
+    /// tokens living at most a day.
     pub fn new(issuer: &str, audience: &str) -> Self {
         Self {
             issuer: issuer.trim_end_matches('/').to_owned(),
@@ -50,6 +57,7 @@ impl VerifierConfig {
             leeway: 30,
             max_age: 300,
             min_refresh: 10,
+            max_lifetime: 86_400,
         }
     }
 }
@@ -59,7 +67,10 @@ struct Cache {
     fetched: Option<u64>,
 }
 
-/// Verifies access tokens offline.
+/// Verifies access tokens offline. It cannot see revocations, deleted
+/// clients or clients whose roles or scopes were narrowed: their tokens
+/// pass until they expire (at most an hour for Vern's tokens). Use
+/// introspection where that matters.
 pub struct Verifier<S> {
     config: VerifierConfig,
     source: S,
@@ -141,8 +152,8 @@ impl<S: JwksSource> Verifier<S> {
         let kid = access_header(&jwt)?;
         let now = self.clock.unix_seconds();
         let (mut key, fetched) = self.key(kid);
-        let stale = fetched.is_none_or(|t| now >= t + self.config.max_age);
-        let may_refresh = fetched.is_none_or(|t| now >= t + self.config.min_refresh);
+        let stale = fetched.is_none_or(|t| now >= t.saturating_add(self.config.max_age));
+        let may_refresh = fetched.is_none_or(|t| now >= t.saturating_add(self.config.min_refresh));
         if (key.is_none() && may_refresh) || stale {
             self.refresh().await?;
             key = self.key(kid).0;
@@ -154,6 +165,7 @@ impl<S: JwksSource> Verifier<S> {
             &self.config.issuer,
             &self.config.audience,
             self.config.leeway,
+            self.config.max_lifetime,
             now,
         )?;
         check_certificate(&claims, peer)?;

@@ -985,3 +985,232 @@ async fn expired_markers_are_swept() {
         Err(AuthError::InvalidClient)
     ));
 }
+
+/// Numbers an attacker may put where a NumericDate belongs: the edges of
+/// `u64` and `i64`, negatives, fractions, a number beyond `u64`, and other
+/// JSON types. None may panic (release builds check overflow); each must be
+/// refused.
+fn hostile_numbers() -> Vec<Value> {
+    vec![
+        json!(u64::MAX),
+        json!(u64::MAX - 1),
+        json!(i64::MAX),
+        json!(i64::MIN),
+        json!(-1),
+        json!(0.5),
+        json!(START as f64 + 0.5),
+        json!(1e300),
+        json!(-1e300),
+        serde_json::from_str("18446744073709551616").unwrap(),
+        json!(START.to_string()),
+        Value::Null,
+    ]
+}
+
+/// The authority's current signing key, read through the barrier: lets a
+/// test sign tokens with hostile claims that still pass the signature check.
+async fn authority_signing_key(e: &Env) -> (String, ed25519_dalek::SigningKey) {
+    let doc = e
+        .barrier
+        .get(&vern_store::Key::new("authority/signing-keys".to_owned()).unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    let doc: Value = serde_json::from_slice(doc.value.expose()).unwrap();
+    let key = &doc["keys"][0];
+    assert_eq!(key["alg"], "EdDSA");
+    let seed: [u8; 32] = B64
+        .decode(key["seed"].as_str().unwrap())
+        .unwrap()
+        .try_into()
+        .unwrap();
+    (
+        key["kid"].as_str().unwrap().to_owned(),
+        ed25519_dalek::SigningKey::from_bytes(&seed),
+    )
+}
+
+#[tokio::test]
+async fn hostile_numbers_in_access_tokens_are_refused_without_panic() {
+    use vern_authority::{Verifier, VerifierConfig};
+
+    let e = env().await;
+    let token = bearer_token(&e).await;
+    let (h, c, _) = parts(&token);
+    let (kid, key) = authority_signing_key(&e).await;
+    assert_eq!(h["kid"], kid.as_str());
+    let resign = |name: &str, value: &Value| {
+        let mut claims = c.clone();
+        claims[name] = value.clone();
+        sign_ed25519(&h, &claims, &key)
+    };
+    // The re-signed original passes, so a refusal below is the number's.
+    verify_bearer(&e, &resign("exp", &c["exp"])).await.unwrap();
+
+    let verifier = Verifier::new(
+        VerifierConfig::new(ISSUER, ISSUER),
+        TestJwks {
+            doc: std::sync::Mutex::new(e.auth.jwks(&e.barrier).await.unwrap()),
+            fetches: Arc::default(),
+        },
+        e.clock.clone(),
+    );
+    for name in ["exp", "iat", "nbf"] {
+        for value in hostile_numbers() {
+            let forged = resign(name, &value);
+            let online = verify_bearer(&e, &forged).await;
+            assert!(
+                matches!(
+                    online,
+                    Err(AuthError::Claim(_) | AuthError::NotYetValid | AuthError::Expired)
+                ),
+                "{name} = {value}: {online:?}"
+            );
+            let offline = verifier.verify(&forged, Presented::Bearer).await;
+            assert!(offline.is_err(), "{name} = {value} offline: {offline:?}");
+            let introspected = e.auth.introspect(&e.barrier, &forged).await.unwrap();
+            assert!(introspected.is_none(), "{name} = {value} introspected");
+        }
+    }
+    // The cases an overflow would have hit: a token "valid until the end
+    // of time" is refused for its lifetime, one "issued at the end of
+    // time" as not yet valid, and a fractional or negative time as
+    // malformed.
+    assert!(
+        matches!(verify_bearer(&e, &resign("exp", &json!(u64::MAX))).await, Err(AuthError::Claim(m)) if m.contains("exp"))
+    );
+    assert!(matches!(
+        verify_bearer(&e, &resign("iat", &json!(u64::MAX))).await,
+        Err(AuthError::NotYetValid)
+    ));
+    assert!(matches!(
+        verify_bearer(&e, &resign("nbf", &json!(u64::MAX))).await,
+        Err(AuthError::NotYetValid)
+    ));
+    for value in [json!(-1), json!(START as f64 + 0.5)] {
+        assert!(
+            matches!(verify_bearer(&e, &resign("nbf", &value)).await, Err(AuthError::Claim(m)) if m.contains("nbf")),
+            "a malformed nbf is refused, not ignored"
+        );
+    }
+    // Revoking a hostile token is a no-op, not a panic.
+    e.auth
+        .revoke(&e.barrier, &resign("exp", &json!(u64::MAX)), None)
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn hostile_numbers_in_client_assertions_are_refused_without_panic() {
+    let e = env().await;
+    let key = ed25519_dalek::SigningKey::from_bytes(&[7; 32]);
+    let mut spec = service("hostile-signer");
+    spec.jwks = vec![ed25519_public(&key).to_json(None)];
+    let id = e
+        .auth
+        .create_client(&e.barrier, &spec)
+        .await
+        .unwrap()
+        .record
+        .client_id;
+    let endpoint = format!("{ISSUER}/oauth2/token");
+    let issue = |claims: Value| {
+        let req = TokenRequest {
+            credentials: ClientCredentials::Assertion {
+                client_id: Some(id.clone()),
+                assertion: sign_ed25519(&json!({"alg": "EdDSA", "typ": "JWT"}), &claims, &key),
+            },
+            scope: None,
+            dpop: None,
+        };
+        let e = &e;
+        async move { e.auth.issue(&e.barrier, &req).await }
+    };
+    let claims = |jti: &str| json!({"iss": id, "sub": id, "aud": endpoint, "exp": START + 60, "iat": START, "nbf": START, "jti": jti});
+    issue(claims("fine")).await.unwrap();
+    for (n, (name, value)) in ["exp", "nbf", "iat"]
+        .into_iter()
+        .flat_map(|name| hostile_numbers().into_iter().map(move |v| (name, v)))
+        .enumerate()
+    {
+        let mut c = claims(&format!("hostile-{n}"));
+        c[name] = value.clone();
+        let result = issue(c).await;
+        assert!(
+            matches!(result, Err(AuthError::InvalidClient)),
+            "{name} = {value}: {result:?}"
+        );
+    }
+    // A missing exp is refused too; missing nbf and iat are allowed (RFC
+    // 7523 makes them optional).
+    let mut no_exp = claims("no-exp");
+    no_exp.as_object_mut().unwrap().remove("exp");
+    assert!(matches!(issue(no_exp).await, Err(AuthError::InvalidClient)));
+    let mut bare = claims("bare");
+    bare.as_object_mut().unwrap().remove("nbf");
+    bare.as_object_mut().unwrap().remove("iat");
+    issue(bare).await.unwrap();
+}
+
+#[tokio::test]
+async fn hostile_numbers_in_dpop_proofs_are_refused_without_panic() {
+    let e = env().await;
+    let (id, secret) = secret_client(&e, "hostile-dpop").await;
+    let prover = Prover::new(9);
+    let token_url = format!("{ISSUER}/oauth2/token");
+    let api = format!("{ISSUER}/v1/secret/data/acme/web/prod/db");
+    let issue_with = |proof: String| {
+        let req_creds = creds(&id, &secret);
+        let token_url = token_url.clone();
+        let e = &e;
+        async move {
+            let proofs = [proof.as_str()];
+            let req = TokenRequest {
+                credentials: req_creds,
+                scope: None,
+                dpop: Some(check(&proofs, "POST", &token_url)),
+            };
+            e.auth.issue(&e.barrier, &req).await
+        }
+    };
+    let token = issue_with(prover.proof("POST", &token_url, START, "ok", None, &[]))
+        .await
+        .unwrap()
+        .access_token;
+    for (n, value) in hostile_numbers().into_iter().enumerate() {
+        let at_token = prover.proof(
+            "POST",
+            &token_url,
+            START,
+            &format!("t{n}"),
+            None,
+            &[("iat", value.clone())],
+        );
+        let result = issue_with(at_token).await;
+        assert!(
+            matches!(result, Err(AuthError::Dpop(ref m)) if m.contains("iat")),
+            "token endpoint, iat = {value}: {result:?}"
+        );
+        let at_api = prover.proof(
+            "GET",
+            &api,
+            START,
+            &format!("a{n}"),
+            Some(&token),
+            &[("iat", value.clone())],
+        );
+        let proofs = [at_api.as_str()];
+        let result = e
+            .auth
+            .verify_access(
+                &e.barrier,
+                &token,
+                Presented::Dpop(check(&proofs, "GET", &api)),
+            )
+            .await;
+        assert!(
+            matches!(result, Err(AuthError::Dpop(ref m)) if m.contains("iat")),
+            "API, iat = {value}: {result:?}"
+        );
+    }
+}

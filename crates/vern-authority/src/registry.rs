@@ -1,0 +1,321 @@
+//! The client registry: create, read, list and delete clients, and apply
+//! a declared client set (GitOps) as one compare-and-set batch. Records
+//! live behind the barrier at `authority/clients/<id>`.
+
+use vern_crypto::{random_token, SecretBytes};
+use vern_seal::{Barrier, BarrierWrite, SealError};
+use vern_store::{Expect, Key, StoreError};
+
+use crate::authority::{key, Authority};
+use crate::clients::{ClientKind, ClientRecord, ClientSpec, CreatedClient};
+use crate::AuthError;
+
+pub(crate) const CLIENTS: &str = "authority/clients/";
+
+/// What an apply did (or, dry, would do).
+#[derive(Debug, Default)]
+pub struct ApplyPlan {
+    /// Clients created.
+    pub create: Vec<String>,
+    /// Clients updated, with the fields that changed.
+    pub update: Vec<(String, Vec<String>)>,
+    /// Clients deleted (only with prune).
+    pub delete: Vec<String>,
+    /// Clients already as declared.
+    pub unchanged: Vec<String>,
+    /// Clients that exist but are not declared, kept because prune was off.
+    pub kept: Vec<String>,
+    /// Secrets of created clients, shown once.
+    pub secrets: Vec<(String, SecretBytes)>,
+}
+
+fn record_write(k: Key, record: &ClientRecord, expect: Expect) -> Result<BarrierWrite, AuthError> {
+    let bytes = serde_json::to_vec(record).map_err(|e| AuthError::Invalid(e.to_string()))?;
+    Ok(BarrierWrite {
+        key: k,
+        value: Some(SecretBytes::new(bytes)),
+        expect,
+    })
+}
+
+/// The reach of whoever applies a client set: which existing clients it
+/// may change or prune, and which clients it may create.
+pub trait ApplyGate: Sync {
+    /// Whether the caller manages this existing client.
+    fn manages(&self, existing: &ClientRecord) -> bool;
+    /// Whether the caller may make a client like this one (created, or the
+    /// new state of a changed one); the error says what it lacks.
+    fn may_grant(
+        &self,
+        client_id: &str,
+        kind: &ClientKind,
+        scopes: &[String],
+    ) -> Result<(), String>;
+}
+
+/// The reach of a caller trusted with every client: the platform's own
+/// set-up and tests, never a request.
+struct Unrestricted;
+
+impl ApplyGate for Unrestricted {
+    fn manages(&self, _: &ClientRecord) -> bool {
+        true
+    }
+    fn may_grant(&self, _: &str, _: &ClientKind, _: &[String]) -> Result<(), String> {
+        Ok(())
+    }
+}
+
+impl Authority {
+    /// Creates a client with no caller's reach to respect: for the
+    /// platform's own set-up and tests; requests use
+    /// [`Authority::create_client_with`]. A client without keys gets a
+    /// generated secret (256 bits), returned here once and stored only as
+    /// an HMAC.
+    pub async fn create_client(
+        &self,
+        b: &Barrier,
+        spec: &ClientSpec,
+    ) -> Result<CreatedClient, AuthError> {
+        self.create_client_with(b, spec, &Unrestricted).await
+    }
+
+    /// Creates a client on behalf of a caller whose reach is `gate`: the
+    /// client must pass [`ApplyGate::may_grant`].
+    pub async fn create_client_with(
+        &self,
+        b: &Barrier,
+        spec: &ClientSpec,
+        gate: &dyn ApplyGate,
+    ) -> Result<CreatedClient, AuthError> {
+        let (client_id, kind) = spec.validate()?;
+        gate.may_grant(&client_id, &kind, &spec.scopes)
+            .map_err(AuthError::Forbidden)?;
+        let (record, secret) = self.new_record(b, spec, &client_id, kind).await?;
+        let bytes = serde_json::to_vec(&record).map_err(|e| AuthError::Invalid(e.to_string()))?;
+        let result = b
+            .commit(vec![BarrierWrite {
+                key: key(format!("{CLIENTS}{client_id}"))?,
+                value: Some(SecretBytes::new(bytes)),
+                expect: Expect::Absent,
+            }])
+            .await;
+        match result {
+            Ok(_) => {}
+            Err(SealError::Store(StoreError::Conflict { .. })) => {
+                return Err(AuthError::Exists(client_id))
+            }
+            Err(e) => return Err(e.into()),
+        }
+        tracing::info!(client_id = %record.client_id, "Client created.");
+        Ok(CreatedClient { record, secret })
+    }
+
+    /// A new client record and its generated secret (none for clients that
+    /// authenticate with keys or a certificate).
+    pub(crate) async fn new_record(
+        &self,
+        b: &Barrier,
+        spec: &ClientSpec,
+        client_id: &str,
+        kind: ClientKind,
+    ) -> Result<(ClientRecord, Option<SecretBytes>), AuthError> {
+        let secret = (spec.jwks.is_empty() && spec.tls_client_auth_san.is_none())
+            .then(|| random_token("vern.cs."));
+        let secret_hmac = match &secret {
+            Some(s) => Some(self.secret_hmac(b, s.expose()).await?),
+            None => None,
+        };
+        let now = self.now();
+        let record = ClientRecord {
+            client_id: client_id.to_owned(),
+            name: spec.name.clone(),
+            kind,
+            secret_hmac,
+            jwks: spec.jwks.clone(),
+            scopes: spec.scopes.clone(),
+            dpop_bound: spec.dpop_bound,
+            token_ttl: spec.token_ttl,
+            tls_client_auth_san: spec.tls_client_auth_san.clone(),
+            created: now,
+            updated: now,
+        };
+        Ok((record, secret))
+    }
+
+    /// Reads a client.
+    pub async fn client(&self, b: &Barrier, client_id: &str) -> Result<ClientRecord, AuthError> {
+        let k = key(format!("{CLIENTS}{client_id}"))
+            .map_err(|_| AuthError::NoClient(client_id.to_owned()))?;
+        let plain = b
+            .get(&k)
+            .await?
+            .ok_or_else(|| AuthError::NoClient(client_id.to_owned()))?;
+        serde_json::from_slice(plain.value.expose())
+            .map_err(|_| AuthError::Seal(SealError::Corrupt(format!("client {client_id}"))))
+    }
+
+    /// Every client id.
+    pub async fn client_ids(&self, b: &Barrier) -> Result<Vec<String>, AuthError> {
+        let mut out = Vec::new();
+        let mut after: Option<String> = None;
+        loop {
+            let page = b.list(CLIENTS, after.as_deref(), 1000).await?;
+            let Some(last) = page.last().cloned() else {
+                break;
+            };
+            out.extend(page.iter().map(|k| k[CLIENTS.len()..].to_owned()));
+            if page.len() < 1000 {
+                break;
+            }
+            after = Some(last);
+        }
+        Ok(out)
+    }
+
+    /// Brings the clients in line with `specs` (GitOps): creates missing
+    /// ones, updates changed settings (secrets and keys of existing clients
+    /// are kept unless the spec's keys changed), and deletes clients not in
+    /// `specs` only when `prune`. Everything is one atomic, compare-and-set
+    /// guarded batch: a concurrent change fails the whole apply, and a bad
+    /// spec writes nothing. With `dry_run`, only the plan is returned.
+    ///
+    /// `gate` is the caller's reach: every client created or changed must
+    /// pass [`ApplyGate::may_grant`], an existing client is changed only if
+    /// the caller [`ApplyGate::manages`] it, and pruning deletes only such
+    /// clients (the others are kept).
+    pub async fn apply(
+        &self,
+        b: &Barrier,
+        specs: &[ClientSpec],
+        prune: bool,
+        dry_run: bool,
+        gate: &dyn ApplyGate,
+    ) -> Result<ApplyPlan, AuthError> {
+        let mut desired = std::collections::BTreeMap::new();
+        for spec in specs {
+            let (id, kind) = spec.validate()?;
+            gate.may_grant(&id, &kind, &spec.scopes)
+                .map_err(AuthError::Forbidden)?;
+            if desired.insert(id.clone(), (spec, kind)).is_some() {
+                return Err(AuthError::Invalid(format!(
+                    "client `{id}` is declared twice"
+                )));
+            }
+        }
+        let existing = self.client_ids(b).await?;
+        let mut plan = ApplyPlan::default();
+        let mut writes = Vec::new();
+        for (id, (spec, kind)) in &desired {
+            let k = key(format!("{CLIENTS}{id}"))?;
+            match b.get(&k).await? {
+                None => {
+                    plan.create.push(id.clone());
+                    if !dry_run {
+                        let (record, secret) = self.new_record(b, spec, id, kind.clone()).await?;
+                        writes.push(record_write(k, &record, Expect::Absent)?);
+                        if let Some(s) = secret {
+                            plan.secrets.push((id.clone(), s));
+                        }
+                    }
+                }
+                Some(plain) => {
+                    let mut record: ClientRecord = serde_json::from_slice(plain.value.expose())
+                        .map_err(|_| AuthError::Seal(SealError::Corrupt(format!("client {id}"))))?;
+                    if !gate.manages(&record) {
+                        return Err(AuthError::Forbidden(format!(
+                            "client `{id}` exists and is not yours to change"
+                        )));
+                    }
+                    let mut changes = Vec::new();
+                    if record.scopes != spec.scopes {
+                        changes.push("scopes".to_owned());
+                        record.scopes.clone_from(&spec.scopes);
+                    }
+                    if record.dpop_bound != spec.dpop_bound {
+                        changes.push("dpop_bound".to_owned());
+                        record.dpop_bound = spec.dpop_bound;
+                    }
+                    if record.token_ttl != spec.token_ttl {
+                        changes.push("token_ttl".to_owned());
+                        record.token_ttl = spec.token_ttl;
+                    }
+                    if record.jwks != spec.jwks {
+                        changes.push("jwks".to_owned());
+                        record.jwks.clone_from(&spec.jwks);
+                    }
+                    if record.tls_client_auth_san != spec.tls_client_auth_san {
+                        changes.push("tls_client_auth_san".to_owned());
+                        record
+                            .tls_client_auth_san
+                            .clone_from(&spec.tls_client_auth_san);
+                    }
+                    if record.kind != *kind {
+                        changes.push("roles".to_owned());
+                        record.kind = kind.clone();
+                    }
+                    if changes.is_empty() {
+                        plan.unchanged.push(id.clone());
+                    } else {
+                        // Tokens issued before this change are refused from
+                        // now on (see `Authority::verify_access`).
+                        record.updated = self.now();
+                        writes.push(record_write(k, &record, Expect::Version(plain.version))?);
+                        plan.update.push((id.clone(), changes));
+                    }
+                }
+            }
+        }
+        for id in existing.iter().filter(|id| !desired.contains_key(*id)) {
+            if !prune {
+                plan.kept.push(id.clone());
+                continue;
+            }
+            let k = key(format!("{CLIENTS}{id}"))?;
+            let Some(plain) = b.get(&k).await? else {
+                continue;
+            };
+            let record: ClientRecord = serde_json::from_slice(plain.value.expose())
+                .map_err(|_| AuthError::Seal(SealError::Corrupt(format!("client {id}"))))?;
+            if gate.manages(&record) {
+                writes.push(BarrierWrite {
+                    key: k,
+                    value: None,
+                    expect: Expect::Version(plain.version),
+                });
+                plan.delete.push(id.clone());
+            } else {
+                plan.kept.push(id.clone());
+            }
+        }
+        if !dry_run && !writes.is_empty() {
+            b.commit(writes).await.map_err(|e| match e {
+                SealError::Store(StoreError::Conflict { .. }) => {
+                    AuthError::Invalid("clients changed while applying; run apply again".to_owned())
+                }
+                other => other.into(),
+            })?;
+            tracing::info!(
+                created = plan.create.len(),
+                updated = plan.update.len(),
+                deleted = plan.delete.len(),
+                "Clients applied."
+            );
+        }
+        Ok(plan)
+    }
+
+    /// Deletes a client. Its tokens stop working on Vern's API and read as
+    /// inactive in introspection at once (verification reads the client
+    /// record); offline verifiers honour them until they expire.
+    pub async fn delete_client(&self, b: &Barrier, client_id: &str) -> Result<(), AuthError> {
+        self.client(b, client_id).await?;
+        b.commit(vec![BarrierWrite {
+            key: key(format!("{CLIENTS}{client_id}"))?,
+            value: None,
+            expect: Expect::Any,
+        }])
+        .await?;
+        Ok(())
+    }
+}

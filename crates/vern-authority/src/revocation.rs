@@ -1,0 +1,143 @@
+//! Revocation (RFC 7009): a marker per token `jti` under
+//! `authority/revoked/`, checked on every verification, and the sweep that
+//! deletes revocation and assertion markers once their tokens expired.
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
+use base64::Engine as _;
+use vern_crypto::SecretBytes;
+use vern_seal::{Barrier, BarrierWrite, SealError};
+use vern_store::{Expect, StoreError};
+
+use crate::authority::{conflict, key, Authority};
+use crate::claims::AccessClaims;
+use crate::client_auth::ASSERTIONS;
+use crate::AuthError;
+
+pub(crate) const REVOKED: &str = "authority/revoked/";
+
+impl Authority {
+    /// Refuses a token whose client no longer exists or whose record
+    /// changed after the token was issued: deleting a client, or narrowing
+    /// it with apply, takes effect on its live tokens at once. Costs one
+    /// storage read (the client record).
+    ///
+    /// Times are whole seconds, so a token issued in the same second as
+    /// the change (or within the clock skew between replicas) is still
+    /// honoured; only a deletion is exact.
+    pub(crate) async fn check_client_current(
+        &self,
+        b: &Barrier,
+        claims: &AccessClaims,
+    ) -> Result<(), AuthError> {
+        let record = match self.client(b, &claims.client_id).await {
+            Ok(record) => record,
+            Err(AuthError::NoClient(_)) => return Err(AuthError::ClientChanged),
+            Err(e) => return Err(e),
+        };
+        if claims.iat < record.changed_at() {
+            return Err(AuthError::ClientChanged);
+        }
+        Ok(())
+    }
+
+    pub(crate) async fn is_revoked(&self, b: &Barrier, jti: &str) -> Result<bool, AuthError> {
+        let k = key(format!(
+            "{REVOKED}{}",
+            B64.encode(vern_crypto::sha256(jti.as_bytes()))
+        ))?;
+        Ok(b.get(&k).await?.is_some())
+    }
+
+    /// RFC 7009: revokes a token this authority issued to `client_id`
+    /// (any client when `None`, for operators). Unknown or invalid tokens
+    /// are not an error.
+    pub async fn revoke(
+        &self,
+        b: &Barrier,
+        token: &str,
+        client_id: Option<&str>,
+    ) -> Result<(), AuthError> {
+        let Ok(claims) = self.verify_jwt(b, token).await else {
+            return Ok(());
+        };
+        if client_id.is_some_and(|c| c != claims.client_id) {
+            return Err(AuthError::UnauthorizedClient(
+                "a client may revoke only its own tokens".to_owned(),
+            ));
+        }
+        let k = key(format!(
+            "{REVOKED}{}",
+            B64.encode(vern_crypto::sha256(claims.jti.as_bytes()))
+        ))?;
+        let result = b
+            .commit(vec![BarrierWrite {
+                key: k,
+                value: Some(SecretBytes::new(claims.exp.to_be_bytes().to_vec())),
+                expect: Expect::Any,
+            }])
+            .await;
+        match result {
+            Ok(_) => {
+                tracing::info!(client_id = %claims.client_id, "Token revoked.");
+                Ok(())
+            }
+            Err(e) => {
+                let e = AuthError::from(e);
+                if conflict(&e) {
+                    Ok(())
+                } else {
+                    Err(e)
+                }
+            }
+        }
+    }
+
+    /// Deletes revocation markers and assertion `jti` markers whose tokens
+    /// or assertions have expired (past the leeway): from then on, the
+    /// expiry check alone refuses them. Returns how many were removed.
+    pub async fn sweep(&self, b: &Barrier) -> Result<usize, AuthError> {
+        let now = self.now();
+        let mut removed = 0;
+        for prefix in [REVOKED, ASSERTIONS] {
+            let mut after: Option<String> = None;
+            loop {
+                let page = b.list(prefix, after.as_deref(), 500).await?;
+                let Some(last) = page.last().cloned() else {
+                    break;
+                };
+                let mut writes = Vec::new();
+                for name in &page {
+                    let k = key(name.clone())?;
+                    let Some(plain) = b.get(&k).await? else {
+                        continue;
+                    };
+                    let exp = <[u8; 8]>::try_from(plain.value.expose())
+                        .map(u64::from_be_bytes)
+                        .unwrap_or(0);
+                    if exp.saturating_add(self.config.leeway) < now {
+                        writes.push(BarrierWrite {
+                            key: k,
+                            value: None,
+                            expect: Expect::Version(plain.version),
+                        });
+                    }
+                }
+                let n = writes.len();
+                if n > 0 {
+                    match b.commit(writes).await {
+                        Ok(_) => removed += n,
+                        // A concurrent sweep on another replica got there
+                        // first; the next run picks up what is left.
+                        Err(SealError::Store(StoreError::Conflict { .. })) => {}
+                        Err(e) => return Err(e.into()),
+                    }
+                }
+                if page.len() < 500 {
+                    break;
+                }
+                after = Some(last);
+            }
+        }
+        Ok(removed)
+    }
+}

@@ -1,0 +1,260 @@
+//! A client's tokens follow its record: deleting a client, recreating its
+//! id, or narrowing it with apply refuses the tokens issued before, on
+//! Vern's API and in introspection, at the cost of one storage read.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, UNIX_EPOCH};
+
+use vern_authority::{
+    AuthError, Authority, AuthorityConfig, ClientCredentials, ClientSpec, NonceRule, Presented,
+    TokenRequest,
+};
+use vern_core::ManualClock;
+use vern_crypto::SecretBytes;
+use vern_seal::{Barrier, BarrierWrite, Seal};
+use vern_store::{Entry, Expect, Key, Store, StoreError, Write};
+
+const START: u64 = 1_800_000_000;
+
+/// A store that counts point reads, to hold verification to its budget.
+struct Counting {
+    inner: Arc<dyn Store>,
+    gets: AtomicUsize,
+}
+
+#[async_trait::async_trait]
+impl Store for Counting {
+    async fn get(&self, key: &Key) -> Result<Option<Entry>, StoreError> {
+        self.gets.fetch_add(1, Ordering::SeqCst);
+        self.inner.get(key).await
+    }
+    async fn list(
+        &self,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<String>, StoreError> {
+        self.inner.list(prefix, after, limit).await
+    }
+    async fn commit(&self, writes: Vec<Write>) -> Result<Vec<u64>, StoreError> {
+        self.inner.commit(writes).await
+    }
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.inner.ping().await
+    }
+    fn backend(&self) -> &'static str {
+        self.inner.backend()
+    }
+}
+
+struct Env {
+    barrier: Arc<Barrier>,
+    clock: Arc<ManualClock>,
+    auth: Authority,
+    store: Arc<Counting>,
+    _dir: tempfile::TempDir,
+}
+
+async fn env() -> Env {
+    let dir = tempfile::tempdir().unwrap();
+    let inner = vern_store::open(&format!("sqlite:{}", dir.path().join("a.db").display()), 2)
+        .await
+        .unwrap();
+    let store = Arc::new(Counting {
+        inner,
+        gets: AtomicUsize::new(0),
+    });
+    let clock = Arc::new(ManualClock::new(UNIX_EPOCH + Duration::from_secs(START)));
+    let seal = Seal::new(store.clone() as Arc<dyn Store>, clock.clone())
+        .await
+        .unwrap();
+    seal.init_unsealed(1, 1, &[], None).await.unwrap();
+    let mut config = AuthorityConfig::new("https://vern.test");
+    config.token_nonce = NonceRule::NotRequired;
+    Env {
+        barrier: seal.barrier().unwrap(),
+        auth: Authority::new(config, clock.clone()),
+        clock,
+        store,
+        _dir: dir,
+    }
+}
+
+fn spec(scopes: &[&str]) -> ClientSpec {
+    ClientSpec {
+        tenant: Some("acme".into()),
+        project: Some("web".into()),
+        environment: Some("prod".into()),
+        name: "api".into(),
+        scopes: scopes.iter().map(|s| (*s).to_owned()).collect(),
+        ..ClientSpec::default()
+    }
+}
+
+async fn create(e: &Env, scopes: &[&str]) -> (String, SecretBytes) {
+    let created = e
+        .auth
+        .create_client(&e.barrier, &spec(scopes))
+        .await
+        .unwrap();
+    (created.record.client_id, created.secret.unwrap())
+}
+
+async fn token(e: &Env, id: &str, secret: &SecretBytes) -> String {
+    let req = TokenRequest {
+        credentials: ClientCredentials::Secret {
+            client_id: id.to_owned(),
+            secret: secret.clone(),
+        },
+        scope: None,
+        dpop: None,
+    };
+    e.auth.issue(&e.barrier, &req).await.unwrap().access_token
+}
+
+async fn verify(e: &Env, token: &str) -> Result<vern_authority::AccessClaims, AuthError> {
+    e.auth
+        .verify_access(&e.barrier, token, Presented::Bearer)
+        .await
+}
+
+async fn active(e: &Env, token: &str) -> bool {
+    e.auth
+        .introspect(&e.barrier, token)
+        .await
+        .unwrap()
+        .is_some()
+}
+
+#[tokio::test]
+async fn deleting_a_client_refuses_its_tokens_at_once() {
+    let e = env().await;
+    let (id, secret) = create(&e, &["read"]).await;
+    let t = token(&e, &id, &secret).await;
+    verify(&e, &t).await.unwrap();
+    assert!(active(&e, &t).await);
+
+    e.auth.delete_client(&e.barrier, &id).await.unwrap();
+    assert!(matches!(
+        verify(&e, &t).await,
+        Err(AuthError::ClientChanged)
+    ));
+    assert!(!active(&e, &t).await);
+}
+
+#[tokio::test]
+async fn a_recreated_client_id_does_not_honour_older_tokens() {
+    let e = env().await;
+    let (id, secret) = create(&e, &["read"]).await;
+    let old = token(&e, &id, &secret).await;
+    e.clock.advance(Duration::from_secs(1));
+    e.auth.delete_client(&e.barrier, &id).await.unwrap();
+    let (again, secret) = create(&e, &["read"]).await;
+    assert_eq!(again, id);
+    assert!(matches!(
+        verify(&e, &old).await,
+        Err(AuthError::ClientChanged)
+    ));
+    assert!(!active(&e, &old).await);
+    // The new incarnation's tokens work, also in the second it was made.
+    let new = token(&e, &id, &secret).await;
+    verify(&e, &new).await.unwrap();
+    assert!(active(&e, &new).await);
+}
+
+#[tokio::test]
+async fn applying_a_change_refuses_older_tokens_and_a_no_op_keeps_them() {
+    let e = env().await;
+    let (id, secret) = create(&e, &["read", "write"]).await;
+    let t = token(&e, &id, &secret).await;
+
+    // The same declaration changes nothing, so the token stays valid.
+    e.clock.advance(Duration::from_secs(5));
+    let plan = e
+        .auth
+        .apply(
+            &e.barrier,
+            &[spec(&["read", "write"])],
+            false,
+            false,
+            &Everything,
+        )
+        .await
+        .unwrap();
+    assert_eq!(plan.unchanged, std::slice::from_ref(&id));
+    verify(&e, &t).await.unwrap();
+
+    // Narrowing the scopes stamps the record: the broader token is refused.
+    e.clock.advance(Duration::from_secs(5));
+    let plan = e
+        .auth
+        .apply(&e.barrier, &[spec(&["read"])], false, false, &Everything)
+        .await
+        .unwrap();
+    assert_eq!(plan.update.len(), 1);
+    let record = e.auth.client(&e.barrier, &id).await.unwrap();
+    assert_eq!(record.updated, START + 10);
+    assert_eq!(record.created, START);
+    assert!(matches!(
+        verify(&e, &t).await,
+        Err(AuthError::ClientChanged)
+    ));
+    assert!(!active(&e, &t).await);
+    let narrowed = token(&e, &id, &secret).await;
+    assert_eq!(verify(&e, &narrowed).await.unwrap().scopes, ["read"]);
+}
+
+#[tokio::test]
+async fn records_without_an_update_time_fall_back_to_creation() {
+    let e = env().await;
+    let (id, secret) = create(&e, &["read"]).await;
+    // Rewrite the record as an older version of Vern stored it.
+    let k = Key::new(format!("authority/clients/{id}")).unwrap();
+    let stored = e.barrier.get(&k).await.unwrap().unwrap();
+    let mut json: serde_json::Value = serde_json::from_slice(stored.value.expose()).unwrap();
+    json.as_object_mut().unwrap().remove("updated").unwrap();
+    e.barrier
+        .commit(vec![BarrierWrite {
+            key: k,
+            value: Some(SecretBytes::new(serde_json::to_vec(&json).unwrap())),
+            expect: Expect::Version(stored.version),
+        }])
+        .await
+        .unwrap();
+    let record = e.auth.client(&e.barrier, &id).await.unwrap();
+    assert_eq!((record.updated, record.changed_at()), (0, START));
+    let t = token(&e, &id, &secret).await;
+    verify(&e, &t).await.unwrap();
+}
+
+#[tokio::test]
+async fn verification_reads_storage_twice_revocation_and_client() {
+    let e = env().await;
+    let (id, secret) = create(&e, &["read"]).await;
+    let t = token(&e, &id, &secret).await;
+    // Warm the key cache; from then on a verification reads the
+    // revocation marker and the client record, nothing else.
+    verify(&e, &t).await.unwrap();
+    let before = e.store.gets.load(Ordering::SeqCst);
+    verify(&e, &t).await.unwrap();
+    assert_eq!(e.store.gets.load(Ordering::SeqCst) - before, 2);
+}
+
+/// A caller that reaches every client.
+struct Everything;
+
+impl vern_authority::ApplyGate for Everything {
+    fn manages(&self, _: &vern_authority::ClientRecord) -> bool {
+        true
+    }
+    fn may_grant(
+        &self,
+        _: &str,
+        _: &vern_authority::ClientKind,
+        _: &[String],
+    ) -> Result<(), String> {
+        Ok(())
+    }
+}

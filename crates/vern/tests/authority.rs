@@ -1,0 +1,210 @@
+//! The token authority through the real binary: hostile numbers in a
+//! `private_key_jwt` assertion get a 4xx and an audit record, never a
+//! panic; deleting a client stops its live tokens at once.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use common::{client, dev_server, path_str, temp, Server};
+use serde_json::{json, Value};
+use vern_authority::jws::{ed25519_public, sign_ed25519};
+use vern_authority::JWT_BEARER_ASSERTION;
+
+/// Registers a `private_key_jwt` service client for `key` with the root
+/// token; returns its id.
+async fn keyed_client(s: &Server, name: &str, key: &ed25519_dalek::SigningKey) -> String {
+    let r = client()
+        .post(s.url("/v1/auth/clients"))
+        .header("x-vault-token", "root")
+        .json(
+            &json!({"tenant": "acme", "project": "web", "environment": "prod",
+                      "name": name, "jwks": [ed25519_public(key).to_json(None)]}),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let created: Value = r.json().await.unwrap();
+    assert!(created["data"]["client_secret"].is_null());
+    created["data"]["client_id"].as_str().unwrap().to_owned()
+}
+
+async fn token_endpoint(s: &Server) -> String {
+    let meta: Value = client()
+        .get(s.url("/.well-known/oauth-authorization-server"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    meta["token_endpoint"].as_str().unwrap().to_owned()
+}
+
+/// The audit records of the request with `request_id`.
+async fn records_of(s: &Server, request_id: &str) -> Vec<Value> {
+    let v: Value = client()
+        .get(s.url("/v1/audit/records?limit=1000"))
+        .header("x-vault-token", "root")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    v["data"]["records"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["event"]["request_id"] == request_id)
+        .cloned()
+        .collect()
+}
+
+#[tokio::test]
+async fn hostile_assertion_numbers_are_refused_and_audited() {
+    let dir = temp();
+    let s = dev_server(&path_str(dir.path()), &[]);
+    let key = ed25519_dalek::SigningKey::from_bytes(&[21; 32]);
+    let id = keyed_client(&s, "signer", &key).await;
+    let endpoint = token_endpoint(&s).await;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    // `exp = u64::MAX` used to overflow `exp + leeway` and panic the
+    // handler (500, no record); `nbf` and a negative `iat` likewise hostile.
+    let cases = [
+        ("exp-max", json!({"exp": u64::MAX})),
+        ("nbf-max", json!({"exp": now + 60, "nbf": u64::MAX})),
+        ("iat-negative", json!({"exp": now + 60, "iat": -1})),
+    ];
+    for (name, times) in cases {
+        let mut claims = json!({"iss": id, "sub": id, "aud": endpoint, "jti": name});
+        for (k, v) in times.as_object().unwrap() {
+            claims[k] = v.clone();
+        }
+        let assertion = sign_ed25519(&json!({"alg": "EdDSA", "typ": "JWT"}), &claims, &key);
+        let request_id = format!("hostile-{name}");
+        let r = client()
+            .post(s.url("/oauth2/token"))
+            .header("x-request-id", &request_id)
+            .form(&[
+                ("grant_type", "client_credentials"),
+                ("client_assertion_type", JWT_BEARER_ASSERTION),
+                ("client_assertion", &assertion),
+            ])
+            .send()
+            .await
+            .unwrap();
+        let status = r.status().as_u16();
+        let body: Value = r.json().await.unwrap();
+        assert_eq!(status, 401, "{name}: {body}");
+        assert_eq!(body["error"], "invalid_client", "{name}: {body}");
+        let records = records_of(&s, &request_id).await;
+        assert_eq!(records.len(), 1, "{name}: one record");
+        let event = &records[0]["event"];
+        assert_eq!(event["status"], 401, "{name}: {event}");
+        assert_eq!(event["action"], "token.issue", "{name}: {event}");
+    }
+    // The server is still well: the same client with sane numbers works.
+    let claims = json!({"iss": id, "sub": id, "aud": endpoint, "jti": "sane", "exp": now + 60});
+    let assertion = sign_ed25519(&json!({"alg": "EdDSA", "typ": "JWT"}), &claims, &key);
+    let r = client()
+        .post(s.url("/oauth2/token"))
+        .form(&[
+            ("grant_type", "client_credentials"),
+            ("client_assertion_type", JWT_BEARER_ASSERTION),
+            ("client_assertion", &assertion),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+}
+
+/// Creates a service client of `acme/web/prod` with the root token;
+/// returns its id and secret.
+async fn secret_client(s: &Server, name: &str) -> (String, String) {
+    let created: Value = client()
+        .post(s.url("/v1/auth/clients"))
+        .header("x-vault-token", "root")
+        .json(&json!({"tenant": "acme", "project": "web", "environment": "prod", "name": name}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    (
+        created["data"]["client_id"].as_str().unwrap().to_owned(),
+        created["data"]["client_secret"]
+            .as_str()
+            .unwrap()
+            .to_owned(),
+    )
+}
+
+#[tokio::test]
+async fn deleting_a_client_stops_its_tokens_at_once() {
+    let dir = temp();
+    let s = dev_server(&path_str(dir.path()), &[]);
+    let c = client();
+    let put = c
+        .post(s.url("/v1/secret/data/acme/web/prod/db"))
+        .header("x-vault-token", "root")
+        .json(&json!({"data": {"password": "p"}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(put.status(), 200);
+    let (id, secret) = secret_client(&s, "doomed").await;
+    let token: Value = c
+        .post(s.url("/oauth2/token"))
+        .basic_auth(&id, Some(&secret))
+        .form(&[("grant_type", "client_credentials")])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let token = token["access_token"].as_str().unwrap().to_owned();
+    let (checker, checker_secret) = secret_client(&s, "checker").await;
+    let read = || {
+        c.get(s.url("/v1/secret/data/acme/web/prod/db"))
+            .bearer_auth(&token)
+            .send()
+    };
+    let introspect = || async {
+        let v: Value = c
+            .post(s.url("/oauth2/introspect"))
+            .basic_auth(&checker, Some(&checker_secret))
+            .form(&[("token", token.as_str())])
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        v["active"].as_bool().unwrap()
+    };
+    assert_eq!(read().await.unwrap().status(), 200);
+    assert!(introspect().await);
+
+    let deleted = c
+        .delete(s.url(&format!("/v1/auth/clients/{id}")))
+        .header("x-vault-token", "root")
+        .send()
+        .await
+        .unwrap();
+    assert!(deleted.status().is_success(), "{}", deleted.status());
+
+    // Refused like a revoked token: 401 with an invalid_token challenge,
+    // so the caller knows to stop using it.
+    let refused = read().await.unwrap();
+    assert_eq!(refused.status(), 401);
+    let challenge = refused.headers()["www-authenticate"].to_str().unwrap();
+    assert!(challenge.contains("invalid_token"), "{challenge}");
+    assert!(!introspect().await);
+}
