@@ -102,7 +102,7 @@ fn event(i: usize) -> Event {
     hmacs.insert("issued_token".to_owned(), format!("hmac-sha256:{i:064x}"));
     Event {
         request_id: format!("req-{i}"),
-        client_request_id: (i % 2 == 0).then(|| format!("caller-{i}")),
+        client_request_id: i.is_multiple_of(2).then(|| format!("caller-{i}")),
         operation: "GET /v1/{mount}/data/{*path}".to_owned(),
         principal: Some(Actor {
             kind: "service".to_owned(),

@@ -56,7 +56,7 @@ async fn records_of(s: &Server, request_id: &str) -> Vec<Value> {
         .as_array()
         .unwrap()
         .iter()
-        .filter(|r| r["event"]["request_id"] == request_id)
+        .filter(|r| r["event"]["client_request_id"] == request_id)
         .cloned()
         .collect()
 }
@@ -129,7 +129,10 @@ async fn secret_client(s: &Server, name: &str) -> (String, String) {
     let created: Value = client()
         .post(s.url("/v1/auth/clients"))
         .header("x-vault-token", "root")
-        .json(&json!({"tenant": "acme", "project": "web", "environment": "prod", "name": name}))
+        .json(
+            &json!({"tenant": "acme", "project": "web", "environment": "prod", "name": name,
+                      "scopes": ["secrets:read", "secrets:write"]}),
+        )
         .send()
         .await
         .unwrap()

@@ -84,6 +84,20 @@ impl ApplyGate for Reach<'_> {
     ) -> Result<(), String> {
         let subject = as_subject(client_id, kind, scopes)
             .ok_or_else(|| format!("client `{client_id}` is malformed"))?;
+        if let ClientKind::Operator { roles, tenant } = kind {
+            // A built-in role outside its reach would silently allow
+            // nothing; refuse it instead.
+            for r in roles.iter().filter_map(|r| vern_policy::roles::role(r)) {
+                let tenant_role = r.reach == vern_policy::roles::RoleReach::Tenant;
+                if tenant_role != tenant.is_some() {
+                    return Err(if tenant_role {
+                        format!("role `{}` needs a tenant (--tenant)", r.name)
+                    } else {
+                        format!("role `{}` is a platform role and takes no tenant", r.name)
+                    });
+                }
+            }
+        }
         if !allows(self.caller, subject.as_resource()) {
             return Err(format!("you may not manage client `{client_id}`"));
         }

@@ -443,3 +443,72 @@ async fn metrics(State(state): State<AppState>) -> Response {
         Err(e) => ApiError::internal(&e).into_response(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashSet;
+
+    use super::*;
+
+    /// Every route states its access for every method it answers: each
+    /// (path, method) once, every authorized one with an action Cedar
+    /// knows, and public access only for reads, which change nothing and
+    /// so need no record.
+    #[test]
+    fn every_route_is_public_open_or_authorized_and_audited() {
+        let mut seen = HashSet::new();
+        for r in table() {
+            assert!(!r.methods.is_empty(), "{} declares no method", r.path);
+            for (method, access) in &r.methods {
+                assert!(
+                    seen.insert((r.path, *method)),
+                    "{method} {} is declared twice",
+                    r.path
+                );
+                match access {
+                    Access::Public => assert!(
+                        matches!(*method, "GET" | "HEAD"),
+                        "{method} {} is public but not a read",
+                        r.path
+                    ),
+                    Access::Open(action) => assert!(!action.is_empty()),
+                    Access::Platform(action) | Access::Resource(action) => assert!(
+                        vern_policy::ACTIONS.contains(action),
+                        "{method} {}: `{action}` is not a Cedar action",
+                        r.path
+                    ),
+                }
+            }
+        }
+        // The probes and public documents, and nothing else, go unrecorded.
+        let public: HashSet<&str> = table()
+            .iter()
+            .filter(|r| r.methods.iter().all(|(_, a)| *a == Access::Public))
+            .map(|r| r.path)
+            .collect();
+        let expected: HashSet<&str> = [
+            "/v1/sys/health",
+            "/v1/sys/init",
+            "/v1/sys/seal-status",
+            "/oauth2/jwks",
+            "/.well-known/oauth-authorization-server",
+            "/v1/audit/public-key",
+            "/metrics",
+        ]
+        .into();
+        assert_eq!(public, expected);
+        // Secrets, clients, audit and decisions are decided per resource;
+        // nothing that touches tenant data is open.
+        for r in table() {
+            if r.path.contains("{mount}/") && !r.path.ends_with("/config") {
+                assert!(
+                    r.methods
+                        .iter()
+                        .all(|(_, a)| matches!(a, Access::Resource(a) if a.starts_with("secret."))),
+                    "{}",
+                    r.path
+                );
+            }
+        }
+    }
+}
