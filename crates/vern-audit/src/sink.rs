@@ -54,14 +54,15 @@ impl Sink {
             detail: e.to_string(),
         };
         let file = match &target {
-            SinkTarget::File(path) => Some(
-                std::fs::OpenOptions::new()
-                    .create(true)
-                    .read(true)
-                    .append(true)
-                    .open(path)
-                    .map_err(failed)?,
-            ),
+            SinkTarget::File(path) => {
+                let mut options = std::fs::OpenOptions::new();
+                options.create(true).read(true).append(true);
+                // A file Vern creates is owner-only: records hold no
+                // secret, but who did what, when, is not for everyone.
+                #[cfg(unix)]
+                std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+                Some(options.open(path).map_err(failed)?)
+            }
             SinkTarget::Stdout => None,
         };
         let meta = file

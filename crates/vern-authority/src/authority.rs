@@ -115,7 +115,7 @@ pub struct Authority {
 }
 
 pub(crate) fn key(s: String) -> Result<Key, AuthError> {
-    Key::new(s).map_err(|e| AuthError::Invalid(e.to_string()))
+    Key::new(s).map_err(|e| AuthError::Internal(e.to_string()))
 }
 
 pub(crate) fn conflict(e: &AuthError) -> bool {
@@ -195,7 +195,7 @@ impl Authority {
                 Err(e) => return Err(e.into()),
             }
         }
-        Err(AuthError::Invalid(
+        Err(AuthError::Internal(
             "cannot establish the authority's HMAC key".to_owned(),
         ))
     }
@@ -246,7 +246,7 @@ impl Authority {
         let keys = self.key_set(b, false).await?;
         let signer = keys
             .active(now)
-            .ok_or_else(|| AuthError::Invalid("no signing key is active".to_owned()))?;
+            .ok_or_else(|| AuthError::Internal("no signing key is active".to_owned()))?;
         let mut claims = json!({
             "iss": self.config.issuer,
             "sub": client.client_id,

@@ -59,7 +59,7 @@ impl Authority {
     ) -> Result<String, AuthError> {
         let k = self.hmac_key(b).await?;
         let mut mac = Hmac::<Sha256>::new_from_slice(k.expose())
-            .map_err(|e| AuthError::Invalid(e.to_string()))?;
+            .map_err(|e| AuthError::Internal(e.to_string()))?;
         mac.update(b"vern/client-secret/v1");
         mac.update(secret);
         Ok(B64.encode(mac.finalize().into_bytes()))

@@ -159,7 +159,7 @@ fn check_scope_name(s: &str) -> Result<(), AuthError> {
     if ok {
         Ok(())
     } else {
-        Err(AuthError::Invalid(format!(
+        Err(AuthError::InvalidClientSpec(format!(
             "scope `{}` must be 1–128 visible ASCII characters without quotes or backslashes",
             s.escape_default()
         )))
@@ -170,43 +170,50 @@ impl ClientSpec {
     /// Validates the spec and derives the client id: `svc.<tenant>.<project>.<environment>.<name>`
     /// or `op.<name>`.
     pub(crate) fn validate(&self) -> Result<(String, ClientKind), AuthError> {
-        let name = vern_core::TenantId::parse(&self.name)
-            .map_err(|e| AuthError::Invalid(e.to_string().replace("tenant name", "client name")))?;
+        let name = vern_core::TenantId::parse(&self.name).map_err(|e| {
+            AuthError::InvalidClientSpec(e.to_string().replace("tenant name", "client name"))
+        })?;
         for s in &self.scopes {
             check_scope_name(s)?;
         }
         for jwk in &self.jwks {
-            PublicJwk::parse(jwk)?;
+            PublicJwk::parse(jwk).map_err(|e| {
+                AuthError::InvalidClientSpec(format!("a key in jwks is unusable: {e}"))
+            })?;
         }
         if self
             .tls_client_auth_san
             .as_deref()
             .is_some_and(|s| s.is_empty() || s.len() > 255)
         {
-            return Err(AuthError::Invalid(
+            return Err(AuthError::InvalidClientSpec(
                 "tls_client_auth_san must be 1–255 characters".to_owned(),
             ));
         }
         if self.tls_client_auth_san.is_some() && !self.jwks.is_empty() {
-            return Err(AuthError::Invalid(
+            return Err(AuthError::InvalidClientSpec(
                 "a client authenticates either with keys or with a certificate".to_owned(),
             ));
         }
         if self.token_ttl == Some(0) {
-            return Err(AuthError::Invalid("token_ttl must be positive".to_owned()));
+            return Err(AuthError::InvalidClientSpec(
+                "token_ttl must be positive".to_owned(),
+            ));
         }
         match (&self.tenant, &self.project, &self.environment) {
             (Some(t), Some(p), Some(e)) => {
                 if !self.roles.is_empty() {
-                    return Err(AuthError::Invalid(
+                    return Err(AuthError::InvalidClientSpec(
                         "a service client has no operator roles".to_owned(),
                     ));
                 }
                 let scope = Scope {
-                    tenant: TenantId::parse(t).map_err(|e| AuthError::Invalid(e.to_string()))?,
-                    project: ProjectId::parse(p).map_err(|e| AuthError::Invalid(e.to_string()))?,
+                    tenant: TenantId::parse(t)
+                        .map_err(|e| AuthError::InvalidClientSpec(e.to_string()))?,
+                    project: ProjectId::parse(p)
+                        .map_err(|e| AuthError::InvalidClientSpec(e.to_string()))?,
                     environment: EnvironmentId::parse(e)
-                        .map_err(|e| AuthError::Invalid(e.to_string()))?,
+                        .map_err(|e| AuthError::InvalidClientSpec(e.to_string()))?,
                 };
                 let id = format!(
                     "svc.{}.{}.{}.{name}",
@@ -223,7 +230,7 @@ impl ClientSpec {
             }
             (tenant, None, None) if tenant.is_none() || !self.roles.is_empty() => {
                 if self.roles.is_empty() {
-                    return Err(AuthError::Invalid(
+                    return Err(AuthError::InvalidClientSpec(
                         "give --tenant, --project and --env for a service, or roles for an operator (with --tenant alone for a tenant operator)".to_owned(),
                     ));
                 }
@@ -234,7 +241,7 @@ impl ClientSpec {
                     .as_deref()
                     .map(TenantId::parse)
                     .transpose()
-                    .map_err(|e| AuthError::Invalid(e.to_string()))?;
+                    .map_err(|e| AuthError::InvalidClientSpec(e.to_string()))?;
                 // Tenant operators live in their tenant's part of the id
                 // space, so no tenant can claim a platform operator's name.
                 let id = match &tenant {
@@ -249,7 +256,7 @@ impl ClientSpec {
                     },
                 ))
             }
-            _ => Err(AuthError::Invalid(
+            _ => Err(AuthError::InvalidClientSpec(
                 "a service client needs all of tenant, project and environment; a tenant operator only a tenant".to_owned(),
             )),
         }

@@ -113,7 +113,7 @@ pub(crate) struct KeySet {
 }
 
 fn storage_key() -> Result<Key, AuthError> {
-    Key::new(KEYS).map_err(|e| AuthError::Invalid(e.to_string()))
+    Key::new(KEYS).map_err(|e| AuthError::Internal(e.to_string()))
 }
 
 fn new_stored(now: u64, signs_from: u64, alg: Alg) -> StoredKey {
@@ -181,8 +181,9 @@ impl KeySet {
     }
 
     async fn write(barrier: &Barrier, doc: &KeyDoc, expect: Expect) -> Result<(), AuthError> {
-        let bytes =
-            Zeroizing::new(serde_json::to_vec(doc).map_err(|e| AuthError::Invalid(e.to_string()))?);
+        let bytes = Zeroizing::new(
+            serde_json::to_vec(doc).map_err(|e| AuthError::Internal(e.to_string()))?,
+        );
         barrier
             .commit(vec![BarrierWrite {
                 key: storage_key()?,
@@ -256,7 +257,7 @@ impl KeySet {
                 Err(e) => return Err(e),
             }
         }
-        Err(AuthError::Invalid(
+        Err(AuthError::Conflict(
             "signing key rotation kept colliding; retry".to_owned(),
         ))
     }

@@ -36,9 +36,18 @@ pub use verifier::{JwksSource, Verifier, VerifierConfig};
 
 /// Why an authority operation failed. Token and proof failures say what
 /// was wrong without echoing secrets.
+///
+/// The variants fall in three families, and the difference matters to the
+/// one place that maps them to HTTP (`vern-server/src/error.rs`): the
+/// caller's token or proof was refused (`Malformed` … `UseDpopNonce`); the
+/// caller's request was refused (`InvalidClient` … `NoClient`); or Vern
+/// itself failed (`Conflict`, `BadKey`, `JwksUnavailable`, `Internal`,
+/// `Seal`), which is never reported as the caller's fault. Not
+/// `#[non_exhaustive]`: a new variant must fail to compile until that
+/// mapping handles it.
 #[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
 pub enum AuthError {
+    // The presented token or proof.
     /// Not a well-formed JWS/JWT.
     #[error("malformed token: {0}")]
     Malformed(String),
@@ -48,9 +57,6 @@ pub enum AuthError {
     /// The signature does not verify.
     #[error("signature verification failed")]
     Signature,
-    /// A key is unusable.
-    #[error("invalid key: {0}")]
-    BadKey(String),
     /// The `kid` names no known key.
     #[error("unknown signing key `{0}`")]
     UnknownKey(String),
@@ -77,6 +83,8 @@ pub enum AuthError {
     /// The DPoP proof needs a fresh server nonce (RFC 9449 §8).
     #[error("a DPoP nonce is required")]
     UseDpopNonce,
+
+    // The caller's request.
     /// Client authentication failed (unknown client, wrong secret or
     /// assertion); deliberately not more specific.
     #[error("client authentication failed")]
@@ -87,9 +95,10 @@ pub enum AuthError {
     /// The client may not use this grant or binding.
     #[error("{0}")]
     UnauthorizedClient(String),
-    /// A request field is invalid.
+    /// A client declaration (create or apply) is invalid: a bad name,
+    /// scope, key, lifetime or combination; the message names the field.
     #[error("{0}")]
-    Invalid(String),
+    InvalidClientSpec(String),
     /// A client with this id exists already.
     #[error("client `{0}` already exists")]
     Exists(String),
@@ -100,6 +109,27 @@ pub enum AuthError {
     /// what it lacks.
     #[error("{0}")]
     Forbidden(String),
+
+    // Vern's own faults.
+    /// A concurrent change won (clients changed while applying, or a key
+    /// rotation kept colliding with others); running the operation again
+    /// is safe.
+    #[error("{0}")]
+    Conflict(String),
+    /// A public key could not be used: one of Vern's own signing keys, or
+    /// a key of the JWKS an offline verifier fetched. Callers' keys are
+    /// reported in the caller's terms (`InvalidClientSpec`, `Dpop`,
+    /// `InvalidClient`).
+    #[error("invalid key: {0}")]
+    BadKey(String),
+    /// The offline verifier could not fetch the JWKS from its source.
+    #[error("the JWK set is unavailable: {0}")]
+    JwksUnavailable(String),
+    /// An internal fault (no active signing key, the HMAC key cannot be
+    /// established, a record cannot be encoded); the message is for the
+    /// log and holds no secret.
+    #[error("internal authority error: {0}")]
+    Internal(String),
     /// The seal or storage failed.
     #[error(transparent)]
     Seal(#[from] vern_seal::SealError),

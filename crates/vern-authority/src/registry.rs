@@ -30,7 +30,7 @@ pub struct ApplyPlan {
 }
 
 fn record_write(k: Key, record: &ClientRecord, expect: Expect) -> Result<BarrierWrite, AuthError> {
-    let bytes = serde_json::to_vec(record).map_err(|e| AuthError::Invalid(e.to_string()))?;
+    let bytes = serde_json::to_vec(record).map_err(|e| AuthError::Internal(e.to_string()))?;
     Ok(BarrierWrite {
         key: k,
         value: Some(SecretBytes::new(bytes)),
@@ -92,7 +92,7 @@ impl Authority {
         gate.may_grant(&client_id, &kind, &spec.scopes)
             .map_err(AuthError::Forbidden)?;
         let (record, secret) = self.new_record(b, spec, &client_id, kind).await?;
-        let bytes = serde_json::to_vec(&record).map_err(|e| AuthError::Invalid(e.to_string()))?;
+        let bytes = serde_json::to_vec(&record).map_err(|e| AuthError::Internal(e.to_string()))?;
         let result = b
             .commit(vec![BarrierWrite {
                 key: key(format!("{CLIENTS}{client_id}"))?,
@@ -198,7 +198,7 @@ impl Authority {
             gate.may_grant(&id, &kind, &spec.scopes)
                 .map_err(AuthError::Forbidden)?;
             if desired.insert(id.clone(), (spec, kind)).is_some() {
-                return Err(AuthError::Invalid(format!(
+                return Err(AuthError::InvalidClientSpec(format!(
                     "client `{id}` is declared twice"
                 )));
             }
@@ -290,9 +290,9 @@ impl Authority {
         }
         if !dry_run && !writes.is_empty() {
             b.commit(writes).await.map_err(|e| match e {
-                SealError::Store(StoreError::Conflict { .. }) => {
-                    AuthError::Invalid("clients changed while applying; run apply again".to_owned())
-                }
+                SealError::Store(StoreError::Conflict { .. }) => AuthError::Conflict(
+                    "clients changed while applying; run apply again".to_owned(),
+                ),
                 other => other.into(),
             })?;
             tracing::info!(

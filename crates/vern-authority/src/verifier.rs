@@ -121,7 +121,11 @@ impl<S: JwksSource> Verifier<S> {
     }
 
     async fn refresh(&self) -> Result<(), AuthError> {
-        let doc = self.source.fetch().await.map_err(AuthError::BadKey)?;
+        let doc = self
+            .source
+            .fetch()
+            .await
+            .map_err(AuthError::JwksUnavailable)?;
         self.load(&doc).map(|_| ())
     }
 

@@ -168,8 +168,16 @@ async fn apply_is_idempotent_atomic_and_prunes_only_when_asked() {
     assert!(matches!(
         auth.apply(&b, &[svc("new", &[]), bad], true, false, &Everything)
             .await,
-        Err(AuthError::Invalid(_))
+        Err(AuthError::InvalidClientSpec(_))
     ));
+    // An unusable key is the declaration's fault too, not a token error.
+    let bad_key = ClientSpec {
+        jwks: vec![serde_json::json!({"kty": "OKP", "crv": "Ed25519", "x": "short"})],
+        ..svc("keyed", &[])
+    };
+    assert!(
+        matches!(auth.apply(&b, &[bad_key], false, false, &Everything).await, Err(AuthError::InvalidClientSpec(m)) if m.contains("jwks"))
+    );
     let dup = auth
         .apply(
             &b,
@@ -179,7 +187,7 @@ async fn apply_is_idempotent_atomic_and_prunes_only_when_asked() {
             &Everything,
         )
         .await;
-    assert!(matches!(dup, Err(AuthError::Invalid(m)) if m.contains("twice")));
+    assert!(matches!(dup, Err(AuthError::InvalidClientSpec(m)) if m.contains("twice")));
     assert_eq!(
         auth.client_ids(&b).await.unwrap(),
         ["svc.acme.web.prod.api"]

@@ -126,18 +126,35 @@ impl From<KvError> for ApiError {
 }
 
 /// Errors of token verification on Vern's API: 401 with a
-/// `WWW-Authenticate` challenge naming the scheme and the problem.
+/// `WWW-Authenticate` challenge naming the scheme and the problem. Client
+/// management errors are 400 (the caller's declaration), 404 or 409; Vern's
+/// own faults are 500 (or the seal's status), never a 4xx.
 impl From<AuthError> for ApiError {
     fn from(err: AuthError) -> Self {
         let (scheme, code) = match &err {
             AuthError::Dpop(_) | AuthError::UseDpopNonce => ("DPoP", "invalid_dpop_proof"),
-            AuthError::Seal(_) => return Self::from_seal_in_auth(err),
-            AuthError::Invalid(_) | AuthError::Exists(_) => {
+            AuthError::Malformed(_)
+            | AuthError::Algorithm(_)
+            | AuthError::Signature
+            | AuthError::UnknownKey(_)
+            | AuthError::Claim(_)
+            | AuthError::Expired
+            | AuthError::NotYetValid
+            | AuthError::Revoked
+            | AuthError::ClientChanged
+            | AuthError::InvalidClient
+            | AuthError::InvalidScope(_)
+            | AuthError::UnauthorizedClient(_) => ("Bearer", "invalid_token"),
+            AuthError::InvalidClientSpec(_) | AuthError::Exists(_) => {
                 return Self::bad_request(err.to_string())
             }
             AuthError::NoClient(_) => return Self::not_found(),
             AuthError::Forbidden(m) => return Self::new(StatusCode::FORBIDDEN, m.clone()),
-            _ => ("Bearer", "invalid_token"),
+            AuthError::Conflict(_) => return Self::new(StatusCode::CONFLICT, err.to_string()),
+            AuthError::BadKey(_) | AuthError::JwksUnavailable(_) | AuthError::Internal(_) => {
+                return Self::internal(&err)
+            }
+            AuthError::Seal(_) => return Self::from_seal_in_auth(err),
         };
         let challenge = format!("{scheme} error=\"{code}\", algs=\"EdDSA ES256\"");
         Self::new(StatusCode::UNAUTHORIZED, err.to_string())
@@ -151,5 +168,54 @@ impl ApiError {
             AuthError::Seal(e) => e.into(),
             other => Self::internal(&other),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A 4xx always means the caller's fault: every kind of authority
+    /// failure lands in its family's status, internal faults in 500.
+    #[test]
+    fn authority_errors_map_by_whose_fault_they_are() {
+        let status = |e: AuthError| ApiError::from(e).status_code();
+        for caller in [
+            AuthError::Malformed("x".into()),
+            AuthError::Signature,
+            AuthError::Expired,
+            AuthError::Revoked,
+            AuthError::ClientChanged,
+            AuthError::Dpop("x".into()),
+        ] {
+            assert_eq!(status(caller), StatusCode::UNAUTHORIZED);
+        }
+        assert_eq!(
+            status(AuthError::InvalidClientSpec("bad scope".into())),
+            StatusCode::BAD_REQUEST
+        );
+        assert_eq!(
+            status(AuthError::Exists("op.a".into())),
+            StatusCode::BAD_REQUEST
+        );
+        assert_eq!(
+            status(AuthError::NoClient("op.a".into())),
+            StatusCode::NOT_FOUND
+        );
+        assert_eq!(
+            status(AuthError::Conflict("again".into())),
+            StatusCode::CONFLICT
+        );
+        for internal in [
+            AuthError::Internal("no signing key is active".into()),
+            AuthError::BadKey("invalid Ed25519 key".into()),
+            AuthError::JwksUnavailable("down".into()),
+        ] {
+            assert_eq!(status(internal), StatusCode::INTERNAL_SERVER_ERROR);
+        }
+        assert_eq!(
+            status(AuthError::Seal(SealError::Sealed)),
+            StatusCode::SERVICE_UNAVAILABLE
+        );
     }
 }

@@ -39,11 +39,7 @@ impl SqliteStore {
         let path = path.to_owned();
         let readers = readers.max(1);
         blocking(move || {
-            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-                std::fs::create_dir_all(dir).map_err(|e| {
-                    StoreError::backend(BACKEND, format!("cannot create {}: {e}", dir.display()))
-                })?;
-            }
+            prepare_files(&path)?;
             let mut writer = Connection::open(&path).map_err(err)?;
             configure(&writer)?;
             migrate(&mut writer)?;
@@ -91,6 +87,69 @@ impl SqliteStore {
             .lock()
             .unwrap_or_else(|e| e.into_inner());
         f(&conn)
+    }
+}
+
+/// Creates the database's directory (0700) and the database file (0600)
+/// before SQLite opens it, and tightens an existing database (and its
+/// `-wal`/`-shm` files) that others could read. The data is encrypted, but
+/// its size, change rate and key names (secret paths, client ids) are
+/// nobody else's business. SQLite gives the `-wal` and `-shm` files the
+/// database file's permissions, so they follow.
+fn prepare_files(path: &Path) -> Result<(), StoreError> {
+    let failed = |what: &Path, e: std::io::Error| {
+        StoreError::backend(BACKEND, format!("cannot create {}: {e}", what.display()))
+    };
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        let mut builder = std::fs::DirBuilder::new();
+        builder.recursive(true);
+        #[cfg(unix)]
+        std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+        builder.create(dir).map_err(|e| failed(dir, e))?;
+    }
+    let mut options = std::fs::OpenOptions::new();
+    // Neither truncates nor replaces an existing database.
+    options.write(true).create(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    options.open(path).map_err(|e| failed(path, e))?;
+    #[cfg(unix)]
+    for suffix in ["", "-wal", "-shm"] {
+        let mut file = path.as_os_str().to_owned();
+        file.push(suffix);
+        tighten(Path::new(&file));
+    }
+    Ok(())
+}
+
+/// Removes group and other permissions from an existing file, with a
+/// warning: a database made by an older Vern, or copied with a wide umask.
+/// A file that cannot be changed (another owner) is only warned about:
+/// the operator fixes it, Vern still starts.
+#[cfg(unix)]
+fn tighten(file: &Path) {
+    use std::os::unix::fs::PermissionsExt as _;
+    let Ok(meta) = std::fs::metadata(file) else {
+        return;
+    };
+    let mode = meta.permissions().mode() & 0o7777;
+    if mode & 0o077 == 0 {
+        return;
+    }
+    let owner_only = mode & 0o700;
+    match std::fs::set_permissions(file, std::fs::Permissions::from_mode(owner_only)) {
+        Ok(()) => tracing::warn!(
+            path = %file.display(),
+            was = format!("{mode:o}"),
+            now = format!("{owner_only:o}"),
+            "Database file was open to other users; made it owner-only."
+        ),
+        Err(e) => tracing::warn!(
+            path = %file.display(),
+            mode = format!("{mode:o}"),
+            error = %e,
+            "Database file is open to other users and cannot be changed; make it owner-only (chmod 600)."
+        ),
     }
 }
 

@@ -27,6 +27,9 @@ struct Settings {
     dev: bool,
     listen: SocketAddr,
     data_dir: PathBuf,
+    /// Whether anything lives in `data_dir`: the default SQLite database
+    /// or the dev unseal key. With storage elsewhere it is not created.
+    data_dir_in_use: bool,
     storage: String,
     tls: Option<TlsFiles>,
     insecure_listen: bool,
@@ -160,6 +163,7 @@ fn settings(args: ServeArgs) -> anyhow::Result<Settings> {
         .data_dir
         .or(file.data_dir)
         .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
+    let default_storage = args.storage.is_none() && file.storage.is_none();
     let storage = args
         .storage
         .or(file.storage)
@@ -224,6 +228,7 @@ fn settings(args: ServeArgs) -> anyhow::Result<Settings> {
         dev: args.dev,
         listen,
         data_dir,
+        data_dir_in_use: args.dev || default_storage,
         storage,
         tls,
         insecure_listen: args.insecure_listen || file.insecure_listen.unwrap_or(false),
@@ -266,6 +271,9 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<()> {
         tracing::warn!(listen = %s.listen, "Serving plain HTTP because --insecure-listen was given; tokens cross the network in clear.");
     }
 
+    if s.data_dir_in_use {
+        prepare_data_dir(&s.data_dir)?;
+    }
     let store = vern_store::open(&s.storage, s.pool)
         .await
         .with_context(|| format!("cannot open storage {}", vern_store::redact_url(&s.storage)))?;
@@ -337,10 +345,61 @@ async fn dev_unseal(
     Ok(token)
 }
 
+/// Creates `dir` (and missing parents) owner-only, 0700.
+fn create_private_dir(dir: &Path) -> anyhow::Result<()> {
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder
+        .create(dir)
+        .with_context(|| format!("cannot create {}", dir.display()))
+}
+
+/// Creates the data directory owner-only, or tightens an existing one that
+/// other users can enter, with a warning: it holds the database and, in dev
+/// mode, the unseal key. A shared directory (sticky bit, like `/tmp`) is
+/// never changed, only warned about: Vern needs a directory of its own.
+fn prepare_data_dir(dir: &Path) -> anyhow::Result<()> {
+    create_private_dir(dir)?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = std::fs::metadata(dir)
+            .with_context(|| format!("cannot read {}", dir.display()))?
+            .permissions()
+            .mode()
+            & 0o7777;
+        if mode & 0o077 == 0 {
+            return Ok(());
+        }
+        let owner_only = mode & 0o700;
+        if mode & 0o1000 != 0 {
+            tracing::warn!(path = %dir.display(), mode = format!("{mode:o}"), "The data directory is shared with other users; give Vern a directory of its own (--data-dir).");
+            return Ok(());
+        }
+        match std::fs::set_permissions(dir, std::fs::Permissions::from_mode(owner_only)) {
+            Ok(()) => tracing::warn!(
+                path = %dir.display(),
+                was = format!("{mode:o}"),
+                now = format!("{owner_only:o}"),
+                "The data directory was open to other users; made it owner-only."
+            ),
+            Err(e) => tracing::warn!(
+                path = %dir.display(),
+                mode = format!("{mode:o}"),
+                error = %e,
+                "The data directory is open to other users and cannot be changed; make it owner-only (chmod 700)."
+            ),
+        }
+    }
+    Ok(())
+}
+
 fn write_private(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
     use std::io::Write as _;
     if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        create_private_dir(dir)?;
     }
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create_new(true);

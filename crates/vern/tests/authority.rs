@@ -1,6 +1,7 @@
 //! The token authority through the real binary: hostile numbers in a
 //! `private_key_jwt` assertion get a 4xx and an audit record, never a
-//! panic; deleting a client stops its live tokens at once.
+//! panic; deleting a client stops its live tokens at once; a bad client
+//! declaration is a 400, not a token error.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
@@ -210,4 +211,25 @@ async fn deleting_a_client_stops_its_tokens_at_once() {
     let challenge = refused.headers()["www-authenticate"].to_str().unwrap();
     assert!(challenge.contains("invalid_token"), "{challenge}");
     assert!(!introspect().await);
+}
+
+#[tokio::test]
+async fn a_bad_client_declaration_is_a_400() {
+    let dir = temp();
+    let s = dev_server(&path_str(dir.path()), &[]);
+    for spec in [
+        json!({"tenant": "acme", "project": "web", "environment": "prod", "name": "k",
+               "jwks": [{"kty": "OKP", "crv": "Ed25519", "x": "short"}]}),
+        json!({"tenant": "acme", "project": "web", "environment": "prod", "name": "Bad Name"}),
+    ] {
+        let r = client()
+            .post(s.url("/v1/auth/clients"))
+            .header("x-vault-token", "root")
+            .json(&spec)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 400, "{spec}");
+        assert!(r.headers().get("www-authenticate").is_none());
+    }
 }

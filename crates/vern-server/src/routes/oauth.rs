@@ -114,6 +114,11 @@ fn from_auth(err: AuthError, basic: bool) -> OAuthError {
             err.to_string(),
         ),
         AuthError::Seal(e) => ApiError::from(e).into(),
+        // Vern's own faults are a 500, never the caller's invalid_request.
+        AuthError::Internal(_)
+        | AuthError::BadKey(_)
+        | AuthError::JwksUnavailable(_)
+        | AuthError::Conflict(_) => ApiError::from(err).into(),
         other => OAuthError::invalid_request(other.to_string()),
     }
 }

@@ -1,0 +1,82 @@
+//! Files Vern creates are its own: the data directory is 0700; the SQLite
+//! database with its `-wal`/`-shm` files, the dev unseal key and an audit
+//! file are 0600. Existing wider modes are tightened at start, with a
+//! warning.
+#![cfg(unix)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::os::unix::fs::PermissionsExt as _;
+use std::path::Path;
+
+use common::{client, dev_server, path_str, temp, Server};
+use serde_json::json;
+
+fn mode(path: &Path) -> u32 {
+    std::fs::metadata(path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .permissions()
+        .mode()
+        & 0o7777
+}
+
+async fn write_secret(s: &Server) {
+    let r = client()
+        .post(s.url("/v1/secret/data/acme/web/prod/db"))
+        .header("x-vault-token", "root")
+        .json(&json!({"data": {"password": "p"}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+}
+
+#[tokio::test]
+async fn data_files_are_created_owner_only() {
+    let dir = temp();
+    // A directory Vern creates itself, under a parent that is not its own.
+    let data = dir.path().join("data");
+    let audit = data.join("audit.jsonl");
+    let s = dev_server(&path_str(&data), &["--audit-file", &path_str(&audit)]);
+    write_secret(&s).await;
+    assert_eq!(mode(&data), 0o700, "data directory");
+    for name in [
+        "vern.db",
+        "vern.db-wal",
+        "vern.db-shm",
+        "dev-unseal-key.insecure",
+        "audit.jsonl",
+    ] {
+        assert_eq!(mode(&data.join(name)), 0o600, "{name}");
+    }
+}
+
+#[tokio::test]
+async fn wider_modes_are_tightened_at_start_with_a_warning() {
+    let dir = temp();
+    let data = dir.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o755)).unwrap();
+    // As an older Vern left it: a world-readable database (SQLite takes an
+    // empty file as a new database).
+    let db = data.join("vern.db");
+    std::fs::write(&db, b"").unwrap();
+    std::fs::set_permissions(&db, std::fs::Permissions::from_mode(0o644)).unwrap();
+
+    let s = dev_server(&path_str(&data), &[]);
+    write_secret(&s).await;
+    assert_eq!(mode(&data), 0o700);
+    for name in ["vern.db", "vern.db-wal", "vern.db-shm"] {
+        assert_eq!(mode(&data.join(name)), 0o600, "{name}");
+    }
+    let log = s.stderr_text();
+    assert!(
+        log.contains("The data directory was open to other users"),
+        "{log}"
+    );
+    assert!(
+        log.contains("Database file was open to other users"),
+        "{log}"
+    );
+}
