@@ -277,3 +277,65 @@ pub(crate) async fn record(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use axum::body::Body;
+    use axum::routing::get;
+    use axum::Router;
+    use tower::ServiceExt as _;
+    use vern_core::SystemClock;
+    use vern_seal::Seal;
+
+    use super::*;
+    use crate::state::ServerConfig;
+
+    async fn boom() -> &'static str {
+        panic!("a handler defect")
+    }
+
+    /// A handler that panics still answers 500, and its request is on
+    /// record with that status.
+    #[tokio::test]
+    async fn a_panicking_handler_answers_500_and_leaves_a_record() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite:{}", dir.path().join("vern.db").display());
+        let store = vern_store::open(&url, 2).await.unwrap();
+        let seal = Arc::new(
+            Seal::new(Arc::clone(&store), Arc::new(SystemClock))
+                .await
+                .unwrap(),
+        );
+        seal.init_unsealed(1, 1, &[], None).await.unwrap();
+        let state = AppState::new(store, seal, ServerConfig::default()).unwrap();
+        let app: Router = Router::new()
+            .route("/boom", get(boom))
+            .layer(axum::middleware::from_fn_with_state(state.clone(), record))
+            .with_state(state.clone());
+        let resp = app
+            .oneshot(
+                axum::http::Request::get("/boom")
+                    .header("x-request-id", "boom-1")
+                    .body(Body::empty())
+                    .unwrap(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        let log = state.inner.audit.as_ref().unwrap();
+        let page = log
+            .query(&vern_audit::Filter {
+                limit: 100,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        let boom: Vec<_> = page
+            .records
+            .iter()
+            .filter(|r| r.event.operation == "GET /boom")
+            .collect();
+        assert_eq!(boom.len(), 1, "{:?}", page.records);
+        assert_eq!(boom[0].event.status, 500);
+    }
+}

@@ -101,7 +101,7 @@ async fn operators_cannot_escalate_through_client_management() {
     )
     .await;
     assert_eq!(st, 200, "what it holds, it may grant");
-    let (st, _) = create(&s, &admin, service("globex", "bare", &["orders:write"])).await;
+    let (st, bare) = create(&s, &admin, service("globex", "bare", &["orders:write"])).await;
     assert_eq!(st, 200, "a tenant's own scopes are not Vern's powers");
 
     // apply cannot widen an existing client's scopes either; nothing is
@@ -126,10 +126,23 @@ async fn operators_cannot_escalate_through_client_management() {
     assert_eq!(r["data"]["scopes"], json!(["orders:write"]));
 
     // Nobody it made reads the secret.
-    let spy = token_of(&s, service("globex", "bare", &[])).await;
-    assert_ne!(
-        send(&s, &spy, "GET", "/v1/secret/data/globex/web/prod/db", None).await,
-        200
+    let t: Value = client()
+        .post(s.url("/oauth2/token"))
+        .basic_auth(
+            "svc.globex.web.prod.bare",
+            bare["data"]["client_secret"].as_str(),
+        )
+        .form(&[("grant_type", "client_credentials")])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let spy = t["access_token"].as_str().unwrap();
+    assert_eq!(
+        send(&s, spy, "GET", "/v1/secret/data/globex/web/prod/db", None).await,
+        403
     );
 }
 
