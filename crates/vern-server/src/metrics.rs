@@ -40,7 +40,8 @@ type HistogramFamily = Family<HttpLabels, Histogram, fn() -> Histogram>;
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub(crate) struct GuardLabels {
     /// Which limit or check: `token_client`, `token_address`,
-    /// `api_principal`, `api_tenant`, `lockout`, `token_endpoint`, `api`.
+    /// `api_principal`, `api_tenant`, `api_address`, `lockout` (refusals);
+    /// `token_endpoint`, `api` (failures).
     pub(crate) scope: &'static str,
 }
 
