@@ -30,7 +30,7 @@ pub use client_addr::{Cidr, CidrError};
 pub use keeper::{keeper_app, KeeperState};
 pub use keepers::KeeperConfig;
 pub use limits::{Limits, Rate};
-pub use listen::{serve, Listener, ServeError, TlsFiles};
+pub use listen::{serve, ConnectionLimits, Listener, ServeError, TlsFiles};
 pub use state::{AppState, ServerConfig, StateError};
 
 use axum::Router;

@@ -588,6 +588,19 @@ pub(crate) struct ServeArgs {
         value_delimiter = ','
     )]
     pub(crate) trusted_proxies: Vec<String>,
+    /// Seconds a connection has for its TLS handshake and request headers
+    /// (slow clients are disconnected); also how long an idle HTTP/1.1
+    /// connection waits for its next request [default: 10].
+    #[arg(long, env = "VERN_HEADER_TIMEOUT")]
+    pub(crate) header_timeout: Option<u64>,
+    /// Seconds a connection may stay open with no request in flight
+    /// [default: 60].
+    #[arg(long, env = "VERN_IDLE_TIMEOUT")]
+    pub(crate) idle_timeout: Option<u64>,
+    /// Connections open at once; further ones wait to be accepted
+    /// [default: 4096].
+    #[arg(long, env = "VERN_MAX_CONNECTIONS")]
+    pub(crate) max_connections: Option<u32>,
     /// Algorithm of new access-token signing keys: eddsa or es256
     /// [default: eddsa]. Existing keys keep theirs until rotated away.
     #[arg(long, env = "VERN_TOKEN_SIGNING_ALG", value_parser = ["eddsa", "es256"])]

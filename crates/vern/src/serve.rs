@@ -9,7 +9,9 @@ use anyhow::{bail, Context as _};
 use vern_core::SystemClock;
 use vern_crypto::{random_token, SecretBytes};
 use vern_seal::{IssuedShare, Seal};
-use vern_server::{AppState, Cidr, KeeperConfig, Limits, Listener, Rate, ServerConfig, TlsFiles};
+use vern_server::{
+    AppState, Cidr, ConnectionLimits, KeeperConfig, Limits, Listener, Rate, ServerConfig, TlsFiles,
+};
 
 use crate::cli::ServeArgs;
 use crate::config::{AuditSection, FileConfig};
@@ -32,6 +34,7 @@ struct Settings {
     insecure_listen: bool,
     pool: usize,
     server: ServerConfig,
+    connections: ConnectionLimits,
     log_format: LogFormat,
     keepers: Option<KeeperConfig>,
     public_url: Option<String>,
@@ -95,6 +98,40 @@ fn trusted_proxies(args: &ServeArgs, file: Option<Vec<String>>) -> anyhow::Resul
     list.iter()
         .map(|c| Cidr::parse(c).with_context(|| format!("invalid {origin}")))
         .collect()
+}
+
+/// Connection hygiene from flags and file; zero is refused because it
+/// would switch the protection off rather than tighten it.
+fn connection_settings(args: &ServeArgs, file: &FileConfig) -> anyhow::Result<ConnectionLimits> {
+    let defaults = ConnectionLimits::default();
+    let secs =
+        |flag: Option<u64>, file: Option<u64>, default: Duration, name: &str| match flag.or(file) {
+            Some(0) => bail!("{name} must be at least one second"),
+            Some(s) => Ok(Duration::from_secs(s)),
+            None => Ok(default),
+        };
+    let max_connections = args
+        .max_connections
+        .or(file.max_connections)
+        .unwrap_or(defaults.max_connections);
+    if max_connections == 0 {
+        bail!("the connection cap (max_connections) must be at least one");
+    }
+    Ok(ConnectionLimits {
+        header_timeout: secs(
+            args.header_timeout,
+            file.header_timeout,
+            defaults.header_timeout,
+            "the header timeout",
+        )?,
+        idle_timeout: secs(
+            args.idle_timeout,
+            file.idle_timeout,
+            defaults.idle_timeout,
+            "the idle timeout",
+        )?,
+        max_connections,
+    })
 }
 
 fn keeper_settings(
@@ -174,6 +211,7 @@ fn settings(args: ServeArgs) -> anyhow::Result<Settings> {
     let limits = limit_settings(&args, file.limits.take().unwrap_or_default())?;
     let audit = audit_settings(&args, file.audit.take().unwrap_or_default())?;
     let trusted_proxies = trusted_proxies(&args, file.trusted_proxies.take())?;
+    let connections = connection_settings(&args, &file)?;
     let listen = match args.listen.or(file.listen) {
         Some(a) => a,
         None => DEFAULT_LISTEN.parse().context("default listen address")?,
@@ -255,6 +293,7 @@ fn settings(args: ServeArgs) -> anyhow::Result<Settings> {
             .or(file.storage_pool)
             .unwrap_or(DEFAULT_POOL),
         server,
+        connections,
         log_format: args
             .log_format
             .or(file.log_format)
@@ -299,7 +338,7 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<()> {
         None
     };
 
-    let listener = Listener::bind(s.listen, s.tls.as_ref())?;
+    let listener = Listener::bind(s.listen, s.tls.as_ref())?.with_limits(s.connections)?;
     let addr = listener.local_addr()?;
     let scheme = if listener.is_tls() { "https" } else { "http" };
     tracing::info!(address = %addr, tls = listener.is_tls(), storage = store.backend(), "Vern is listening.");

@@ -468,7 +468,7 @@ async fn anonymous_floods_from_a_shared_address_never_block_valid_credentials() 
 }
 
 #[tokio::test]
-async fn bad_trusted_proxies_fail_start_up() {
+async fn bad_trusted_proxies_and_connection_limits_fail_start_up() {
     let dir = temp();
     let d = path_str(dir.path());
     let base = ["--dev", "--listen", "127.0.0.1:0", "--data-dir", &d];
@@ -497,4 +497,6 @@ async fn bad_trusted_proxies_fail_start_up() {
         &[],
         "not a network in CIDR notation",
     );
+    fails(&["--max-connections", "0"], &[], "at least one");
+    fails(&["--header-timeout", "0"], &[], "at least one second");
 }
