@@ -6,7 +6,7 @@
 
 use std::sync::{Arc, Mutex};
 
-use axum::extract::{ConnectInfo, Request, State};
+use axum::extract::{Request, State};
 use axum::http::StatusCode;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -192,10 +192,7 @@ pub(crate) async fn record(
         .extensions()
         .get::<crate::middleware::ClientRequestId>()
         .map(|c| c.0.as_str().to_owned());
-    let source = req
-        .extensions()
-        .get::<ConnectInfo<std::net::SocketAddr>>()
-        .map_or_else(|| "unknown".to_owned(), |c| c.0.ip().to_string());
+    let source = crate::client_addr::ClientAddr::of(req.extensions()).to_string();
     // The handler and the append run as their own task: a client that
     // hangs up drops this future, but never the record of what its
     // request already did.

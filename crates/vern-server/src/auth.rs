@@ -11,11 +11,13 @@ use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 use vern_authority::{AccessClaims, ClientKind, DpopCheck, NonceRule, Presented};
-use vern_core::{Principal, PrincipalKind};
+use vern_core::{Principal, PrincipalKind, TenantId};
 use vern_policy::{Binding, PolicyEngine, Subject, SubjectKind};
 
 use crate::audit::AuditSlot;
+use crate::client_addr::ClientAddr;
 use crate::error::ApiError;
+use crate::limits::{Attempt, CredentialId, Source};
 use crate::state::AppState;
 
 /// The authenticated caller of a request, with what authorization needs
@@ -160,15 +162,18 @@ fn peer_certificate(parts: &Parts) -> Option<&[u8]> {
         .map(Vec::as_slice)
 }
 
-/// The caller's network address, as the lockout key of failed logins.
-pub(crate) fn source_key(parts: &Parts) -> String {
+/// The presented credential tried from the caller's source, as the key of
+/// its lockout: only the same token from the same source is locked out
+/// after repeated failures. A request without a token has none.
+fn attempt(parts: &Parts, source: Source) -> Option<Attempt> {
     parts
-        .extensions
-        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
-        .map_or_else(
-            || "addr:unknown".to_owned(),
-            |c| format!("addr:{}", c.0.ip()),
-        )
+        .headers
+        .get("x-vault-token")
+        .or_else(|| parts.headers.get(header::AUTHORIZATION))
+        .map(|v| Attempt {
+            identity: CredentialId::token(v.as_bytes()),
+            source,
+        })
 }
 
 impl FromRequestParts<AppState> for Caller {
@@ -180,29 +185,30 @@ impl FromRequestParts<AppState> for Caller {
             return Ok(caller.clone());
         }
         let guard = &state.inner.guard;
-        let metrics = &state.inner.metrics;
-        let source = source_key(parts);
-        if let Err(wait) = guard.lockout.check(&source) {
-            metrics.limited("lockout");
-            return Err(ApiError::too_many(wait));
-        }
+        let client = ClientAddr::of(&parts.extensions);
+        let attempt = attempt(parts, client.source());
+        // Only a credential that keeps failing from this source is refused
+        // before it is checked; the source's own budget of failures is
+        // looked at only once authentication has failed, so a valid token
+        // from a busy shared address always gets through.
+        guard
+            .api_attempt(attempt.as_ref())
+            .map_err(|r| ApiError::too_many(r.wait))?;
         let audit = parts.extensions.get::<AuditSlot>().cloned();
         let identity = match Self::authenticate(parts, state, audit.as_ref()).await {
             Ok(c) => c,
             Err(e) => {
-                // Wrong credentials count towards a lockout; an
-                // unavailable server (sealed, storage) does not.
+                // Wrong or missing credentials count; an unavailable
+                // server (sealed, storage) does not.
                 let status = e.status_code();
                 if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
-                    metrics.auth_failed("api");
-                    if guard.lockout.fail(&source).is_some() {
-                        tracing::warn!(source = %source, "Source locked out after repeated authentication failures.");
-                    }
+                    guard
+                        .api_failed(attempt.as_ref(), client.source())
+                        .map_err(|r| ApiError::too_many(r.wait))?;
                 }
                 return Err(e);
             }
         };
-        guard.lockout.succeed(&source);
         if let Some(slot) = &audit {
             slot.principal(&identity.principal);
             slot.token_details(identity.token_id.clone(), identity.binding);
@@ -210,7 +216,7 @@ impl FromRequestParts<AppState> for Caller {
         let caller = Self {
             principal: identity.principal,
             subject: identity.subject,
-            source_ip: source.trim_start_matches("addr:").to_owned(),
+            source_ip: client.to_string(),
             time: state.inner.clock.unix_seconds(),
             binding: identity.binding,
             policies: Arc::clone(&state.inner.policies),
@@ -218,20 +224,13 @@ impl FromRequestParts<AppState> for Caller {
             route_action: "",
             decided: Arc::new(AtomicBool::new(false)),
         };
-        if let Err(wait) = guard.api_principal.take(&caller.principal.id) {
-            metrics.limited("api_principal");
-            return Err(ApiError::too_many(wait));
-        }
         let tenant = match &caller.principal.kind {
-            PrincipalKind::Service { scope } => Some(&scope.tenant),
-            PrincipalKind::Operator { tenant, .. } => tenant.as_ref(),
+            PrincipalKind::Service { scope } => Some(scope.tenant.as_str()),
+            PrincipalKind::Operator { tenant, .. } => tenant.as_ref().map(TenantId::as_str),
         };
-        if let Some(tenant) = tenant {
-            if let Err(wait) = guard.api_tenant.take(tenant.as_str()) {
-                metrics.limited("api_tenant");
-                return Err(ApiError::too_many(wait));
-            }
-        }
+        guard
+            .api_succeeded(attempt.as_ref(), &caller.principal.id, tenant)
+            .map_err(|r| ApiError::too_many(r.wait))?;
         Ok(caller)
     }
 }

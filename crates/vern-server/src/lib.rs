@@ -1,7 +1,8 @@
 //! Vern's HTTP edge, and the only crate that knows HTTP.
 //!
 //! Every request takes the same way through [`app`]:
-//! request id → metrics and access log → audit slot ([`audit`]) → timeout →
+//! request id → client address ([`client_addr`]) → metrics and access log →
+//! audit slot ([`audit`]) → timeout →
 //! body size limit → route → authenticate ([`auth`]) → authorize
 //! ([`authz`]) → domain call (through the seal's barrier) → audit append →
 //! response. Errors from any domain are turned
@@ -12,6 +13,7 @@
 mod audit;
 mod auth;
 mod authz;
+mod client_addr;
 mod cluster;
 mod error;
 mod extract;
@@ -24,10 +26,11 @@ mod middleware;
 mod routes;
 mod state;
 
+pub use client_addr::{Cidr, CidrError};
 pub use keeper::{keeper_app, KeeperState};
 pub use keepers::KeeperConfig;
 pub use limits::{Limits, Rate};
-pub use listen::{serve, Listener, ServeError, TlsFiles};
+pub use listen::{serve, ConnectionLimits, Listener, ServeError, TlsFiles};
 pub use state::{AppState, ServerConfig, StateError};
 
 use axum::Router;

@@ -8,11 +8,31 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
+/// Labels of the HTTP families. Every value comes from a fixed set, so no
+/// caller can grow `/metrics` with labels of its choosing: the method is
+/// one of [`method_label`]'s, the route a template of the route table or
+/// `unmatched`, the status a number.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub(crate) struct HttpLabels {
-    pub(crate) method: String,
+    pub(crate) method: &'static str,
     pub(crate) route: String,
     pub(crate) status: u16,
+}
+
+/// The `method` label: the methods Vern serves (`LIST` is Vault's), and
+/// `other` for anything a client makes up.
+pub(crate) fn method_label(method: &axum::http::Method) -> &'static str {
+    match method.as_str() {
+        "GET" => "GET",
+        "HEAD" => "HEAD",
+        "POST" => "POST",
+        "PUT" => "PUT",
+        "PATCH" => "PATCH",
+        "DELETE" => "DELETE",
+        "OPTIONS" => "OPTIONS",
+        "LIST" => "LIST",
+        _ => "other",
+    }
 }
 
 type HistogramFamily = Family<HttpLabels, Histogram, fn() -> Histogram>;
@@ -20,7 +40,8 @@ type HistogramFamily = Family<HttpLabels, Histogram, fn() -> Histogram>;
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub(crate) struct GuardLabels {
     /// Which limit or check: `token_client`, `token_address`,
-    /// `api_principal`, `api_tenant`, `lockout`, `token_endpoint`, `api`.
+    /// `api_principal`, `api_tenant`, `api_address`, `lockout` (refusals);
+    /// `token_endpoint`, `api` (failures).
     pub(crate) scope: &'static str,
 }
 
@@ -119,5 +140,36 @@ impl Metrics {
         let mut out = String::new();
         prometheus_client::encoding::text::encode(&mut out, &self.registry)?;
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::http::Method;
+
+    use super::*;
+
+    #[test]
+    fn made_up_methods_share_one_label() {
+        let m = Metrics::new();
+        for i in 0..100 {
+            let method = Method::from_bytes(format!("X{i}").as_bytes()).unwrap();
+            assert_eq!(method_label(&method), "other");
+            m.observe(
+                HttpLabels {
+                    method: method_label(&method),
+                    route: "unmatched".to_owned(),
+                    status: 405,
+                },
+                0.001,
+            );
+        }
+        assert_eq!(method_label(&Method::from_bytes(b"LIST").unwrap()), "LIST");
+        assert_eq!(method_label(&Method::GET), "GET");
+        let text = m.render().unwrap();
+        assert!(!text.contains("X1"), "{text}");
+        assert!(text.contains(
+            r#"vern_http_requests_total{method="other",route="unmatched",status="405"} 100"#
+        ));
     }
 }

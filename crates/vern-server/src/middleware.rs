@@ -11,7 +11,7 @@ use vern_core::RequestId;
 use vern_store::CommitGate;
 
 use crate::error::ApiError;
-use crate::metrics::HttpLabels;
+use crate::metrics::{method_label, HttpLabels};
 use crate::state::AppState;
 
 /// Header carrying the correlation id in both directions.
@@ -64,7 +64,9 @@ pub(crate) fn route_template(req: &Request) -> String {
 }
 
 /// Counts and times every request by route template (never the raw path,
-/// which would leak secret names into metrics), and writes the access log.
+/// which would leak secret names into metrics) and by method from a fixed
+/// set (so made-up methods cannot grow `/metrics`), and writes the access
+/// log.
 pub(crate) async fn observe(State(state): State<AppState>, req: Request, next: Next) -> Response {
     let started = Instant::now();
     let method = req.method().clone();
@@ -81,7 +83,7 @@ pub(crate) async fn observe(State(state): State<AppState>, req: Request, next: N
     );
     state.inner.metrics.observe(
         HttpLabels {
-            method: method.as_str().to_owned(),
+            method: method_label(&method),
             route,
             status,
         },

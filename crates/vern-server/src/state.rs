@@ -12,9 +12,10 @@ use vern_seal::Seal;
 use vern_secrets::KvEngine;
 use vern_store::Store;
 
+use crate::client_addr::Cidr;
 use crate::cluster::ClusterInfo;
 use crate::keepers::{KeeperConfig, Keepers};
-use crate::limits::{Buckets, Limits, Lockout};
+use crate::limits::{Guard, Limits};
 use crate::metrics::Metrics;
 
 /// Why the server state could not be built.
@@ -54,6 +55,9 @@ pub struct ServerConfig {
     pub dpop_nonce_required: bool,
     /// Rate limits and lockout.
     pub limits: Limits,
+    /// Proxies whose `X-Forwarded-For` names the client (empty: the TCP
+    /// peer is always the client).
+    pub trusted_proxies: Vec<Cidr>,
     /// Algorithm of new token signing keys.
     pub token_signing_alg: vern_authority::Alg,
     /// Directory of `*.cedar` policy files (built-in policies only when
@@ -73,6 +77,7 @@ impl Default for ServerConfig {
             public_url: "http://127.0.0.1:8200".to_owned(),
             dpop_nonce_required: true,
             limits: Limits::default(),
+            trusted_proxies: Vec::new(),
             token_signing_alg: vern_authority::Alg::EdDsa,
             policy_dir: None,
             audit: Some(vern_audit::AuditConfig::default()),
@@ -99,15 +104,6 @@ pub(crate) struct Inner {
     pub(crate) guard: Guard,
     pub(crate) policies: Arc<PolicyEngine>,
     pub(crate) audit: Option<AuditLog>,
-}
-
-/// The abuse-protection state of one process.
-pub(crate) struct Guard {
-    pub(crate) token_client: Buckets,
-    pub(crate) token_address: Buckets,
-    pub(crate) api_principal: Buckets,
-    pub(crate) api_tenant: Buckets,
-    pub(crate) lockout: Lockout,
 }
 
 impl AppState {
@@ -143,19 +139,14 @@ impl AppState {
             .clone()
             .map(|c| AuditLog::new(Arc::clone(&store), Arc::clone(&clock), c))
             .transpose()?;
-        let guard = Guard {
-            token_client: Buckets::new(config.limits.token_per_client),
-            token_address: Buckets::new(config.limits.token_per_address),
-            api_principal: Buckets::new(config.limits.api_per_principal),
-            api_tenant: Buckets::new(config.limits.api_per_tenant),
-            lockout: Lockout::new(config.limits.lockout_after),
-        };
+        let metrics = Metrics::new();
+        let guard = Guard::new(&config.limits, &clock, metrics.clone());
         Ok(Self {
             inner: Arc::new(Inner {
                 seal,
                 store,
                 config,
-                metrics: Metrics::new(),
+                metrics,
                 clock,
                 cluster: tokio::sync::RwLock::new(None),
                 keepers: None,

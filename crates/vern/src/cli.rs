@@ -559,7 +559,9 @@ pub(crate) struct ServeArgs {
     /// second, 0 to disable [default: 20:40].
     #[arg(long, env = "VERN_LIMIT_TOKEN_CLIENT")]
     pub(crate) limit_token_client: Option<String>,
-    /// Token endpoint rate limit per source address [default: 50:100].
+    /// Token endpoint rate limit on failed client authentications per
+    /// source address; valid credentials are never refused by it
+    /// [default: 50:100].
     #[arg(long, env = "VERN_LIMIT_TOKEN_ADDRESS")]
     pub(crate) limit_token_address: Option<String>,
     /// API rate limit per authenticated principal [default: 2000:4000].
@@ -568,10 +570,38 @@ pub(crate) struct ServeArgs {
     /// API rate limit per tenant [default: 10000:20000].
     #[arg(long, env = "VERN_LIMIT_API_TENANT")]
     pub(crate) limit_api_tenant: Option<String>,
-    /// Authentication failures in a row before a lockout with backoff
-    /// (0: never) [default: 5].
+    /// API rate limit on requests without valid credentials (no token or a
+    /// refused one) per source address; valid tokens are never refused by
+    /// it [default: 50:200].
+    #[arg(long, env = "VERN_LIMIT_API_ADDRESS")]
+    pub(crate) limit_api_address: Option<String>,
+    /// Authentication failures in a row of one credential from one source
+    /// address before that pair is locked out with backoff (0: never)
+    /// [default: 5].
     #[arg(long, env = "VERN_LOCKOUT_AFTER")]
     pub(crate) lockout_after: Option<u32>,
+    /// Network (CIDR, or a single address) of a proxy whose
+    /// X-Forwarded-For header names the client; repeat for several
+    /// [default: none, the TCP peer is the client].
+    #[arg(
+        long = "trusted-proxy",
+        env = "VERN_TRUSTED_PROXY",
+        value_delimiter = ','
+    )]
+    pub(crate) trusted_proxies: Vec<String>,
+    /// Seconds a connection has for its TLS handshake and request headers
+    /// (slow clients are disconnected); also how long an idle HTTP/1.1
+    /// connection waits for its next request [default: 10].
+    #[arg(long, env = "VERN_HEADER_TIMEOUT")]
+    pub(crate) header_timeout: Option<u64>,
+    /// Seconds a connection may stay open with no request in flight
+    /// [default: 60].
+    #[arg(long, env = "VERN_IDLE_TIMEOUT")]
+    pub(crate) idle_timeout: Option<u64>,
+    /// Connections open at once; further ones wait to be accepted
+    /// [default: 4096].
+    #[arg(long, env = "VERN_MAX_CONNECTIONS")]
+    pub(crate) max_connections: Option<u32>,
     /// Algorithm of new access-token signing keys: eddsa or es256
     /// [default: eddsa]. Existing keys keep theirs until rotated away.
     #[arg(long, env = "VERN_TOKEN_SIGNING_ALG", value_parser = ["eddsa", "es256"])]

@@ -20,6 +20,10 @@ pub(crate) struct FileConfig {
     pub(crate) insecure_listen: Option<bool>,
     pub(crate) max_request_bytes: Option<usize>,
     pub(crate) request_timeout: Option<u64>,
+    pub(crate) header_timeout: Option<u64>,
+    pub(crate) idle_timeout: Option<u64>,
+    pub(crate) max_connections: Option<u32>,
+    pub(crate) trusted_proxies: Option<Vec<String>>,
     pub(crate) storage_pool: Option<usize>,
     pub(crate) cluster_name: Option<String>,
     pub(crate) kv_mounts: Option<Vec<String>>,
@@ -54,6 +58,7 @@ pub(crate) struct LimitsSection {
     pub(crate) token_address: Option<String>,
     pub(crate) api_principal: Option<String>,
     pub(crate) api_tenant: Option<String>,
+    pub(crate) api_address: Option<String>,
     pub(crate) lockout_after: Option<u32>,
 }
 

@@ -9,7 +9,9 @@ use anyhow::{bail, Context as _};
 use vern_core::SystemClock;
 use vern_crypto::{random_token, SecretBytes};
 use vern_seal::{IssuedShare, Seal};
-use vern_server::{AppState, KeeperConfig, Limits, Listener, Rate, ServerConfig, TlsFiles};
+use vern_server::{
+    AppState, Cidr, ConnectionLimits, KeeperConfig, Limits, Listener, Rate, ServerConfig, TlsFiles,
+};
 
 use crate::cli::ServeArgs;
 use crate::config::{AuditSection, FileConfig};
@@ -35,6 +37,7 @@ struct Settings {
     insecure_listen: bool,
     pool: usize,
     server: ServerConfig,
+    connections: ConnectionLimits,
     log_format: LogFormat,
     keepers: Option<KeeperConfig>,
     public_url: Option<String>,
@@ -72,10 +75,65 @@ fn limit_settings(args: &ServeArgs, file: crate::config::LimitsSection) -> anyho
             file.api_tenant,
             defaults.api_per_tenant,
         )?,
+        api_per_address: rate(
+            &args.limit_api_address,
+            file.api_address,
+            defaults.api_per_address,
+        )?,
         lockout_after: args
             .lockout_after
             .or(file.lockout_after)
             .unwrap_or(defaults.lockout_after),
+    })
+}
+
+/// The trusted proxies from `--trusted-proxy` (or `VERN_TRUSTED_PROXY`),
+/// else from the file's `trusted_proxies`.
+fn trusted_proxies(args: &ServeArgs, file: Option<Vec<String>>) -> anyhow::Result<Vec<Cidr>> {
+    let (list, origin) = if args.trusted_proxies.is_empty() {
+        (
+            file.unwrap_or_default(),
+            "trusted_proxies in the config file",
+        )
+    } else {
+        (args.trusted_proxies.clone(), "--trusted-proxy")
+    };
+    list.iter()
+        .map(|c| Cidr::parse(c).with_context(|| format!("invalid {origin}")))
+        .collect()
+}
+
+/// Connection hygiene from flags and file; zero is refused because it
+/// would switch the protection off rather than tighten it.
+fn connection_settings(args: &ServeArgs, file: &FileConfig) -> anyhow::Result<ConnectionLimits> {
+    let defaults = ConnectionLimits::default();
+    let secs =
+        |flag: Option<u64>, file: Option<u64>, default: Duration, name: &str| match flag.or(file) {
+            Some(0) => bail!("{name} must be at least one second"),
+            Some(s) => Ok(Duration::from_secs(s)),
+            None => Ok(default),
+        };
+    let max_connections = args
+        .max_connections
+        .or(file.max_connections)
+        .unwrap_or(defaults.max_connections);
+    if max_connections == 0 {
+        bail!("the connection cap (max_connections) must be at least one");
+    }
+    Ok(ConnectionLimits {
+        header_timeout: secs(
+            args.header_timeout,
+            file.header_timeout,
+            defaults.header_timeout,
+            "the header timeout",
+        )?,
+        idle_timeout: secs(
+            args.idle_timeout,
+            file.idle_timeout,
+            defaults.idle_timeout,
+            "the idle timeout",
+        )?,
+        max_connections,
     })
 }
 
@@ -155,6 +213,8 @@ fn settings(args: ServeArgs) -> anyhow::Result<Settings> {
     let keepers = keeper_settings(&args, file.keepers.take())?;
     let limits = limit_settings(&args, file.limits.take().unwrap_or_default())?;
     let audit = audit_settings(&args, file.audit.take().unwrap_or_default())?;
+    let trusted_proxies = trusted_proxies(&args, file.trusted_proxies.take())?;
+    let connections = connection_settings(&args, &file)?;
     let listen = match args.listen.or(file.listen) {
         Some(a) => a,
         None => DEFAULT_LISTEN.parse().context("default listen address")?,
@@ -204,6 +264,7 @@ fn settings(args: ServeArgs) -> anyhow::Result<Settings> {
         public_url: String::new(),
         policy_dir: args.policy_dir.clone().or(file.policy_dir.clone()),
         limits,
+        trusted_proxies,
         audit,
         token_signing_alg: match args
             .token_signing_alg
@@ -237,6 +298,7 @@ fn settings(args: ServeArgs) -> anyhow::Result<Settings> {
             .or(file.storage_pool)
             .unwrap_or(DEFAULT_POOL),
         server,
+        connections,
         log_format: args
             .log_format
             .or(file.log_format)
@@ -284,10 +346,19 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<()> {
         None
     };
 
-    let listener = Listener::bind(s.listen, s.tls.as_ref())?;
+    let listener = Listener::bind(s.listen, s.tls.as_ref())?.with_limits(s.connections)?;
     let addr = listener.local_addr()?;
     let scheme = if listener.is_tls() { "https" } else { "http" };
     tracing::info!(address = %addr, tls = listener.is_tls(), storage = store.backend(), "Vern is listening.");
+    if !s.server.trusted_proxies.is_empty() {
+        let proxies: Vec<String> = s
+            .server
+            .trusted_proxies
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        tracing::info!(trusted_proxies = %proxies.join(","), "X-Forwarded-For is read from these proxies only.");
+    }
     if let Some(token) = &dev_token {
         print_dev_banner(&format!("{scheme}://{addr}"), token, &s);
     }

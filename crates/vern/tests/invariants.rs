@@ -218,9 +218,14 @@ async fn secret_values_and_credentials_never_reach_the_logs() {
         .send()
         .await
         .unwrap();
-    std::thread::sleep(std::time::Duration::from_millis(200));
+    // The log is read from a pipe: wait until all six requests are in it.
+    eventually(
+        std::time::Duration::from_secs(10),
+        "the access log of every request",
+        async || s.stderr_text().matches("Request handled.").count() >= 6,
+    )
+    .await;
     let logs = s.stderr_text();
-    assert!(logs.contains("Request handled."), "the access log is there");
     for needle in [
         value,
         "root-in-no-log",
@@ -303,8 +308,10 @@ async fn acknowledged_secret_writes_survive_a_sigkill_of_the_server() {
     ];
     let s = Server::start(&args, &[]);
     let c = client();
+    let acks = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let writer = {
         let (c, base) = (c.clone(), s.http());
+        let acks = std::sync::Arc::clone(&acks);
         tokio::spawn(async move {
             let mut acked = Vec::new();
             for i in 0..100_000u32 {
@@ -315,14 +322,23 @@ async fn acknowledged_secret_writes_survive_a_sigkill_of_the_server() {
                     .send()
                     .await;
                 match r {
-                    Ok(r) if r.status() == 200 => acked.push(i),
+                    Ok(r) if r.status() == 200 => {
+                        acked.push(i);
+                        acks.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    }
                     _ => break,
                 }
             }
             acked
         })
     };
-    tokio::time::sleep(std::time::Duration::from_millis(700)).await;
+    // Kill it mid-stream, once the writer has a few acknowledgements.
+    eventually(
+        std::time::Duration::from_secs(30),
+        "the writer to get going",
+        async || acks.load(std::sync::atomic::Ordering::SeqCst) > 20,
+    )
+    .await;
     s.kill();
     let acked = writer.await.unwrap();
     assert!(

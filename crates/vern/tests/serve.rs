@@ -208,11 +208,16 @@ async fn request_ids_are_echoed_or_generated() {
         "errors carry ids too"
     );
     // The id appears in the server's log lines for that request.
-    std::thread::sleep(Duration::from_millis(100));
-    assert!(s
-        .stderr_text()
-        .lines()
-        .any(|l| l.contains("trace-abc-123") && l.contains("Request handled.")));
+    eventually(
+        Duration::from_secs(10),
+        "the access log line with the request id",
+        async || {
+            s.stderr_text()
+                .lines()
+                .any(|l| l.contains("trace-abc-123") && l.contains("Request handled."))
+        },
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -501,7 +506,12 @@ async fn sigterm_lets_an_in_flight_request_finish() {
     std::thread::sleep(Duration::from_millis(200));
     let pid = s.pid();
     signal(pid, "TERM");
-    std::thread::sleep(Duration::from_millis(300));
+    eventually(
+        Duration::from_secs(10),
+        "the server to start shutting down",
+        async || s.stderr_text().contains("Shutdown requested"),
+    )
+    .await;
     tcp.write_all(&body.as_bytes()[5..]).unwrap();
     let mut answer = String::new();
     tcp.read_to_string(&mut answer).unwrap();

@@ -393,6 +393,10 @@ pub(crate) fn router(state: AppState) -> Router {
                 .layer(axum::middleware::from_fn(middleware::request_id))
                 .layer(axum::middleware::from_fn_with_state(
                     state.clone(),
+                    crate::client_addr::resolve,
+                ))
+                .layer(axum::middleware::from_fn_with_state(
+                    state.clone(),
                     middleware::observe,
                 ))
                 .layer(axum::Extension(Arc::clone(&access)))

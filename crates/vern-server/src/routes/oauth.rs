@@ -5,9 +5,7 @@
 use std::collections::HashMap;
 
 use axum::body::Bytes;
-use std::net::SocketAddr;
-
-use axum::extract::{ConnectInfo, State};
+use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Extension;
@@ -21,7 +19,9 @@ use vern_authority::{
 use vern_crypto::SecretBytes;
 
 use crate::audit::AuditSlot;
+use crate::client_addr::ClientAddr;
 use crate::error::ApiError;
+use crate::limits::{Attempt, CredentialId};
 use crate::listen::PeerCertificate;
 use crate::state::AppState;
 
@@ -285,62 +285,48 @@ fn claimed_client(creds: &ClientCredentials) -> String {
     }
 }
 
-/// Applies the source-address bucket, both lockouts and the client bucket
-/// before a client is authenticated; returns the lockout keys to update
-/// afterwards.
-fn admit(state: &AppState, source: &str, client: &str) -> Result<[String; 2], OAuthError> {
-    let guard = &state.inner.guard;
-    let metrics = &state.inner.metrics;
-    if let Err(wait) = guard.token_address.take(source) {
-        metrics.limited("token_address");
-        return Err(throttled(wait));
-    }
-    let keys = [source.to_owned(), format!("client:{client}")];
-    for k in &keys {
-        if let Err(wait) = guard.lockout.check(k) {
-            metrics.limited("lockout");
-            return Err(throttled(wait));
-        }
-    }
-    if let Err(wait) = guard.token_client.take(client) {
-        metrics.limited("token_client");
-        return Err(throttled(wait));
-    }
-    Ok(keys)
+/// Applies the (client, source) lockout and the client's own rate before
+/// its credential is checked; returns the attempt to settle afterwards.
+fn admit(state: &AppState, source: ClientAddr, client: &str) -> Result<Attempt, OAuthError> {
+    let attempt = Attempt {
+        identity: CredentialId::client(client),
+        source: source.source(),
+    };
+    state
+        .inner
+        .guard
+        .client_attempt(&attempt, client)
+        .map_err(|r| throttled(r.wait))?;
+    Ok(attempt)
 }
 
-/// Records the outcome of a client authentication for lockouts.
-fn settle(state: &AppState, keys: &[String; 2], failed: bool) {
+/// Records the outcome of a client authentication. A failure counts
+/// against the pair and the source's failure budget (429 once that is
+/// spent); a success clears the pair and charges the client's rate.
+fn settle(
+    state: &AppState,
+    attempt: &Attempt,
+    client: &str,
+    failed: bool,
+) -> Result<(), OAuthError> {
     let guard = &state.inner.guard;
     if failed {
-        state.inner.metrics.auth_failed("token_endpoint");
-        for k in keys {
-            if guard.lockout.fail(k).is_some() {
-                tracing::warn!(key = %k, "Locked out after repeated client authentication failures.");
-            }
-        }
+        guard.client_failed(attempt).map_err(|r| throttled(r.wait))
     } else {
-        guard.lockout.succeed(&keys[1]);
+        guard.client_succeeded(attempt, client);
+        Ok(())
     }
-}
-
-fn source_of(connect: Option<Extension<ConnectInfo<SocketAddr>>>) -> String {
-    connect.map_or_else(
-        || "addr:unknown".to_owned(),
-        |c| format!("addr:{}", c.0 .0.ip()),
-    )
 }
 
 /// `POST /oauth2/token`.
 pub(crate) async fn token(
     State(state): State<AppState>,
     audit: Option<Extension<AuditSlot>>,
-    connect: Option<Extension<ConnectInfo<SocketAddr>>>,
+    source: ClientAddr,
     peer: Option<Extension<PeerCertificate>>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, OAuthError> {
-    let source = source_of(connect);
     let form = form(&headers, &body)?;
     match form.get("grant_type").map(String::as_str) {
         Some("client_credentials") => {}
@@ -370,7 +356,7 @@ pub(crate) async fn token(
             ClientCredentials::Tls { .. } => {}
         }
     }
-    let keys = admit(&state, &source, &claimed)?;
+    let attempt = admit(&state, source, &claimed)?;
     let barrier = state.inner.seal.barrier().map_err(ApiError::from)?;
     let authority = &state.inner.authority;
     let proofs: Vec<&str> = headers
@@ -394,11 +380,13 @@ pub(crate) async fn token(
         dpop,
     };
     let result = authority.issue(&barrier, &req).await;
-    settle(
-        &state,
-        &keys,
-        matches!(result, Err(AuthError::InvalidClient)),
-    );
+    match &result {
+        Ok(_) => settle(&state, &attempt, &claimed, false)?,
+        Err(AuthError::InvalidClient) => settle(&state, &attempt, &claimed, true)?,
+        // Refused after authenticating (scope, DPoP), or not decided
+        // (sealed, storage): neither a failure nor an issued token.
+        Err(_) => {}
+    }
     match result {
         Ok(issued) => {
             tracing::info!(token_type = issued.token_type, "Access token issued.");
@@ -494,12 +482,12 @@ fn claims_json(c: &AccessClaims, issuer: &str) -> Value {
 pub(crate) async fn introspect(
     State(state): State<AppState>,
     audit: Option<Extension<AuditSlot>>,
-    connect: Option<Extension<ConnectInfo<SocketAddr>>>,
+    source: ClientAddr,
     peer: Option<Extension<PeerCertificate>>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, OAuthError> {
-    let call = client_call(&state, connect, peer, &headers, &body).await?;
+    let call = client_call(&state, source, peer, &headers, &body).await?;
     note_client_call(audit.as_ref(), "token.introspect", &call);
     let authority = &state.inner.authority;
     let claims = authority
@@ -525,12 +513,12 @@ pub(crate) async fn introspect(
 pub(crate) async fn revoke(
     State(state): State<AppState>,
     audit: Option<Extension<AuditSlot>>,
-    connect: Option<Extension<ConnectInfo<SocketAddr>>>,
+    source: ClientAddr,
     peer: Option<Extension<PeerCertificate>>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, OAuthError> {
-    let call = client_call(&state, connect, peer, &headers, &body).await?;
+    let call = client_call(&state, source, peer, &headers, &body).await?;
     note_client_call(audit.as_ref(), "token.revoke", &call);
     let only = match call.caller.kind {
         ClientKind::Operator { .. } => None,
@@ -575,7 +563,7 @@ struct ClientCall {
 /// same limits and lockouts as the token endpoint.
 async fn client_call(
     state: &AppState,
-    connect: Option<Extension<ConnectInfo<SocketAddr>>>,
+    source: ClientAddr,
     peer: Option<Extension<PeerCertificate>>,
     headers: &HeaderMap,
     body: &Bytes,
@@ -583,17 +571,18 @@ async fn client_call(
     let form = form(headers, body)?;
     let (creds, basic) = credentials(headers, &form, peer.as_ref().map(|Extension(p)| p))?;
     let barrier = state.inner.seal.barrier().map_err(ApiError::from)?;
-    let keys = admit(state, &source_of(connect), &claimed_client(&creds))?;
+    let claimed = claimed_client(&creds);
+    let attempt = admit(state, source, &claimed)?;
     let result = state
         .inner
         .authority
         .authenticate_client(&barrier, &creds)
         .await;
-    settle(
-        state,
-        &keys,
-        matches!(result, Err(AuthError::InvalidClient)),
-    );
+    match &result {
+        Ok(_) => settle(state, &attempt, &claimed, false)?,
+        Err(AuthError::InvalidClient) => settle(state, &attempt, &claimed, true)?,
+        Err(_) => {}
+    }
     let caller = result.map_err(|e| from_auth(e, basic))?;
     let token = form
         .get("token")
