@@ -200,6 +200,34 @@ fn scope_chain(s: &Scope, out: &mut Vec<Entity>) -> Result<(), String> {
     Ok(())
 }
 
+/// An operator entity (a member of its tenant, for a tenant operator),
+/// with the tenant it needs.
+fn operator_entity(
+    id: &str,
+    roles: &[String],
+    tenant: Option<&TenantId>,
+    root: bool,
+    out: &mut Vec<Entity>,
+) -> Result<EntityUid, String> {
+    let u = uid("Vern::Operator", id)?;
+    let mut attrs = HashMap::from([
+        ("roles".to_owned(), strings(roles)),
+        ("root".to_owned(), RestrictedExpression::new_bool(root)),
+    ]);
+    let mut parents = Vec::new();
+    if let Some(t) = tenant {
+        let tu = tenant_uid(t)?;
+        out.push(entity(tu.clone(), HashMap::new(), &[])?);
+        attrs.insert(
+            "tenant".to_owned(),
+            RestrictedExpression::new_entity_uid(tu.clone()),
+        );
+        parents.push(tu);
+    }
+    out.push(entity(u.clone(), attrs, &parents)?);
+    Ok(u)
+}
+
 fn strings(v: &[String]) -> RestrictedExpression {
     RestrictedExpression::new_set(
         v.iter()
@@ -266,25 +294,7 @@ impl Query {
                 roles,
                 tenant,
                 root,
-            } => {
-                let u = uid("Vern::Operator", &self.subject.id)?;
-                let mut attrs = HashMap::from([
-                    ("roles".to_owned(), strings(roles)),
-                    ("root".to_owned(), RestrictedExpression::new_bool(*root)),
-                ]);
-                let mut parents = Vec::new();
-                if let Some(t) = tenant {
-                    let tu = tenant_uid(t)?;
-                    ents.push(entity(tu.clone(), HashMap::new(), &[])?);
-                    attrs.insert(
-                        "tenant".to_owned(),
-                        RestrictedExpression::new_entity_uid(tu.clone()),
-                    );
-                    parents.push(tu);
-                }
-                ents.push(entity(u.clone(), attrs, &parents)?);
-                u
-            }
+            } => operator_entity(&self.subject.id, roles, tenant.as_ref(), *root, &mut ents)?,
         };
         let resource = match &self.resource {
             Resource::Platform => {
@@ -328,23 +338,7 @@ impl Query {
                 u
             }
             Resource::Operator { id, tenant } => {
-                let u = uid("Vern::Operator", id)?;
-                let mut attrs = HashMap::from([
-                    ("roles".to_owned(), strings(&[])),
-                    ("root".to_owned(), RestrictedExpression::new_bool(false)),
-                ]);
-                let mut parents = Vec::new();
-                if let Some(t) = tenant {
-                    let tu = tenant_uid(t)?;
-                    ents.push(entity(tu.clone(), HashMap::new(), &[])?);
-                    attrs.insert(
-                        "tenant".to_owned(),
-                        RestrictedExpression::new_entity_uid(tu.clone()),
-                    );
-                    parents.push(tu);
-                }
-                ents.push(entity(u.clone(), attrs, &parents)?);
-                u
+                operator_entity(id, &[], tenant.as_ref(), false, &mut ents)?
             }
             Resource::Secret { mount, path, scope } => {
                 scope_chain(scope, &mut ents)?;

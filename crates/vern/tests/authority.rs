@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::{client, dev_server, path_str, temp, Server};
+use common::{client, dev_server, path_str, records_of, temp, Server};
 use serde_json::{json, Value};
 use vern_authority::jws::{ed25519_public, sign_ed25519};
 use vern_authority::JWT_BEARER_ASSERTION;
@@ -40,26 +40,6 @@ async fn token_endpoint(s: &Server) -> String {
         .await
         .unwrap();
     meta["token_endpoint"].as_str().unwrap().to_owned()
-}
-
-/// The audit records of the request with `request_id`.
-async fn records_of(s: &Server, request_id: &str) -> Vec<Value> {
-    let v: Value = client()
-        .get(s.url("/v1/audit/records?limit=1000"))
-        .header("x-vault-token", "root")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    v["data"]["records"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|r| r["event"]["client_request_id"] == request_id)
-        .cloned()
-        .collect()
 }
 
 #[tokio::test]

@@ -126,22 +126,14 @@ async fn operators_cannot_escalate_through_client_management() {
     assert_eq!(r["data"]["scopes"], json!(["orders:write"]));
 
     // Nobody it made reads the secret.
-    let t: Value = client()
-        .post(s.url("/oauth2/token"))
-        .basic_auth(
-            "svc.globex.web.prod.bare",
-            bare["data"]["client_secret"].as_str(),
-        )
-        .form(&[("grant_type", "client_credentials")])
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let spy = t["access_token"].as_str().unwrap();
+    let spy = access_token(
+        &s,
+        "svc.globex.web.prod.bare",
+        bare["data"]["client_secret"].as_str().unwrap(),
+    )
+    .await;
     assert_eq!(
-        send(&s, spy, "GET", "/v1/secret/data/globex/web/prod/db", None).await,
+        send(&s, &spy, "GET", "/v1/secret/data/globex/web/prod/db", None).await,
         403
     );
 }
@@ -358,19 +350,24 @@ async fn the_decision_api_answers_a_service_about_itself_only() {
     let dir = temp();
     let s = dev_server(&path_str(dir.path()), &[]);
     let acme = token_of(&s, service("acme", "api", &["secrets:read"])).await;
-    let ask = |principal: &str| {
+    let ask = async |principal: &str, action: &str, resource: &str| -> Value {
         client()
             .post(s.url("/v1/authz/check"))
             .header("x-vault-token", &acme)
-            .json(&json!({"principal": principal, "action": "secret.read", "resource": "secret:globex/web/prod/db"}))
+            .json(&json!({"principal": principal, "action": action, "resource": resource}))
             .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
     };
-    let other: Value = ask("service:svc.globex.web.prod.api@globex/web/prod#secrets:read")
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let other = ask(
+        "service:svc.globex.web.prod.api@globex/web/prod#secrets:read",
+        "secret.read",
+        "secret:globex/web/prod/db",
+    )
+    .await;
     assert_eq!(other["decision"], "deny");
     assert_eq!(
         other["policies"],
@@ -382,27 +379,15 @@ async fn the_decision_api_answers_a_service_about_itself_only() {
         .unwrap()
         .contains("only about yourself"));
     // About itself, with its real scopes whatever the request claims.
-    let own: Value = client()
-        .post(s.url("/v1/authz/check"))
-        .header("x-vault-token", &acme)
-        .json(&json!({"principal": "service:svc.acme.web.prod.api@acme/web/prod#secrets:write", "action": "secret.write", "resource": "secret:acme/web/prod/db"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let me = "service:svc.acme.web.prod.api@acme/web/prod";
+    let own = ask(
+        &format!("{me}#secrets:write"),
+        "secret.write",
+        "secret:acme/web/prod/db",
+    )
+    .await;
     assert_eq!(own["decision"], "deny", "{own}");
-    let own: Value = client()
-        .post(s.url("/v1/authz/check"))
-        .header("x-vault-token", &acme)
-        .json(&json!({"principal": "service:svc.acme.web.prod.api@acme/web/prod", "action": "secret.read", "resource": "secret:acme/web/prod/db"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let own = ask(me, "secret.read", "secret:acme/web/prod/db").await;
     assert_eq!(own["decision"], "allow", "{own}");
 }
 
@@ -461,20 +446,9 @@ async fn a_write_stuck_on_slow_storage_is_reported_as_committed() {
     // The audit record says what the client got.
     let mut recorded = None;
     eventually(Duration::from_secs(10), "the record", async || {
-        let v: Value = client()
-            .get(s.url("/v1/audit/records?limit=1000"))
-            .header("x-vault-token", "root")
-            .send()
+        recorded = records_of(&s, "slow-write-1")
             .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        recorded = v["data"]["records"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|r| r["event"]["client_request_id"] == "slow-write-1")
+            .first()
             .map(|r| r["event"]["status"].as_u64().unwrap());
         recorded.is_some() || status >= 500
     })

@@ -337,7 +337,7 @@ when { context.source_ip == "203.0.113.66" };
     );
     assert_eq!(
         read(&s, path, Some(&token), Some("203.0.113.66")).await,
-        404,
+        403,
         "denied by the policy on the forwarded address"
     );
 }
@@ -394,7 +394,8 @@ async fn anonymous_floods_from_a_shared_address_never_block_valid_credentials() 
     );
     let token = client_token(
         &s,
-        json!({"tenant": "acme", "project": "web", "environment": "prod", "name": "app"}),
+        json!({"tenant": "acme", "project": "web", "environment": "prod", "name": "app",
+               "scopes": ["secrets:read"]}),
     )
     .await;
     let nat = Some("198.51.100.20");
@@ -438,7 +439,8 @@ async fn anonymous_floods_from_a_shared_address_never_block_valid_credentials() 
     );
     let token = client_token(
         &s,
-        json!({"tenant": "acme", "project": "web", "environment": "prod", "name": "app"}),
+        json!({"tenant": "acme", "project": "web", "environment": "prod", "name": "app",
+               "scopes": ["secrets:read"]}),
     )
     .await;
     let (id, secret) = create(&s, "other").await;

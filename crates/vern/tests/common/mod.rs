@@ -237,8 +237,7 @@ pub fn ok_json(out: &Output) -> serde_json::Value {
 /// Creates a client through the root token `root` and returns an access
 /// token for it (client credentials with its generated secret).
 pub async fn client_token(s: &Server, spec: serde_json::Value) -> String {
-    let c = client();
-    let created: serde_json::Value = c
+    let created: serde_json::Value = client()
         .post(s.url("/v1/auth/clients"))
         .header("x-vault-token", "root")
         .json(&spec)
@@ -250,7 +249,12 @@ pub async fn client_token(s: &Server, spec: serde_json::Value) -> String {
         .unwrap();
     let id = created["data"]["client_id"].as_str().unwrap();
     let secret = created["data"]["client_secret"].as_str().unwrap();
-    let t: serde_json::Value = c
+    access_token(s, id, secret).await
+}
+
+/// An access token for client `id` with `secret` (client_secret_basic).
+pub async fn access_token(s: &Server, id: &str, secret: &str) -> String {
+    let t: serde_json::Value = client()
         .post(s.url("/oauth2/token"))
         .basic_auth(id, Some(secret))
         .form(&[("grant_type", "client_credentials")])
@@ -261,6 +265,27 @@ pub async fn client_token(s: &Server, spec: serde_json::Value) -> String {
         .await
         .unwrap();
     t["access_token"].as_str().unwrap().to_owned()
+}
+
+/// The audit records (up to 1000) of requests that sent `X-Request-Id:
+/// client_request_id`, read with the root token.
+pub async fn records_of(s: &Server, client_request_id: &str) -> Vec<serde_json::Value> {
+    let v: serde_json::Value = client()
+        .get(s.url("/v1/audit/records?limit=1000"))
+        .header("x-vault-token", "root")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    v["data"]["records"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["event"]["client_request_id"] == client_request_id)
+        .cloned()
+        .collect()
 }
 
 /// Starts `vern serve --dev` on a free loopback port with data in
