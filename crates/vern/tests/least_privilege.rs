@@ -203,6 +203,12 @@ async fn tenant_administrators_stay_in_their_tenant() {
         404
     );
     assert_eq!(send(&s, &ta, "PUT", "/v1/sys/seal", None).await, 403);
+    // Its tenant's audit records, not the platform's or another tenant's.
+    assert_eq!(send(&s, &ta, "GET", "/v1/audit/records", None).await, 200);
+    assert_eq!(
+        send(&s, &ta, "GET", "/v1/audit/records?tenant=globex", None).await,
+        403
+    );
 
     // It lists only its tenant's clients; pruning leaves the others.
     assert_eq!(

@@ -53,8 +53,9 @@ fn time(name: &str, value: Option<&str>) -> Result<Option<std::time::SystemTime>
 
 /// `GET /v1/audit/records`: records oldest first, filtered by time,
 /// principal, tenant, action and decision; `after` is the cursor. Reading
-/// one tenant's records needs `audit.read` on that tenant; a service that
-/// names no tenant reads its own tenant's; everything else needs
+/// one tenant's records needs `audit.read` on that tenant; a service or a
+/// tenant operator that names no tenant reads its own tenant's; everything
+/// else needs
 /// `audit.read` on the platform.
 pub(crate) async fn records(
     State(state): State<AppState>,
@@ -67,7 +68,13 @@ pub(crate) async fn records(
     let tenant = match (&q.tenant, &caller.principal.kind) {
         (Some(t), _) => Some(TenantId::parse(t).map_err(|e| ApiError::bad_request(e.to_string()))?),
         (None, PrincipalKind::Service { scope }) => Some(scope.tenant.clone()),
-        (None, _) => None,
+        (
+            None,
+            PrincipalKind::Operator {
+                tenant: Some(t), ..
+            },
+        ) => Some(t.clone()),
+        (None, PrincipalKind::Operator { tenant: None, .. }) => None,
     };
     authorize_audit_read(&caller, tenant.as_ref())?;
     let allowed = match q.decision.as_deref() {
