@@ -247,31 +247,33 @@ impl Authority {
         let signer = keys
             .active(now)
             .ok_or_else(|| AuthError::Internal("no signing key is active".to_owned()))?;
-        let mut claims = json!({
-            "iss": self.config.issuer,
-            "sub": client.client_id,
-            "aud": self.config.audience,
-            "exp": now.saturating_add(ttl),
-            "iat": now,
-            "nbf": now,
-            "jti": uuid::Uuid::new_v4().to_string(),
-            "client_id": client.client_id,
-            "scope": granted.join(" "),
-        });
+        let mut claims = serde_json::Map::new();
+        let mut claim = |name: &str, value: Value| {
+            claims.insert(name.to_owned(), value);
+        };
+        claim("iss", json!(self.config.issuer));
+        claim("sub", json!(client.client_id));
+        claim("aud", json!(self.config.audience));
+        claim("exp", json!(now.saturating_add(ttl)));
+        claim("iat", json!(now));
+        claim("nbf", json!(now));
+        claim("jti", json!(uuid::Uuid::new_v4().to_string()));
+        claim("client_id", json!(client.client_id));
+        claim("scope", json!(granted.join(" ")));
         match &client.kind {
             ClientKind::Service {
                 tenant,
                 project,
                 environment,
             } => {
-                claims["tenant"] = json!(tenant);
-                claims["project"] = json!(project);
-                claims["environment"] = json!(environment);
+                claim("tenant", json!(tenant));
+                claim("project", json!(project));
+                claim("environment", json!(environment));
             }
             ClientKind::Operator { roles, tenant } => {
-                claims["roles"] = json!(roles);
+                claim("roles", json!(roles));
                 if let Some(t) = tenant {
-                    claims["tenant"] = json!(t);
+                    claim("tenant", json!(t));
                 }
             }
         }
@@ -286,9 +288,12 @@ impl Authority {
             );
         }
         if !cnf.is_empty() {
-            claims["cnf"] = Value::Object(cnf);
+            claim("cnf", Value::Object(cnf));
         }
-        let header = json!({ "typ": "at+jwt", "kid": signer.kid });
+        let claims = Value::Object(claims);
+        let mut header = serde_json::Map::new();
+        header.insert("typ".to_owned(), json!("at+jwt"));
+        header.insert("kid".to_owned(), json!(signer.kid));
         Ok(IssuedToken {
             access_token: signer.signing.sign(header, &claims),
             token_type: if jkt.is_some() { "DPoP" } else { "Bearer" },

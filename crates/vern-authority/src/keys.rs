@@ -88,8 +88,13 @@ impl Signer {
     }
 
     /// Signs `claims` under `header` (to which `alg` is added).
-    pub(crate) fn sign(&self, mut header: serde_json::Value, claims: &serde_json::Value) -> String {
-        header["alg"] = serde_json::json!(self.alg().name());
+    pub(crate) fn sign(
+        &self,
+        mut header: serde_json::Map<String, serde_json::Value>,
+        claims: &serde_json::Value,
+    ) -> String {
+        header.insert("alg".to_owned(), serde_json::json!(self.alg().name()));
+        let header = serde_json::Value::Object(header);
         match self {
             Self::Ed(k) => crate::jws::sign_ed25519(&header, claims, k),
             Self::Ec(k) => crate::jws::sign_es256(&header, claims, k),

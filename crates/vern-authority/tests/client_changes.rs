@@ -1,7 +1,13 @@
 //! A client's tokens follow its record: deleting a client, recreating its
 //! id, or narrowing it with apply refuses the tokens issued before, on
 //! Vern's API and in introspection, at the cost of one storage read.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    clippy::cast_possible_truncation
+)]
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;

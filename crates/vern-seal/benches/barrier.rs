@@ -2,7 +2,13 @@
 //! run. The barrier runs over an in-memory store so the figures show the
 //! barrier's own cost (AAD building, term lookup, framing, async call)
 //! rather than a database's.
-#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    missing_docs,
+    clippy::indexing_slicing,
+    clippy::cast_possible_truncation
+)]
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};

@@ -8,7 +8,16 @@
 //! single choke point that encrypts and decrypts everything stored. Sealing
 //! drops the barrier, and the key material zeroizes with it.
 #![forbid(unsafe_code)]
-#![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
+#![cfg_attr(
+    test,
+    allow(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::panic,
+        clippy::indexing_slicing,
+        clippy::cast_possible_truncation
+    )
+)]
 
 mod barrier;
 mod keyring;

@@ -2,7 +2,13 @@
 //! through the barrier, a byte scan of the SQLite files and of a `pg_dump`
 //! of the PostgreSQL database finds none of them, nor the root key, the
 //! shares or the root token, in raw, hex or base64 form.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    clippy::cast_possible_truncation
+)]
 
 use std::sync::Arc;
 

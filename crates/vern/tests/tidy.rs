@@ -2,7 +2,13 @@
 //! each crate forbids unsafe code and has module docs, domain crates know
 //! nothing of HTTP, dependencies point down the layers, library crates do not
 //! print, and no test is ignored.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    clippy::cast_possible_truncation
+)]
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
