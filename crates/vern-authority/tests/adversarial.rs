@@ -1018,7 +1018,9 @@ fn hostile_numbers() -> Vec<Value> {
 async fn authority_signing_key(e: &Env) -> (String, ed25519_dalek::SigningKey) {
     let doc = e
         .barrier
-        .get(&vern_store::Key::new("authority/signing-keys".to_owned()).unwrap())
+        .view("authority/")
+        .unwrap()
+        .get("signing-keys")
         .await
         .unwrap()
         .unwrap();

@@ -19,8 +19,8 @@ use vern_authority::{
 };
 use vern_core::ManualClock;
 use vern_crypto::SecretBytes;
-use vern_seal::{Barrier, BarrierWrite, Seal};
-use vern_store::{Entry, Expect, Key, Store, StoreError, Write};
+use vern_seal::{Barrier, BarrierWrite, Expect, Seal};
+use vern_store::{Entry, Key, Store, StoreError, Write};
 
 const START: u64 = 1_800_000_000;
 
@@ -217,18 +217,18 @@ async fn records_without_an_update_time_fall_back_to_creation() {
     let e = env().await;
     let (id, secret) = create(&e, &["read"]).await;
     // Rewrite the record as an older version of Vern stored it.
-    let k = Key::new(format!("authority/clients/{id}")).unwrap();
-    let stored = e.barrier.get(&k).await.unwrap().unwrap();
+    let view = e.barrier.view("authority/").unwrap();
+    let k = format!("clients/{id}");
+    let stored = view.get(&k).await.unwrap().unwrap();
     let mut json: serde_json::Value = serde_json::from_slice(stored.value.expose()).unwrap();
     json.as_object_mut().unwrap().remove("updated").unwrap();
-    e.barrier
-        .commit(vec![BarrierWrite {
-            key: k,
-            value: Some(SecretBytes::new(serde_json::to_vec(&json).unwrap())),
-            expect: Expect::Version(stored.version),
-        }])
-        .await
-        .unwrap();
+    view.commit(vec![BarrierWrite {
+        key: k,
+        value: Some(SecretBytes::new(serde_json::to_vec(&json).unwrap())),
+        expect: Expect::Version(stored.version),
+    }])
+    .await
+    .unwrap();
     let record = e.auth.client(&e.barrier, &id).await.unwrap();
     assert_eq!((record.updated, record.changed_at()), (0, START));
     let t = token(&e, &id, &secret).await;
