@@ -4,7 +4,13 @@
 //!
 //! The verification log is also left at `target/audit-bench/log.jsonl`
 //! with its key in `key.txt`, for timing `vern audit verify --file`.
-#![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
+#![allow(
+    missing_docs,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::cast_possible_truncation
+)]
 
 use std::io::Write as _;
 use std::path::PathBuf;

@@ -10,11 +10,11 @@ use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 use vern_crypto::SecretBytes;
-use vern_seal::{Barrier, BarrierWrite, SealError};
-use vern_store::{Expect, StoreError};
+use vern_seal::{Barrier, BarrierWrite, Expect, SealError};
+use vern_store::Store;
 use zeroize::Zeroizing;
 
-use crate::layout::KEYS;
+use crate::layout::{KEYS, KEYS_NAME, KEYS_VIEW};
 use crate::record::Checkpoint;
 use crate::AuditError;
 
@@ -42,8 +42,10 @@ impl fmt::Debug for AuditKeys {
     }
 }
 
-async fn store_has_log(barrier: &Barrier) -> Result<bool, AuditError> {
-    Ok(!barrier
+/// Whether any record is stored. Records are in clear, so this asks the
+/// store itself (the one exception to reaching storage through a view).
+async fn store_has_log(store: &dyn Store) -> Result<bool, AuditError> {
+    Ok(!store
         .list(crate::layout::RECORDS, None, 1)
         .await?
         .is_empty())
@@ -59,18 +61,20 @@ impl AuditKeys {
         }
     }
 
-    /// Reads the keys through the barrier, creating them on first use. Two
-    /// processes racing to create them settle on one pair (compare-and-set).
-    pub async fn load_or_create(barrier: &Barrier) -> Result<Self, AuditError> {
-        let key = crate::storage_key(KEYS)?;
+    /// Reads the keys through the audit's view of the barrier
+    /// ([`KEYS_VIEW`]), creating them on first use. Two processes racing to
+    /// create them settle on one pair (compare-and-set). `store` is the
+    /// store of the (clear) records, asked only whether the log is empty.
+    pub async fn load_or_create(barrier: &Barrier, store: &dyn Store) -> Result<Self, AuditError> {
+        let view = barrier.view(KEYS_VIEW)?;
         for _ in 0..3 {
-            if let Some(plain) = barrier.get(&key).await? {
+            if let Some(plain) = view.get(KEYS_NAME).await? {
                 return Self::decode(plain.value.expose());
             }
             // New keys only for a new log: keys that vanish under an
             // existing chain mean tampering, and fresh ones would sign
             // whatever the chain has been rewritten to.
-            if store_has_log(barrier).await? {
+            if store_has_log(store).await? {
                 return Err(AuditError::Corrupt(format!(
                     "{KEYS} is missing but the audit log has records; restore it from a backup"
                 )));
@@ -83,13 +87,13 @@ impl AuditKeys {
             let bytes =
                 serde_json::to_vec(&doc).map_err(|_| AuditError::Corrupt(KEYS.to_owned()))?;
             let write = BarrierWrite {
-                key: key.clone(),
+                key: KEYS_NAME.to_owned(),
                 value: Some(SecretBytes::new(bytes)),
                 expect: Expect::Absent,
             };
-            match barrier.commit(vec![write]).await {
+            match view.commit(vec![write]).await {
                 Ok(_) => return Ok(fresh),
-                Err(SealError::Store(StoreError::Conflict { .. })) => {}
+                Err(SealError::Conflict { .. }) => {}
                 Err(e) => return Err(e.into()),
             }
         }

@@ -14,7 +14,16 @@
 //! keep one strictly ordered chain. [`verify`] checks a log from storage or
 //! from a JSON-lines file.
 #![forbid(unsafe_code)]
-#![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
+#![cfg_attr(
+    test,
+    allow(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::panic,
+        clippy::indexing_slicing,
+        clippy::cast_possible_truncation
+    )
+)]
 
 mod keys;
 mod log;
@@ -39,8 +48,12 @@ pub mod layout {
     pub const CHECKPOINTS: &str = "audit/checkpoint/";
     /// The chain head `{seq, hash}`, the compare-and-set point of appends.
     pub const HEAD: &str = "audit/head";
-    /// The HMAC and signing keys (through the barrier).
+    /// The HMAC and signing keys (through the barrier), as a storage key.
     pub const KEYS: &str = "core/audit/keys";
+    /// The audit's view of the barrier: the only encrypted keys it reaches.
+    pub const KEYS_VIEW: &str = "core/audit/";
+    /// The keys' name within [`KEYS_VIEW`].
+    pub const KEYS_NAME: &str = "keys";
 
     /// The storage key of record `seq`.
     pub fn record(seq: u64) -> String {

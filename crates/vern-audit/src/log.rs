@@ -177,7 +177,7 @@ impl AuditLog {
             return Ok(s);
         }
         let session = Arc::new(Session {
-            keys: AuditKeys::load_or_create(barrier).await?,
+            keys: AuditKeys::load_or_create(barrier, self.shared.store.as_ref()).await?,
             barrier: Arc::downgrade(barrier),
         });
         *self

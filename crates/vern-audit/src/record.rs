@@ -198,13 +198,14 @@ const HASH_SUFFIX_LEN: usize = 75;
 /// or edited record) hash differently or are refused (`None`).
 pub fn raw_hash(inner: &[u8]) -> Option<[u8; 32]> {
     let cut = inner.len().checked_sub(HASH_SUFFIX_LEN)?;
-    if !inner[cut..].starts_with(br#","hash":""#) || !inner.ends_with(br#""}"#) {
+    let (body, suffix) = inner.split_at_checked(cut)?;
+    if !suffix.starts_with(br#","hash":""#) || !suffix.ends_with(br#""}"#) {
         return None;
     }
     let mut h = Sha256::new();
     h.update(RECORD_CONTEXT);
     h.update(b"{");
-    h.update(&inner[..cut]);
+    h.update(body);
     h.update(b"}");
     Some(h.finalize().into())
 }

@@ -2,7 +2,13 @@
 //! edit is detected), concurrent appends from two processes sharing one
 //! database, the failing sink, and queries. Every case runs on SQLite and
 //! PostgreSQL.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    clippy::cast_possible_truncation
+)]
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

@@ -1,6 +1,12 @@
 //! Property tests: any single-byte change to a signed log file is caught,
 //! and chains of any shape verify when untouched.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    clippy::cast_possible_truncation
+)]
 
 use std::io::Write as _;
 

@@ -2,7 +2,13 @@
 //! verification (bearer, and token + DPoP proof), next to raw Ed25519 sign
 //! and verify measured in the same run. Issuance runs against SQLite in a
 //! temporary directory, so private_key_jwt includes its durable jti write.
-#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    missing_docs,
+    clippy::indexing_slicing,
+    clippy::cast_possible_truncation
+)]
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;

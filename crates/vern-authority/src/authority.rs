@@ -8,8 +8,7 @@ use std::sync::{Arc, RwLock};
 use serde_json::{json, Value};
 use vern_core::Clock;
 use vern_crypto::SecretBytes;
-use vern_seal::{Barrier, BarrierWrite, SealError};
-use vern_store::{Expect, Key, StoreError};
+use vern_seal::{Barrier, BarrierView, BarrierWrite, Expect, SealError};
 
 use crate::claims::{
     access_header, certificate_thumbprint, check_certificate, check_claims, AccessClaims,
@@ -21,7 +20,7 @@ use crate::jws::Unverified;
 use crate::keys::KeySet;
 use crate::AuthError;
 
-const HMAC_KEY: &str = "authority/hmac-key";
+const HMAC_KEY: &str = "hmac-key";
 /// How long a loaded key set is trusted before it is read again; key
 /// rotation publishes new keys longer than this before they sign, so every
 /// replica knows a key before it sees a token signed by it.
@@ -114,15 +113,18 @@ pub struct Authority {
     hmac_key: RwLock<Option<Arc<SecretBytes>>>,
 }
 
-pub(crate) fn key(s: String) -> Result<Key, AuthError> {
-    Key::new(s).map_err(|e| AuthError::Internal(e.to_string()))
+/// The prefix of the authority's view of the barrier: everything it stores
+/// (clients, signing keys, its HMAC key, revocation and assertion markers)
+/// lies under it, and nothing else is in its reach.
+const VIEW: &str = "authority/";
+
+/// The authority's view of the barrier; keys are relative to [`VIEW`].
+pub(crate) fn view(b: &Barrier) -> Result<BarrierView<'_>, AuthError> {
+    Ok(b.view(VIEW)?)
 }
 
 pub(crate) fn conflict(e: &AuthError) -> bool {
-    matches!(
-        e,
-        AuthError::Seal(SealError::Store(StoreError::Conflict { .. }))
-    )
+    matches!(e, AuthError::Seal(SealError::Conflict { .. }))
 }
 
 impl Authority {
@@ -176,9 +178,9 @@ impl Authority {
         {
             return Ok(Arc::clone(k));
         }
-        let k = key(HMAC_KEY.to_owned())?;
+        let k = HMAC_KEY.to_owned();
         for _ in 0..3 {
-            if let Some(plain) = b.get(&k).await? {
+            if let Some(plain) = view(b)?.get(&k).await? {
                 let value = Arc::new(plain.value);
                 *self.hmac_key.write().unwrap_or_else(|e| e.into_inner()) =
                     Some(Arc::clone(&value));
@@ -189,9 +191,9 @@ impl Authority {
                 value: Some(SecretBytes::random(32)),
                 expect: Expect::Absent,
             };
-            match b.commit(vec![write]).await {
+            match view(b)?.commit(vec![write]).await {
                 Ok(_) => {}
-                Err(SealError::Store(StoreError::Conflict { .. })) => {}
+                Err(SealError::Conflict { .. }) => {}
                 Err(e) => return Err(e.into()),
             }
         }
@@ -247,31 +249,33 @@ impl Authority {
         let signer = keys
             .active(now)
             .ok_or_else(|| AuthError::Internal("no signing key is active".to_owned()))?;
-        let mut claims = json!({
-            "iss": self.config.issuer,
-            "sub": client.client_id,
-            "aud": self.config.audience,
-            "exp": now.saturating_add(ttl),
-            "iat": now,
-            "nbf": now,
-            "jti": uuid::Uuid::new_v4().to_string(),
-            "client_id": client.client_id,
-            "scope": granted.join(" "),
-        });
+        let mut claims = serde_json::Map::new();
+        let mut claim = |name: &str, value: Value| {
+            claims.insert(name.to_owned(), value);
+        };
+        claim("iss", json!(self.config.issuer));
+        claim("sub", json!(client.client_id));
+        claim("aud", json!(self.config.audience));
+        claim("exp", json!(now.saturating_add(ttl)));
+        claim("iat", json!(now));
+        claim("nbf", json!(now));
+        claim("jti", json!(uuid::Uuid::new_v4().to_string()));
+        claim("client_id", json!(client.client_id));
+        claim("scope", json!(granted.join(" ")));
         match &client.kind {
             ClientKind::Service {
                 tenant,
                 project,
                 environment,
             } => {
-                claims["tenant"] = json!(tenant);
-                claims["project"] = json!(project);
-                claims["environment"] = json!(environment);
+                claim("tenant", json!(tenant));
+                claim("project", json!(project));
+                claim("environment", json!(environment));
             }
             ClientKind::Operator { roles, tenant } => {
-                claims["roles"] = json!(roles);
+                claim("roles", json!(roles));
                 if let Some(t) = tenant {
-                    claims["tenant"] = json!(t);
+                    claim("tenant", json!(t));
                 }
             }
         }
@@ -286,9 +290,12 @@ impl Authority {
             );
         }
         if !cnf.is_empty() {
-            claims["cnf"] = Value::Object(cnf);
+            claim("cnf", Value::Object(cnf));
         }
-        let header = json!({ "typ": "at+jwt", "kid": signer.kid });
+        let claims = Value::Object(claims);
+        let mut header = serde_json::Map::new();
+        header.insert("typ".to_owned(), json!("at+jwt"));
+        header.insert("kid".to_owned(), json!(signer.kid));
         Ok(IssuedToken {
             access_token: signer.signing.sign(header, &claims),
             token_type: if jkt.is_some() { "DPoP" } else { "Bearer" },

@@ -10,17 +10,16 @@ use serde_json::Value;
 use sha2::Sha256;
 use subtle::ConstantTimeEq;
 use vern_crypto::SecretBytes;
-use vern_seal::{Barrier, BarrierWrite, SealError};
-use vern_store::{Expect, StoreError};
+use vern_seal::{Barrier, BarrierWrite, Expect, SealError};
 
-use crate::authority::{key, Authority};
+use crate::authority::{view, Authority};
 use crate::claims::{audience_has, claim_str, numeric_date, required_date};
 use crate::clients::ClientRecord;
 use crate::jwk::PublicJwk;
 use crate::jws::Unverified;
 use crate::AuthError;
 
-pub(crate) const ASSERTIONS: &str = "authority/assertion-jti/";
+pub(crate) const ASSERTIONS: &str = "assertion-jti/";
 /// `client_assertion_type` of RFC 7523 client authentication.
 pub const JWT_BEARER_ASSERTION: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
 
@@ -187,13 +186,13 @@ impl Authority {
         let jti = claim_str(&jwt, "jti").map_err(|_| AuthError::InvalidClient)?;
         let marker = B64.encode(vern_crypto::sha256(format!("{iss}\n{jti}").as_bytes()));
         let write = BarrierWrite {
-            key: key(format!("{ASSERTIONS}{marker}"))?,
+            key: format!("{ASSERTIONS}{marker}"),
             value: Some(SecretBytes::new(exp.to_be_bytes().to_vec())),
             expect: Expect::Absent,
         };
-        match b.commit(vec![write]).await {
+        match view(b)?.commit(vec![write]).await {
             Ok(_) => Ok(client),
-            Err(SealError::Store(StoreError::Conflict { .. })) => {
+            Err(SealError::Conflict { .. }) => {
                 tracing::warn!(client_id = %iss, "Client assertion replayed.");
                 Err(AuthError::InvalidClient)
             }

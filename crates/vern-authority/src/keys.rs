@@ -7,15 +7,15 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 use vern_crypto::SecretBytes;
-use vern_seal::{Barrier, BarrierWrite};
-use vern_store::{Expect, Key};
+use vern_seal::{Barrier, BarrierWrite, Expect};
 use zeroize::Zeroizing;
 
+use crate::authority::view;
 use crate::jwk::{Alg, PublicJwk};
 use crate::AuthError;
 
 /// Storage key of the key set.
-const KEYS: &str = "authority/signing-keys";
+const KEYS: &str = "signing-keys";
 
 #[derive(Serialize, Deserialize)]
 struct StoredKey {
@@ -88,8 +88,13 @@ impl Signer {
     }
 
     /// Signs `claims` under `header` (to which `alg` is added).
-    pub(crate) fn sign(&self, mut header: serde_json::Value, claims: &serde_json::Value) -> String {
-        header["alg"] = serde_json::json!(self.alg().name());
+    pub(crate) fn sign(
+        &self,
+        mut header: serde_json::Map<String, serde_json::Value>,
+        claims: &serde_json::Value,
+    ) -> String {
+        header.insert("alg".to_owned(), serde_json::json!(self.alg().name()));
+        let header = serde_json::Value::Object(header);
         match self {
             Self::Ed(k) => crate::jws::sign_ed25519(&header, claims, k),
             Self::Ec(k) => crate::jws::sign_es256(&header, claims, k),
@@ -110,10 +115,6 @@ pub(crate) struct KeySet {
     pub(crate) keys: Vec<LoadedKey>,
     /// Storage version of the key document, for compare-and-set.
     version: Option<u64>,
-}
-
-fn storage_key() -> Result<Key, AuthError> {
-    Key::new(KEYS).map_err(|e| AuthError::Internal(e.to_string()))
 }
 
 fn new_stored(now: u64, signs_from: u64, alg: Alg) -> StoredKey {
@@ -140,9 +141,7 @@ impl KeySet {
             };
             match Self::write(barrier, &doc, Expect::Absent).await {
                 Ok(()) => {}
-                Err(AuthError::Seal(vern_seal::SealError::Store(
-                    vern_store::StoreError::Conflict { .. },
-                ))) => {}
+                Err(AuthError::Seal(vern_seal::SealError::Conflict { .. })) => {}
                 Err(e) => return Err(e),
             }
         }
@@ -150,7 +149,7 @@ impl KeySet {
     }
 
     async fn read(barrier: &Barrier) -> Result<Self, AuthError> {
-        let Some(plain) = barrier.get(&storage_key()?).await? else {
+        let Some(plain) = view(barrier)?.get(KEYS).await? else {
             return Ok(Self {
                 keys: Vec::new(),
                 version: None,
@@ -184,9 +183,9 @@ impl KeySet {
         let bytes = Zeroizing::new(
             serde_json::to_vec(doc).map_err(|e| AuthError::Internal(e.to_string()))?,
         );
-        barrier
+        view(barrier)?
             .commit(vec![BarrierWrite {
-                key: storage_key()?,
+                key: KEYS.to_owned(),
                 value: Some(SecretBytes::new(bytes.to_vec())),
                 expect,
             }])
@@ -251,9 +250,7 @@ impl KeySet {
             let expect = current.version.map_or(Expect::Absent, Expect::Version);
             match Self::write(barrier, &doc, expect).await {
                 Ok(()) => return Ok(kid),
-                Err(AuthError::Seal(vern_seal::SealError::Store(
-                    vern_store::StoreError::Conflict { .. },
-                ))) => continue,
+                Err(AuthError::Seal(vern_seal::SealError::Conflict { .. })) => continue,
                 Err(e) => return Err(e),
             }
         }

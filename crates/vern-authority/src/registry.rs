@@ -3,14 +3,13 @@
 //! live behind the barrier at `authority/clients/<id>`.
 
 use vern_crypto::{random_token, SecretBytes};
-use vern_seal::{Barrier, BarrierWrite, SealError};
-use vern_store::{Expect, Key, StoreError};
+use vern_seal::{Barrier, BarrierWrite, Expect, SealError};
 
-use crate::authority::{key, Authority};
+use crate::authority::{view, Authority};
 use crate::clients::{ClientKind, ClientRecord, ClientSpec, CreatedClient};
 use crate::AuthError;
 
-pub(crate) const CLIENTS: &str = "authority/clients/";
+pub(crate) const CLIENTS: &str = "clients/";
 
 /// What an apply did (or, dry, would do).
 #[derive(Debug, Default)]
@@ -29,7 +28,11 @@ pub struct ApplyPlan {
     pub secrets: Vec<(String, SecretBytes)>,
 }
 
-fn record_write(k: Key, record: &ClientRecord, expect: Expect) -> Result<BarrierWrite, AuthError> {
+fn record_write(
+    k: String,
+    record: &ClientRecord,
+    expect: Expect,
+) -> Result<BarrierWrite, AuthError> {
     let bytes = serde_json::to_vec(record).map_err(|e| AuthError::Internal(e.to_string()))?;
     Ok(BarrierWrite {
         key: k,
@@ -93,18 +96,16 @@ impl Authority {
             .map_err(AuthError::Forbidden)?;
         let (record, secret) = self.new_record(b, spec, &client_id, kind).await?;
         let bytes = serde_json::to_vec(&record).map_err(|e| AuthError::Internal(e.to_string()))?;
-        let result = b
+        let result = view(b)?
             .commit(vec![BarrierWrite {
-                key: key(format!("{CLIENTS}{client_id}"))?,
+                key: format!("{CLIENTS}{client_id}"),
                 value: Some(SecretBytes::new(bytes)),
                 expect: Expect::Absent,
             }])
             .await;
         match result {
             Ok(_) => {}
-            Err(SealError::Store(StoreError::Conflict { .. })) => {
-                return Err(AuthError::Exists(client_id))
-            }
+            Err(SealError::Conflict { .. }) => return Err(AuthError::Exists(client_id)),
             Err(e) => return Err(e.into()),
         }
         tracing::info!(client_id = %record.client_id, "Client created.");
@@ -145,12 +146,13 @@ impl Authority {
 
     /// Reads a client.
     pub async fn client(&self, b: &Barrier, client_id: &str) -> Result<ClientRecord, AuthError> {
-        let k = key(format!("{CLIENTS}{client_id}"))
-            .map_err(|_| AuthError::NoClient(client_id.to_owned()))?;
-        let plain = b
-            .get(&k)
-            .await?
-            .ok_or_else(|| AuthError::NoClient(client_id.to_owned()))?;
+        let k = format!("{CLIENTS}{client_id}");
+        // An id that cannot be a storage key names no client.
+        let plain = match view(b)?.get(&k).await {
+            Err(SealError::BadKey { .. }) => None,
+            other => other?,
+        }
+        .ok_or_else(|| AuthError::NoClient(client_id.to_owned()))?;
         serde_json::from_slice(plain.value.expose())
             .map_err(|_| AuthError::Seal(SealError::Corrupt(format!("client {client_id}"))))
     }
@@ -160,11 +162,14 @@ impl Authority {
         let mut out = Vec::new();
         let mut after: Option<String> = None;
         loop {
-            let page = b.list(CLIENTS, after.as_deref(), 1000).await?;
+            let page = view(b)?.list(CLIENTS, after.as_deref(), 1000).await?;
             let Some(last) = page.last().cloned() else {
                 break;
             };
-            out.extend(page.iter().map(|k| k[CLIENTS.len()..].to_owned()));
+            out.extend(
+                page.iter()
+                    .filter_map(|k| k.strip_prefix(CLIENTS).map(str::to_owned)),
+            );
             if page.len() < 1000 {
                 break;
             }
@@ -207,8 +212,8 @@ impl Authority {
         let mut plan = ApplyPlan::default();
         let mut writes = Vec::new();
         for (id, (spec, kind)) in &desired {
-            let k = key(format!("{CLIENTS}{id}"))?;
-            match b.get(&k).await? {
+            let k = format!("{CLIENTS}{id}");
+            match view(b)?.get(&k).await? {
                 None => {
                     plan.create.push(id.clone());
                     if !dry_run {
@@ -271,8 +276,8 @@ impl Authority {
                 plan.kept.push(id.clone());
                 continue;
             }
-            let k = key(format!("{CLIENTS}{id}"))?;
-            let Some(plain) = b.get(&k).await? else {
+            let k = format!("{CLIENTS}{id}");
+            let Some(plain) = view(b)?.get(&k).await? else {
                 continue;
             };
             let record: ClientRecord = serde_json::from_slice(plain.value.expose())
@@ -289,8 +294,8 @@ impl Authority {
             }
         }
         if !dry_run && !writes.is_empty() {
-            b.commit(writes).await.map_err(|e| match e {
-                SealError::Store(StoreError::Conflict { .. }) => AuthError::Conflict(
+            view(b)?.commit(writes).await.map_err(|e| match e {
+                SealError::Conflict { .. } => AuthError::Conflict(
                     "clients changed while applying; run apply again".to_owned(),
                 ),
                 other => other.into(),
@@ -310,12 +315,13 @@ impl Authority {
     /// record); offline verifiers honour them until they expire.
     pub async fn delete_client(&self, b: &Barrier, client_id: &str) -> Result<(), AuthError> {
         self.client(b, client_id).await?;
-        b.commit(vec![BarrierWrite {
-            key: key(format!("{CLIENTS}{client_id}"))?,
-            value: None,
-            expect: Expect::Any,
-        }])
-        .await?;
+        view(b)?
+            .commit(vec![BarrierWrite {
+                key: format!("{CLIENTS}{client_id}"),
+                value: None,
+                expect: Expect::Any,
+            }])
+            .await?;
         Ok(())
     }
 }

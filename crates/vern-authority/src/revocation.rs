@@ -5,15 +5,14 @@
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use base64::Engine as _;
 use vern_crypto::SecretBytes;
-use vern_seal::{Barrier, BarrierWrite, SealError};
-use vern_store::{Expect, StoreError};
+use vern_seal::{Barrier, BarrierWrite, Expect, SealError};
 
-use crate::authority::{conflict, key, Authority};
+use crate::authority::{conflict, view, Authority};
 use crate::claims::AccessClaims;
 use crate::client_auth::ASSERTIONS;
 use crate::AuthError;
 
-pub(crate) const REVOKED: &str = "authority/revoked/";
+pub(crate) const REVOKED: &str = "revoked/";
 
 impl Authority {
     /// Refuses a token whose client no longer exists or whose record
@@ -41,11 +40,11 @@ impl Authority {
     }
 
     pub(crate) async fn is_revoked(&self, b: &Barrier, jti: &str) -> Result<bool, AuthError> {
-        let k = key(format!(
+        let k = format!(
             "{REVOKED}{}",
             B64.encode(vern_crypto::sha256(jti.as_bytes()))
-        ))?;
-        Ok(b.get(&k).await?.is_some())
+        );
+        Ok(view(b)?.get(&k).await?.is_some())
     }
 
     /// RFC 7009: revokes a token this authority issued to `client_id`
@@ -65,11 +64,11 @@ impl Authority {
                 "a client may revoke only its own tokens".to_owned(),
             ));
         }
-        let k = key(format!(
+        let k = format!(
             "{REVOKED}{}",
             B64.encode(vern_crypto::sha256(claims.jti.as_bytes()))
-        ))?;
-        let result = b
+        );
+        let result = view(b)?
             .commit(vec![BarrierWrite {
                 key: k,
                 value: Some(SecretBytes::new(claims.exp.to_be_bytes().to_vec())),
@@ -101,14 +100,14 @@ impl Authority {
         for prefix in [REVOKED, ASSERTIONS] {
             let mut after: Option<String> = None;
             loop {
-                let page = b.list(prefix, after.as_deref(), 500).await?;
+                let page = view(b)?.list(prefix, after.as_deref(), 500).await?;
                 let Some(last) = page.last().cloned() else {
                     break;
                 };
                 let mut writes = Vec::new();
                 for name in &page {
-                    let k = key(name.clone())?;
-                    let Some(plain) = b.get(&k).await? else {
+                    let k = name.clone();
+                    let Some(plain) = view(b)?.get(&k).await? else {
                         continue;
                     };
                     let exp = <[u8; 8]>::try_from(plain.value.expose())
@@ -124,11 +123,11 @@ impl Authority {
                 }
                 let n = writes.len();
                 if n > 0 {
-                    match b.commit(writes).await {
+                    match view(b)?.commit(writes).await {
                         Ok(_) => removed += n,
                         // A concurrent sweep on another replica got there
                         // first; the next run picks up what is left.
-                        Err(SealError::Store(StoreError::Conflict { .. })) => {}
+                        Err(SealError::Conflict { .. }) => {}
                         Err(e) => return Err(e.into()),
                     }
                 }

@@ -1,6 +1,12 @@
 //! The token authority under attack: every token and proof check has a
 //! case that must be refused, next to the case that must pass.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    clippy::cast_possible_truncation
+)]
 
 use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
@@ -1012,7 +1018,9 @@ fn hostile_numbers() -> Vec<Value> {
 async fn authority_signing_key(e: &Env) -> (String, ed25519_dalek::SigningKey) {
     let doc = e
         .barrier
-        .get(&vern_store::Key::new("authority/signing-keys".to_owned()).unwrap())
+        .view("authority/")
+        .unwrap()
+        .get("signing-keys")
         .await
         .unwrap()
         .unwrap();

@@ -1,6 +1,12 @@
 //! Declaring clients in a file kept in Git: apply is idempotent, reports
 //! its plan, writes all or nothing, and deletes only with prune.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    clippy::cast_possible_truncation
+)]
 
 use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};

@@ -99,21 +99,25 @@ pub fn combine(shares: &[Share]) -> Result<SecretBytes, ShamirError> {
     if shares.is_empty() {
         return Err(ShamirError::Empty);
     }
-    let mut seen = [false; 256];
+    let mut seen = std::collections::BTreeSet::new();
     for share in shares {
-        if share.len() != SHARE_LEN {
-            return Err(ShamirError::ShareLength(share.len()));
-        }
-        let id = share.expose()[0];
+        let (&id, _) = share
+            .expose()
+            .split_first()
+            .filter(|_| share.len() == SHARE_LEN)
+            .ok_or(ShamirError::ShareLength(share.len()))?;
         if id == 0 {
             return Err(ShamirError::ZeroIdentifier);
         }
-        if std::mem::replace(&mut seen[usize::from(id)], true) {
+        if !seen.insert(id) {
             return Err(ShamirError::Duplicate(id));
         }
     }
     if let [only] = shares {
-        return Ok(SecretBytes::new(only.expose()[1..].to_vec()));
+        // A threshold of one: the share is its identifier and the secret.
+        if let Some((_, secret)) = only.expose().split_first() {
+            return Ok(SecretBytes::new(secret.to_vec()));
+        }
     }
     let raw: Vec<Vec<u8>> = shares.iter().map(|s| s.expose().to_vec()).collect();
     let result = vsss_rs::Gf256::combine_array(&raw).map_err(|_| ShamirError::Combine);

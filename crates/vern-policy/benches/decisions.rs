@@ -4,7 +4,14 @@
 //! tenants too). Each decision builds only the entities it needs, so the
 //! entity count per decision stays constant; the policy count does not.
 //! Run with `cargo bench -p vern-policy`.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    missing_docs,
+    clippy::indexing_slicing,
+    clippy::cast_possible_truncation
+)]
 
 use std::time::Instant;
 

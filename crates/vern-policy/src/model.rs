@@ -540,16 +540,20 @@ impl Resource {
                     Some((m, p)) => (m, p),
                     None => ("secret", rest),
                 };
+                let bad_secret = |path: &str| {
+                    format!("secret path `{path}` must be <tenant>/<project>/<environment>/<name>")
+                };
                 let parts: Vec<&str> = path.splitn(4, '/').collect();
-                if parts.len() < 4 || parts[3].is_empty() {
-                    return Err(format!(
-                        "secret path `{path}` must be <tenant>/<project>/<environment>/<name>"
-                    ));
+                let [tenant, project, environment, name] = parts.as_slice() else {
+                    return Err(bad_secret(path));
+                };
+                if name.is_empty() {
+                    return Err(bad_secret(path));
                 }
                 Ok(Self::Secret {
                     mount: mount.to_owned(),
                     path: path.to_owned(),
-                    scope: parse_scope(&parts[..3].join("/"))?,
+                    scope: parse_scope(&format!("{tenant}/{project}/{environment}"))?,
                 })
             }
             _ => Err(bad()),

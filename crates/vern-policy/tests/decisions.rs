@@ -1,6 +1,12 @@
 //! Decisions of the built-in policies and of policy files, cross-tenant
 //! isolation under generated requests, and reloads that keep the old set.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    clippy::cast_possible_truncation
+)]
 
 use proptest::prelude::*;
 use vern_core::{EnvironmentId, ProjectId, Scope, TenantId};

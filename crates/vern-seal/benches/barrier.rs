@@ -2,7 +2,13 @@
 //! run. The barrier runs over an in-memory store so the figures show the
 //! barrier's own cost (AAD building, term lookup, framing, async call)
 //! rather than a database's.
-#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    missing_docs,
+    clippy::indexing_slicing,
+    clippy::cast_possible_truncation
+)]
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -13,8 +19,8 @@ use async_trait::async_trait;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use vern_core::SystemClock;
 use vern_crypto::SecretBytes;
-use vern_seal::{BarrierWrite, IssuedShare, Seal};
-use vern_store::{Entry, Expect, Key, Op, Store, StoreError, Write};
+use vern_seal::{BarrierWrite, Expect, IssuedShare, Seal};
+use vern_store::{Entry, Key, Op, Store, StoreError, Write};
 
 #[derive(Default)]
 struct MemStore(Mutex<BTreeMap<String, Entry>>);
@@ -78,7 +84,11 @@ fn bench(c: &mut Criterion) {
         .unwrap();
     let barrier = seal.barrier().unwrap();
     let raw = Aes256Gcm::new_from_slice(&[7u8; 32]).unwrap();
-    let key = Key::new("secret/tenant-a/app/prod/db-password/1").unwrap();
+    // The barrier's associated data is the absolute key: the view's prefix
+    // and the relative key.
+    let view_prefix = "kv/secret/";
+    let relative = "data/tenant-a/app/prod/db-password/1";
+    let key = Key::new(format!("{view_prefix}{relative}")).unwrap();
 
     let mut group = c.benchmark_group("encrypt");
     for size in [64usize, 1024, 65536] {
@@ -99,12 +109,15 @@ fn bench(c: &mut Criterion) {
         group.bench_with_input(BenchmarkId::new("barrier_put", size), &data, |b, data| {
             b.to_async(&rt).iter(|| {
                 let w = BarrierWrite {
-                    key: key.clone(),
+                    key: relative.to_owned(),
                     value: Some(SecretBytes::new(data.clone())),
                     expect: Expect::Any,
                 };
                 let barrier = Arc::clone(&barrier);
-                async move { barrier.commit(vec![w]).await.unwrap() }
+                async move {
+                    let view = barrier.view(view_prefix).unwrap();
+                    view.commit(vec![w]).await.unwrap()
+                }
             });
         });
     }
@@ -122,11 +135,16 @@ fn bench(c: &mut Criterion) {
                 },
             )
             .unwrap();
-        rt.block_on(barrier.commit(vec![BarrierWrite {
-            key: key.clone(),
-            value: Some(SecretBytes::new(data.clone())),
-            expect: Expect::Any,
-        }]))
+        rt.block_on(
+            barrier
+                .view(view_prefix)
+                .unwrap()
+                .commit(vec![BarrierWrite {
+                    key: relative.to_owned(),
+                    value: Some(SecretBytes::new(data.clone())),
+                    expect: Expect::Any,
+                }]),
+        )
         .unwrap();
         group.throughput(Throughput::Bytes(size as u64));
         group.bench_with_input(
@@ -148,8 +166,10 @@ fn bench(c: &mut Criterion) {
         group.bench_function(BenchmarkId::new("barrier_get", size), |b| {
             b.to_async(&rt).iter(|| {
                 let barrier = Arc::clone(&barrier);
-                let key = key.clone();
-                async move { barrier.get(&key).await.unwrap().unwrap() }
+                async move {
+                    let view = barrier.view(view_prefix).unwrap();
+                    view.get(relative).await.unwrap().unwrap()
+                }
             });
         });
     }

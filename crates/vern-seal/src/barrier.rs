@@ -15,6 +15,7 @@ use vern_store::{Expect, Key, Op, Store, StoreError, Write};
 
 use crate::keyring::Keyring;
 use crate::layout::{KEYRING, KEYRING_AAD, RESERVED_PREFIX};
+use crate::view::BarrierView;
 use crate::SealError;
 
 /// Domain separation for barrier ciphertexts.
@@ -32,15 +33,17 @@ pub struct Plain {
     pub version: u64,
 }
 
-/// One write through the barrier: `Some(value)` to store, `None` to delete.
+/// One write through the whole barrier, with an absolute storage key: for
+/// the seal's own keys (the root token) and for views, which check their
+/// keys before building one.
 #[derive(Debug)]
-pub struct BarrierWrite {
+pub(crate) struct RawWrite {
     /// The storage key.
-    pub key: Key,
+    pub(crate) key: Key,
     /// The plaintext to encrypt, or `None` for a delete.
-    pub value: Option<SecretBytes>,
+    pub(crate) value: Option<SecretBytes>,
     /// The compare-and-set precondition.
-    pub expect: Expect,
+    pub(crate) expect: Expect,
 }
 
 /// The active keyring term, as `sys/key-status` reports it.
@@ -55,6 +58,10 @@ pub struct KeyStatus {
 }
 
 /// Encrypting access to the store; exists only while unsealed.
+///
+/// Outside this crate, storage is reached only through a [`BarrierView`]
+/// ([`Barrier::view`]), scoped to one prefix: each domain reads and writes
+/// its own keys and cannot name another's.
 pub struct Barrier {
     store: Arc<dyn Store>,
     root: DataKey,
@@ -132,6 +139,15 @@ impl Barrier {
         Ok(())
     }
 
+    /// A view of the barrier scoped to `prefix` (such as `kv/secret/` or
+    /// `authority/`): every key it takes is relative to the prefix and
+    /// cannot leave it. A prefix must end with `/` and may not hold empty,
+    /// `.` or `..` segments; the seal's own keys stay refused through any
+    /// view.
+    pub fn view(&self, prefix: &str) -> Result<BarrierView<'_>, SealError> {
+        BarrierView::new(self, prefix)
+    }
+
     /// The active term.
     pub fn key_status(&self) -> Result<KeyStatus, SealError> {
         let ring = self.keyring();
@@ -167,13 +183,13 @@ impl Barrier {
                 Err(e) => return Err(e.into()),
             }
         }
-        Err(SealError::Store(StoreError::Conflict {
+        Err(SealError::Conflict {
             key: KEYRING.to_owned(),
-        }))
+        })
     }
 
     /// Reads and decrypts one key.
-    pub async fn get(&self, key: &Key) -> Result<Option<Plain>, SealError> {
+    pub(crate) async fn get(&self, key: &Key) -> Result<Option<Plain>, SealError> {
         check_not_reserved(key)?;
         let Some(entry) = self.store.get(key).await? else {
             return Ok(None);
@@ -194,7 +210,7 @@ impl Barrier {
     }
 
     /// Lists keys under `prefix` (keys are not secret; values are).
-    pub async fn list(
+    pub(crate) async fn list(
         &self,
         prefix: &str,
         after: Option<&str>,
@@ -213,7 +229,7 @@ impl Barrier {
     }
 
     /// Encrypts and commits a batch atomically; see [`Store::commit`].
-    pub async fn commit(&self, writes: Vec<BarrierWrite>) -> Result<Vec<u64>, SealError> {
+    pub(crate) async fn commit(&self, writes: Vec<RawWrite>) -> Result<Vec<u64>, SealError> {
         let sealed = writes
             .into_iter()
             .map(|w| self.prepare(w))
@@ -222,7 +238,7 @@ impl Barrier {
     }
 
     /// Encrypts one write into the store's form.
-    pub(crate) fn prepare(&self, w: BarrierWrite) -> Result<Write, SealError> {
+    pub(crate) fn prepare(&self, w: RawWrite) -> Result<Write, SealError> {
         check_not_reserved(&w.key)?;
         let op = match w.value {
             Some(plain) => Op::Put(self.seal(&w.key, plain.expose())?),

@@ -79,9 +79,11 @@ impl Keyring {
         }
         let mut terms = BTreeMap::new();
         for chunk in bytes.chunks_exact(ENTRY_LEN) {
-            let term = u32::from_be_bytes(chunk[..4].try_into().ok()?);
-            let installed = u64::from_be_bytes(chunk[4..12].try_into().ok()?);
-            let key = DataKey::from_bytes(SecretBytes::new(chunk[12..].to_vec())).ok()?;
+            let (term, rest) = chunk.split_first_chunk::<4>()?;
+            let (installed, key) = rest.split_first_chunk::<8>()?;
+            let term = u32::from_be_bytes(*term);
+            let installed = u64::from_be_bytes(*installed);
+            let key = DataKey::from_bytes(SecretBytes::new(key.to_vec())).ok()?;
             if terms.insert(term, Term { key, installed }).is_some() {
                 return None;
             }

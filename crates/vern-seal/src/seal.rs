@@ -12,7 +12,7 @@ use vern_core::Clock;
 use vern_crypto::{random_token, sha256, AgeRecipient, DataKey, SecretBytes, Share, KEY_LEN};
 use vern_store::{Expect, Key, Store, StoreError, Write};
 
-use crate::barrier::{keyring_key, load_keyring, seal_keyring, Barrier, BarrierWrite, KeyStatus};
+use crate::barrier::{keyring_key, load_keyring, seal_keyring, Barrier, KeyStatus, RawWrite};
 use crate::keyring::Keyring;
 use crate::layout::{ROOT_TOKEN, SEAL_CONFIG};
 use crate::SealError;
@@ -340,7 +340,7 @@ impl Seal {
         let root_token = root_token.unwrap_or_else(|| random_token(ROOT_TOKEN_PREFIX));
 
         let barrier = Barrier::new(Arc::clone(&self.store), root, keyring);
-        let token_write = barrier.prepare(BarrierWrite {
+        let token_write = barrier.prepare(RawWrite {
             key: key(ROOT_TOKEN)?,
             value: Some(SecretBytes::new(sha256(root_token.expose()).to_vec())),
             expect: Expect::Any,
@@ -453,7 +453,7 @@ impl Seal {
     /// Replaces the root token; used by dev mode, which prints a known token.
     pub async fn replace_root_token(&self, token: &SecretBytes) -> Result<(), SealError> {
         self.barrier()?
-            .commit(vec![BarrierWrite {
+            .commit(vec![RawWrite {
                 key: key(ROOT_TOKEN)?,
                 value: Some(SecretBytes::new(sha256(token.expose()).to_vec())),
                 expect: Expect::Any,

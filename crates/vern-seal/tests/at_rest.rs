@@ -2,15 +2,21 @@
 //! through the barrier, a byte scan of the SQLite files and of a `pg_dump`
 //! of the PostgreSQL database finds none of them, nor the root key, the
 //! shares or the root token, in raw, hex or base64 form.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    clippy::cast_possible_truncation
+)]
 
 use std::sync::Arc;
 
 use base64::Engine as _;
 use vern_core::SystemClock;
 use vern_crypto::SecretBytes;
-use vern_seal::{BarrierWrite, IssuedShare, Seal};
-use vern_store::{Expect, Key, Store};
+use vern_seal::{BarrierWrite, Expect, IssuedShare, Seal};
+use vern_store::Store;
 
 /// Writes secrets and returns every byte string that must not be stored.
 async fn write_secrets(store: Arc<dyn Store>) -> Vec<Vec<u8>> {
@@ -34,26 +40,25 @@ async fn write_secrets(store: Arc<dyn Store>) -> Vec<Vec<u8>> {
         (0..=255u8).chain(marker.bytes()).collect::<Vec<u8>>(),
     ];
     let barrier = seal.barrier().unwrap();
+    let kv = barrier.view("kv/secret/").unwrap();
     for (i, v) in values.iter().enumerate() {
-        barrier
-            .commit(vec![BarrierWrite {
-                key: Key::new(format!("secret/tenant-a/app/prod/s{i}/1")).unwrap(),
-                value: Some(SecretBytes::new(v.clone())),
-                expect: Expect::Absent,
-            }])
-            .await
-            .unwrap();
-    }
-    // A keyring rotation re-encrypts the keyring; the scan covers both terms.
-    seal.rotate_keyring().await.unwrap();
-    barrier
-        .commit(vec![BarrierWrite {
-            key: Key::new("secret/tenant-a/app/prod/after-rotation/1").unwrap(),
-            value: Some(SecretBytes::new(values[0].clone())),
+        kv.commit(vec![BarrierWrite {
+            key: format!("data/tenant-a/app/prod/s{i}/1"),
+            value: Some(SecretBytes::new(v.clone())),
             expect: Expect::Absent,
         }])
         .await
         .unwrap();
+    }
+    // A keyring rotation re-encrypts the keyring; the scan covers both terms.
+    seal.rotate_keyring().await.unwrap();
+    kv.commit(vec![BarrierWrite {
+        key: "data/tenant-a/app/prod/after-rotation/1".to_owned(),
+        value: Some(SecretBytes::new(values[0].clone())),
+        expect: Expect::Absent,
+    }])
+    .await
+    .unwrap();
 
     let root_key = vern_crypto::combine(&shares[..3]).unwrap();
     let mut needles: Vec<Vec<u8>> = values.to_vec();
@@ -99,7 +104,7 @@ async fn sqlite_files_hold_no_secret_in_clear() {
         all.extend(std::fs::read(entry.unwrap().path()).unwrap());
     }
     // The scan must be able to see stored data at all: the keys are there.
-    assert!(all.windows(12).any(|w| w == b"secret/tenan"));
+    assert!(all.windows(12).any(|w| w == b"data/tenant-"));
     assert_absent(&all, &needles, "the SQLite files");
 }
 
@@ -135,6 +140,6 @@ async fn a_pg_dump_holds_no_secret_in_clear() {
         "pg_dump failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(out.stdout.windows(12).any(|w| w == b"secret/tenan"));
+    assert!(out.stdout.windows(12).any(|w| w == b"data/tenant-"));
     assert_absent(&out.stdout, &needles, "the pg_dump");
 }

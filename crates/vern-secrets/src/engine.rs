@@ -9,8 +9,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use vern_core::Clock;
 use vern_crypto::SecretBytes;
-use vern_seal::{Barrier, BarrierWrite, SealError};
-use vern_store::{Expect, Key, StoreError};
+use vern_seal::{Barrier, BarrierView, BarrierWrite, Expect, SealError};
 
 use crate::metadata::{Metadata, MetadataUpdate, MetadataView, VersionInfo};
 use crate::path::{ListPrefix, SecretPath};
@@ -100,21 +99,25 @@ pub struct KvConfig {
     pub delete_version_after_nanos: u64,
 }
 
-/// One KV v2 mount.
+/// One KV v2 mount. It reaches storage only through a view of the barrier
+/// scoped to `kv/<mount>/`, so one mount cannot name another's keys, nor
+/// any other domain's.
 pub struct KvEngine {
     mount: String,
+    /// `kv/<mount>/`: the prefix of this mount's barrier view.
+    prefix: String,
     clock: Arc<dyn Clock>,
 }
 
-fn key(s: String) -> Result<Key, KvError> {
-    Key::new(s).map_err(|e| KvError::Invalid(e.to_string()))
-}
+/// Within a mount's view: a secret's metadata is under this folder.
+const META: &str = "meta/";
+/// Within a mount's view: a secret's versions are under this folder.
+const DATA: &str = "data/";
+/// Within a mount's view: the mount's settings.
+const CONFIG: &str = "config";
 
 fn is_conflict(e: &KvError) -> bool {
-    matches!(
-        e,
-        KvError::Seal(SealError::Store(StoreError::Conflict { .. }))
-    )
+    matches!(e, KvError::Seal(SealError::Conflict { .. }))
 }
 
 fn view(version: u64, info: &VersionInfo, meta: &Metadata) -> VersionView {
@@ -152,6 +155,7 @@ impl KvEngine {
         }
         Ok(Self {
             mount: mount.to_owned(),
+            prefix: format!("kv/{mount}/"),
             clock,
         })
     }
@@ -169,32 +173,25 @@ impl KvEngine {
             .unwrap_or(0)
     }
 
-    fn meta_prefix(&self) -> String {
-        format!("kv/{}/meta/", self.mount)
+    /// This mount's view of the barrier.
+    fn view<'b>(&self, b: &'b Barrier) -> Result<BarrierView<'b>, KvError> {
+        Ok(b.view(&self.prefix)?)
     }
 
-    fn meta_key(&self, path: &SecretPath) -> Result<Key, KvError> {
-        key(format!("{}{}", self.meta_prefix(), path.as_str()))
+    fn meta_key(path: &SecretPath) -> String {
+        format!("{META}{}", path.as_str())
     }
 
-    fn data_key(&self, path: &SecretPath, version: u64) -> Result<Key, KvError> {
-        key(format!(
-            "kv/{}/data/{}/{version:020}",
-            self.mount,
-            path.as_str()
-        ))
-    }
-
-    fn config_key(&self) -> Result<Key, KvError> {
-        key(format!("kv/{}/config", self.mount))
+    fn data_key(path: &SecretPath, version: u64) -> String {
+        format!("{DATA}{}/{version:020}", path.as_str())
     }
 
     async fn load_meta(
         &self,
-        b: &Barrier,
+        b: &BarrierView<'_>,
         path: &SecretPath,
     ) -> Result<Option<(Metadata, u64)>, KvError> {
-        let Some(plain) = b.get(&self.meta_key(path)?).await? else {
+        let Some(plain) = b.get(&Self::meta_key(path)).await? else {
             return Ok(None);
         };
         let meta: Metadata = serde_json::from_slice(plain.value.expose())
@@ -204,7 +201,11 @@ impl KvEngine {
 
     /// The mount's settings.
     pub async fn config(&self, b: &Barrier) -> Result<KvConfig, KvError> {
-        match b.get(&self.config_key()?).await? {
+        self.config_in(&self.view(b)?).await
+    }
+
+    async fn config_in(&self, b: &BarrierView<'_>) -> Result<KvConfig, KvError> {
+        match b.get(CONFIG).await? {
             None => Ok(KvConfig::default()),
             Some(plain) => serde_json::from_slice(plain.value.expose())
                 .map_err(|_| KvError::Seal(SealError::Corrupt("kv config".to_owned()))),
@@ -213,12 +214,13 @@ impl KvEngine {
 
     /// Replaces the mount's settings.
     pub async fn set_config(&self, b: &Barrier, config: KvConfig) -> Result<(), KvError> {
-        b.commit(vec![BarrierWrite {
-            key: self.config_key()?,
-            value: Some(encode(&config)?),
-            expect: Expect::Any,
-        }])
-        .await?;
+        self.view(b)?
+            .commit(vec![BarrierWrite {
+                key: CONFIG.to_owned(),
+                value: Some(encode(&config)?),
+                expect: Expect::Any,
+            }])
+            .await?;
         Ok(())
     }
 
@@ -231,9 +233,10 @@ impl KvEngine {
         path: &SecretPath,
         mut change: impl FnMut(Option<Metadata>, u64, KvConfig) -> Result<Change<T>, KvError>,
     ) -> Result<T, KvError> {
-        let meta_key = self.meta_key(path)?;
+        let b = &self.view(b)?;
+        let meta_key = Self::meta_key(path);
         for _ in 0..ATTEMPTS {
-            let config = self.config(b).await?;
+            let config = self.config_in(b).await?;
             let current = self.load_meta(b, path).await?;
             let expect = current
                 .as_ref()
@@ -267,6 +270,7 @@ impl KvEngine {
         path: &SecretPath,
         version: Option<u64>,
     ) -> Result<Read, KvError> {
+        let b = &self.view(b)?;
         let (meta, _) = self.load_meta(b, path).await?.ok_or(KvError::NotFound)?;
         let v = version.filter(|v| *v > 0).unwrap_or(meta.current_version);
         let info = meta.versions.get(&v).ok_or(KvError::NotFound)?;
@@ -277,7 +281,7 @@ impl KvEngine {
         if info.is_deleted(self.now()) {
             return Ok(Read::Deleted(version_view));
         }
-        let Some(plain) = b.get(&self.data_key(path, v)?).await? else {
+        let Some(plain) = b.get(&Self::data_key(path, v)).await? else {
             tracing::error!(
                 version = v,
                 "Secret version listed in metadata has no data."
@@ -334,9 +338,9 @@ impl KvEngine {
                     // The patch was computed from `based_on`; if another
                     // writer moved the secret on, compute it again.
                     if current.as_ref().map(|m| m.current_version) != Some(based_on) {
-                        return Err(KvError::Seal(SealError::Store(StoreError::Conflict {
+                        return Err(KvError::Seal(SealError::Conflict {
                             key: path.as_str().to_owned(),
-                        })));
+                        }));
                     }
                     self.new_version(path, current, now, config, options, bytes.clone())
                 })
@@ -388,7 +392,7 @@ impl KvEngine {
         meta.current_version = version;
         meta.updated = now;
         let mut writes = vec![BarrierWrite {
-            key: self.data_key(path, version)?,
+            key: Self::data_key(path, version),
             value: Some(bytes),
             expect: Expect::Absent,
         }];
@@ -402,7 +406,7 @@ impl KvEngine {
             };
             meta.versions.remove(&oldest);
             writes.push(BarrierWrite {
-                key: self.data_key(path, oldest)?,
+                key: Self::data_key(path, oldest),
                 value: None,
                 expect: Expect::Any,
             });
@@ -487,7 +491,7 @@ impl KvEngine {
                     if !info.destroyed {
                         info.destroyed = true;
                         writes.push(BarrierWrite {
-                            key: self.data_key(path, *v)?,
+                            key: Self::data_key(path, *v),
                             value: None,
                             expect: Expect::Any,
                         });
@@ -506,7 +510,10 @@ impl KvEngine {
         b: &Barrier,
         path: &SecretPath,
     ) -> Result<MetadataView, KvError> {
-        let (meta, _) = self.load_meta(b, path).await?.ok_or(KvError::NotFound)?;
+        let (meta, _) = self
+            .load_meta(&self.view(b)?, path)
+            .await?
+            .ok_or(KvError::NotFound)?;
         Ok(MetadataView::from(&meta))
     }
 
@@ -547,7 +554,7 @@ impl KvEngine {
                 .keys()
                 .map(|v| {
                     Ok(BarrierWrite {
-                        key: self.data_key(path, *v)?,
+                        key: Self::data_key(path, *v),
                         value: None,
                         expect: Expect::Any,
                     })
@@ -561,10 +568,11 @@ impl KvEngine {
     /// The names directly under `prefix`: secrets as `name`, folders as
     /// `name/`, in byte order.
     pub async fn list(&self, b: &Barrier, prefix: &ListPrefix) -> Result<Vec<String>, KvError> {
+        let b = self.view(b)?;
         let base = if prefix.as_str().is_empty() {
-            self.meta_prefix()
+            META.to_owned()
         } else {
-            format!("{}{}/", self.meta_prefix(), prefix.as_str())
+            format!("{META}{}/", prefix.as_str())
         };
         let mut out = Vec::new();
         let mut after: Option<String> = None;
@@ -576,7 +584,10 @@ impl KvEngine {
             let full = keys.len() == LIST_PAGE;
             let mut skip_to = None;
             for k in keys {
-                let rest = &k[base.len()..];
+                // Listed keys start with `base`; anything else is skipped.
+                let Some(rest) = k.strip_prefix(&base) else {
+                    continue;
+                };
                 match rest.split_once('/') {
                     Some((folder, _)) => {
                         out.push(format!("{folder}/"));

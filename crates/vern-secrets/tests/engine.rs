@@ -1,7 +1,13 @@
 //! The KV v2 engine on both storage backends: versions, check-and-set,
 //! soft delete, undelete, destroy, metadata, pruning, expiry, listing,
 //! patching and concurrent writers on two replicas.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    clippy::cast_possible_truncation
+)]
 
 use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};

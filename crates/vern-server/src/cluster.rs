@@ -4,11 +4,16 @@
 
 use serde::{Deserialize, Serialize};
 use vern_crypto::SecretBytes;
-use vern_seal::{Barrier, BarrierWrite, SealError};
-use vern_store::{Expect, Key};
+use vern_seal::{Barrier, BarrierWrite, Expect, SealError};
 
-/// Storage key of the cluster identity.
+/// Storage key of the cluster identity, for messages.
 const CLUSTER_KEY: &str = "core/cluster";
+/// The server's view of the barrier for its own keys under `core/`: the
+/// cluster identity, which predates views and so sits directly in `core/`.
+/// The seal's keys (`core/seal/`) stay refused through it.
+const CORE_VIEW: &str = "core/";
+/// The cluster identity's name within [`CORE_VIEW`].
+const CLUSTER_NAME: &str = "cluster";
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct ClusterInfo {
@@ -23,9 +28,9 @@ impl ClusterInfo {
         barrier: &Barrier,
         configured_name: Option<&str>,
     ) -> Result<Self, SealError> {
-        let key = Key::new(CLUSTER_KEY).map_err(|e| SealError::Corrupt(e.to_string()))?;
+        let view = barrier.view(CORE_VIEW)?;
         for _ in 0..3 {
-            if let Some(plain) = barrier.get(&key).await? {
+            if let Some(plain) = view.get(CLUSTER_NAME).await? {
                 let mut info: Self = serde_json::from_slice(plain.value.expose())
                     .map_err(|_| SealError::Corrupt(CLUSTER_KEY.to_owned()))?;
                 if let Some(name) = configured_name {
@@ -44,14 +49,14 @@ impl ClusterInfo {
             let bytes = serde_json::to_vec(&info)
                 .map_err(|_| SealError::Corrupt(CLUSTER_KEY.to_owned()))?;
             let write = BarrierWrite {
-                key: key.clone(),
+                key: CLUSTER_NAME.to_owned(),
                 value: Some(SecretBytes::new(bytes)),
                 expect: Expect::Absent,
             };
-            match barrier.commit(vec![write]).await {
+            match view.commit(vec![write]).await {
                 Ok(_) => return Ok(info),
                 // Another replica created it first: read theirs.
-                Err(SealError::Store(vern_store::StoreError::Conflict { .. })) => continue,
+                Err(SealError::Conflict { .. }) => continue,
                 Err(e) => return Err(e),
             }
         }

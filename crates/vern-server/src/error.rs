@@ -102,9 +102,11 @@ impl From<SealError> for ApiError {
             SealError::InvalidParameters(_) | SealError::BadShare(_) | SealError::WrongShares => {
                 Self::bad_request(err.to_string())
             }
-            SealError::Reserved(_) | SealError::Corrupt(_) | SealError::Store(_) => {
-                Self::internal(&err)
-            }
+            SealError::Reserved(_)
+            | SealError::Corrupt(_)
+            | SealError::Conflict { .. }
+            | SealError::BadKey { .. }
+            | SealError::Store(_) => Self::internal(&err),
             _ => Self::internal(&err),
         }
     }

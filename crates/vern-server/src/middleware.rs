@@ -78,7 +78,8 @@ pub(crate) async fn observe(State(state): State<AppState>, req: Request, next: N
         method = %method,
         route = %route,
         status,
-        micros = elapsed.as_micros() as u64,
+        // Saturates after 584,000 years.
+        micros = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX),
         "Request handled."
     );
     state.inner.metrics.observe(

@@ -1,7 +1,13 @@
 //! Storage put/get throughput on SQLite and, when `VERN_TEST_POSTGRES_URL`
 //! is set (`./scripts/bench` sets it), PostgreSQL. Every put is a durable
 //! commit (fsync), so put figures are bounded by the disk's fsync rate.
-#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    missing_docs,
+    clippy::indexing_slicing,
+    clippy::cast_possible_truncation
+)]
 
 use std::sync::Arc;
 

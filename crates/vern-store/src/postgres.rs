@@ -102,9 +102,8 @@ impl PostgresStore {
                 known,
             });
         }
-        for (i, sql) in MIGRATIONS.iter().enumerate().skip(current as usize) {
+        for (version, sql) in (1i32..).zip(MIGRATIONS).skip(current as usize) {
             tx.batch_execute(sql).await.map_err(db_err)?;
-            let version = i as i32 + 1;
             tx.execute(
                 "INSERT INTO vern_migrations (version) VALUES ($1)",
                 &[&version],
@@ -209,8 +208,7 @@ impl Store for PostgresStore {
         // All statements are sent at once (tokio-postgres pipelines
         // concurrently polled queries, in order), so a batch costs one
         // round trip instead of one per write.
-        let steps = order.iter().map(|&i| {
-            let w = &writes[i];
+        let steps = order.iter().map(|&(i, w)| {
             let key = w.key.as_str();
             let conflict = move || StoreError::Conflict {
                 key: key.to_owned(),
@@ -270,8 +268,8 @@ impl Store for PostgresStore {
         let mut versions = vec![0u64; writes.len()];
         for result in futures_util::future::join_all(steps).await {
             let (i, version) = result?;
-            if let Some(v) = version {
-                versions[i] = v;
+            if let (Some(v), Some(slot)) = (version, versions.get_mut(i)) {
+                *slot = v;
             }
         }
         tx.commit().await.map_err(db_err)?;

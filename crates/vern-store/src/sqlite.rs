@@ -75,17 +75,19 @@ impl SqliteStore {
         &self,
         f: impl FnOnce(&Connection) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
-        let n = self.readers.len();
-        let start = self.next_reader.fetch_add(1, Ordering::Relaxed);
-        // Take the first idle connection; wait for one only if all are busy.
-        for k in 0..n {
-            if let Ok(conn) = self.readers[(start + k) % n].try_lock() {
-                return f(&conn);
-            }
+        // `open` creates at least one reader, so `n` is never zero.
+        let n = self.readers.len().max(1);
+        let start = self.next_reader.fetch_add(1, Ordering::Relaxed) % n;
+        // Take the first idle connection, starting at a rotating position;
+        // wait for one only if all are busy.
+        let mut ring = self.readers.iter().cycle().skip(start).take(n);
+        if let Some(conn) = ring.clone().find_map(|r| r.try_lock().ok()) {
+            return f(&conn);
         }
-        let conn = self.readers[start % n]
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
+        let Some(first) = ring.next() else {
+            return Err(StoreError::backend(BACKEND, "no read connection is open"));
+        };
+        let conn = first.lock().unwrap_or_else(|e| e.into_inner());
         f(&conn)
     }
 }
@@ -207,18 +209,17 @@ fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
             known,
         });
     }
-    for (i, sql) in MIGRATIONS.iter().enumerate().skip(current as usize) {
+    // A negative version (never written by Vern) skips every migration, as
+    // a schema too new would.
+    let applied = usize::try_from(current).unwrap_or(usize::MAX);
+    for (version, sql) in (1i64..).zip(MIGRATIONS).skip(applied) {
         tx.execute_batch(sql).map_err(err)?;
         tx.execute(
             "INSERT INTO vern_migrations (version, applied_at) VALUES (?1, unixepoch())",
-            params![i as i64 + 1],
+            params![version],
         )
         .map_err(err)?;
-        tracing::info!(
-            backend = BACKEND,
-            version = i + 1,
-            "Applied storage migration."
-        );
+        tracing::info!(backend = BACKEND, version, "Applied storage migration.");
     }
     tx.commit().map_err(err)
 }
@@ -244,8 +245,7 @@ fn apply(conn: &mut Connection, writes: Vec<Write>) -> Result<Vec<u64>, StoreErr
         let mut delete = tx
             .prepare_cached("DELETE FROM kv WHERE key = ?1")
             .map_err(err)?;
-        for i in order {
-            let w = &writes[i];
+        for (i, w) in order {
             let current: Option<i64> = select
                 .query_row([w.key.as_str()], |r| r.get(0))
                 .optional()
@@ -268,7 +268,9 @@ fn apply(conn: &mut Connection, writes: Vec<Write>) -> Result<Vec<u64>, StoreErr
                     upsert
                         .execute(params![w.key.as_str(), value, next])
                         .map_err(err)?;
-                    versions[i] = next as u64;
+                    if let Some(slot) = versions.get_mut(i) {
+                        *slot = next as u64;
+                    }
                 }
                 Op::Delete => {
                     delete.execute([w.key.as_str()]).map_err(err)?;

@@ -1,6 +1,12 @@
 //! The storage conformance suite: every case runs unchanged against SQLite
 //! and PostgreSQL. A backend is correct when it passes all of them.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    clippy::cast_possible_truncation
+)]
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

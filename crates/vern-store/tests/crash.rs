@@ -1,7 +1,13 @@
 //! Acknowledged writes survive a crash: a writer process is killed with
 //! SIGKILL mid-stream, and every batch it acknowledged must be present and
 //! complete afterwards, on SQLite and PostgreSQL.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    clippy::cast_possible_truncation
+)]
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};

@@ -4,7 +4,14 @@
 //! machine's HTTP ceiling), on SQLite and, when `VERN_TEST_POSTGRES_URL` is
 //! set (`./scripts/bench` sets it), PostgreSQL. Client and server share the
 //! machine, so ratios to the health ceiling are the figures to compare.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    missing_docs,
+    clippy::indexing_slicing,
+    clippy::cast_possible_truncation
+)]
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};

@@ -14,7 +14,7 @@ use vern_audit::PublicKey;
 use zeroize::Zeroizing;
 
 use crate::cli::{AuditCommand, AuditFilterArgs, AuditVerifyArgs, ClientArgs, Output};
-use crate::client::{print_json, print_table, Client};
+use crate::client::{at, print_json, print_table, set, Client};
 
 /// Exit code when the log does not verify.
 const EXIT_BROKEN: u8 = 2;
@@ -44,7 +44,7 @@ async fn fetch_public_key(client: &ClientArgs) -> anyhow::Result<String> {
         .expect_ok(Method::GET, "/v1/audit/public-key", None)
         .await
         .context("cannot get the audit public key from the server; give --public-key")?;
-    v["data"]["public_key"]
+    at(&v, "/data/public_key")
         .as_str()
         .map(str::to_owned)
         .context("the server's answer has no public key")
@@ -134,10 +134,14 @@ fn print_report(
     let per_sec = report.records as f64 / elapsed.as_secs_f64().max(1e-9);
     if output == Output::Json {
         let mut v = serde_json::to_value(report)?;
-        v["intact"] = json!(report.intact());
-        v["first_broken"] = json!(report.first_broken().map(|p| p.seq));
-        v["public_key"] = json!(key);
-        v["seconds"] = json!(elapsed.as_secs_f64());
+        set(&mut v, "intact", json!(report.intact()));
+        set(
+            &mut v,
+            "first_broken",
+            json!(report.first_broken().map(|p| p.seq)),
+        );
+        set(&mut v, "public_key", json!(key));
+        set(&mut v, "seconds", json!(elapsed.as_secs_f64()));
         return print_json(&v);
     }
     match report.first_broken() {
@@ -209,22 +213,22 @@ fn print_record(output: Output, r: &Value) -> anyhow::Result<()> {
         println!("{}", serde_json::to_string(r)?);
         return Ok(());
     }
-    let e = &r["event"];
-    let decision = match e["decision"]["allowed"].as_bool() {
+    let e = at(r, "/event");
+    let decision = match at(e, "/decision/allowed").as_bool() {
         Some(true) => "allow",
         Some(false) => "deny",
         None => "-",
     };
     println!(
         "{:>8}  {}  {:<5}  {:<3}  {:<22}  {:<28}  {}  {}",
-        r["seq"],
-        opt(&r["time"]),
+        at(r, "/seq"),
+        opt(at(r, "/time")),
         decision,
-        e["status"],
-        opt(&e["action"]),
-        opt(&e["principal"]["id"]),
-        opt(&e["resource"]),
-        opt(&e["request_id"]),
+        at(e, "/status"),
+        opt(at(e, "/action")),
+        opt(at(e, "/principal/id")),
+        opt(at(e, "/resource")),
+        opt(at(e, "/request_id")),
     );
     Ok(())
 }
@@ -239,12 +243,12 @@ async fn page(
     let v = client
         .expect_ok(Method::GET, &records_path(filter, after, limit), None)
         .await?;
-    let data = &v["data"];
-    let records = data["records"].as_array().cloned().unwrap_or_default();
+    let data = at(&v, "/data");
+    let records = at(data, "/records").as_array().cloned().unwrap_or_default();
     Ok((
         records,
-        data["next_after"].as_u64(),
-        data["head"].as_u64().unwrap_or(0),
+        at(data, "/next_after").as_u64(),
+        at(data, "/head").as_u64().unwrap_or(0),
     ))
 }
 
@@ -292,7 +296,7 @@ async fn tail(
         loop {
             let (records, next, head) = page(&client, filter, after, 1000).await?;
             for r in &records {
-                let mine = r["event"]["client_request_id"]
+                let mine = at(r, "/event/client_request_id")
                     .as_str()
                     .is_some_and(|id| id.starts_with(&own));
                 if !mine {
@@ -304,7 +308,7 @@ async fn tail(
                 None => {
                     // The server read the head before scanning, so every
                     // record up to it has been seen.
-                    let last = records.last().and_then(|r| r["seq"].as_u64());
+                    let last = records.last().and_then(|r| at(r, "/seq").as_u64());
                     after = after.max(head).max(last.unwrap_or(0));
                     break;
                 }
@@ -336,7 +340,7 @@ async fn hash(args: &ClientArgs, value: Option<String>) -> anyhow::Result<ExitCo
             Some(json!({ "input": value.as_str() })),
         )
         .await?;
-    let hash = v["data"]["hash"].as_str().unwrap_or_default().to_owned();
+    let hash = at(&v, "/data/hash").as_str().unwrap_or_default().to_owned();
     match args.output {
         Output::Json => print_json(&json!({ "hash": hash }))?,
         Output::Table => print_table(&[("hash", hash)]),

@@ -121,6 +121,23 @@ pub(crate) fn print_table(rows: &[(&str, String)]) {
     }
 }
 
+/// The value at a JSON pointer (`/data/keys`), or null when any member on
+/// the way is missing: a server's answer is read, never trusted to have a
+/// shape, and indexing (which panics on a non-object when writing) is not
+/// used on it.
+pub(crate) fn at<'a>(v: &'a Value, pointer: &str) -> &'a Value {
+    static NULL: Value = Value::Null;
+    v.pointer(pointer).unwrap_or(&NULL)
+}
+
+/// Sets a member of an object built here; a value that is not an object is
+/// left as it is.
+pub(crate) fn set(v: &mut Value, name: &str, value: Value) {
+    if let Some(map) = v.as_object_mut() {
+        map.insert(name.to_owned(), value);
+    }
+}
+
 pub(crate) fn field(v: &Value, name: &str) -> String {
     match v.get(name) {
         Some(Value::String(s)) => s.clone(),
@@ -319,7 +336,7 @@ fn print_rekey(args: &ClientArgs, v: &Value) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     if v.get("complete") == Some(&Value::Bool(true)) {
-        let encrypted = v["keys"]
+        let encrypted = at(v, "/keys")
             .as_array()
             .and_then(|k| k.first())
             .and_then(Value::as_str)

@@ -7,14 +7,14 @@ use reqwest::Method;
 use serde_json::{json, Value};
 
 use crate::cli::{ClientCommand, Output};
-use crate::client::{field, print_json, print_table, Client};
+use crate::client::{at, field, print_json, print_table, Client};
 
 fn print_client(output: Output, v: &Value) -> anyhow::Result<ExitCode> {
     if output == Output::Json {
-        print_json(&v["data"])?;
+        print_json(at(v, "/data"))?;
         return Ok(ExitCode::SUCCESS);
     }
-    let d = &v["data"];
+    let d = at(v, "/data");
     let mut rows = vec![
         ("client_id", field(d, "client_id")),
         ("kind", field(d, "kind")),
@@ -81,9 +81,9 @@ pub(crate) async fn run(cmd: ClientCommand) -> anyhow::Result<ExitCode> {
                 .expect_ok(Method::GET, "/v1/auth/clients", None)
                 .await?;
             if client.output == Output::Json {
-                print_json(&v["data"])?;
+                print_json(at(&v, "/data"))?;
             } else {
-                for k in v["data"]["keys"].as_array().into_iter().flatten() {
+                for k in at(&v, "/data/keys").as_array().into_iter().flatten() {
                     println!("{}", k.as_str().unwrap_or_default());
                 }
             }
@@ -115,11 +115,11 @@ pub(crate) async fn run(cmd: ClientCommand) -> anyhow::Result<ExitCode> {
                 .expect_ok(Method::POST, "/v1/auth/keys/rotate", None)
                 .await?;
             if client.output == Output::Json {
-                print_json(&v["data"])?;
+                print_json(at(&v, "/data"))?;
             } else {
                 println!(
                     "New signing key {} is published and signs after the publish delay.",
-                    field(&v["data"], "kid")
+                    field(at(&v, "/data"), "kid")
                 );
             }
             Ok(ExitCode::SUCCESS)
@@ -151,7 +151,7 @@ pub(crate) async fn apply(
     let v = Client::new(client)?
         .expect_ok(Method::POST, "/v1/auth/apply", Some(body))
         .await?;
-    let d = &v["data"];
+    let d = at(&v, "/data");
     if client.output == Output::Json {
         print_json(d)?;
         return Ok(ExitCode::SUCCESS);
@@ -166,8 +166,8 @@ pub(crate) async fn apply(
     for id in list("create") {
         println!("+ {id}");
     }
-    for u in d["update"].as_array().into_iter().flatten() {
-        let changes: Vec<&str> = u["changes"]
+    for u in at(d, "/update").as_array().into_iter().flatten() {
+        let changes: Vec<&str> = at(u, "/changes")
             .as_array()
             .into_iter()
             .flatten()
@@ -183,7 +183,7 @@ pub(crate) async fn apply(
     }
     let (c, u, del) = (
         list("create").len(),
-        d["update"].as_array().map_or(0, Vec::len),
+        at(d, "/update").as_array().map_or(0, Vec::len),
         list("delete").len(),
     );
     if dry_run {
@@ -193,7 +193,7 @@ pub(crate) async fn apply(
             "\nApplied: {c} created, {u} updated, {del} deleted, {} unchanged.",
             list("unchanged").len()
         );
-        if let Some(secrets) = d["secrets"].as_object().filter(|s| !s.is_empty()) {
+        if let Some(secrets) = at(d, "/secrets").as_object().filter(|s| !s.is_empty()) {
             println!("\nSecrets of the new clients (shown once):");
             for (id, s) in secrets {
                 println!("  {id}: {}", s.as_str().unwrap_or_default());

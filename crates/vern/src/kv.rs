@@ -9,7 +9,7 @@ use reqwest::{Method, StatusCode};
 use serde_json::{json, Map, Value};
 
 use crate::cli::{KvCommand, KvMetadataCommand, KvTargetArgs, Output};
-use crate::client::{field, print_json, print_table, Client};
+use crate::client::{at, field, print_json, print_table, set, Client};
 
 fn url(t: &KvTargetArgs, op: &str) -> String {
     format!("/v1/{}/{op}/{}", t.mount, t.path.trim_matches('/'))
@@ -57,10 +57,10 @@ fn print_version(out: Output, v: &Value) -> anyhow::Result<()> {
     if out == Output::Json {
         return print_json(v);
     }
-    let d = &v["data"];
+    let d = at(v, "/data");
     print_table(&[
         ("created_time", field(d, "created_time")),
-        ("deletion_time", value_text(&d["deletion_time"])),
+        ("deletion_time", value_text(at(d, "/deletion_time"))),
         ("destroyed", field(d, "destroyed")),
         ("version", field(d, "version")),
     ]);
@@ -75,16 +75,16 @@ async fn get(t: &KvTargetArgs, version: Option<u64>) -> anyhow::Result<ExitCode>
     }
     let (status, body) = client.call(Method::GET, &path, None).await?;
     if status == StatusCode::NOT_FOUND {
-        let meta = &body["data"]["metadata"];
+        let meta = at(&body, "/data/metadata");
         if meta.is_object() {
             let version = field(meta, "version");
-            if meta["destroyed"] == Value::Bool(true) {
+            if at(meta, "/destroyed") == &Value::Bool(true) {
                 bail!("version {version} of {} was destroyed", t.path);
             }
             bail!(
                 "version {version} of {} was deleted at {}",
                 t.path,
-                value_text(&meta["deletion_time"])
+                value_text(at(meta, "/deletion_time"))
             );
         }
         bail!("no secret at {}", t.path);
@@ -97,17 +97,17 @@ async fn get(t: &KvTargetArgs, version: Option<u64>) -> anyhow::Result<ExitCode>
         print_json(&body)?;
         return Ok(ExitCode::SUCCESS);
     }
-    let meta = &body["data"]["metadata"];
+    let meta = at(&body, "/data/metadata");
     println!("====== Metadata ======");
     print_table(&[
         ("created_time", field(meta, "created_time")),
-        ("custom_metadata", value_text(&meta["custom_metadata"])),
-        ("deletion_time", value_text(&meta["deletion_time"])),
+        ("custom_metadata", value_text(at(meta, "/custom_metadata"))),
+        ("deletion_time", value_text(at(meta, "/deletion_time"))),
         ("destroyed", field(meta, "destroyed")),
         ("version", field(meta, "version")),
     ]);
     println!("\n====== Data ======");
-    let data = body["data"]["data"]
+    let data = at(&body, "/data/data")
         .as_object()
         .cloned()
         .unwrap_or_default();
@@ -128,7 +128,7 @@ async fn write(
     let data = data_from(pairs)?;
     let mut body = json!({ "data": data });
     if let Some(cas) = cas {
-        body["options"] = json!({ "cas": cas });
+        set(&mut body, "options", json!({ "cas": cas }));
     }
     let v = Client::new(&t.client)?
         .expect_ok(method, &url(t, "data"), Some(body))
@@ -154,7 +154,7 @@ async fn list(t: &KvTargetArgs) -> anyhow::Result<ExitCode> {
         print_json(&v)?;
     } else {
         println!("Keys\n----");
-        for k in v["data"]["keys"].as_array().into_iter().flatten() {
+        for k in at(&v, "/data/keys").as_array().into_iter().flatten() {
             println!("{}", value_text(k));
         }
     }
@@ -197,22 +197,22 @@ async fn metadata(cmd: KvMetadataCommand) -> anyhow::Result<ExitCode> {
             if target.client.output == Output::Json {
                 print_json(&v)?;
             } else {
-                let d = &v["data"];
+                let d = at(&v, "/data");
                 print_table(&[
                     ("cas_required", field(d, "cas_required")),
                     ("created_time", field(d, "created_time")),
                     ("current_version", field(d, "current_version")),
-                    ("custom_metadata", value_text(&d["custom_metadata"])),
+                    ("custom_metadata", value_text(at(d, "/custom_metadata"))),
                     ("delete_version_after", field(d, "delete_version_after")),
                     ("max_versions", field(d, "max_versions")),
                     ("oldest_version", field(d, "oldest_version")),
                     ("updated_time", field(d, "updated_time")),
                 ]);
-                for (n, ver) in d["versions"].as_object().into_iter().flatten() {
+                for (n, ver) in at(d, "/versions").as_object().into_iter().flatten() {
                     println!(
                         "\nVersion {n}: created {}, deleted {}, destroyed {}",
                         field(ver, "created_time"),
-                        value_text(&ver["deletion_time"]),
+                        value_text(at(ver, "/deletion_time")),
                         field(ver, "destroyed")
                     );
                 }

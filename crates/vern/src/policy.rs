@@ -9,7 +9,7 @@ use serde_json::json;
 use vern_policy::{Binding, Decision, PolicyEngine, Query, Resource, Subject};
 
 use crate::cli::{Output, PolicyCommand};
-use crate::client::print_json;
+use crate::client::{print_json, set};
 
 /// A cases file.
 #[derive(Debug, Deserialize)]
@@ -105,7 +105,7 @@ pub(crate) fn run(cmd: PolicyCommand) -> anyhow::Result<ExitCode> {
             let holds = vern_policy::Holdings::of(&q.subject).describe();
             if output == Output::Json {
                 let mut v = decision_json(&d);
-                v["holds"] = serde_json::json!(holds);
+                set(&mut v, "holds", serde_json::json!(holds));
                 print_json(&v)?;
             } else {
                 println!("{}: {}", if d.allowed { "ALLOW" } else { "DENY" }, why(&d));
@@ -150,8 +150,8 @@ pub(crate) fn run(cmd: PolicyCommand) -> anyhow::Result<ExitCode> {
                 failed += usize::from(!ok);
                 if output == Output::Json {
                     let mut v = decision_json(&d);
-                    v["name"] = json!(case.name);
-                    v["passed"] = json!(ok);
+                    set(&mut v, "name", json!(case.name));
+                    set(&mut v, "passed", json!(ok));
                     results.push(v);
                 } else {
                     let mark = if ok { "ok  " } else { "FAIL" };

@@ -3,7 +3,13 @@
 //! store refuses records, one chain across parallel requests and across
 //! two processes on one PostgreSQL, and `vern audit verify` catching an
 //! edited file.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    clippy::cast_possible_truncation
+)]
 
 mod common;
 

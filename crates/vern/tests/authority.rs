@@ -2,7 +2,13 @@
 //! `private_key_jwt` assertion get a 4xx and an audit record, never a
 //! panic; deleting a client stops its live tokens at once; a bad client
 //! declaration is a 400, not a token error.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    clippy::cast_possible_truncation
+)]
 
 mod common;
 

@@ -1,7 +1,13 @@
 //! Cedar deciding every request of the real server: operator policies,
 //! cross-tenant grants, the decision API, and hot reloads (API and SIGHUP)
 //! that refuse a broken set and keep the old one serving.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    clippy::cast_possible_truncation
+)]
 
 mod common;
 

@@ -1,6 +1,12 @@
 //! Clients through the CLI: `vern client create` and `vern apply -f` with
 //! a platform file, then tokens for what was created.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    clippy::cast_possible_truncation
+)]
 
 mod common;
 

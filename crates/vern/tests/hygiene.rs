@@ -2,7 +2,13 @@
 //! binary: slow or idle connections are closed, connections beyond the cap
 //! wait without hurting the server, and made-up HTTP methods do not grow
 //! `/metrics`.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    clippy::cast_possible_truncation
+)]
 
 mod common;
 

@@ -3,7 +3,13 @@
 //! token (reads, LIST, writes), nothing secret in logs, sealed means
 //! useless for every data endpoint, and acknowledged writes surviving a
 //! SIGKILL of the server.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    clippy::cast_possible_truncation
+)]
 
 mod common;
 

@@ -2,7 +2,13 @@
 //! server unseals itself from them after restarts, a keeper that restarted
 //! empty is resupplied, and nobody but the configured server identity gets
 //! a share.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    clippy::cast_possible_truncation
+)]
 
 mod common;
 

@@ -1,6 +1,12 @@
 //! Secrets through the real binary: the `vern kv` CLI end to end, and
 //! check-and-set across two Vern processes sharing one PostgreSQL.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    clippy::cast_possible_truncation
+)]
 
 mod common;
 

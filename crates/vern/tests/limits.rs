@@ -4,7 +4,13 @@
 //! with backoff and nothing else; traffic without valid credentials is
 //! throttled per source without ever refusing valid credentials from it;
 //! the source is read from `X-Forwarded-For` only behind a trusted proxy.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    clippy::cast_possible_truncation
+)]
 
 mod common;
 

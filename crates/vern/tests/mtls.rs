@@ -2,7 +2,13 @@
 //! authenticates with its certificate, gets a certificate-bound token
 //! (`cnf.x5t#S256`), and that token works only on a connection presenting
 //! the same certificate.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    clippy::cast_possible_truncation
+)]
 
 mod common;
 

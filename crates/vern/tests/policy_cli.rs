@@ -1,6 +1,12 @@
 //! `vern policy` as authors and CI use it: validation, test cases with a
 //! failing exit code, and explanations.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    clippy::cast_possible_truncation
+)]
 
 mod common;
 

@@ -1,7 +1,13 @@
 //! The seal's operator workflows through the CLI: shares encrypted to age
 //! recipients and opened with the standard `age` tool, keyring rotation, and
 //! root key rotation to a new share set.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    clippy::cast_possible_truncation
+)]
 
 mod common;
 

@@ -1,6 +1,12 @@
 //! `vern serve` and the client commands, driven as a user would: the real
 //! binary, real HTTP, real signals.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    clippy::cast_possible_truncation
+)]
 
 mod common;
 

@@ -1,8 +1,15 @@
 //! Conventions that the compiler cannot check, checked on every `cargo test`:
 //! each crate forbids unsafe code and has module docs, domain crates know
-//! nothing of HTTP, dependencies point down the layers, library crates do not
-//! print, and no test is ignored.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+//! nothing of HTTP and reach storage only through barrier views,
+//! dependencies point down the layers, library crates do not print, and no
+//! test is ignored.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    clippy::cast_possible_truncation
+)]
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -21,6 +28,18 @@ const LAYERS: &[(&str, u8)] = &[
     ("vern-server", 3),
     ("vern", 4),
 ];
+
+/// The layer of domain crates, between the server and the seal.
+const DOMAIN_LAYER: u8 = 2;
+
+/// Domain crates allowed to use `vern-store` directly, with the reason.
+/// Every other domain reaches storage only through a `vern_seal::BarrierView`
+/// scoped to its own prefix.
+const STORE_EXCEPTIONS: &[(&str, &str)] = &[(
+    "vern-audit",
+    "audit records and checkpoints hold only HMACs and are stored in clear, \
+     so `vern audit verify` works without unsealing; its keys go through a view",
+)];
 
 /// Crates allowed to depend on HTTP stacks.
 const HTTP_CRATES: &[&str] = &["vern-server", "vern"];
@@ -105,6 +124,41 @@ fn every_crate_is_known_and_layered() {
                     "{name} depends on {dep}: only vern-server knows HTTP"
                 );
             }
+        }
+    }
+}
+
+#[test]
+fn domains_reach_storage_only_through_barrier_views() {
+    let layers: BTreeMap<&str, u8> = LAYERS.iter().copied().collect();
+    let crates = crates();
+    for (name, reason) in STORE_EXCEPTIONS {
+        assert!(
+            layers.get(name) == Some(&DOMAIN_LAYER) && crates.contains_key(*name),
+            "store exception for {name} ({reason}) names no domain crate; remove it"
+        );
+    }
+    let domains = crates
+        .iter()
+        .filter(|(name, _)| layers.get(name.as_str()) == Some(&DOMAIN_LAYER))
+        .filter(|(name, _)| !STORE_EXCEPTIONS.iter().any(|(e, _)| e == name));
+    for (name, dir) in domains {
+        let manifest = std::fs::read_to_string(dir.join("Cargo.toml")).unwrap();
+        assert!(
+            !dependencies(&manifest).iter().any(|d| d == "vern-store"),
+            "{name} depends on vern-store: a domain reaches storage only through \
+             a barrier view (vern_seal::Barrier::view), and tests may use it as a \
+             dev-dependency"
+        );
+        let mut files = Vec::new();
+        rust_files(&dir.join("src"), &mut files);
+        for f in files {
+            let text = std::fs::read_to_string(&f).unwrap();
+            assert!(
+                !text.contains("vern_store"),
+                "{} names vern_store: use what vern_seal re-exports",
+                f.display()
+            );
         }
     }
 }

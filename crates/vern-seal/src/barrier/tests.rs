@@ -16,8 +16,8 @@ async fn barrier() -> (Barrier, Arc<dyn Store>, tempfile::TempDir) {
     (Barrier::new(Arc::clone(&store), root, keyring), store, dir)
 }
 
-fn put(key: &str, value: &[u8]) -> BarrierWrite {
-    BarrierWrite {
+fn put(key: &str, value: &[u8]) -> RawWrite {
+    RawWrite {
         key: Key::new(key).unwrap(),
         value: Some(SecretBytes::new(value.to_vec())),
         expect: Expect::Any,

@@ -137,7 +137,7 @@ async fn a_restarted_process_starts_sealed_and_reads_data_after_unseal() {
     let k = Key::new("data/x").unwrap();
     seal.barrier()
         .unwrap()
-        .commit(vec![BarrierWrite {
+        .commit(vec![RawWrite {
             key: k.clone(),
             value: Some(SecretBytes::new(b"kept".to_vec())),
             expect: Expect::Absent,
@@ -302,7 +302,7 @@ async fn rekey_replaces_the_root_key_and_share_set() {
     let k = Key::new("data/kept").unwrap();
     seal.barrier()
         .unwrap()
-        .commit(vec![BarrierWrite {
+        .commit(vec![RawWrite {
             key: k.clone(),
             value: Some(SecretBytes::new(b"v".to_vec())),
             expect: Expect::Any,

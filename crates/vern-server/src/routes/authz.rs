@@ -105,9 +105,13 @@ pub(crate) async fn check(
     let body = if batch {
         json!({ "request_id": id.as_str(), "results": results })
     } else {
-        let mut one = results.into_iter().next().unwrap_or(Value::Null);
-        one["request_id"] = json!(id.as_str());
-        one
+        // Every result is an object; an absent one becomes an empty object.
+        let mut one = match results.into_iter().next() {
+            Some(Value::Object(one)) => one,
+            _ => serde_json::Map::new(),
+        };
+        one.insert("request_id".to_owned(), json!(id.as_str()));
+        Value::Object(one)
     };
     Ok(Json(body).into_response())
 }

@@ -126,7 +126,13 @@ pub(crate) async fn create(
         if let Some(slot) = &caller.audit {
             slot.sensitive("client_secret", secret.expose());
         }
-        body["client_secret"] = json!(String::from_utf8_lossy(secret.expose()));
+        // `record_json` always returns an object.
+        if let Some(map) = body.as_object_mut() {
+            map.insert(
+                "client_secret".to_owned(),
+                json!(String::from_utf8_lossy(secret.expose())),
+            );
+        }
     }
     Ok((StatusCode::OK, Json(json!({ "data": body }))).into_response())
 }

@@ -436,31 +436,36 @@ pub(crate) async fn metadata(State(state): State<AppState>) -> Response {
 }
 
 fn claims_json(c: &AccessClaims, issuer: &str) -> Value {
-    let mut v = json!({
-        "active": true,
-        "client_id": c.client_id,
-        "sub": c.client_id,
-        "scope": c.scopes.join(" "),
-        "token_type": if c.jkt.is_some() { "DPoP" } else { "Bearer" },
-        "exp": c.exp,
-        "iat": c.iat,
-        "jti": c.jti,
-        "iss": issuer,
-    });
+    let mut v = serde_json::Map::new();
+    let mut member = |name: &str, value: Value| {
+        v.insert(name.to_owned(), value);
+    };
+    member("active", json!(true));
+    member("client_id", json!(c.client_id));
+    member("sub", json!(c.client_id));
+    member("scope", json!(c.scopes.join(" ")));
+    member(
+        "token_type",
+        json!(if c.jkt.is_some() { "DPoP" } else { "Bearer" }),
+    );
+    member("exp", json!(c.exp));
+    member("iat", json!(c.iat));
+    member("jti", json!(c.jti));
+    member("iss", json!(issuer));
     match &c.kind {
         ClientKind::Service {
             tenant,
             project,
             environment,
         } => {
-            v["tenant"] = json!(tenant);
-            v["project"] = json!(project);
-            v["environment"] = json!(environment);
+            member("tenant", json!(tenant));
+            member("project", json!(project));
+            member("environment", json!(environment));
         }
         ClientKind::Operator { roles, tenant } => {
-            v["roles"] = json!(roles);
+            member("roles", json!(roles));
             if let Some(t) = tenant {
-                v["tenant"] = json!(t);
+                member("tenant", json!(t));
             }
         }
     }
@@ -472,9 +477,9 @@ fn claims_json(c: &AccessClaims, issuer: &str) -> Value {
         cnf.insert("x5t#S256".to_owned(), json!(x5t));
     }
     if !cnf.is_empty() {
-        v["cnf"] = Value::Object(cnf);
+        member("cnf", Value::Object(cnf));
     }
-    v
+    Value::Object(v)
 }
 
 /// `POST /oauth2/introspect`: for authenticated clients. A service client

@@ -1,6 +1,13 @@
 //! Drives the real `vern` binary: start a server, find its address from its
 //! JSON logs, talk to it over HTTP, stop it with a signal.
-#![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(
+    dead_code,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    clippy::cast_possible_truncation
+)]
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
