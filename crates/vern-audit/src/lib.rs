@@ -74,7 +74,6 @@ pub(crate) fn storage_key(s: &str) -> Result<vern_store::Key, AuditError> {
 
 /// Why an audit operation failed.
 #[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
 pub enum AuditError {
     /// Storage failed; the record is not durable.
     #[error("audit storage: {0}")]
@@ -102,7 +101,16 @@ pub enum AuditError {
     /// The chain head kept moving under other writers.
     #[error("the audit chain head kept changing; gave up after {0} attempts")]
     Contention(usize),
-    /// A caller-supplied value is invalid.
+    /// A caller-supplied value is invalid (a public key to verify with,
+    /// the log's settings); the message names it.
     #[error("{0}")]
     Invalid(String),
+    /// A file to verify could not be read.
+    #[error("cannot read {path}: {detail}")]
+    Read {
+        /// The file.
+        path: String,
+        /// What went wrong.
+        detail: String,
+    },
 }

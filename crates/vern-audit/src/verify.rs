@@ -317,10 +317,15 @@ pub fn verify_file(
     let open = || {
         std::fs::File::open(path)
             .map(|f| std::io::BufReader::with_capacity(1 << 20, f))
-            .map_err(|e| AuditError::Invalid(format!("cannot read {}: {e}", path.display())))
+            .map_err(|e| AuditError::Read {
+                path: path.display().to_string(),
+                detail: e.to_string(),
+            })
     };
-    let read_err =
-        |e: std::io::Error| AuditError::Invalid(format!("cannot read {}: {e}", path.display()));
+    let read_err = |e: std::io::Error| AuditError::Read {
+        path: path.display().to_string(),
+        detail: e.to_string(),
+    };
     let mut v = Verifier::new(trusted);
     let mut line = Vec::new();
     let mut reader = open()?;

@@ -133,7 +133,7 @@ fn view(version: u64, info: &VersionInfo, meta: &Metadata) -> VersionView {
 fn encode<T: Serialize>(value: &T) -> Result<SecretBytes, KvError> {
     serde_json::to_vec(value)
         .map(SecretBytes::new)
-        .map_err(|e| KvError::Invalid(e.to_string()))
+        .map_err(|e| KvError::Internal(e.to_string()))
 }
 
 /// A change computed from the current metadata: the new metadata (or
@@ -149,9 +149,7 @@ impl KvEngine {
                 .bytes()
                 .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
         if !ok {
-            return Err(KvError::Invalid(format!(
-                "mount name `{mount}` must be 1–64 of [a-z0-9_-]"
-            )));
+            return Err(KvError::BadMount(mount.to_owned()));
         }
         Ok(Self {
             mount: mount.to_owned(),
@@ -327,7 +325,7 @@ impl KvEngine {
             let mut merged = Value::Object(data.0);
             merge_patch(&mut merged, &Value::Object(patch.clone()));
             let Value::Object(merged) = merged else {
-                return Err(KvError::Invalid(
+                return Err(KvError::Internal(
                     "patch did not produce an object".to_owned(),
                 ));
             };
@@ -377,7 +375,7 @@ impl KvEngine {
         let version = meta
             .current_version
             .checked_add(1)
-            .ok_or_else(|| KvError::Invalid("version counter exhausted".to_owned()))?;
+            .ok_or(KvError::VersionsExhausted)?;
         let dva = if meta.delete_version_after > 0 {
             meta.delete_version_after
         } else {
@@ -536,7 +534,8 @@ impl KvEngine {
                 },
                 None => return Err(KvError::NotFound),
             };
-            meta.apply(update, !create).map_err(KvError::Invalid)?;
+            meta.apply(update, !create)
+                .map_err(KvError::InvalidRequest)?;
             meta.updated = now;
             Ok((Some(meta), Vec::new(), ()))
         })

@@ -36,7 +36,6 @@ pub use path::{ListPrefix, PathError, SecretPath, MAX_PATH_LEN};
 
 /// Why a secrets operation failed.
 #[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
 pub enum KvError {
     /// The path is malformed.
     #[error(transparent)]
@@ -50,9 +49,21 @@ pub enum KvError {
     /// This secret or mount requires a `cas` option.
     #[error("check-and-set parameter required for this call")]
     CasRequired,
-    /// A request field is invalid; the message names it.
+    /// A request field is invalid (the caller's fault); the message names
+    /// it.
     #[error("{0}")]
-    Invalid(String),
+    InvalidRequest(String),
+    /// The mount name is not usable (a configuration mistake, refused at
+    /// start).
+    #[error("mount name `{0}` must be 1–64 of [a-z0-9_-]")]
+    BadMount(String),
+    /// The secret has had as many versions as a version number can count.
+    #[error("this secret has no version numbers left")]
+    VersionsExhausted,
+    /// Vern's own fault (a value that cannot be encoded); the message is for
+    /// the log.
+    #[error("internal secrets engine error: {0}")]
+    Internal(String),
     /// Writers kept colliding on this secret; the caller may retry.
     #[error("too many concurrent writers to this secret; retry")]
     Contention,

@@ -290,7 +290,7 @@ async fn metadata_and_pruning(e: &Env) {
     };
     assert!(matches!(
         kv.write_metadata(b, &path, &too_big, false).await,
-        Err(KvError::Invalid(_))
+        Err(KvError::InvalidRequest(_))
     ));
 }
 

@@ -119,10 +119,11 @@ impl From<KvError> for ApiError {
             KvError::Path(_)
             | KvError::CasMismatch
             | KvError::CasRequired
-            | KvError::Invalid(_) => Self::bad_request(err.to_string()),
+            | KvError::InvalidRequest(_) => Self::bad_request(err.to_string()),
+            KvError::VersionsExhausted => Self::new(StatusCode::CONFLICT, err.to_string()),
+            KvError::BadMount(_) | KvError::Internal(_) => Self::internal(&err),
             KvError::Contention => Self::new(StatusCode::SERVICE_UNAVAILABLE, err.to_string()),
             KvError::Seal(e) => e.into(),
-            _ => Self::internal(&err),
         }
     }
 }
