@@ -14,16 +14,6 @@
 //! keep one strictly ordered chain. [`verify`] checks a log from storage or
 //! from a JSON-lines file.
 #![forbid(unsafe_code)]
-#![cfg_attr(
-    test,
-    allow(
-        clippy::unwrap_used,
-        clippy::expect_used,
-        clippy::panic,
-        clippy::indexing_slicing,
-        clippy::cast_possible_truncation
-    )
-)]
 
 mod keys;
 mod log;

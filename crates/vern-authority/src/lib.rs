@@ -12,16 +12,6 @@
 //! scoped to `authority/`. No HTTP here:
 //! `vern-server` maps the OAuth2 endpoints onto [`Authority`].
 #![forbid(unsafe_code)]
-#![cfg_attr(
-    test,
-    allow(
-        clippy::unwrap_used,
-        clippy::expect_used,
-        clippy::panic,
-        clippy::indexing_slicing,
-        clippy::cast_possible_truncation
-    )
-)]
 
 mod authority;
 mod claims;

@@ -3,16 +3,6 @@
 //! injectable clock. This crate has no I/O and no dependencies on the rest of
 //! the workspace.
 #![forbid(unsafe_code)]
-#![cfg_attr(
-    test,
-    allow(
-        clippy::unwrap_used,
-        clippy::expect_used,
-        clippy::panic,
-        clippy::indexing_slicing,
-        clippy::cast_possible_truncation
-    )
-)]
 
 mod clock;
 mod ids;

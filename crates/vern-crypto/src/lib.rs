@@ -3,16 +3,6 @@
 //! drop, the 256-bit root key and its Shamir shares, and AES-256-GCM with
 //! associated data. Nothing here does I/O or knows where bytes are stored.
 #![forbid(unsafe_code)]
-#![cfg_attr(
-    test,
-    allow(
-        clippy::unwrap_used,
-        clippy::expect_used,
-        clippy::panic,
-        clippy::indexing_slicing,
-        clippy::cast_possible_truncation
-    )
-)]
 
 mod aead;
 mod age;

@@ -7,16 +7,6 @@
 //!
 //! All configurations use the `ring` provider and TLS 1.2/1.3 defaults.
 #![forbid(unsafe_code)]
-#![cfg_attr(
-    test,
-    allow(
-        clippy::unwrap_used,
-        clippy::expect_used,
-        clippy::panic,
-        clippy::indexing_slicing,
-        clippy::cast_possible_truncation
-    )
-)]
 
 mod identity;
 

@@ -12,16 +12,6 @@
 //!
 //! This crate does no I/O except reading policy files it is pointed at.
 #![forbid(unsafe_code)]
-#![cfg_attr(
-    test,
-    allow(
-        clippy::unwrap_used,
-        clippy::expect_used,
-        clippy::panic,
-        clippy::indexing_slicing,
-        clippy::cast_possible_truncation
-    )
-)]
 
 mod engine;
 mod model;

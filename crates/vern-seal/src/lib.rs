@@ -14,16 +14,6 @@
 //! a domain needs ([`Expect`]; conflicts are [`SealError::Conflict`]), so no
 //! domain crate depends on `vern-store`.
 #![forbid(unsafe_code)]
-#![cfg_attr(
-    test,
-    allow(
-        clippy::unwrap_used,
-        clippy::expect_used,
-        clippy::panic,
-        clippy::indexing_slicing,
-        clippy::cast_possible_truncation
-    )
-)]
 
 mod barrier;
 mod keyring;

@@ -12,16 +12,6 @@
 //! `cas` option is checked against what is really stored. The engine knows
 //! nothing of HTTP; `vern-server` maps the wire format onto it.
 #![forbid(unsafe_code)]
-#![cfg_attr(
-    test,
-    allow(
-        clippy::unwrap_used,
-        clippy::expect_used,
-        clippy::panic,
-        clippy::indexing_slicing,
-        clippy::cast_possible_truncation
-    )
-)]
 
 mod engine;
 mod metadata;

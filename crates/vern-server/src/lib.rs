@@ -8,16 +8,6 @@
 //! response. Errors from any domain are turned
 //! into HTTP in one place, [`error`].
 #![forbid(unsafe_code)]
-#![cfg_attr(
-    test,
-    allow(
-        clippy::unwrap_used,
-        clippy::expect_used,
-        clippy::panic,
-        clippy::indexing_slicing,
-        clippy::cast_possible_truncation
-    )
-)]
 
 mod audit;
 mod auth;

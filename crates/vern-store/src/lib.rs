@@ -9,16 +9,6 @@
 //! sharing one database) are resolved: exactly one wins, the rest get
 //! [`StoreError::Conflict`] and nothing of their batch is written.
 #![forbid(unsafe_code)]
-#![cfg_attr(
-    test,
-    allow(
-        clippy::unwrap_used,
-        clippy::expect_used,
-        clippy::panic,
-        clippy::indexing_slicing,
-        clippy::cast_possible_truncation
-    )
-)]
 
 mod gate;
 mod key;

@@ -281,8 +281,8 @@ async fn lost_shares_are_reissued_identically_while_unsealed() {
     for s in &shares[..3] {
         seal.unseal(&hex_of(s)).await.unwrap();
     }
-    for (i, s) in shares.iter().enumerate() {
-        assert_eq!(&seal.share(i as u8 + 1).await.unwrap(), s);
+    for (id, s) in (1u8..).zip(&shares) {
+        assert_eq!(&seal.share(id).await.unwrap(), s);
     }
     assert!(seal.share(6).await.is_err());
     assert_eq!(seal.share_parameters().await.unwrap(), (5, 3));
