@@ -29,6 +29,27 @@ async fn create(s: &Server, token: &str, spec: Value) -> (u16, Value) {
     (status, r.json().await.unwrap_or(Value::Null))
 }
 
+/// The JSON body of `GET path` with `token`.
+async fn get_as(s: &Server, token: &str, path: &str) -> Value {
+    client()
+        .get(s.url(path))
+        .header("x-vault-token", token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+/// Creates each client with `token` and checks the status it gets.
+async fn expect_creations(s: &Server, token: &str, cases: &[(Value, u16, &str)]) {
+    for (spec, status, what) in cases {
+        let (st, body) = create(s, token, spec.clone()).await;
+        assert_eq!(st, *status, "{what}: {body}");
+    }
+}
+
 /// A token for a client created by root.
 async fn token_of(s: &Server, spec: Value) -> String {
     client_token(s, spec).await
@@ -71,10 +92,23 @@ async fn operators_cannot_escalate_through_client_management() {
 
     // An operator with an unrelated role mints nothing.
     let plain = token_of(&s, operator("viewer", &["operator"])).await;
-    let (st, _) = create(&s, &plain, service("globex", "spy", &["secrets:read"])).await;
-    assert_eq!(st, 403, "the operator role creates no service");
-    let (st, _) = create(&s, &plain, operator("boss", &["platform-admin"])).await;
-    assert_eq!(st, 403, "nor a stronger operator");
+    expect_creations(
+        &s,
+        &plain,
+        &[
+            (
+                service("globex", "spy", &["secrets:read"]),
+                403,
+                "the operator role creates no service",
+            ),
+            (
+                operator("boss", &["platform-admin"]),
+                403,
+                "nor a stronger operator",
+            ),
+        ],
+    )
+    .await;
 
     // A platform administrator manages clients, but gives nobody what it
     // does not hold: no secret scopes, no audit reading, no custom roles.
@@ -85,28 +119,30 @@ async fn operators_cannot_escalate_through_client_management() {
         body["errors"][0].as_str().unwrap().contains("secret."),
         "{body}"
     );
-    for roles in [
-        &["security-auditor"][..],
-        &["secrets-reader"],
-        &["tenant-admin"],
-    ] {
-        let (st, body) = create(&s, &admin, operator("x", roles)).await;
-        assert_eq!(st, 403, "{roles:?}: {body}");
-    }
-    let (st, _) = create(
+    expect_creations(
         &s,
         &admin,
-        json!({"name": "ga", "tenant": "globex", "roles": ["tenant-admin"]}),
+        &[
+            (operator("x", &["security-auditor"]), 403, "an auditor"),
+            (operator("x", &["secrets-reader"]), 403, "a custom role"),
+            (
+                operator("x", &["tenant-admin"]),
+                403,
+                "a tenant role without a tenant",
+            ),
+            (
+                json!({"name": "ga", "tenant": "globex", "roles": ["tenant-admin"]}),
+                403,
+                "a tenant administrator",
+            ),
+            (
+                operator("peer", &["platform-admin", "operator"]),
+                200,
+                "what it holds, it may grant",
+            ),
+        ],
     )
     .await;
-    assert_eq!(st, 403, "no tenant administrator either");
-    let (st, _) = create(
-        &s,
-        &admin,
-        operator("peer", &["platform-admin", "operator"]),
-    )
-    .await;
-    assert_eq!(st, 200, "what it holds, it may grant");
     let (st, bare) = create(&s, &admin, service("globex", "bare", &["orders:write"])).await;
     assert_eq!(st, 200, "a tenant's own scopes are not Vern's powers");
 
@@ -120,15 +156,7 @@ async fn operators_cannot_escalate_through_client_management() {
         .await
         .unwrap();
     assert_eq!(r.status(), 403);
-    let r: Value = client()
-        .get(s.url("/v1/auth/clients/svc.globex.web.prod.bare"))
-        .header("x-vault-token", root)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let r = get_as(&s, root, "/v1/auth/clients/svc.globex.web.prod.bare").await;
     assert_eq!(r["data"]["scopes"], json!(["orders:write"]));
 
     // Nobody it made reads the secret.
@@ -161,17 +189,28 @@ async fn tenant_administrators_stay_in_their_tenant() {
     .await;
     assert_eq!(st, 200, "{body}");
     assert_eq!(body["data"]["client_id"], "svc.acme.web.prod.api");
-    let (st, _) = create(&s, &ta, service("globex", "api", &[])).await;
-    assert_eq!(st, 403, "another tenant's service");
-    let (st, _) = create(
+    expect_creations(
         &s,
         &ta,
-        json!({"name": "x", "tenant": "globex", "roles": ["tenant-admin"]}),
+        &[
+            (
+                service("globex", "api", &[]),
+                403,
+                "another tenant's service",
+            ),
+            (
+                json!({"name": "x", "tenant": "globex", "roles": ["tenant-admin"]}),
+                403,
+                "another tenant's administrator",
+            ),
+            (
+                operator("x", &["platform-admin"]),
+                403,
+                "a platform operator",
+            ),
+        ],
     )
     .await;
-    assert_eq!(st, 403, "another tenant's administrator");
-    let (st, _) = create(&s, &ta, operator("x", &["platform-admin"])).await;
-    assert_eq!(st, 403, "a platform operator");
     let (st, body) = create(
         &s,
         &ta,
@@ -221,15 +260,7 @@ async fn tenant_administrators_stay_in_their_tenant() {
         create(&s, "root", service("globex", "keep", &[])).await.0,
         200
     );
-    let list: Value = client()
-        .get(s.url("/v1/auth/clients"))
-        .header("x-vault-token", &ta)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let list = get_as(&s, &ta, "/v1/auth/clients").await;
     let keys = list["data"]["keys"].as_array().unwrap();
     assert!(
         keys.iter().all(|k| k.as_str().unwrap().contains(".acme.")),
