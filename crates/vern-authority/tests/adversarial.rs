@@ -8,11 +8,17 @@
     clippy::cast_possible_truncation
 )]
 
+mod common;
+
 use std::sync::Arc;
-use std::time::{Duration, UNIX_EPOCH};
+use std::time::Duration;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use base64::Engine as _;
+use common::{
+    acme_service, authority, clock_at, create_with_secret, request, secret_credentials as creds,
+    sqlite, unsealed, verify_bearer, without_nonce, Env, START,
+};
 use hmac::{Hmac, Mac};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
@@ -21,73 +27,46 @@ use vern_authority::{
     AuthError, Authority, AuthorityConfig, ClientCredentials, ClientSpec, DpopCheck, NonceRule,
     Presented, TokenRequest, JWT_BEARER_ASSERTION,
 };
-use vern_core::ManualClock;
 use vern_crypto::SecretBytes;
-use vern_seal::{Barrier, Seal};
 
 const ISSUER: &str = "https://vern.test:8200";
-const START: u64 = 1_800_000_000;
-
-struct Env {
-    barrier: Arc<Barrier>,
-    clock: Arc<ManualClock>,
-    auth: Authority,
-    store: Arc<dyn vern_store::Store>,
-    _dir: tempfile::TempDir,
-}
 
 async fn env() -> Env {
-    let dir = tempfile::tempdir().unwrap();
-    let store = vern_store::open(&format!("sqlite:{}", dir.path().join("a.db").display()), 2)
-        .await
-        .unwrap();
-    let clock = Arc::new(ManualClock::new(UNIX_EPOCH + Duration::from_secs(START)));
-    let seal = Seal::new(Arc::clone(&store), clock.clone()).await.unwrap();
-    seal.init_unsealed(1, 1, &[], None).await.unwrap();
-    let mut config = AuthorityConfig::new(ISSUER);
-    config.token_nonce = NonceRule::NotRequired;
-    Env {
-        barrier: seal.barrier().unwrap(),
-        auth: Authority::new(config, clock.clone()),
-        clock,
-        store,
-        _dir: dir,
-    }
+    authority(without_nonce(ISSUER)).await
 }
 
 fn service(name: &str) -> ClientSpec {
-    ClientSpec {
-        tenant: Some("acme".into()),
-        project: Some("web".into()),
-        environment: Some("prod".into()),
-        name: name.into(),
-        scopes: vec!["secrets:read".into(), "secrets:write".into()],
-        ..ClientSpec::default()
-    }
+    acme_service(name, &["secrets:read", "secrets:write"])
 }
 
 async fn secret_client(e: &Env, name: &str) -> (String, SecretBytes) {
-    let created = e
-        .auth
-        .create_client(&e.barrier, &service(name))
-        .await
-        .unwrap();
-    (created.record.client_id, created.secret.unwrap())
+    create_with_secret(e, &service(name)).await
 }
 
-fn creds(id: &str, secret: &SecretBytes) -> ClientCredentials {
-    ClientCredentials::Secret {
-        client_id: id.to_owned(),
-        secret: secret.clone(),
+/// Authentication with the client assertion `assertion`.
+fn asserted(client_id: Option<String>, assertion: String) -> ClientCredentials {
+    ClientCredentials::Assertion {
+        client_id,
+        assertion,
     }
+}
+
+/// Registers a `private_key_jwt` service `name` for the Ed25519 key made
+/// from `seed`; returns its id and the key.
+async fn keyed_client(e: &Env, name: &str, seed: u8) -> (String, ed25519_dalek::SigningKey) {
+    let key = ed25519_dalek::SigningKey::from_bytes(&[seed; 32]);
+    let mut spec = service(name);
+    spec.jwks = vec![ed25519_public(&key).to_json(None)];
+    let created = e.auth.create_client(&e.barrier, &spec).await.unwrap();
+    assert!(created.secret.is_none(), "a keyed client gets no secret");
+    (created.record.client_id, key)
 }
 
 async fn bearer_token(e: &Env) -> String {
     let (id, secret) = secret_client(e, "api").await;
     let req = TokenRequest {
-        credentials: creds(&id, &secret),
         scope: Some("secrets:read"),
-        dpop: None,
+        ..request(creds(&id, &secret))
     };
     e.auth.issue(&e.barrier, &req).await.unwrap().access_token
 }
@@ -105,12 +84,6 @@ fn assemble(h: &Value, c: &Value, sig: &str) -> String {
         B64.encode(h.to_string()),
         B64.encode(c.to_string())
     )
-}
-
-async fn verify_bearer(e: &Env, token: &str) -> Result<vern_authority::AccessClaims, AuthError> {
-    e.auth
-        .verify_access(&e.barrier, token, Presented::Bearer)
-        .await
 }
 
 #[tokio::test]
@@ -241,18 +214,9 @@ async fn time_issuer_and_audience_are_always_checked() {
     );
 
     // Not yet valid: issued by an authority whose clock runs ahead.
-    let ahead = Arc::new(ManualClock::new(
-        UNIX_EPOCH + Duration::from_secs(START + 600),
-    ));
-    let mut cfg = AuthorityConfig::new(ISSUER);
-    cfg.token_nonce = NonceRule::NotRequired;
-    let future_auth = Authority::new(cfg, ahead);
+    let future_auth = Authority::new(without_nonce(ISSUER), clock_at(START + 600));
     let (id, secret) = secret_client(&e, "future").await;
-    let req = TokenRequest {
-        credentials: creds(&id, &secret),
-        scope: None,
-        dpop: None,
-    };
+    let req = request(creds(&id, &secret));
     let future = future_auth
         .issue(&e.barrier, &req)
         .await
@@ -342,23 +306,11 @@ fn assertion(
 #[tokio::test]
 async fn private_key_jwt_assertions_are_checked_and_never_replayed() {
     let e = env().await;
-    let key = ed25519_dalek::SigningKey::from_bytes(&[3; 32]);
-    let mut spec = service("signer");
-    spec.jwks = vec![ed25519_public(&key).to_json(None)];
-    let created = e.auth.create_client(&e.barrier, &spec).await.unwrap();
-    assert!(created.secret.is_none(), "a keyed client gets no secret");
-    let id = created.record.client_id;
+    let (id, key) = keyed_client(&e, "signer", 3).await;
     let endpoint = format!("{ISSUER}/oauth2/token");
     let e = &e;
     let issue = |a: String| {
-        let req = TokenRequest {
-            credentials: ClientCredentials::Assertion {
-                client_id: None,
-                assertion: a,
-            },
-            scope: None,
-            dpop: None,
-        };
+        let req = request(asserted(None, a));
         async move { e.auth.issue(&e.barrier, &req).await }
     };
     issue(assertion(&id, &key, &endpoint, START + 60, "j1"))
@@ -462,9 +414,8 @@ async fn dpop_binding_and_every_proof_check() {
     let p = prover.proof("POST", &token_url, START, "t1", None, &[]);
     let proofs = [p.as_str()];
     let req = TokenRequest {
-        credentials: creds(&id, &secret),
-        scope: None,
         dpop: Some(check(&proofs, "POST", &token_url)),
+        ..request(creds(&id, &secret))
     };
     let issued = e.auth.issue(&e.barrier, &req).await.unwrap();
     assert_eq!(issued.token_type, "DPoP");
@@ -620,11 +571,10 @@ async fn dpop_binding_and_every_proof_check() {
     let mut spec = service("must-bind");
     spec.dpop_bound = true;
     let created = e.auth.create_client(&e.barrier, &spec).await.unwrap();
-    let req = TokenRequest {
-        credentials: creds(&created.record.client_id, created.secret.as_ref().unwrap()),
-        scope: None,
-        dpop: None,
-    };
+    let req = request(creds(
+        &created.record.client_id,
+        created.secret.as_ref().unwrap(),
+    ));
     assert!(matches!(
         e.auth.issue(&e.barrier, &req).await,
         Err(AuthError::UnauthorizedClient(_))
@@ -651,9 +601,8 @@ async fn server_nonces_are_demanded_when_configured() {
             let mut c = check(&proofs, "POST", &url);
             c.nonce = NonceRule::Required;
             let req = TokenRequest {
-                credentials: creds(&id, &secret),
-                scope: None,
                 dpop: Some(c),
+                ..request(creds(&id, &secret))
             };
             auth.issue(barrier, &req).await.map(|_| ())
         }
@@ -739,11 +688,7 @@ async fn signing_keys_rotate_publish_first_and_retire_late() {
         "published before it signs"
     );
     let (id, secret) = secret_client(&e, "rot").await;
-    let req = TokenRequest {
-        credentials: creds(&id, &secret),
-        scope: None,
-        dpop: None,
-    };
+    let req = request(creds(&id, &secret));
     assert_eq!(
         parts(&e.auth.issue(&e.barrier, &req).await.unwrap().access_token).0["kid"],
         old_kid.as_str()
@@ -851,9 +796,8 @@ async fn other_services_verify_offline_with_the_jwks() {
     let p = prover.proof("POST", &token_url, now, "o1", None, &[]);
     let proofs = [p.as_str()];
     let req = TokenRequest {
-        credentials: creds(&id, &secret),
-        scope: None,
         dpop: Some(check(&proofs, "POST", &token_url)),
+        ..request(creds(&id, &secret))
     };
     let bound = e.auth.issue(&e.barrier, &req).await.unwrap().access_token;
     let url = "https://payments.internal/charge";
@@ -875,24 +819,17 @@ async fn other_services_verify_offline_with_the_jwks() {
 #[tokio::test]
 async fn es256_signing_is_optional_and_alg_still_follows_the_key() {
     let e = env().await;
-    let mut cfg = AuthorityConfig::new(ISSUER);
+    let mut cfg = without_nonce(ISSUER);
     cfg.signing_alg = vern_authority::Alg::Es256;
-    cfg.token_nonce = NonceRule::NotRequired;
     // A fresh deployment whose first key is P-256.
     let dir = tempfile::tempdir().unwrap();
-    let store = vern_store::open(&format!("sqlite:{}", dir.path().join("es.db").display()), 2)
-        .await
-        .unwrap();
-    let seal = Seal::new(store, e.clock.clone()).await.unwrap();
-    seal.init_unsealed(1, 1, &[], None).await.unwrap();
-    let b = seal.barrier().unwrap();
+    let b = unsealed(sqlite(dir.path(), "es.db").await, e.clock.clone()).await;
     let auth = Authority::new(cfg, e.clock.clone());
     let created = auth.create_client(&b, &service("es")).await.unwrap();
-    let req = TokenRequest {
-        credentials: creds(&created.record.client_id, created.secret.as_ref().unwrap()),
-        scope: None,
-        dpop: None,
-    };
+    let req = request(creds(
+        &created.record.client_id,
+        created.secret.as_ref().unwrap(),
+    ));
     let token = auth.issue(&b, &req).await.unwrap().access_token;
     let (h, c, sig) = parts(&token);
     assert_eq!(h["alg"], "ES256");
@@ -922,16 +859,7 @@ async fn expired_markers_are_swept() {
     let e = env().await;
     let token = bearer_token(&e).await;
     e.auth.revoke(&e.barrier, &token, None).await.unwrap();
-    let key = ed25519_dalek::SigningKey::from_bytes(&[3; 32]);
-    let mut spec = service("sweeper");
-    spec.jwks = vec![ed25519_public(&key).to_json(None)];
-    let id = e
-        .auth
-        .create_client(&e.barrier, &spec)
-        .await
-        .unwrap()
-        .record
-        .client_id;
+    let (id, key) = keyed_client(&e, "sweeper", 3).await;
     let a = assertion(
         &id,
         &key,
@@ -939,14 +867,7 @@ async fn expired_markers_are_swept() {
         START + 60,
         "s1",
     );
-    let req = TokenRequest {
-        credentials: ClientCredentials::Assertion {
-            client_id: None,
-            assertion: a.clone(),
-        },
-        scope: None,
-        dpop: None,
-    };
+    let req = request(asserted(None, a.clone()));
     e.auth.issue(&e.barrier, &req).await.unwrap();
     let count = |p: &'static str| {
         let store = Arc::clone(&e.store);
@@ -978,14 +899,7 @@ async fn expired_markers_are_swept() {
         verify_bearer(&e, &token).await,
         Err(AuthError::Expired)
     ));
-    let req = TokenRequest {
-        credentials: ClientCredentials::Assertion {
-            client_id: None,
-            assertion: a,
-        },
-        scope: None,
-        dpop: None,
-    };
+    let req = request(asserted(None, a));
     assert!(matches!(
         e.auth.issue(&e.barrier, &req).await,
         Err(AuthError::InvalidClient)
@@ -1111,26 +1025,13 @@ async fn hostile_numbers_in_access_tokens_are_refused_without_panic() {
 #[tokio::test]
 async fn hostile_numbers_in_client_assertions_are_refused_without_panic() {
     let e = env().await;
-    let key = ed25519_dalek::SigningKey::from_bytes(&[7; 32]);
-    let mut spec = service("hostile-signer");
-    spec.jwks = vec![ed25519_public(&key).to_json(None)];
-    let id = e
-        .auth
-        .create_client(&e.barrier, &spec)
-        .await
-        .unwrap()
-        .record
-        .client_id;
+    let (id, key) = keyed_client(&e, "hostile-signer", 7).await;
     let endpoint = format!("{ISSUER}/oauth2/token");
     let issue = |claims: Value| {
-        let req = TokenRequest {
-            credentials: ClientCredentials::Assertion {
-                client_id: Some(id.clone()),
-                assertion: sign_ed25519(&json!({"alg": "EdDSA", "typ": "JWT"}), &claims, &key),
-            },
-            scope: None,
-            dpop: None,
-        };
+        let req = request(asserted(
+            Some(id.clone()),
+            sign_ed25519(&json!({"alg": "EdDSA", "typ": "JWT"}), &claims, &key),
+        ));
         let e = &e;
         async move { e.auth.issue(&e.barrier, &req).await }
     };
@@ -1174,9 +1075,8 @@ async fn hostile_numbers_in_dpop_proofs_are_refused_without_panic() {
         async move {
             let proofs = [proof.as_str()];
             let req = TokenRequest {
-                credentials: req_creds,
-                scope: None,
                 dpop: Some(check(&proofs, "POST", &token_url)),
+                ..request(req_creds)
             };
             e.auth.issue(&e.barrier, &req).await
         }

@@ -8,25 +8,31 @@
     clippy::cast_possible_truncation
 )]
 
+mod common;
+
 use std::sync::Arc;
-use std::time::{Duration, UNIX_EPOCH};
 
+use common::{acme_service as svc, authority, Env, Everything};
 use vern_authority::{
-    ApplyGate, AuthError, Authority, AuthorityConfig, ClientKind, ClientRecord, ClientSpec,
+    ApplyGate, ApplyPlan, AuthError, AuthorityConfig, ClientKind, ClientRecord, ClientSpec,
 };
-use vern_core::ManualClock;
-use vern_seal::Seal;
 
-/// A caller that reaches every client.
-struct Everything;
+/// An authority over a fresh store, issuing as `https://vern.test`.
+async fn env() -> Env {
+    authority(AuthorityConfig::new("https://vern.test")).await
+}
 
-impl ApplyGate for Everything {
-    fn manages(&self, _: &ClientRecord) -> bool {
-        true
-    }
-    fn may_grant(&self, _: &str, _: &ClientKind, _: &[String]) -> Result<(), String> {
-        Ok(())
-    }
+/// Applies `specs` as a caller that reaches every client, deleting the
+/// others with `prune`, only planning with `dry_run`.
+async fn apply(
+    e: &Env,
+    specs: &[ClientSpec],
+    prune: bool,
+    dry_run: bool,
+) -> Result<ApplyPlan, AuthError> {
+    e.auth
+        .apply(&e.barrier, specs, prune, dry_run, &Everything)
+        .await
 }
 
 /// A caller that reaches only the services of tenant `acme`, and grants
@@ -47,44 +53,17 @@ impl ApplyGate for AcmeOnly {
     }
 }
 
-fn svc(name: &str, scopes: &[&str]) -> ClientSpec {
-    ClientSpec {
-        tenant: Some("acme".into()),
-        project: Some("web".into()),
-        environment: Some("prod".into()),
-        name: name.into(),
-        scopes: scopes.iter().map(|s| (*s).to_owned()).collect(),
-        ..ClientSpec::default()
-    }
-}
-
 #[tokio::test]
 async fn apply_is_idempotent_atomic_and_prunes_only_when_asked() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = vern_store::open(&format!("sqlite:{}", dir.path().join("a.db").display()), 2)
-        .await
-        .unwrap();
-    let clock = Arc::new(ManualClock::new(
-        UNIX_EPOCH + Duration::from_secs(1_800_000_000),
-    ));
-    let seal = Seal::new(store, clock.clone()).await.unwrap();
-    seal.init_unsealed(1, 1, &[], None).await.unwrap();
-    let b = seal.barrier().unwrap();
-    let auth = Authority::new(AuthorityConfig::new("https://vern.test"), clock);
+    let e = env().await;
+    let (b, auth) = (Arc::clone(&e.barrier), &e.auth);
     let operator = ClientSpec {
         name: "alice".into(),
         roles: vec!["admin".into()],
         ..ClientSpec::default()
     };
 
-    let dry = auth
-        .apply(
-            &b,
-            &[svc("api", &["read"]), operator.clone()],
-            false,
-            true,
-            &Everything,
-        )
+    let dry = apply(&e, &[svc("api", &["read"]), operator.clone()], false, true)
         .await
         .unwrap();
     assert_eq!(dry.create, ["op.alice", "svc.acme.web.prod.api"]);
@@ -94,40 +73,19 @@ async fn apply_is_idempotent_atomic_and_prunes_only_when_asked() {
         "a dry run writes nothing"
     );
 
-    let first = auth
-        .apply(
-            &b,
-            &[svc("api", &["read"]), operator.clone()],
-            false,
-            false,
-            &Everything,
-        )
+    let first = apply(&e, &[svc("api", &["read"]), operator.clone()], false, false)
         .await
         .unwrap();
     assert_eq!(first.create.len(), 2);
     assert_eq!(first.secrets.len(), 2);
-    let again = auth
-        .apply(
-            &b,
-            &[svc("api", &["read"]), operator.clone()],
-            false,
-            false,
-            &Everything,
-        )
+    let again = apply(&e, &[svc("api", &["read"]), operator.clone()], false, false)
         .await
         .unwrap();
     assert!(again.create.is_empty() && again.update.is_empty() && again.delete.is_empty());
     assert_eq!(again.unchanged.len(), 2, "idempotent");
 
     auth.create_client(&b, &svc("manual", &[])).await.unwrap();
-    let changed = auth
-        .apply(
-            &b,
-            &[svc("api", &["read", "write"])],
-            false,
-            false,
-            &Everything,
-        )
+    let changed = apply(&e, &[svc("api", &["read", "write"])], false, false)
         .await
         .unwrap();
     assert_eq!(
@@ -150,14 +108,7 @@ async fn apply_is_idempotent_atomic_and_prunes_only_when_asked() {
         ["read", "write"]
     );
 
-    let pruned = auth
-        .apply(
-            &b,
-            &[svc("api", &["read", "write"])],
-            true,
-            false,
-            &Everything,
-        )
+    let pruned = apply(&e, &[svc("api", &["read", "write"])], true, false)
         .await
         .unwrap();
     assert_eq!(pruned.delete, ["op.alice", "svc.acme.web.prod.manual"]);
@@ -172,8 +123,7 @@ async fn apply_is_idempotent_atomic_and_prunes_only_when_asked() {
         ..svc("x", &[])
     };
     assert!(matches!(
-        auth.apply(&b, &[svc("new", &[]), bad], true, false, &Everything)
-            .await,
+        apply(&e, &[svc("new", &[]), bad], true, false).await,
         Err(AuthError::InvalidClientSpec(_))
     ));
     // An unusable key is the declaration's fault too, not a token error.
@@ -182,17 +132,9 @@ async fn apply_is_idempotent_atomic_and_prunes_only_when_asked() {
         ..svc("keyed", &[])
     };
     assert!(
-        matches!(auth.apply(&b, &[bad_key], false, false, &Everything).await, Err(AuthError::InvalidClientSpec(m)) if m.contains("jwks"))
+        matches!(apply(&e, &[bad_key], false, false).await, Err(AuthError::InvalidClientSpec(m)) if m.contains("jwks"))
     );
-    let dup = auth
-        .apply(
-            &b,
-            &[svc("new", &[]), svc("new", &[])],
-            false,
-            false,
-            &Everything,
-        )
-        .await;
+    let dup = apply(&e, &[svc("new", &[]), svc("new", &[])], false, false).await;
     assert!(matches!(dup, Err(AuthError::InvalidClientSpec(m)) if m.contains("twice")));
     assert_eq!(
         auth.client_ids(&b).await.unwrap(),
@@ -202,17 +144,8 @@ async fn apply_is_idempotent_atomic_and_prunes_only_when_asked() {
 
 #[tokio::test]
 async fn apply_stays_within_the_callers_reach() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = vern_store::open(&format!("sqlite:{}", dir.path().join("a.db").display()), 2)
-        .await
-        .unwrap();
-    let clock = Arc::new(ManualClock::new(
-        UNIX_EPOCH + Duration::from_secs(1_800_000_000),
-    ));
-    let seal = Seal::new(store, clock.clone()).await.unwrap();
-    seal.init_unsealed(1, 1, &[], None).await.unwrap();
-    let b = seal.barrier().unwrap();
-    let auth = Authority::new(AuthorityConfig::new("https://vern.test"), clock);
+    let e = env().await;
+    let (b, auth) = (Arc::clone(&e.barrier), &e.auth);
     let globex = ClientSpec {
         tenant: Some("globex".into()),
         ..svc("api", &[])
@@ -222,12 +155,11 @@ async fn apply_stays_within_the_callers_reach() {
         roles: vec!["platform-admin".into()],
         ..ClientSpec::default()
     };
-    auth.apply(
-        &b,
+    apply(
+        &e,
         &[svc("api", &[]), globex.clone(), operator.clone()],
         false,
         false,
-        &Everything,
     )
     .await
     .unwrap();

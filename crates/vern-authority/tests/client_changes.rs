@@ -9,25 +9,25 @@
     clippy::cast_possible_truncation
 )]
 
+mod common;
+
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, UNIX_EPOCH};
+use std::time::Duration;
 
-use vern_authority::{
-    AuthError, Authority, AuthorityConfig, ClientCredentials, ClientSpec, NonceRule, Presented,
-    TokenRequest,
+use common::{
+    acme_service, authority_over, create_with_secret, request, secret_credentials, verify_bearer,
+    without_nonce, Env, Everything, START,
 };
-use vern_core::ManualClock;
+use vern_authority::{AuthError, ClientSpec};
 use vern_crypto::SecretBytes;
-use vern_seal::{Barrier, BarrierWrite, Expect, Seal};
+use vern_seal::{BarrierWrite, Expect};
 use vern_store::{Entry, Key, Store, StoreError, Write};
-
-const START: u64 = 1_800_000_000;
 
 /// A store that counts point reads, to hold verification to its budget.
 struct Counting {
     inner: Arc<dyn Store>,
-    gets: AtomicUsize,
+    gets: Arc<AtomicUsize>,
 }
 
 #[async_trait::async_trait]
@@ -55,75 +55,36 @@ impl Store for Counting {
     }
 }
 
-struct Env {
-    barrier: Arc<Barrier>,
-    clock: Arc<ManualClock>,
-    auth: Authority,
-    store: Arc<Counting>,
-    _dir: tempfile::TempDir,
+/// An authority over a store that counts its point reads; returns the
+/// count too.
+async fn counted_env() -> (Env, Arc<AtomicUsize>) {
+    let gets = Arc::new(AtomicUsize::new(0));
+    let counter = Arc::clone(&gets);
+    let e = authority_over(without_nonce("https://vern.test"), |inner| {
+        Arc::new(Counting {
+            inner,
+            gets: counter,
+        })
+    })
+    .await;
+    (e, gets)
 }
 
 async fn env() -> Env {
-    let dir = tempfile::tempdir().unwrap();
-    let inner = vern_store::open(&format!("sqlite:{}", dir.path().join("a.db").display()), 2)
-        .await
-        .unwrap();
-    let store = Arc::new(Counting {
-        inner,
-        gets: AtomicUsize::new(0),
-    });
-    let clock = Arc::new(ManualClock::new(UNIX_EPOCH + Duration::from_secs(START)));
-    let seal = Seal::new(store.clone() as Arc<dyn Store>, clock.clone())
-        .await
-        .unwrap();
-    seal.init_unsealed(1, 1, &[], None).await.unwrap();
-    let mut config = AuthorityConfig::new("https://vern.test");
-    config.token_nonce = NonceRule::NotRequired;
-    Env {
-        barrier: seal.barrier().unwrap(),
-        auth: Authority::new(config, clock.clone()),
-        clock,
-        store,
-        _dir: dir,
-    }
+    counted_env().await.0
 }
 
 fn spec(scopes: &[&str]) -> ClientSpec {
-    ClientSpec {
-        tenant: Some("acme".into()),
-        project: Some("web".into()),
-        environment: Some("prod".into()),
-        name: "api".into(),
-        scopes: scopes.iter().map(|s| (*s).to_owned()).collect(),
-        ..ClientSpec::default()
-    }
+    acme_service("api", scopes)
 }
 
 async fn create(e: &Env, scopes: &[&str]) -> (String, SecretBytes) {
-    let created = e
-        .auth
-        .create_client(&e.barrier, &spec(scopes))
-        .await
-        .unwrap();
-    (created.record.client_id, created.secret.unwrap())
+    create_with_secret(e, &spec(scopes)).await
 }
 
 async fn token(e: &Env, id: &str, secret: &SecretBytes) -> String {
-    let req = TokenRequest {
-        credentials: ClientCredentials::Secret {
-            client_id: id.to_owned(),
-            secret: secret.clone(),
-        },
-        scope: None,
-        dpop: None,
-    };
+    let req = request(secret_credentials(id, secret));
     e.auth.issue(&e.barrier, &req).await.unwrap().access_token
-}
-
-async fn verify(e: &Env, token: &str) -> Result<vern_authority::AccessClaims, AuthError> {
-    e.auth
-        .verify_access(&e.barrier, token, Presented::Bearer)
-        .await
 }
 
 async fn active(e: &Env, token: &str) -> bool {
@@ -139,12 +100,12 @@ async fn deleting_a_client_refuses_its_tokens_at_once() {
     let e = env().await;
     let (id, secret) = create(&e, &["read"]).await;
     let t = token(&e, &id, &secret).await;
-    verify(&e, &t).await.unwrap();
+    verify_bearer(&e, &t).await.unwrap();
     assert!(active(&e, &t).await);
 
     e.auth.delete_client(&e.barrier, &id).await.unwrap();
     assert!(matches!(
-        verify(&e, &t).await,
+        verify_bearer(&e, &t).await,
         Err(AuthError::ClientChanged)
     ));
     assert!(!active(&e, &t).await);
@@ -160,13 +121,13 @@ async fn a_recreated_client_id_does_not_honour_older_tokens() {
     let (again, secret) = create(&e, &["read"]).await;
     assert_eq!(again, id);
     assert!(matches!(
-        verify(&e, &old).await,
+        verify_bearer(&e, &old).await,
         Err(AuthError::ClientChanged)
     ));
     assert!(!active(&e, &old).await);
     // The new incarnation's tokens work, also in the second it was made.
     let new = token(&e, &id, &secret).await;
-    verify(&e, &new).await.unwrap();
+    verify_bearer(&e, &new).await.unwrap();
     assert!(active(&e, &new).await);
 }
 
@@ -190,7 +151,7 @@ async fn applying_a_change_refuses_older_tokens_and_a_no_op_keeps_them() {
         .await
         .unwrap();
     assert_eq!(plan.unchanged, std::slice::from_ref(&id));
-    verify(&e, &t).await.unwrap();
+    verify_bearer(&e, &t).await.unwrap();
 
     // Narrowing the scopes stamps the record: the broader token is refused.
     e.clock.advance(Duration::from_secs(5));
@@ -204,12 +165,12 @@ async fn applying_a_change_refuses_older_tokens_and_a_no_op_keeps_them() {
     assert_eq!(record.updated, START + 10);
     assert_eq!(record.created, START);
     assert!(matches!(
-        verify(&e, &t).await,
+        verify_bearer(&e, &t).await,
         Err(AuthError::ClientChanged)
     ));
     assert!(!active(&e, &t).await);
     let narrowed = token(&e, &id, &secret).await;
-    assert_eq!(verify(&e, &narrowed).await.unwrap().scopes, ["read"]);
+    assert_eq!(verify_bearer(&e, &narrowed).await.unwrap().scopes, ["read"]);
 }
 
 #[tokio::test]
@@ -232,35 +193,18 @@ async fn records_without_an_update_time_fall_back_to_creation() {
     let record = e.auth.client(&e.barrier, &id).await.unwrap();
     assert_eq!((record.updated, record.changed_at()), (0, START));
     let t = token(&e, &id, &secret).await;
-    verify(&e, &t).await.unwrap();
+    verify_bearer(&e, &t).await.unwrap();
 }
 
 #[tokio::test]
 async fn verification_reads_storage_twice_revocation_and_client() {
-    let e = env().await;
+    let (e, gets) = counted_env().await;
     let (id, secret) = create(&e, &["read"]).await;
     let t = token(&e, &id, &secret).await;
     // Warm the key cache; from then on a verification reads the
     // revocation marker and the client record, nothing else.
-    verify(&e, &t).await.unwrap();
-    let before = e.store.gets.load(Ordering::SeqCst);
-    verify(&e, &t).await.unwrap();
-    assert_eq!(e.store.gets.load(Ordering::SeqCst) - before, 2);
-}
-
-/// A caller that reaches every client.
-struct Everything;
-
-impl vern_authority::ApplyGate for Everything {
-    fn manages(&self, _: &vern_authority::ClientRecord) -> bool {
-        true
-    }
-    fn may_grant(
-        &self,
-        _: &str,
-        _: &vern_authority::ClientKind,
-        _: &[String],
-    ) -> Result<(), String> {
-        Ok(())
-    }
+    verify_bearer(&e, &t).await.unwrap();
+    let before = gets.load(Ordering::SeqCst);
+    verify_bearer(&e, &t).await.unwrap();
+    assert_eq!(gets.load(Ordering::SeqCst) - before, 2);
 }

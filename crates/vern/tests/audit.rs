@@ -15,20 +15,21 @@ mod common;
 
 use std::time::Duration;
 
-use common::{client, client_token, dev_server, path_str, temp, text, vern, Server};
+use common::{
+    client, client_token, dev_server, json_of, metrics, path_str, service, status_and_json, temp,
+    text, vern, write_secret, Server, SECRET_SCOPES,
+};
 use serde_json::{json, Value};
 
 const MARKER: &str = "s3cr3t-marker-9b1f";
 
 async fn records(s: &Server, token: &str, query: &str) -> (u16, Value) {
-    let resp = client()
-        .get(s.url(&format!("/v1/audit/records?{query}")))
-        .header("x-vault-token", token)
-        .send()
-        .await
-        .unwrap();
-    let status = resp.status().as_u16();
-    (status, resp.json().await.unwrap_or(Value::Null))
+    status_and_json(
+        client()
+            .get(s.url(&format!("/v1/audit/records?{query}")))
+            .header("x-vault-token", token),
+    )
+    .await
 }
 
 fn list(v: &Value) -> Vec<Value> {
@@ -36,15 +37,7 @@ fn list(v: &Value) -> Vec<Value> {
 }
 
 async fn put_secret(s: &Server, path: &str) -> u16 {
-    client()
-        .post(s.url(&format!("/v1/secret/data/{path}")))
-        .header("x-vault-token", "root")
-        .json(&json!({"data": {"password": MARKER}}))
-        .send()
-        .await
-        .unwrap()
-        .status()
-        .as_u16()
+    write_secret(s, "root", path, json!({"password": MARKER})).await
 }
 
 /// `GET` of a secret with `token` (root or an access token) and a
@@ -60,14 +53,7 @@ async fn read_secret(s: &Server, path: &str, token: &str, request_id: &str) -> r
 }
 
 async fn public_key(s: &Server) -> String {
-    let v: Value = client()
-        .get(s.url("/v1/audit/public-key"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let v = json_of(client().get(s.url("/v1/audit/public-key"))).await;
     v["data"]["public_key"].as_str().unwrap().to_owned()
 }
 
@@ -78,11 +64,7 @@ async fn records_carry_decisions_and_hmacs_never_secrets() {
     let file = dir.path().join("audit.jsonl");
     let s = dev_server(&data, &["--audit-file", &path_str(&file)]);
     assert_eq!(put_secret(&s, "acme/web/prod/db").await, 200);
-    let svc = client_token(
-        &s,
-        json!({"tenant": "acme", "project": "web", "environment": "prod", "name": "api", "scopes": ["secrets:read", "secrets:write", "secrets:delete"]}),
-    )
-    .await;
+    let svc = client_token(&s, service("acme", "api", &SECRET_SCOPES)).await;
     let own = read_secret(&s, "acme/web/prod/db", &svc, "read-own-0001").await;
     assert_eq!(own.status(), 200);
     let other = read_secret(&s, "globex/web/prod/db", &svc, "read-other-0001").await;
@@ -192,11 +174,7 @@ async fn tenants_read_their_own_records_and_reading_is_audited() {
                "scopes": ["audit:read"]}),
     )
     .await;
-    let plain = client_token(
-        &s,
-        json!({"tenant": "acme", "project": "web", "environment": "prod", "name": "api", "scopes": ["secrets:read", "secrets:write", "secrets:delete"]}),
-    )
-    .await;
+    let plain = client_token(&s, service("acme", "api", &SECRET_SCOPES)).await;
 
     let (status, own) = records(&s, &siem, "limit=1000").await;
     assert_eq!(status, 200, "{own}");
@@ -265,14 +243,7 @@ async fn tenants_read_their_own_records_and_reading_is_audited() {
 async fn an_unwritable_sink_fails_requests_without_data() {
     let dir = temp();
     let s = dev_server(&path_str(dir.path()), &["--audit-file", "/dev/full"]);
-    let resp = client()
-        .post(s.url("/v1/secret/data/acme/web/prod/db"))
-        .header("x-vault-token", "root")
-        .json(&json!({"data": {"password": MARKER}}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 500);
+    assert_eq!(put_secret(&s, "acme/web/prod/db").await, 500);
     let read = read_secret(&s, "acme/web/prod/db", "root", "full-0001").await;
     assert_eq!(read.status(), 500);
     let body = read.text().await.unwrap();
@@ -282,14 +253,7 @@ async fn an_unwritable_sink_fails_requests_without_data() {
     // the failures show in its metrics.
     let health = client().get(s.url("/v1/sys/health")).send().await.unwrap();
     assert_eq!(health.status(), 200);
-    let metrics = client()
-        .get(s.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = metrics(&s).await;
     assert!(metrics.contains("vern_audit_failures_total 2"), "{metrics}");
 }
 

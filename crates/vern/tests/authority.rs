@@ -12,7 +12,10 @@
 
 mod common;
 
-use common::{client, dev_server, path_str, records_of, temp, Server};
+use common::{
+    access_token, client, create_client, dev_server, json_of, path_str, post_as, records_of,
+    service, status_and_json, status_of, temp, token_endpoint, write_secret, Server,
+};
 use serde_json::{json, Value};
 use vern_authority::jws::{ed25519_public, sign_ed25519};
 use vern_authority::JWT_BEARER_ASSERTION;
@@ -20,32 +23,31 @@ use vern_authority::JWT_BEARER_ASSERTION;
 /// Registers a `private_key_jwt` service client for `key` with the root
 /// token; returns its id.
 async fn keyed_client(s: &Server, name: &str, key: &ed25519_dalek::SigningKey) -> String {
-    let r = client()
-        .post(s.url("/v1/auth/clients"))
-        .header("x-vault-token", "root")
-        .json(
-            &json!({"tenant": "acme", "project": "web", "environment": "prod",
-                      "name": name, "jwks": [ed25519_public(key).to_json(None)]}),
-        )
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
-    let created: Value = r.json().await.unwrap();
+    let (status, created) = post_as(
+        s,
+        "root",
+        "/v1/auth/clients",
+        &json!({"tenant": "acme", "project": "web", "environment": "prod",
+                "name": name, "jwks": [ed25519_public(key).to_json(None)]}),
+    )
+    .await;
+    assert_eq!(status, 200);
     assert!(created["data"]["client_secret"].is_null());
     created["data"]["client_id"].as_str().unwrap().to_owned()
 }
 
-async fn token_endpoint(s: &Server) -> String {
-    let meta: Value = client()
-        .get(s.url("/.well-known/oauth-authorization-server"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    meta["token_endpoint"].as_str().unwrap().to_owned()
+/// A client assertion with `claims`, signed with `key`.
+fn assertion(claims: &Value, key: &ed25519_dalek::SigningKey) -> String {
+    sign_ed25519(&json!({"alg": "EdDSA", "typ": "JWT"}), claims, key)
+}
+
+/// A token request authenticated by the client assertion `assertion`.
+fn asserted(s: &Server, assertion: &str) -> reqwest::RequestBuilder {
+    client().post(s.url("/oauth2/token")).form(&[
+        ("grant_type", "client_credentials"),
+        ("client_assertion_type", JWT_BEARER_ASSERTION),
+        ("client_assertion", assertion),
+    ])
 }
 
 #[tokio::test]
@@ -71,21 +73,11 @@ async fn hostile_assertion_numbers_are_refused_and_audited() {
         for (k, v) in times.as_object().unwrap() {
             claims[k] = v.clone();
         }
-        let assertion = sign_ed25519(&json!({"alg": "EdDSA", "typ": "JWT"}), &claims, &key);
         let request_id = format!("hostile-{name}");
-        let r = client()
-            .post(s.url("/oauth2/token"))
-            .header("x-request-id", &request_id)
-            .form(&[
-                ("grant_type", "client_credentials"),
-                ("client_assertion_type", JWT_BEARER_ASSERTION),
-                ("client_assertion", &assertion),
-            ])
-            .send()
-            .await
-            .unwrap();
-        let status = r.status().as_u16();
-        let body: Value = r.json().await.unwrap();
+        let (status, body) = status_and_json(
+            asserted(&s, &assertion(&claims, &key)).header("x-request-id", &request_id),
+        )
+        .await;
         assert_eq!(status, 401, "{name}: {body}");
         assert_eq!(body["error"], "invalid_client", "{name}: {body}");
         let records = records_of(&s, &request_id).await;
@@ -96,43 +88,16 @@ async fn hostile_assertion_numbers_are_refused_and_audited() {
     }
     // The server is still well: the same client with sane numbers works.
     let claims = json!({"iss": id, "sub": id, "aud": endpoint, "jti": "sane", "exp": now + 60});
-    let assertion = sign_ed25519(&json!({"alg": "EdDSA", "typ": "JWT"}), &claims, &key);
-    let r = client()
-        .post(s.url("/oauth2/token"))
-        .form(&[
-            ("grant_type", "client_credentials"),
-            ("client_assertion_type", JWT_BEARER_ASSERTION),
-            ("client_assertion", &assertion),
-        ])
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
+    assert_eq!(
+        status_of(asserted(&s, &assertion(&claims, &key))).await,
+        200
+    );
 }
 
 /// Creates a service client of `acme/web/prod` with the root token;
 /// returns its id and secret.
 async fn secret_client(s: &Server, name: &str) -> (String, String) {
-    let created: Value = client()
-        .post(s.url("/v1/auth/clients"))
-        .header("x-vault-token", "root")
-        .json(
-            &json!({"tenant": "acme", "project": "web", "environment": "prod", "name": name,
-                      "scopes": ["secrets:read", "secrets:write"]}),
-        )
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    (
-        created["data"]["client_id"].as_str().unwrap().to_owned(),
-        created["data"]["client_secret"]
-            .as_str()
-            .unwrap()
-            .to_owned(),
-    )
+    create_client(s, service("acme", name, &["secrets:read", "secrets:write"])).await
 }
 
 #[tokio::test]
@@ -140,26 +105,12 @@ async fn deleting_a_client_stops_its_tokens_at_once() {
     let dir = temp();
     let s = dev_server(&path_str(dir.path()), &[]);
     let c = client();
-    let put = c
-        .post(s.url("/v1/secret/data/acme/web/prod/db"))
-        .header("x-vault-token", "root")
-        .json(&json!({"data": {"password": "p"}}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(put.status(), 200);
+    assert_eq!(
+        write_secret(&s, "root", "acme/web/prod/db", json!({"password": "p"})).await,
+        200
+    );
     let (id, secret) = secret_client(&s, "doomed").await;
-    let token: Value = c
-        .post(s.url("/oauth2/token"))
-        .basic_auth(&id, Some(&secret))
-        .form(&[("grant_type", "client_credentials")])
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let token = token["access_token"].as_str().unwrap().to_owned();
+    let token = access_token(&s, &id, &secret).await;
     let (checker, checker_secret) = secret_client(&s, "checker").await;
     let read = || {
         c.get(s.url("/v1/secret/data/acme/web/prod/db"))
@@ -167,16 +118,12 @@ async fn deleting_a_client_stops_its_tokens_at_once() {
             .send()
     };
     let introspect = || async {
-        let v: Value = c
-            .post(s.url("/oauth2/introspect"))
-            .basic_auth(&checker, Some(&checker_secret))
-            .form(&[("token", token.as_str())])
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let v = json_of(
+            c.post(s.url("/oauth2/introspect"))
+                .basic_auth(&checker, Some(&checker_secret))
+                .form(&[("token", token.as_str())]),
+        )
+        .await;
         v["active"].as_bool().unwrap()
     };
     assert_eq!(read().await.unwrap().status(), 200);

@@ -14,10 +14,13 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use serde_json::{json, Value};
+use serde_json::json;
 
-async fn status(r: reqwest::RequestBuilder) -> u16 {
-    r.send().await.unwrap().status().as_u16()
+/// `GET` of the secret at `path` with `token` as a bearer token.
+fn read(s: &Server, path: &str, token: &str) -> reqwest::RequestBuilder {
+    client()
+        .get(s.url(&format!("/v1/secret/data/{path}")))
+        .bearer_auth(token)
 }
 
 #[tokio::test]
@@ -37,12 +40,7 @@ async fn policies_decide_the_api_and_reload_atomically() {
         "globex/web/prod/db",
         "globex/shared/prod/flags",
     ] {
-        c.post(s.url(&format!("/v1/secret/data/{path}")))
-            .header("x-vault-token", "root")
-            .json(&json!({"data": {"v": path}}))
-            .send()
-            .await
-            .unwrap();
+        write_secret(&s, "root", path, json!({"v": path})).await;
     }
 
     // An operator needs an explicit policy to read secret values.
@@ -52,15 +50,14 @@ async fn policies_decide_the_api_and_reload_atomically() {
         json!({"name": "bob", "roles": ["oncall", "platform-admin"]}),
     )
     .await;
-    let get = |path: &str, token: &str| {
-        c.get(s.url(&format!("/v1/secret/data/{path}")))
-            .bearer_auth(token.to_owned())
-    };
-    assert_eq!(status(get("acme/web/prod/db", &reader)).await, 200);
-    assert_eq!(status(get("globex/web/prod/db", &reader)).await, 404);
-    assert_eq!(status(get("acme/web/prod/db", &plain)).await, 404);
+    assert_eq!(status_of(read(&s, "acme/web/prod/db", &reader)).await, 200);
     assert_eq!(
-        status(
+        status_of(read(&s, "globex/web/prod/db", &reader)).await,
+        404
+    );
+    assert_eq!(status_of(read(&s, "acme/web/prod/db", &plain)).await, 404);
+    assert_eq!(
+        status_of(
             c.get(s.url("/v1/secret/metadata/acme/web/prod/db"))
                 .bearer_auth(&plain)
         )
@@ -70,29 +67,24 @@ async fn policies_decide_the_api_and_reload_atomically() {
     );
     // Platform administrators administer the platform: this one may seal.
     assert_eq!(
-        status(c.put(s.url("/v1/sys/seal")).bearer_auth(&plain)).await,
+        status_of(c.put(s.url("/v1/sys/seal")).bearer_auth(&plain)).await,
         204
     );
-    assert_eq!(status(c.get(s.url("/v1/sys/health"))).await, 503);
+    assert_eq!(status_of(c.get(s.url("/v1/sys/health"))).await, 503);
     // A restarted dev server unseals itself.
     drop(s);
     let s = dev_server(&d, &["--policy-dir", &p]);
     let reader = client_token(&s, json!({"name": "alice2", "roles": ["secrets-reader"]})).await;
-    let get = |path: &str, token: &str| {
-        c.get(s.url(&format!("/v1/secret/data/{path}")))
-            .bearer_auth(token.to_owned())
-    };
 
     // The shipped cross-tenant grant opens exactly one thing.
-    let svc = client_token(
-        &s,
-        json!({"tenant": "acme", "project": "web", "environment": "prod", "name": "api", "scopes": ["secrets:read", "secrets:write", "secrets:delete"]}),
-    )
-    .await;
-    assert_eq!(status(get("globex/shared/prod/flags", &svc)).await, 200);
-    assert_eq!(status(get("globex/web/prod/db", &svc)).await, 404);
+    let svc = client_token(&s, service("acme", "api", &SECRET_SCOPES)).await;
     assert_eq!(
-        status(
+        status_of(read(&s, "globex/shared/prod/flags", &svc)).await,
+        200
+    );
+    assert_eq!(status_of(read(&s, "globex/web/prod/db", &svc)).await, 404);
+    assert_eq!(
+        status_of(
             c.post(s.url("/v1/secret/data/globex/shared/prod/flags"))
                 .bearer_auth(&svc)
                 .json(&json!({"data": {}}))
@@ -102,19 +94,19 @@ async fn policies_decide_the_api_and_reload_atomically() {
     );
 
     // The decision API, one request and a batch.
-    let one: Value = c.post(s.url("/v1/authz/check")).bearer_auth(&svc)
-        .json(&json!({"principal": "service:svc.acme.web.prod.api@acme/web/prod", "action": "secret.read", "resource": "secret:globex/web/prod/db"}))
-        .send().await.unwrap().json().await.unwrap();
+    let one = json_of(c.post(s.url("/v1/authz/check")).bearer_auth(&svc)
+        .json(&json!({"principal": "service:svc.acme.web.prod.api@acme/web/prod", "action": "secret.read", "resource": "secret:globex/web/prod/db"})))
+        .await;
     assert_eq!(one["decision"], "deny");
     assert_eq!(one["policies"], json!(["vern.tenant-isolation"]));
     assert!(one["request_id"].is_string());
     // Asking about others takes a principal allowed to: here root.
-    let batch: Value = c.post(s.url("/v1/authz/check")).header("x-vault-token", "root")
+    let batch = json_of(c.post(s.url("/v1/authz/check")).header("x-vault-token", "root")
         .json(&json!({"requests": [
             {"principal": "operator:op.x#secrets-reader", "action": "secret.read", "resource": "secret:acme/web/prod/db"},
             {"principal": "nonsense", "action": "secret.read", "resource": "platform"},
-        ]}))
-        .send().await.unwrap().json().await.unwrap();
+        ]})))
+        .await;
     assert_eq!(batch["results"][0]["decision"], "allow");
     assert_eq!(
         batch["results"][0]["policies"],
@@ -148,7 +140,7 @@ async fn policies_decide_the_api_and_reload_atomically() {
     )
     .await;
     assert_eq!(
-        status(get("acme/web/prod/db", &reader)).await,
+        status_of(read(&s, "acme/web/prod/db", &reader)).await,
         200,
         "the old policies still serve"
     );
@@ -161,24 +153,20 @@ async fn policies_decide_the_api_and_reload_atomically() {
     eventually(
         Duration::from_secs(10),
         "the reload takes effect",
-        async || status(get("acme/web/prod/db", &reader)).await == 404,
+        async || status_of(read(&s, "acme/web/prod/db", &reader)).await == 404,
     )
     .await;
-    let r: Value = c
-        .post(s.url("/v1/sys/policies/reload"))
-        .header("x-vault-token", "root")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let r = json_of(
+        c.post(s.url("/v1/sys/policies/reload"))
+            .header("x-vault-token", "root"),
+    )
+    .await;
     assert_eq!(
         r["data"]["policies"], 2,
         "the grant and the listing policy of grants.cedar"
     );
     assert_eq!(
-        status(c.post(s.url("/v1/sys/policies/reload")).bearer_auth(&svc)).await,
+        status_of(c.post(s.url("/v1/sys/policies/reload")).bearer_auth(&svc)).await,
         403,
         "services cannot reload"
     );

@@ -16,7 +16,7 @@ mod common;
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::Path;
 
-use common::{client, dev_server, path_str, temp, Server};
+use common::{dev_server, path_str, temp, Server};
 use serde_json::json;
 
 fn mode(path: &Path) -> u32 {
@@ -28,14 +28,9 @@ fn mode(path: &Path) -> u32 {
 }
 
 async fn write_secret(s: &Server) {
-    let r = client()
-        .post(s.url("/v1/secret/data/acme/web/prod/db"))
-        .header("x-vault-token", "root")
-        .json(&json!({"data": {"password": "p"}}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
+    let status =
+        common::write_secret(s, "root", "acme/web/prod/db", json!({"password": "p"})).await;
+    assert_eq!(status, 200);
 }
 
 #[tokio::test]

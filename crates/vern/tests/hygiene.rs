@@ -134,26 +134,17 @@ async fn made_up_methods_do_not_grow_metrics() {
         "/nowhere",
         "/v1/secret/data/acme/web/prod/x",
     ];
-    let metrics = async || {
-        c.get(s.url("/metrics"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap()
-    };
     // Every path seen once with a real method, so the baseline has them.
     for p in paths {
         c.get(s.url(p)).send().await.unwrap();
     }
-    let before = metrics().await;
+    let before = metrics(&s).await;
     for i in 0..200 {
         let method = reqwest::Method::from_bytes(format!("FUZZ{i}X").as_bytes()).unwrap();
         let path = paths[i % paths.len()];
         c.request(method, s.url(path)).send().await.unwrap();
     }
-    let after = metrics().await;
+    let after = metrics(&s).await;
     assert!(!after.contains("FUZZ"), "{after}");
     assert!(after.contains(r#"method="other""#), "{after}");
     assert!(
@@ -167,33 +158,14 @@ async fn made_up_methods_do_not_grow_metrics() {
 #[tokio::test]
 async fn a_stalled_tls_handshake_is_closed_after_the_header_timeout() {
     let dir = temp();
-    let cert =
-        rcgen::generate_simple_self_signed(vec!["127.0.0.1".into(), "localhost".into()]).unwrap();
-    let (cert_path, key_path) = (dir.path().join("tls.crt"), dir.path().join("tls.key"));
-    std::fs::write(&cert_path, cert.cert.pem()).unwrap();
-    std::fs::write(&key_path, cert.key_pair.serialize_pem()).unwrap();
-    let (c, k, d) = (
-        path_str(&cert_path),
-        path_str(&key_path),
-        path_str(&dir.path().join("data")),
-    );
+    let (pem, c, k) = self_signed_tls(dir.path());
+    let d = path_str(&dir.path().join("data"));
     // One connection at most: the stalled handshake holds the only place.
-    let s = Server::start(
-        &[
-            "--listen",
-            "127.0.0.1:0",
-            "--tls-cert",
-            &c,
-            "--tls-key",
-            &k,
-            "--data-dir",
-            &d,
-            "--header-timeout",
-            "1",
-            "--max-connections",
-            "1",
-        ],
-        &[],
+    let s = tls_server(
+        &c,
+        &k,
+        &d,
+        &["--header-timeout", "1", "--max-connections", "1"],
     );
     let mut stalled = TcpStream::connect(&s.addr).unwrap();
     // The first bytes of a TLS record header, then nothing.
@@ -202,7 +174,7 @@ async fn a_stalled_tls_handshake_is_closed_after_the_header_timeout() {
     assert!(waited < Duration::from_secs(5), "{waited:?}");
 
     let https = reqwest::Client::builder()
-        .add_root_certificate(reqwest::Certificate::from_pem(cert.cert.pem().as_bytes()).unwrap())
+        .add_root_certificate(reqwest::Certificate::from_pem(pem.as_bytes()).unwrap())
         .timeout(Duration::from_secs(2))
         .build()
         .unwrap();

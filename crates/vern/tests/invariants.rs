@@ -17,11 +17,16 @@ use common::*;
 use serde_json::{json, Value};
 
 async fn service_token(s: &Server, tenant: &str) -> String {
-    client_token(
-        s,
-        json!({"tenant": tenant, "project": "web", "environment": "prod", "name": "app", "scopes": ["secrets:read", "secrets:write", "secrets:delete"]}),
-    )
-    .await
+    client_token(s, service(tenant, "app", &SECRET_SCOPES)).await
+}
+
+/// Sends each request and checks the status it gets.
+async fn expect_statuses(cases: Vec<(reqwest::RequestBuilder, u16)>) {
+    for (request, status) in cases {
+        let resp = request.send().await.unwrap();
+        let url = resp.url().path().to_owned();
+        assert_eq!(resp.status(), status, "{url}");
+    }
 }
 
 #[tokio::test]
@@ -36,12 +41,10 @@ async fn a_tenant_cannot_see_or_touch_another_tenants_secrets() {
         "globex/mail/dev/smtp",
         "acme/web/prod/db",
     ] {
-        let r = root(c.post(s.url(&format!("/v1/secret/data/{path}"))))
-            .json(&json!({"data": {"v": path}}))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 200);
+        assert_eq!(
+            write_secret(&s, "root", path, json!({"v": path})).await,
+            200
+        );
     }
     let acme = service_token(&s, "acme").await;
     let as_acme = |r: reqwest::RequestBuilder| r.bearer_auth(&acme);
@@ -96,36 +99,24 @@ async fn a_tenant_cannot_see_or_touch_another_tenants_secrets() {
     assert_eq!(list("globex/").await.0, 404);
     assert_eq!(list("acme/web/prod/").await, (200, json!(["db"])));
     // Writes, deletes and destroys to another tenant are refused and change nothing.
-    let w = as_acme(c.post(s.url("/v1/secret/data/globex/web/prod/db")))
-        .json(&json!({"data": {"v": "overwritten"}}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(w.status(), 403);
-    assert_eq!(
-        as_acme(c.delete(s.url("/v1/secret/metadata/globex/web/prod/db")))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        403
-    );
-    assert_eq!(
-        as_acme(c.post(s.url("/v1/secret/destroy/globex/web/prod/db")))
-            .json(&json!({"versions": [1]}))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        403
-    );
-    let still: Value = root(c.get(s.url("/v1/secret/data/globex/web/prod/db")))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    expect_statuses(vec![
+        (
+            as_acme(c.post(s.url("/v1/secret/data/globex/web/prod/db")))
+                .json(&json!({"data": {"v": "overwritten"}})),
+            403,
+        ),
+        (
+            as_acme(c.delete(s.url("/v1/secret/metadata/globex/web/prod/db"))),
+            403,
+        ),
+        (
+            as_acme(c.post(s.url("/v1/secret/destroy/globex/web/prod/db")))
+                .json(&json!({"versions": [1]})),
+            403,
+        ),
+    ])
+    .await;
+    let still = json_of(root(c.get(s.url("/v1/secret/data/globex/web/prod/db")))).await;
     assert_eq!(
         (
             still["data"]["data"]["v"].as_str(),
@@ -134,56 +125,31 @@ async fn a_tenant_cannot_see_or_touch_another_tenants_secrets() {
         (Some("globex/web/prod/db"), Some(1))
     );
     // Its own environment works; a service cannot manage clients or the seal.
-    assert_eq!(
-        as_acme(c.get(s.url("/v1/secret/data/acme/web/prod/db")))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        200
-    );
-    assert_eq!(
-        as_acme(c.get(s.url("/v1/auth/clients")))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        403
-    );
-    assert_eq!(
-        as_acme(c.put(s.url("/v1/sys/seal")))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        403
-    );
+    expect_statuses(vec![
+        (
+            as_acme(c.get(s.url("/v1/secret/data/acme/web/prod/db"))),
+            200,
+        ),
+        (as_acme(c.get(s.url("/v1/auth/clients"))), 403),
+        (as_acme(c.put(s.url("/v1/sys/seal"))), 403),
+    ])
+    .await;
 }
 
 #[tokio::test]
 async fn secret_values_and_credentials_never_reach_the_logs() {
     let dir = temp();
     let d = path_str(dir.path());
-    let s = Server::start(
-        &[
-            "--dev",
-            "--listen",
-            "127.0.0.1:0",
-            "--data-dir",
-            &d,
-            "--dev-root-token",
-            "root-in-no-log",
-        ],
-        &[],
-    );
+    let s = Server::start(&dev_args(&d, "root-in-no-log"), &[]);
     let c = client();
     let value = "s3cret-value-that-must-not-be-logged";
-    c.post(s.url("/v1/secret/data/acme/web/prod/db"))
-        .header("x-vault-token", "root-in-no-log")
-        .json(&json!({"data": {"password": value}}))
-        .send()
-        .await
-        .unwrap();
+    write_secret(
+        &s,
+        "root-in-no-log",
+        "acme/web/prod/db",
+        json!({"password": value}),
+    )
+    .await;
     c.get(s.url("/v1/secret/data/acme/web/prod/db"))
         .header("x-vault-token", "root-in-no-log")
         .send()
@@ -194,33 +160,20 @@ async fn secret_values_and_credentials_never_reach_the_logs() {
         .send()
         .await
         .unwrap();
-    let created: Value = c
-        .post(s.url("/v1/auth/clients"))
-        .header("x-vault-token", "root-in-no-log")
-        .json(&json!({"tenant": "acme", "project": "web", "environment": "prod", "name": "app", "scopes": ["secrets:read", "secrets:write", "secrets:delete"]}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let (_, created) = post_as(
+        &s,
+        "root-in-no-log",
+        "/v1/auth/clients",
+        &service("acme", "app", &SECRET_SCOPES),
+    )
+    .await;
     let secret = created["data"]["client_secret"]
         .as_str()
         .unwrap()
         .to_owned();
-    let token: Value = c
-        .post(s.url("/oauth2/token"))
-        .basic_auth("svc.acme.web.prod.app", Some(&secret))
-        .form(&[("grant_type", "client_credentials")])
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let access = token["access_token"].as_str().unwrap();
+    let access = access_token(&s, "svc.acme.web.prod.app", &secret).await;
     c.get(s.url("/v1/secret/data/acme/web/prod/db"))
-        .bearer_auth(access)
+        .bearer_auth(&access)
         .send()
         .await
         .unwrap();
@@ -237,7 +190,7 @@ async fn secret_values_and_credentials_never_reach_the_logs() {
         "root-in-no-log",
         "wrong-token-guess",
         secret.as_str(),
-        access,
+        access.as_str(),
     ] {
         assert!(!logs.contains(needle), "a secret reached the logs");
     }
@@ -249,19 +202,9 @@ async fn sealed_means_every_data_endpoint_answers_503() {
     let d = path_str(dir.path());
     let s = dev_server(&d, &[]);
     let c = client();
-    c.post(s.url("/v1/secret/data/acme/web/prod/db"))
-        .header("x-vault-token", "root")
-        .json(&json!({"data": {"a": "b"}}))
-        .send()
-        .await
-        .unwrap();
+    write_secret(&s, "root", "acme/web/prod/db", json!({"a": "b"})).await;
     assert_eq!(
-        c.put(s.url("/v1/sys/seal"))
-            .header("x-vault-token", "root")
-            .send()
-            .await
-            .unwrap()
-            .status(),
+        status_of(c.put(s.url("/v1/sys/seal")).header("x-vault-token", "root")).await,
         204
     );
     let requests = vec![
@@ -292,26 +235,14 @@ async fn sealed_means_every_data_endpoint_answers_503() {
             .basic_auth("svc.a.b.c.d", Some("x"))
             .form(&[("grant_type", "client_credentials")]),
     ];
-    for r in requests {
-        let resp = r.send().await.unwrap();
-        let url = resp.url().path().to_owned();
-        assert_eq!(resp.status(), 503, "{url}");
-    }
+    expect_statuses(requests.into_iter().map(|r| (r, 503)).collect()).await;
 }
 
 #[tokio::test]
 async fn acknowledged_secret_writes_survive_a_sigkill_of_the_server() {
     let dir = temp();
     let d = path_str(dir.path());
-    let args = [
-        "--dev",
-        "--listen",
-        "127.0.0.1:0",
-        "--data-dir",
-        d.as_str(),
-        "--dev-root-token",
-        "root",
-    ];
+    let args = dev_args(&d, "root");
     let s = Server::start(&args, &[]);
     let c = client();
     let acks = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
@@ -355,15 +286,7 @@ async fn acknowledged_secret_writes_survive_a_sigkill_of_the_server() {
 
     let s = Server::start(&args, &[]);
     for i in &acked {
-        let r: Value = c
-            .get(s.url(&format!("/v1/secret/data/acme/web/prod/k{i}")))
-            .header("x-vault-token", "root")
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let r = get_as(&s, "root", &format!("/v1/secret/data/acme/web/prod/k{i}")).await;
         assert_eq!(
             r["data"]["data"]["i"], *i,
             "acknowledged write {i} was lost"

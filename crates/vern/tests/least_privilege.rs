@@ -18,28 +18,7 @@ use serde_json::{json, Value};
 
 /// Creates a client with `token`; returns the status and the body.
 async fn create(s: &Server, token: &str, spec: Value) -> (u16, Value) {
-    let r = client()
-        .post(s.url("/v1/auth/clients"))
-        .header("x-vault-token", token)
-        .json(&spec)
-        .send()
-        .await
-        .unwrap();
-    let status = r.status().as_u16();
-    (status, r.json().await.unwrap_or(Value::Null))
-}
-
-/// The JSON body of `GET path` with `token`.
-async fn get_as(s: &Server, token: &str, path: &str) -> Value {
-    client()
-        .get(s.url(path))
-        .header("x-vault-token", token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
+    post_as(s, token, "/v1/auth/clients", &spec).await
 }
 
 /// Creates each client with `token` and checks the status it gets.
@@ -50,11 +29,6 @@ async fn expect_creations(s: &Server, token: &str, cases: &[(Value, u16, &str)])
     }
 }
 
-/// A token for a client created by root.
-async fn token_of(s: &Server, spec: Value) -> String {
-    client_token(s, spec).await
-}
-
 async fn send(s: &Server, token: &str, method: &str, path: &str, body: Option<Value>) -> u16 {
     let mut r = client()
         .request(method.parse().unwrap(), s.url(path))
@@ -62,11 +36,16 @@ async fn send(s: &Server, token: &str, method: &str, path: &str, body: Option<Va
     if let Some(b) = body {
         r = r.json(&b);
     }
-    r.send().await.unwrap().status().as_u16()
+    status_of(r).await
 }
 
-fn service(tenant: &str, name: &str, scopes: &[&str]) -> Value {
-    json!({"tenant": tenant, "project": "web", "environment": "prod", "name": name, "scopes": scopes})
+/// Sends each request (token, method, path, body) and checks the status it
+/// gets.
+async fn expect_statuses(s: &Server, cases: &[(&str, &str, &str, Option<Value>, u16)]) {
+    for (token, method, path, body, status) in cases {
+        let got = send(s, token, method, path, body.clone()).await;
+        assert_eq!(got, *status, "{method} {path}");
+    }
 }
 
 fn operator(name: &str, roles: &[&str]) -> Value {
@@ -79,19 +58,12 @@ async fn operators_cannot_escalate_through_client_management() {
     let s = dev_server(&path_str(dir.path()), &[]);
     let root = "root";
     assert_eq!(
-        send(
-            &s,
-            root,
-            "POST",
-            "/v1/secret/data/globex/web/prod/db",
-            Some(json!({"data": {"pw": "x"}}))
-        )
-        .await,
+        write_secret(&s, root, "globex/web/prod/db", json!({"pw": "x"})).await,
         200
     );
 
     // An operator with an unrelated role mints nothing.
-    let plain = token_of(&s, operator("viewer", &["operator"])).await;
+    let plain = client_token(&s, operator("viewer", &["operator"])).await;
     expect_creations(
         &s,
         &plain,
@@ -112,7 +84,7 @@ async fn operators_cannot_escalate_through_client_management() {
 
     // A platform administrator manages clients, but gives nobody what it
     // does not hold: no secret scopes, no audit reading, no custom roles.
-    let admin = token_of(&s, operator("admin", &["platform-admin"])).await;
+    let admin = client_token(&s, operator("admin", &["platform-admin"])).await;
     let (st, body) = create(&s, &admin, service("globex", "spy", &["secrets:read"])).await;
     assert_eq!(st, 403, "{body}");
     assert!(
@@ -148,14 +120,9 @@ async fn operators_cannot_escalate_through_client_management() {
 
     // apply cannot widen an existing client's scopes either; nothing is
     // written.
-    let r = client()
-        .post(s.url("/v1/auth/apply"))
-        .header("x-vault-token", &admin)
-        .json(&json!({"clients": [service("globex", "bare", &["orders:write", "secrets:read"])]}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 403);
+    let widened =
+        json!({"clients": [service("globex", "bare", &["orders:write", "secrets:read"])]});
+    assert_eq!(post_as(&s, &admin, "/v1/auth/apply", &widened).await.0, 403);
     let r = get_as(&s, root, "/v1/auth/clients/svc.globex.web.prod.bare").await;
     assert_eq!(r["data"]["scopes"], json!(["orders:write"]));
 
@@ -176,7 +143,7 @@ async fn operators_cannot_escalate_through_client_management() {
 async fn tenant_administrators_stay_in_their_tenant() {
     let dir = temp();
     let s = dev_server(&path_str(dir.path()), &[]);
-    let ta = token_of(
+    let ta = client_token(
         &s,
         json!({"name": "erin", "tenant": "acme", "roles": ["tenant-admin"]}),
     )
@@ -220,40 +187,25 @@ async fn tenant_administrators_stay_in_their_tenant() {
     assert_eq!(st, 200, "a peer in its own tenant: {body}");
     assert_eq!(body["data"]["client_id"], "op.acme.frank");
 
-    // Its own tenant's secrets, not another's.
-    assert_eq!(
-        send(
-            &s,
-            &ta,
-            "POST",
-            "/v1/secret/data/acme/web/prod/db",
-            Some(json!({"data": {"a": "1"}}))
-        )
-        .await,
-        200
+    // Its own tenant's secrets, not another's; its tenant's audit records,
+    // not the platform's or another tenant's.
+    let write = || Some(json!({"data": {"a": "1"}}));
+    let (own, other) = (
+        "/v1/secret/data/acme/web/prod/db",
+        "/v1/secret/data/globex/web/prod/db",
     );
-    assert_eq!(
-        send(
-            &s,
-            "root",
-            "POST",
-            "/v1/secret/data/globex/web/prod/db",
-            Some(json!({"data": {"a": "1"}}))
-        )
-        .await,
-        200
-    );
-    assert_eq!(
-        send(&s, &ta, "GET", "/v1/secret/data/globex/web/prod/db", None).await,
-        404
-    );
-    assert_eq!(send(&s, &ta, "PUT", "/v1/sys/seal", None).await, 403);
-    // Its tenant's audit records, not the platform's or another tenant's.
-    assert_eq!(send(&s, &ta, "GET", "/v1/audit/records", None).await, 200);
-    assert_eq!(
-        send(&s, &ta, "GET", "/v1/audit/records?tenant=globex", None).await,
-        403
-    );
+    expect_statuses(
+        &s,
+        &[
+            (&ta, "POST", own, write(), 200),
+            ("root", "POST", other, write(), 200),
+            (&ta, "GET", other, None, 404),
+            (&ta, "PUT", "/v1/sys/seal", None, 403),
+            (&ta, "GET", "/v1/audit/records", None, 200),
+            (&ta, "GET", "/v1/audit/records?tenant=globex", None, 403),
+        ],
+    )
+    .await;
 
     // It lists only its tenant's clients; pruning leaves the others.
     assert_eq!(
@@ -266,14 +218,8 @@ async fn tenant_administrators_stay_in_their_tenant() {
         keys.iter().all(|k| k.as_str().unwrap().contains(".acme.")),
         "{list}"
     );
-    let r = client()
-        .post(s.url("/v1/auth/apply"))
-        .header("x-vault-token", &ta)
-        .json(&json!({"clients": [], "prune": true}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
+    let prune = json!({"clients": [], "prune": true});
+    assert_eq!(post_as(&s, &ta, "/v1/auth/apply", &prune).await.0, 200);
     assert_eq!(
         send(
             &s,
@@ -287,15 +233,7 @@ async fn tenant_administrators_stay_in_their_tenant() {
     );
 
     // A service it made cannot manage clients in turn.
-    let api = token_of(
-        &s,
-        service(
-            "acme",
-            "api2",
-            &["secrets:read", "secrets:write", "secrets:delete"],
-        ),
-    )
-    .await;
+    let api = client_token(&s, service("acme", "api2", &SECRET_SCOPES)).await;
     assert_eq!(create(&s, &api, service("acme", "child", &[])).await.0, 403);
 }
 
@@ -303,107 +241,64 @@ async fn tenant_administrators_stay_in_their_tenant() {
 async fn token_scopes_decide_secret_actions() {
     let dir = temp();
     let s = dev_server(&path_str(dir.path()), &[]);
-    assert_eq!(
-        send(
-            &s,
-            "root",
-            "POST",
-            "/v1/secret/data/acme/web/prod/db",
-            Some(json!({"data": {"a": "1"}}))
-        )
-        .await,
-        200
-    );
-    let ro = token_of(&s, service("acme", "ro", &["secrets:read"])).await;
     let path = "acme/web/prod/db";
-    assert_eq!(
-        send(&s, &ro, "GET", &format!("/v1/secret/data/{path}"), None).await,
-        200
+    assert_eq!(write_secret(&s, "root", path, json!({"a": "1"})).await, 200);
+    let (data, meta) = (
+        format!("/v1/secret/data/{path}"),
+        format!("/v1/secret/metadata/{path}"),
     );
-    assert_eq!(
-        send(&s, &ro, "GET", &format!("/v1/secret/metadata/{path}"), None).await,
-        200
+    let (destroy, delete) = (
+        format!("/v1/secret/destroy/{path}"),
+        format!("/v1/secret/delete/{path}"),
     );
+    let write = |a: &str| Some(json!({"data": {"a": a}}));
+    let versions = || Some(json!({"versions": [1]}));
+    let ro = client_token(&s, service("acme", "ro", &["secrets:read"])).await;
+    expect_statuses(
+        &s,
+        &[
+            (&ro, "GET", &data, None, 200),
+            (&ro, "GET", &meta, None, 200),
+            (&ro, "LIST", "/v1/secret/metadata/acme/web/prod", None, 200),
+            (&ro, "POST", &data, write("2"), 403),
+            (&ro, "PATCH", &data, write("2"), 403),
+            (&ro, "DELETE", &data, None, 403),
+            (&ro, "POST", &destroy, versions(), 403),
+            (&ro, "POST", &delete, versions(), 403),
+            (&ro, "DELETE", &meta, None, 403),
+        ],
+    )
+    .await;
     assert_eq!(
-        send(&s, &ro, "LIST", "/v1/secret/metadata/acme/web/prod", None).await,
-        200
-    );
-    for (method, p, body) in [
-        (
-            "POST",
-            format!("/v1/secret/data/{path}"),
-            Some(json!({"data": {"a": "2"}})),
-        ),
-        (
-            "PATCH",
-            format!("/v1/secret/data/{path}"),
-            Some(json!({"data": {"a": "2"}})),
-        ),
-        ("DELETE", format!("/v1/secret/data/{path}"), None),
-        (
-            "POST",
-            format!("/v1/secret/destroy/{path}"),
-            Some(json!({"versions": [1]})),
-        ),
-        (
-            "POST",
-            format!("/v1/secret/delete/{path}"),
-            Some(json!({"versions": [1]})),
-        ),
-        ("DELETE", format!("/v1/secret/metadata/{path}"), None),
-    ] {
-        assert_eq!(send(&s, &ro, method, &p, body).await, 403, "{method} {p}");
-    }
-    assert_eq!(
-        send(&s, &ro, "GET", &format!("/v1/secret/data/{path}"), None).await,
+        send(&s, &ro, "GET", &data, None).await,
         200,
         "nothing changed"
     );
-    let wo = token_of(&s, service("acme", "wo", &["secrets:write"])).await;
-    assert_eq!(
-        send(
-            &s,
-            &wo,
-            "POST",
-            &format!("/v1/secret/data/{path}"),
-            Some(json!({"data": {"a": "3"}}))
-        )
-        .await,
-        200
-    );
-    assert_eq!(
-        send(&s, &wo, "GET", &format!("/v1/secret/data/{path}"), None).await,
-        403
-    );
-    assert_eq!(
-        send(
-            &s,
-            &wo,
-            "DELETE",
-            &format!("/v1/secret/metadata/{path}"),
-            None
-        )
-        .await,
-        403
-    );
+    let wo = client_token(&s, service("acme", "wo", &["secrets:write"])).await;
+    expect_statuses(
+        &s,
+        &[
+            (&wo, "POST", &data, write("3"), 200),
+            (&wo, "GET", &data, None, 403),
+            (&wo, "DELETE", &meta, None, 403),
+        ],
+    )
+    .await;
 }
 
 #[tokio::test]
 async fn the_decision_api_answers_a_service_about_itself_only() {
     let dir = temp();
     let s = dev_server(&path_str(dir.path()), &[]);
-    let acme = token_of(&s, service("acme", "api", &["secrets:read"])).await;
+    let acme = client_token(&s, service("acme", "api", &["secrets:read"])).await;
     let ask = async |principal: &str, action: &str, resource: &str| -> Value {
-        client()
-            .post(s.url("/v1/authz/check"))
-            .header("x-vault-token", &acme)
-            .json(&json!({"principal": principal, "action": action, "resource": resource}))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap()
+        json_of(
+            client()
+                .post(s.url("/v1/authz/check"))
+                .header("x-vault-token", &acme)
+                .json(&json!({"principal": principal, "action": action, "resource": resource})),
+        )
+        .await
     };
     let other = ask(
         "service:svc.globex.web.prod.api@globex/web/prod#secrets:read",
@@ -462,15 +357,14 @@ async fn a_write_stuck_on_slow_storage_is_reported_as_committed() {
     let d = path_str(dir.path());
     let s = dev_server(&d, &["--request-timeout", "1"]);
     let mut locker = hold_write_lock(&dir.path().join("vern.db"), 2.5);
-    let r = client()
-        .post(s.url("/v1/secret/data/acme/web/prod/slow"))
-        .header("x-vault-token", "root")
-        .header("x-request-id", "slow-write-1")
-        .json(&json!({"data": {"a": "1"}}))
-        .send()
-        .await
-        .unwrap();
-    let status = r.status().as_u16();
+    let status = status_of(
+        client()
+            .post(s.url("/v1/secret/data/acme/web/prod/slow"))
+            .header("x-vault-token", "root")
+            .header("x-request-id", "slow-write-1")
+            .json(&json!({"data": {"a": "1"}})),
+    )
+    .await;
     let _ = locker.wait();
     let stored = send(
         &s,

@@ -17,21 +17,10 @@ mod common;
 use common::*;
 use serde_json::{json, Value};
 
+/// Creates a service `name` of `acme/web/prod` with the root token;
+/// returns its id and secret.
 async fn create(s: &Server, name: &str) -> (String, String) {
-    let r: Value = client()
-        .post(s.url("/v1/auth/clients"))
-        .header("x-vault-token", "root")
-        .json(&json!({"tenant": "acme", "project": "web", "environment": "prod", "name": name, "scopes": ["secrets:read", "secrets:write", "secrets:delete"]}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    (
-        r["data"]["client_id"].as_str().unwrap().to_owned(),
-        r["data"]["client_secret"].as_str().unwrap().to_owned(),
-    )
+    create_client(s, service("acme", name, &SECRET_SCOPES)).await
 }
 
 async fn token_status(s: &Server, id: &str, secret: &str) -> (u16, Option<String>, Value) {
@@ -120,33 +109,22 @@ async fn bursts_are_limited_per_client_and_per_principal() {
         "another principal is unaffected"
     );
 
-    let metrics = client()
-        .get(s.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    assert!(
-        metrics.contains(r#"vern_rate_limited_total{scope="token_client"} 3"#),
-        "{metrics}"
-    );
-    assert!(
-        metrics.contains(r#"vern_rate_limited_total{scope="api_principal"} 2"#),
-        "{metrics}"
-    );
+    expect_metrics(
+        &s,
+        &[
+            r#"vern_rate_limited_total{scope="token_client"} 3"#,
+            r#"vern_rate_limited_total{scope="api_principal"} 2"#,
+        ],
+    )
+    .await;
 }
 
-async fn metrics(s: &Server) -> String {
-    client()
-        .get(s.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap()
+/// Checks that `/metrics` has each of `lines`.
+async fn expect_metrics(s: &Server, lines: &[&str]) {
+    let m = metrics(s).await;
+    for line in lines {
+        assert!(m.contains(line), "{m}");
+    }
 }
 
 /// `GET` of a secret with `token` (if any), from `forwarded` (if any).
@@ -189,11 +167,11 @@ async fn repeated_authentication_failures_lock_out_with_backoff() {
     let (status, _, _) = token_status(&s, &id, "vern.cs.guess").await;
     assert_eq!(status, 401, "the success cleared the record: no lock");
 
-    let m = metrics(&s).await;
-    assert!(
-        m.contains(r#"vern_auth_failures_total{scope="token_endpoint"} 4"#),
-        "{m}"
-    );
+    expect_metrics(
+        &s,
+        &[r#"vern_auth_failures_total{scope="token_endpoint"} 4"#],
+    )
+    .await;
 
     // On the API, a refused token is locked out from its source after as
     // many failures; other credentials from that source are not.
@@ -203,15 +181,14 @@ async fn repeated_authentication_failures_lock_out_with_backoff() {
     }
     assert_eq!(read(&s, path, Some("a.b.c"), None).await, 429);
     assert_eq!(read(&s, path, Some("root"), None).await, 404);
-    let m = metrics(&s).await;
-    assert!(
-        m.contains(r#"vern_auth_failures_total{scope="api"} 3"#),
-        "{m}"
-    );
-    assert!(
-        m.contains(r#"vern_rate_limited_total{scope="lockout"}"#),
-        "{m}"
-    );
+    expect_metrics(
+        &s,
+        &[
+            r#"vern_auth_failures_total{scope="api"} 3"#,
+            r#"vern_rate_limited_total{scope="lockout"}"#,
+        ],
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -255,56 +232,52 @@ when { context.source_ip == "203.0.113.66" };
         (429, Some("1")),
         "(X, A) is locked"
     );
-    assert_eq!(
-        token_from(&s, &x, &x_secret, b).await.0,
-        200,
-        "X from another address still gets tokens"
-    );
-    assert_eq!(
-        token_from(&s, &y, &y_secret, a).await.0,
-        200,
-        "another client from the guessing address still gets tokens"
-    );
-    assert_eq!(
-        token_from(&s, &x, &x_secret, None).await.0,
-        200,
-        "X from the proxy itself is yet another source"
-    );
-    // The proxy may be a chain: hops it trusts are skipped, and whatever
-    // the client wrote to the left of the last untrusted hop is ignored.
-    assert_eq!(
-        token_from(
-            &s,
+    for (id, secret, from, status, what) in [
+        (
             &x,
             &x_secret,
-            Some("198.51.100.9, 203.0.113.7, 127.0.0.1")
-        )
-        .await
-        .0,
-        429,
-        "the last untrusted hop is A"
-    );
-    assert_eq!(
-        token_from(&s, &x, &x_secret, Some("203.0.113.7, 198.51.100.9"))
-            .await
-            .0,
-        200,
-        "a forged entry left of B does not make it A"
-    );
+            b,
+            200,
+            "X from another address still gets tokens",
+        ),
+        (
+            &y,
+            &y_secret,
+            a,
+            200,
+            "another client from the guessing address still gets tokens",
+        ),
+        (
+            &x,
+            &x_secret,
+            None,
+            200,
+            "X from the proxy itself is yet another source",
+        ),
+        // The proxy may be a chain: hops it trusts are skipped, and
+        // whatever the client wrote to the left of the last untrusted hop
+        // is ignored.
+        (
+            &x,
+            &x_secret,
+            Some("198.51.100.9, 203.0.113.7, 127.0.0.1"),
+            429,
+            "the last untrusted hop is A",
+        ),
+        (
+            &x,
+            &x_secret,
+            Some("203.0.113.7, 198.51.100.9"),
+            200,
+            "a forged entry left of B does not make it A",
+        ),
+    ] {
+        assert_eq!(token_from(&s, id, secret, from).await.0, status, "{what}");
+    }
 
     // Audit records name the forwarded address.
-    let r: Value = client()
-        .get(s.url("/v1/audit/records?limit=1000"))
-        .header("x-vault-token", "root")
-        .send()
+    let sources: Vec<(String, u64)> = audit_records(&s)
         .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let sources: Vec<(String, u64)> = r["data"]["records"]
-        .as_array()
-        .unwrap()
         .iter()
         .filter(|r| r["event"]["action"] == "token.issue")
         .map(|r| {
@@ -324,14 +297,10 @@ when { context.source_ip == "203.0.113.66" };
     }
 
     // And so does Cedar's context.source_ip.
-    let put = client()
-        .post(s.url("/v1/secret/data/acme/web/prod/db"))
-        .header("x-vault-token", "root")
-        .json(&json!({"data": {"k": "v"}}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(put.status(), 200);
+    assert_eq!(
+        write_secret(&s, "root", "acme/web/prod/db", json!({"k": "v"})).await,
+        200
+    );
     let token = token_from(&s, &y, &y_secret, None).await.2["access_token"]
         .as_str()
         .unwrap()
@@ -363,16 +332,13 @@ async fn forwarded_for_is_ignored_without_a_trusted_proxy() {
         429,
         "a claimed address changes nothing: the source is the TCP peer"
     );
-    let r: Value = client()
-        .get(s.url("/v1/audit/records?limit=1000"))
-        .header("x-vault-token", "root")
-        .header("x-forwarded-for", "198.51.100.9")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let r = json_of(
+        client()
+            .get(s.url("/v1/audit/records?limit=1000"))
+            .header("x-vault-token", "root")
+            .header("x-forwarded-for", "198.51.100.9"),
+    )
+    .await;
     let records = r["data"]["records"].as_array().unwrap();
     assert!(!records.is_empty());
     assert!(
@@ -387,23 +353,10 @@ async fn anonymous_floods_from_a_shared_address_never_block_valid_credentials() 
     let d = path_str(dir.path());
     // Defaults, behind a proxy given by the environment (comma-separated).
     let s = Server::start(
-        &[
-            "--dev",
-            "--listen",
-            "127.0.0.1:0",
-            "--data-dir",
-            &d,
-            "--dev-root-token",
-            "root",
-        ],
+        &dev_args(&d, "root"),
         &[("VERN_TRUSTED_PROXY", "10.0.0.0/8,127.0.0.1/32")],
     );
-    let token = client_token(
-        &s,
-        json!({"tenant": "acme", "project": "web", "environment": "prod", "name": "app",
-               "scopes": ["secrets:read"]}),
-    )
-    .await;
+    let token = client_token(&s, service("acme", "app", &["secrets:read"])).await;
     let nat = Some("198.51.100.20");
     let path = "acme/web/prod/x";
     for i in 0..50 {
@@ -443,12 +396,7 @@ async fn anonymous_floods_from_a_shared_address_never_block_valid_credentials() 
             "1:5",
         ],
     );
-    let token = client_token(
-        &s,
-        json!({"tenant": "acme", "project": "web", "environment": "prod", "name": "app",
-               "scopes": ["secrets:read"]}),
-    )
-    .await;
+    let token = client_token(&s, service("acme", "app", &["secrets:read"])).await;
     let (id, secret) = create(&s, "other").await;
     let mut statuses = Vec::new();
     for i in 0..30 {

@@ -176,34 +176,24 @@ async fn request_ids_are_echoed_or_generated() {
     let dir = temp();
     let s = dev(dir.path(), &[]);
     let c = client();
-    let r = c
-        .get(s.url("/v1/sys/health"))
-        .header("x-request-id", "trace-abc-123")
-        .send()
-        .await
-        .unwrap();
+    let with_id = |id| {
+        c.get(s.url("/v1/sys/health"))
+            .header("x-request-id", id)
+            .send()
+    };
+    let r = with_id("trace-abc-123").await.unwrap();
     // The server's own id is always fresh; the caller's is kept beside it.
     assert_eq!(r.headers()["x-client-request-id"], "trace-abc-123");
     let first = r.headers()["x-request-id"].to_str().unwrap().to_owned();
     assert_eq!(first.len(), 36, "a UUID");
-    let r = c
-        .get(s.url("/v1/sys/health"))
-        .header("x-request-id", "trace-abc-123")
-        .send()
-        .await
-        .unwrap();
+    let r = with_id("trace-abc-123").await.unwrap();
     assert_ne!(
         r.headers()["x-request-id"].to_str().unwrap(),
         first,
         "a caller's repeated id never makes two requests share one id"
     );
     let bad = "has space";
-    let r = c
-        .get(s.url("/v1/sys/health"))
-        .header("x-request-id", bad)
-        .send()
-        .await
-        .unwrap();
+    let r = with_id(bad).await.unwrap();
     let generated = r.headers()["x-request-id"].to_str().unwrap().to_owned();
     assert_ne!(generated, bad);
     assert_eq!(generated.len(), 36, "a UUID");
@@ -261,25 +251,13 @@ async fn sealing_needs_an_operator_token_and_makes_vern_unavailable() {
     let s = dev(dir.path(), &["--dev-root-token", "root-1"]);
     let c = client();
     let seal = s.url("/v1/sys/seal");
-    assert_eq!(c.put(&seal).send().await.unwrap().status(), 403);
-    assert_eq!(
-        c.put(&seal)
-            .header("x-vault-token", "guess")
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        403
-    );
-    assert_eq!(
-        c.put(&seal)
-            .bearer_auth("root-2")
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        403
-    );
+    for refused in [
+        c.put(&seal),
+        c.put(&seal).header("x-vault-token", "guess"),
+        c.put(&seal).bearer_auth("root-2"),
+    ] {
+        assert_eq!(status_of(refused).await, 403);
+    }
     let (status, _) = get_json(&s.url("/v1/sys/health")).await;
     assert_eq!(status, 200, "failed attempts change nothing");
 
@@ -295,13 +273,10 @@ async fn sealing_needs_an_operator_token_and_makes_vern_unavailable() {
     let (status, _) = get_json(&s.url("/v1/sys/health?sealedcode=200")).await;
     assert_eq!(status, 200);
     // Sealed means the token cannot even be checked.
-    let r = c
-        .put(&seal)
-        .header("x-vault-token", "root-1")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 503);
+    assert_eq!(
+        status_of(c.put(&seal).header("x-vault-token", "root-1")).await,
+        503
+    );
     let out = vern(&["status"], &[("VERN_ADDR", &s.http())]);
     assert_eq!(out.status.code(), Some(2), "sealed exits 2");
 }
@@ -391,29 +366,9 @@ async fn settings_come_from_the_config_file_and_vern_environment_variables() {
 #[tokio::test]
 async fn init_and_unseal_over_tls_with_the_cli() {
     let dir = temp();
-    let cert =
-        rcgen::generate_simple_self_signed(vec!["127.0.0.1".into(), "localhost".into()]).unwrap();
-    let (cert_path, key_path) = (dir.path().join("tls.crt"), dir.path().join("tls.key"));
-    std::fs::write(&cert_path, cert.cert.pem()).unwrap();
-    std::fs::write(&key_path, cert.key_pair.serialize_pem()).unwrap();
-    let (c, k, d) = (
-        path_str(&cert_path),
-        path_str(&key_path),
-        path_str(&dir.path().join("data")),
-    );
-    let s = Server::start(
-        &[
-            "--listen",
-            "127.0.0.1:0",
-            "--tls-cert",
-            &c,
-            "--tls-key",
-            &k,
-            "--data-dir",
-            &d,
-        ],
-        &[],
-    );
+    let (_, c, k) = self_signed_tls(dir.path());
+    let d = path_str(&dir.path().join("data"));
+    let s = tls_server(&c, &k, &d, &[]);
     let addr = format!("https://{}", s.addr);
     let env = [("VERN_ADDR", addr.as_str()), ("VERN_CACERT", c.as_str())];
 
@@ -469,19 +424,7 @@ async fn init_and_unseal_over_tls_with_the_cli() {
 
     // Restart: sealed again until a threshold of keys is given.
     assert!(s.terminate().success());
-    let s = Server::start(
-        &[
-            "--listen",
-            "127.0.0.1:0",
-            "--tls-cert",
-            &c,
-            "--tls-key",
-            &k,
-            "--data-dir",
-            &d,
-        ],
-        &[],
-    );
+    let s = tls_server(&c, &k, &d, &[]);
     let addr = format!("https://{}", s.addr);
     let env = [
         ("VERN_ADDR", addr.as_str()),

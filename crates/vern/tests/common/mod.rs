@@ -16,6 +16,8 @@ use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use serde_json::{json, Value};
+
 pub const BIN: &str = env!("CARGO_BIN_EXE_vern");
 
 /// A running `vern serve`.
@@ -89,7 +91,7 @@ impl Server {
             match rx.recv_timeout(left.min(Duration::from_millis(200))) {
                 Ok(line) => {
                     if line.contains(ready) {
-                        let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+                        let v: Value = serde_json::from_str(&line).unwrap();
                         let addr = v["address"].as_str().unwrap().to_owned();
                         return Ok(Self {
                             child: Some(child),
@@ -232,7 +234,7 @@ pub async fn eventually(limit: Duration, what: &str, mut check: impl AsyncFnMut(
 }
 
 /// The JSON a successful command printed; fails with its stderr otherwise.
-pub fn ok_json(out: &Output) -> serde_json::Value {
+pub fn ok_json(out: &Output) -> Value {
     assert!(
         out.status.success(),
         "command failed: {}",
@@ -241,71 +243,164 @@ pub fn ok_json(out: &Output) -> serde_json::Value {
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
-/// Creates a client through the root token `root` and returns an access
-/// token for it (client credentials with its generated secret).
-pub async fn client_token(s: &Server, spec: serde_json::Value) -> String {
-    let created: serde_json::Value = client()
-        .post(s.url("/v1/auth/clients"))
-        .header("x-vault-token", "root")
-        .json(&spec)
+/// The scopes a service needs for everything on its own secrets.
+pub const SECRET_SCOPES: [&str; 3] = ["secrets:read", "secrets:write", "secrets:delete"];
+
+/// The declaration of a service `name` of `tenant`'s `web/prod` holding
+/// `scopes`.
+pub fn service(tenant: &str, name: &str, scopes: &[&str]) -> Value {
+    json!({"tenant": tenant, "project": "web", "environment": "prod", "name": name, "scopes": scopes})
+}
+
+/// The JSON body of the answer to `request`.
+pub async fn json_of(request: reqwest::RequestBuilder) -> Value {
+    request.send().await.unwrap().json().await.unwrap()
+}
+
+/// The status of the answer to `request`.
+pub async fn status_of(request: reqwest::RequestBuilder) -> u16 {
+    request.send().await.unwrap().status().as_u16()
+}
+
+/// The status and the JSON body (`null` when there is none) of the answer
+/// to `request`.
+pub async fn status_and_json(request: reqwest::RequestBuilder) -> (u16, Value) {
+    let r = request.send().await.unwrap();
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap_or(Value::Null))
+}
+
+/// The JSON body of `GET path` with `token` as `X-Vault-Token`.
+pub async fn get_as(s: &Server, token: &str, path: &str) -> Value {
+    json_of(client().get(s.url(path)).header("x-vault-token", token)).await
+}
+
+/// `POST path` of the JSON `body` with `token` as `X-Vault-Token`: the
+/// status and the JSON answer (`null` when there is none).
+pub async fn post_as(s: &Server, token: &str, path: &str, body: &Value) -> (u16, Value) {
+    status_and_json(
+        client()
+            .post(s.url(path))
+            .header("x-vault-token", token)
+            .json(body),
+    )
+    .await
+}
+
+/// Writes `data` to the secret at `path` (below `/v1/secret/data/`) with
+/// `token`; returns the status.
+pub async fn write_secret(s: &Server, token: &str, path: &str, data: Value) -> u16 {
+    let path = format!("/v1/secret/data/{path}");
+    post_as(s, token, &path, &json!({ "data": data })).await.0
+}
+
+/// The text of `/metrics`.
+pub async fn metrics(s: &Server) -> String {
+    client()
+        .get(s.url("/metrics"))
         .send()
         .await
         .unwrap()
-        .json()
+        .text()
         .await
-        .unwrap();
+        .unwrap()
+}
+
+/// The token endpoint the OAuth authorization server metadata names.
+pub async fn token_endpoint(s: &Server) -> String {
+    let meta = json_of(client().get(s.url("/.well-known/oauth-authorization-server"))).await;
+    meta["token_endpoint"].as_str().unwrap().to_owned()
+}
+
+/// Creates a client through the root token `root`; returns its id and its
+/// generated secret.
+pub async fn create_client(s: &Server, spec: Value) -> (String, String) {
+    let (_, created) = post_as(s, "root", "/v1/auth/clients", &spec).await;
     let id = created["data"]["client_id"].as_str().unwrap();
     let secret = created["data"]["client_secret"].as_str().unwrap();
-    access_token(s, id, secret).await
+    (id.to_owned(), secret.to_owned())
+}
+
+/// Creates a client through the root token `root` and returns an access
+/// token for it (client credentials with its generated secret).
+pub async fn client_token(s: &Server, spec: Value) -> String {
+    let (id, secret) = create_client(s, spec).await;
+    access_token(s, &id, &secret).await
 }
 
 /// An access token for client `id` with `secret` (client_secret_basic).
 pub async fn access_token(s: &Server, id: &str, secret: &str) -> String {
-    let t: serde_json::Value = client()
-        .post(s.url("/oauth2/token"))
-        .basic_auth(id, Some(secret))
-        .form(&[("grant_type", "client_credentials")])
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let t = json_of(
+        client()
+            .post(s.url("/oauth2/token"))
+            .basic_auth(id, Some(secret))
+            .form(&[("grant_type", "client_credentials")]),
+    )
+    .await;
     t["access_token"].as_str().unwrap().to_owned()
+}
+
+/// The audit records (up to 1000), read with the root token.
+pub async fn audit_records(s: &Server) -> Vec<Value> {
+    let v = get_as(s, "root", "/v1/audit/records?limit=1000").await;
+    v["data"]["records"].as_array().unwrap().clone()
 }
 
 /// The audit records (up to 1000) of requests that sent `X-Request-Id:
 /// client_request_id`, read with the root token.
-pub async fn records_of(s: &Server, client_request_id: &str) -> Vec<serde_json::Value> {
-    let v: serde_json::Value = client()
-        .get(s.url("/v1/audit/records?limit=1000"))
-        .header("x-vault-token", "root")
-        .send()
+pub async fn records_of(s: &Server, client_request_id: &str) -> Vec<Value> {
+    audit_records(s)
         .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    v["data"]["records"]
-        .as_array()
-        .unwrap()
-        .iter()
+        .into_iter()
         .filter(|r| r["event"]["client_request_id"] == client_request_id)
-        .cloned()
         .collect()
 }
 
-/// Starts `vern serve --dev` on a free loopback port with data in
-/// `data_dir` and the root token `root`, plus `extra` arguments.
-pub fn dev_server(data_dir: &str, extra: &[&str]) -> Server {
-    let mut args = vec![
+/// The arguments of `vern serve --dev` on a free loopback port with data
+/// in `data_dir` and the root token `root`.
+pub fn dev_args<'a>(data_dir: &'a str, root: &'a str) -> Vec<&'a str> {
+    vec![
         "--dev",
         "--listen",
         "127.0.0.1:0",
         "--data-dir",
         data_dir,
         "--dev-root-token",
-        "root",
+        root,
+    ]
+}
+
+/// Starts `vern serve --dev` on a free loopback port with data in
+/// `data_dir` and the root token `root`, plus `extra` arguments.
+pub fn dev_server(data_dir: &str, extra: &[&str]) -> Server {
+    let mut args = dev_args(data_dir, "root");
+    args.extend_from_slice(extra);
+    Server::start(&args, &[])
+}
+
+/// A self-signed certificate for `127.0.0.1` and `localhost`, written to
+/// `dir` as `tls.crt` and `tls.key`: its PEM and the two paths.
+pub fn self_signed_tls(dir: &Path) -> (String, String, String) {
+    let cert =
+        rcgen::generate_simple_self_signed(vec!["127.0.0.1".into(), "localhost".into()]).unwrap();
+    let (cert_path, key_path) = (dir.join("tls.crt"), dir.join("tls.key"));
+    std::fs::write(&cert_path, cert.cert.pem()).unwrap();
+    std::fs::write(&key_path, cert.key_pair.serialize_pem()).unwrap();
+    (cert.cert.pem(), path_str(&cert_path), path_str(&key_path))
+}
+
+/// Starts `vern serve` over TLS with `cert` and `key` on a free loopback
+/// port with data in `data_dir`, plus `extra` arguments.
+pub fn tls_server(cert: &str, key: &str, data_dir: &str, extra: &[&str]) -> Server {
+    let mut args = vec![
+        "--listen",
+        "127.0.0.1:0",
+        "--tls-cert",
+        cert,
+        "--tls-key",
+        key,
+        "--data-dir",
+        data_dir,
     ];
     args.extend_from_slice(extra);
     Server::start(&args, &[])
@@ -323,19 +418,15 @@ pub async fn two_servers_on_postgres(url: &str) -> (Server, Server, String) {
     ];
     let (a, b) = (Server::start(&args, &[]), Server::start(&args, &[]));
     let c = client();
-    let init: serde_json::Value = c
-        .put(a.url("/v1/sys/init"))
-        .json(&serde_json::json!({"secret_shares": 1, "secret_threshold": 1}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let init = json_of(
+        c.put(a.url("/v1/sys/init"))
+            .json(&json!({"secret_shares": 1, "secret_threshold": 1})),
+    )
+    .await;
     let key = init["keys"][0].as_str().unwrap();
     for s in [&a, &b] {
         c.put(s.url("/v1/sys/unseal"))
-            .json(&serde_json::json!({ "key": key }))
+            .json(&json!({ "key": key }))
             .send()
             .await
             .unwrap();
