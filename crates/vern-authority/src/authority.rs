@@ -14,7 +14,6 @@ use crate::claims::{
     access_header, certificate_thumbprint, check_certificate, check_claims, AccessClaims,
 };
 use crate::client_auth::ClientCredentials;
-use crate::clients::ClientKind;
 use crate::dpop::{self, DpopCheck, NonceKey, NonceRule, ReplayCache};
 use crate::jws::Unverified;
 use crate::keys::KeySet;
@@ -262,22 +261,8 @@ impl Authority {
         claim("jti", json!(uuid::Uuid::new_v4().to_string()));
         claim("client_id", json!(client.client_id));
         claim("scope", json!(granted.join(" ")));
-        match &client.kind {
-            ClientKind::Service {
-                tenant,
-                project,
-                environment,
-            } => {
-                claim("tenant", json!(tenant));
-                claim("project", json!(project));
-                claim("environment", json!(environment));
-            }
-            ClientKind::Operator { roles, tenant } => {
-                claim("roles", json!(roles));
-                if let Some(t) = tenant {
-                    claim("tenant", json!(t));
-                }
-            }
+        for (name, value) in client.kind.claims() {
+            claim(name, value);
         }
         let mut cnf = serde_json::Map::new();
         if let Some(jkt) = &jkt {

@@ -117,18 +117,8 @@ pub(crate) fn check_claims(
             .map(str::to_owned)
             .collect(),
         kind,
-        jkt: jwt
-            .claims
-            .get("cnf")
-            .and_then(|c| c.get("jkt"))
-            .and_then(Value::as_str)
-            .map(str::to_owned),
-        x5t: jwt
-            .claims
-            .get("cnf")
-            .and_then(|c| c.get("x5t#S256"))
-            .and_then(Value::as_str)
-            .map(str::to_owned),
+        jkt: confirmation(jwt, "jkt"),
+        x5t: confirmation(jwt, "x5t#S256"),
     })
 }
 
@@ -199,4 +189,13 @@ pub(crate) fn audience_has(aud: Option<&Value>, want: &[&str]) -> bool {
             .any(|s| want.contains(&s)),
         _ => false,
     }
+}
+
+/// A member of the token's `cnf` (confirmation) claim.
+fn confirmation(jwt: &Unverified, member: &str) -> Option<String> {
+    jwt.claims
+        .get("cnf")
+        .and_then(|c| c.get(member))
+        .and_then(Value::as_str)
+        .map(str::to_owned)
 }

@@ -53,6 +53,30 @@ impl ClientKind {
         }
     }
 
+    /// The claims that carry this kind in an access token and in
+    /// introspection: a service's scope, or an operator's roles (and a
+    /// tenant operator's tenant).
+    pub fn claims(&self) -> Vec<(&'static str, Value)> {
+        match self {
+            Self::Service {
+                tenant,
+                project,
+                environment,
+            } => vec![
+                ("tenant", Value::from(tenant.as_str())),
+                ("project", Value::from(project.as_str())),
+                ("environment", Value::from(environment.as_str())),
+            ],
+            Self::Operator { roles, tenant } => {
+                let mut out = vec![("roles", Value::from(roles.clone()))];
+                if let Some(t) = tenant {
+                    out.push(("tenant", Value::from(t.as_str())));
+                }
+                out
+            }
+        }
+    }
+
     /// A tenant operator's tenant, re-checked on the way out of storage.
     pub fn operator_tenant(&self) -> Option<TenantId> {
         match self {

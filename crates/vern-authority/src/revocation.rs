@@ -47,21 +47,21 @@ impl Authority {
         Ok(view(b)?.get(&k).await?.is_some())
     }
 
-    /// RFC 7009: revokes a token this authority issued to `client_id`
-    /// (any client when `None`, for operators). Unknown or invalid tokens
-    /// are not an error.
+    /// RFC 7009: revokes a token this authority issued, if `may_revoke`
+    /// allows the caller to (the caller's reach over the token's claims).
+    /// Unknown or invalid tokens are not an error.
     pub async fn revoke(
         &self,
         b: &Barrier,
         token: &str,
-        client_id: Option<&str>,
+        may_revoke: impl FnOnce(&AccessClaims) -> bool,
     ) -> Result<(), AuthError> {
         let Ok(claims) = self.verify_jwt(b, token).await else {
             return Ok(());
         };
-        if client_id.is_some_and(|c| c != claims.client_id) {
+        if !may_revoke(&claims) {
             return Err(AuthError::UnauthorizedClient(
-                "a client may revoke only its own tokens".to_owned(),
+                "this client may not revoke that token".to_owned(),
             ));
         }
         let k = format!(

@@ -394,3 +394,64 @@ async fn a_write_stuck_on_slow_storage_is_reported_as_committed() {
         assert_eq!(recorded, u64::from(status));
     }
 }
+
+#[tokio::test]
+async fn tenant_operators_introspect_and_revoke_only_their_tenants_tokens() {
+    let dir = temp();
+    let s = dev_server(&path_str(dir.path()), &[]);
+    let (admin, admin_secret) = create_client(
+        &s,
+        json!({"name": "erin", "tenant": "acme", "roles": ["tenant-admin"]}),
+    )
+    .await;
+    let acme = client_token(&s, service("acme", "api", &["secrets:read"])).await;
+    let globex = client_token(&s, service("globex", "api", &["secrets:read"])).await;
+    let call = async |endpoint: &str, token: &str| {
+        client()
+            .post(s.url(endpoint))
+            .basic_auth(&admin, Some(&admin_secret))
+            .form(&[("token", token)])
+            .send()
+            .await
+            .unwrap()
+    };
+    let seen: Value = call("/oauth2/introspect", &globex)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        seen,
+        json!({"active": false}),
+        "another tenant's token is not shown"
+    );
+    let seen: Value = call("/oauth2/introspect", &acme)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(seen["active"], true);
+    assert_eq!(call("/oauth2/revoke", &globex).await.status(), 400);
+    let read = "/v1/secret/metadata/globex/web/prod";
+    assert_ne!(
+        status_of(
+            client()
+                .request("LIST".parse().unwrap(), s.url(read))
+                .bearer_auth(&globex)
+        )
+        .await,
+        401,
+        "another tenant's token still works"
+    );
+    assert_eq!(call("/oauth2/revoke", &acme).await.status(), 200);
+    assert_eq!(
+        status_of(
+            client()
+                .get(s.url("/v1/secret/data/acme/web/prod/x"))
+                .bearer_auth(&acme)
+        )
+        .await,
+        401,
+        "its own tenant's token is revoked"
+    );
+}

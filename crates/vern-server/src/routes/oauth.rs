@@ -452,22 +452,8 @@ fn claims_json(c: &AccessClaims, issuer: &str) -> Value {
     member("iat", json!(c.iat));
     member("jti", json!(c.jti));
     member("iss", json!(issuer));
-    match &c.kind {
-        ClientKind::Service {
-            tenant,
-            project,
-            environment,
-        } => {
-            member("tenant", json!(tenant));
-            member("project", json!(project));
-            member("environment", json!(environment));
-        }
-        ClientKind::Operator { roles, tenant } => {
-            member("roles", json!(roles));
-            if let Some(t) = tenant {
-                member("tenant", json!(t));
-            }
-        }
+    for (name, value) in c.kind.claims() {
+        member(name, value);
     }
     let mut cnf = serde_json::Map::new();
     if let Some(jkt) = &c.jkt {
@@ -499,13 +485,7 @@ pub(crate) async fn introspect(
         .introspect(&call.barrier, &call.token)
         .await
         .map_err(|e| from_auth(e, call.basic))?;
-    let visible = claims.filter(|c| match (&call.caller.kind, &c.kind) {
-        (ClientKind::Operator { .. }, _) => true,
-        (ClientKind::Service { tenant: mine, .. }, ClientKind::Service { tenant, .. }) => {
-            mine == tenant
-        }
-        _ => false,
-    });
+    let visible = claims.filter(|c| reaches(&call.caller.kind, &c.kind));
     let body = match visible {
         Some(c) => claims_json(&c, &authority.config().issuer),
         None => json!({ "active": false }),
@@ -513,8 +493,9 @@ pub(crate) async fn introspect(
     Ok(no_store(Json(body).into_response()))
 }
 
-/// `POST /oauth2/revoke`: a client revokes its own tokens; an operator
-/// client any. Takes effect on Vern's API at once.
+/// `POST /oauth2/revoke`: a service revokes its own tokens, a tenant
+/// operator its tenant's, a platform operator any. Takes effect on Vern's
+/// API at once.
 pub(crate) async fn revoke(
     State(state): State<AppState>,
     audit: Option<Extension<AuditSlot>>,
@@ -525,17 +506,32 @@ pub(crate) async fn revoke(
 ) -> Result<Response, OAuthError> {
     let call = client_call(&state, source, peer, &headers, &body).await?;
     note_client_call(audit.as_ref(), "token.revoke", &call);
-    let only = match call.caller.kind {
-        ClientKind::Operator { .. } => None,
-        ClientKind::Service { .. } => Some(call.caller.client_id.as_str()),
+    let caller = &call.caller;
+    let may_revoke = |c: &AccessClaims| match caller.kind {
+        ClientKind::Service { .. } => c.client_id == caller.client_id,
+        ClientKind::Operator { .. } => reaches(&caller.kind, &c.kind),
     };
     state
         .inner
         .authority
-        .revoke(&call.barrier, &call.token, only)
+        .revoke(&call.barrier, &call.token, may_revoke)
         .await
         .map_err(|e| from_auth(e, call.basic))?;
     Ok(no_store(StatusCode::OK.into_response()))
+}
+
+/// Whether a client may see (introspect) or, as an operator, revoke a
+/// token of `token`'s client: a platform operator any, a tenant operator
+/// or a service only its own tenant's.
+fn reaches(caller: &ClientKind, token: &ClientKind) -> bool {
+    let tenant = |k: &ClientKind| match k {
+        ClientKind::Service { tenant, .. } => Some(tenant.clone()),
+        ClientKind::Operator { tenant, .. } => tenant.clone(),
+    };
+    match (caller, tenant(caller)) {
+        (ClientKind::Operator { .. }, None) => true,
+        (_, mine) => mine.is_some() && mine == tenant(token),
+    }
 }
 
 /// A caller-chosen name as it may appear in an audit record: at most 128
