@@ -99,7 +99,7 @@ async fn client_create_and_apply_from_a_platform_file() {
         &["apply", "-f", &file, "--dry-run", "-o", "json"],
         &env,
     ));
-    assert_eq!(dry["create"].as_array().unwrap().len(), 3);
+    assert_eq!(dry["create"].as_array().unwrap().len(), 4);
     assert_eq!(
         ok_json(&vern(&["client", "list", "-o", "json"], &env))["keys"]
             .as_array()
@@ -124,7 +124,7 @@ async fn client_create_and_apply_from_a_platform_file() {
             again["create"].as_array().unwrap().len(),
             again["unchanged"].as_array().unwrap().len()
         ),
-        (0, 3)
+        (0, 4)
     );
     let worker = ok_json(&vern(
         &[
