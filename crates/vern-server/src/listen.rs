@@ -316,7 +316,9 @@ impl Conn {
         }
         loop {
             let wake = match activity.state() {
-                State::Fresh => Some(first_request_by),
+                State::Fresh => {
+                    Some(first_request_by.min(Instant::now() + self.limits.idle_timeout))
+                }
                 State::Busy => Some(Instant::now() + self.limits.idle_timeout),
                 State::IdleSince(t) => Some(t + self.limits.idle_timeout),
             }
@@ -334,10 +336,8 @@ impl Conn {
                     closing = true;
                     conn.as_mut().graceful_shutdown();
                 }
-                // The deadline may have moved: go round and recompute it.
-                () = activity.idle.notified(), if !closing => {}
                 () = sleep_until(wake) => match activity.state() {
-                    State::Fresh => {
+                    State::Fresh if Instant::now() >= first_request_by => {
                         tracing::debug!(peer = %peer, "No request within the header timeout; connection closed.");
                         return;
                     }
@@ -345,7 +345,7 @@ impl Conn {
                         closing = true;
                         conn.as_mut().graceful_shutdown();
                     }
-                    State::Busy | State::IdleSince(_) => {}
+                    State::Fresh | State::Busy | State::IdleSince(_) => {}
                 },
             }
         }
@@ -361,12 +361,12 @@ async fn sleep_until(at: Option<Instant>) {
 }
 
 /// Whether a connection has requests in flight.
+/// The connection task is not woken per request: it sleeps until the
+/// deadline it computed and, when that passes while requests ran, computes
+/// the next one from when the last of them finished.
 #[derive(Default)]
 struct Activity {
     counts: Mutex<Counts>,
-    /// Signalled when the last request in flight finishes, so the
-    /// connection's idle clock starts from then.
-    idle: tokio::sync::Notify,
 }
 
 #[derive(Default)]
@@ -416,8 +416,6 @@ impl Drop for Busy {
         c.in_flight = c.in_flight.saturating_sub(1);
         if c.in_flight == 0 {
             c.idle_since = Some(Instant::now());
-            drop(c);
-            self.0.idle.notify_one();
         }
     }
 }
