@@ -224,6 +224,14 @@ async fn sealed_means_every_data_endpoint_answers_503() {
             .header("x-vault-token", "root"),
         c.get(s.url("/v1/sys/key-status"))
             .header("x-vault-token", "root"),
+        c.get(s.url("/v1/sys/policies"))
+            .header("x-vault-token", "root"),
+        c.post(s.url("/v1/authz/check"))
+            .header("x-vault-token", "root")
+            .json(&json!({"principal": "root", "action": "sys.seal", "resource": "platform"})),
+        c.post(s.url("/v1/auth/apply"))
+            .header("x-vault-token", "root")
+            .json(&json!({"clients": [], "dry_run": true})),
         c.get(s.url("/oauth2/jwks")),
         c.get(s.url("/v1/audit/records"))
             .header("x-vault-token", "root"),

@@ -455,3 +455,87 @@ async fn tenant_operators_introspect_and_revoke_only_their_tenants_tokens() {
         "its own tenant's token is revoked"
     );
 }
+
+/// Every role reaches exactly the platform routes its table row names:
+/// each route tried by a platform administrator, a security auditor, an
+/// `operator`, acme's tenant administrator and an acme service holding
+/// every secret scope.
+#[tokio::test]
+async fn each_role_reaches_exactly_its_routes() {
+    let dir = temp();
+    let s = dev_server(&path_str(dir.path()), &[]);
+    assert_eq!(
+        write_secret(&s, "root", "acme/web/prod/db", json!({"a": "1"})).await,
+        200
+    );
+    let who = [
+        (
+            "platform-admin",
+            client_token(&s, operator("pa", &["platform-admin"])).await,
+        ),
+        (
+            "security-auditor",
+            client_token(&s, operator("sa", &["security-auditor"])).await,
+        ),
+        (
+            "operator",
+            client_token(&s, operator("op", &["operator"])).await,
+        ),
+        (
+            "tenant-admin",
+            client_token(
+                &s,
+                json!({"name": "ta", "tenant": "acme", "roles": ["tenant-admin"]}),
+            )
+            .await,
+        ),
+        (
+            "service",
+            client_token(&s, service("acme", "api", &SECRET_SCOPES)).await,
+        ),
+    ];
+    let hash = Some(json!({"input": "x"}));
+    // (method, path, body, statuses for the principals above, in order)
+    let routes: Vec<(&str, &str, Option<Value>, [u16; 5])> = vec![
+        ("GET", "/v1/sys/policies", None, [200, 200, 403, 403, 403]),
+        (
+            "POST",
+            "/v1/sys/policies/reload",
+            None,
+            [200, 403, 403, 403, 403],
+        ),
+        (
+            "POST",
+            "/v1/auth/keys/rotate",
+            None,
+            [200, 403, 403, 403, 403],
+        ),
+        ("GET", "/v1/sys/key-status", None, [200, 403, 200, 403, 403]),
+        ("GET", "/v1/secret/config", None, [200, 403, 403, 403, 403]),
+        ("GET", "/v1/audit/records", None, [403, 200, 403, 200, 403]),
+        ("POST", "/v1/audit/hash", hash, [403, 200, 403, 403, 403]),
+        ("GET", "/v1/auth/clients", None, [200, 200, 200, 200, 403]),
+        (
+            "GET",
+            "/v1/secret/data/acme/web/prod/db",
+            None,
+            [404, 404, 404, 200, 200],
+        ),
+        (
+            "GET",
+            "/v1/secret/metadata/acme/web/prod/db",
+            None,
+            [200, 404, 200, 200, 200],
+        ),
+        ("PUT", "/v1/sys/seal", None, [0, 403, 403, 403, 403]),
+    ];
+    for (method, path, body, statuses) in &routes {
+        for ((name, token), status) in who.iter().zip(statuses) {
+            if *status == 0 {
+                continue; // allowed, and not worth sealing the server for
+            }
+            let got = send(&s, token, method, path, body.clone()).await;
+            assert_eq!(got, *status, "{name}: {method} {path}");
+        }
+    }
+}
