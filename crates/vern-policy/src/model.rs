@@ -200,6 +200,31 @@ fn scope_chain(s: &Scope, out: &mut Vec<Entity>) -> Result<(), String> {
     Ok(())
 }
 
+/// A service entity in its environment, with the tenant, project and
+/// environment it needs.
+fn service_entity(
+    id: &str,
+    scope: &Scope,
+    scopes: &[String],
+    out: &mut Vec<Entity>,
+) -> Result<EntityUid, String> {
+    scope_chain(scope, out)?;
+    let u = uid("Vern::Service", id)?;
+    let attrs = HashMap::from([
+        (
+            "tenant".to_owned(),
+            RestrictedExpression::new_entity_uid(tenant_uid(&scope.tenant)?),
+        ),
+        (
+            "environment".to_owned(),
+            RestrictedExpression::new_entity_uid(env_uid(scope)?),
+        ),
+        ("scopes".to_owned(), strings(scopes)),
+    ]);
+    out.push(entity(u.clone(), attrs, &[env_uid(scope)?])?);
+    Ok(u)
+}
+
 /// An operator entity (a member of its tenant, for a tenant operator),
 /// with the tenant it needs.
 fn operator_entity(
@@ -274,21 +299,7 @@ impl Query {
         let mut ents = Vec::new();
         let principal = match &self.subject.kind {
             SubjectKind::Service { scope, scopes } => {
-                scope_chain(scope, &mut ents)?;
-                let u = uid("Vern::Service", &self.subject.id)?;
-                let attrs = HashMap::from([
-                    (
-                        "tenant".to_owned(),
-                        RestrictedExpression::new_entity_uid(tenant_uid(&scope.tenant)?),
-                    ),
-                    (
-                        "environment".to_owned(),
-                        RestrictedExpression::new_entity_uid(env_uid(scope)?),
-                    ),
-                    ("scopes".to_owned(), strings(scopes)),
-                ]);
-                ents.push(entity(u.clone(), attrs, &[env_uid(scope)?])?);
-                u
+                service_entity(&self.subject.id, scope, scopes, &mut ents)?
             }
             SubjectKind::Operator {
                 roles,
@@ -318,25 +329,9 @@ impl Query {
                 scope_chain(s, &mut ents)?;
                 env_uid(s)?
             }
-            Resource::Service { id, scope } => {
-                scope_chain(scope, &mut ents)?;
-                let u = uid("Vern::Service", id)?;
-                // The same entity as the principal when one asks about
-                // itself; the duplicate is dropped below.
-                let attrs = HashMap::from([
-                    (
-                        "tenant".to_owned(),
-                        RestrictedExpression::new_entity_uid(tenant_uid(&scope.tenant)?),
-                    ),
-                    (
-                        "environment".to_owned(),
-                        RestrictedExpression::new_entity_uid(env_uid(scope)?),
-                    ),
-                    ("scopes".to_owned(), strings(&[])),
-                ]);
-                ents.push(entity(u.clone(), attrs, &[env_uid(scope)?])?);
-                u
-            }
+            // The same entity as the principal when one asks about itself;
+            // the duplicate is dropped below.
+            Resource::Service { id, scope } => service_entity(id, scope, &[], &mut ents)?,
             Resource::Operator { id, tenant } => {
                 operator_entity(id, &[], tenant.as_ref(), false, &mut ents)?
             }

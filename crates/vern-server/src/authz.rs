@@ -39,11 +39,27 @@ pub(crate) fn table_method(req: &Request) -> String {
     }
 }
 
-/// The route's access for this request, from the route table.
+/// Looks the request's route and method up in the route table, once, and
+/// leaves the answer in its extensions for the audit point and the gate.
+pub(crate) async fn declare(
+    State(table): State<Arc<AccessMap>>,
+    mut req: Request,
+    next: Next,
+) -> Response {
+    let access = req
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .and_then(|route| table.get(route.as_str(), &table_method(&req)));
+    if let Some(access) = access {
+        req.extensions_mut().insert(access);
+    }
+    next.run(req).await
+}
+
+/// The route's access for this request, as [`declare`] found it; `None`
+/// for requests no route answers (404 and 405 come from the fallbacks).
 pub(crate) fn access_of(req: &Request) -> Option<Access> {
-    let table = req.extensions().get::<Arc<AccessMap>>()?;
-    let route = req.extensions().get::<axum::extract::MatchedPath>()?;
-    table.get(route.as_str(), &table_method(req))
+    req.extensions().get::<Access>().copied()
 }
 
 /// The authorization point of the request path.

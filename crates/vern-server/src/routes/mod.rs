@@ -399,7 +399,10 @@ pub(crate) fn router(state: AppState) -> Router {
                     state.clone(),
                     middleware::observe,
                 ))
-                .layer(axum::Extension(Arc::clone(&access)))
+                .layer(axum::middleware::from_fn_with_state(
+                    access,
+                    crate::authz::declare,
+                ))
                 .layer(axum::middleware::from_fn_with_state(
                     state.clone(),
                     crate::audit::record,
