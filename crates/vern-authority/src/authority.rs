@@ -11,7 +11,8 @@ use vern_crypto::SecretBytes;
 use vern_seal::{Barrier, BarrierView, BarrierWrite, Expect, SealError};
 
 use crate::claims::{
-    access_header, certificate_thumbprint, check_certificate, check_claims, AccessClaims,
+    access_header, certificate_thumbprint, check_certificate, check_claims, check_times,
+    not_before, AccessClaims,
 };
 use crate::client_auth::ClientCredentials;
 use crate::dpop::{self, DpopCheck, NonceKey, NonceRule, ReplayCache};
@@ -110,6 +111,34 @@ pub struct Authority {
     replay: ReplayCache,
     keys: RwLock<Option<(Arc<KeySet>, u64)>>,
     hmac_key: RwLock<Option<Arc<SecretBytes>>>,
+    verified: VerifiedTokens,
+}
+
+/// How many verified tokens are remembered: at a few hundred bytes each,
+/// a bounded few megabytes, and more live tokens than a server verifies
+/// within their lifetime at any realistic request rate per client.
+const VERIFIED_TOKENS: usize = 16_384;
+
+/// Access tokens whose signature and claims were verified, keyed by the
+/// SHA-256 of the token's exact bytes, so a repeated token skips the JSON
+/// parse and the signature check (the largest share of a request's CPU).
+/// A hit is still checked against the current signing keys and the clock,
+/// and revocation and the client record are read on every request, so a
+/// revocation or a deleted client takes effect at once on every replica.
+/// Any other bytes, a forged signature among them, miss and are verified in
+/// full.
+struct VerifiedTokens(quick_cache::sync::Cache<[u8; 32], Arc<Verified>>);
+
+struct Verified {
+    claims: AccessClaims,
+    kid: String,
+    nbf: u64,
+}
+
+impl VerifiedTokens {
+    fn new() -> Self {
+        Self(quick_cache::sync::Cache::new(VERIFIED_TOKENS))
+    }
 }
 
 /// The prefix of the authority's view of the barrier: everything it stores
@@ -135,6 +164,7 @@ impl Authority {
             replay: ReplayCache::default(),
             keys: RwLock::new(None),
             hmac_key: RwLock::new(None),
+            verified: VerifiedTokens::new(),
         }
     }
 
@@ -147,6 +177,7 @@ impl Authority {
     pub fn forget(&self) {
         *self.keys.write().unwrap_or_else(|e| e.into_inner()) = None;
         *self.hmac_key.write().unwrap_or_else(|e| e.into_inner()) = None;
+        self.verified.0.clear();
     }
 
     pub(crate) fn now(&self) -> u64 {
@@ -296,6 +327,22 @@ impl Authority {
         b: &Barrier,
         token: &str,
     ) -> Result<AccessClaims, AuthError> {
+        let digest = vern_crypto::sha256(token.as_bytes());
+        if let Some(hit) = self.verified.0.get(&digest) {
+            // The key that signed it must still be one this authority
+            // trusts, and the token must still be within its times.
+            if self.key_set(b, false).await?.find(&hit.kid).is_some() {
+                check_times(
+                    hit.claims.exp,
+                    hit.nbf,
+                    hit.claims.iat,
+                    self.config.leeway,
+                    self.now(),
+                )?;
+                return Ok(hit.claims.clone());
+            }
+            self.verified.0.remove(&digest);
+        }
         let jwt = Unverified::parse(token)?;
         let kid = access_header(&jwt)?;
         let mut keys = self.key_set(b, false).await?;
@@ -306,14 +353,24 @@ impl Authority {
             .find(kid)
             .ok_or_else(|| AuthError::UnknownKey(kid.chars().take(64).collect()))?;
         jwt.verify(&signer.public)?;
-        check_claims(
+        let claims = check_claims(
             &jwt,
             &self.config.issuer,
             &self.config.audience,
             self.config.leeway,
             self.config.max_ttl,
             self.now(),
-        )
+        )?;
+        let nbf = not_before(&jwt)?.unwrap_or(claims.iat);
+        self.verified.0.insert(
+            digest,
+            Arc::new(Verified {
+                claims: claims.clone(),
+                kid: kid.to_owned(),
+                nbf,
+            }),
+        );
+        Ok(claims)
     }
 
     /// Verifies an access token presented to Vern's API, with its sender
@@ -364,10 +421,16 @@ impl Authority {
             }
             (None, Presented::Bearer) => {}
         }
-        if self.is_revoked(b, &claims.jti).await? {
+        // Both reads at once: on a networked store they are two round trips.
+        let (revoked, current) = futures_util::future::join(
+            self.is_revoked(b, &claims.jti),
+            self.check_client_current(b, &claims),
+        )
+        .await;
+        if revoked? {
             return Err(AuthError::Revoked);
         }
-        self.check_client_current(b, &claims).await?;
+        current?;
         Ok(claims)
     }
 

@@ -56,18 +56,10 @@ pub(crate) fn check_claims(
             "aud does not name this service".to_owned(),
         ));
     }
-    // Times come from the token: saturating arithmetic, so that a hostile
-    // `exp` near `u64::MAX` is compared, not overflowed.
     let exp = required_date(jwt, "exp")?;
-    if now > exp.saturating_add(leeway) {
-        return Err(AuthError::Expired);
-    }
     let iat = required_date(jwt, "iat")?;
-    let nbf = numeric_date(jwt, "nbf")?.unwrap_or(iat);
-    let latest = now.saturating_add(leeway);
-    if nbf > latest || iat > latest {
-        return Err(AuthError::NotYetValid);
-    }
+    let nbf = not_before(jwt)?.unwrap_or(iat);
+    check_times(exp, nbf, iat, leeway, now)?;
     // Vern never issues a token living longer than its maximum lifetime;
     // one that claims to (an `exp` far beyond `iat`, up to `u64::MAX`) or
     // that expires before it was issued is not one of its tokens.
@@ -120,6 +112,31 @@ pub(crate) fn check_claims(
         jkt: confirmation(jwt, "jkt"),
         x5t: confirmation(jwt, "x5t#S256"),
     })
+}
+
+/// `nbf`, if the token has one.
+pub(crate) fn not_before(jwt: &Unverified) -> Result<Option<u64>, AuthError> {
+    numeric_date(jwt, "nbf")
+}
+
+/// A token's times against `now`, with `leeway` either way. Times come from
+/// the token: saturating arithmetic, so that a hostile `exp` near
+/// `u64::MAX` is compared, not overflowed.
+pub(crate) fn check_times(
+    exp: u64,
+    nbf: u64,
+    iat: u64,
+    leeway: u64,
+    now: u64,
+) -> Result<(), AuthError> {
+    if now > exp.saturating_add(leeway) {
+        return Err(AuthError::Expired);
+    }
+    let latest = now.saturating_add(leeway);
+    if nbf > latest || iat > latest {
+        return Err(AuthError::NotYetValid);
+    }
+    Ok(())
 }
 
 /// RFC 8705 §3: a certificate-bound token is accepted only over a

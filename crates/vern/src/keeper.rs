@@ -8,7 +8,7 @@ use crate::logging;
 
 /// Runs a keeper until SIGINT or SIGTERM; its share dies with the process.
 pub(crate) async fn run(args: KeeperArgs) -> anyhow::Result<()> {
-    logging::init(args.log_format);
+    let _log = logging::init(args.log_format);
     let tls = TlsFiles {
         cert: args.tls_cert,
         key: args.tls_key,

@@ -3,6 +3,7 @@
 use std::io::IsTerminal;
 
 use clap::ValueEnum;
+use tracing_appender::non_blocking::{NonBlockingBuilder, WorkerGuard};
 use tracing_subscriber::EnvFilter;
 
 /// How log lines are written.
@@ -17,9 +18,19 @@ pub(crate) enum LogFormat {
     Json,
 }
 
-/// Installs the global subscriber, writing to stderr. `VERN_LOG` takes an
-/// `EnvFilter` directive such as `info` or `vern_server=debug`.
-pub(crate) fn init(format: LogFormat) {
+/// Installs the global subscriber, writing to stderr from a thread of its
+/// own: a request formats its lines and queues them, and never waits on the
+/// write itself. The queue is not lossy: when it is full (stderr blocked),
+/// callers wait rather than drop lines. `VERN_LOG` takes an `EnvFilter`
+/// directive such as `info` or `vern_server=debug`. Dropping the returned
+/// guard writes out every line still queued, so hold it until the command
+/// ends.
+#[must_use = "dropping the guard stops logging"]
+pub(crate) fn init(format: LogFormat) -> WorkerGuard {
+    let (writer, guard) = NonBlockingBuilder::default()
+        .lossy(false)
+        .thread_name("vern-log")
+        .finish(std::io::stderr());
     let filter = EnvFilter::try_from_env("VERN_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
     let json = match format {
         LogFormat::Auto => !std::io::stderr().is_terminal(),
@@ -28,7 +39,7 @@ pub(crate) fn init(format: LogFormat) {
     };
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(writer);
     let result = if json {
         builder
             .json()
@@ -42,4 +53,5 @@ pub(crate) fn init(format: LogFormat) {
     if let Err(e) = result {
         eprintln!("warning: logging was already initialised: {e}");
     }
+    guard
 }

@@ -312,7 +312,7 @@ fn settings(args: ServeArgs) -> anyhow::Result<Settings> {
 pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let dev_root_token = args.dev_root_token.clone();
     let s = settings(args)?;
-    logging::init(s.log_format);
+    let _log = logging::init(s.log_format);
     if s.server.audit.is_none() {
         tracing::warn!("Audit is turned off: requests leave no record.");
     }

@@ -549,3 +549,48 @@ async fn two_servers_share_one_postgresql() {
     let (_, st) = get_json(&a.url("/v1/sys/seal-status")).await;
     assert_eq!(st["storage_type"], "postgres");
 }
+
+/// Log lines are written by a thread of their own; every line a request
+/// queued is still written when the server is stopped right after it.
+#[tokio::test]
+async fn no_log_line_is_lost_on_shutdown() {
+    let dir = temp();
+    let s = dev(
+        dir.path(),
+        &["--dev-root-token", "dev-root", "--log-format", "json"],
+    );
+    let http = client();
+    const REQUESTS: usize = 300;
+    for _ in 0..REQUESTS {
+        let r = http
+            .get(s.url("/v1/secret/metadata/acme/web/prod/db"))
+            .header("x-vault-token", "dev-root")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 404);
+    }
+    let stderr = std::sync::Arc::clone(&s.stderr);
+    assert!(s.terminate().success());
+    // The pipe is read by a thread of the test harness: wait for the end.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let lines = loop {
+        let lines = stderr.lock().unwrap().clone();
+        if lines.iter().any(|l| l.contains("Vern stopped.")) {
+            break lines;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no shutdown line: {}",
+            lines.join("\n")
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let handled = lines
+        .iter()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|v| v["message"] == "Request handled." && v["status"] == 404)
+        .count();
+    assert_eq!(handled, REQUESTS);
+    assert!(lines.last().unwrap().contains("Vern stopped."));
+}
