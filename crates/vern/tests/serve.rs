@@ -555,10 +555,7 @@ async fn two_servers_share_one_postgresql() {
 #[tokio::test]
 async fn no_log_line_is_lost_on_shutdown() {
     let dir = temp();
-    let s = dev(
-        dir.path(),
-        &["--dev-root-token", "dev-root", "--log-format", "json"],
-    );
+    let s = dev(dir.path(), &["--dev-root-token", "dev-root"]);
     let http = client();
     const REQUESTS: usize = 300;
     for _ in 0..REQUESTS {
