@@ -638,7 +638,9 @@ fn main() {
     let mut fastest_read = vec![0.0f64; backends.len()];
     for round in 0..rounds {
         for (bi, b) in backends.iter().enumerate() {
-            let mut estimate = fastest_read[bi];
+            // Without a read rate yet (reads not selected), a quarter of
+            // this round's health rate.
+            let mut fallback = 0.0;
             for (si, &scenario) in SCENARIOS.iter().enumerate() {
                 if !selected(scenario) {
                     continue;
@@ -650,6 +652,11 @@ fn main() {
                 // DPoP proofs for twice the fastest bearer or DPoP read
                 // rate seen on this backend (a DPoP read does strictly more
                 // work than a bearer read), at least 5,000.
+                let estimate = if fastest_read[bi] > 0.0 {
+                    fastest_read[bi]
+                } else {
+                    fallback
+                };
                 let budget =
                     ((estimate * (WARMUP + measure).as_secs_f64() * 2.0) as usize).max(5_000);
                 let once = scenario == Scenario::DpopRead;
@@ -676,10 +683,9 @@ fn main() {
                         .unwrap_or_default()
                 );
                 match scenario {
-                    Scenario::Health if estimate == 0.0 => estimate = o.rps / 4.0,
+                    Scenario::Health => fallback = o.rps / 4.0,
                     Scenario::ServiceRead | Scenario::DpopRead => {
                         fastest_read[bi] = fastest_read[bi].max(o.rps);
-                        estimate = estimate.max(o.rps);
                     }
                     _ => {}
                 }
