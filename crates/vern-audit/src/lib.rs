@@ -19,6 +19,7 @@ mod keys;
 mod log;
 mod query;
 mod record;
+mod relocate;
 mod sink;
 pub mod verify;
 
@@ -26,12 +27,15 @@ pub use keys::{AuditKeys, PublicKey};
 pub use log::{AuditConfig, AuditLog, Session};
 pub use query::{Filter, Page};
 pub use record::{Actor, AuditRecord, Checkpoint, Event, Line, TokenRef, Verdict, GENESIS};
+pub use relocate::{relocate, Relocation};
 pub use sink::SinkTarget;
 
 /// Storage keys of the audit log. Records and checkpoints are stored in
 /// clear (they hold no secret, only HMACs) so they can be verified
 /// without unsealing; the keys live behind the barrier.
 pub mod layout {
+    /// Prefix of every key of the log (records, checkpoints, head).
+    pub const PREFIX: &str = "audit/";
     /// Prefix of records: `audit/log/<seq, 20 digits>`.
     pub const RECORDS: &str = "audit/log/";
     /// Prefix of checkpoints: `audit/checkpoint/<seq, 20 digits>`.

@@ -306,7 +306,8 @@ mod tests {
                 .unwrap(),
         );
         seal.init_unsealed(1, 1, &[], None).await.unwrap();
-        let state = AppState::new(store, seal, ServerConfig::default()).unwrap();
+        let state =
+            AppState::new(Arc::clone(&store), store, seal, ServerConfig::default()).unwrap();
         let app: Router = Router::new()
             .route("/boom", get(boom))
             .layer(axum::middleware::from_fn_with_state(state.clone(), record))

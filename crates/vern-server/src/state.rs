@@ -107,12 +107,14 @@ pub(crate) struct Inner {
 }
 
 impl AppState {
-    /// State over an opened store and its seal. Fails on an invalid KV
+    /// State over an opened store, the store of the audit log (the same
+    /// one, or for SQLite a database of its own) and the seal. Fails on an invalid KV
     /// mount name, invalid policies, or an audit sink that cannot be
     /// opened. Must be called inside a Tokio runtime (the audit appender
     /// runs as a task).
     pub fn new(
         store: Arc<dyn Store>,
+        audit_store: Arc<dyn Store>,
         seal: Arc<Seal>,
         config: ServerConfig,
     ) -> Result<Self, StateError> {
@@ -137,7 +139,7 @@ impl AppState {
         let audit = config
             .audit
             .clone()
-            .map(|c| AuditLog::new(Arc::clone(&store), Arc::clone(&clock), c))
+            .map(|c| AuditLog::new(audit_store, Arc::clone(&clock), c))
             .transpose()?;
         let metrics = Metrics::new();
         let guard = Guard::new(&config.limits, &clock, metrics.clone());
@@ -164,12 +166,13 @@ impl AppState {
     /// runtime.
     pub fn with_keepers(
         store: Arc<dyn Store>,
+        audit_store: Arc<dyn Store>,
         seal: Arc<Seal>,
         config: ServerConfig,
         keepers: KeeperConfig,
     ) -> Result<Self, StateError> {
         let keepers = Arc::new(Keepers::new(keepers)?);
-        let mut state = Self::new(store, Arc::clone(&seal), config)?;
+        let mut state = Self::new(store, audit_store, Arc::clone(&seal), config)?;
         tokio::spawn(Arc::clone(&keepers).run(seal));
         if let Some(inner) = Arc::get_mut(&mut state.inner) {
             inner.keepers = Some(keepers);

@@ -185,6 +185,20 @@ pub async fn open(url: &str, pool_size: usize) -> Result<Arc<dyn Store>, StoreEr
     }
 }
 
+/// For `sqlite:PATH`, the URL of the database file beside it named
+/// `STEM-NAME.EXT` (`vern.db` → `vern-audit.db`); `None` for a server
+/// database, whose one database serves every purpose.
+pub fn sibling_url(url: &str, name: &str) -> Option<String> {
+    let path = url.strip_prefix("sqlite:")?;
+    let path = std::path::Path::new(path.strip_prefix("//").unwrap_or(path));
+    let stem = path.file_stem()?.to_string_lossy();
+    let file = match path.extension() {
+        Some(ext) => format!("{stem}-{name}.{}", ext.to_string_lossy()),
+        None => format!("{stem}-{name}"),
+    };
+    Some(format!("sqlite:{}", path.with_file_name(file).display()))
+}
+
 /// Removes a password from a URL before it is shown anywhere.
 pub fn redact_url(url: &str) -> String {
     // `rsplit_once` keeps the last `@`, as a password may contain one.
@@ -240,6 +254,25 @@ mod tests {
             "postgres://vern@db/vern"
         );
         assert_eq!(redact_url("sqlite:/tmp/x"), "sqlite:/tmp/x");
+    }
+
+    #[test]
+    fn sibling_files_sit_beside_sqlite_databases_only() {
+        let sib = |u| sibling_url(u, "audit");
+        assert_eq!(
+            sib("sqlite:/var/lib/vern/vern.db").as_deref(),
+            Some("sqlite:/var/lib/vern/vern-audit.db")
+        );
+        assert_eq!(
+            sib("sqlite:///data/store").as_deref(),
+            Some("sqlite:/data/store-audit")
+        );
+        assert_eq!(
+            sib("sqlite:vern.db").as_deref(),
+            Some("sqlite:vern-audit.db")
+        );
+        assert_eq!(sib("postgres://vern@db/vern"), None);
+        assert_eq!(sib("sqlite:"), None);
     }
 
     #[tokio::test]

@@ -97,12 +97,22 @@ async fn verify(args: &AuditVerifyArgs) -> anyhow::Result<ExitCode> {
         bar.finish_and_clear();
         report
     } else if let Some(url) = &args.storage {
-        if let Some(path) = url.strip_prefix("sqlite:") {
-            let path = path.strip_prefix("//").unwrap_or(path);
+        if let Some(path) = sqlite_path(url) {
             if !std::path::Path::new(path).exists() {
                 bail!("{path} does not exist; give the server's database file");
             }
         }
+        // A SQLite server keeps its log in a database beside the main one;
+        // one that never ran this version still has it in the main file.
+        let url = match vern_store::sibling_url(url, "audit") {
+            Some(beside)
+                if sqlite_path(&beside).is_some_and(|p| std::path::Path::new(p).exists()) =>
+            {
+                beside
+            }
+            _ => url.clone(),
+        };
+        let url = &url;
         let store = vern_store::open(url, 2)
             .await
             .with_context(|| format!("cannot open storage {}", vern_store::redact_url(url)))?;
@@ -123,6 +133,12 @@ async fn verify(args: &AuditVerifyArgs) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::from(EXIT_BROKEN)
     })
+}
+
+/// The file of a `sqlite:` URL.
+fn sqlite_path(url: &str) -> Option<&str> {
+    url.strip_prefix("sqlite:")
+        .map(|p| p.strip_prefix("//").unwrap_or(p))
 }
 
 fn print_report(

@@ -308,6 +308,40 @@ fn settings(args: ServeArgs) -> anyhow::Result<Settings> {
     })
 }
 
+/// The store of the audit log: for SQLite a database file of its own beside
+/// the main one (so appends on every request leave the readers' page cache
+/// of the main file warm), into which a log an older version kept in the
+/// main file is moved first; for PostgreSQL the main store.
+async fn open_audit_store(
+    url: &str,
+    main: &Arc<dyn vern_store::Store>,
+    pool: usize,
+) -> anyhow::Result<Arc<dyn vern_store::Store>> {
+    let Some(audit_url) = vern_store::sibling_url(url, "audit") else {
+        return Ok(Arc::clone(main));
+    };
+    let audit = vern_store::open(&audit_url, pool)
+        .await
+        .with_context(|| format!("cannot open the audit log's storage {audit_url}"))?;
+    match vern_audit::relocate(main.as_ref(), audit.as_ref())
+        .await
+        .context("cannot move the audit log to its own database")?
+    {
+        vern_audit::Relocation::Nothing => {}
+        vern_audit::Relocation::Moved(keys) => tracing::info!(
+            keys,
+            to = %audit_url,
+            "Moved the audit log out of the main database into its own."
+        ),
+        vern_audit::Relocation::LeftInPlace(keys) => tracing::warn!(
+            keys,
+            "The main database still holds audit log entries that the audit database already \
+             has a log beside; they are left in place and no longer used."
+        ),
+    }
+    Ok(audit)
+}
+
 /// Runs the server until SIGINT or SIGTERM.
 pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let dev_root_token = args.dev_root_token.clone();
@@ -339,6 +373,7 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let store = vern_store::open(&s.storage, s.pool)
         .await
         .with_context(|| format!("cannot open storage {}", vern_store::redact_url(&s.storage)))?;
+    let audit_store = open_audit_store(&s.storage, &store, s.pool).await?;
     let seal = Arc::new(Seal::new(Arc::clone(&store), Arc::new(SystemClock)).await?);
     let dev_token = if s.dev {
         Some(dev_unseal(&seal, &s.data_dir, dev_root_token).await?)
@@ -369,10 +404,12 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<()> {
         .clone()
         .unwrap_or_else(|| format!("{scheme}://{addr}"));
     let state = match s.keepers {
-        Some(keepers) if !s.dev => AppState::with_keepers(store, seal, server, keepers)
-            .context("cannot set up the keeper client")?,
+        Some(keepers) if !s.dev => {
+            AppState::with_keepers(store, audit_store, seal, server, keepers)
+                .context("cannot set up the keeper client")?
+        }
         Some(_) => bail!("dev mode unseals itself; drop the keeper options or drop --dev"),
-        None => AppState::new(store, seal, server)?,
+        None => AppState::new(store, audit_store, seal, server)?,
     };
     state.spawn_maintenance();
     spawn_policy_reload_on_sighup(state.clone());

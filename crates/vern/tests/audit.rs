@@ -146,7 +146,7 @@ async fn records_carry_decisions_and_hmacs_never_secrets() {
     for secret in [MARKER, svc.as_str(), "not-a-token"] {
         assert!(!everything.contains(secret), "{secret} appears in clear");
     }
-    let conn = rusqlite::Connection::open(dir.path().join("vern.db")).unwrap();
+    let conn = rusqlite::Connection::open(dir.path().join("vern-audit.db")).unwrap();
     let mut stmt = conn
         .prepare("SELECT value FROM kv WHERE key LIKE 'audit/%'")
         .unwrap();
@@ -262,7 +262,7 @@ async fn a_store_refusing_records_fails_requests_without_data_on_sqlite() {
     let dir = temp();
     let s = dev_server(&path_str(dir.path()), &[]);
     assert_eq!(put_secret(&s, "acme/web/prod/db").await, 200);
-    let conn = rusqlite::Connection::open(dir.path().join("vern.db")).unwrap();
+    let conn = rusqlite::Connection::open(dir.path().join("vern-audit.db")).unwrap();
     conn.execute_batch(
         "CREATE TRIGGER refuse_audit BEFORE INSERT ON kv WHEN NEW.key LIKE 'audit/log/%'
          BEGIN SELECT RAISE(ABORT, 'disk quota exceeded'); END;",
@@ -530,4 +530,80 @@ async fn records_go_to_stdout_for_shipping() {
     let last = lines.last().unwrap();
     assert_eq!(last["type"], "checkpoint", "shutdown signs the head");
     assert!(last["seq"].as_u64().unwrap() >= record["seq"].as_u64().unwrap());
+}
+
+/// A database whose log an older version kept in the main file: the next
+/// start moves it into the audit database, the chain goes on unbroken, and
+/// the main file keeps no log entry.
+#[tokio::test]
+async fn a_log_in_the_main_database_is_moved_to_its_own_and_still_verifies() {
+    let dir = temp();
+    let data = path_str(dir.path());
+    let s = dev_server(&data, &[]);
+    let key = public_key(&s).await;
+    for i in 0..5 {
+        put_secret(&s, &format!("acme/web/prod/m{i}")).await;
+    }
+    assert!(s.terminate().success());
+    let (main, beside) = (dir.path().join("vern.db"), dir.path().join("vern-audit.db"));
+    let log_keys = |conn: &rusqlite::Connection, db: &str| -> i64 {
+        conn.query_row(
+            &format!("SELECT count(*) FROM {db}.kv WHERE key LIKE 'audit/%'"),
+            [],
+            |r| r.get(0),
+        )
+        .unwrap()
+    };
+    let conn = rusqlite::Connection::open(&main).unwrap();
+    conn.execute("ATTACH DATABASE ?1 AS aud", [beside.display().to_string()])
+        .unwrap();
+    assert!(log_keys(&conn, "aud") > 5);
+    let moved: i64 = conn
+        .query_row(
+            "SELECT count(*) FROM aud.kv WHERE key LIKE 'audit/log/%'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    conn.execute_batch("INSERT INTO main.kv SELECT * FROM aud.kv WHERE key LIKE 'audit/%'")
+        .unwrap();
+    conn.execute_batch("DETACH DATABASE aud").unwrap();
+    drop(conn);
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{suffix}", beside.display()));
+    }
+
+    let s = dev_server(&data, &[]);
+    assert!(
+        s.stderr_text()
+            .contains("Moved the audit log out of the main database"),
+        "{}",
+        s.stderr_text()
+    );
+    put_secret(&s, "acme/web/prod/after").await;
+    assert!(s.terminate().success());
+
+    let conn = rusqlite::Connection::open(&main).unwrap();
+    assert_eq!(log_keys(&conn, "main"), 0);
+    drop(conn);
+    let storage = format!("sqlite:{}", main.display());
+    let out = vern(
+        &[
+            "audit",
+            "verify",
+            "--public-key",
+            key.as_str(),
+            "--storage",
+            &storage,
+            "--output",
+            "json",
+        ],
+        &[],
+    );
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["intact"], true, "{report}");
+    assert!(
+        report["records"].as_i64().unwrap() > moved,
+        "{report}: the moved records and the new ones"
+    );
 }

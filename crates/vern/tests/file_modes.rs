@@ -46,6 +46,9 @@ async fn data_files_are_created_owner_only() {
         "vern.db",
         "vern.db-wal",
         "vern.db-shm",
+        "vern-audit.db",
+        "vern-audit.db-wal",
+        "vern-audit.db-shm",
         "dev-unseal-key.insecure",
         "audit.jsonl",
     ] {
