@@ -181,6 +181,12 @@ fn env_uid(s: &Scope) -> Result<EntityUid, String> {
     uid("Vern::Environment", &s.to_string())
 }
 
+/// An entity without attributes (tenants, projects, environments, the
+/// platform): cheaper to build than one with an empty attribute map.
+fn plain(u: EntityUid, parents: &[EntityUid]) -> Entity {
+    Entity::new_no_attrs(u, parents.iter().cloned().collect::<HashSet<_>>())
+}
+
 fn entity(
     u: EntityUid,
     attrs: HashMap<String, RestrictedExpression>,
@@ -194,9 +200,9 @@ fn entity(
 fn scope_chain(s: &Scope, out: &mut Vec<Entity>) -> Result<(), String> {
     let t = tenant_uid(&s.tenant)?;
     let p = project_uid(&s.tenant, &s.project)?;
-    out.push(entity(t.clone(), HashMap::new(), &[])?);
-    out.push(entity(p.clone(), HashMap::new(), &[t])?);
-    out.push(entity(env_uid(s)?, HashMap::new(), &[p])?);
+    out.push(plain(t.clone(), &[]));
+    out.push(plain(p.clone(), &[t]));
+    out.push(plain(env_uid(s)?, &[p]));
     Ok(())
 }
 
@@ -242,7 +248,7 @@ fn operator_entity(
     let mut parents = Vec::new();
     if let Some(t) = tenant {
         let tu = tenant_uid(t)?;
-        out.push(entity(tu.clone(), HashMap::new(), &[])?);
+        out.push(plain(tu.clone(), &[]));
         attrs.insert(
             "tenant".to_owned(),
             RestrictedExpression::new_entity_uid(tu.clone()),
@@ -260,38 +266,46 @@ fn strings(v: &[String]) -> RestrictedExpression {
     )
 }
 
+/// The Cedar context of a request. Its attributes have the same types
+/// whatever the values, which is what lets the engine check its shape
+/// against the schema once instead of on every decision.
+pub(crate) fn context(
+    source_ip: &str,
+    time: i64,
+    binding: Binding,
+    cross_tenant_grant: bool,
+) -> Result<Context, String> {
+    Context::from_pairs([
+        (
+            "source_ip".to_owned(),
+            RestrictedExpression::new_string(source_ip.to_owned()),
+        ),
+        ("time".to_owned(), RestrictedExpression::new_long(time)),
+        (
+            "binding".to_owned(),
+            RestrictedExpression::new_string(binding.name().to_owned()),
+        ),
+        (
+            "cross_tenant_grant".to_owned(),
+            RestrictedExpression::new_bool(cross_tenant_grant),
+        ),
+    ])
+    .map_err(|e| e.to_string())
+}
+
 impl Query {
     /// Whether the request crosses tenants: only then can a cross-tenant
     /// grant matter.
     pub(crate) fn crosses_tenants(&self) -> bool {
-        let own = match &self.subject.kind {
-            SubjectKind::Service { scope, .. } => &scope.tenant,
-            SubjectKind::Operator {
-                tenant: Some(t), ..
-            } => t,
-            SubjectKind::Operator { tenant: None, .. } => return false,
+        let Some(own) = self.subject.tenant() else {
+            return false;
         };
         self.resource.tenant().is_some_and(|t| t != own)
     }
 
     /// The Cedar context of this query.
     pub(crate) fn context(&self, cross_tenant_grant: bool) -> Result<Context, String> {
-        Context::from_pairs([
-            (
-                "source_ip".to_owned(),
-                RestrictedExpression::new_string(self.source_ip.clone()),
-            ),
-            ("time".to_owned(), RestrictedExpression::new_long(self.time)),
-            (
-                "binding".to_owned(),
-                RestrictedExpression::new_string(self.binding.name().to_owned()),
-            ),
-            (
-                "cross_tenant_grant".to_owned(),
-                RestrictedExpression::new_bool(cross_tenant_grant),
-            ),
-        ])
-        .map_err(|e| e.to_string())
+        context(&self.source_ip, self.time, self.binding, cross_tenant_grant)
     }
 
     /// The Cedar principal, resource and entities of this query.
@@ -310,19 +324,19 @@ impl Query {
         let resource = match &self.resource {
             Resource::Platform => {
                 let u = uid("Vern::Platform", "vern")?;
-                ents.push(entity(u.clone(), HashMap::new(), &[])?);
+                ents.push(plain(u.clone(), &[]));
                 u
             }
             Resource::Tenant(t) => {
                 let u = tenant_uid(t)?;
-                ents.push(entity(u.clone(), HashMap::new(), &[])?);
+                ents.push(plain(u.clone(), &[]));
                 u
             }
             Resource::Project(t, p) => {
                 let tu = tenant_uid(t)?;
-                ents.push(entity(tu.clone(), HashMap::new(), &[])?);
+                ents.push(plain(tu.clone(), &[]));
                 let u = project_uid(t, p)?;
-                ents.push(entity(u.clone(), HashMap::new(), &[tu])?);
+                ents.push(plain(u.clone(), &[tu]));
                 u
             }
             Resource::Environment(s) => {
@@ -361,7 +375,13 @@ impl Query {
         // The entities are built here from typed values, so checking them
         // against the schema on every decision would only cost time; the
         // request itself is still validated against the schema.
-        let entities = Entities::from_entities(ents, None).map_err(|e| e.to_string())?;
+        // `add_entities` to an empty store computes the same transitive
+        // closure as `from_entities`, at about half the cost for a handful
+        // of entities (it walks ancestors instead of building strongly
+        // connected components), and this runs on every decision.
+        let entities = Entities::empty()
+            .add_entities(ents, None)
+            .map_err(|e| e.to_string())?;
         Ok((principal, resource, entities))
     }
 }
@@ -431,6 +451,14 @@ impl Subject {
             _ => Err(format!(
                 "principal `{s}` is not `root`, `operator:ID[@TENANT][#roles]` or `service:ID@TENANT/PROJECT/ENV[#scopes]`"
             )),
+        }
+    }
+
+    /// The tenant the principal belongs to (none for a platform operator).
+    pub(crate) fn tenant(&self) -> Option<&TenantId> {
+        match &self.kind {
+            SubjectKind::Service { scope, .. } => Some(&scope.tenant),
+            SubjectKind::Operator { tenant, .. } => tenant.as_ref(),
         }
     }
 
