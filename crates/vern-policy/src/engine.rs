@@ -12,7 +12,7 @@ use cedar_policy::{
 
 use crate::cache::{CacheStats, ContextReads, DecisionCache, DEFAULT_CAPACITY};
 use crate::model::{uid, Binding, Query, ACTIONS};
-use crate::partition::{Partitioned, RequestKeys};
+use crate::partition::{Partitioned, PrincipalKind, RequestKeys};
 
 const SCHEMA: &str = include_str!("schema.cedarschema");
 const BUILTIN: &str = include_str!("builtin.cedar");
@@ -468,9 +468,10 @@ impl PolicyEngine {
         let (main, grants) = match sets {
             Sets::Partitioned => {
                 let keys = RequestKeys::new(q.subject.tenant(), q.resource.tenant(), &resource);
+                let kind = PrincipalKind::of(&q.subject);
                 (
-                    loaded.main_parts.sets(&keys, &q.action),
-                    loaded.grant_parts.sets(&keys, &q.action),
+                    loaded.main_parts.sets(&keys, &q.action, kind),
+                    loaded.grant_parts.sets(&keys, &q.action, kind),
                 )
             }
             Sets::Whole => (non_empty(&loaded.main), non_empty(&loaded.grants)),

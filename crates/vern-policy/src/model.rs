@@ -181,29 +181,65 @@ fn env_uid(s: &Scope) -> Result<EntityUid, String> {
     uid("Vern::Environment", &s.to_string())
 }
 
-/// An entity without attributes (tenants, projects, environments, the
-/// platform): cheaper to build than one with an empty attribute map.
-fn plain(u: EntityUid, parents: &[EntityUid]) -> Entity {
-    Entity::new_no_attrs(u, parents.iter().cloned().collect::<HashSet<_>>())
+/// The entities of one request, each built once: the principal's and the
+/// resource's chains often share a tenant, project and environment, and
+/// the first entity added under a uid wins, so a principal asking about
+/// itself keeps its own attributes.
+#[derive(Default)]
+struct Store {
+    uids: Vec<EntityUid>,
+    entities: Vec<Entity>,
+}
+
+impl Store {
+    /// Adds the entity `build` makes for `u`, unless `u` is already here.
+    fn add(
+        &mut self,
+        u: &EntityUid,
+        build: impl FnOnce() -> Result<Entity, String>,
+    ) -> Result<(), String> {
+        if !self.uids.contains(u) {
+            self.entities.push(build()?);
+            self.uids.push(u.clone());
+        }
+        Ok(())
+    }
+
+    /// Adds an entity without attributes (a tenant, project, environment,
+    /// the platform): cheaper to build than one with an empty map.
+    fn plain(&mut self, u: &EntityUid, parents: &[&EntityUid]) -> Result<(), String> {
+        self.add(u, || {
+            Ok(Entity::new_no_attrs(
+                u.clone(),
+                parents.iter().map(|p| (*p).clone()).collect(),
+            ))
+        })
+    }
 }
 
 fn entity(
-    u: EntityUid,
+    u: &EntityUid,
     attrs: HashMap<String, RestrictedExpression>,
-    parents: &[EntityUid],
+    parent: Option<&EntityUid>,
 ) -> Result<Entity, String> {
-    Entity::new(u, attrs, parents.iter().cloned().collect::<HashSet<_>>())
-        .map_err(|e| e.to_string())
+    Entity::new(
+        u.clone(),
+        attrs,
+        parent.into_iter().cloned().collect::<HashSet<_>>(),
+    )
+    .map_err(|e| e.to_string())
 }
 
-/// The tenant → project → environment chain of a scope.
-fn scope_chain(s: &Scope, out: &mut Vec<Entity>) -> Result<(), String> {
+/// The tenant → project → environment chain of a scope; returns the tenant
+/// and the environment.
+fn scope_chain(s: &Scope, out: &mut Store) -> Result<(EntityUid, EntityUid), String> {
     let t = tenant_uid(&s.tenant)?;
     let p = project_uid(&s.tenant, &s.project)?;
-    out.push(plain(t.clone(), &[]));
-    out.push(plain(p.clone(), &[t]));
-    out.push(plain(env_uid(s)?, &[p]));
-    Ok(())
+    let e = env_uid(s)?;
+    out.plain(&t, &[])?;
+    out.plain(&p, &[&t])?;
+    out.plain(&e, &[&p])?;
+    Ok((t, e))
 }
 
 /// A service entity in its environment, with the tenant, project and
@@ -212,22 +248,21 @@ fn service_entity(
     id: &str,
     scope: &Scope,
     scopes: &[String],
-    out: &mut Vec<Entity>,
+    out: &mut Store,
 ) -> Result<EntityUid, String> {
-    scope_chain(scope, out)?;
+    let (t, e) = scope_chain(scope, out)?;
     let u = uid("Vern::Service", id)?;
-    let attrs = HashMap::from([
-        (
-            "tenant".to_owned(),
-            RestrictedExpression::new_entity_uid(tenant_uid(&scope.tenant)?),
-        ),
-        (
-            "environment".to_owned(),
-            RestrictedExpression::new_entity_uid(env_uid(scope)?),
-        ),
-        ("scopes".to_owned(), strings(scopes)),
-    ]);
-    out.push(entity(u.clone(), attrs, &[env_uid(scope)?])?);
+    out.add(&u, || {
+        let attrs = HashMap::from([
+            ("tenant".to_owned(), RestrictedExpression::new_entity_uid(t)),
+            (
+                "environment".to_owned(),
+                RestrictedExpression::new_entity_uid(e.clone()),
+            ),
+            ("scopes".to_owned(), strings(scopes)),
+        ]);
+        entity(&u, attrs, Some(&e))
+    })?;
     Ok(u)
 }
 
@@ -238,24 +273,26 @@ fn operator_entity(
     roles: &[String],
     tenant: Option<&TenantId>,
     root: bool,
-    out: &mut Vec<Entity>,
+    out: &mut Store,
 ) -> Result<EntityUid, String> {
     let u = uid("Vern::Operator", id)?;
-    let mut attrs = HashMap::from([
-        ("roles".to_owned(), strings(roles)),
-        ("root".to_owned(), RestrictedExpression::new_bool(root)),
-    ]);
-    let mut parents = Vec::new();
-    if let Some(t) = tenant {
-        let tu = tenant_uid(t)?;
-        out.push(plain(tu.clone(), &[]));
-        attrs.insert(
-            "tenant".to_owned(),
-            RestrictedExpression::new_entity_uid(tu.clone()),
-        );
-        parents.push(tu);
+    let tenant = tenant.map(tenant_uid).transpose()?;
+    if let Some(t) = &tenant {
+        out.plain(t, &[])?;
     }
-    out.push(entity(u.clone(), attrs, &parents)?);
+    out.add(&u, || {
+        let mut attrs = HashMap::from([
+            ("roles".to_owned(), strings(roles)),
+            ("root".to_owned(), RestrictedExpression::new_bool(root)),
+        ]);
+        if let Some(t) = &tenant {
+            attrs.insert(
+                "tenant".to_owned(),
+                RestrictedExpression::new_entity_uid(t.clone()),
+            );
+        }
+        entity(&u, attrs, tenant.as_ref())
+    })?;
     Ok(u)
 }
 
@@ -310,7 +347,8 @@ impl Query {
 
     /// The Cedar principal, resource and entities of this query.
     pub(crate) fn to_cedar(&self) -> Result<(EntityUid, EntityUid, Entities), String> {
-        let mut ents = Vec::new();
+        let mut ents = Store::default();
+        // The principal's entities come first (see `Store`).
         let principal = match &self.subject.kind {
             SubjectKind::Service { scope, scopes } => {
                 service_entity(&self.subject.id, scope, scopes, &mut ents)?
@@ -324,54 +362,44 @@ impl Query {
         let resource = match &self.resource {
             Resource::Platform => {
                 let u = uid("Vern::Platform", "vern")?;
-                ents.push(plain(u.clone(), &[]));
+                ents.plain(&u, &[])?;
                 u
             }
             Resource::Tenant(t) => {
                 let u = tenant_uid(t)?;
-                ents.push(plain(u.clone(), &[]));
+                ents.plain(&u, &[])?;
                 u
             }
             Resource::Project(t, p) => {
                 let tu = tenant_uid(t)?;
-                ents.push(plain(tu.clone(), &[]));
+                ents.plain(&tu, &[])?;
                 let u = project_uid(t, p)?;
-                ents.push(plain(u.clone(), &[tu]));
+                ents.plain(&u, &[&tu])?;
                 u
             }
-            Resource::Environment(s) => {
-                scope_chain(s, &mut ents)?;
-                env_uid(s)?
-            }
-            // The same entity as the principal when one asks about itself;
-            // the duplicate is dropped below.
+            Resource::Environment(s) => scope_chain(s, &mut ents)?.1,
+            // The same entity as the principal when one asks about itself:
+            // the principal's is kept.
             Resource::Service { id, scope } => service_entity(id, scope, &[], &mut ents)?,
             Resource::Operator { id, tenant } => {
                 operator_entity(id, &[], tenant.as_ref(), false, &mut ents)?
             }
             Resource::Secret { mount, path, scope } => {
-                scope_chain(scope, &mut ents)?;
+                let (t, e) = scope_chain(scope, &mut ents)?;
                 let u = uid("Vern::Secret", &format!("{mount}:{path}"))?;
-                let attrs = HashMap::from([
-                    (
-                        "tenant".to_owned(),
-                        RestrictedExpression::new_entity_uid(tenant_uid(&scope.tenant)?),
-                    ),
-                    (
-                        "path".to_owned(),
-                        RestrictedExpression::new_string(path.clone()),
-                    ),
-                ]);
-                ents.push(entity(u.clone(), attrs, &[env_uid(scope)?])?);
+                ents.add(&u, || {
+                    let attrs = HashMap::from([
+                        ("tenant".to_owned(), RestrictedExpression::new_entity_uid(t)),
+                        (
+                            "path".to_owned(),
+                            RestrictedExpression::new_string(path.clone()),
+                        ),
+                    ]);
+                    entity(&u, attrs, Some(&e))
+                })?;
                 u
             }
         };
-        // The same tenant, project or environment may appear twice (the
-        // principal's and the resource's chain); keep one of each.
-        // The principal's entity comes first, so a principal asking about
-        // itself keeps its own attributes.
-        let mut seen = HashSet::new();
-        ents.retain(|e| seen.insert(e.uid()));
         // The entities are built here from typed values, so checking them
         // against the schema on every decision would only cost time; the
         // request itself is still validated against the schema.
@@ -380,7 +408,7 @@ impl Query {
         // of entities (it walks ancestors instead of building strongly
         // connected components), and this runs on every decision.
         let entities = Entities::empty()
-            .add_entities(ents, None)
+            .add_entities(ents.entities, None)
             .map_err(|e| e.to_string())?;
         Ok((principal, resource, entities))
     }

@@ -1,8 +1,9 @@
 //! Policy sets split by the tenant a policy's scope confines it to, so a
 //! decision evaluates the global policies and those of the tenants its
 //! request touches (its principal's and its resource's), not every
-//! tenant's; and within each part by the actions a policy's scope names,
-//! so a decision evaluates only the policies that can apply to its action.
+//! tenant's; and within each part by the actions and the kind of principal
+//! (`principal is …`) a policy's scope names, so a decision evaluates only
+//! the policies that can apply to its action and principal.
 //!
 //! Why this is exact: the entities of a request (built in `model.rs`) are
 //! the principal, the resource and their tenant → project → environment
@@ -12,7 +13,9 @@
 //! is the principal's tenant, the resource's tenant, or the key of the
 //! resource's own id, which are exactly the keys a request looks up
 //! ([`Partitioned::sets`]). Likewise no action entity is ever in the
-//! store, so `action in [A, B]` holds only if the action is `A` or `B`. A
+//! store, so `action in [A, B]` holds only if the action is `A` or `B`,
+//! and the principal is a `Vern::Service` or a `Vern::Operator` as the
+//! subject's kind says, so `principal is T` holds only for that kind. A
 //! policy whose scope is false is never satisfied and never errors,
 //! because Cedar evaluates the scope first and `&&` short-circuits; leaving
 //! it out changes neither the decision nor its reasons nor its errors.
@@ -23,16 +26,19 @@
 use std::collections::HashMap;
 
 use cedar_policy::{
-    ActionConstraint, EntityUid, Policy, PolicySet, PrincipalConstraint, ResourceConstraint,
+    ActionConstraint, EntityTypeName, EntityUid, Policy, PolicySet, PrincipalConstraint,
+    ResourceConstraint,
 };
 use vern_core::TenantId;
+
+use crate::model::{Subject, SubjectKind};
 
 /// A policy set split into the policies every request evaluates and those
 /// only requests touching one tenant evaluate.
 #[derive(Debug, Default)]
 pub(crate) struct Partitioned {
-    global: ByAction,
-    by_tenant: HashMap<String, ByAction>,
+    global: Narrowed,
+    by_tenant: HashMap<String, Narrowed>,
 }
 
 impl Partitioned {
@@ -48,26 +54,32 @@ impl Partitioned {
             }
         }
         Ok(Self {
-            global: ByAction::new(&global)?,
+            global: Narrowed::new(&global)?,
             by_tenant: by_tenant
                 .into_iter()
-                .map(|(t, ps)| Ok((t, ByAction::new(&ps)?)))
+                .map(|(t, ps)| Ok((t, Narrowed::new(&ps)?)))
                 .collect::<Result<_, String>>()?,
         })
     }
 
-    /// The non-empty sets a request for `action` must evaluate: the global
-    /// policies and the policies of each tenant key of the request, each
-    /// part once, each narrowed to the action.
-    pub(crate) fn sets<'a>(&'a self, keys: &RequestKeys, action: &str) -> Vec<&'a PolicySet> {
+    /// The non-empty sets a request for `action` by a principal of `kind`
+    /// must evaluate: the global policies and the policies of each tenant
+    /// key of the request, each part once, each narrowed to the action and
+    /// the kind of principal.
+    pub(crate) fn sets<'a>(
+        &'a self,
+        keys: &RequestKeys,
+        action: &str,
+        kind: PrincipalKind,
+    ) -> Vec<&'a PolicySet> {
         let mut out = Vec::with_capacity(4);
-        let global = self.global.for_action(action);
+        let global = self.global.for_request(action, kind);
         if !global.is_empty() {
             out.push(global);
         }
         for key in &keys.0 {
             if let Some(part) = self.by_tenant.get(key.as_str()) {
-                let set = part.for_action(action);
+                let set = part.for_request(action, kind);
                 if !set.is_empty() {
                     out.push(set);
                 }
@@ -82,34 +94,76 @@ impl Partitioned {
     }
 }
 
-/// One part's policies by action, so no set holds a policy twice and a
-/// request evaluates one set per part.
+/// The kind of a request's principal: `model.rs` builds a principal as a
+/// `Vern::Service` or a `Vern::Operator`, as the subject's kind says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum PrincipalKind {
+    Service,
+    Operator,
+}
+
+impl PrincipalKind {
+    pub(crate) fn of(s: &Subject) -> Self {
+        match s.kind {
+            SubjectKind::Service { .. } => Self::Service,
+            SubjectKind::Operator { .. } => Self::Operator,
+        }
+    }
+}
+
+/// One set of policies for each kind of principal.
 #[derive(Debug, Default)]
-struct ByAction {
+struct PerKind {
+    service: PolicySet,
+    operator: PolicySet,
+}
+
+impl PerKind {
+    fn get(&self, kind: PrincipalKind) -> &PolicySet {
+        match kind {
+            PrincipalKind::Service => &self.service,
+            PrincipalKind::Operator => &self.operator,
+        }
+    }
+}
+
+/// One part's policies by action and kind of principal, so a request
+/// evaluates one set per part, holding each policy at most once.
+#[derive(Debug, Default)]
+struct Narrowed {
     /// The policies for an action no policy of the part names: those that
     /// do not constrain the action.
-    any: PolicySet,
+    any: PerKind,
     /// For each action some policy of the part names: the policies naming
     /// it and those that do not constrain the action.
-    named: HashMap<String, PolicySet>,
+    named: HashMap<String, PerKind>,
     /// Policies in the part.
     len: usize,
 }
 
-impl ByAction {
-    fn new(policies: &[&Policy]) -> Result<Self, String> {
-        let mut any = Vec::new();
-        let mut named: HashMap<String, Vec<&Policy>> = HashMap::new();
-        for p in policies {
-            match policy_actions(p) {
-                Some(actions) => {
-                    for a in actions {
-                        named.entry(a).or_default().push(p);
-                    }
-                }
-                None => any.push(*p),
-            }
+/// Policies gathered for one set of each kind.
+#[derive(Default)]
+struct Lists<'a> {
+    service: Vec<&'a Policy>,
+    operator: Vec<&'a Policy>,
+}
+
+impl<'a> Lists<'a> {
+    fn push(&mut self, p: &'a Policy, kinds: Kinds) {
+        if kinds.service {
+            self.service.push(p);
         }
+        if kinds.operator {
+            self.operator.push(p);
+        }
+    }
+
+    fn extend(&mut self, other: &Lists<'a>) {
+        self.service.extend(other.service.iter().copied());
+        self.operator.extend(other.operator.iter().copied());
+    }
+
+    fn build(&self) -> Result<PerKind, String> {
         let set = |ps: &[&Policy]| -> Result<PolicySet, String> {
             let mut set = PolicySet::new();
             for p in ps {
@@ -117,20 +171,74 @@ impl ByAction {
             }
             Ok(set)
         };
+        Ok(PerKind {
+            service: set(&self.service)?,
+            operator: set(&self.operator)?,
+        })
+    }
+}
+
+impl Narrowed {
+    fn new(policies: &[&Policy]) -> Result<Self, String> {
+        let mut any = Lists::default();
+        let mut named: HashMap<String, Lists<'_>> = HashMap::new();
+        for p in policies {
+            let kinds = principal_kinds(p);
+            match policy_actions(p) {
+                Some(actions) => {
+                    for a in actions {
+                        named.entry(a).or_default().push(p, kinds);
+                    }
+                }
+                None => any.push(p, kinds),
+            }
+        }
         let mut by_name = HashMap::with_capacity(named.len());
-        for (a, mut ps) in named {
-            ps.extend(any.iter().copied());
-            by_name.insert(a, set(&ps)?);
+        for (a, mut lists) in named {
+            lists.extend(&any);
+            by_name.insert(a, lists.build()?);
         }
         Ok(Self {
-            any: set(&any)?,
+            any: any.build()?,
             named: by_name,
             len: policies.len(),
         })
     }
 
-    fn for_action(&self, action: &str) -> &PolicySet {
-        self.named.get(action).unwrap_or(&self.any)
+    fn for_request(&self, action: &str, kind: PrincipalKind) -> &PolicySet {
+        self.named.get(action).unwrap_or(&self.any).get(kind)
+    }
+}
+
+/// Which kinds of principal a policy's scope admits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Kinds {
+    service: bool,
+    operator: bool,
+}
+
+/// `principal is T` (also `is T in E`) and `principal == E` admit only
+/// principals of that type; anything else may admit both kinds.
+fn principal_kinds(p: &Policy) -> Kinds {
+    let both = Kinds {
+        service: true,
+        operator: true,
+    };
+    let ty = match p.principal_constraint() {
+        PrincipalConstraint::Is(t) | PrincipalConstraint::IsIn(t, _) => t,
+        PrincipalConstraint::Eq(e) => e.type_name().clone(),
+        PrincipalConstraint::Any | PrincipalConstraint::In(_) => return both,
+    };
+    match vern_type_name(&ty) {
+        Some("Service") => Kinds {
+            service: true,
+            operator: false,
+        },
+        Some("Operator") => Kinds {
+            service: false,
+            operator: true,
+        },
+        _ => both,
     }
 }
 
@@ -228,10 +336,15 @@ pub(crate) fn tenant_key(e: &EntityUid) -> Option<TenantId> {
     TenantId::parse(tenant).ok()
 }
 
+/// The type name of an entity in the `Vern` namespace (`Tenant` for a
+/// `Vern::Tenant`).
+fn vern_type(e: &EntityUid) -> Option<&str> {
+    vern_type_name(e.type_name())
+}
+
 /// The name of an entity type in the `Vern` namespace (`Tenant` for
 /// `Vern::Tenant`), without formatting the type name on every request.
-fn vern_type(e: &EntityUid) -> Option<&str> {
-    let ty = e.type_name();
+fn vern_type_name(ty: &EntityTypeName) -> Option<&str> {
     let mut ns = ty.namespace_components();
     (ns.next() == Some("Vern") && ns.next().is_none()).then(|| ty.basename())
 }
@@ -294,27 +407,42 @@ mod tests {
             actions("permit (principal, action in [Vern::Action::\"secret.read\", Other::Action::\"secret.read\"], resource);"),
             None
         );
-        // A part serves each action exactly the policies that may apply
-        // (unconstrained `policy0`, `policy1` for reads, `policy2` for
-        // reads and lists).
+        // A part serves each action and kind of principal exactly the
+        // policies that may apply: unconstrained `policy0`, `policy1` for
+        // reads, `policy2` for reads and lists, `policy3` for operators'
+        // reads, `policy4` for one service's lists.
         let set = PolicySet::from_str(
             "permit (principal, action, resource);\n\
              permit (principal, action == Vern::Action::\"secret.read\", resource);\n\
-             permit (principal, action in [Vern::Action::\"secret.read\", Vern::Action::\"secret.list\"], resource);",
+             permit (principal, action in [Vern::Action::\"secret.read\", Vern::Action::\"secret.list\"], resource);\n\
+             permit (principal is Vern::Operator in Vern::Tenant::\"acme\", action == Vern::Action::\"secret.read\", resource);\n\
+             permit (principal == Vern::Service::\"svc\", action == Vern::Action::\"secret.list\", resource);",
         )
         .unwrap();
-        let part = ByAction::new(&set.policies().collect::<Vec<_>>()).unwrap();
-        let ids = |a: &str| {
+        let part = Narrowed::new(&set.policies().collect::<Vec<_>>()).unwrap();
+        let ids = |a: &str, kind: PrincipalKind| {
             let mut ids: Vec<String> = part
-                .for_action(a)
+                .for_request(a, kind)
                 .policies()
                 .map(|p| p.id().to_string())
                 .collect();
             ids.sort();
             ids
         };
-        assert_eq!(ids("secret.read"), ["policy0", "policy1", "policy2"]);
-        assert_eq!(ids("secret.list"), ["policy0", "policy2"]);
-        assert_eq!(ids("sys.seal"), ["policy0"]);
+        use PrincipalKind::{Operator, Service};
+        assert_eq!(
+            ids("secret.read", Service),
+            ["policy0", "policy1", "policy2"]
+        );
+        assert_eq!(
+            ids("secret.read", Operator),
+            ["policy0", "policy1", "policy2", "policy3"]
+        );
+        assert_eq!(
+            ids("secret.list", Service),
+            ["policy0", "policy2", "policy4"]
+        );
+        assert_eq!(ids("secret.list", Operator), ["policy0", "policy2"]);
+        assert_eq!(ids("sys.seal", Operator), ["policy0"]);
     }
 }
