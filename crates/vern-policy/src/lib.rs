@@ -10,13 +10,21 @@
 //! one request through the `cross_tenant_grant` context flag (no other
 //! policy can set it), and the grant itself then permits the request.
 //!
+//! Each request evaluates only the global policies and those confined by
+//! their scope to its principal's or its resource's tenant (see
+//! `partition.rs` for why that is exact), and decisions are cached per
+//! loaded set unless a policy reads the time (see `cache.rs`).
+//!
 //! This crate does no I/O except reading policy files it is pointed at.
 #![forbid(unsafe_code)]
 
+mod cache;
 mod engine;
 mod model;
+mod partition;
 pub mod roles;
 
+pub use cache::CacheStats;
 pub use engine::{Decision, PolicyEngine, PolicyError};
 pub use model::{Binding, Query, Resource, Subject, SubjectKind, ACTIONS};
 pub use roles::Holdings;

@@ -181,23 +181,65 @@ fn env_uid(s: &Scope) -> Result<EntityUid, String> {
     uid("Vern::Environment", &s.to_string())
 }
 
-fn entity(
-    u: EntityUid,
-    attrs: HashMap<String, RestrictedExpression>,
-    parents: &[EntityUid],
-) -> Result<Entity, String> {
-    Entity::new(u, attrs, parents.iter().cloned().collect::<HashSet<_>>())
-        .map_err(|e| e.to_string())
+/// The entities of one request, each built once: the principal's and the
+/// resource's chains often share a tenant, project and environment, and
+/// the first entity added under a uid wins, so a principal asking about
+/// itself keeps its own attributes.
+#[derive(Default)]
+struct Store {
+    uids: Vec<EntityUid>,
+    entities: Vec<Entity>,
 }
 
-/// The tenant → project → environment chain of a scope.
-fn scope_chain(s: &Scope, out: &mut Vec<Entity>) -> Result<(), String> {
+impl Store {
+    /// Adds the entity `build` makes for `u`, unless `u` is already here.
+    fn add(
+        &mut self,
+        u: &EntityUid,
+        build: impl FnOnce() -> Result<Entity, String>,
+    ) -> Result<(), String> {
+        if !self.uids.contains(u) {
+            self.entities.push(build()?);
+            self.uids.push(u.clone());
+        }
+        Ok(())
+    }
+
+    /// Adds an entity without attributes (a tenant, project, environment,
+    /// the platform): cheaper to build than one with an empty map.
+    fn plain(&mut self, u: &EntityUid, parents: &[&EntityUid]) -> Result<(), String> {
+        self.add(u, || {
+            Ok(Entity::new_no_attrs(
+                u.clone(),
+                parents.iter().map(|p| (*p).clone()).collect(),
+            ))
+        })
+    }
+}
+
+fn entity(
+    u: &EntityUid,
+    attrs: HashMap<String, RestrictedExpression>,
+    parent: Option<&EntityUid>,
+) -> Result<Entity, String> {
+    Entity::new(
+        u.clone(),
+        attrs,
+        parent.into_iter().cloned().collect::<HashSet<_>>(),
+    )
+    .map_err(|e| e.to_string())
+}
+
+/// The tenant → project → environment chain of a scope; returns the tenant
+/// and the environment.
+fn scope_chain(s: &Scope, out: &mut Store) -> Result<(EntityUid, EntityUid), String> {
     let t = tenant_uid(&s.tenant)?;
     let p = project_uid(&s.tenant, &s.project)?;
-    out.push(entity(t.clone(), HashMap::new(), &[])?);
-    out.push(entity(p.clone(), HashMap::new(), &[t])?);
-    out.push(entity(env_uid(s)?, HashMap::new(), &[p])?);
-    Ok(())
+    let e = env_uid(s)?;
+    out.plain(&t, &[])?;
+    out.plain(&p, &[&t])?;
+    out.plain(&e, &[&p])?;
+    Ok((t, e))
 }
 
 /// A service entity in its environment, with the tenant, project and
@@ -206,22 +248,21 @@ fn service_entity(
     id: &str,
     scope: &Scope,
     scopes: &[String],
-    out: &mut Vec<Entity>,
+    out: &mut Store,
 ) -> Result<EntityUid, String> {
-    scope_chain(scope, out)?;
+    let (t, e) = scope_chain(scope, out)?;
     let u = uid("Vern::Service", id)?;
-    let attrs = HashMap::from([
-        (
-            "tenant".to_owned(),
-            RestrictedExpression::new_entity_uid(tenant_uid(&scope.tenant)?),
-        ),
-        (
-            "environment".to_owned(),
-            RestrictedExpression::new_entity_uid(env_uid(scope)?),
-        ),
-        ("scopes".to_owned(), strings(scopes)),
-    ]);
-    out.push(entity(u.clone(), attrs, &[env_uid(scope)?])?);
+    out.add(&u, || {
+        let attrs = HashMap::from([
+            ("tenant".to_owned(), RestrictedExpression::new_entity_uid(t)),
+            (
+                "environment".to_owned(),
+                RestrictedExpression::new_entity_uid(e.clone()),
+            ),
+            ("scopes".to_owned(), strings(scopes)),
+        ]);
+        entity(&u, attrs, Some(&e))
+    })?;
     Ok(u)
 }
 
@@ -232,24 +273,26 @@ fn operator_entity(
     roles: &[String],
     tenant: Option<&TenantId>,
     root: bool,
-    out: &mut Vec<Entity>,
+    out: &mut Store,
 ) -> Result<EntityUid, String> {
     let u = uid("Vern::Operator", id)?;
-    let mut attrs = HashMap::from([
-        ("roles".to_owned(), strings(roles)),
-        ("root".to_owned(), RestrictedExpression::new_bool(root)),
-    ]);
-    let mut parents = Vec::new();
-    if let Some(t) = tenant {
-        let tu = tenant_uid(t)?;
-        out.push(entity(tu.clone(), HashMap::new(), &[])?);
-        attrs.insert(
-            "tenant".to_owned(),
-            RestrictedExpression::new_entity_uid(tu.clone()),
-        );
-        parents.push(tu);
+    let tenant = tenant.map(tenant_uid).transpose()?;
+    if let Some(t) = &tenant {
+        out.plain(t, &[])?;
     }
-    out.push(entity(u.clone(), attrs, &parents)?);
+    out.add(&u, || {
+        let mut attrs = HashMap::from([
+            ("roles".to_owned(), strings(roles)),
+            ("root".to_owned(), RestrictedExpression::new_bool(root)),
+        ]);
+        if let Some(t) = &tenant {
+            attrs.insert(
+                "tenant".to_owned(),
+                RestrictedExpression::new_entity_uid(t.clone()),
+            );
+        }
+        entity(&u, attrs, tenant.as_ref())
+    })?;
     Ok(u)
 }
 
@@ -260,43 +303,52 @@ fn strings(v: &[String]) -> RestrictedExpression {
     )
 }
 
+/// The Cedar context of a request. Its attributes have the same types
+/// whatever the values, which is what lets the engine check its shape
+/// against the schema once instead of on every decision.
+pub(crate) fn context(
+    source_ip: &str,
+    time: i64,
+    binding: Binding,
+    cross_tenant_grant: bool,
+) -> Result<Context, String> {
+    Context::from_pairs([
+        (
+            "source_ip".to_owned(),
+            RestrictedExpression::new_string(source_ip.to_owned()),
+        ),
+        ("time".to_owned(), RestrictedExpression::new_long(time)),
+        (
+            "binding".to_owned(),
+            RestrictedExpression::new_string(binding.name().to_owned()),
+        ),
+        (
+            "cross_tenant_grant".to_owned(),
+            RestrictedExpression::new_bool(cross_tenant_grant),
+        ),
+    ])
+    .map_err(|e| e.to_string())
+}
+
 impl Query {
     /// Whether the request crosses tenants: only then can a cross-tenant
     /// grant matter.
     pub(crate) fn crosses_tenants(&self) -> bool {
-        let own = match &self.subject.kind {
-            SubjectKind::Service { scope, .. } => &scope.tenant,
-            SubjectKind::Operator {
-                tenant: Some(t), ..
-            } => t,
-            SubjectKind::Operator { tenant: None, .. } => return false,
+        let Some(own) = self.subject.tenant() else {
+            return false;
         };
         self.resource.tenant().is_some_and(|t| t != own)
     }
 
     /// The Cedar context of this query.
     pub(crate) fn context(&self, cross_tenant_grant: bool) -> Result<Context, String> {
-        Context::from_pairs([
-            (
-                "source_ip".to_owned(),
-                RestrictedExpression::new_string(self.source_ip.clone()),
-            ),
-            ("time".to_owned(), RestrictedExpression::new_long(self.time)),
-            (
-                "binding".to_owned(),
-                RestrictedExpression::new_string(self.binding.name().to_owned()),
-            ),
-            (
-                "cross_tenant_grant".to_owned(),
-                RestrictedExpression::new_bool(cross_tenant_grant),
-            ),
-        ])
-        .map_err(|e| e.to_string())
+        context(&self.source_ip, self.time, self.binding, cross_tenant_grant)
     }
 
     /// The Cedar principal, resource and entities of this query.
     pub(crate) fn to_cedar(&self) -> Result<(EntityUid, EntityUid, Entities), String> {
-        let mut ents = Vec::new();
+        let mut ents = Store::default();
+        // The principal's entities come first (see `Store`).
         let principal = match &self.subject.kind {
             SubjectKind::Service { scope, scopes } => {
                 service_entity(&self.subject.id, scope, scopes, &mut ents)?
@@ -310,58 +362,54 @@ impl Query {
         let resource = match &self.resource {
             Resource::Platform => {
                 let u = uid("Vern::Platform", "vern")?;
-                ents.push(entity(u.clone(), HashMap::new(), &[])?);
+                ents.plain(&u, &[])?;
                 u
             }
             Resource::Tenant(t) => {
                 let u = tenant_uid(t)?;
-                ents.push(entity(u.clone(), HashMap::new(), &[])?);
+                ents.plain(&u, &[])?;
                 u
             }
             Resource::Project(t, p) => {
                 let tu = tenant_uid(t)?;
-                ents.push(entity(tu.clone(), HashMap::new(), &[])?);
+                ents.plain(&tu, &[])?;
                 let u = project_uid(t, p)?;
-                ents.push(entity(u.clone(), HashMap::new(), &[tu])?);
+                ents.plain(&u, &[&tu])?;
                 u
             }
-            Resource::Environment(s) => {
-                scope_chain(s, &mut ents)?;
-                env_uid(s)?
-            }
-            // The same entity as the principal when one asks about itself;
-            // the duplicate is dropped below.
+            Resource::Environment(s) => scope_chain(s, &mut ents)?.1,
+            // The same entity as the principal when one asks about itself:
+            // the principal's is kept.
             Resource::Service { id, scope } => service_entity(id, scope, &[], &mut ents)?,
             Resource::Operator { id, tenant } => {
                 operator_entity(id, &[], tenant.as_ref(), false, &mut ents)?
             }
             Resource::Secret { mount, path, scope } => {
-                scope_chain(scope, &mut ents)?;
+                let (t, e) = scope_chain(scope, &mut ents)?;
                 let u = uid("Vern::Secret", &format!("{mount}:{path}"))?;
-                let attrs = HashMap::from([
-                    (
-                        "tenant".to_owned(),
-                        RestrictedExpression::new_entity_uid(tenant_uid(&scope.tenant)?),
-                    ),
-                    (
-                        "path".to_owned(),
-                        RestrictedExpression::new_string(path.clone()),
-                    ),
-                ]);
-                ents.push(entity(u.clone(), attrs, &[env_uid(scope)?])?);
+                ents.add(&u, || {
+                    let attrs = HashMap::from([
+                        ("tenant".to_owned(), RestrictedExpression::new_entity_uid(t)),
+                        (
+                            "path".to_owned(),
+                            RestrictedExpression::new_string(path.clone()),
+                        ),
+                    ]);
+                    entity(&u, attrs, Some(&e))
+                })?;
                 u
             }
         };
-        // The same tenant, project or environment may appear twice (the
-        // principal's and the resource's chain); keep one of each.
-        // The principal's entity comes first, so a principal asking about
-        // itself keeps its own attributes.
-        let mut seen = HashSet::new();
-        ents.retain(|e| seen.insert(e.uid()));
         // The entities are built here from typed values, so checking them
         // against the schema on every decision would only cost time; the
         // request itself is still validated against the schema.
-        let entities = Entities::from_entities(ents, None).map_err(|e| e.to_string())?;
+        // `add_entities` to an empty store computes the same transitive
+        // closure as `from_entities`, at about half the cost for a handful
+        // of entities (it walks ancestors instead of building strongly
+        // connected components), and this runs on every decision.
+        let entities = Entities::empty()
+            .add_entities(ents.entities, None)
+            .map_err(|e| e.to_string())?;
         Ok((principal, resource, entities))
     }
 }
@@ -431,6 +479,14 @@ impl Subject {
             _ => Err(format!(
                 "principal `{s}` is not `root`, `operator:ID[@TENANT][#roles]` or `service:ID@TENANT/PROJECT/ENV[#scopes]`"
             )),
+        }
+    }
+
+    /// The tenant the principal belongs to (none for a platform operator).
+    pub(crate) fn tenant(&self) -> Option<&TenantId> {
+        match &self.kind {
+            SubjectKind::Service { scope, .. } => Some(&scope.tenant),
+            SubjectKind::Operator { tenant, .. } => tenant.as_ref(),
         }
     }
 

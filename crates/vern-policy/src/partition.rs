@@ -1,0 +1,448 @@
+//! Policy sets split by the tenant a policy's scope confines it to, so a
+//! decision evaluates the global policies and those of the tenants its
+//! request touches (its principal's and its resource's), not every
+//! tenant's; and within each part by the actions and the kind of principal
+//! (`principal is …`) a policy's scope names, so a decision evaluates only
+//! the policies that can apply to its action and principal.
+//!
+//! Why this is exact: the entities of a request (built in `model.rs`) are
+//! the principal, the resource and their tenant → project → environment
+//! chains, nothing else. So `principal in E` or `resource in E` (and `==`,
+//! and `is … in E`) can hold only if `E` is the principal or the resource
+//! itself or one of their ancestors. The [`tenant_key`] of every such `E`
+//! is the principal's tenant, the resource's tenant, or the key of the
+//! resource's own id, which are exactly the keys a request looks up
+//! ([`Partitioned::sets`]). Likewise no action entity is ever in the
+//! store, so `action in [A, B]` holds only if the action is `A` or `B`,
+//! and the principal is a `Vern::Service` or a `Vern::Operator` as the
+//! subject's kind says, so `principal is T` holds only for that kind. A
+//! policy whose scope is false is never satisfied and never errors,
+//! because Cedar evaluates the scope first and `&&` short-circuits; leaving
+//! it out changes neither the decision nor its reasons nor its errors.
+//! Everything whose scope does not name such an entity stays global, and
+//! everything whose action constraint is not a list of Vern's actions is
+//! kept for every action.
+
+use std::collections::HashMap;
+
+use cedar_policy::{
+    ActionConstraint, EntityTypeName, EntityUid, Policy, PolicySet, PrincipalConstraint,
+    ResourceConstraint,
+};
+use vern_core::TenantId;
+
+use crate::model::{Subject, SubjectKind};
+
+/// A policy set split into the policies every request evaluates and those
+/// only requests touching one tenant evaluate.
+#[derive(Debug, Default)]
+pub(crate) struct Partitioned {
+    global: Narrowed,
+    by_tenant: HashMap<String, Narrowed>,
+}
+
+impl Partitioned {
+    /// Splits `set`. Fails only if Cedar refuses a policy it has accepted
+    /// once already (ids are unique in `set`, so they are in each part).
+    pub(crate) fn new(set: &PolicySet) -> Result<Self, String> {
+        let mut global = Vec::new();
+        let mut by_tenant: HashMap<String, Vec<&Policy>> = HashMap::new();
+        for p in set.policies() {
+            match policy_tenant(p) {
+                Some(t) => by_tenant.entry(t).or_default().push(p),
+                None => global.push(p),
+            }
+        }
+        Ok(Self {
+            global: Narrowed::new(&global)?,
+            by_tenant: by_tenant
+                .into_iter()
+                .map(|(t, ps)| Ok((t, Narrowed::new(&ps)?)))
+                .collect::<Result<_, String>>()?,
+        })
+    }
+
+    /// The non-empty sets a request for `action` by a principal of `kind`
+    /// must evaluate: the global policies and the policies of each tenant
+    /// key of the request, each part once, each narrowed to the action and
+    /// the kind of principal.
+    pub(crate) fn sets<'a>(
+        &'a self,
+        keys: &RequestKeys,
+        action: &str,
+        kind: PrincipalKind,
+    ) -> Vec<&'a PolicySet> {
+        let mut out = Vec::with_capacity(4);
+        let global = self.global.for_request(action, kind);
+        if !global.is_empty() {
+            out.push(global);
+        }
+        for key in &keys.0 {
+            if let Some(part) = self.by_tenant.get(key.as_str()) {
+                let set = part.for_request(action, kind);
+                if !set.is_empty() {
+                    out.push(set);
+                }
+            }
+        }
+        out
+    }
+
+    /// How many policies are global, and how many tenants have their own.
+    pub(crate) fn shape(&self) -> (usize, usize) {
+        (self.global.len, self.by_tenant.len())
+    }
+}
+
+/// The kind of a request's principal: `model.rs` builds a principal as a
+/// `Vern::Service` or a `Vern::Operator`, as the subject's kind says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum PrincipalKind {
+    Service,
+    Operator,
+}
+
+impl PrincipalKind {
+    pub(crate) fn of(s: &Subject) -> Self {
+        match s.kind {
+            SubjectKind::Service { .. } => Self::Service,
+            SubjectKind::Operator { .. } => Self::Operator,
+        }
+    }
+}
+
+/// One set of policies for each kind of principal.
+#[derive(Debug, Default)]
+struct PerKind {
+    service: PolicySet,
+    operator: PolicySet,
+}
+
+impl PerKind {
+    fn get(&self, kind: PrincipalKind) -> &PolicySet {
+        match kind {
+            PrincipalKind::Service => &self.service,
+            PrincipalKind::Operator => &self.operator,
+        }
+    }
+}
+
+/// One part's policies by action and kind of principal, so a request
+/// evaluates one set per part, holding each policy at most once.
+#[derive(Debug, Default)]
+struct Narrowed {
+    /// The policies for an action no policy of the part names: those that
+    /// do not constrain the action.
+    any: PerKind,
+    /// For each action some policy of the part names: the policies naming
+    /// it and those that do not constrain the action.
+    named: HashMap<String, PerKind>,
+    /// Policies in the part.
+    len: usize,
+}
+
+/// Policies gathered for one set of each kind.
+#[derive(Default)]
+struct Lists<'a> {
+    service: Vec<&'a Policy>,
+    operator: Vec<&'a Policy>,
+}
+
+impl<'a> Lists<'a> {
+    fn push(&mut self, p: &'a Policy, kinds: Kinds) {
+        if kinds.service {
+            self.service.push(p);
+        }
+        if kinds.operator {
+            self.operator.push(p);
+        }
+    }
+
+    fn extend(&mut self, other: &Lists<'a>) {
+        self.service.extend(other.service.iter().copied());
+        self.operator.extend(other.operator.iter().copied());
+    }
+
+    fn build(&self) -> Result<PerKind, String> {
+        let set = |ps: &[&Policy]| -> Result<PolicySet, String> {
+            let mut set = PolicySet::new();
+            for p in ps {
+                set.add((*p).clone()).map_err(|e| e.to_string())?;
+            }
+            Ok(set)
+        };
+        Ok(PerKind {
+            service: set(&self.service)?,
+            operator: set(&self.operator)?,
+        })
+    }
+}
+
+impl Narrowed {
+    fn new(policies: &[&Policy]) -> Result<Self, String> {
+        let mut any = Lists::default();
+        let mut named: HashMap<String, Lists<'_>> = HashMap::new();
+        for p in policies {
+            let kinds = principal_kinds(p);
+            match policy_actions(p) {
+                Some(actions) => {
+                    for a in actions {
+                        named.entry(a).or_default().push(p, kinds);
+                    }
+                }
+                None => any.push(p, kinds),
+            }
+        }
+        let mut by_name = HashMap::with_capacity(named.len());
+        for (a, mut lists) in named {
+            lists.extend(&any);
+            by_name.insert(a, lists.build()?);
+        }
+        Ok(Self {
+            any: any.build()?,
+            named: by_name,
+            len: policies.len(),
+        })
+    }
+
+    fn for_request(&self, action: &str, kind: PrincipalKind) -> &PolicySet {
+        self.named.get(action).unwrap_or(&self.any).get(kind)
+    }
+}
+
+/// Which kinds of principal a policy's scope admits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Kinds {
+    service: bool,
+    operator: bool,
+}
+
+/// `principal is T` (also `is T in E`) and `principal == E` admit only
+/// principals of that type; anything else may admit both kinds.
+fn principal_kinds(p: &Policy) -> Kinds {
+    let both = Kinds {
+        service: true,
+        operator: true,
+    };
+    let ty = match p.principal_constraint() {
+        PrincipalConstraint::Is(t) | PrincipalConstraint::IsIn(t, _) => t,
+        PrincipalConstraint::Eq(e) => e.type_name().clone(),
+        PrincipalConstraint::Any | PrincipalConstraint::In(_) => return both,
+    };
+    match vern_type_name(&ty) {
+        Some("Service") => Kinds {
+            service: true,
+            operator: false,
+        },
+        Some("Operator") => Kinds {
+            service: false,
+            operator: true,
+        },
+        _ => both,
+    }
+}
+
+/// The actions a policy's scope limits it to (each once), or none when it
+/// does not limit them or names something other than one of Vern's actions.
+fn policy_actions(p: &Policy) -> Option<Vec<String>> {
+    let uids = match p.action_constraint() {
+        ActionConstraint::Any => return None,
+        ActionConstraint::Eq(a) => vec![a],
+        ActionConstraint::In(list) => list,
+    };
+    let mut names: Vec<String> = Vec::with_capacity(uids.len());
+    for u in uids {
+        if vern_type(&u) != Some("Action") {
+            return None;
+        }
+        let name = u.id().unescaped();
+        if !crate::model::ACTIONS.contains(&name) {
+            return None;
+        }
+        if !names.iter().any(|n| n == name) {
+            names.push(name.to_owned());
+        }
+    }
+    Some(names)
+}
+
+/// The tenant keys of one request, each once: its principal's tenant, its
+/// resource's tenant, and the key of the resource's own entity id (the
+/// same as the resource's tenant unless a caller built an inconsistent
+/// resource; it is looked up anyway so exactness never rests on that).
+#[derive(Debug, Default)]
+pub(crate) struct RequestKeys(Vec<TenantId>);
+
+impl RequestKeys {
+    pub(crate) fn new(
+        principal_tenant: Option<&TenantId>,
+        resource_tenant: Option<&TenantId>,
+        resource: &EntityUid,
+    ) -> Self {
+        let mut keys = Vec::with_capacity(3);
+        for k in [
+            principal_tenant.cloned(),
+            resource_tenant.cloned(),
+            tenant_key(resource),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            if !keys.contains(&k) {
+                keys.push(k);
+            }
+        }
+        Self(keys)
+    }
+}
+
+/// The tenant a policy's scope confines it to, if its principal or
+/// resource constraint names an entity with a [`tenant_key`].
+fn policy_tenant(p: &Policy) -> Option<String> {
+    let principal = match p.principal_constraint() {
+        // `is T in E` is `is T && in E`: the `in E` half confines it alike.
+        PrincipalConstraint::In(e)
+        | PrincipalConstraint::Eq(e)
+        | PrincipalConstraint::IsIn(_, e) => tenant_key(&e),
+        PrincipalConstraint::Any | PrincipalConstraint::Is(_) => None,
+    };
+    let resource = match p.resource_constraint() {
+        ResourceConstraint::In(e) | ResourceConstraint::Eq(e) | ResourceConstraint::IsIn(_, e) => {
+            tenant_key(&e)
+        }
+        ResourceConstraint::Any | ResourceConstraint::Is(_) => None,
+    };
+    // Either constraint alone confines the policy; the principal's is used
+    // when both do (they are conjoined, so either is correct).
+    principal.or(resource).map(|t| t.as_str().to_owned())
+}
+
+/// The tenant an entity id belongs to, as `model.rs` spells ids: tenants
+/// `T`, projects `T/p`, environments `T/p/e`, secrets `mount:T/p/e/name`.
+/// Tenant names cannot hold `/` or `:` (see [`TenantId`]), so the tenant is
+/// the text before the first `/` (after the first `:` for a secret). An id
+/// that does not parse, or an entity of another type, has no key, and a
+/// policy naming it stays global. For the argument in the module docs it
+/// only matters that this is one function of the id, applied to a policy's
+/// entity and to a request's resource alike.
+pub(crate) fn tenant_key(e: &EntityUid) -> Option<TenantId> {
+    let id = e.id().unescaped();
+    let tenant = match vern_type(e)? {
+        "Tenant" => id,
+        "Project" | "Environment" => id.split('/').next()?,
+        "Secret" => id.split_once(':')?.1.split('/').next()?,
+        _ => return None,
+    };
+    TenantId::parse(tenant).ok()
+}
+
+/// The type name of an entity in the `Vern` namespace (`Tenant` for a
+/// `Vern::Tenant`).
+fn vern_type(e: &EntityUid) -> Option<&str> {
+    vern_type_name(e.type_name())
+}
+
+/// The name of an entity type in the `Vern` namespace (`Tenant` for
+/// `Vern::Tenant`), without formatting the type name on every request.
+fn vern_type_name(ty: &EntityTypeName) -> Option<&str> {
+    let mut ns = ty.namespace_components();
+    (ns.next() == Some("Vern") && ns.next().is_none()).then(|| ty.basename())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::str::FromStr;
+
+    use super::*;
+
+    fn key_of(text: &str) -> Option<String> {
+        let set = PolicySet::from_str(text).unwrap();
+        let p = set.policies().next().unwrap();
+        policy_tenant(p)
+    }
+
+    #[test]
+    fn scopes_that_name_a_tenant_entity_are_keyed_and_others_are_global() {
+        for (policy, want) in [
+            ("permit (principal, action, resource in Vern::Tenant::\"acme\");", Some("acme")),
+            ("permit (principal in Vern::Project::\"acme/web\", action, resource);", Some("acme")),
+            ("permit (principal, action, resource == Vern::Environment::\"acme/web/prod\");", Some("acme")),
+            ("permit (principal is Vern::Service in Vern::Environment::\"acme/web/prod\", action, resource);", Some("acme")),
+            ("permit (principal, action, resource is Vern::Secret in Vern::Tenant::\"globex\");", Some("globex")),
+            ("permit (principal, action, resource == Vern::Secret::\"secret:acme/web/prod/db\");", Some("acme")),
+            ("permit (principal, action, resource == Vern::Secret::\"a:b:acme/web/prod/db\");", None),
+            ("permit (principal in Vern::Tenant::\"acme\", action, resource in Vern::Tenant::\"globex\");", Some("acme")),
+            ("permit (principal == Vern::Service::\"svc.acme\", action, resource);", None),
+            ("permit (principal, action, resource in Vern::Tenant::\"Not A Tenant\");", None),
+            ("permit (principal, action, resource in Vern::Tenant::\"acme/web\");", None),
+            ("permit (principal is Vern::Operator, action, resource);", None),
+            ("permit (principal, action, resource) when { resource in Vern::Tenant::\"acme\" };", None),
+            ("permit (principal, action, resource == Vern::Platform::\"vern\");", None),
+        ] {
+            assert_eq!(key_of(policy).as_deref(), want, "{policy}");
+        }
+    }
+
+    #[test]
+    fn action_lists_narrow_a_policy_and_anything_else_keeps_it_for_every_action() {
+        let actions = |text: &str| {
+            let set = PolicySet::from_str(text).unwrap();
+            let names = policy_actions(set.policies().next().unwrap());
+            names
+        };
+        assert_eq!(actions("permit (principal, action, resource);"), None);
+        assert_eq!(
+            actions("permit (principal, action == Vern::Action::\"secret.read\", resource);"),
+            Some(vec!["secret.read".to_owned()])
+        );
+        assert_eq!(
+            actions("permit (principal, action in [Vern::Action::\"secret.read\", Vern::Action::\"secret.list\", Vern::Action::\"secret.read\"], resource);"),
+            Some(vec!["secret.read".to_owned(), "secret.list".to_owned()])
+        );
+        assert_eq!(
+            actions("permit (principal, action == Vern::Action::\"no.such\", resource);"),
+            None
+        );
+        assert_eq!(
+            actions("permit (principal, action in [Vern::Action::\"secret.read\", Other::Action::\"secret.read\"], resource);"),
+            None
+        );
+        // A part serves each action and kind of principal exactly the
+        // policies that may apply: unconstrained `policy0`, `policy1` for
+        // reads, `policy2` for reads and lists, `policy3` for operators'
+        // reads, `policy4` for one service's lists.
+        let set = PolicySet::from_str(
+            "permit (principal, action, resource);\n\
+             permit (principal, action == Vern::Action::\"secret.read\", resource);\n\
+             permit (principal, action in [Vern::Action::\"secret.read\", Vern::Action::\"secret.list\"], resource);\n\
+             permit (principal is Vern::Operator in Vern::Tenant::\"acme\", action == Vern::Action::\"secret.read\", resource);\n\
+             permit (principal == Vern::Service::\"svc\", action == Vern::Action::\"secret.list\", resource);",
+        )
+        .unwrap();
+        let part = Narrowed::new(&set.policies().collect::<Vec<_>>()).unwrap();
+        let ids = |a: &str, kind: PrincipalKind| {
+            let mut ids: Vec<String> = part
+                .for_request(a, kind)
+                .policies()
+                .map(|p| p.id().to_string())
+                .collect();
+            ids.sort();
+            ids
+        };
+        use PrincipalKind::{Operator, Service};
+        assert_eq!(
+            ids("secret.read", Service),
+            ["policy0", "policy1", "policy2"]
+        );
+        assert_eq!(
+            ids("secret.read", Operator),
+            ["policy0", "policy1", "policy2", "policy3"]
+        );
+        assert_eq!(
+            ids("secret.list", Service),
+            ["policy0", "policy2", "policy4"]
+        );
+        assert_eq!(ids("secret.list", Operator), ["policy0", "policy2"]);
+        assert_eq!(ids("sys.seal", Operator), ["policy0"]);
+    }
+}
