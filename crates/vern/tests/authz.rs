@@ -171,3 +171,63 @@ async fn policies_decide_the_api_and_reload_atomically() {
         "services cannot reload"
     );
 }
+
+/// The caches of the request path (verified tokens, decisions) never
+/// outlive what they were computed from: a reload and a revocation take
+/// effect on the very next request, with no waiting.
+#[tokio::test]
+async fn a_reload_and_a_revocation_take_effect_on_the_next_request() {
+    let dir = temp();
+    let policies = dir.path().join("policies");
+    std::fs::create_dir(&policies).unwrap();
+    let grants =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../policies/grants.cedar");
+    std::fs::copy(&grants, policies.join("grants.cedar")).unwrap();
+    let (d, p) = (path_str(&dir.path().join("data")), path_str(&policies));
+    let s = dev_server(&d, &["--policy-dir", &p]);
+    let c = client();
+    write_secret(&s, "root", "globex/shared/prod/flags", json!({"v": 1})).await;
+    let (id, secret) = create_client(&s, service("acme", "api", &SECRET_SCOPES)).await;
+    let token = access_token(&s, &id, &secret).await;
+    let reload = async || {
+        status_of(
+            c.post(s.url("/v1/sys/policies/reload"))
+                .header("x-vault-token", "root"),
+        )
+        .await
+    };
+    // Asked often enough to be served from the caches.
+    for _ in 0..20 {
+        assert_eq!(
+            status_of(read(&s, "globex/shared/prod/flags", &token)).await,
+            200
+        );
+    }
+    std::fs::remove_file(policies.join("grants.cedar")).unwrap();
+    assert_eq!(reload().await, 200);
+    assert_eq!(
+        status_of(read(&s, "globex/shared/prod/flags", &token)).await,
+        404,
+        "the grant is gone at once"
+    );
+    std::fs::copy(&grants, policies.join("grants.cedar")).unwrap();
+    assert_eq!(reload().await, 200);
+    assert_eq!(
+        status_of(read(&s, "globex/shared/prod/flags", &token)).await,
+        200,
+        "and back at once"
+    );
+    let revoked = c
+        .post(s.url("/oauth2/revoke"))
+        .basic_auth(&id, Some(&secret))
+        .form(&[("token", token.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(revoked.status(), 200);
+    assert_eq!(
+        status_of(read(&s, "globex/shared/prod/flags", &token)).await,
+        401,
+        "a revoked token is refused on the next request"
+    );
+}
