@@ -12,7 +12,9 @@
 //! itself or one of their ancestors. The [`tenant_key`] of every such `E`
 //! is the principal's tenant, the resource's tenant, or the key of the
 //! resource's own id, which are exactly the keys a request looks up
-//! ([`Partitioned::sets`]). Likewise no action entity is ever in the
+//! ([`Partitioned::sets`]); and for `principal in E` it is the principal's
+//! tenant (the principal itself has no key), so another tenant's policies
+//! confined by their principal constraint are left out too. Likewise no action entity is ever in the
 //! store, so `action in [A, B]` holds only if the action is `A` or `B`,
 //! and the principal is a `Vern::Service` or a `Vern::Operator` as the
 //! subject's kind says, so `principal is T` holds only for that kind. A
@@ -38,7 +40,24 @@ use crate::model::{Subject, SubjectKind};
 #[derive(Debug, Default)]
 pub(crate) struct Partitioned {
     global: Narrowed,
-    by_tenant: HashMap<String, Narrowed>,
+    by_tenant: HashMap<String, TenantPart>,
+}
+
+/// One tenant's policies: all of them, for requests whose principal is in
+/// the tenant; and those confined by their resource constraint, the only
+/// ones that can apply when only the resource is (a policy confined by its
+/// principal constraint names an ancestor of the principal).
+#[derive(Debug, Default)]
+struct TenantPart {
+    all: Narrowed,
+    by_resource: Narrowed,
+}
+
+/// Which constraint confines a policy to its tenant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Side {
+    Principal,
+    Resource,
 }
 
 impl Partitioned {
@@ -46,10 +65,16 @@ impl Partitioned {
     /// once already (ids are unique in `set`, so they are in each part).
     pub(crate) fn new(set: &PolicySet) -> Result<Self, String> {
         let mut global = Vec::new();
-        let mut by_tenant: HashMap<String, Vec<&Policy>> = HashMap::new();
+        let mut by_tenant: HashMap<String, (Vec<&Policy>, Vec<&Policy>)> = HashMap::new();
         for p in set.policies() {
             match policy_tenant(p) {
-                Some(t) => by_tenant.entry(t).or_default().push(p),
+                Some((t, side)) => {
+                    let (all, by_resource) = by_tenant.entry(t).or_default();
+                    all.push(p);
+                    if side == Side::Resource {
+                        by_resource.push(p);
+                    }
+                }
                 None => global.push(p),
             }
         }
@@ -57,15 +82,22 @@ impl Partitioned {
             global: Narrowed::new(&global)?,
             by_tenant: by_tenant
                 .into_iter()
-                .map(|(t, ps)| Ok((t, Narrowed::new(&ps)?)))
+                .map(|(t, (all, by_resource))| {
+                    let part = TenantPart {
+                        all: Narrowed::new(&all)?,
+                        by_resource: Narrowed::new(&by_resource)?,
+                    };
+                    Ok((t, part))
+                })
                 .collect::<Result<_, String>>()?,
         })
     }
 
     /// The non-empty sets a request for `action` by a principal of `kind`
-    /// must evaluate: the global policies and the policies of each tenant
-    /// key of the request, each part once, each narrowed to the action and
-    /// the kind of principal.
+    /// must evaluate: the global policies, the principal's tenant's, and
+    /// those of the resource's tenant keys that are confined by their
+    /// resource constraint; each narrowed to the action and the kind of
+    /// principal.
     pub(crate) fn sets<'a>(
         &'a self,
         keys: &RequestKeys,
@@ -73,16 +105,22 @@ impl Partitioned {
         kind: PrincipalKind,
     ) -> Vec<&'a PolicySet> {
         let mut out = Vec::with_capacity(4);
-        let global = self.global.for_request(action, kind);
-        if !global.is_empty() {
-            out.push(global);
+        let mut push = |set: &'a PolicySet| {
+            if !set.is_empty() {
+                out.push(set);
+            }
+        };
+        push(self.global.for_request(action, kind));
+        if let Some(part) = keys
+            .principal
+            .as_ref()
+            .and_then(|t| self.by_tenant.get(t.as_str()))
+        {
+            push(part.all.for_request(action, kind));
         }
-        for key in &keys.0 {
+        for key in &keys.resource {
             if let Some(part) = self.by_tenant.get(key.as_str()) {
-                let set = part.for_request(action, kind);
-                if !set.is_empty() {
-                    out.push(set);
-                }
+                push(part.by_resource.for_request(action, kind));
             }
         }
         out
@@ -266,12 +304,16 @@ fn policy_actions(p: &Policy) -> Option<Vec<String>> {
     Some(names)
 }
 
-/// The tenant keys of one request, each once: its principal's tenant, its
-/// resource's tenant, and the key of the resource's own entity id (the
-/// same as the resource's tenant unless a caller built an inconsistent
-/// resource; it is looked up anyway so exactness never rests on that).
+/// The tenant keys of one request: its principal's tenant, and, other than
+/// that one, its resource's tenant and the key of the resource's own entity
+/// id (the same as the resource's tenant unless a caller built an
+/// inconsistent resource; it is looked up anyway so exactness never rests
+/// on that).
 #[derive(Debug, Default)]
-pub(crate) struct RequestKeys(Vec<TenantId>);
+pub(crate) struct RequestKeys {
+    principal: Option<TenantId>,
+    resource: Vec<TenantId>,
+}
 
 impl RequestKeys {
     pub(crate) fn new(
@@ -279,26 +321,26 @@ impl RequestKeys {
         resource_tenant: Option<&TenantId>,
         resource: &EntityUid,
     ) -> Self {
-        let mut keys = Vec::with_capacity(3);
-        for k in [
-            principal_tenant.cloned(),
-            resource_tenant.cloned(),
-            tenant_key(resource),
-        ]
-        .into_iter()
-        .flatten()
+        let mut keys = Self {
+            principal: principal_tenant.cloned(),
+            resource: Vec::with_capacity(2),
+        };
+        for k in [resource_tenant.cloned(), tenant_key(resource)]
+            .into_iter()
+            .flatten()
         {
-            if !keys.contains(&k) {
-                keys.push(k);
+            if keys.principal.as_ref() != Some(&k) && !keys.resource.contains(&k) {
+                keys.resource.push(k);
             }
         }
-        Self(keys)
+        keys
     }
 }
 
 /// The tenant a policy's scope confines it to, if its principal or
-/// resource constraint names an entity with a [`tenant_key`].
-fn policy_tenant(p: &Policy) -> Option<String> {
+/// resource constraint names an entity with a [`tenant_key`], and which
+/// constraint does.
+fn policy_tenant(p: &Policy) -> Option<(String, Side)> {
     let principal = match p.principal_constraint() {
         // `is T in E` is `is T && in E`: the `in E` half confines it alike.
         PrincipalConstraint::In(e)
@@ -306,15 +348,18 @@ fn policy_tenant(p: &Policy) -> Option<String> {
         | PrincipalConstraint::IsIn(_, e) => tenant_key(&e),
         PrincipalConstraint::Any | PrincipalConstraint::Is(_) => None,
     };
+    if let Some(t) = principal {
+        // When both constraints confine it, either is correct (they are
+        // conjoined); the principal's narrows it to fewer requests.
+        return Some((t.as_str().to_owned(), Side::Principal));
+    }
     let resource = match p.resource_constraint() {
         ResourceConstraint::In(e) | ResourceConstraint::Eq(e) | ResourceConstraint::IsIn(_, e) => {
             tenant_key(&e)
         }
         ResourceConstraint::Any | ResourceConstraint::Is(_) => None,
     };
-    // Either constraint alone confines the policy; the principal's is used
-    // when both do (they are conjoined, so either is correct).
-    principal.or(resource).map(|t| t.as_str().to_owned())
+    resource.map(|t| (t.as_str().to_owned(), Side::Resource))
 }
 
 /// The tenant an entity id belongs to, as `model.rs` spells ids: tenants
@@ -358,7 +403,7 @@ mod tests {
     fn key_of(text: &str) -> Option<String> {
         let set = PolicySet::from_str(text).unwrap();
         let p = set.policies().next().unwrap();
-        policy_tenant(p)
+        policy_tenant(p).map(|(t, _)| t)
     }
 
     #[test]
@@ -444,5 +489,53 @@ mod tests {
         );
         assert_eq!(ids("secret.list", Operator), ["policy0", "policy2"]);
         assert_eq!(ids("sys.seal", Operator), ["policy0"]);
+    }
+
+    #[test]
+    fn another_tenants_policies_apply_through_the_resource_only() {
+        // policy0 is global, policy1 acme's by its principal, policy2
+        // acme's by its resource, policy3 globex's by its principal.
+        let set = PolicySet::from_str(
+            "permit (principal, action, resource);\n\
+             permit (principal in Vern::Tenant::\"acme\", action, resource);\n\
+             permit (principal, action, resource in Vern::Tenant::\"acme\");\n\
+             permit (principal in Vern::Tenant::\"globex\", action, resource in Vern::Tenant::\"acme\");",
+        )
+        .unwrap();
+        let parts = Partitioned::new(&set).unwrap();
+        let tenant = |t: &str| TenantId::parse(t).unwrap();
+        let secret = |t: &str| {
+            EntityUid::from_type_name_and_id(
+                "Vern::Secret".parse().unwrap(),
+                cedar_policy::EntityId::new(format!("secret:{t}/web/prod/db")),
+            )
+        };
+        let ids = |principal: Option<&str>, resource: &str| {
+            let keys = RequestKeys::new(
+                principal.map(tenant).as_ref(),
+                Some(&tenant(resource)),
+                &secret(resource),
+            );
+            let mut ids: Vec<String> = parts
+                .sets(&keys, "secret.read", PrincipalKind::Service)
+                .into_iter()
+                .flat_map(|s| s.policies().map(|p| p.id().to_string()))
+                .collect();
+            ids.sort();
+            ids
+        };
+        assert_eq!(ids(Some("acme"), "acme"), ["policy0", "policy1", "policy2"]);
+        assert_eq!(
+            ids(Some("globex"), "acme"),
+            ["policy0", "policy2", "policy3"]
+        );
+        assert_eq!(ids(Some("initech"), "acme"), ["policy0", "policy2"]);
+        assert_eq!(ids(None, "acme"), ["policy0", "policy2"]);
+        // The principal's own part is evaluated whole: a resource that is
+        // the principal itself has the principal's ancestors.
+        assert_eq!(
+            ids(Some("acme"), "globex"),
+            ["policy0", "policy1", "policy2"]
+        );
     }
 }
