@@ -28,12 +28,12 @@ use serde_json::Value;
 use crate::engine::Decision;
 use crate::model::{Binding, Query, Resource, SubjectKind};
 
-/// Entries kept at most by default. An entry is a key of some tens to a
-/// few hundred bytes and a decision of similar size, so this bounds the
-/// cache to about ten megabytes even with long ids and many roles (measured
-/// by the memory benchmark: 65,536 entries cost some 60 MB after a bulk
-/// load of distinct secrets).
-pub(crate) const DEFAULT_CAPACITY: usize = 16_384;
+/// Entries kept at most by default. An entry (the query as its key, the
+/// decision with its policy names) takes one to two kilobytes with the
+/// allocator's overhead, as the memory benchmark measured (65,536 entries
+/// cost some 60 MB after a bulk load of distinct secrets), so this bounds
+/// the cache to about 15 MB.
+pub(crate) const DEFAULT_CAPACITY: usize = 8_192;
 
 /// How the decision cache of the policies in force is doing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -254,7 +254,7 @@ impl PolicyEngine {
 
     /// The same engine with a decision cache of at most `entries` decisions
     /// (0: no cache), for this and every later reload. The default is
-    /// 16,384.
+    /// 8,192.
     pub fn with_decision_cache_capacity(mut self, entries: usize) -> Result<Self, PolicyError> {
         self.cache_capacity = entries;
         let old = self.current();
