@@ -42,8 +42,9 @@ use std::sync::{Arc, LazyLock};
 use std::time::{Duration, Instant};
 
 use common::{
-    access_token, call, call_all, cpu_ticks, create_client, dpop_proof, init_and_unseal,
-    json_request, now_secs, request, ticks_per_second, token_request, Conn, Server,
+    access_token, call, call_all, cpu_ticks, create_client, dpop_proof, env_number,
+    init_and_unseal, json_request, now_secs, request, ticks_per_second, token_request, Conn,
+    Server,
 };
 use ed25519_dalek::{Signer as _, SigningKey};
 use serde_json::json;
@@ -568,20 +569,13 @@ fn median(mut v: Vec<f64>) -> f64 {
     v.get(v.len() / 2).copied().unwrap_or(0.0)
 }
 
-fn env_number(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
 fn main() {
     // `cargo test --benches` passes no `--bench`; only run under `cargo bench`.
     if !std::env::args().any(|a| a == "--bench") {
         return;
     }
-    let rounds = env_number("VERN_BENCH_ROUNDS", 3).max(1) as usize;
-    let measure = Duration::from_secs(env_number("VERN_BENCH_SECONDS", 5).max(1));
+    let rounds = env_number::<usize>("VERN_BENCH_ROUNDS", 3).max(1);
+    let measure = Duration::from_secs(env_number::<u64>("VERN_BENCH_SECONDS", 5).max(1));
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

@@ -29,7 +29,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{call_all, json_request, memory_kb, token_request, Reply, Server};
+use common::{call_all, env_number, json_request, memory_kb, token_request, Reply, Server};
 use serde_json::json;
 
 const ROOT: &str = "bench-root";
@@ -97,13 +97,6 @@ fn reads(addr: &str, tokens: &[String], count: usize) -> Vec<Vec<u8>> {
             )
         })
         .collect()
-}
-
-fn env_number(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
 }
 
 fn main() {
@@ -224,14 +217,18 @@ fn main() {
         all_ok(&replies, "read secret");
         t.elapsed()
     };
-    let (tokens, took) = issue("without tenant policies");
-    let read_took = read(&tokens, "without tenant policies");
-    println!(
-        "  without tenant policies: {} (one per client), {} (tenants spread over the range)",
-        rate(tenants, "token issuances", took),
-        rate(read_count, "service-token reads", read_took)
-    );
-    line("after that exercise", pid);
+    // Issues a token per client, reads across the tenants, reports memory.
+    let exercise = |what: &str| {
+        let (tokens, took) = issue(what);
+        let read_took = read(&tokens, what);
+        println!(
+            "  {what}: {} (one per client), {} (tenants spread over the range)",
+            rate(tenants, "token issuances", took),
+            rate(read_count, "service-token reads", read_took)
+        );
+        line("after that exercise", pid);
+    };
+    exercise("without tenant policies");
 
     eprintln!("loading {tenants} policies");
     for n in 0..tenants {
@@ -260,14 +257,7 @@ fn main() {
     );
     line("after loading the policies", pid);
 
-    let (tokens, took) = issue("with tenant policies");
-    let read_took = read(&tokens, "with tenant policies");
-    println!(
-        "  with tenant policies: {} (one per client), {} (tenants spread over the range)",
-        rate(tenants, "token issuances", took),
-        rate(read_count, "service-token reads", read_took)
-    );
-    line("after that exercise", pid);
+    exercise("with tenant policies");
     let (rss, hwm) = memory_kb(pid);
     let peak = mb(hwm.max(rss));
     println!(
