@@ -18,6 +18,11 @@ pub(crate) enum LogFormat {
     Json,
 }
 
+/// Log lines waiting for the writer at most. The library's default (128,000)
+/// let a burst of requests queue tens of megabytes of lines (the memory
+/// benchmark measured it); past this many, a request waits for the writer.
+const QUEUED_LINES: usize = 4_096;
+
 /// Installs the global subscriber, writing to stderr from a thread of its
 /// own: a request formats its lines and queues them, and never waits on the
 /// write itself. The queue is not lossy: when it is full (stderr blocked),
@@ -29,6 +34,7 @@ pub(crate) enum LogFormat {
 pub(crate) fn init(format: LogFormat) -> WorkerGuard {
     let (writer, guard) = NonBlockingBuilder::default()
         .lossy(false)
+        .buffered_lines_limit(QUEUED_LINES)
         .thread_name("vern-log")
         .finish(std::io::stderr());
     let filter = EnvFilter::try_from_env("VERN_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
