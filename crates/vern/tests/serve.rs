@@ -570,19 +570,15 @@ async fn no_log_line_is_lost_on_shutdown() {
     let stderr = std::sync::Arc::clone(&s.stderr);
     assert!(s.terminate().success());
     // The pipe is read by a thread of the test harness: wait for the end.
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    let lines = loop {
-        let lines = stderr.lock().unwrap().clone();
-        if lines.iter().any(|l| l.contains("Vern stopped.")) {
-            break lines;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no shutdown line: {}",
-            lines.join("\n")
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    eventually(Duration::from_secs(10), "the shutdown line", async || {
+        stderr
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|l| l.contains("Vern stopped."))
+    })
+    .await;
+    let lines = stderr.lock().unwrap().clone();
     let handled = lines
         .iter()
         .filter_map(|l| serde_json::from_str::<Value>(l).ok())
