@@ -17,6 +17,7 @@ use crate::claims::{
 use crate::client_auth::ClientCredentials;
 use crate::dpop::{self, DpopCheck, NonceKey, NonceRule, ReplayCache};
 use crate::jws::Unverified;
+use crate::jwt_auth::JwksCache;
 use crate::keys::KeySet;
 use crate::AuthError;
 
@@ -112,6 +113,8 @@ pub struct Authority {
     keys: RwLock<Option<(Arc<KeySet>, u64)>>,
     hmac_key: RwLock<Option<Arc<SecretBytes>>>,
     verified: VerifiedTokens,
+    /// JWK sets of external issuers (the JWT auth method).
+    pub(crate) jwks: JwksCache,
 }
 
 /// How many verified tokens are remembered: at one to two kilobytes each
@@ -165,6 +168,7 @@ impl Authority {
             keys: RwLock::new(None),
             hmac_key: RwLock::new(None),
             verified: VerifiedTokens::new(),
+            jwks: JwksCache::default(),
         }
     }
 
@@ -182,6 +186,10 @@ impl Authority {
 
     pub(crate) fn now(&self) -> u64 {
         self.clock.unix_seconds()
+    }
+
+    pub(crate) fn clock(&self) -> &dyn Clock {
+        self.clock.as_ref()
     }
 
     pub(crate) async fn key_set(&self, b: &Barrier, force: bool) -> Result<Arc<KeySet>, AuthError> {

@@ -42,10 +42,14 @@ impl Unverified {
     /// Splits and decodes a compact JWS. Refuses anything but exactly three
     /// parts, JSON-object header and payload, and a non-empty signature.
     pub fn parse(token: &str) -> Result<Self, AuthError> {
-        if token.len() > MAX_JWS_LEN {
-            return Err(AuthError::Malformed(format!(
-                "longer than {MAX_JWS_LEN} bytes"
-            )));
+        Self::parse_within(token, MAX_JWS_LEN)
+    }
+
+    /// Like [`Unverified::parse`], for tokens of other issuers whose size
+    /// Vern does not control: refuses anything longer than `max` bytes.
+    pub fn parse_within(token: &str, max: usize) -> Result<Self, AuthError> {
+        if token.len() > max {
+            return Err(AuthError::Malformed(format!("longer than {max} bytes")));
         }
         let mut parts = token.split('.');
         let (Some(h), Some(p), Some(s), None) =
@@ -74,6 +78,16 @@ impl Unverified {
             signing_input: format!("{h}.{p}"),
             signature,
         })
+    }
+
+    /// The bytes the signature covers: `header.payload` as sent.
+    pub fn signing_input(&self) -> &[u8] {
+        self.signing_input.as_bytes()
+    }
+
+    /// The signature's bytes.
+    pub fn signature(&self) -> &[u8] {
+        &self.signature
     }
 
     /// A string header member.

@@ -7,10 +7,15 @@
 //! Other services embed [`Verifier`] to check tokens offline against the
 //! published JWKS.
 //!
-//! Everything persistent (signing keys, clients, revocations, assertion
-//! replay markers) goes through the authority's view of the seal's barrier,
-//! scoped to `authority/`. No HTTP here:
-//! `vern-server` maps the OAuth2 endpoints onto [`Authority`].
+//! The JWT auth method (Vault's `auth/jwt`) lets workloads of external
+//! issuers (Kubernetes service accounts, CI systems) log in as a service
+//! client: roles name the issuer, its keys and the bounds a JWT must meet.
+//!
+//! Everything persistent (signing keys, clients, JWT roles, revocations,
+//! assertion replay markers) goes through the authority's view of the
+//! seal's barrier, scoped to `authority/`. No HTTP here: `vern-server`
+//! maps the OAuth2 and Vault auth endpoints onto [`Authority`], and
+//! fetches issuers' key sets for it through [`JwksFetch`].
 #![forbid(unsafe_code)]
 
 mod authority;
@@ -20,6 +25,7 @@ mod clients;
 mod dpop;
 pub mod jwk;
 pub mod jws;
+mod jwt_auth;
 mod keys;
 mod registry;
 mod revocation;
@@ -31,7 +37,11 @@ pub use client_auth::{ClientCredentials, JWT_BEARER_ASSERTION};
 pub use clients::{ClientKind, ClientRecord, ClientSpec, CreatedClient};
 pub use dpop::{DpopCheck, NonceRule};
 pub use jwk::{Alg, PublicJwk};
-pub use registry::{ApplyGate, ApplyPlan};
+pub use jwt_auth::{
+    ClaimMatch, JwksFetch, JwksUrl, JwtAlg, JwtAuthError, JwtLogin, JwtRole, JwtRolePlan,
+    JwtRoleSpec, MAX_EXTERNAL_JWT_LEN,
+};
+pub use registry::{ApplyGate, ApplyPlan, Declaration};
 pub use verifier::{JwksSource, Verifier, VerifierConfig};
 
 /// Why an authority operation failed. Token and proof failures say what

@@ -7,6 +7,7 @@ use vern_seal::{Barrier, BarrierWrite, Expect, SealError};
 
 use crate::authority::{view, Authority};
 use crate::clients::{ClientKind, ClientRecord, ClientSpec, CreatedClient};
+use crate::jwt_auth::{JwtAuthError, JwtRolePlan, JwtRoleSpec};
 use crate::AuthError;
 
 pub(crate) const CLIENTS: &str = "clients/";
@@ -26,6 +27,20 @@ pub struct ApplyPlan {
     pub kept: Vec<String>,
     /// Secrets of created clients, shown once.
     pub secrets: Vec<(String, SecretBytes)>,
+    /// What became of the JWT roles (nothing when the declaration has no
+    /// roles section).
+    pub jwt_roles: JwtRolePlan,
+}
+
+/// What an apply declares: the clients, and the JWT roles when the
+/// declaration has a roles section (without one, roles are left alone,
+/// pruning included).
+#[derive(Debug, Clone, Copy)]
+pub struct Declaration<'a> {
+    /// Every client.
+    pub clients: &'a [ClientSpec],
+    /// Every JWT role, when declared.
+    pub jwt_roles: Option<&'a [JwtRoleSpec]>,
 }
 
 fn record_write(
@@ -197,6 +212,28 @@ impl Authority {
         dry_run: bool,
         gate: &dyn ApplyGate,
     ) -> Result<ApplyPlan, AuthError> {
+        let declared = Declaration {
+            clients: specs,
+            jwt_roles: None,
+        };
+        self.apply_declared(b, declared, prune, dry_run, gate).await
+    }
+
+    /// Like [`Authority::apply`], for a declaration that may also hold the
+    /// JWT roles: those are brought in line the same way, in the same
+    /// batch, so a role may name a client the same apply creates, and a
+    /// bad role writes nothing at all. A role's client must exist after
+    /// the apply and be one the caller may make; an existing role is
+    /// changed or pruned only if the caller manages its client.
+    pub async fn apply_declared(
+        &self,
+        b: &Barrier,
+        declared: Declaration<'_>,
+        prune: bool,
+        dry_run: bool,
+        gate: &dyn ApplyGate,
+    ) -> Result<ApplyPlan, AuthError> {
+        let specs = declared.clients;
         let mut desired = std::collections::BTreeMap::new();
         for spec in specs {
             let (id, kind) = spec.validate()?;
@@ -293,10 +330,34 @@ impl Authority {
                 plan.kept.push(id.clone());
             }
         }
+        if let Some(roles) = declared.jwt_roles {
+            let mut client_after = std::collections::BTreeMap::new();
+            for spec in roles {
+                if client_after.contains_key(&spec.client_id) {
+                    continue;
+                }
+                let after = match desired.get(&spec.client_id) {
+                    Some((declared, kind)) => Some((kind.clone(), declared.scopes.clone())),
+                    None if plan.delete.contains(&spec.client_id) => None,
+                    None => match self.client(b, &spec.client_id).await {
+                        Ok(r) => Some((r.kind, r.scopes)),
+                        Err(AuthError::NoClient(_)) => None,
+                        Err(e) => return Err(e),
+                    },
+                };
+                client_after.insert(spec.client_id.clone(), after);
+            }
+            let (role_plan, role_writes) = self
+                .plan_jwt_roles(b, roles, &client_after, prune, gate)
+                .await
+                .map_err(role_error)?;
+            plan.jwt_roles = role_plan;
+            writes.extend(role_writes);
+        }
         if !dry_run && !writes.is_empty() {
             view(b)?.commit(writes).await.map_err(|e| match e {
                 SealError::Conflict { .. } => AuthError::Conflict(
-                    "clients changed while applying; run apply again".to_owned(),
+                    "clients or roles changed while applying; run apply again".to_owned(),
                 ),
                 other => other.into(),
             })?;
@@ -304,6 +365,9 @@ impl Authority {
                 created = plan.create.len(),
                 updated = plan.update.len(),
                 deleted = plan.delete.len(),
+                roles_created = plan.jwt_roles.create.len(),
+                roles_updated = plan.jwt_roles.update.len(),
+                roles_deleted = plan.jwt_roles.delete.len(),
                 "Clients applied."
             );
         }
@@ -323,5 +387,17 @@ impl Authority {
             }])
             .await?;
         Ok(())
+    }
+}
+
+/// A role's refusal in the terms of an apply: its declaration is the
+/// caller's (400 or 403), a conflict or fault is Vern's.
+fn role_error(e: JwtAuthError) -> AuthError {
+    match e {
+        JwtAuthError::InvalidRole(m) => AuthError::InvalidClientSpec(m),
+        JwtAuthError::Forbidden(m) => AuthError::Forbidden(m),
+        JwtAuthError::Conflict(m) => AuthError::Conflict(m),
+        JwtAuthError::Seal(e) => AuthError::Seal(e),
+        other => AuthError::Internal(other.to_string()),
     }
 }

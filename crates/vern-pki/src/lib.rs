@@ -9,6 +9,7 @@
 #![forbid(unsafe_code)]
 
 mod identity;
+mod public_key;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -19,6 +20,7 @@ use rustls::server::WebPkiClientVerifier;
 use rustls::RootCertStore;
 
 pub use identity::{peer_identities, PinnedClientVerifier};
+pub use public_key::{public_key_from_pem, roots_from_pem, PemError, SpkiKey};
 
 /// Why a TLS configuration could not be built.
 #[derive(Debug, thiserror::Error)]
@@ -134,15 +136,27 @@ pub fn client_config(
     ca: &Path,
     identity: Option<(&Path, &Path)>,
 ) -> Result<rustls::ClientConfig, TlsError> {
-    let roots = load_roots(ca)?;
-    let builder = rustls::ClientConfig::builder_with_provider(provider())
-        .with_safe_default_protocol_versions()
-        .map_err(|e| TlsError::Config(e.to_string()))?
-        .with_root_certificates(roots);
+    let builder = client_builder(load_roots(ca)?)?;
     match identity {
         None => Ok(builder.with_no_client_auth()),
         Some((cert, key)) => builder
             .with_client_auth_cert(load_certs(cert)?, load_key(key)?)
             .map_err(|e| TlsError::Config(e.to_string())),
     }
+}
+
+/// A client configuration trusting only `roots` (for example a JWKS
+/// server's CA given as PEM), presenting no certificate.
+pub fn client_config_with_roots(roots: RootCertStore) -> Result<rustls::ClientConfig, TlsError> {
+    Ok(client_builder(roots)?.with_no_client_auth())
+}
+
+fn client_builder(
+    roots: RootCertStore,
+) -> Result<rustls::ConfigBuilder<rustls::ClientConfig, rustls::client::WantsClientCert>, TlsError>
+{
+    Ok(rustls::ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| TlsError::Config(e.to_string()))?
+        .with_root_certificates(roots))
 }
