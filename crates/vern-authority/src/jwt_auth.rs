@@ -518,6 +518,27 @@ fn manages(gate: &dyn ApplyGate, role: &JwtRole) -> bool {
         .is_ok()
 }
 
+/// The kind a service client's id names (`svc.<tenant>.<project>.<environment>.<name>`).
+fn service_kind_of(client_id: &str) -> Option<ClientKind> {
+    let mut parts = client_id.split('.');
+    let (Some("svc"), Some(t), Some(p), Some(e), Some(_), None) = (
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+    ) else {
+        return None;
+    };
+    let kind = ClientKind::Service {
+        tenant: t.to_owned(),
+        project: p.to_owned(),
+        environment: e.to_owned(),
+    };
+    kind.scope().map(|_| kind)
+}
+
 fn role_write(role: &JwtRole, expect: Expect) -> Result<BarrierWrite, JwtAuthError> {
     let bytes = serde_json::to_vec(role).map_err(|e| JwtAuthError::Internal(e.to_string()))?;
     Ok(BarrierWrite {
@@ -586,13 +607,25 @@ impl Authority {
         gate: &dyn ApplyGate,
     ) -> Result<JwtRole, JwtAuthError> {
         let checked = spec.check(self.config.max_ttl)?;
+        let id = jwks::printable(&spec.client_id);
+        let not_a_service = || {
+            invalid(format!(
+                "client `{id}` is not an existing service client; a JWT role maps to one"
+            ))
+        };
         let client = match self.client(b, &spec.client_id).await {
-            Ok(c) => c,
+            Ok(c) if c.kind.scope().is_some() => c,
+            // An operator reads exactly like a client that does not exist,
+            // so the answer says nothing about operators.
+            Ok(_) => return Err(not_a_service()),
             Err(AuthError::NoClient(_)) => {
-                return Err(invalid(format!(
-                    "client `{}` does not exist",
-                    jwks::printable(&spec.client_id)
-                )))
+                // A missing service is reported as missing only to a caller
+                // who could manage it; others get the refusal they would get
+                // if it existed, so they learn nothing about other tenants.
+                let kind = service_kind_of(&spec.client_id).ok_or_else(not_a_service)?;
+                gate.may_grant(&spec.client_id, &kind, &[])
+                    .map_err(JwtAuthError::Forbidden)?;
+                return Err(invalid(format!("client `{id}` does not exist")));
             }
             Err(e) => return Err(e.into()),
         };

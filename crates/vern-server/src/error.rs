@@ -4,7 +4,7 @@
 
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use vern_authority::AuthError;
+use vern_authority::{AuthError, JwtAuthError};
 use vern_seal::SealError;
 use vern_secrets::KvError;
 
@@ -37,6 +37,11 @@ impl ApiError {
 
     pub(crate) fn status_code(&self) -> StatusCode {
         self.status
+    }
+
+    /// The error's text, to be wrapped in a larger message.
+    pub(crate) fn message(&self) -> String {
+        self.errors.join("; ")
     }
 
     /// Adds a response header (e.g. `WWW-Authenticate`).
@@ -165,6 +170,27 @@ impl From<AuthError> for ApiError {
     }
 }
 
+/// Errors of the JWT auth method. A refused login is a 400 with the
+/// reason, as Vault answers; a role that does not exist is a 404 on the
+/// role endpoints (the login endpoint answers it as a refusal); issuer
+/// keys that cannot be fetched are a 502, neither the caller's fault nor
+/// Vern's; Vern's own faults are 500.
+impl From<JwtAuthError> for ApiError {
+    fn from(err: JwtAuthError) -> Self {
+        match err {
+            JwtAuthError::Refused(_) | JwtAuthError::InvalidRole(_) => {
+                Self::bad_request(err.to_string())
+            }
+            JwtAuthError::NoRole(_) => Self::not_found(),
+            JwtAuthError::KeysUnavailable(_) => Self::new(StatusCode::BAD_GATEWAY, err.to_string()),
+            JwtAuthError::Forbidden(m) => Self::new(StatusCode::FORBIDDEN, m),
+            JwtAuthError::Conflict(_) => Self::new(StatusCode::CONFLICT, err.to_string()),
+            JwtAuthError::Internal(_) => Self::internal(&err),
+            JwtAuthError::Seal(e) => e.into(),
+        }
+    }
+}
+
 impl ApiError {
     fn from_seal_in_auth(err: AuthError) -> Self {
         match err {
@@ -220,5 +246,41 @@ mod tests {
             status(AuthError::Seal(SealError::Sealed)),
             StatusCode::SERVICE_UNAVAILABLE
         );
+    }
+
+    /// The JWT auth method's errors land by whose fault they are, too.
+    #[test]
+    fn jwt_auth_errors_map_by_whose_fault_they_are() {
+        let status = |e: JwtAuthError| ApiError::from(e).status_code();
+        for (err, want) in [
+            (
+                JwtAuthError::Refused("expired".into()),
+                StatusCode::BAD_REQUEST,
+            ),
+            (
+                JwtAuthError::InvalidRole("no audience".into()),
+                StatusCode::BAD_REQUEST,
+            ),
+            (JwtAuthError::NoRole("r".into()), StatusCode::NOT_FOUND),
+            (
+                JwtAuthError::Forbidden("not yours".into()),
+                StatusCode::FORBIDDEN,
+            ),
+            (JwtAuthError::Conflict("again".into()), StatusCode::CONFLICT),
+            (
+                JwtAuthError::KeysUnavailable("down".into()),
+                StatusCode::BAD_GATEWAY,
+            ),
+            (
+                JwtAuthError::Internal("x".into()),
+                StatusCode::INTERNAL_SERVER_ERROR,
+            ),
+            (
+                JwtAuthError::Seal(SealError::Sealed),
+                StatusCode::SERVICE_UNAVAILABLE,
+            ),
+        ] {
+            assert_eq!(status(err), want);
+        }
     }
 }

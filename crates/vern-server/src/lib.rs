@@ -16,6 +16,7 @@ mod client_addr;
 mod cluster;
 mod error;
 mod extract;
+mod jwks_fetch;
 mod keeper;
 mod keepers;
 mod limits;

@@ -14,6 +14,7 @@ use vern_store::Store;
 
 use crate::client_addr::Cidr;
 use crate::cluster::ClusterInfo;
+use crate::jwks_fetch::HttpJwks;
 use crate::keepers::{KeeperConfig, Keepers};
 use crate::limits::{Guard, Limits};
 use crate::metrics::Metrics;
@@ -34,6 +35,9 @@ pub enum StateError {
     /// The keeper client could not be built.
     #[error("keeper client: {0}")]
     Keepers(#[from] reqwest::Error),
+    /// The HTTP client that fetches issuers' JWK sets could not be built.
+    #[error("JWKS client: {0}")]
+    Jwks(String),
 }
 
 /// Tunables of the HTTP edge.
@@ -104,6 +108,8 @@ pub(crate) struct Inner {
     pub(crate) guard: Guard,
     pub(crate) policies: Arc<PolicyEngine>,
     pub(crate) audit: Option<AuditLog>,
+    /// Fetches external issuers' JWK sets for the JWT auth method.
+    pub(crate) jwks: HttpJwks,
 }
 
 impl AppState {
@@ -143,6 +149,7 @@ impl AppState {
             .transpose()?;
         let metrics = Metrics::new();
         let guard = Guard::new(&config.limits, &clock, metrics.clone());
+        let jwks = HttpJwks::new().map_err(|e| StateError::Jwks(e.to_string()))?;
         Ok(Self {
             inner: Arc::new(Inner {
                 seal,
@@ -157,6 +164,7 @@ impl AppState {
                 guard,
                 policies,
                 audit,
+                jwks,
             }),
         })
     }

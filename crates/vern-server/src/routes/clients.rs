@@ -8,7 +8,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::{json, Value};
-use vern_authority::{ApplyGate, ClientKind, ClientRecord, ClientSpec};
+use vern_authority::{ApplyGate, ClientKind, ClientRecord, ClientSpec, Declaration};
 use vern_policy::{Holdings, Resource, Subject, SubjectKind};
 
 use crate::auth::Caller;
@@ -28,7 +28,7 @@ fn record_json(r: &ClientRecord) -> Value {
 
 /// The client as the principal it is (or would be), with the scopes or
 /// roles it holds.
-fn as_subject(client_id: &str, kind: &ClientKind, scopes: &[String]) -> Option<Subject> {
+pub(crate) fn as_subject(client_id: &str, kind: &ClientKind, scopes: &[String]) -> Option<Subject> {
     let kind = match kind {
         ClientKind::Service { .. } => SubjectKind::Service {
             scope: kind.scope()?,
@@ -52,13 +52,13 @@ fn as_subject(client_id: &str, kind: &ClientKind, scopes: &[String]) -> Option<S
 /// The caller's reach over clients: a Cedar decision on the client as a
 /// principal, and the rule that nobody makes a principal holding more than
 /// it holds itself.
-struct Reach<'a> {
+pub(crate) struct Reach<'a> {
     caller: &'a Caller,
     holdings: Holdings,
 }
 
 impl<'a> Reach<'a> {
-    fn of(caller: &'a Caller) -> Self {
+    pub(crate) fn of(caller: &'a Caller) -> Self {
         Self {
             caller,
             holdings: Holdings::of(&caller.subject),
@@ -211,10 +211,29 @@ pub(crate) async fn delete(
 pub(crate) struct ApplyBody {
     #[serde(default)]
     clients: Vec<ClientSpec>,
+    /// The auth methods' declarations; without it, roles are left alone.
+    #[serde(default)]
+    auth: Option<AuthSection>,
     #[serde(default)]
     prune: bool,
     #[serde(default)]
     dry_run: bool,
+}
+
+/// `auth:` of an apply: the auth methods' roles.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct AuthSection {
+    #[serde(default)]
+    jwt: Option<JwtSection>,
+}
+
+/// `auth.jwt:` of an apply: every JWT role, in Vault's names.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct JwtSection {
+    #[serde(default)]
+    roles: Vec<Value>,
 }
 
 /// `POST /v1/auth/apply`: declare the whole client set (GitOps).
@@ -224,15 +243,33 @@ pub(crate) async fn apply(
     ApiJson(body): ApiJson<ApplyBody>,
 ) -> Result<Response, ApiError> {
     let barrier = state.inner.seal.barrier()?;
-    // The decision on the request itself; each client is then decided on
-    // its own by the gate.
+    let roles = match body.auth.and_then(|a| a.jwt) {
+        Some(jwt) => Some(
+            jwt.roles
+                .into_iter()
+                .enumerate()
+                .map(|(i, r)| {
+                    crate::routes::jwt_auth::role_spec(None, r).map_err(|e| {
+                        ApiError::bad_request(format!("auth.jwt.roles[{i}]: {}", e.message()))
+                    })
+                })
+                .collect::<Result<Vec<_>, _>>()?,
+        ),
+        None => None,
+    };
+    // The decision on the request itself; each client and role is then
+    // decided on its own by the gate.
     allows(&caller, Resource::Platform);
+    let declared = Declaration {
+        clients: &body.clients,
+        jwt_roles: roles.as_deref(),
+    };
     let plan = state
         .inner
         .authority
-        .apply(
+        .apply_declared(
             &barrier,
-            &body.clients,
+            declared,
             body.prune,
             body.dry_run,
             &Reach::of(&caller),
@@ -256,6 +293,7 @@ pub(crate) async fn apply(
         "unchanged": plan.unchanged,
         "kept": plan.kept,
         "secrets": secrets,
+        "jwt_roles": crate::routes::jwt_auth::plan_json(&plan.jwt_roles),
     }}))
     .into_response())
 }

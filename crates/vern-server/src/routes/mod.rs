@@ -6,6 +6,7 @@
 mod audit;
 mod authz;
 mod clients;
+mod jwt_auth;
 mod kv;
 mod oauth;
 mod sys;
@@ -301,6 +302,30 @@ pub(crate) fn table() -> Vec<Route> {
             "/v1/auth/apply",
             &[("POST", Resource("client.manage"))],
             post(clients::apply),
+        ),
+        route(
+            "/v1/auth/jwt/role",
+            &[("LIST", Resource("client.read"))],
+            any(jwt_auth::list_roles),
+        ),
+        route(
+            "/v1/auth/jwt/role/{name}",
+            &[
+                ("GET", Resource("client.read")),
+                ("HEAD", Resource("client.read")),
+            ],
+            get(jwt_auth::read_role),
+        ),
+        route(
+            "/v1/auth/jwt/role/{name}",
+            &[
+                ("POST", Resource("client.manage")),
+                ("PUT", Resource("client.manage")),
+                ("DELETE", Resource("client.manage")),
+            ],
+            post(jwt_auth::write_role)
+                .put(jwt_auth::write_role)
+                .delete(jwt_auth::delete_role),
         ),
         route(
             "/v1/authz/check",
