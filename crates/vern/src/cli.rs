@@ -29,15 +29,20 @@ pub(crate) enum Command {
     /// Manage OAuth2 clients (services and operators) of the token authority.
     #[command(subcommand)]
     Client(ClientCommand),
-    /// Apply a platform file kept in Git: declare clients; creates and
-    /// updates what differs, deletes undeclared clients only with --prune.
+    /// Vault-compatible auth methods: how workloads log in as a client.
+    #[command(subcommand)]
+    Auth(AuthCommand),
+    /// Apply a platform file kept in Git: declare clients and JWT roles;
+    /// creates and updates what differs, deletes undeclared ones only with
+    /// --prune. All or nothing.
     Apply {
         #[command(flatten)]
         client: ClientArgs,
         /// The YAML file.
         #[arg(short = 'f', long = "file")]
         file: PathBuf,
-        /// Delete clients the file does not declare.
+        /// Delete clients (and, when the file has an `auth.jwt` section,
+        /// JWT roles) the file does not declare.
         #[arg(long)]
         prune: bool,
         /// Show the changes without making them.
@@ -326,6 +331,105 @@ pub(crate) enum ClientCommand {
     },
     /// Start a signing key rotation.
     RotateKeys(ClientArgs),
+}
+
+/// `vern auth …`.
+#[derive(Debug, Subcommand)]
+pub(crate) enum AuthCommand {
+    /// The JWT auth method: roles trusting an external issuer (such as a
+    /// Kubernetes cluster's service-account tokens) to log in as a service.
+    #[command(subcommand)]
+    Jwt(JwtCommand),
+}
+
+/// `vern auth jwt …`.
+#[derive(Debug, Subcommand)]
+pub(crate) enum JwtCommand {
+    /// Manage JWT roles.
+    #[command(subcommand)]
+    Role(JwtRoleCommand),
+}
+
+/// `vern auth jwt role …`.
+#[derive(Debug, Subcommand)]
+pub(crate) enum JwtRoleCommand {
+    /// Create or replace a role.
+    Write(Box<JwtRoleWriteArgs>),
+    /// Show a role.
+    Read {
+        #[command(flatten)]
+        client: ClientArgs,
+        /// The role's name.
+        name: String,
+    },
+    /// List the roles you may see.
+    List(ClientArgs),
+    /// Delete a role.
+    Delete {
+        #[command(flatten)]
+        client: ClientArgs,
+        /// The role's name.
+        name: String,
+    },
+}
+
+/// Options of `vern auth jwt role write`.
+#[derive(Debug, Args)]
+pub(crate) struct JwtRoleWriteArgs {
+    #[command(flatten)]
+    pub(crate) client: ClientArgs,
+    /// The role's name (what `jwt_login` names as `role`).
+    pub(crate) name: String,
+    /// The service client whose tokens a login gets.
+    #[arg(long)]
+    pub(crate) client_id: String,
+    /// The issuer (`iss`) the JWT must carry.
+    #[arg(long)]
+    pub(crate) bound_issuer: String,
+    /// The issuer's JWKS URL (https; http only on loopback).
+    #[arg(long, conflicts_with = "pubkey_file")]
+    pub(crate) jwks_url: Option<String>,
+    /// PEM file of the CAs the JWKS server's certificate must chain to.
+    #[arg(long, requires = "jwks_url")]
+    pub(crate) jwks_ca_file: Option<PathBuf>,
+    /// PEM file of one of the issuer's public keys, instead of a JWKS URL
+    /// (repeat).
+    #[arg(long = "pubkey-file", value_name = "FILE")]
+    pub(crate) pubkey_file: Vec<PathBuf>,
+    /// An audience of which the JWT's `aud` must name one (repeat; at
+    /// least one).
+    #[arg(long = "bound-audience", required = true)]
+    pub(crate) bound_audiences: Vec<String>,
+    /// The subject (`sub`) the JWT must carry, such as
+    /// `system:serviceaccount:NAMESPACE:NAME`.
+    #[arg(long)]
+    pub(crate) bound_subject: Option<String>,
+    /// A claim the JWT must carry: CLAIM=VALUE (repeat; repeating a claim
+    /// allows several values). A CLAIM starting with `/` is a JSON pointer.
+    #[arg(long = "bound-claim", value_name = "CLAIM=VALUE")]
+    pub(crate) bound_claims: Vec<String>,
+    /// Match bound claims as globs, `*` standing for any characters.
+    #[arg(long)]
+    pub(crate) glob: bool,
+    /// The claim naming the workload [default: sub].
+    #[arg(long)]
+    pub(crate) user_claim: Option<String>,
+    /// An accepted signature algorithm (repeat) [default: all of RS256,
+    /// RS384, RS512, PS256, PS384, PS512, ES256, ES384, EdDSA].
+    #[arg(long = "alg")]
+    pub(crate) algs: Vec<String>,
+    /// Lifetime of issued tokens, in seconds or as a duration (`10m`).
+    #[arg(long)]
+    pub(crate) token_ttl: Option<String>,
+    /// Leeway for clock differences (seconds; -1 for none) [default: 60].
+    #[arg(long, allow_hyphen_values = true)]
+    pub(crate) clock_skew_leeway: Option<i64>,
+    /// Leeway past `exp` (seconds; -1 for none) [default: 150].
+    #[arg(long, allow_hyphen_values = true)]
+    pub(crate) expiration_leeway: Option<i64>,
+    /// Leeway before `nbf` (seconds; -1 for none) [default: 150].
+    #[arg(long, allow_hyphen_values = true)]
+    pub(crate) not_before_leeway: Option<i64>,
 }
 
 /// `vern kv …`. Paths are `<tenant>/<project>/<environment>/<name…>`.
@@ -664,6 +768,7 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Operator(OperatorCommand::RotateRoot(cmd)) => client::rotate_root(cmd).await,
         Command::Kv(cmd) => crate::kv::run(cmd).await,
         Command::Client(cmd) => crate::clients::run(cmd).await,
+        Command::Auth(AuthCommand::Jwt(JwtCommand::Role(cmd))) => crate::jwt_auth::run(cmd).await,
         Command::Policy(cmd) => crate::policy::run(cmd),
         Command::Apply {
             client,

@@ -92,19 +92,25 @@ impl Client {
         if status.is_success() {
             return Ok(value);
         }
-        let errors = value
-            .get("errors")
-            .and_then(Value::as_array)
-            .map(|a| {
-                a.iter()
-                    .filter_map(Value::as_str)
-                    .collect::<Vec<_>>()
-                    .join("; ")
-            })
-            .filter(|s| !s.is_empty())
-            .unwrap_or_else(|| status.to_string());
-        bail!("{errors} (HTTP {})", status.as_u16())
+        Err(failure(status, &value))
     }
+}
+
+/// The error of a failed request, in the server's words (Vault's
+/// `errors` list) and with its status.
+pub(crate) fn failure(status: StatusCode, value: &Value) -> anyhow::Error {
+    let errors = value
+        .get("errors")
+        .and_then(Value::as_array)
+        .map(|a| {
+            a.iter()
+                .filter_map(Value::as_str)
+                .collect::<Vec<_>>()
+                .join("; ")
+        })
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| status.to_string());
+    anyhow::anyhow!("{errors} (HTTP {})", status.as_u16())
 }
 
 pub(crate) fn print_json(value: &Value) -> anyhow::Result<()> {

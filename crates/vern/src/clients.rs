@@ -134,6 +134,10 @@ pub(crate) async fn run(cmd: ClientCommand) -> anyhow::Result<ExitCode> {
 struct PlatformFile {
     #[serde(default)]
     clients: Vec<Value>,
+    /// The auth methods' roles (`auth: {jwt: {roles: […]}}`), checked by
+    /// the server.
+    #[serde(default)]
+    auth: Option<Value>,
 }
 
 /// `vern apply -f FILE`.
@@ -147,7 +151,10 @@ pub(crate) async fn apply(
         std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
     let platform: PlatformFile = serde_yaml_ng::from_str(&text)
         .with_context(|| format!("{} is not a valid platform file", file.display()))?;
-    let body = json!({ "clients": platform.clients, "prune": prune, "dry_run": dry_run });
+    let mut body = json!({ "clients": platform.clients, "prune": prune, "dry_run": dry_run });
+    if let (Some(auth), Some(map)) = (platform.auth, body.as_object_mut()) {
+        map.insert("auth".to_owned(), auth);
+    }
     let v = Client::new(client)?
         .expect_ok(Method::POST, "/v1/auth/apply", Some(body))
         .await?;
@@ -181,17 +188,33 @@ pub(crate) async fn apply(
     for id in list("kept") {
         println!("  {id} (not declared; kept, use --prune to delete)");
     }
+    let roles = |k: &str| -> Vec<String> {
+        at(d, &format!("/jwt_roles/{k}"))
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|x| x.as_str().map(str::to_owned))
+            .collect()
+    };
+    for (sign, k) in [("+", "create"), ("~", "update"), ("-", "delete")] {
+        for name in roles(k) {
+            println!("{sign} JWT role {name}");
+        }
+    }
+    for name in roles("kept") {
+        println!("  JWT role {name} (not declared; kept, use --prune to delete)");
+    }
     let (c, u, del) = (
-        list("create").len(),
-        at(d, "/update").as_array().map_or(0, Vec::len),
-        list("delete").len(),
+        list("create").len() + roles("create").len(),
+        at(d, "/update").as_array().map_or(0, Vec::len) + roles("update").len(),
+        list("delete").len() + roles("delete").len(),
     );
     if dry_run {
         println!("\nDry run: {c} to create, {u} to update, {del} to delete.");
     } else {
         println!(
             "\nApplied: {c} created, {u} updated, {del} deleted, {} unchanged.",
-            list("unchanged").len()
+            list("unchanged").len() + roles("unchanged").len()
         );
         if let Some(secrets) = at(d, "/secrets").as_object().filter(|s| !s.is_empty()) {
             println!("\nSecrets of the new clients (shown once):");

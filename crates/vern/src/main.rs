@@ -6,6 +6,7 @@ mod cli;
 mod client;
 mod clients;
 mod config;
+mod jwt_auth;
 mod keeper;
 mod kv;
 mod logging;
