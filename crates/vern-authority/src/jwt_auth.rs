@@ -235,12 +235,10 @@ impl JwtRole {
     }
 }
 
-/// A successful login: the role, its client as it is now, the workload's
+/// A successful login: the role's client as it is now, the workload's
 /// name (the role's `user_claim`) and the lifetime the token gets.
 #[derive(Debug)]
 pub struct JwtLogin {
-    /// The role logged in with.
-    pub role: JwtRole,
     /// The client whose token the caller gets.
     pub client: ClientRecord,
     /// The value of the role's `user_claim`.
@@ -771,21 +769,21 @@ impl Authority {
         Ok((plan, writes))
     }
 
-    /// Logs in with `jwt` through role `role_name`: verifies the JWT with
-    /// the issuer's keys and checks it against the role, then reads the
-    /// role's client. The caller issues the token.
+    /// Logs in with `jwt` through `role` (as read with
+    /// [`Authority::jwt_role`]): verifies the JWT with the issuer's keys and
+    /// checks it against the role, then reads the role's client. The
+    /// caller issues the token.
     pub async fn jwt_login<F: JwksFetch>(
         &self,
         b: &Barrier,
-        role_name: &str,
+        role: &JwtRole,
         jwt: &str,
         fetch: &F,
     ) -> Result<JwtLogin, JwtAuthError> {
-        let role = self.jwt_role(b, role_name).await?;
         let token = Unverified::parse_within(jwt, MAX_EXTERNAL_JWT_LEN)
             .map_err(|e| refused(format!("the JWT is malformed: {e}")))?;
-        self.check_signature(&role, &token, fetch).await?;
-        let user = check_claims(&role, &token, self.now())?;
+        self.check_signature(role, &token, fetch).await?;
+        let user = check_claims(role, &token, self.now())?;
         let client = match self.client(b, &role.client_id).await {
             Ok(c) => c,
             Err(AuthError::NoClient(_)) => {
@@ -803,12 +801,7 @@ impl Authority {
             .unwrap_or(self.config.default_ttl)
             .min(client.token_ttl.unwrap_or(max))
             .min(max);
-        Ok(JwtLogin {
-            role,
-            client,
-            user,
-            ttl,
-        })
+        Ok(JwtLogin { client, user, ttl })
     }
 
     /// Verifies the JWT's signature with a key of the role's issuer, under

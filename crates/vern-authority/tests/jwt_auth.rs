@@ -405,7 +405,10 @@ async fn a_login_holds_every_check() {
     let iss = issuer(&[("k1", 1)]);
     let login = |jwt: String| {
         let (e, iss) = (&e, &iss);
-        async move { e.auth.jwt_login(&e.barrier, "k8s-web", &jwt, iss).await }
+        async move {
+            let role = e.auth.jwt_role(&e.barrier, "k8s-web").await.unwrap();
+            e.auth.jwt_login(&e.barrier, &role, &jwt, iss).await
+        }
     };
 
     let ok = login(signed(&claims(), "k1", 1)).await.unwrap();
@@ -527,9 +530,7 @@ async fn a_login_holds_every_check() {
     assert!(!err.contains("evil") && !err.contains(ISSUER), "{err}");
 
     assert!(matches!(
-        e.auth
-            .jwt_login(&e.barrier, "nope", &signed(&claims(), "k1", 1), &iss)
-            .await,
+        e.auth.jwt_role(&e.barrier, "nope").await,
         Err(JwtAuthError::NoRole(_))
     ));
     // Made-up kids did not make the issuer's keys be fetched again and again.
@@ -569,17 +570,19 @@ async fn a_login_gets_the_clients_lifetime_at_most_and_fails_once_the_client_is_
             .write_jwt_role(&e.barrier, &spec, &Everything)
             .await
             .unwrap();
+        let role = e.auth.jwt_role(&e.barrier, name).await.unwrap();
         let got = e
             .auth
-            .jwt_login(&e.barrier, name, &signed(&claims(), "k1", 1), &iss)
+            .jwt_login(&e.barrier, &role, &signed(&claims(), "k1", 1), &iss)
             .await
             .unwrap();
         assert_eq!(got.ttl, want, "{name}");
     }
     e.auth.delete_client(&e.barrier, &plain).await.unwrap();
+    let role = e.auth.jwt_role(&e.barrier, "c").await.unwrap();
     let err = e
         .auth
-        .jwt_login(&e.barrier, "c", &signed(&claims(), "k1", 1), &iss)
+        .jwt_login(&e.barrier, &role, &signed(&claims(), "k1", 1), &iss)
         .await
         .unwrap_err();
     assert!(err.to_string().contains("client no longer exists"), "{err}");
@@ -620,7 +623,10 @@ async fn static_keys_need_no_fetch() {
     let iss = issuer(&[]);
     let login = |jwt: String| {
         let (e, iss) = (&e, &iss);
-        async move { e.auth.jwt_login(&e.barrier, "air-gapped", &jwt, iss).await }
+        async move {
+            let role = e.auth.jwt_role(&e.barrier, "air-gapped").await.unwrap();
+            e.auth.jwt_login(&e.barrier, &role, &jwt, iss).await
+        }
     };
     // Static keys have no kid; any of them may have signed.
     let no_kid = |seed| sign_es256(&json!({"alg": "ES256"}), &claims(), &key(seed));
