@@ -90,6 +90,13 @@ impl IntoResponse for ApiError {
     }
 }
 
+/// A limit refused the request: 429 with `Retry-After`.
+impl From<crate::limits::Refused> for ApiError {
+    fn from(refused: crate::limits::Refused) -> Self {
+        Self::too_many(refused.wait)
+    }
+}
+
 impl From<SealError> for ApiError {
     fn from(err: SealError) -> Self {
         match err {

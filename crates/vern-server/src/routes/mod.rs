@@ -9,6 +9,7 @@ mod clients;
 mod kv;
 mod oauth;
 mod sys;
+mod vault_auth;
 
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{header, HeaderValue, StatusCode};
@@ -265,6 +266,14 @@ pub(crate) fn table() -> Vec<Route> {
             "/.well-known/oauth-authorization-server",
             &[("GET", Public), ("HEAD", Public)],
             get(oauth::metadata),
+        ),
+        route(
+            "/v1/auth/approle/login",
+            &[
+                ("POST", Open(vault_auth::LOGIN_ACTION)),
+                ("PUT", Open(vault_auth::LOGIN_ACTION)),
+            ],
+            post(vault_auth::approle_login).put(vault_auth::approle_login),
         ),
         route(
             "/v1/auth/clients",
