@@ -4,8 +4,8 @@
 //! are logged with the request id.
 //!
 //! [`gate`] reads the route table: an authorized route gets its caller
-//! authenticated here, and a platform action decided before the handler
-//! runs; a route whose resource comes from the request is decided by its
+//! authenticated here, and a platform action (or an action on the caller's
+//! own token) decided before the handler runs; a route whose resource comes from the request is decided by its
 //! handler on the route's own action, and a handler that answers without
 //! a decision fails closed.
 
@@ -73,12 +73,19 @@ pub(crate) async fn gate(State(state): State<AppState>, req: Request, next: Next
     let (mut parts, body) = req.into_parts();
     let mut caller = match Caller::from_request_parts(&mut parts, &state).await {
         Ok(c) => c,
+        Err(e) if matches!(access, Access::Own(_)) => return e.permission_denied().into_response(),
         Err(e) => return e.into_response(),
     };
     caller.route_action = action;
-    if matches!(access, Access::Platform(_)) && !decide(&caller, action, Resource::Platform).allowed
-    {
-        return ApiError::forbidden().into_response();
+    let decided_here = match access {
+        Access::Platform(_) => Some(Resource::Platform),
+        Access::Own(_) => Some(caller.subject.as_resource()),
+        Access::Resource(_) | Access::Open(_) | Access::Public => None,
+    };
+    if let Some(resource) = decided_here {
+        if !decide(&caller, action, resource).allowed {
+            return ApiError::forbidden().into_response();
+        }
     }
     let decided = Arc::clone(&caller.decided);
     parts.extensions.insert(caller);

@@ -66,6 +66,23 @@ impl ApiError {
         Self::new(StatusCode::FORBIDDEN, "permission denied")
     }
 
+    /// A refused token as Vault refuses it on its token endpoints: a 401
+    /// becomes 403 `permission denied`, followed by what was wrong, and
+    /// loses its `WWW-Authenticate` challenge (a 403 has none). Anything
+    /// else (a missing token, a limit, a sealed server) is kept.
+    pub(crate) fn permission_denied(self) -> Self {
+        if self.status != StatusCode::UNAUTHORIZED {
+            return self;
+        }
+        let mut errors = vec!["permission denied".to_owned()];
+        errors.extend(self.errors);
+        Self {
+            status: StatusCode::FORBIDDEN,
+            errors,
+            headers: Vec::new(),
+        }
+    }
+
     pub(crate) fn internal(err: &dyn std::fmt::Display) -> Self {
         tracing::error!(error = %err, "Request failed with an internal error.");
         Self::new(

@@ -185,3 +185,197 @@ async fn approle_failures_lock_out_the_pair_as_the_token_endpoint_does() {
         .unwrap();
     assert_eq!(t.status(), 429);
 }
+
+/// `lookup-self` with `token`: the status and the JSON answer.
+async fn lookup_self(s: &Server, token: &str) -> (u16, Value) {
+    status_and_json(
+        client()
+            .get(s.url("/v1/auth/token/lookup-self"))
+            .header("x-vault-token", token),
+    )
+    .await
+}
+
+#[tokio::test]
+async fn lookup_self_describes_the_presented_token_as_vault_does() {
+    let dir = temp();
+    let s = dev_server(&path_str(dir.path()), &[]);
+    let (id, secret) = create_client(&s, service("acme", "app", &["secrets:read"])).await;
+    let (_, login) = approle(&s, &id, &secret).await;
+    let token = login["auth"]["client_token"].as_str().unwrap();
+    let (status, body) = lookup_self(&s, token).await;
+    assert_eq!(status, 200, "{body}");
+    let data = &body["data"];
+    assert_eq!(data["id"], token, "the token presented, and only that");
+    assert_eq!(data["accessor"], login["auth"]["accessor"]);
+    assert_eq!(data["policies"], json!(["secrets:read"]));
+    assert_eq!(
+        data["meta"],
+        json!({"client_id": id, "tenant": "acme", "project": "web", "environment": "prod"})
+    );
+    assert_eq!(data["path"], "auth/approle/login");
+    assert_eq!(data["display_name"], "approle");
+    assert_eq!(
+        (data["renewable"].clone(), data["type"].clone()),
+        (json!(false), json!("service"))
+    );
+    assert_eq!(
+        (data["orphan"].clone(), data["entity_id"].clone()),
+        (json!(true), json!(id))
+    );
+    assert_eq!(data["creation_ttl"], 300);
+    let ttl = data["ttl"].as_u64().unwrap();
+    assert!((290..=300).contains(&ttl), "{ttl}");
+    let expire = humantime::parse_rfc3339(data["expire_time"].as_str().unwrap()).unwrap();
+    let issue = humantime::parse_rfc3339(data["issue_time"].as_str().unwrap()).unwrap();
+    assert_eq!(expire.duration_since(issue).unwrap().as_secs(), 300);
+    assert_eq!(
+        data["creation_time"].as_u64().unwrap(),
+        issue
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs()
+    );
+
+    // POST answers the same; a token of the token endpoint says so.
+    let oauth = access_token(&s, &id, &secret).await;
+    let (status, body) = status_and_json(
+        client()
+            .post(s.url("/v1/auth/token/lookup-self"))
+            .bearer_auth(&oauth),
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(body["data"]["path"], "oauth2/token");
+
+    // The root token of init is an operator with Vault's root policy.
+    let (status, body) = lookup_self(&s, "root").await;
+    assert_eq!(status, 200);
+    assert_eq!(body["data"]["policies"], json!(["root"]));
+    assert_eq!(body["data"]["id"], "root");
+    assert_eq!(body["data"]["ttl"], 0);
+
+    // A token that does not authenticate is Vault's 403.
+    let mut forged = token.to_owned();
+    forged.pop();
+    for bad in ["not-a-token", "a.b.c", forged.as_str()] {
+        let (status, body) = lookup_self(&s, bad).await;
+        assert_eq!(status, 403, "{bad}: {body}");
+        assert_eq!(body["errors"][0], "permission denied");
+    }
+    let r = client()
+        .get(s.url("/v1/auth/token/lookup-self"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403, "no token at all");
+}
+
+#[tokio::test]
+async fn renew_self_is_refused_and_revoke_self_takes_effect_at_once() {
+    let dir = temp();
+    let s = dev_server(&path_str(dir.path()), &[]);
+    let (id, secret) = create_client(&s, service("acme", "app", &SECRET_SCOPES)).await;
+    let (_, login) = approle(&s, &id, &secret).await;
+    let token = login["auth"]["client_token"].as_str().unwrap();
+
+    // Vern tokens have a fixed expiry: Vault's answer for a token that is
+    // not renewable, and nothing changes.
+    let (status, body) = post_as(&s, token, "/v1/auth/token/renew-self", &json!({})).await;
+    assert_eq!(
+        (status, body),
+        (400, json!({"errors": ["lease is not renewable"]}))
+    );
+    assert_eq!(lookup_self(&s, token).await.0, 200);
+
+    let r = client()
+        .post(s.url("/v1/auth/token/revoke-self"))
+        .header("x-vault-token", token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    assert_eq!(lookup_self(&s, token).await.0, 403);
+    assert_eq!(
+        write_secret(&s, token, "acme/web/prod/db", json!({"p": "1"})).await,
+        401
+    );
+    // Introspection agrees: the same revocation store.
+    let (checker, checker_secret) = create_client(&s, service("acme", "checker", &[])).await;
+    let introspected = json_of(
+        client()
+            .post(s.url("/oauth2/introspect"))
+            .basic_auth(&checker, Some(&checker_secret))
+            .form(&[("token", token)]),
+    )
+    .await;
+    assert_eq!(introspected["active"], false);
+
+    // The root token is the break-glass credential: not revoked this way.
+    let (status, _) = post_as(&s, "root", "/v1/auth/token/revoke-self", &json!({})).await;
+    assert_eq!(status, 400);
+    assert_eq!(lookup_self(&s, "root").await.0, 200);
+}
+
+#[tokio::test]
+async fn lookup_is_for_operators_within_their_reach() {
+    let dir = temp();
+    let s = dev_server(&path_str(dir.path()), &[]);
+    let acme = client_token(&s, service("acme", "app", &SECRET_SCOPES)).await;
+    let globex = client_token(&s, service("globex", "app", &SECRET_SCOPES)).await;
+    let platform = client_token(&s, json!({"name": "pa", "roles": ["platform-admin"]})).await;
+    let tenant_admin = client_token(
+        &s,
+        json!({"name": "ta", "tenant": "acme", "roles": ["tenant-admin"]}),
+    )
+    .await;
+    let lookup = |caller: String, token: String| {
+        let s = &s;
+        async move {
+            post_as(
+                s,
+                &caller,
+                "/v1/auth/token/lookup",
+                &json!({"token": token}),
+            )
+            .await
+        }
+    };
+    for caller in ["root", platform.as_str(), tenant_admin.as_str()] {
+        let (status, body) = lookup(caller.to_owned(), acme.clone()).await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["data"]["id"], acme.as_str());
+        assert_eq!(body["data"]["meta"]["tenant"], "acme");
+        assert!(
+            !body.to_string().contains(caller),
+            "nothing the caller did not send comes back"
+        );
+    }
+    // A tenant operator reaches its own tenant only; a service no one.
+    assert_eq!(lookup(tenant_admin.clone(), globex.clone()).await.0, 403);
+    assert_eq!(lookup(acme.clone(), globex.clone()).await.0, 403);
+    assert_eq!(lookup(globex.clone(), globex.clone()).await.0, 403);
+    // Something that is not a live Vern token: Vault's `bad token`.
+    let (status, body) = lookup("root".to_owned(), "a.b.c".to_owned()).await;
+    assert_eq!((status, body), (403, json!({"errors": ["bad token"]})));
+    let (status, _) = post_as(&s, "root", "/v1/auth/token/lookup", &json!({})).await;
+    assert_eq!(status, 400);
+
+    // Each lookup is on record with its decision, the looked-up token as
+    // its HMAC only.
+    let records: Vec<Value> = audit_records(&s)
+        .await
+        .into_iter()
+        .filter(|r| r["event"]["operation"] == "POST /v1/auth/token/lookup")
+        .collect();
+    assert!(records.len() >= 6);
+    let denied = records
+        .iter()
+        .find(|r| r["event"]["decision"]["allowed"] == false)
+        .unwrap();
+    assert_eq!(denied["event"]["action"], "token.lookup");
+    for r in &records {
+        assert!(!r.to_string().contains(&acme));
+        assert!(!r.to_string().contains(&globex));
+    }
+}

@@ -28,7 +28,7 @@ fn record_json(r: &ClientRecord) -> Value {
 
 /// The client as the principal it is (or would be), with the scopes or
 /// roles it holds.
-fn as_subject(client_id: &str, kind: &ClientKind, scopes: &[String]) -> Option<Subject> {
+pub(crate) fn as_subject(client_id: &str, kind: &ClientKind, scopes: &[String]) -> Option<Subject> {
     let kind = match kind {
         ClientKind::Service { .. } => SubjectKind::Service {
             scope: kind.scope()?,

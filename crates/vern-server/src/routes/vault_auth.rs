@@ -1,24 +1,31 @@
 //! Vault's auth methods over Vern's token authority: the logins that give a
 //! Vern client a Vault token (AppRole), each an open route that checks its
 //! own credential under the token endpoint's lockouts and rate limits and
-//! answers Vault's `auth` block through [`login_response`]. The token a
+//! answers Vault's `auth` block through [`login_response`]; and Vault's
+//! token endpoints (`lookup-self`, `renew-self`, `revoke-self`, `lookup`)
+//! over Vern access tokens. The token a
 //! login returns is a Vern access token (a JWT of `vern-authority`), bound
 //! to the client that logged in, and nothing weaker than the one the token
 //! endpoint would give that client.
 
+use std::time::{Duration, UNIX_EPOCH};
+
 use axum::extract::State;
-use axum::http::{header, HeaderValue};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 use vern_authority::{
-    AuthError, ClientCredentials, ClientKind, ClientRecord, IssuedToken, LoginGrant,
+    AccessClaims, AuthError, ClientCredentials, ClientKind, ClientRecord, IssuedToken, LoginGrant,
 };
 use vern_core::RequestId;
 use vern_crypto::SecretBytes;
 
+use super::clients::as_subject;
 use crate::audit::{printable, AuditSlot};
+use crate::auth::{presented_token, Caller};
+use crate::authz::authorize_on;
 use crate::client_addr::ClientAddr;
 use crate::error::ApiError;
 use crate::extract::ApiJson;
@@ -104,10 +111,7 @@ pub(crate) fn login_response(
         "mfa_requirement": null,
         "num_uses": 0,
     });
-    let mut resp = Json(envelope(id, grant.method, Value::Null, auth)).into_response();
-    resp.headers_mut()
-        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    resp
+    no_store(Json(envelope(id, grant.method, Value::Null, auth)).into_response())
 }
 
 /// A refused login in Vault's shape: a credential that does not
@@ -217,4 +221,155 @@ pub(crate) async fn approle_login(
         certificate: None,
     };
     issue_login(&state, &id, audit, &attempt, &grant, APPROLE_REFUSED).await
+}
+
+/// RFC 3339 of a Unix time in seconds.
+fn rfc3339(secs: u64) -> String {
+    humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_secs(secs)).to_string()
+}
+
+/// Vault's description of a Vern access token (`data` of a lookup). `id` is
+/// the token exactly as the caller presented it, and nothing else secret is
+/// in it: `accessor` is the token's `jti`. A Vern token is never renewed,
+/// so `explicit_max_ttl` is its whole life.
+fn token_data(presented: &str, claims: &AccessClaims, now: u64) -> Value {
+    let method = claims.auth_method.as_deref();
+    let life = claims.exp.saturating_sub(claims.iat);
+    json!({
+        "accessor": claims.jti,
+        "creation_time": claims.iat,
+        "creation_ttl": life,
+        "display_name": method.unwrap_or("oauth2"),
+        "entity_id": claims.client_id,
+        "expire_time": rfc3339(claims.exp),
+        "explicit_max_ttl": life,
+        "id": presented,
+        "issue_time": rfc3339(claims.iat),
+        "meta": metadata(&claims.client_id, &claims.kind),
+        "num_uses": 0,
+        "orphan": true,
+        "path": method.map_or_else(|| "oauth2/token".to_owned(), |m| format!("auth/{m}/login")),
+        "policies": policies(&claims.kind, &claims.scopes),
+        "renewable": false,
+        "ttl": claims.exp.saturating_sub(now),
+        "type": "service",
+    })
+}
+
+/// Vault's description of the root token of init: no expiry, the `root`
+/// policy, no accessor (its only handle is the token itself).
+fn root_data(presented: &str) -> Value {
+    json!({
+        "accessor": "",
+        "creation_time": null,
+        "creation_ttl": 0,
+        "display_name": "root",
+        "entity_id": "",
+        "expire_time": null,
+        "explicit_max_ttl": 0,
+        "id": presented,
+        "issue_time": null,
+        "meta": null,
+        "num_uses": 0,
+        "orphan": true,
+        "path": "auth/token/root",
+        "policies": ["root"],
+        "renewable": false,
+        "ttl": 0,
+        "type": "service",
+    })
+}
+
+/// `GET|POST /v1/auth/token/lookup-self`: the presented token, as Vault
+/// describes it. The authorization point has authenticated it and decided
+/// `token.lookup-self` on the caller itself.
+pub(crate) async fn lookup_self(
+    caller: Caller,
+    Extension(id): Extension<RequestId>,
+    headers: HeaderMap,
+) -> Response {
+    let presented = presented_token(&headers).unwrap_or_default();
+    let data = match &caller.claims {
+        Some(claims) => token_data(&presented, claims, caller.time),
+        None => root_data(&presented),
+    };
+    no_store(Json(envelope(&id, "token", data, Value::Null)).into_response())
+}
+
+/// `POST /v1/auth/token/renew-self`: Vern access tokens carry a fixed
+/// `exp` and are never renewed (a new one comes from a new login), so this
+/// answers as Vault does for a token that is not renewable.
+pub(crate) async fn renew_self() -> ApiError {
+    ApiError::bad_request("lease is not renewable")
+}
+
+/// `POST /v1/auth/token/revoke-self`: revokes the presented token in the
+/// revocation store `/oauth2/revoke` writes to, so it is refused everywhere
+/// at once; 204 as Vault answers. The root token of init is the
+/// break-glass credential and is not revoked this way.
+pub(crate) async fn revoke_self(
+    State(state): State<AppState>,
+    caller: Caller,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let Some(claims) = caller.claims.as_deref() else {
+        return Err(ApiError::bad_request(
+            "the root token of init cannot be revoked: it is Vern's break-glass credential",
+        ));
+    };
+    let presented = presented_token(&headers).unwrap_or_default();
+    let barrier = state.inner.seal.barrier()?;
+    state
+        .inner
+        .authority
+        .revoke(&barrier, &presented, |c| c.jti == claims.jti)
+        .await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// The body of a token lookup. No `Debug`: it holds a token.
+#[derive(Deserialize)]
+pub(crate) struct LookupBody {
+    token: Option<String>,
+}
+
+/// `POST /v1/auth/token/lookup`: another principal's Vern access token,
+/// for callers allowed `token.lookup` on the principal it was issued to (a
+/// tenant operator only its own tenant's; a service no one's). Answers
+/// Vault's 403 `bad token` for a token that is not a live Vern access
+/// token, and echoes nothing secret but the token the caller sent.
+pub(crate) async fn lookup(
+    State(state): State<AppState>,
+    caller: Caller,
+    Extension(id): Extension<RequestId>,
+    ApiJson(body): ApiJson<LookupBody>,
+) -> Result<Response, ApiError> {
+    let token = body
+        .token
+        .filter(|t| !t.is_empty())
+        .ok_or_else(|| ApiError::bad_request("missing token"))?;
+    if let Some(slot) = &caller.audit {
+        slot.sensitive("looked_up_token", token.as_bytes());
+    }
+    let barrier = state.inner.seal.barrier()?;
+    let claims = state
+        .inner
+        .authority
+        .introspect(&barrier, &token)
+        .await?
+        .ok_or_else(|| ApiError::new(StatusCode::FORBIDDEN, "bad token"))?;
+    let subject = as_subject(&claims.client_id, &claims.kind, &claims.scopes)
+        .ok_or_else(|| ApiError::new(StatusCode::FORBIDDEN, "bad token"))?;
+    authorize_on(&caller, subject.as_resource())?;
+    let data = token_data(&token, &claims, caller.time);
+    Ok(no_store(
+        Json(envelope(&id, "token", data, Value::Null)).into_response(),
+    ))
+}
+
+/// Keeps a response that holds a token out of caches.
+fn no_store(mut resp: Response) -> Response {
+    resp.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    resp
 }
