@@ -7,6 +7,7 @@ mod audit;
 mod authz;
 mod clients;
 mod kv;
+mod mounts;
 mod oauth;
 mod sys;
 mod vault_auth;
@@ -169,6 +170,22 @@ pub(crate) fn table() -> Vec<Route> {
                 ("POST", Open("sys.rotate-root.update")),
             ],
             put(sys::rekey_update).post(sys::rekey_update),
+        ),
+        route(
+            "/v1/sys/mounts",
+            &[
+                ("GET", Resource("kv.mount.read")),
+                ("HEAD", Resource("kv.mount.read")),
+            ],
+            get(mounts::list),
+        ),
+        route(
+            "/v1/sys/internal/ui/mounts/{*path}",
+            &[
+                ("GET", Resource("kv.mount.read")),
+                ("HEAD", Resource("kv.mount.read")),
+            ],
+            get(mounts::preflight),
         ),
         route(
             "/v1/sys/policies",

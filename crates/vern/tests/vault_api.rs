@@ -1,7 +1,11 @@
-//! Vault's auth methods and token endpoints through the real binary: an
+//! Vault's API as Vault clients meet it, through the real binary: an
 //! AppRole login gives a service a Vern access token in Vault's `auth`
 //! block, under the token endpoint's lockouts; the token reads its own
-//! environment and nothing else; every login and refusal is on record.
+//! environment and nothing else; the token endpoints describe, refuse to
+//! renew and revoke it; mount discovery answers KV version 2 to callers
+//! who work there; JSON bodies are read whatever their content type, and
+//! `list` takes Vault's boolean forms. Every login and refusal is on
+//! record.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -377,5 +381,260 @@ async fn lookup_is_for_operators_within_their_reach() {
     for r in &records {
         assert!(!r.to_string().contains(&acme));
         assert!(!r.to_string().contains(&globex));
+    }
+}
+
+/// `GET /v1/sys/internal/ui/mounts/<path>` with `token`: the status and the
+/// JSON answer.
+async fn preflight(s: &Server, token: &str, path: &str) -> (u16, Value) {
+    status_and_json(
+        client()
+            .get(s.url(&format!("/v1/sys/internal/ui/mounts/{path}")))
+            .header("x-vault-token", token),
+    )
+    .await
+}
+
+#[tokio::test]
+async fn mount_discovery_answers_kv_v2_to_callers_who_work_there() {
+    let dir = temp();
+    let s = dev_server(
+        &path_str(dir.path()),
+        &["--kv-mount", "secret", "--kv-mount", "team"],
+    );
+    // A writer without read: `vault kv put` must still find version 2.
+    let writer = client_token(&s, service("acme", "writer", &["secrets:write"])).await;
+    for path in [
+        "secret",
+        "secret/",
+        "secret/acme",
+        "secret/acme/web/prod",
+        "secret/acme/web/prod/db",
+        "team/acme/web/prod/db/deeper",
+    ] {
+        let (status, body) = preflight(&s, &writer, path).await;
+        assert_eq!(status, 200, "{path}: {body}");
+        let data = &body["data"];
+        assert_eq!(data["type"], "kv", "{path}");
+        assert_eq!(data["options"]["version"], "2", "{path}");
+        let mount = path.split('/').next().unwrap();
+        assert_eq!(data["path"], format!("{mount}/"), "{path}");
+    }
+    // Another tenant's part of the tree, another environment, a mount that
+    // does not exist: all the same 403, as Vault answers.
+    for path in [
+        "secret/globex",
+        "secret/globex/web/prod/db",
+        "secret/acme/web/dev/db",
+        "nothing/acme/web/prod/db",
+        "secret/ACME/web/prod/db",
+    ] {
+        let (status, body) = preflight(&s, &writer, path).await;
+        assert_eq!(status, 403, "{path}: {body}");
+        let msg = body["errors"][0].as_str().unwrap();
+        assert!(
+            msg.starts_with("preflight capability check returned 403"),
+            "{msg}"
+        );
+    }
+    // A service with no secret scope sees no mount; neither does an
+    // auditor, who works with no secrets.
+    let stranger = client_token(&s, service("acme", "orders", &["orders:write"])).await;
+    let auditor = client_token(&s, json!({"name": "au", "roles": ["security-auditor"]})).await;
+    for token in [&stranger, &auditor] {
+        assert_eq!(preflight(&s, token, "secret").await.0, 403);
+        assert_eq!(
+            status_of(
+                client()
+                    .get(s.url("/v1/sys/mounts"))
+                    .header("x-vault-token", token)
+            )
+            .await,
+            403
+        );
+    }
+    // A tenant administrator sees its tenant, not another.
+    let tenant_admin = client_token(
+        &s,
+        json!({"name": "ta", "tenant": "acme", "roles": ["tenant-admin"]}),
+    )
+    .await;
+    assert_eq!(preflight(&s, &tenant_admin, "secret").await.0, 200);
+    assert_eq!(
+        preflight(&s, &tenant_admin, "secret/acme/web/dev").await.0,
+        200
+    );
+    assert_eq!(preflight(&s, &tenant_admin, "secret/globex").await.0, 403);
+
+    // `sys/mounts` lists every KV mount, in `data` and, as Vault does for
+    // older clients, at the top level.
+    for token in [writer.as_str(), "root"] {
+        let body = get_as(&s, token, "/v1/sys/mounts").await;
+        for mount in ["secret/", "team/"] {
+            assert_eq!(body["data"][mount]["type"], "kv", "{body}");
+            assert_eq!(body["data"][mount]["options"]["version"], "2");
+            assert_eq!(body[mount], body["data"][mount]);
+        }
+    }
+    // Without a token, nothing.
+    let r = client()
+        .get(s.url("/v1/sys/internal/ui/mounts/secret"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+}
+
+/// Writes `payload` with the real `curl` binary as Vault's documentation
+/// does (`curl --data @payload.json`, which sends
+/// `application/x-www-form-urlencoded`), or, without curl, the request it
+/// would send. Returns the status.
+async fn curl_data(s: &Server, token: &str, path: &str, payload: &Value) -> u16 {
+    let dir = temp();
+    let file = dir.path().join("payload.json");
+    std::fs::write(&file, payload.to_string()).unwrap();
+    let url = s.url(path);
+    let curl = std::process::Command::new("curl")
+        .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "--header"])
+        .arg(format!("X-Vault-Token: {token}"))
+        .arg("--data")
+        .arg(format!("@{}", file.display()))
+        .arg(&url)
+        .output();
+    match curl {
+        Ok(out) if out.status.success() => text(&out.stdout).trim().parse().unwrap(),
+        _ => {
+            status_of(
+                client()
+                    .post(url)
+                    .header("x-vault-token", token)
+                    .header("content-type", "application/x-www-form-urlencoded")
+                    .body(payload.to_string()),
+            )
+            .await
+        }
+    }
+}
+
+#[tokio::test]
+async fn json_bodies_are_read_whatever_their_content_type() {
+    let dir = temp();
+    let s = dev_server(&path_str(dir.path()), &[]);
+    let token = client_token(&s, service("acme", "app", &SECRET_SCOPES)).await;
+    let payload = json!({"data": {"password": "s3cr3t"}, "options": {"cas": 0}});
+    assert_eq!(
+        curl_data(&s, &token, "/v1/secret/data/acme/web/prod/db", &payload).await,
+        200
+    );
+    let read = get_as(&s, &token, "/v1/secret/data/acme/web/prod/db").await;
+    assert_eq!(read["data"]["data"]["password"], "s3cr3t");
+    // The same with text/plain, and an AppRole login sent as a form type.
+    let (id, secret) = create_client(&s, service("acme", "login", &[])).await;
+    let login = client()
+        .post(s.url("/v1/auth/approle/login"))
+        .header("content-type", "text/plain")
+        .body(json!({"role_id": id, "secret_id": secret}).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(login.status(), 200);
+
+    // Still JSON only: a real form body is a 400 in Vault's shape, and
+    // nothing was written.
+    let (status, body) = status_and_json(
+        client()
+            .post(s.url("/v1/secret/data/acme/web/prod/form"))
+            .header("x-vault-token", &token)
+            .form(&[("data", "x")]),
+    )
+    .await;
+    assert_eq!(status, 400);
+    assert!(body["errors"][0]
+        .as_str()
+        .unwrap()
+        .contains("not valid JSON"));
+    assert_eq!(
+        status_of(
+            client()
+                .get(s.url("/v1/secret/data/acme/web/prod/form"))
+                .header("x-vault-token", &token)
+        )
+        .await,
+        404
+    );
+
+    // The OAuth2 token endpoint stays as strict as RFC 6749: form only.
+    let r = client()
+        .post(s.url("/oauth2/token"))
+        .basic_auth(&id, Some(&secret))
+        .json(&json!({"grant_type": "client_credentials"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["error"], "invalid_request");
+}
+
+#[tokio::test]
+async fn list_takes_vaults_boolean_forms_and_nothing_else() {
+    let dir = temp();
+    let s = dev_server(&path_str(dir.path()), &[]);
+    let token = client_token(&s, service("acme", "app", &SECRET_SCOPES)).await;
+    assert_eq!(
+        write_secret(&s, &token, "acme/web/prod/db", json!({"p": "1"})).await,
+        200
+    );
+    let folder = "/v1/secret/metadata/acme/web/prod";
+    for yes in ["true", "t", "T", "TRUE", "True", "1"] {
+        let body = get_as(&s, &token, &format!("{folder}?list={yes}")).await;
+        assert_eq!(body["data"]["keys"], json!(["db"]), "list={yes}");
+    }
+    // False forms read the metadata of the path itself (a folder is no
+    // secret: 400 naming the path rule); anything else is a 400 too.
+    for no in ["false", "f", "0", ""] {
+        let (status, _) = status_and_json(
+            client()
+                .get(s.url(&format!("/v1/secret/metadata/acme/web/prod/db?list={no}")))
+                .header("x-vault-token", &token),
+        )
+        .await;
+        assert_eq!(status, 200, "list={no} reads the metadata");
+    }
+    let (status, body) = status_and_json(
+        client()
+            .get(s.url(&format!("{folder}?list=maybe")))
+            .header("x-vault-token", &token),
+    )
+    .await;
+    assert_eq!(status, 400);
+    assert!(
+        body["errors"][0].as_str().unwrap().contains("list"),
+        "{body}"
+    );
+}
+
+#[tokio::test]
+async fn a_list_of_a_route_that_lists_nothing_is_refused_before_its_handler() {
+    let dir = temp();
+    let s = dev_server(&path_str(dir.path()), &[]);
+    // Without a token, a `?list=` must not reach a handler that relies on
+    // the authorization point (these answer 403 without it).
+    for path in [
+        "/v1/sys/key-status",
+        "/v1/sys/policies",
+        "/v1/secret/config",
+        "/v1/sys/mounts",
+    ] {
+        assert_eq!(
+            status_of(client().get(s.url(path))).await,
+            403,
+            "{path} without a token"
+        );
+        for form in ["true", "t", "1"] {
+            let (status, body) =
+                status_and_json(client().get(s.url(&format!("{path}?list={form}")))).await;
+            assert_eq!(status, 405, "{path}?list={form}: {body}");
+        }
     }
 }
