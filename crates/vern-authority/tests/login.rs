@@ -135,3 +135,187 @@ async fn token_endpoint_tokens_name_no_auth_method() {
     assert_eq!(claims.auth_method, None);
     assert_eq!(claims.jti, issued.jti);
 }
+
+/// A certificate (DER) carrying the URI or DNS SANs `sans`; the chain does
+/// not matter here, the TLS handshake verified it.
+fn certificate(sans: &[&str]) -> Vec<u8> {
+    let mut params = rcgen::CertificateParams::default();
+    params.subject_alt_names = sans
+        .iter()
+        .map(|s| match s.split_once("://") {
+            Some(_) => rcgen::SanType::URI((*s).try_into().unwrap()),
+            None => rcgen::SanType::DnsName((*s).try_into().unwrap()),
+        })
+        .collect();
+    let key = rcgen::KeyPair::generate().unwrap();
+    params.self_signed(&key).unwrap().der().to_vec()
+}
+
+fn with_san(name: &str, san: &str) -> ClientSpec {
+    ClientSpec {
+        tls_client_auth_san: Some(san.to_owned()),
+        ..acme_service(name, &["secrets:read"])
+    }
+}
+
+const WORKER: &str = "spiffe://acme.test/web/prod/worker";
+
+#[tokio::test]
+async fn a_certificate_finds_the_client_registered_with_its_san() {
+    let e = env().await;
+    let id = e
+        .auth
+        .create_client(&e.barrier, &with_san("worker", WORKER))
+        .await
+        .unwrap()
+        .record
+        .client_id;
+    e.auth
+        .create_client(&e.barrier, &with_san("other", "other.acme.test"))
+        .await
+        .unwrap();
+    let cert = certificate(&["worker.acme.test", WORKER]);
+    let find = |name: Option<&'static str>| e.auth.certificate_client(&e.barrier, &cert, name);
+    assert_eq!(find(None).await.unwrap().client_id, id);
+    assert_eq!(
+        find(Some("svc.acme.web.prod.worker"))
+            .await
+            .unwrap()
+            .client_id,
+        id
+    );
+    for wrong in [
+        Some("svc.acme.web.prod.other"),
+        Some("svc.acme.web.prod.nobody"),
+    ] {
+        assert!(
+            matches!(find(wrong).await, Err(AuthError::InvalidClient)),
+            "{wrong:?}"
+        );
+    }
+    let stranger = certificate(&["spiffe://acme.test/web/prod/stranger"]);
+    assert!(matches!(
+        e.auth.certificate_client(&e.barrier, &stranger, None).await,
+        Err(AuthError::InvalidClient)
+    ));
+    assert!(matches!(
+        e.auth
+            .certificate_client(&e.barrier, b"not DER", None)
+            .await,
+        Err(AuthError::InvalidClient)
+    ));
+}
+
+#[tokio::test]
+async fn the_san_index_follows_apply_and_deletion() {
+    let e = env().await;
+    let plan = e
+        .auth
+        .apply(
+            &e.barrier,
+            &[with_san("worker", WORKER)],
+            false,
+            false,
+            &common::Everything,
+        )
+        .await
+        .unwrap();
+    assert_eq!(plan.create, ["svc.acme.web.prod.worker"]);
+    let old = certificate(&[WORKER]);
+    let e = &e;
+    let find = |cert: Vec<u8>| async move {
+        e.auth
+            .certificate_client(&e.barrier, &cert, None)
+            .await
+            .map(|c| c.client_id)
+    };
+    assert_eq!(find(old.clone()).await.unwrap(), "svc.acme.web.prod.worker");
+
+    // Moved to another SAN: the old certificate finds nothing.
+    let moved = "spiffe://acme.test/web/prod/worker-v2";
+    e.auth
+        .apply(
+            &e.barrier,
+            &[with_san("worker", moved)],
+            false,
+            false,
+            &common::Everything,
+        )
+        .await
+        .unwrap();
+    assert!(matches!(
+        find(old.clone()).await,
+        Err(AuthError::InvalidClient)
+    ));
+    assert_eq!(
+        find(certificate(&[moved])).await.unwrap(),
+        "svc.acme.web.prod.worker"
+    );
+
+    // Two clients with one SAN: the login must say which.
+    e.auth
+        .create_client(&e.barrier, &with_san("twin", moved))
+        .await
+        .unwrap();
+    assert!(matches!(
+        find(certificate(&[moved])).await,
+        Err(AuthError::UnauthorizedClient(m)) if m.contains("name")
+    ));
+
+    // Pruned and deleted clients are gone from the index.
+    e.auth
+        .apply(
+            &e.barrier,
+            &[with_san("twin", moved)],
+            true,
+            false,
+            &common::Everything,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        find(certificate(&[moved])).await.unwrap(),
+        "svc.acme.web.prod.twin"
+    );
+    e.auth
+        .delete_client(&e.barrier, "svc.acme.web.prod.twin")
+        .await
+        .unwrap();
+    assert!(matches!(
+        find(certificate(&[moved])).await,
+        Err(AuthError::InvalidClient)
+    ));
+}
+
+#[tokio::test]
+async fn clients_stored_before_the_san_index_are_found() {
+    let e = env().await;
+    // A client as an older version stored it: its record, no index entry.
+    let mut record = e
+        .auth
+        .create_client(&e.barrier, &acme_service("template", &[]))
+        .await
+        .unwrap()
+        .record;
+    record.client_id = "svc.acme.web.prod.legacy".to_owned();
+    record.name = "legacy".to_owned();
+    record.tls_client_auth_san = Some(WORKER.to_owned());
+    e.barrier
+        .view("authority/")
+        .unwrap()
+        .commit(vec![vern_seal::BarrierWrite {
+            key: format!("clients/{}", record.client_id),
+            value: Some(vern_crypto::SecretBytes::new(
+                serde_json::to_vec(&record).unwrap(),
+            )),
+            expect: vern_seal::Expect::Absent,
+        }])
+        .await
+        .unwrap();
+    let found = e
+        .auth
+        .certificate_client(&e.barrier, &certificate(&[WORKER]), None)
+        .await
+        .unwrap();
+    assert_eq!(found.client_id, "svc.acme.web.prod.legacy");
+}

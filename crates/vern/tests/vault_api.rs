@@ -638,3 +638,206 @@ async fn a_list_of_a_route_that_lists_nothing_is_refused_before_its_handler() {
         }
     }
 }
+
+/// A TLS server asking for client certificates from a fresh CA, initialised
+/// and unsealed, with its base URL, the CA (and its PEM) and the root
+/// token.
+struct MtlsServer {
+    _server: Server,
+    base: String,
+    ca_pem: String,
+    ca: (rcgen::Certificate, rcgen::KeyPair),
+    root: String,
+    _dir: tempfile::TempDir,
+}
+
+async fn mtls_server() -> MtlsServer {
+    let dir = temp();
+    let ca = ca();
+    let tls = issue(
+        &ca,
+        rcgen::SanType::IpAddress("127.0.0.1".parse().unwrap()),
+        rcgen::ExtendedKeyUsagePurpose::ServerAuth,
+    );
+    let ca_pem = ca.0.pem();
+    let write = |name: &str, text: &str| {
+        let p = dir.path().join(name);
+        std::fs::write(&p, text).unwrap();
+        path_str(&p)
+    };
+    let (ca_file, crt, key) = (
+        write("ca.pem", &ca_pem),
+        write("s.crt", &tls.cert_pem),
+        write("s.key", &tls.key_pem),
+    );
+    let data = path_str(&dir.path().join("data"));
+    let server = tls_server(&crt, &key, &data, &["--tls-client-ca", &ca_file]);
+    let base = format!("https://{}", server.addr);
+    let anonymous = https(&ca_pem, None);
+    let init: Value = anonymous
+        .put(format!("{base}/v1/sys/init"))
+        .json(&json!({"secret_shares": 1, "secret_threshold": 1}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    anonymous
+        .put(format!("{base}/v1/sys/unseal"))
+        .json(&json!({"key": init["keys"][0]}))
+        .send()
+        .await
+        .unwrap();
+    MtlsServer {
+        _server: server,
+        base,
+        ca_pem,
+        ca,
+        root: init["root_token"].as_str().unwrap().to_owned(),
+        _dir: dir,
+    }
+}
+
+#[tokio::test]
+async fn certificate_login_maps_a_spiffe_id_to_its_client_and_binds_the_token() {
+    let m = mtls_server().await;
+    let (base, root) = (&m.base, &m.root);
+    let svid = |uri: &str| {
+        issue(
+            &m.ca,
+            rcgen::SanType::URI(uri.try_into().unwrap()),
+            rcgen::ExtendedKeyUsagePurpose::ClientAuth,
+        )
+    };
+    let worker = svid("spiffe://acme.test/web/prod/worker");
+    let stranger = svid("spiffe://acme.test/web/prod/stranger");
+    let anonymous = https(&m.ca_pem, None);
+    let created = anonymous
+        .post(format!("{base}/v1/auth/clients"))
+        .header("x-vault-token", root)
+        .json(
+            &json!({"tenant": "acme", "project": "web", "environment": "prod", "name": "worker",
+            "tls_client_auth_san": "spiffe://acme.test/web/prod/worker", "scopes": SECRET_SCOPES}),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), 200);
+    let login = |client: reqwest::Client, body: Value| {
+        let base = base.clone();
+        async move {
+            let r = client
+                .post(format!("{base}/v1/auth/cert/login"))
+                .json(&body)
+                .send()
+                .await
+                .unwrap();
+            (r.status().as_u16(), r.json::<Value>().await.unwrap())
+        }
+    };
+    let refused = json!({"errors": ["invalid certificate or no client certificate supplied"]});
+    assert_eq!(
+        login(anonymous.clone(), json!({})).await,
+        (400, refused.clone())
+    );
+    assert_eq!(
+        login(https(&m.ca_pem, Some(&stranger)), json!({})).await,
+        (400, refused.clone())
+    );
+    assert_eq!(
+        login(
+            https(&m.ca_pem, Some(&stranger)),
+            json!({"name": "svc.acme.web.prod.worker"})
+        )
+        .await,
+        (400, refused.clone()),
+        "naming a client the certificate does not carry"
+    );
+
+    let with_worker = https(&m.ca_pem, Some(&worker));
+    let (status, body) = login(with_worker.clone(), json!({})).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        body["auth"]["metadata"]["client_id"],
+        "svc.acme.web.prod.worker"
+    );
+    assert_eq!(body["mount_type"], "cert");
+    let token = body["auth"]["client_token"].as_str().unwrap().to_owned();
+    let (status, named) = login(
+        with_worker.clone(),
+        json!({"name": "svc.acme.web.prod.worker"}),
+    )
+    .await;
+    assert_eq!(status, 200, "{named}");
+
+    // The token reads its own environment over a connection presenting the
+    // certificate, nowhere else, and never without the certificate.
+    let write = |client: reqwest::Client, path: &str| {
+        let (base, token) = (base.clone(), token.clone());
+        let url = format!("{base}/v1/secret/data/{path}");
+        async move {
+            client
+                .post(url)
+                .header("x-vault-token", token)
+                .json(&json!({"data": {"k": "v"}}))
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }
+    };
+    assert_eq!(write(with_worker.clone(), "acme/web/prod/db").await, 200);
+    assert_eq!(write(with_worker.clone(), "globex/web/prod/db").await, 403);
+    assert_eq!(write(anonymous.clone(), "acme/web/prod/db").await, 401);
+    assert_eq!(
+        write(https(&m.ca_pem, Some(&stranger)), "acme/web/prod/db").await,
+        401
+    );
+    let lookup: Value = with_worker
+        .get(format!("{base}/v1/auth/token/lookup-self"))
+        .header("x-vault-token", &token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(lookup["data"]["path"], "auth/cert/login");
+
+    // Every login and refusal is on record.
+    let records: Vec<Value> = anonymous
+        .get(format!("{base}/v1/audit/records?limit=1000"))
+        .header("x-vault-token", root)
+        .send()
+        .await
+        .unwrap()
+        .json::<Value>()
+        .await
+        .unwrap()["data"]["records"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["event"]["operation"] == "POST /v1/auth/cert/login")
+        .cloned()
+        .collect();
+    let outcomes: Vec<(u64, String)> = records
+        .iter()
+        .map(|r| {
+            (
+                r["event"]["status"].as_u64().unwrap(),
+                r["event"]["resource"].as_str().unwrap_or("").to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(outcomes.len(), 5, "{outcomes:?}");
+    assert_eq!(
+        &outcomes[3],
+        &(200, "client:svc.acme.web.prod.worker".to_owned())
+    );
+    assert!(outcomes[1].1.starts_with("certificate:"), "{outcomes:?}");
+    assert!(records
+        .iter()
+        .all(|r| r["event"]["action"] == "token.issue"));
+}

@@ -300,6 +300,14 @@ pub(crate) fn table() -> Vec<Route> {
             post(vault_auth::approle_login).put(vault_auth::approle_login),
         ),
         route(
+            "/v1/auth/cert/login",
+            &[
+                ("POST", Open(vault_auth::LOGIN_ACTION)),
+                ("PUT", Open(vault_auth::LOGIN_ACTION)),
+            ],
+            post(vault_auth::cert_login).put(vault_auth::cert_login),
+        ),
+        route(
             "/v1/auth/token/lookup-self",
             &[
                 ("GET", Own("token.lookup-self")),

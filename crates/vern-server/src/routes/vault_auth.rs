@@ -1,5 +1,5 @@
 //! Vault's auth methods over Vern's token authority: the logins that give a
-//! Vern client a Vault token (AppRole), each an open route that checks its
+//! Vern client a Vault token (AppRole, client certificate), each an open route that checks its
 //! own credential under the token endpoint's lockouts and rate limits and
 //! answers Vault's `auth` block through [`login_response`]; and Vault's
 //! token endpoints (`lookup-self`, `renew-self`, `revoke-self`, `lookup`)
@@ -17,7 +17,8 @@ use axum::{Extension, Json};
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 use vern_authority::{
-    AccessClaims, AuthError, ClientCredentials, ClientKind, ClientRecord, IssuedToken, LoginGrant,
+    certificate_thumbprint, AccessClaims, AuthError, ClientCredentials, ClientKind, ClientRecord,
+    IssuedToken, LoginGrant,
 };
 use vern_core::RequestId;
 use vern_crypto::SecretBytes;
@@ -29,6 +30,7 @@ use crate::authz::authorize_on;
 use crate::client_addr::ClientAddr;
 use crate::error::ApiError;
 use crate::extract::ApiJson;
+use crate::listen::PeerCertificate;
 use crate::state::AppState;
 
 /// The action every login is recorded under: it issues a token, exactly as
@@ -221,6 +223,83 @@ pub(crate) async fn approle_login(
         certificate: None,
     };
     issue_login(&state, &id, audit, &attempt, &grant, APPROLE_REFUSED).await
+}
+
+/// The body of a certificate login: the client to log in as, when the
+/// certificate names several.
+#[derive(Debug, Default, Deserialize)]
+pub(crate) struct CertLogin {
+    name: Option<String>,
+}
+
+/// Vault's answer to a certificate login that does not authenticate.
+const CERT_REFUSED: &str = "invalid certificate or no client certificate supplied";
+
+/// `POST /v1/auth/cert/login`: the client certificate the TLS connection
+/// presented (verified against `--tls-client-ca` in the handshake) logs in
+/// as the client registered with one of its DNS or URI SANs (a SPIFFE ID
+/// among them), or as the client `name` if given, whose SAN it must carry.
+/// The token is bound to that certificate (`cnf.x5t#S256`), as a token of
+/// `tls_client_auth` is, so it works only on connections presenting it.
+pub(crate) async fn cert_login(
+    State(state): State<AppState>,
+    audit: Option<Extension<AuditSlot>>,
+    source: ClientAddr,
+    peer: Option<Extension<PeerCertificate>>,
+    Extension(id): Extension<RequestId>,
+    ApiJson(body): ApiJson<CertLogin>,
+) -> Result<Response, ApiError> {
+    let audit = audit.as_ref().map(|Extension(slot)| slot);
+    let name = body.name.filter(|n| !n.is_empty());
+    let certificate = peer.and_then(|Extension(p)| p.0);
+    let named = |what: String| {
+        if let Some(slot) = audit {
+            slot.action(LOGIN_ACTION, Some(what));
+        }
+    };
+    let Some(certificate) = certificate else {
+        named(format!(
+            "client:{}",
+            printable(name.as_deref().unwrap_or_default())
+        ));
+        return Err(ApiError::bad_request(CERT_REFUSED));
+    };
+    // Until a client is found, the certificate is what is limited and
+    // recorded.
+    let claimed = match &name {
+        Some(n) => format!("client:{}", printable(n)),
+        None => format!("certificate:{}", certificate_thumbprint(&certificate)),
+    };
+    named(claimed.clone());
+    let barrier = state.inner.seal.barrier()?;
+    let found = state
+        .inner
+        .authority
+        .certificate_client(&barrier, &certificate, name.as_deref())
+        .await;
+    let limited_as = match &found {
+        Ok(client) => client.client_id.clone(),
+        Err(_) => claimed,
+    };
+    let guard = &state.inner.guard;
+    let attempt = guard.admit_client(source.source(), &limited_as)?;
+    let client = match found {
+        Ok(client) => client,
+        Err(err) => {
+            if matches!(err, AuthError::InvalidClient) {
+                guard.settle_client(&attempt, &limited_as, true)?;
+            }
+            tracing::warn!(error = %err, "Certificate login refused.");
+            return Err(login_refused(err, CERT_REFUSED));
+        }
+    };
+    named(format!("client:{}", client.client_id));
+    let grant = LoginGrant {
+        client: &client,
+        method: "cert",
+        certificate: Some(&certificate),
+    };
+    issue_login(&state, &id, audit, &attempt, &grant, CERT_REFUSED).await
 }
 
 /// RFC 3339 of a Unix time in seconds.
