@@ -17,6 +17,7 @@ use crate::claims::{
 use crate::client_auth::ClientCredentials;
 use crate::clients::ClientRecord;
 use crate::dpop::{self, DpopCheck, NonceKey, NonceRule, ReplayCache};
+use crate::jwk::ACCEPTED_ALGS;
 use crate::jws::Unverified;
 use crate::keys::KeySet;
 use crate::AuthError;
@@ -595,10 +596,13 @@ impl Authority {
             "response_types_supported": [],
             "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "private_key_jwt", "tls_client_auth"],
             "tls_client_certificate_bound_access_tokens": true,
-            "token_endpoint_auth_signing_alg_values_supported": ["EdDSA", "ES256"],
+            "token_endpoint_auth_signing_alg_values_supported": ACCEPTED_ALGS,
             "introspection_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "private_key_jwt"],
+            // RFC 8414 §2: required whenever the endpoint lists private_key_jwt.
+            "introspection_endpoint_auth_signing_alg_values_supported": ACCEPTED_ALGS,
             "revocation_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "private_key_jwt"],
-            "dpop_signing_alg_values_supported": ["EdDSA", "ES256"],
+            "revocation_endpoint_auth_signing_alg_values_supported": ACCEPTED_ALGS,
+            "dpop_signing_alg_values_supported": ACCEPTED_ALGS,
             "scopes_supported": [],
         })
     }

@@ -183,7 +183,8 @@ impl From<AuthError> for ApiError {
             }
             AuthError::Seal(_) => return Self::from_seal_in_auth(err),
         };
-        let challenge = format!("{scheme} error=\"{code}\", algs=\"EdDSA ES256\"");
+        let algs = vern_authority::jwk::ACCEPTED_ALGS.join(" ");
+        let challenge = format!("{scheme} error=\"{code}\", algs=\"{algs}\"");
         Self::new(StatusCode::UNAUTHORIZED, err.to_string())
             .with_header(header::WWW_AUTHENTICATE, &challenge)
     }
