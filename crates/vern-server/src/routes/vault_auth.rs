@@ -1,12 +1,12 @@
-//! Vault's auth methods over Vern's token authority: the logins that give a
-//! Vern client a Vault token (AppRole, client certificate), each an open route that checks its
-//! own credential under the token endpoint's lockouts and rate limits and
-//! answers Vault's `auth` block through [`login_response`]; and Vault's
-//! token endpoints (`lookup-self`, `renew-self`, `revoke-self`, `lookup`)
-//! over Vern access tokens. The token a
-//! login returns is a Vern access token (a JWT of `vern-authority`), bound
-//! to the client that logged in, and nothing weaker than the one the token
-//! endpoint would give that client.
+//! Vault's auth methods over Vern's token authority. The logins (AppRole,
+//! client certificate) give a Vern client a Vault token: each is an open
+//! route that checks its own credential under the token endpoint's
+//! lockouts and rate limits and answers Vault's `auth` block through
+//! [`login_response`]. The token is a Vern access token (a JWT of
+//! `vern-authority`) of the client that logged in, and nothing weaker than
+//! the one the token endpoint would give that client. Vault's token
+//! endpoints (`lookup-self`, `renew-self`, `revoke-self`, `lookup`) act on
+//! such tokens.
 
 use std::time::{Duration, UNIX_EPOCH};
 
@@ -251,26 +251,25 @@ pub(crate) async fn cert_login(
 ) -> Result<Response, ApiError> {
     let audit = audit.as_ref().map(|Extension(slot)| slot);
     let name = body.name.filter(|n| !n.is_empty());
-    let certificate = peer.and_then(|Extension(p)| p.0);
-    let named = |what: String| {
+    let record = |resource: Option<String>| {
         if let Some(slot) = audit {
-            slot.action(LOGIN_ACTION, Some(what));
+            slot.action(LOGIN_ACTION, resource);
         }
     };
-    let Some(certificate) = certificate else {
-        named(format!(
-            "client:{}",
-            printable(name.as_deref().unwrap_or_default())
-        ));
+    record(name.as_deref().map(|n| format!("client:{}", printable(n))));
+    let Some(certificate) = peer.and_then(|Extension(p)| p.0) else {
         return Err(ApiError::bad_request(CERT_REFUSED));
     };
-    // Until a client is found, the certificate is what is limited and
-    // recorded.
+    // Until a client is found, what the login claims (the client named, or
+    // else the certificate itself) is what is limited and recorded.
     let claimed = match &name {
-        Some(n) => format!("client:{}", printable(n)),
-        None => format!("certificate:{}", certificate_thumbprint(&certificate)),
+        Some(n) => n.clone(),
+        None => {
+            let thumbprint = format!("certificate:{}", certificate_thumbprint(&certificate));
+            record(Some(thumbprint.clone()));
+            thumbprint
+        }
     };
-    named(claimed.clone());
     let barrier = state.inner.seal.barrier()?;
     let found = state
         .inner
@@ -293,7 +292,7 @@ pub(crate) async fn cert_login(
             return Err(login_refused(err, CERT_REFUSED));
         }
     };
-    named(format!("client:{}", client.client_id));
+    record(Some(format!("client:{}", client.client_id)));
     let grant = LoginGrant {
         client: &client,
         method: "cert",
