@@ -33,6 +33,12 @@ def test_metadata_is_rfc_8414(dev_server):
     assert meta["token_endpoint"] == dev_server.url + "/oauth2/token"
     assert "private_key_jwt" in meta["token_endpoint_auth_methods_supported"]
     assert "ES256" in meta["dpop_signing_alg_values_supported"]
+    # RFC 8414 §2: every endpoint listing private_key_jwt names its
+    # algorithms; the fully specified Ed25519 (RFC 9864) beside EdDSA.
+    for endpoint in ("token", "introspection", "revocation"):
+        assert "private_key_jwt" in meta[f"{endpoint}_endpoint_auth_methods_supported"]
+        assert meta[f"{endpoint}_endpoint_auth_signing_alg_values_supported"] == ["EdDSA", "Ed25519", "ES256"]
+    assert meta["dpop_signing_alg_values_supported"] == ["EdDSA", "Ed25519", "ES256"]
 
 
 def test_authlib_client_secret_basic_and_pyjwt_verification(dev_server):

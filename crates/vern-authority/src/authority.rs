@@ -15,7 +15,9 @@ use crate::claims::{
     not_before, AccessClaims,
 };
 use crate::client_auth::ClientCredentials;
+use crate::clients::ClientRecord;
 use crate::dpop::{self, DpopCheck, NonceKey, NonceRule, ReplayCache};
+use crate::jwk::ACCEPTED_ALGS;
 use crate::jws::Unverified;
 use crate::jwt_auth::JwksCache;
 use crate::keys::KeySet;
@@ -83,17 +85,47 @@ pub struct TokenRequest<'a> {
     pub dpop: Option<DpopCheck<'a>>,
 }
 
+/// A client that proved who it is some other way than at the token
+/// endpoint: at a Vault login (an AppRole secret, a client certificate, an
+/// external JWT mapped to the client). The login has checked the proof;
+/// [`Authority::issue_for_login`] only issues.
+#[derive(Debug, Clone, Copy)]
+pub struct LoginGrant<'a> {
+    /// The client the login resolved and authenticated, as read from the
+    /// registry.
+    pub client: &'a ClientRecord,
+    /// The Vault auth method, as Vault names its mount (`approle`, `cert`,
+    /// `jwt`). The token carries it (`auth_method`), so that a lookup can
+    /// tell how the token was obtained.
+    pub method: &'static str,
+    /// The client certificate (DER) the login was made with, if any: the
+    /// token is then bound to it (RFC 8705 `cnf.x5t#S256`), as a token of
+    /// `tls_client_auth` at the token endpoint is.
+    pub certificate: Option<&'a [u8]>,
+}
+
 /// An issued access token.
 #[derive(Debug)]
 pub struct IssuedToken {
     /// The JWT.
     pub access_token: String,
+    /// The token's id (`jti`): not secret, and no way back to the token;
+    /// it names the token in lookups and revocations.
+    pub jti: String,
     /// `DPoP` or `Bearer`.
     pub token_type: &'static str,
     /// Lifetime in seconds.
     pub expires_in: u64,
     /// Granted scopes, space-separated.
     pub scope: String,
+}
+
+/// What a token is bound to: a DPoP key (`cnf.jkt`), a client
+/// certificate (`cnf.x5t#S256`), or nothing.
+#[derive(Clone, Copy)]
+struct Binding<'a> {
+    jkt: Option<&'a str>,
+    x5t: Option<&'a str>,
 }
 
 /// How a token reached the API.
@@ -279,6 +311,67 @@ impl Authority {
             }
             None => None,
         };
+        let x5t = match &req.credentials {
+            ClientCredentials::Tls { certificate, .. } => Some(certificate_thumbprint(certificate)),
+            _ => None,
+        };
+        self.mint(
+            b,
+            &client,
+            &granted,
+            Binding {
+                jkt: jkt.as_deref(),
+                x5t: x5t.as_deref(),
+            },
+            None,
+        )
+        .await
+    }
+
+    /// Issues an access token to a client that authenticated at a login
+    /// other than the token endpoint (see [`LoginGrant`]): every scope the
+    /// client holds, its usual lifetime, bound to the login's certificate
+    /// if it had one. **The caller must have authenticated the client**;
+    /// this only refuses what no login can satisfy: a client whose tokens
+    /// must be DPoP-bound gets none here, since a Vault login carries no
+    /// proof of possession, and a weaker token than the client's own
+    /// must not be had by logging in another way.
+    pub async fn issue_for_login(
+        &self,
+        b: &Barrier,
+        grant: &LoginGrant<'_>,
+    ) -> Result<IssuedToken, AuthError> {
+        let client = grant.client;
+        if client.dpop_bound {
+            return Err(AuthError::UnauthorizedClient(
+                "this client must bind its tokens with DPoP, which a Vault login cannot; use the token endpoint".to_owned(),
+            ));
+        }
+        let x5t = grant.certificate.map(certificate_thumbprint);
+        self.mint(
+            b,
+            client,
+            &client.scopes,
+            Binding {
+                jkt: None,
+                x5t: x5t.as_deref(),
+            },
+            Some(grant.method),
+        )
+        .await
+    }
+
+    /// Signs an access token for `client` with `granted` scopes, its sender
+    /// binding and, for tokens of a Vault login, the auth method.
+    async fn mint(
+        &self,
+        b: &Barrier,
+        client: &ClientRecord,
+        granted: &[String],
+        binding: Binding<'_>,
+        auth_method: Option<&str>,
+    ) -> Result<IssuedToken, AuthError> {
+        let now = self.now();
         let ttl = client
             .token_ttl
             .unwrap_or(self.config.default_ttl)
@@ -287,6 +380,7 @@ impl Authority {
         let signer = keys
             .active(now)
             .ok_or_else(|| AuthError::Internal("no signing key is active".to_owned()))?;
+        let jti = uuid::Uuid::new_v4().to_string();
         let mut claims = serde_json::Map::new();
         let mut claim = |name: &str, value: Value| {
             claims.insert(name.to_owned(), value);
@@ -297,21 +391,21 @@ impl Authority {
         claim("exp", json!(now.saturating_add(ttl)));
         claim("iat", json!(now));
         claim("nbf", json!(now));
-        claim("jti", json!(uuid::Uuid::new_v4().to_string()));
+        claim("jti", json!(jti));
         claim("client_id", json!(client.client_id));
         claim("scope", json!(granted.join(" ")));
         for (name, value) in client.kind.claims() {
             claim(name, value);
         }
+        if let Some(method) = auth_method {
+            claim("auth_method", json!(method));
+        }
         let mut cnf = serde_json::Map::new();
-        if let Some(jkt) = &jkt {
+        if let Some(jkt) = binding.jkt {
             cnf.insert("jkt".to_owned(), json!(jkt));
         }
-        if let ClientCredentials::Tls { certificate, .. } = &req.credentials {
-            cnf.insert(
-                "x5t#S256".to_owned(),
-                json!(certificate_thumbprint(certificate)),
-            );
+        if let Some(x5t) = binding.x5t {
+            cnf.insert("x5t#S256".to_owned(), json!(x5t));
         }
         if !cnf.is_empty() {
             claim("cnf", Value::Object(cnf));
@@ -322,7 +416,12 @@ impl Authority {
         header.insert("kid".to_owned(), json!(signer.kid));
         Ok(IssuedToken {
             access_token: signer.signing.sign(header, &claims),
-            token_type: if jkt.is_some() { "DPoP" } else { "Bearer" },
+            jti,
+            token_type: if binding.jkt.is_some() {
+                "DPoP"
+            } else {
+                "Bearer"
+            },
             expires_in: ttl,
             scope: granted.join(" "),
         })
@@ -505,10 +604,13 @@ impl Authority {
             "response_types_supported": [],
             "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "private_key_jwt", "tls_client_auth"],
             "tls_client_certificate_bound_access_tokens": true,
-            "token_endpoint_auth_signing_alg_values_supported": ["EdDSA", "ES256"],
+            "token_endpoint_auth_signing_alg_values_supported": ACCEPTED_ALGS,
             "introspection_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "private_key_jwt"],
+            // RFC 8414 §2: required whenever the endpoint lists private_key_jwt.
+            "introspection_endpoint_auth_signing_alg_values_supported": ACCEPTED_ALGS,
             "revocation_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "private_key_jwt"],
-            "dpop_signing_alg_values_supported": ["EdDSA", "ES256"],
+            "revocation_endpoint_auth_signing_alg_values_supported": ACCEPTED_ALGS,
+            "dpop_signing_alg_values_supported": ACCEPTED_ALGS,
             "scopes_supported": [],
         })
     }

@@ -29,6 +29,9 @@ pub struct AccessClaims {
     pub jkt: Option<String>,
     /// `cnf.x5t#S256`, for certificate-bound tokens.
     pub x5t: Option<String>,
+    /// `auth_method`: the Vault auth method (`approle`, `cert`, …) of a
+    /// token issued at a Vault login; none for the token endpoint's.
+    pub auth_method: Option<String>,
 }
 
 /// The RFC 8705 thumbprint of a certificate: base64url SHA-256 of its DER.
@@ -111,6 +114,10 @@ pub(crate) fn check_claims(
         kind,
         jkt: confirmation(jwt, "jkt"),
         x5t: confirmation(jwt, "x5t#S256"),
+        auth_method: match jwt.claims.get("auth_method") {
+            Some(_) => Some(claim_str(jwt, "auth_method")?.to_owned()),
+            None => None,
+        },
     })
 }
 

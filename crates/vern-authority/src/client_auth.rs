@@ -20,6 +20,8 @@ use crate::jws::Unverified;
 use crate::AuthError;
 
 pub(crate) const ASSERTIONS: &str = "assertion-jti/";
+/// At most this many SANs of a login certificate are looked up.
+const MAX_CERTIFICATE_NAMES: usize = 16;
 /// `client_assertion_type` of RFC 7523 client authentication.
 pub const JWT_BEARER_ASSERTION: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
 
@@ -197,6 +199,63 @@ impl Authority {
                 Err(AuthError::InvalidClient)
             }
             Err(e) => Err(e.into()),
+        }
+    }
+
+    /// The client a certificate logs in as, at a Vault certificate login:
+    /// the client `name` (a client id) if given, otherwise the client
+    /// registered with a SAN the certificate carries. Either way the
+    /// client's `tls_client_auth_san` must be one of the certificate's DNS
+    /// or URI SANs (a SPIFFE ID among them); the chain was verified against
+    /// the client CA during the handshake. Anything else is
+    /// `InvalidClient`; a certificate naming several clients, with no
+    /// `name` to choose, is `UnauthorizedClient` asking for one.
+    pub async fn certificate_client(
+        &self,
+        b: &Barrier,
+        certificate: &[u8],
+        name: Option<&str>,
+    ) -> Result<ClientRecord, AuthError> {
+        let names: Vec<String> = vern_pki::peer_identities(&certificate.into())
+            .into_iter()
+            .take(MAX_CERTIFICATE_NAMES)
+            .collect();
+        let named = |c: &ClientRecord| {
+            c.tls_client_auth_san
+                .as_ref()
+                .is_some_and(|san| names.contains(san))
+        };
+        if let Some(id) = name {
+            let client = self.claimed_client(b, id).await?;
+            return if named(&client) {
+                Ok(client)
+            } else {
+                Err(AuthError::InvalidClient)
+            };
+        }
+        let mut found: Vec<ClientRecord> = Vec::new();
+        for san in &names {
+            for id in self.indexed_by_san(b, san).await? {
+                if found.iter().any(|c| c.client_id == id) {
+                    continue;
+                }
+                match self.client(b, &id).await {
+                    Ok(client) if named(&client) => found.push(client),
+                    // A stale index entry: the client was deleted or its
+                    // SAN changed.
+                    Ok(_) | Err(AuthError::NoClient(_)) => {}
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        let mut found = found.into_iter();
+        match (found.next(), found.next()) {
+            (Some(client), None) => Ok(client),
+            (None, _) => Err(AuthError::InvalidClient),
+            (Some(_), Some(_)) => Err(AuthError::UnauthorizedClient(
+                "this certificate names several clients; give the one to log in as in `name`"
+                    .to_owned(),
+            )),
         }
     }
 

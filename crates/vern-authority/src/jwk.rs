@@ -19,14 +19,28 @@ pub enum Alg {
 }
 
 impl Alg {
-    /// The JOSE name.
+    /// The JOSE name Vern signs with.
     pub fn name(self) -> &'static str {
         match self {
             Self::EdDsa => "EdDSA",
             Self::Es256 => "ES256",
         }
     }
+
+    /// Every JOSE name a signature by this algorithm may carry: Ed25519
+    /// under the polymorphic `EdDSA` and its fully specified name `Ed25519`
+    /// (RFC 9864), both naming this one algorithm.
+    pub fn names(self) -> &'static [&'static str] {
+        match self {
+            Self::EdDsa => &["EdDSA", "Ed25519"],
+            Self::Es256 => &["ES256"],
+        }
+    }
 }
+
+/// The `alg` values Vern accepts on client assertions and DPoP proofs, as
+/// its metadata advertises them.
+pub const ACCEPTED_ALGS: &[&str] = &["EdDSA", "Ed25519", "ES256"];
 
 /// A public key in JWK form.
 #[derive(Clone, PartialEq, Eq)]

@@ -95,11 +95,12 @@ impl Unverified {
         self.header.get(name).and_then(Value::as_str)
     }
 
-    /// Verifies the signature with `key`. The header's `alg` must be the
-    /// key's algorithm: `none`, HMAC and anything else are refused.
+    /// Verifies the signature with `key`. The header's `alg` must name the
+    /// key's algorithm (for an Ed25519 key `EdDSA` or `Ed25519`): `none`,
+    /// HMAC and anything else are refused.
     pub fn verify(&self, key: &PublicJwk) -> Result<(), AuthError> {
         let alg = self.header_str("alg").unwrap_or("");
-        if alg != key.alg().name() {
+        if !key.alg().names().contains(&alg) {
             return Err(AuthError::Algorithm(alg.chars().take(16).collect()));
         }
         let msg = self.signing_input.as_bytes();

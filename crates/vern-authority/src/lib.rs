@@ -31,7 +31,7 @@ mod registry;
 mod revocation;
 mod verifier;
 
-pub use authority::{Authority, AuthorityConfig, IssuedToken, Presented, TokenRequest};
+pub use authority::{Authority, AuthorityConfig, IssuedToken, LoginGrant, Presented, TokenRequest};
 pub use claims::{certificate_thumbprint, AccessClaims};
 pub use client_auth::{ClientCredentials, JWT_BEARER_ASSERTION};
 pub use clients::{ClientKind, ClientRecord, ClientSpec, CreatedClient};

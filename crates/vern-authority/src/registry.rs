@@ -2,6 +2,7 @@
 //! a declared client set (GitOps) as one compare-and-set batch. Records
 //! live behind the barrier at `authority/clients/<id>`.
 
+use base64::Engine as _;
 use vern_crypto::{random_token, SecretBytes};
 use vern_seal::{Barrier, BarrierWrite, Expect, SealError};
 
@@ -11,6 +12,47 @@ use crate::jwt_auth::{JwtAuthError, JwtRolePlan, JwtRoleSpec};
 use crate::AuthError;
 
 pub(crate) const CLIENTS: &str = "clients/";
+/// The index of clients by certificate SAN: `san/<b64url SHA-256 of the
+/// SAN>/<client id>`, one key per client that authenticates with a
+/// certificate. Only a hint where to look: a login reads and checks each
+/// client it names, so a stale entry finds nothing, never a wrong client.
+pub(crate) const SANS: &str = "san/";
+/// Set once every client created before the index existed is in it.
+const SANS_COMPLETE: &str = "san-index-complete";
+
+/// The index key of client `client_id` with the certificate SAN `san`.
+fn san_key(san: &str, client_id: &str) -> String {
+    format!("{}{client_id}", san_prefix(san))
+}
+
+/// The index prefix of the clients with the certificate SAN `san`.
+pub(crate) fn san_prefix(san: &str) -> String {
+    let digest = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .encode(vern_crypto::sha256(san.as_bytes()));
+    format!("{SANS}{digest}/")
+}
+
+/// The index entry of `record`, if it authenticates with a certificate.
+fn san_write(record: &ClientRecord) -> Option<BarrierWrite> {
+    record.tls_client_auth_san.as_ref().map(|san| BarrierWrite {
+        key: san_key(san, &record.client_id),
+        value: Some(SecretBytes::new(record.client_id.clone().into_bytes())),
+        expect: Expect::Any,
+    })
+}
+
+/// The removal of `record`'s index entry, if it has one.
+fn san_delete(record: &ClientRecord) -> Option<BarrierWrite> {
+    record.tls_client_auth_san.as_ref().map(|san| BarrierWrite {
+        key: san_key(san, &record.client_id),
+        value: None,
+        expect: Expect::Any,
+    })
+}
+
+/// At most this many clients are looked at for one certificate SAN: a SAN
+/// names one workload, and a login naming none of them must give `name`.
+const MAX_SAME_SAN: usize = 16;
 
 /// What an apply did (or, dry, would do).
 #[derive(Debug, Default)]
@@ -111,13 +153,13 @@ impl Authority {
             .map_err(AuthError::Forbidden)?;
         let (record, secret) = self.new_record(b, spec, &client_id, kind).await?;
         let bytes = serde_json::to_vec(&record).map_err(|e| AuthError::Internal(e.to_string()))?;
-        let result = view(b)?
-            .commit(vec![BarrierWrite {
-                key: format!("{CLIENTS}{client_id}"),
-                value: Some(SecretBytes::new(bytes)),
-                expect: Expect::Absent,
-            }])
-            .await;
+        let mut writes = vec![BarrierWrite {
+            key: format!("{CLIENTS}{client_id}"),
+            value: Some(SecretBytes::new(bytes)),
+            expect: Expect::Absent,
+        }];
+        writes.extend(san_write(&record));
+        let result = view(b)?.commit(writes).await;
         match result {
             Ok(_) => {}
             Err(SealError::Conflict { .. }) => return Err(AuthError::Exists(client_id)),
@@ -256,6 +298,7 @@ impl Authority {
                     if !dry_run {
                         let (record, secret) = self.new_record(b, spec, id, kind.clone()).await?;
                         writes.push(record_write(k, &record, Expect::Absent)?);
+                        writes.extend(san_write(&record));
                         if let Some(s) = secret {
                             plan.secrets.push((id.clone(), s));
                         }
@@ -288,9 +331,11 @@ impl Authority {
                     }
                     if record.tls_client_auth_san != spec.tls_client_auth_san {
                         changes.push("tls_client_auth_san".to_owned());
+                        writes.extend(san_delete(&record));
                         record
                             .tls_client_auth_san
                             .clone_from(&spec.tls_client_auth_san);
+                        writes.extend(san_write(&record));
                     }
                     if record.kind != *kind {
                         changes.push("roles".to_owned());
@@ -325,6 +370,7 @@ impl Authority {
                     value: None,
                     expect: Expect::Version(plain.version),
                 });
+                writes.extend(san_delete(&record));
                 plan.delete.push(id.clone());
             } else {
                 plan.kept.push(id.clone());
@@ -378,14 +424,57 @@ impl Authority {
     /// inactive in introspection at once (verification reads the client
     /// record); offline verifiers honour them until they expire.
     pub async fn delete_client(&self, b: &Barrier, client_id: &str) -> Result<(), AuthError> {
-        self.client(b, client_id).await?;
-        view(b)?
-            .commit(vec![BarrierWrite {
-                key: format!("{CLIENTS}{client_id}"),
-                value: None,
-                expect: Expect::Any,
-            }])
-            .await?;
+        let record = self.client(b, client_id).await?;
+        let mut writes = vec![BarrierWrite {
+            key: format!("{CLIENTS}{client_id}"),
+            value: None,
+            expect: Expect::Any,
+        }];
+        writes.extend(san_delete(&record));
+        view(b)?.commit(writes).await?;
+        Ok(())
+    }
+
+    /// The ids the certificate SAN index holds for `san`. Clients created
+    /// before the index existed are added to it first, once per deployment
+    /// (whichever replica looks first; others adding the same entries at
+    /// once do no harm).
+    pub(crate) async fn indexed_by_san(
+        &self,
+        b: &Barrier,
+        san: &str,
+    ) -> Result<Vec<String>, AuthError> {
+        if view(b)?.get(SANS_COMPLETE).await?.is_none() {
+            self.index_existing_sans(b).await?;
+        }
+        let prefix = san_prefix(san);
+        let keys = view(b)?.list(&prefix, None, MAX_SAME_SAN).await?;
+        Ok(keys
+            .iter()
+            .filter_map(|k| k.strip_prefix(&prefix).map(str::to_owned))
+            .collect())
+    }
+
+    /// Adds every client that authenticates with a certificate to the SAN
+    /// index, then marks the index complete.
+    async fn index_existing_sans(&self, b: &Barrier) -> Result<(), AuthError> {
+        let mut writes = Vec::new();
+        for id in self.client_ids(b).await? {
+            match self.client(b, &id).await {
+                Ok(record) => writes.extend(san_write(&record)),
+                // Deleted since it was listed.
+                Err(AuthError::NoClient(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        writes.push(BarrierWrite {
+            key: SANS_COMPLETE.to_owned(),
+            value: Some(SecretBytes::new(b"1".to_vec())),
+            expect: Expect::Any,
+        });
+        let n = writes.len().saturating_sub(1);
+        view(b)?.commit(writes).await?;
+        tracing::info!(clients = n, "Certificate SAN index built.");
         Ok(())
     }
 }

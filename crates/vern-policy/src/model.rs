@@ -27,6 +27,11 @@ pub const ACTIONS: &[&str] = &[
     "policy.read",
     "audit.read",
     "audit.hash",
+    "token.lookup-self",
+    "token.renew-self",
+    "token.revoke-self",
+    "token.lookup",
+    "kv.mount.read",
 ];
 
 /// Who asks.

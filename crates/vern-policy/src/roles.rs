@@ -71,9 +71,11 @@ pub const ROLES: &[RoleDef] = &[
             "authz.check",
             "secret.list",
             "secret.metadata.read",
+            "kv.mount.read",
+            "token.lookup",
         ],
         summary:
-            "seal and keys, clients, policies, metadata and lists; no secret values, no audit log",
+            "seal and keys, clients, policies, metadata, lists and mounts, token lookups; no secret values, no audit log",
     },
     RoleDef {
         name: "security-auditor",
@@ -84,8 +86,9 @@ pub const ROLES: &[RoleDef] = &[
             "policy.read",
             "authz.check",
             "client.read",
+            "token.lookup",
         ],
-        summary: "reads the audit log, hashes values to search it, reads policies and clients",
+        summary: "reads the audit log, hashes values to search it, reads policies and clients, looks up tokens",
     },
     RoleDef {
         name: "operator",
@@ -95,8 +98,9 @@ pub const ROLES: &[RoleDef] = &[
             "secret.list",
             "secret.metadata.read",
             "client.read",
+            "kv.mount.read",
         ],
-        summary: "health, key status, secret metadata and lists, client lists; mints nothing",
+        summary: "health, key status, secret metadata, lists and mounts, client lists; mints nothing",
     },
     RoleDef {
         name: "tenant-admin",
@@ -111,8 +115,10 @@ pub const ROLES: &[RoleDef] = &[
             "secret.metadata.read",
             "secret.list",
             "audit.read",
+            "kv.mount.read",
+            "token.lookup",
         ],
-        summary: "its own tenant only: clients, secrets, the tenant's audit records",
+        summary: "its own tenant only: clients, secrets, the tenant's audit records and tokens",
     },
 ];
 
@@ -121,19 +127,24 @@ pub const ROLES: &[RoleDef] = &[
 pub const SCOPES: &[ScopeDef] = &[
     ScopeDef {
         name: "secrets:read",
-        actions: &["secret.read", "secret.metadata.read", "secret.list"],
+        actions: &[
+            "secret.read",
+            "secret.metadata.read",
+            "secret.list",
+            "kv.mount.read",
+        ],
         tenant_wide: false,
         summary: "read data, subkeys and metadata, list (GET data, subkeys, metadata; LIST)",
     },
     ScopeDef {
         name: "secrets:write",
-        actions: &["secret.write"],
+        actions: &["secret.write", "kv.mount.read"],
         tenant_wide: false,
         summary: "write and patch data and metadata (POST/PUT/PATCH data and metadata)",
     },
     ScopeDef {
         name: "secrets:delete",
-        actions: &["secret.delete"],
+        actions: &["secret.delete", "kv.mount.read"],
         tenant_wide: false,
         summary: "delete, undelete and destroy versions, delete metadata",
     },

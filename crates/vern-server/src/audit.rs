@@ -149,6 +149,15 @@ impl AuditSlot {
     }
 }
 
+/// A caller-chosen name as it may appear in an audit record: at most 128
+/// characters, control characters replaced.
+pub(crate) fn printable(name: &str) -> String {
+    name.chars()
+        .take(128)
+        .map(|c| if c.is_control() { '?' } else { c })
+        .collect()
+}
+
 fn fail_closed(err: &vern_audit::AuditError) -> Response {
     tracing::error!(error = %err, "The audit record could not be written; the request fails.");
     ApiError::new(

@@ -6,7 +6,7 @@
 
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
-use axum::http::{header, StatusCode};
+use axum::http::{header, HeaderMap, StatusCode};
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
@@ -37,6 +37,9 @@ pub(crate) struct Caller {
     pub(crate) route_action: &'static str,
     /// Set once a decision on `route_action` was made.
     pub(crate) decided: Arc<AtomicBool>,
+    /// The verified claims of the access token presented; none for the
+    /// root token.
+    pub(crate) claims: Option<Arc<AccessClaims>>,
 }
 
 /// What an authenticated token says, before the request context is added.
@@ -44,7 +47,7 @@ struct Identity {
     principal: Principal,
     subject: Subject,
     binding: Binding,
-    token_id: Option<String>,
+    claims: Option<Arc<AccessClaims>>,
 }
 
 impl Identity {
@@ -60,7 +63,7 @@ impl Identity {
                 },
             },
             binding: Binding::None,
-            token_id: None,
+            claims: None,
         }
     }
 
@@ -113,11 +116,11 @@ impl Identity {
                 kind,
             },
             subject: Subject {
-                id: claims.client_id,
+                id: claims.client_id.clone(),
                 kind: subject_kind,
             },
             binding,
-            token_id: Some(claims.jti),
+            claims: Some(Arc::new(claims)),
         })
     }
 }
@@ -130,14 +133,23 @@ enum Scheme {
     Dpop(String),
 }
 
-fn presented(parts: &Parts) -> Result<Option<Scheme>, ApiError> {
-    if let Some(v) = parts.headers.get("x-vault-token") {
+/// The token a request presents (`X-Vault-Token`, or `Authorization` with
+/// either scheme), as authentication reads it.
+pub(crate) fn presented_token(headers: &HeaderMap) -> Option<String> {
+    match presented(headers) {
+        Ok(Some(Scheme::Bearer(t) | Scheme::Dpop(t))) => Some(t),
+        _ => None,
+    }
+}
+
+fn presented(headers: &HeaderMap) -> Result<Option<Scheme>, ApiError> {
+    if let Some(v) = headers.get("x-vault-token") {
         let t = v
             .to_str()
             .map_err(|_| ApiError::bad_request("X-Vault-Token is not ASCII"))?;
         return Ok(Some(Scheme::Bearer(t.trim().to_owned())));
     }
-    let Some(v) = parts.headers.get(header::AUTHORIZATION) else {
+    let Some(v) = headers.get(header::AUTHORIZATION) else {
         return Ok(None);
     };
     let v = v
@@ -211,7 +223,10 @@ impl FromRequestParts<AppState> for Caller {
         };
         if let Some(slot) = &audit {
             slot.principal(&identity.principal);
-            slot.token_details(identity.token_id.clone(), identity.binding);
+            slot.token_details(
+                identity.claims.as_ref().map(|c| c.jti.clone()),
+                identity.binding,
+            );
         }
         let caller = Self {
             principal: identity.principal,
@@ -223,6 +238,7 @@ impl FromRequestParts<AppState> for Caller {
             audit,
             route_action: "",
             decided: Arc::new(AtomicBool::new(false)),
+            claims: identity.claims,
         };
         let tenant = match &caller.principal.kind {
             PrincipalKind::Service { scope } => Some(scope.tenant.as_str()),
@@ -243,7 +259,7 @@ impl Caller {
         state: &AppState,
         audit: Option<&AuditSlot>,
     ) -> Result<Identity, ApiError> {
-        let scheme = presented(parts)?
+        let scheme = presented(&parts.headers)?
             .ok_or_else(|| ApiError::new(StatusCode::FORBIDDEN, "missing client token"))?;
         if let (Some(slot), Scheme::Bearer(t) | Scheme::Dpop(t)) = (audit, &scheme) {
             if !t.is_empty() {

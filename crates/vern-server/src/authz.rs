@@ -4,19 +4,19 @@
 //! are logged with the request id.
 //!
 //! [`gate`] reads the route table: an authorized route gets its caller
-//! authenticated here, and a platform action decided before the handler
-//! runs; a route whose resource comes from the request is decided by its
+//! authenticated here, and a platform action (or an action on the caller's
+//! own token) decided before the handler runs; a route whose resource comes from the request is decided by its
 //! handler on the route's own action, and a handler that answers without
 //! a decision fails closed.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use axum::extract::{FromRequestParts, Request, State};
+use axum::extract::{FromRequestParts, MatchedPath, Request, State};
 use axum::http::StatusCode;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use vern_core::{Scope, TenantId};
+use vern_core::{EnvironmentId, ProjectId, Scope, TenantId};
 use vern_policy::{Decision, Query, Resource};
 use vern_secrets::{ListPrefix, SecretPath};
 
@@ -25,13 +25,32 @@ use crate::error::ApiError;
 use crate::routes::{Access, AccessMap};
 use crate::state::AppState;
 
+/// Vault's `list` query parameter: its first value, read as Vault reads it
+/// (Go's `strconv.ParseBool`: `1`, `t`, `T`, `TRUE`, `true`, `True` and
+/// their false forms). Absent or empty is `false`; any other value is an
+/// error naming it, which Vault answers with 400.
+pub(crate) fn list_query(query: Option<&str>) -> Result<bool, String> {
+    let value = query.and_then(|q| {
+        form_urlencoded::parse(q.as_bytes())
+            .find(|(k, _)| k == "list")
+            .map(|(_, v)| v.into_owned())
+    });
+    match value.as_deref() {
+        None | Some("") => Ok(false),
+        Some("1" | "t" | "T" | "TRUE" | "true" | "True") => Ok(true),
+        Some("0" | "f" | "F" | "FALSE" | "false" | "False") => Ok(false),
+        Some(other) => Err(format!(
+            "list={:?} is not a boolean; use true or false",
+            other.chars().take(32).collect::<String>()
+        )),
+    }
+}
+
 /// The method as the route table names it: Vault's `GET ?list=true` is a
 /// `LIST`.
 pub(crate) fn table_method(req: &Request) -> String {
     let method = req.method().as_str();
-    let listing = req.uri().query().is_some_and(|q| {
-        form_urlencoded::parse(q.as_bytes()).any(|(k, v)| k == "list" && (v == "true" || v == "1"))
-    });
+    let listing = list_query(req.uri().query()) == Ok(true);
     if method == "GET" && listing {
         "LIST".to_owned()
     } else {
@@ -65,6 +84,17 @@ pub(crate) fn access_of(req: &Request) -> Option<Access> {
 /// The authorization point of the request path.
 pub(crate) async fn gate(State(state): State<AppState>, req: Request, next: Next) -> Response {
     let Some(access) = access_of(&req) else {
+        // A path a route answers, with a method the table does not declare
+        // for it (a `GET ?list=true` of a route that lists nothing, among
+        // others): default deny, before any handler runs. Only paths no
+        // route answers go on, to the 404 fallback.
+        if req.extensions().get::<MatchedPath>().is_some() {
+            return ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method not allowed on this path",
+            )
+            .into_response();
+        }
         return next.run(req).await;
     };
     let Some(action) = access.action() else {
@@ -73,12 +103,19 @@ pub(crate) async fn gate(State(state): State<AppState>, req: Request, next: Next
     let (mut parts, body) = req.into_parts();
     let mut caller = match Caller::from_request_parts(&mut parts, &state).await {
         Ok(c) => c,
+        Err(e) if matches!(access, Access::Own(_)) => return e.permission_denied().into_response(),
         Err(e) => return e.into_response(),
     };
     caller.route_action = action;
-    if matches!(access, Access::Platform(_)) && !decide(&caller, action, Resource::Platform).allowed
-    {
-        return ApiError::forbidden().into_response();
+    let decided_here = match access {
+        Access::Platform(_) => Some(Resource::Platform),
+        Access::Own(_) => Some(caller.subject.as_resource()),
+        Access::Resource(_) | Access::Open(_) | Access::Public => None,
+    };
+    if let Some(resource) = decided_here {
+        if !decide(&caller, action, resource).allowed {
+            return ApiError::forbidden().into_response();
+        }
     }
     let decided = Arc::clone(&caller.decided);
     parts.extensions.insert(caller);
@@ -168,17 +205,31 @@ pub(crate) fn authorize_secret(
 /// Whether the caller may list the folder `prefix` (or see it as an entry
 /// of its parent's listing).
 pub(crate) fn may_list(caller: &Caller, prefix: &ListPrefix) -> bool {
-    let resource = match (&prefix.tenant, &prefix.project, &prefix.environment) {
-        (None, _, _) => Resource::Platform,
-        (Some(t), None, _) => Resource::Tenant(t.clone()),
-        (Some(t), Some(p), None) => Resource::Project(t.clone(), p.clone()),
-        (Some(t), Some(p), Some(e)) => Resource::Environment(Scope {
-            tenant: t.clone(),
-            project: p.clone(),
-            environment: e.clone(),
-        }),
-    };
+    let resource = folder_resource(
+        prefix.tenant.clone(),
+        prefix.project.clone(),
+        prefix.environment.clone(),
+    );
     decide(caller, "secret.list", resource).allowed
+}
+
+/// What a folder of the KV tree is decided as: the platform (the root), a
+/// tenant, a project or an environment, as far as the folder reaches.
+pub(crate) fn folder_resource(
+    tenant: Option<TenantId>,
+    project: Option<ProjectId>,
+    environment: Option<EnvironmentId>,
+) -> Resource {
+    match (tenant, project, environment) {
+        (None, _, _) => Resource::Platform,
+        (Some(t), None, _) => Resource::Tenant(t),
+        (Some(t), Some(p), None) => Resource::Project(t, p),
+        (Some(tenant), Some(project), Some(environment)) => Resource::Environment(Scope {
+            tenant,
+            project,
+            environment,
+        }),
+    }
 }
 
 /// Decides reading audit records: of one tenant, or (`None`) of the whole

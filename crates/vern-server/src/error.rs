@@ -71,6 +71,23 @@ impl ApiError {
         Self::new(StatusCode::FORBIDDEN, "permission denied")
     }
 
+    /// A refused token as Vault refuses it on its token endpoints: a 401
+    /// becomes 403 `permission denied`, followed by what was wrong, and
+    /// loses its `WWW-Authenticate` challenge (a 403 has none). Anything
+    /// else (a missing token, a limit, a sealed server) is kept.
+    pub(crate) fn permission_denied(self) -> Self {
+        if self.status != StatusCode::UNAUTHORIZED {
+            return self;
+        }
+        let mut errors = vec!["permission denied".to_owned()];
+        errors.extend(self.errors);
+        Self {
+            status: StatusCode::FORBIDDEN,
+            errors,
+            headers: Vec::new(),
+        }
+    }
+
     pub(crate) fn internal(err: &dyn std::fmt::Display) -> Self {
         tracing::error!(error = %err, "Request failed with an internal error.");
         Self::new(
@@ -92,6 +109,13 @@ impl IntoResponse for ApiError {
             resp.headers_mut().append(name, value);
         }
         resp
+    }
+}
+
+/// A limit refused the request: 429 with `Retry-After`.
+impl From<crate::limits::Refused> for ApiError {
+    fn from(refused: crate::limits::Refused) -> Self {
+        Self::too_many(refused.wait)
     }
 }
 
@@ -164,7 +188,8 @@ impl From<AuthError> for ApiError {
             }
             AuthError::Seal(_) => return Self::from_seal_in_auth(err),
         };
-        let challenge = format!("{scheme} error=\"{code}\", algs=\"EdDSA ES256\"");
+        let algs = vern_authority::jwk::ACCEPTED_ALGS.join(" ");
+        let challenge = format!("{scheme} error=\"{code}\", algs=\"{algs}\"");
         Self::new(StatusCode::UNAUTHORIZED, err.to_string())
             .with_header(header::WWW_AUTHENTICATE, &challenge)
     }

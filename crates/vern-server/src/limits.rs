@@ -277,6 +277,35 @@ impl Guard {
         self.token_client.charge(client);
     }
 
+    /// Before a client's credential is checked (at the OAuth2 endpoints or
+    /// a Vault login): the attempt of `client` from `source`, refused as
+    /// [`Guard::client_attempt`] refuses.
+    pub(crate) fn admit_client(&self, source: Source, client: &str) -> Result<Attempt, Refused> {
+        let attempt = Attempt {
+            identity: CredentialId::client(client),
+            source,
+        };
+        self.client_attempt(&attempt, client)?;
+        Ok(attempt)
+    }
+
+    /// Records the outcome of a client authentication: a failure counts
+    /// against the pair and the source's budget of failures (refused once
+    /// spent), a success clears the pair and charges the client's rate.
+    pub(crate) fn settle_client(
+        &self,
+        attempt: &Attempt,
+        client: &str,
+        failed: bool,
+    ) -> Result<(), Refused> {
+        if failed {
+            self.client_failed(attempt)
+        } else {
+            self.client_succeeded(attempt, client);
+            Ok(())
+        }
+    }
+
     /// Before a presented token is verified: refuses a locked (token,
     /// source) pair. A request without a token has no pair.
     pub(crate) fn api_attempt(&self, attempt: Option<&Attempt>) -> Result<(), Refused> {

@@ -15,54 +15,9 @@ mod common;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use base64::Engine as _;
 use common::*;
-use rcgen::{BasicConstraints, CertificateParams, ExtendedKeyUsagePurpose, IsCa, KeyPair, SanType};
+use rcgen::{ExtendedKeyUsagePurpose, SanType};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
-
-struct Issued {
-    cert_pem: String,
-    key_pem: String,
-    der: Vec<u8>,
-}
-
-fn ca() -> (rcgen::Certificate, KeyPair) {
-    let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    let key = KeyPair::generate().unwrap();
-    let cert = params.self_signed(&key).unwrap();
-    (cert, key)
-}
-
-fn issue(
-    ca: &(rcgen::Certificate, KeyPair),
-    san: SanType,
-    usage: ExtendedKeyUsagePurpose,
-) -> Issued {
-    let mut params = CertificateParams::default();
-    params.subject_alt_names = vec![san];
-    params.extended_key_usages = vec![usage];
-    let key = KeyPair::generate().unwrap();
-    let cert = params.signed_by(&key, &ca.0, &ca.1).unwrap();
-    Issued {
-        cert_pem: cert.pem(),
-        key_pem: key.serialize_pem(),
-        der: cert.der().to_vec(),
-    }
-}
-
-fn https(ca_pem: &str, identity: Option<&Issued>) -> reqwest::Client {
-    let mut b = reqwest::Client::builder()
-        .use_rustls_tls()
-        .tls_built_in_root_certs(false)
-        .add_root_certificate(reqwest::Certificate::from_pem(ca_pem.as_bytes()).unwrap());
-    if let Some(id) = identity {
-        b = b.identity(
-            reqwest::Identity::from_pem(format!("{}{}", id.cert_pem, id.key_pem).as_bytes())
-                .unwrap(),
-        );
-    }
-    b.build().unwrap()
-}
 
 #[tokio::test]
 async fn certificate_bound_tokens_need_their_certificate() {

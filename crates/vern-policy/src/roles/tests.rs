@@ -70,7 +70,16 @@ fn probes() -> Vec<(Resource, Reach, &'static [&'static str])> {
         "secret.metadata.read",
         "secret.list",
     ];
-    const PRINCIPAL: &[&str] = &["client.manage", "client.read", "authz.check"];
+    const PRINCIPAL: &[&str] = &[
+        "client.manage",
+        "client.read",
+        "authz.check",
+        "token.lookup",
+        "token.lookup-self",
+        "token.renew-self",
+        "token.revoke-self",
+    ];
+    const MOUNTS: &[&str] = &["kv.mount.read"];
     const PLATFORM: &[&str] = &[
         "sys.seal",
         "sys.key-status",
@@ -85,6 +94,7 @@ fn probes() -> Vec<(Resource, Reach, &'static [&'static str])> {
         "client.manage",
         "client.read",
         "authz.check",
+        "kv.mount.read",
     ];
     let secret = |t: &str, e: &str| Resource::Secret {
         mount: "secret".to_owned(),
@@ -96,12 +106,22 @@ fn probes() -> Vec<(Resource, Reach, &'static [&'static str])> {
         (
             Resource::Tenant(tenant("acme")),
             Reach::Tenant(tenant("acme")),
-            &["audit.read"],
+            &["audit.read", "kv.mount.read"],
         ),
         (
             Resource::Tenant(tenant("globex")),
             Reach::Tenant(tenant("globex")),
-            &["audit.read"],
+            &["audit.read", "kv.mount.read"],
+        ),
+        (
+            Resource::Environment(env("acme", "prod")),
+            Reach::Environment(env("acme", "prod")),
+            MOUNTS,
+        ),
+        (
+            Resource::Environment(env("globex", "prod")),
+            Reach::Environment(env("globex", "prod")),
+            MOUNTS,
         ),
         (
             secret("acme", "prod"),
@@ -202,6 +222,32 @@ proptest! {
                 }
             }
             creator = next.clone();
+        }
+    }
+}
+
+/// Every principal may look up, renew and revoke its own token, and no
+/// other principal's: the resource of those actions is the caller itself.
+#[test]
+fn own_token_actions_reach_only_oneself() {
+    let engine = PolicyEngine::builtin().unwrap();
+    for spec in [
+        "service:svc.acme.web.prod.a@acme/web/prod",
+        "operator:op.acme.a@acme",
+        "operator:op.a",
+        "operator:op.b#platform-admin",
+    ] {
+        let me = Subject::parse_spec(spec).unwrap();
+        let other = Subject::parse_spec("service:svc.acme.web.prod.b@acme/web/prod").unwrap();
+        for action in ["token.lookup-self", "token.renew-self", "token.revoke-self"] {
+            assert!(
+                cedar_allows(&engine, &me, action, &me.as_resource()),
+                "{spec} {action}"
+            );
+            assert!(
+                !cedar_allows(&engine, &me, action, &other.as_resource()),
+                "{spec} {action} on another"
+            );
         }
     }
 }

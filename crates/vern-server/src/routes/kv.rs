@@ -387,12 +387,12 @@ pub(crate) async fn metadata(
     caller: Caller,
     target: KvTarget,
     Extension(id): Extension<RequestId>,
-    Query(q): Query<HashMap<String, String>>,
     req: Request,
 ) -> Result<Response, ApiError> {
     let method = req.method().clone();
     let listing = method.as_str() == "LIST"
-        || (method == Method::GET && q.get("list").is_some_and(|v| v == "true" || v == "1"));
+        || (method == Method::GET
+            && crate::authz::list_query(req.uri().query()).map_err(ApiError::bad_request)?);
     if listing {
         return list(&state, &caller, &target, &id).await;
     }

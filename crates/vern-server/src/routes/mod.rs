@@ -8,8 +8,10 @@ mod authz;
 mod clients;
 mod jwt_auth;
 mod kv;
+mod mounts;
 mod oauth;
 mod sys;
+mod vault_auth;
 
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{header, HeaderValue, StatusCode};
@@ -42,13 +44,20 @@ pub(crate) enum Access {
     /// handler derives from the request (a secret path, a client, a
     /// tenant); a handler that answers without one fails closed.
     Resource(&'static str),
+    /// A token and a Cedar decision on `action` about the caller itself
+    /// (its own token, as Vault's `auth/token/*-self`), made by the
+    /// authorization point before the handler. A token that does not
+    /// authenticate is refused as Vault refuses it there, 403 `permission
+    /// denied`: that is how Vault clients test a token (hvac's
+    /// `is_authenticated` reads a 403 as "no", and a 401 as a failure).
+    Own(&'static str),
 }
 
 impl Access {
     /// The Cedar action an authorized route is decided on.
     pub(crate) fn action(self) -> Option<&'static str> {
         match self {
-            Self::Platform(a) | Self::Resource(a) => Some(a),
+            Self::Platform(a) | Self::Resource(a) | Self::Own(a) => Some(a),
             Self::Public | Self::Open(_) => None,
         }
     }
@@ -74,7 +83,7 @@ fn route(
     }
 }
 
-use Access::{Open, Platform, Public, Resource};
+use Access::{Open, Own, Platform, Public, Resource};
 
 /// Every route of the API.
 pub(crate) fn table() -> Vec<Route> {
@@ -162,6 +171,22 @@ pub(crate) fn table() -> Vec<Route> {
                 ("POST", Open("sys.rotate-root.update")),
             ],
             put(sys::rekey_update).post(sys::rekey_update),
+        ),
+        route(
+            "/v1/sys/mounts",
+            &[
+                ("GET", Resource("kv.mount.read")),
+                ("HEAD", Resource("kv.mount.read")),
+            ],
+            get(mounts::list),
+        ),
+        route(
+            "/v1/sys/internal/ui/mounts/{*path}",
+            &[
+                ("GET", Resource("kv.mount.read")),
+                ("HEAD", Resource("kv.mount.read")),
+            ],
+            get(mounts::preflight),
         ),
         route(
             "/v1/sys/policies",
@@ -266,6 +291,54 @@ pub(crate) fn table() -> Vec<Route> {
             "/.well-known/oauth-authorization-server",
             &[("GET", Public), ("HEAD", Public)],
             get(oauth::metadata),
+        ),
+        route(
+            "/v1/auth/approle/login",
+            &[
+                ("POST", Open(vault_auth::LOGIN_ACTION)),
+                ("PUT", Open(vault_auth::LOGIN_ACTION)),
+            ],
+            post(vault_auth::approle_login).put(vault_auth::approle_login),
+        ),
+        route(
+            "/v1/auth/cert/login",
+            &[
+                ("POST", Open(vault_auth::LOGIN_ACTION)),
+                ("PUT", Open(vault_auth::LOGIN_ACTION)),
+            ],
+            post(vault_auth::cert_login).put(vault_auth::cert_login),
+        ),
+        route(
+            "/v1/auth/token/lookup-self",
+            &[
+                ("GET", Own("token.lookup-self")),
+                ("POST", Own("token.lookup-self")),
+            ],
+            get(vault_auth::lookup_self).post(vault_auth::lookup_self),
+        ),
+        route(
+            "/v1/auth/token/renew-self",
+            &[
+                ("POST", Own("token.renew-self")),
+                ("PUT", Own("token.renew-self")),
+            ],
+            post(vault_auth::renew_self).put(vault_auth::renew_self),
+        ),
+        route(
+            "/v1/auth/token/revoke-self",
+            &[
+                ("POST", Own("token.revoke-self")),
+                ("PUT", Own("token.revoke-self")),
+            ],
+            post(vault_auth::revoke_self).put(vault_auth::revoke_self),
+        ),
+        route(
+            "/v1/auth/token/lookup",
+            &[
+                ("POST", Resource("token.lookup")),
+                ("PUT", Resource("token.lookup")),
+            ],
+            post(vault_auth::lookup).put(vault_auth::lookup),
         ),
         route(
             "/v1/auth/clients",
@@ -504,11 +577,13 @@ mod tests {
                         r.path
                     ),
                     Access::Open(action) => assert!(!action.is_empty()),
-                    Access::Platform(action) | Access::Resource(action) => assert!(
-                        vern_policy::ACTIONS.contains(action),
-                        "{method} {}: `{action}` is not a Cedar action",
-                        r.path
-                    ),
+                    Access::Platform(action) | Access::Resource(action) | Access::Own(action) => {
+                        assert!(
+                            vern_policy::ACTIONS.contains(action),
+                            "{method} {}: `{action}` is not a Cedar action",
+                            r.path
+                        )
+                    }
                 }
             }
         }

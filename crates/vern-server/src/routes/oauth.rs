@@ -18,10 +18,10 @@ use vern_authority::{
 };
 use vern_crypto::SecretBytes;
 
-use crate::audit::AuditSlot;
+use crate::audit::{printable, AuditSlot};
 use crate::client_addr::ClientAddr;
 use crate::error::ApiError;
-use crate::limits::{Attempt, CredentialId};
+use crate::limits::Refused;
 use crate::listen::PeerCertificate;
 use crate::state::AppState;
 
@@ -250,15 +250,18 @@ fn no_store(mut resp: Response) -> Response {
     resp
 }
 
-fn throttled(wait: std::time::Duration) -> OAuthError {
-    let secs = crate::limits::retry_after_secs(wait);
-    let mut e = OAuthError::new(
-        StatusCode::TOO_MANY_REQUESTS,
-        "temporarily_unavailable",
-        format!("too many requests; retry after {secs} s"),
-    );
-    e.retry_after = Some(secs);
-    e
+/// A limit refused the request: 429 with `Retry-After`.
+impl From<Refused> for OAuthError {
+    fn from(refused: Refused) -> Self {
+        let secs = crate::limits::retry_after_secs(refused.wait);
+        let mut e = OAuthError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "temporarily_unavailable",
+            format!("too many requests; retry after {secs} s"),
+        );
+        e.retry_after = Some(secs);
+        e
+    }
 }
 
 /// The client id a credential names, for limits and lockouts.
@@ -282,39 +285,6 @@ fn claimed_client(creds: &ClientCredentials) -> String {
                 })
                 .unwrap_or_default()
         }
-    }
-}
-
-/// Applies the (client, source) lockout and the client's own rate before
-/// its credential is checked; returns the attempt to settle afterwards.
-fn admit(state: &AppState, source: ClientAddr, client: &str) -> Result<Attempt, OAuthError> {
-    let attempt = Attempt {
-        identity: CredentialId::client(client),
-        source: source.source(),
-    };
-    state
-        .inner
-        .guard
-        .client_attempt(&attempt, client)
-        .map_err(|r| throttled(r.wait))?;
-    Ok(attempt)
-}
-
-/// Records the outcome of a client authentication. A failure counts
-/// against the pair and the source's failure budget (429 once that is
-/// spent); a success clears the pair and charges the client's rate.
-fn settle(
-    state: &AppState,
-    attempt: &Attempt,
-    client: &str,
-    failed: bool,
-) -> Result<(), OAuthError> {
-    let guard = &state.inner.guard;
-    if failed {
-        guard.client_failed(attempt).map_err(|r| throttled(r.wait))
-    } else {
-        guard.client_succeeded(attempt, client);
-        Ok(())
     }
 }
 
@@ -356,7 +326,9 @@ pub(crate) async fn token(
             ClientCredentials::Tls { .. } => {}
         }
     }
-    let attempt = admit(&state, source, &claimed)?;
+    // The (client, source) lockout and the client's own rate, before its
+    // credential is checked.
+    let attempt = state.inner.guard.admit_client(source.source(), &claimed)?;
     let barrier = state.inner.seal.barrier().map_err(ApiError::from)?;
     let authority = &state.inner.authority;
     let proofs: Vec<&str> = headers
@@ -381,8 +353,10 @@ pub(crate) async fn token(
     };
     let result = authority.issue(&barrier, &req).await;
     match &result {
-        Ok(_) => settle(&state, &attempt, &claimed, false)?,
-        Err(AuthError::InvalidClient) => settle(&state, &attempt, &claimed, true)?,
+        Ok(_) => state.inner.guard.settle_client(&attempt, &claimed, false)?,
+        Err(AuthError::InvalidClient) => {
+            state.inner.guard.settle_client(&attempt, &claimed, true)?
+        }
         // Refused after authenticating (scope, DPoP), or not decided
         // (sealed, storage): neither a failure nor an issued token.
         Err(_) => {}
@@ -534,15 +508,6 @@ fn reaches(caller: &ClientKind, token: &ClientKind) -> bool {
     }
 }
 
-/// A caller-chosen name as it may appear in an audit record: at most 128
-/// characters, control characters replaced.
-fn printable(name: &str) -> String {
-    name.chars()
-        .take(128)
-        .map(|c| if c.is_control() { '?' } else { c })
-        .collect()
-}
-
 /// Records the client and the (HMAC of the) token it asks about.
 fn note_client_call(audit: Option<&Extension<AuditSlot>>, action: &str, call: &ClientCall) {
     if let Some(Extension(slot)) = audit {
@@ -573,15 +538,17 @@ async fn client_call(
     let (creds, basic) = credentials(headers, &form, peer.as_ref().map(|Extension(p)| p))?;
     let barrier = state.inner.seal.barrier().map_err(ApiError::from)?;
     let claimed = claimed_client(&creds);
-    let attempt = admit(state, source, &claimed)?;
+    let attempt = state.inner.guard.admit_client(source.source(), &claimed)?;
     let result = state
         .inner
         .authority
         .authenticate_client(&barrier, &creds)
         .await;
     match &result {
-        Ok(_) => settle(state, &attempt, &claimed, false)?,
-        Err(AuthError::InvalidClient) => settle(state, &attempt, &claimed, true)?,
+        Ok(_) => state.inner.guard.settle_client(&attempt, &claimed, false)?,
+        Err(AuthError::InvalidClient) => {
+            state.inner.guard.settle_client(&attempt, &claimed, true)?
+        }
         Err(_) => {}
     }
     let caller = result.map_err(|e| from_auth(e, basic))?;

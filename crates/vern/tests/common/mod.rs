@@ -433,3 +433,52 @@ pub async fn two_servers_on_postgres(url: &str) -> (Server, Server, String) {
     }
     (a, b, init["root_token"].as_str().unwrap().to_owned())
 }
+
+/// A certificate and its key, as PEM and the certificate as DER.
+pub struct Issued {
+    pub cert_pem: String,
+    pub key_pem: String,
+    pub der: Vec<u8>,
+}
+
+/// A throwaway certificate authority: its certificate and key.
+pub fn ca() -> (rcgen::Certificate, rcgen::KeyPair) {
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = params.self_signed(&key).unwrap();
+    (cert, key)
+}
+
+/// A certificate from `ca` with the one SAN `san`, for `usage`.
+pub fn issue(
+    ca: &(rcgen::Certificate, rcgen::KeyPair),
+    san: rcgen::SanType,
+    usage: rcgen::ExtendedKeyUsagePurpose,
+) -> Issued {
+    let mut params = rcgen::CertificateParams::default();
+    params.subject_alt_names = vec![san];
+    params.extended_key_usages = vec![usage];
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = params.signed_by(&key, &ca.0, &ca.1).unwrap();
+    Issued {
+        cert_pem: cert.pem(),
+        key_pem: key.serialize_pem(),
+        der: cert.der().to_vec(),
+    }
+}
+
+/// An HTTPS client trusting only `ca_pem`, presenting `identity` if given.
+pub fn https(ca_pem: &str, identity: Option<&Issued>) -> reqwest::Client {
+    let mut b = reqwest::Client::builder()
+        .use_rustls_tls()
+        .tls_built_in_root_certs(false)
+        .add_root_certificate(reqwest::Certificate::from_pem(ca_pem.as_bytes()).unwrap());
+    if let Some(id) = identity {
+        b = b.identity(
+            reqwest::Identity::from_pem(format!("{}{}", id.cert_pem, id.key_pem).as_bytes())
+                .unwrap(),
+        );
+    }
+    b.build().unwrap()
+}
