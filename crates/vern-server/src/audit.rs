@@ -121,6 +121,13 @@ impl AuditSlot {
         });
     }
 
+    /// The tenant whose resource an undecided operation concerns (the
+    /// service a login obtained a token of), so that tenant's auditors see
+    /// the record.
+    pub(crate) fn resource_tenant(&self, tenant: &str) {
+        self.with(|s| s.event.resource_tenant = Some(tenant.to_owned()));
+    }
+
     /// Another sensitive value of the request, kept as its HMAC.
     pub(crate) fn sensitive(&self, name: &str, value: &[u8]) {
         self.with(|s| {

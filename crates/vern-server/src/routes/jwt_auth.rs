@@ -6,20 +6,113 @@
 //! it is (a service of one tenant), and nobody writes a role for a client
 //! they could not create themselves.
 
-use axum::extract::{FromRequestParts, Path, Request, State};
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::Json;
+use axum::{Extension, Json};
+use serde::Deserialize;
 use serde_json::{json, Map, Value};
-use vern_authority::{JwtAuthError, JwtRole, JwtRolePlan, JwtRoleSpec};
+use vern_authority::{ClientRecord, JwtAuthError, JwtRole, JwtRolePlan, JwtRoleSpec, LoginGrant};
+use vern_core::RequestId;
 use vern_policy::Resource;
 
+use super::clients::{as_subject, Reach};
+use super::vault_auth::{issue_login, LOGIN_ACTION};
+use crate::audit::{printable, AuditSlot};
 use crate::auth::Caller;
 use crate::authz::allows;
+use crate::client_addr::ClientAddr;
 use crate::error::ApiError;
 use crate::extract::ApiJson;
-use crate::routes::clients::{as_subject, Reach};
 use crate::state::AppState;
+
+/// The body of a JWT login. No `Debug`: the JWT is a credential.
+#[derive(Deserialize)]
+pub(crate) struct LoginBody {
+    role: Option<String>,
+    jwt: Option<String>,
+}
+
+/// `POST /v1/auth/jwt/login`: `role` names a role, `jwt` is a token of the
+/// issuer the role trusts. The attempt is admitted under the role's client
+/// (the token endpoint's lockout and rate limits; an unknown role under its
+/// own name), the JWT verified and checked by the authority, and the client
+/// issued its token, with the role's lifetime capped by the client's.
+pub(crate) async fn login(
+    State(state): State<AppState>,
+    audit: Option<Extension<AuditSlot>>,
+    source: ClientAddr,
+    Extension(id): Extension<RequestId>,
+    ApiJson(body): ApiJson<LoginBody>,
+) -> Result<Response, ApiError> {
+    let audit = audit.as_ref().map(|Extension(slot)| slot);
+    let name = body
+        .role
+        .filter(|r| !r.is_empty())
+        .ok_or_else(|| ApiError::bad_request("missing role"))?;
+    let jwt = body
+        .jwt
+        .filter(|j| !j.is_empty())
+        .ok_or_else(|| ApiError::bad_request("missing jwt"))?;
+    if let Some(slot) = audit {
+        slot.action(LOGIN_ACTION, Some(format!("jwt_role:{}", printable(&name))));
+        slot.sensitive("jwt", jwt.as_bytes());
+    }
+    let barrier = state.inner.seal.barrier()?;
+    let authority = &state.inner.authority;
+    let guard = &state.inner.guard;
+    let role = match authority.jwt_role(&barrier, &name).await {
+        Ok(role) => role,
+        Err(JwtAuthError::NoRole(_)) => {
+            let attempt = guard.admit_client(source.source(), &unknown_role(&name))?;
+            guard.settle_client(&attempt, &unknown_role(&name), true)?;
+            return Err(ApiError::bad_request(format!(
+                "role \"{}\" could not be found",
+                printable(&name)
+            )));
+        }
+        Err(e) => return Err(e.into()),
+    };
+    if let Some(slot) = audit {
+        slot.resource_tenant(&role.tenant);
+    }
+    let attempt = guard.admit_client(source.source(), &role.client_id)?;
+    let login = match authority
+        .jwt_login(&barrier, &role, &jwt, &state.inner.jwks)
+        .await
+    {
+        Ok(login) => login,
+        Err(err) => {
+            if matches!(err, JwtAuthError::Refused(_)) {
+                guard.settle_client(&attempt, &role.client_id, true)?;
+            }
+            tracing::warn!(role = %role.name, error = %err, "JWT login refused.");
+            return Err(err.into());
+        }
+    };
+    tracing::info!(role = %role.name, user = %printable(&login.user), "JWT login verified.");
+    // The client as this login sees it: its own record, with the role's
+    // lifetime, which the authority capped by the client's.
+    let client = ClientRecord {
+        token_ttl: Some(login.ttl),
+        ..login.client
+    };
+    let grant = LoginGrant {
+        client: &client,
+        method: "jwt",
+        certificate: None,
+    };
+    issue_login(&state, &id, audit, &attempt, &grant, JWT_REFUSED).await
+}
+
+/// Vault's answer to a login the authority refused after verifying it
+/// (none is expected: every JWT check happens before a token is issued).
+const JWT_REFUSED: &str = "the JWT login was refused";
+
+/// The lockout key of a login naming a role that does not exist.
+fn unknown_role(name: &str) -> String {
+    format!("jwt-role:{name}")
+}
 
 /// Fields Vault takes as a list or as one comma-separated string.
 const LIST_FIELDS: [&str; 3] = [
@@ -179,16 +272,8 @@ pub(crate) async fn delete_role(
 /// caller may read; 404 when there are none, as Vault answers.
 pub(crate) async fn list_roles(
     State(state): State<AppState>,
-    req: Request,
+    caller: Caller,
 ) -> Result<Response, ApiError> {
-    if crate::authz::table_method(&req) != "LIST" {
-        return Err(ApiError::new(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "list roles with LIST or GET ?list=true",
-        ));
-    }
-    let (mut parts, _) = req.into_parts();
-    let caller = Caller::from_request_parts(&mut parts, &state).await?;
     let barrier = state.inner.seal.barrier()?;
     let authority = &state.inner.authority;
     let names = authority.jwt_role_names(&barrier).await?;

@@ -377,6 +377,14 @@ pub(crate) fn table() -> Vec<Route> {
             post(clients::apply),
         ),
         route(
+            "/v1/auth/jwt/login",
+            &[
+                ("POST", Open(vault_auth::LOGIN_ACTION)),
+                ("PUT", Open(vault_auth::LOGIN_ACTION)),
+            ],
+            post(jwt_auth::login).put(jwt_auth::login),
+        ),
+        route(
             "/v1/auth/jwt/role",
             &[("LIST", Resource("client.read"))],
             any(jwt_auth::list_roles),
