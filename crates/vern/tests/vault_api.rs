@@ -106,6 +106,13 @@ async fn approle_refusals_are_vaults_and_a_deleted_client_is_refused() {
         (status, body),
         (400, json!({"errors": ["missing secret_id"]}))
     );
+    let (status, _) = status_and_json(
+        client()
+            .post(s.url("/v1/auth/approle/login"))
+            .body("role_id=x&secret_id=y"),
+    )
+    .await;
+    assert_eq!(status, 400, "not JSON");
 
     // A DPoP-bound client gets no token through a login: it would be weaker
     // than the one the token endpoint gives it.
@@ -147,16 +154,30 @@ async fn approle_refusals_are_vaults_and_a_deleted_client_is_refused() {
         .iter()
         .map(|r| r["event"]["status"].as_u64().unwrap())
         .collect();
-    assert_eq!(statuses, [400, 400, 400, 400, 200, 400], "{records:#?}");
+    assert_eq!(
+        statuses,
+        [400, 400, 400, 400, 400, 200, 400],
+        "{records:#?}"
+    );
     for r in &records {
         let text = r.to_string();
         assert!(!text.contains(&secret), "the secret is never in a record");
+        assert_eq!(r["event"]["action"], "token.issue", "{r}");
     }
     let named = |r: &Value| r["event"]["resource"].as_str().map(str::to_owned);
     assert_eq!(named(&records[0]), Some(format!("client:{id}")));
-    assert_eq!(records[0]["event"]["action"], "token.issue");
+    assert_eq!(
+        named(&records[2]),
+        Some(format!("client:{id}")),
+        "named even when its secret is missing"
+    );
+    assert_eq!(
+        named(&records[3]),
+        None,
+        "a body that is not JSON names none"
+    );
     assert!(records[0]["event"]["hmacs"]["secret_id"].is_string());
-    assert!(records[4]["event"]["hmacs"]["issued_token"].is_string());
+    assert!(records[5]["event"]["hmacs"]["issued_token"].is_string());
 }
 
 #[tokio::test]
