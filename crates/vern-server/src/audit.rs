@@ -196,7 +196,7 @@ pub(crate) async fn record(
     let slot = AuditSlot::new(session.clone());
     // An open route's action is on its record from the start, so that a
     // request refused before its handler names what it tried (a body that
-    // is not JSON); the handler adds the resource.
+    // is not JSON, a cross-site request); the handler adds the resource.
     if let Some(Access::Open(action)) = access {
         slot.action(action, None);
     }
