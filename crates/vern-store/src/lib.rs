@@ -149,6 +149,11 @@ pub trait Store: Send + Sync + 'static {
     /// Reads one key.
     async fn get(&self, key: &Key) -> Result<Option<Entry>, StoreError>;
 
+    /// Reads several keys from one snapshot, in one read transaction (one
+    /// round trip on a networked store). Entries come in the order of
+    /// `keys`; a key given twice is read once and answered twice.
+    async fn get_many(&self, keys: &[Key]) -> Result<Vec<Option<Entry>>, StoreError>;
+
     /// Keys starting with `prefix`, in byte order, strictly after `after`
     /// when given, at most `limit` of them.
     async fn list(
