@@ -142,6 +142,7 @@ fn decide(caller: &Caller, action: &str, resource: Resource) -> Decision {
         source_ip: caller.source_ip.clone(),
         time: i64::try_from(caller.time).unwrap_or(i64::MAX),
         binding: caller.binding,
+        dns_names: Vec::new(),
     };
     let d = caller.policies.decide(&query);
     if action == caller.route_action {

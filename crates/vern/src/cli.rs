@@ -262,9 +262,13 @@ pub(crate) enum PolicyCommand {
         /// An action such as `secret.read`.
         #[arg(long)]
         action: String,
-        /// `platform`, `tenant:T`, `project:T/P`, `environment:T/P/E`, `secret:[MOUNT:]PATH`.
+        /// `platform`, `tenant:T`, `project:T/P`, `environment:T/P/E`,
+        /// `service:ID@T/P/E`, `operator:ID[@T]`, `secret:[MOUNT:]PATH`.
         #[arg(long)]
         resource: String,
+        /// A DNS name an `svid.issue` request asks for (repeat).
+        #[arg(long = "dns-name")]
+        dns_names: Vec<String>,
         /// Output format.
         #[arg(long, short = 'o', value_enum, default_value_t = Output::Table)]
         output: Output,
