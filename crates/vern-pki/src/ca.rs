@@ -351,12 +351,17 @@ pub(crate) fn import_ca(
         if !cert.is_ca() {
             return Err(refuse(format!("certificate {n} is not a CA")));
         }
-        if let Ok(Some(ku)) = cert.key_usage() {
-            if !ku.value.key_cert_sign() {
+        // RFC 5280 §4.2.1.3: a CA certificate carries keyUsage with
+        // keyCertSign; strict verifiers (OpenSSL's among them) refuse a
+        // chain through one that does not.
+        match cert.key_usage() {
+            Ok(Some(ku)) if ku.value.key_cert_sign() => {}
+            Ok(_) => {
                 return Err(refuse(format!(
-                    "certificate {n} may not sign certificates (no keyCertSign)"
-                )));
+                    "certificate {n} may not sign certificates: it needs a keyUsage extension with keyCertSign"
+                )))
             }
+            Err(_) => return Err(refuse(format!("certificate {n} has an unreadable keyUsage"))),
         }
         let (from, until) = (
             unix(cert.validity().not_before),

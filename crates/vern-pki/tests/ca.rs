@@ -911,8 +911,13 @@ async fn imported_roots_and_intermediates_sign_and_chain() {
     let mut foreign = CertificateParams::default();
     foreign.is_ca = IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
     foreign.subject_alt_names = vec![uri("spiffe://evil.org")];
+    foreign.key_usages = vec![KeyUsagePurpose::KeyCertSign];
     let foreign_key = KeyPair::generate().unwrap();
     let foreign = foreign.self_signed(&foreign_key).unwrap();
+    let mut bare = CertificateParams::default();
+    bare.is_ca = IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let bare_key = KeyPair::generate().unwrap();
+    let bare = bare.self_signed(&bare_key).unwrap();
     for (what, certs, key, says) in [
         (
             "wrong key",
@@ -925,6 +930,12 @@ async fn imported_roots_and_intermediates_sign_and_chain() {
             leaf.cert.pem(),
             leaf.key_pair.serialize_pem(),
             "not a CA",
+        ),
+        (
+            "no keyUsage",
+            bare.pem(),
+            bare_key.serialize_pem(),
+            "keyCertSign",
         ),
         (
             "no root",

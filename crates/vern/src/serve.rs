@@ -14,7 +14,7 @@ use vern_server::{
 };
 
 use crate::cli::ServeArgs;
-use crate::config::{AuditSection, FileConfig};
+use crate::config::{AuditSection, FileConfig, PkiSection};
 use crate::logging::{self, LogFormat};
 
 const DEFAULT_LISTEN: &str = "127.0.0.1:8200";
@@ -205,6 +205,69 @@ fn audit_settings(
     }))
 }
 
+/// Seconds from a duration such as `1h` or a plain number of seconds.
+pub(crate) fn duration_secs(what: &str, text: &str) -> anyhow::Result<u64> {
+    let text = text.trim();
+    let secs = match text.parse::<u64>() {
+        Ok(n) => n,
+        Err(_) => humantime::parse_duration(text)
+            .with_context(|| format!("{what} `{text}` is not a duration such as 1h or 90s"))?
+            .as_secs(),
+    };
+    Ok(secs)
+}
+
+/// The CA's settings from flags and file.
+fn pki_settings(
+    args: &ServeArgs,
+    trust_domain: Option<String>,
+    file: PkiSection,
+) -> anyhow::Result<vern_pki::PkiConfig> {
+    let td = match args.trust_domain.clone().or(trust_domain) {
+        Some(t) => vern_pki::TrustDomain::parse(&t)
+            .map_err(|e| anyhow::anyhow!("trust domain `{t}` is invalid: {e}"))?,
+        None => vern_pki::TrustDomain::parse(vern_pki::TrustDomain::DEFAULT)
+            .map_err(|e| anyhow::anyhow!("the default trust domain is invalid: {e}"))?,
+    };
+    let mut config = vern_pki::PkiConfig::new(td);
+    if let Some(k) = args.ca_key_type.clone().or(file.ca_key_type) {
+        config.key_type = vern_pki::KeyType::parse(&k).map_err(anyhow::Error::msg)?;
+    }
+    let positive = |what: &str, text: Option<String>, default: u64| -> anyhow::Result<u64> {
+        match text {
+            None => Ok(default),
+            Some(t) => match duration_secs(what, &t)? {
+                0 => bail!("{what} must be at least one second"),
+                n => Ok(n),
+            },
+        }
+    };
+    config.max_ttl = positive(
+        "svid_max_ttl",
+        args.svid_max_ttl.clone().or(file.svid_max_ttl),
+        config.max_ttl,
+    )?;
+    config.default_ttl = positive(
+        "svid_ttl",
+        args.svid_ttl.clone().or(file.svid_ttl),
+        config.default_ttl,
+    )?;
+    config.jwt_default_ttl = positive("jwt_svid_ttl", file.jwt_svid_ttl, config.jwt_default_ttl)?;
+    config.publish_delay = match file.publish_delay {
+        Some(t) => duration_secs("publish_delay", &t)?,
+        None => config.publish_delay,
+    };
+    if config.default_ttl > config.max_ttl || config.jwt_default_ttl > config.max_ttl {
+        bail!(
+            "the default SVID lifetimes ({} s, {} s for JWT-SVIDs) exceed the maximum (svid_max_ttl, {} s)",
+            config.default_ttl,
+            config.jwt_default_ttl,
+            config.max_ttl
+        );
+    }
+    Ok(config)
+}
+
 fn settings(args: ServeArgs) -> anyhow::Result<Settings> {
     let mut file = match &args.config {
         Some(path) => FileConfig::load(path)?,
@@ -214,6 +277,11 @@ fn settings(args: ServeArgs) -> anyhow::Result<Settings> {
     let limits = limit_settings(&args, file.limits.take().unwrap_or_default())?;
     let audit = audit_settings(&args, file.audit.take().unwrap_or_default())?;
     let trusted_proxies = trusted_proxies(&args, file.trusted_proxies.take())?;
+    let pki = pki_settings(
+        &args,
+        file.trust_domain.take(),
+        file.pki.take().unwrap_or_default(),
+    )?;
     let connections = connection_settings(&args, &file)?;
     let listen = match args.listen.or(file.listen) {
         Some(a) => a,
@@ -266,6 +334,7 @@ fn settings(args: ServeArgs) -> anyhow::Result<Settings> {
         limits,
         trusted_proxies,
         audit,
+        pki,
         token_signing_alg: match args
             .token_signing_alg
             .clone()
