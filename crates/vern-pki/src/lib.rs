@@ -28,6 +28,7 @@ mod jwt;
 mod pki;
 mod public_key;
 mod records;
+mod rotating;
 mod spiffe;
 
 use std::path::Path;
@@ -49,6 +50,7 @@ pub use pki::{
 };
 pub use public_key::{public_key_from_pem, roots_from_pem, PemError, SpkiKey};
 pub use records::{CertFilter, CertPage, IssuedCertificate, KEEP_EXPIRED};
+pub use rotating::{rotating_server_config, RotatingClientTrust, RotatingIdentity};
 pub use spiffe::{IdentityError, SpiffeId, SpiffeIdError, TrustDomain, Workload};
 
 /// Why a TLS configuration could not be built.

@@ -697,6 +697,13 @@ pub(crate) struct ServeArgs {
     /// certificate-bound tokens (RFC 8705). Certificates stay optional.
     #[arg(long, env = "VERN_TLS_CLIENT_CA")]
     pub(crate) tls_client_ca: Option<PathBuf>,
+    /// Serve TLS with a certificate from Vern's own CA for this DNS name
+    /// (repeat for several), renewed before it expires; the listener then
+    /// also accepts client certificates (SVIDs) from that CA. While sealed,
+    /// the listener presents --tls-cert/--tls-key if given, else no
+    /// certificate at all.
+    #[arg(long = "tls-from-ca", env = "VERN_TLS_FROM_CA", value_delimiter = ',')]
+    pub(crate) tls_from_ca: Vec<String>,
     /// The SPIFFE trust domain of every SVID the CA issues
     /// [default: vern.internal].
     #[arg(long, env = "VERN_TRUST_DOMAIN")]

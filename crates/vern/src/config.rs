@@ -52,6 +52,8 @@ pub(crate) struct PkiSection {
     pub(crate) jwt_svid_ttl: Option<String>,
     /// How long a rotated CA is published before it signs.
     pub(crate) publish_delay: Option<String>,
+    /// DNS names of the listener's certificate from Vern's own CA.
+    pub(crate) tls_from_ca: Option<Vec<String>>,
 }
 
 /// `[audit]`.

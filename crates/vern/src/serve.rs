@@ -34,6 +34,10 @@ struct Settings {
     data_dir_in_use: bool,
     storage: String,
     tls: Option<TlsFiles>,
+    /// DNS names of a listener certificate from Vern's own CA (then `tls`
+    /// is only the bootstrap identity).
+    tls_from_ca: Vec<String>,
+    client_ca: Option<PathBuf>,
     insecure_listen: bool,
     pool: usize,
     server: ServerConfig,
@@ -277,11 +281,13 @@ fn settings(args: ServeArgs) -> anyhow::Result<Settings> {
     let limits = limit_settings(&args, file.limits.take().unwrap_or_default())?;
     let audit = audit_settings(&args, file.audit.take().unwrap_or_default())?;
     let trusted_proxies = trusted_proxies(&args, file.trusted_proxies.take())?;
-    let pki = pki_settings(
-        &args,
-        file.trust_domain.take(),
-        file.pki.take().unwrap_or_default(),
-    )?;
+    let mut pki_file = file.pki.take().unwrap_or_default();
+    let tls_from_ca = if args.tls_from_ca.is_empty() {
+        pki_file.tls_from_ca.take().unwrap_or_default()
+    } else {
+        args.tls_from_ca.clone()
+    };
+    let pki = pki_settings(&args, file.trust_domain.take(), pki_file)?;
     let connections = connection_settings(&args, &file)?;
     let listen = match args.listen.or(file.listen) {
         Some(a) => a,
@@ -302,14 +308,14 @@ fn settings(args: ServeArgs) -> anyhow::Result<Settings> {
         (Some(cert), Some(key), _) => Some(TlsFiles {
             cert,
             key,
-            client_ca,
+            client_ca: client_ca.clone(),
             allowed_clients: Vec::new(),
             client_cert_optional: true,
         }),
         (None, None, Some(t)) => Some(TlsFiles {
             cert: t.cert,
             key: t.key,
-            client_ca,
+            client_ca: client_ca.clone(),
             allowed_clients: Vec::new(),
             client_cert_optional: true,
         }),
@@ -361,6 +367,8 @@ fn settings(args: ServeArgs) -> anyhow::Result<Settings> {
         data_dir_in_use: args.dev || default_storage,
         storage,
         tls,
+        tls_from_ca,
+        client_ca,
         insecure_listen: args.insecure_listen || file.insecure_listen.unwrap_or(false),
         pool: args
             .storage_pool
@@ -427,8 +435,14 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<()> {
                 s.listen
             );
         }
-        if s.tls.is_some() {
+        if s.tls.is_some() || !s.tls_from_ca.is_empty() {
             bail!("dev mode serves plain HTTP; drop the TLS options or drop --dev");
+        }
+    } else if !s.tls_from_ca.is_empty() && s.insecure_listen {
+        bail!("--tls-from-ca serves TLS; drop --insecure-listen");
+    } else if !s.tls_from_ca.is_empty() {
+        if s.tls.is_none() && s.keepers.is_none() {
+            tracing::warn!("--tls-from-ca without --tls-cert: until Vern is unsealed the listener has no certificate, so only keepers can unseal it.");
         }
     } else if s.tls.is_none() && !s.insecure_listen {
         bail!("TLS is required: give --tls-cert and --tls-key (or [tls] in the config file), or --insecure-listen to serve plain HTTP deliberately");
@@ -450,7 +464,23 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<()> {
         None
     };
 
-    let listener = Listener::bind(s.listen, s.tls.as_ref())?.with_limits(s.connections)?;
+    let ca_tls = if s.tls_from_ca.is_empty() {
+        None
+    } else {
+        Some(
+            vern_server::CaTls::new(
+                &s.tls_from_ca,
+                s.tls.as_ref().map(|t| (t.cert.as_path(), t.key.as_path())),
+                s.client_ca.as_deref(),
+            )
+            .context("--tls-from-ca")?,
+        )
+    };
+    let listener = match &ca_tls {
+        Some(ca_tls) => Listener::bind_with_config(s.listen, ca_tls.server_config()?)?,
+        None => Listener::bind(s.listen, s.tls.as_ref())?,
+    }
+    .with_limits(s.connections)?;
     let addr = listener.local_addr()?;
     let scheme = if listener.is_tls() { "https" } else { "http" };
     tracing::info!(address = %addr, tls = listener.is_tls(), storage = store.backend(), "Vern is listening.");
@@ -481,6 +511,9 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<()> {
         None => AppState::new(store, audit_store, seal, server)?,
     };
     state.spawn_maintenance();
+    if let Some(ca_tls) = ca_tls {
+        state.spawn_tls_from_ca(ca_tls);
+    }
     spawn_policy_reload_on_sighup(state.clone());
     let app = vern_server::app(state.clone());
     vern_server::serve(listener, app, shutdown_signal()).await?;

@@ -716,3 +716,257 @@ async fn an_imported_root_signs_after_its_delay() {
         text(&out.stderr)
     );
 }
+
+/// An HTTPS client trusting only `ca_pem`, presenting `identity` (a
+/// certificate chain and its key, PEM) if given.
+fn https_with(ca_pem: &str, identity: Option<(&str, &str)>) -> reqwest::Client {
+    let mut b = reqwest::Client::builder()
+        .use_rustls_tls()
+        .tls_built_in_root_certs(false);
+    for cert in reqwest::Certificate::from_pem_bundle(ca_pem.as_bytes()).unwrap() {
+        b = b.add_root_certificate(cert);
+    }
+    if let Some((chain, key)) = identity {
+        b = b.identity(reqwest::Identity::from_pem(format!("{chain}{key}").as_bytes()).unwrap());
+    }
+    b.build().unwrap()
+}
+
+/// The listener takes its certificate from Vern's CA and accepts SVIDs
+/// as client certificates: RFC 8705 `tls_client_auth` matches a client by
+/// the SPIFFE ID its SVID carries. Then the same with Vern's CA given as
+/// `--tls-client-ca` to a listener with an ordinary certificate. A
+/// certificate from another CA fails the handshake.
+#[tokio::test]
+async fn svids_authenticate_clients_over_mutual_tls() {
+    let dir = temp();
+    let (boot_pem, boot_cert, boot_key) = self_signed_tls(dir.path());
+    let data = path_str(&dir.path().join("data"));
+    let s = Server::start(
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--tls-cert",
+            &boot_cert,
+            "--tls-key",
+            &boot_key,
+            "--tls-from-ca",
+            "localhost",
+            "--data-dir",
+            &data,
+        ],
+        &[],
+    );
+    let port = s.addr.rsplit(':').next().unwrap().to_owned();
+    let base = format!("https://localhost:{port}");
+    // Sealed: the bootstrap certificate, through which Vern is unsealed.
+    let boot = https_with(&boot_pem, None);
+    let init = json_of(
+        boot.put(format!("{base}/v1/sys/init"))
+            .json(&json!({"secret_shares": 1, "secret_threshold": 1})),
+    )
+    .await;
+    let share = init["keys"][0].as_str().unwrap().to_owned();
+    let root = init["root_token"].as_str().unwrap().to_owned();
+    boot.put(format!("{base}/v1/sys/unseal"))
+        .json(&json!({"key": share}))
+        .send()
+        .await
+        .unwrap();
+    let vern_ca = boot
+        .get(format!("{base}/v1/pki/ca.pem"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    // Unsealed: soon a certificate from Vern's own CA.
+    let vern = https_with(&vern_ca, None);
+    eventually(
+        Duration::from_secs(20),
+        "a listener certificate from the CA",
+        async || {
+            vern.get(format!("{base}/v1/sys/health"))
+                .send()
+                .await
+                .is_ok()
+        },
+    )
+    .await;
+    let listed = json_of(
+        vern.get(format!("{base}/v1/pki/certs"))
+            .header("x-vault-token", &root),
+    )
+    .await;
+    let server = listed["data"]["certificates"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["spiffe_id"] == "spiffe://vern.internal/vern/server")
+        .unwrap_or_else(|| panic!("{listed}"))
+        .clone();
+    assert_eq!(server["dns_names"], json!(["localhost"]));
+    assert_eq!(server["principal"], "vern");
+    let records = json_of(
+        vern.get(format!("{base}/v1/audit/records?limit=1000"))
+            .header("x-vault-token", &root),
+    )
+    .await;
+    assert!(records["data"]["records"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|r| {
+            r["event"]["operation"] == "vern serve --tls-from-ca"
+                && r["event"]["details"]["serial"] == server["serial"]
+        }));
+
+    // A service obtains its SVID with its secret, then is declared as a
+    // certificate client matched by that SPIFFE ID.
+    let spec = service("acme", "api", &["secrets:read"]);
+    let created = json_of(
+        vern.post(format!("{base}/v1/auth/clients"))
+            .header("x-vault-token", &root)
+            .json(&spec),
+    )
+    .await;
+    let secret = created["data"]["client_secret"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let token = json_of(
+        vern.post(format!("{base}/oauth2/token"))
+            .basic_auth("svc.acme.web.prod.api", Some(&secret))
+            .form(&[("grant_type", "client_credentials")]),
+    )
+    .await["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (key, request) = csr(&[API_ID]);
+    let svid = json_of(
+        vern.post(format!("{base}/v1/pki/svid"))
+            .bearer_auth(&token)
+            .json(&json!({"csr": request})),
+    )
+    .await;
+    let chain = format!(
+        "{}{}",
+        svid["data"]["certificate"].as_str().unwrap(),
+        svid["data"]["chain"][0].as_str().unwrap()
+    );
+    let key_pem = key.serialize_pem();
+    assert_eq!(
+        status_of(
+            vern.delete(format!("{base}/v1/auth/clients/svc.acme.web.prod.api"))
+                .header("x-vault-token", &root)
+        )
+        .await,
+        204
+    );
+    let mut spec = service("acme", "api", &["secrets:read"]);
+    spec["tls_client_auth_san"] = json!(API_ID);
+    assert_eq!(
+        status_of(
+            vern.post(format!("{base}/v1/auth/clients"))
+                .header("x-vault-token", &root)
+                .json(&spec)
+        )
+        .await,
+        200
+    );
+    let mtls_token = |client: reqwest::Client| {
+        let base = base.clone();
+        async move {
+            client
+                .post(format!("{base}/oauth2/token"))
+                .form(&[
+                    ("grant_type", "client_credentials"),
+                    ("client_id", "svc.acme.web.prod.api"),
+                ])
+                .send()
+                .await
+        }
+    };
+    let with_svid = https_with(&vern_ca, Some((&chain, &key_pem)));
+    let answer = mtls_token(with_svid.clone()).await.unwrap();
+    assert_eq!(answer.status(), 200);
+    let bound: Value = answer.json().await.unwrap();
+    let claims: Value = serde_json::from_slice(
+        &B64URL
+            .decode(
+                bound["access_token"]
+                    .as_str()
+                    .unwrap()
+                    .split('.')
+                    .nth(1)
+                    .unwrap(),
+            )
+            .unwrap(),
+    )
+    .unwrap();
+    assert!(claims["cnf"]["x5t#S256"].is_string(), "bound to the SVID");
+    assert_eq!(
+        status_of(
+            with_svid
+                .get(format!("{base}/v1/secret/data/acme/web/prod/x"))
+                .bearer_auth(bound["access_token"].as_str().unwrap())
+        )
+        .await,
+        404,
+        "authorized with the SVID on the connection"
+    );
+    // Without the certificate: no token. A certificate from another CA
+    // for the same SPIFFE ID: the handshake fails.
+    assert_eq!(mtls_token(vern.clone()).await.unwrap().status(), 401);
+    let other_ca = ca();
+    let forged = issue(
+        &other_ca,
+        SanType::URI(API_ID.try_into().unwrap()),
+        rcgen::ExtendedKeyUsagePurpose::ClientAuth,
+    );
+    let forged_client = https_with(&vern_ca, Some((&forged.cert_pem, &forged.key_pem)));
+    assert!(
+        mtls_token(forged_client).await.is_err(),
+        "a foreign CA fails the handshake"
+    );
+    s.terminate();
+
+    // The same storage behind a listener with an ordinary certificate and
+    // Vern's CA as --tls-client-ca.
+    let ca_file = dir.path().join("vern-ca.pem");
+    std::fs::write(&ca_file, &vern_ca).unwrap();
+    let s = Server::start(
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--tls-cert",
+            &boot_cert,
+            "--tls-key",
+            &boot_key,
+            "--tls-client-ca",
+            &path_str(&ca_file),
+            "--data-dir",
+            &data,
+        ],
+        &[],
+    );
+    let base = format!("https://localhost:{}", s.addr.rsplit(':').next().unwrap());
+    boot.put(format!("{base}/v1/sys/unseal"))
+        .json(&json!({"key": share}))
+        .send()
+        .await
+        .unwrap();
+    let with_svid = https_with(&boot_pem, Some((&chain, &key_pem)));
+    let answer = with_svid
+        .post(format!("{base}/oauth2/token"))
+        .form(&[
+            ("grant_type", "client_credentials"),
+            ("client_id", "svc.acme.web.prod.api"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 200);
+}
