@@ -511,7 +511,14 @@ impl SigningCa {
                     .map_err(|e| PkiError::Internal(e.to_string()))?,
             ));
         }
-        params.is_ca = IsCa::ExplicitNoCa;
+        // cA false, as DER has it: basicConstraints with an empty SEQUENCE
+        // (a cA field equal to its default must be left out; rcgen's
+        // explicit form writes it, which strict parsers refuse).
+        params.is_ca = IsCa::NoCa;
+        let mut basic_constraints =
+            rcgen::CustomExtension::from_oid_content(&[2, 5, 29, 19], vec![0x30, 0x00]);
+        basic_constraints.set_criticality(true);
+        params.custom_extensions = vec![basic_constraints];
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
         params.extended_key_usages = vec![
             ExtendedKeyUsagePurpose::ServerAuth,

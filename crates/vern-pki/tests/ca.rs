@@ -254,7 +254,11 @@ async fn an_x509_svid_is_exactly_what_the_specification_says() {
                     }
                 }
             }
-            ParsedExtension::BasicConstraints(bc) => assert!(!bc.ca),
+            ParsedExtension::BasicConstraints(bc) => {
+                assert!(!bc.ca && ext.critical);
+                // DER leaves a field equal to its default out.
+                assert_eq!(ext.value, [0x30, 0x00]);
+            }
             ParsedExtension::KeyUsage(ku) => {
                 assert!(ext.critical, "keyUsage is critical");
                 assert!(ku.digital_signature());
