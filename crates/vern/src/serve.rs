@@ -251,24 +251,30 @@ fn pki_settings(
         args.svid_max_ttl.clone().or(file.svid_max_ttl),
         config.max_ttl,
     )?;
-    config.default_ttl = positive(
-        "svid_ttl",
-        args.svid_ttl.clone().or(file.svid_ttl),
-        config.default_ttl,
+    // Default lifetimes left unset follow a lower maximum; one set above
+    // it is a contradiction worth refusing.
+    let svid_ttl = args.svid_ttl.clone().or(file.svid_ttl);
+    let jwt_ttl = file.jwt_svid_ttl;
+    for (what, given) in [("svid_ttl", &svid_ttl), ("jwt_svid_ttl", &jwt_ttl)] {
+        if let Some(t) = given {
+            if duration_secs(what, t)? > config.max_ttl {
+                bail!(
+                    "{what} ({t}) exceeds the maximum SVID lifetime (svid_max_ttl, {} s)",
+                    config.max_ttl
+                );
+            }
+        }
+    }
+    config.default_ttl = positive("svid_ttl", svid_ttl, config.default_ttl.min(config.max_ttl))?;
+    config.jwt_default_ttl = positive(
+        "jwt_svid_ttl",
+        jwt_ttl,
+        config.jwt_default_ttl.min(config.max_ttl),
     )?;
-    config.jwt_default_ttl = positive("jwt_svid_ttl", file.jwt_svid_ttl, config.jwt_default_ttl)?;
     config.publish_delay = match file.publish_delay {
         Some(t) => duration_secs("publish_delay", &t)?,
         None => config.publish_delay,
     };
-    if config.default_ttl > config.max_ttl || config.jwt_default_ttl > config.max_ttl {
-        bail!(
-            "the default SVID lifetimes ({} s, {} s for JWT-SVIDs) exceed the maximum (svid_max_ttl, {} s)",
-            config.default_ttl,
-            config.jwt_default_ttl,
-            config.max_ttl
-        );
-    }
     Ok(config)
 }
 

@@ -970,3 +970,69 @@ async fn svids_authenticate_clients_over_mutual_tls() {
         .unwrap();
     assert_eq!(answer.status(), 200);
 }
+
+/// The trust domain, CA key type and lifetimes from the config file and
+/// flags; bad values stop the server before it listens.
+#[tokio::test]
+async fn the_ca_is_configured_from_the_file_and_flags() {
+    let dir = temp();
+    let config = dir.path().join("vern.toml");
+    std::fs::write(
+        &config,
+        "trust_domain = \"corp.example\"\n[pki]\nca_key_type = \"ed25519\"\nsvid_ttl = \"10m\"\nsvid_max_ttl = \"2h\"\n",
+    )
+    .unwrap();
+    let s = dev_server(
+        &path_str(&dir.path().join("data")),
+        &["--config", &path_str(&config)],
+    );
+    let api = client_token(&s, service("acme", "api", &[])).await;
+    let (_, bare) = csr(&[]);
+    let (status, body) = ask_svid(&s, &api, json!({ "csr": bare, "ttl": "5h" })).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        body["data"]["spiffe_id"],
+        "spiffe://corp.example/t/acme/p/web/e/prod/s/api"
+    );
+    let der = leaf_of(&body["data"]);
+    let (_, leaf) = x509_parser::parse_x509_certificate(&der).unwrap();
+    let lifetime = leaf.validity().not_after.timestamp() - leaf.validity().not_before.timestamp();
+    assert_eq!(lifetime, 7200 + 30, "cut to the maximum");
+    let (_, bare) = csr(&[]);
+    let (_, body) = ask_svid(&s, &api, json!({ "csr": bare })).await;
+    let der = leaf_of(&body["data"]);
+    let (_, leaf) = x509_parser::parse_x509_certificate(&der).unwrap();
+    assert_eq!(
+        leaf.validity().not_after.timestamp() - leaf.validity().not_before.timestamp(),
+        600 + 30,
+        "the configured default"
+    );
+    let bundle = json_of(client().get(s.url("/v1/pki/bundle"))).await;
+    assert_eq!(bundle["keys"][0]["kty"], "OKP", "an Ed25519 CA");
+    assert!(openssl_accepts(
+        dir.path(),
+        &ca_pem(&s).await,
+        &body["data"]
+    ));
+    for (args, says) in [
+        (
+            vec!["--trust-domain", "Corp.Example"],
+            "trust domain `Corp.Example` is invalid",
+        ),
+        (
+            vec!["--svid-ttl", "2h", "--svid-max-ttl", "1h"],
+            "exceeds the maximum SVID lifetime",
+        ),
+        (vec!["--svid-max-ttl", "0s"], "at least one second"),
+        (
+            vec!["--tls-from-ca", "localhost"],
+            "dev mode serves plain HTTP",
+        ),
+    ] {
+        let data = path_str(&dir.path().join(uuid::Uuid::new_v4().to_string()));
+        let mut all = dev_args(&data, "root");
+        all.extend(args);
+        let err = Server::try_start(&all, &[]).err().unwrap();
+        assert!(err.contains(says), "{err}");
+    }
+}
