@@ -241,6 +241,13 @@ fn intermediate_under(
     let cert = params
         .signed_by(&key, &root, root_key)
         .map_err(rcgen_err("signing the intermediate"))?;
+    if !chains_to(cert.der(), root_der) {
+        // rcgen rebuilds the issuer's name from its parts; an imported
+        // root whose name does not survive that cannot be used.
+        return Err(PkiError::InvalidCa(
+            "certificates signed under this root would not chain to it (its subject name cannot be reproduced exactly)".to_owned(),
+        ));
+    }
     let key_der = Zeroizing::new(key.serialize_der());
     Ok(StoredCa {
         id: ca_id(cert.der()),
@@ -252,6 +259,21 @@ fn intermediate_under(
         imported,
         created: now,
     })
+}
+
+/// Whether `cert` (DER) names `issuer` (DER) as its issuer byte for byte
+/// and carries a signature that the issuer's key verifies.
+pub(crate) fn chains_to(cert: &[u8], issuer: &[u8]) -> bool {
+    match (
+        x509_parser::parse_x509_certificate(cert),
+        x509_parser::parse_x509_certificate(issuer),
+    ) {
+        (Ok((_, cert)), Ok((_, issuer))) => {
+            cert.issuer().as_raw() == issuer.subject().as_raw()
+                && cert.verify_signature(Some(issuer.public_key())).is_ok()
+        }
+        _ => false,
+    }
 }
 
 /// A new root and intermediate, valid for `ttl` seconds from `now`.
