@@ -68,14 +68,6 @@ impl KeyType {
         }
     }
 
-    /// The name [`KeyType::parse`] reads.
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::P256 => "p256",
-            Self::Ed25519 => "ed25519",
-        }
-    }
-
     fn alg(self) -> &'static SignatureAlgorithm {
         match self {
             Self::P256 => &rcgen::PKCS_ECDSA_P256_SHA256,

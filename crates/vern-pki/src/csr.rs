@@ -15,7 +15,7 @@ use crate::dns::DnsName;
 use crate::spiffe::SpiffeId;
 
 /// The largest CSR read, in bytes of PEM.
-pub const MAX_CSR_BYTES: usize = 64 * 1024;
+const MAX_CSR_BYTES: usize = 64 * 1024;
 
 /// Smallest accepted RSA modulus, in bits.
 const MIN_RSA_BITS: usize = 2048;

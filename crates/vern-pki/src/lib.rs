@@ -40,7 +40,7 @@ use rustls::server::WebPkiClientVerifier;
 use rustls::RootCertStore;
 
 pub use ca::{CaInfo, KeyType};
-pub use csr::{check_csr, CheckedCsr, MAX_CSR_BYTES};
+pub use csr::{check_csr, CheckedCsr};
 pub use dns::DnsName;
 pub use error::PkiError;
 pub use identity::{peer_identities, PinnedClientVerifier};
@@ -49,7 +49,7 @@ pub use pki::{
     MAX_DNS_NAMES,
 };
 pub use public_key::{public_key_from_pem, roots_from_pem, PemError, SpkiKey};
-pub use records::{CertFilter, CertPage, IssuedCertificate, KEEP_EXPIRED};
+pub use records::{CertFilter, CertPage, IssuedCertificate};
 pub use rotating::{rotating_server_config, RotatingClientTrust, RotatingIdentity};
 pub use spiffe::{IdentityError, SpiffeId, SpiffeIdError, TrustDomain, Workload};
 

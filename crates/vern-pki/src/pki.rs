@@ -438,17 +438,6 @@ impl Pki {
         Ok(pem_of(&roots))
     }
 
-    /// The CAs in the bundle now.
-    pub async fn cas(&self, b: &Barrier) -> Result<Vec<CaInfo>, PkiError> {
-        let now = self.now();
-        let material = self.material(b, false).await?;
-        Ok(material
-            .published_cas(now, self.config.overlap())
-            .into_iter()
-            .map(CaInfo::from)
-            .collect())
-    }
-
     /// The delay before new material signs: the one asked for or the
     /// configured one, and never less than the cache time, so that every
     /// replica has read it first.

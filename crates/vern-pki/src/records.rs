@@ -16,7 +16,7 @@ const PREFIX: &str = "issued/";
 /// Keys listed per storage read.
 const PAGE: usize = 500;
 /// Expired records are kept this long (a day), then pruned.
-pub const KEEP_EXPIRED: u64 = 24 * 3600;
+const KEEP_EXPIRED: u64 = 24 * 3600;
 
 /// One issued X.509-SVID.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -250,15 +250,6 @@ impl Workload {
         };
         SpiffeId::new(trust_domain.clone(), &path)
     }
-
-    /// The tenant the workload belongs to, if any.
-    pub fn tenant(&self) -> Option<&TenantId> {
-        match self {
-            Self::Service { scope, .. } => Some(&scope.tenant),
-            Self::Operator { tenant, .. } => tenant.as_ref(),
-            Self::Component(_) => None,
-        }
-    }
 }
 
 /// A client's short name: the alphabet of scope names (which keeps it a
