@@ -88,6 +88,12 @@ pub struct Event {
     /// Other sensitive values of the request, as HMACs by name (an issued
     /// token, a generated client secret).
     pub hmacs: BTreeMap<String, String>,
+    /// Facts of what the request did that are not secret, by name: an
+    /// issued certificate's serial and SPIFFE ID, why a CSR was refused.
+    /// Absent when empty, so records written before the field existed
+    /// keep their hashes.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub details: BTreeMap<String, String>,
 }
 
 impl Event {
@@ -305,6 +311,23 @@ mod tests {
         let (hash, bytes) = AuditRecord::encode(9, GENESIS, "t", &r.event);
         assert_eq!(hash, r.hash);
         assert_eq!(bytes, serde_json::to_vec(&r).unwrap());
+    }
+
+    /// Records written before `details` existed have none in their JSON:
+    /// an empty map is left out, so their hashes still verify, and a
+    /// present one is hashed like any other field.
+    #[test]
+    fn details_are_absent_when_empty_and_hashed_when_present() {
+        let r = AuditRecord::chain(1, GENESIS, "t".to_owned(), event());
+        let text = serde_json::to_string(&r).unwrap();
+        assert!(!text.contains("details"), "{text}");
+        let mut with = event();
+        with.details.insert("serial".to_owned(), "01".to_owned());
+        let d = AuditRecord::chain(1, GENESIS, "t".to_owned(), with);
+        assert_ne!(d.hash, r.hash);
+        let back: AuditRecord = serde_json::from_str(&serde_json::to_string(&d).unwrap()).unwrap();
+        assert_eq!(back, d);
+        assert_eq!(hex::encode(back.compute_hash()), d.hash);
     }
 
     #[test]

@@ -148,6 +148,11 @@ fn event(i: usize) -> Event {
             binding: "dpop".to_owned(),
         }),
         hmacs,
+        details: if i.is_multiple_of(10) {
+            BTreeMap::new()
+        } else {
+            BTreeMap::from([("serial".to_owned(), format!("{i:040x}"))])
+        },
     }
 }
 
@@ -338,6 +343,7 @@ async fn tamper_suite(db: &Db) {
             Box::new(|v| v["event"]["token"]["binding"] = json!("none")),
         ),
         ("hmacs", Box::new(|v| v["event"]["hmacs"] = json!({}))),
+        ("details", Box::new(|v| v["event"]["details"] = json!({}))),
         (
             "extra field",
             Box::new(|v| v["event"]["note"] = json!("added")),

@@ -1,15 +1,35 @@
-//! TLS identities for Vern's own connections: loading PEM certificates and
-//! keys, building rustls configurations for servers (optionally requiring
-//! client certificates) and for clients (optionally presenting one), and
-//! pinning the peer's identity: a mutual-TLS server that accepts only a
-//! client whose certificate names an expected identity (DNS name or URI SAN,
-//! e.g. a SPIFFE ID). The internal CA issuing SVIDs grows here.
+//! Vern's PKI: the internal certificate authority of the platform's
+//! SPIFFE trust domain, and the TLS identities of Vern's own connections.
 //!
-//! All configurations use the `ring` provider and TLS 1.2/1.3 defaults.
+//! The CA (`pki.rs`, `ca.rs`) issues X.509-SVIDs from CSRs and JWT-SVIDs to
+//! principals whose SPIFFE ID comes from their verified identity
+//! (`spiffe.rs`), publishes the trust bundle (`bundle.rs`), rotates like
+//! the token authority's JWKS, imports external CAs, and keeps a record of
+//! every certificate it issued (`records.rs`). Its keys and records live
+//! behind the barrier, through the view `pki/`; it knows no HTTP and makes
+//! no policy decision (the server decides `svid.issue` before it asks).
+//!
+//! The TLS side loads PEM certificates and keys, builds rustls
+//! configurations for servers (optionally requiring client certificates)
+//! and for clients (optionally presenting one), and pins the peer's
+//! identity: a mutual-TLS server that accepts only a client whose
+//! certificate names an expected identity (DNS name or URI SAN, e.g. a
+//! SPIFFE ID). All configurations use the `ring` provider and TLS 1.2/1.3
+//! defaults.
 #![forbid(unsafe_code)]
 
+mod bundle;
+mod ca;
+mod csr;
+mod dns;
+mod error;
 mod identity;
+mod jwt;
+mod pki;
 mod public_key;
+mod records;
+mod rotating;
+mod spiffe;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -19,8 +39,19 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::WebPkiClientVerifier;
 use rustls::RootCertStore;
 
+pub use ca::{CaInfo, KeyType};
+pub use csr::{check_csr, CheckedCsr};
+pub use dns::DnsName;
+pub use error::PkiError;
 pub use identity::{peer_identities, PinnedClientVerifier};
+pub use pki::{
+    ComponentSvid, JwtRequest, JwtSvid, Pki, PkiConfig, Rotation, X509Request, X509Svid,
+    MAX_DNS_NAMES,
+};
 pub use public_key::{public_key_from_pem, roots_from_pem, PemError, SpkiKey};
+pub use records::{CertFilter, CertPage, IssuedCertificate};
+pub use rotating::{rotating_server_config, RotatingClientTrust, RotatingIdentity};
+pub use spiffe::{IdentityError, SpiffeId, SpiffeIdError, TrustDomain, Workload};
 
 /// Why a TLS configuration could not be built.
 #[derive(Debug, thiserror::Error)]

@@ -192,6 +192,7 @@ fn query(rng: &mut Rng, tenants: usize) -> Query {
         source_ip: "10.0.0.1".into(),
         time: 0,
         binding: Binding::None,
+        dns_names: Vec::new(),
     }
 }
 

@@ -107,9 +107,9 @@ impl ContextReads {
     fn note(&mut self, attr: &str) {
         match attr {
             "source_ip" => self.source_ip = true,
-            // The binding is in the key; the grant flag is derived from
-            // the rest of the key by the engine itself.
-            "binding" | "cross_tenant_grant" => {}
+            // The binding and the DNS names are in the key; the grant flag
+            // is derived from the rest of the key by the engine itself.
+            "binding" | "dns_names" | "cross_tenant_grant" => {}
             _ => self.uncacheable = true,
         }
     }
@@ -226,6 +226,7 @@ impl DecisionCache {
             Binding::Dpop => 1,
             Binding::Mtls => 2,
         });
+        k.list(&q.dns_names);
         k.opt(self.source_ip.then_some(q.source_ip.as_str()));
         k.0
     }
@@ -301,6 +302,7 @@ mod tests {
             ("permit (principal, action, resource) when { context.time < 100 };", whole),
             ("permit (principal, action, resource) when { context has time };", whole),
             ("permit (principal, action, resource) when { context has binding };", none),
+            ("permit (principal, action, resource) when { context.dns_names.contains(\"a.example\") };", none),
             ("forbid (principal, action, resource) when { context.time > 0 || context.source_ip == \"x\" };", ContextReads { uncacheable: true, source_ip: true }),
             ("permit (principal, action, resource) when { context == {} };", whole),
             ("permit (principal, action, resource) when { {c: context}.c.binding == \"none\" };", whole),

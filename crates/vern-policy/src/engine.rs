@@ -199,7 +199,7 @@ fn applicability(schema: &Schema) -> Result<HashMap<&'static str, Applies>, Poli
             |t: &EntityTypeName| EntityUid::from_type_name_and_id(t.clone(), EntityId::new("x"));
         for grant in [false, true] {
             let context =
-                crate::model::context("0.0.0.0", 0, Binding::None, grant).map_err(builtin)?;
+                crate::model::context("0.0.0.0", 0, Binding::None, &[], grant).map_err(builtin)?;
             Request::new(any(p), action.clone(), any(r), context, Some(schema)).map_err(|e| {
                 builtin(format!("the request context does not fit the schema: {e}"))
             })?;
@@ -604,6 +604,7 @@ mod tests {
                         source_ip: "10.0.0.1".into(),
                         time: 0,
                         binding: Binding::None,
+                        dns_names: Vec::new(),
                     };
                     let (principal, resource_uid, _) = q.to_cedar().unwrap();
                     let validated = Request::new(

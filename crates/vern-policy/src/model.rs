@@ -32,6 +32,10 @@ pub const ACTIONS: &[&str] = &[
     "token.revoke-self",
     "token.lookup",
     "kv.mount.read",
+    "svid.issue",
+    "pki.rotate",
+    "pki.import",
+    "pki.read",
 ];
 
 /// Who asks.
@@ -139,6 +143,9 @@ pub struct Query {
     pub time: i64,
     /// Token binding.
     pub binding: Binding,
+    /// The DNS names an SVID request asks for (`svid.issue`), in the
+    /// context as `dns_names`; empty for every other request.
+    pub dns_names: Vec<String>,
 }
 
 /// Entity type names, parsed once: Cedar's parser is far slower than the
@@ -315,6 +322,7 @@ pub(crate) fn context(
     source_ip: &str,
     time: i64,
     binding: Binding,
+    dns_names: &[String],
     cross_tenant_grant: bool,
 ) -> Result<Context, String> {
     Context::from_pairs([
@@ -327,6 +335,7 @@ pub(crate) fn context(
             "binding".to_owned(),
             RestrictedExpression::new_string(binding.name().to_owned()),
         ),
+        ("dns_names".to_owned(), strings(dns_names)),
         (
             "cross_tenant_grant".to_owned(),
             RestrictedExpression::new_bool(cross_tenant_grant),
@@ -347,7 +356,13 @@ impl Query {
 
     /// The Cedar context of this query.
     pub(crate) fn context(&self, cross_tenant_grant: bool) -> Result<Context, String> {
-        context(&self.source_ip, self.time, self.binding, cross_tenant_grant)
+        context(
+            &self.source_ip,
+            self.time,
+            self.binding,
+            &self.dns_names,
+            cross_tenant_grant,
+        )
     }
 
     /// The Cedar principal, resource and entities of this query.

@@ -73,9 +73,12 @@ pub const ROLES: &[RoleDef] = &[
             "secret.metadata.read",
             "kv.mount.read",
             "token.lookup",
+            "pki.rotate",
+            "pki.import",
+            "pki.read",
         ],
         summary:
-            "seal and keys, clients, policies, metadata, lists and mounts, token lookups; no secret values, no audit log",
+            "seal and keys, clients, policies, metadata, lists and mounts, token lookups, the CA; no secret values, no audit log",
     },
     RoleDef {
         name: "security-auditor",
@@ -87,8 +90,9 @@ pub const ROLES: &[RoleDef] = &[
             "authz.check",
             "client.read",
             "token.lookup",
+            "pki.read",
         ],
-        summary: "reads the audit log, hashes values to search it, reads policies and clients, looks up tokens",
+        summary: "reads the audit log, hashes values to search it, reads policies, clients and issued certificates, looks up tokens",
     },
     RoleDef {
         name: "operator",
@@ -99,8 +103,9 @@ pub const ROLES: &[RoleDef] = &[
             "secret.metadata.read",
             "client.read",
             "kv.mount.read",
+            "pki.read",
         ],
-        summary: "health, key status, secret metadata, lists and mounts, client lists; mints nothing",
+        summary: "health, key status, secret metadata, lists and mounts, client lists, issued certificates; mints nothing",
     },
     RoleDef {
         name: "tenant-admin",

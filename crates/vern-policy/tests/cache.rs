@@ -40,6 +40,7 @@ fn read(name: &str) -> Query {
         source_ip: "10.0.0.1".into(),
         time: 0,
         binding: Binding::None,
+        dns_names: Vec::new(),
     }
 }
 

@@ -66,6 +66,7 @@ fn q(subject: &Subject, action: &str, resource: Resource) -> Query {
         source_ip: "127.0.0.1".into(),
         time: 0,
         binding: Binding::None,
+        dns_names: Vec::new(),
     }
 }
 
@@ -407,4 +408,60 @@ proptest! {
             Ok(())
         })?;
     }
+}
+
+/// `svid.issue`: a principal obtains an SVID of its own SPIFFE ID by
+/// default, never one of another principal, and DNS names only where a
+/// policy names them; tenant isolation holds even against such a policy.
+#[test]
+fn svids_for_oneself_and_dns_names_only_by_policy() {
+    let asking = |e: &PolicyEngine, subject: &Subject, resource: Resource, dns: &[&str]| {
+        let mut query = q(subject, "svid.issue", resource);
+        query.dns_names = dns.iter().map(|d| (*d).to_owned()).collect();
+        e.decide(&query)
+    };
+    let builtin = PolicyEngine::builtin().unwrap();
+    let bare = service_with("acme/web/prod", &[]);
+    let d = asking(&builtin, &bare, bare.as_resource(), &[]);
+    assert_eq!(
+        (d.allowed, d.policies.as_slice()),
+        (true, &["vern.svid-self".to_owned()][..])
+    );
+    let alice = operator(false);
+    assert!(asking(&builtin, &alice, alice.as_resource(), &[]).allowed);
+    assert!(!asking(&builtin, &bare, bare.as_resource(), &["api.acme.example"]).allowed);
+    let neighbour = service_with("acme/web/dev", &[]);
+    assert!(!asking(&builtin, &bare, neighbour.as_resource(), &[]).allowed);
+    assert!(!asking(&builtin, &alice, bare.as_resource(), &[]).allowed);
+
+    let policy = r#"
+        permit (principal, action == Vern::Action::"svid.issue", resource)
+        when {
+          resource == principal &&
+          principal in Vern::Environment::"acme/web/prod" &&
+          ["api.acme.example", "web.acme.example"].containsAll(context.dns_names)
+        };
+        // Too broad on purpose: isolation must still hold.
+        permit (principal, action == Vern::Action::"svid.issue", resource);
+    "#;
+    let dir = dir_with(&[("svid.cedar", policy)]);
+    let e = PolicyEngine::from_dir(dir.path()).unwrap();
+    assert!(asking(&e, &bare, bare.as_resource(), &["api.acme.example"]).allowed);
+    let other_tenant = service_with("globex/web/prod", &[]);
+    let d = asking(&e, &bare, other_tenant.as_resource(), &[]);
+    assert_eq!(
+        (d.allowed, d.policies.as_slice()),
+        (false, &["vern.tenant-isolation".to_owned()][..])
+    );
+    // The DNS names are part of the question: a cached answer for one set
+    // of names is never given for another.
+    let narrow = PolicyEngine::from_dir(
+        dir_with(&[("svid.cedar", policy.split("// Too").next().unwrap())]).path(),
+    )
+    .unwrap();
+    for _ in 0..2 {
+        assert!(asking(&narrow, &bare, bare.as_resource(), &["api.acme.example"]).allowed);
+        assert!(!asking(&narrow, &bare, bare.as_resource(), &["evil.example"]).allowed);
+    }
+    assert!(narrow.cache_stats().enabled);
 }

@@ -332,6 +332,7 @@ fn query() -> impl Strategy<Value = Query> {
             source_ip: "10.0.0.1".into(),
             time,
             binding,
+            dns_names: Vec::new(),
         })
 }
 
@@ -386,6 +387,7 @@ fn a_policy_naming_a_secret_reaches_it_whatever_its_scope_says() {
         source_ip: "10.0.0.1".into(),
         time: 0,
         binding: Binding::None,
+        dns_names: Vec::new(),
     };
     let d = engine.decide_unpartitioned(&q);
     assert!(d.allowed, "{d:?}");

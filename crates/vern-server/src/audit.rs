@@ -121,6 +121,18 @@ impl AuditSlot {
         });
     }
 
+    /// The action a request was refused before any decision named it
+    /// (a request that could not even be asked about), with its resource.
+    pub(crate) fn action_if_undecided(&self, action: &str, resource: Resource) {
+        self.with(|s| {
+            if s.event.decision.is_none() && s.event.action.is_none() {
+                s.event.action = Some(action.to_owned());
+                s.event.resource = Some(resource.spec());
+                s.event.resource_tenant = resource.tenant().map(ToString::to_string);
+            }
+        });
+    }
+
     /// The tenant whose resource an undecided operation concerns (the
     /// service a login obtained a token of), so that tenant's auditors see
     /// the record.
@@ -135,6 +147,16 @@ impl AuditSlot {
                 let hmac = k.hmac(value);
                 s.event.hmacs.insert(name.to_owned(), hmac);
             }
+        });
+    }
+
+    /// A fact of what the request did that is not secret (an issued
+    /// certificate's serial, why a request was refused), as printable text.
+    pub(crate) fn detail(&self, name: &str, value: &str) {
+        self.with(|s| {
+            s.event
+                .details
+                .insert(name.to_owned(), printable_long(value));
         });
     }
 
@@ -161,6 +183,15 @@ impl AuditSlot {
 pub(crate) fn printable(name: &str) -> String {
     name.chars()
         .take(128)
+        .map(|c| if c.is_control() { '?' } else { c })
+        .collect()
+}
+
+/// Text from a request or about it, such as a refusal naming what the
+/// request asked for: at most 512 characters, control characters replaced.
+fn printable_long(text: &str) -> String {
+    text.chars()
+        .take(512)
         .map(|c| if c.is_control() { '?' } else { c })
         .collect()
 }

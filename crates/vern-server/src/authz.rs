@@ -135,6 +135,15 @@ pub(crate) async fn gate(State(state): State<AppState>, req: Request, next: Next
 }
 
 fn decide(caller: &Caller, action: &str, resource: Resource) -> Decision {
+    decide_with(caller, action, resource, Vec::new())
+}
+
+fn decide_with(
+    caller: &Caller,
+    action: &str,
+    resource: Resource,
+    dns_names: Vec<String>,
+) -> Decision {
     let query = Query {
         subject: caller.subject.clone(),
         action: action.to_owned(),
@@ -142,6 +151,7 @@ fn decide(caller: &Caller, action: &str, resource: Resource) -> Decision {
         source_ip: caller.source_ip.clone(),
         time: i64::try_from(caller.time).unwrap_or(i64::MAX),
         binding: caller.binding,
+        dns_names,
     };
     let d = caller.policies.decide(&query);
     if action == caller.route_action {
@@ -161,6 +171,22 @@ fn decide(caller: &Caller, action: &str, resource: Resource) -> Decision {
 /// Decides the route's action on `resource`; 403 on deny.
 pub(crate) fn authorize_on(caller: &Caller, resource: Resource) -> Result<(), ApiError> {
     if decide(caller, caller.route_action, resource).allowed {
+        Ok(())
+    } else {
+        Err(ApiError::forbidden())
+    }
+}
+
+/// Decides the route's action (`svid.issue`) on the principal an SVID
+/// would name, with the DNS names it would carry besides its SPIFFE ID;
+/// 403 on deny.
+pub(crate) fn authorize_svid(
+    caller: &Caller,
+    resource: Resource,
+    dns_names: &[vern_pki::DnsName],
+) -> Result<(), ApiError> {
+    let names = dns_names.iter().map(|d| d.as_str().to_owned()).collect();
+    if decide_with(caller, caller.route_action, resource, names).allowed {
         Ok(())
     } else {
         Err(ApiError::forbidden())

@@ -5,6 +5,7 @@
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use vern_authority::{AuthError, JwtAuthError};
+use vern_pki::PkiError;
 use vern_seal::SealError;
 use vern_secrets::KvError;
 
@@ -216,6 +217,25 @@ impl From<JwtAuthError> for ApiError {
     }
 }
 
+/// Errors of the CA. A refused request (a CSR, a lifetime, DNS names, an
+/// audience, a CA to import, a caller without a SPIFFE ID) is a 400 saying
+/// why; a CA that cannot sign now is a 503 an operator fixes by rotating;
+/// colliding rotations are a 409; Vern's own faults are 500.
+impl From<PkiError> for ApiError {
+    fn from(err: PkiError) -> Self {
+        match err {
+            PkiError::BadCsr(_)
+            | PkiError::InvalidRequest(_)
+            | PkiError::InvalidCa(_)
+            | PkiError::NoIdentity(_) => Self::bad_request(err.to_string()),
+            PkiError::Unavailable(_) => Self::new(StatusCode::SERVICE_UNAVAILABLE, err.to_string()),
+            PkiError::Conflict(_) => Self::new(StatusCode::CONFLICT, err.to_string()),
+            PkiError::Internal(_) => Self::internal(&err),
+            PkiError::Seal(e) => e.into(),
+        }
+    }
+}
+
 impl ApiError {
     fn from_seal_in_auth(err: AuthError) -> Self {
         match err {
@@ -271,6 +291,39 @@ mod tests {
             status(AuthError::Seal(SealError::Sealed)),
             StatusCode::SERVICE_UNAVAILABLE
         );
+    }
+
+    /// So do the CA's.
+    #[test]
+    fn pki_errors_map_by_whose_fault_they_are() {
+        let status = |e: PkiError| ApiError::from(e).status_code();
+        for (err, want) in [
+            (PkiError::BadCsr("x".into()), StatusCode::BAD_REQUEST),
+            (
+                PkiError::InvalidRequest("x".into()),
+                StatusCode::BAD_REQUEST,
+            ),
+            (PkiError::InvalidCa("x".into()), StatusCode::BAD_REQUEST),
+            (
+                PkiError::NoIdentity(vern_pki::IdentityError::Root),
+                StatusCode::BAD_REQUEST,
+            ),
+            (
+                PkiError::Unavailable("x".into()),
+                StatusCode::SERVICE_UNAVAILABLE,
+            ),
+            (PkiError::Conflict("x".into()), StatusCode::CONFLICT),
+            (
+                PkiError::Internal("x".into()),
+                StatusCode::INTERNAL_SERVER_ERROR,
+            ),
+            (
+                PkiError::Seal(SealError::Sealed),
+                StatusCode::SERVICE_UNAVAILABLE,
+            ),
+        ] {
+            assert_eq!(status(err), want);
+        }
     }
 
     /// The JWT auth method's errors land by whose fault they are, too.

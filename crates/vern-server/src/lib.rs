@@ -12,6 +12,7 @@
 mod audit;
 mod auth;
 mod authz;
+mod ca_tls;
 mod client_addr;
 mod cluster;
 mod error;
@@ -26,6 +27,7 @@ mod middleware;
 mod routes;
 mod state;
 
+pub use ca_tls::CaTls;
 pub use client_addr::{Cidr, CidrError};
 pub use keeper::{keeper_app, KeeperState};
 pub use keepers::KeeperConfig;

@@ -147,6 +147,23 @@ impl Listener {
         })
     }
 
+    /// Binds `addr` for TLS with a ready configuration (one whose
+    /// certificate can change while it serves, for `--tls-from-ca`). The
+    /// listener has the default [`ConnectionLimits`].
+    pub fn bind_with_config(
+        addr: SocketAddr,
+        tls: Arc<rustls::ServerConfig>,
+    ) -> Result<Self, ServeError> {
+        let socket = std::net::TcpListener::bind(addr)
+            .map_err(|source| ServeError::Bind { addr, source })?;
+        socket.set_nonblocking(true)?;
+        Ok(Self {
+            socket,
+            tls: Some(tls),
+            limits: ConnectionLimits::default(),
+        })
+    }
+
     /// Replaces the connection limits; zero timeouts or a zero cap are
     /// refused (they would make the listener useless, not safer).
     pub fn with_limits(mut self, limits: ConnectionLimits) -> Result<Self, ServeError> {

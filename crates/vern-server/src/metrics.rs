@@ -1,10 +1,12 @@
 //! Prometheus metrics, served at `/metrics` in the OpenMetrics text format.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
@@ -45,6 +47,26 @@ pub(crate) struct GuardLabels {
     pub(crate) scope: &'static str,
 }
 
+/// The label of the identity expiry family: a SPIFFE ID Vern issued. The
+/// family holds at most [`MAX_IDENTITIES`] of them, so its size is bounded
+/// whatever the number of workloads.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct IdentityLabels {
+    pub(crate) spiffe_id: String,
+}
+
+/// Most identities `vern_pki_identity_expiry_timestamp_seconds` shows: the
+/// ones whose certificates run out soonest, which are the ones an alert
+/// is about.
+pub(crate) const MAX_IDENTITIES: usize = 1000;
+
+/// When each identity's last certificate expires, as shown.
+struct Expiries {
+    family: Family<IdentityLabels, Gauge>,
+    total: Gauge,
+    shown: Mutex<HashMap<String, i64>>,
+}
+
 /// The server's metric families.
 #[derive(Clone)]
 pub(crate) struct Metrics {
@@ -55,6 +77,7 @@ pub(crate) struct Metrics {
     auth_failures: Family<GuardLabels, Counter>,
     audit_records: Counter,
     audit_failures: Counter,
+    expiries: Arc<Expiries>,
 }
 
 fn latency_histogram() -> Histogram {
@@ -101,6 +124,21 @@ impl Metrics {
             "Requests failed because their audit record could not be written",
             audit_failures.clone(),
         );
+        let expiries = Arc::new(Expiries {
+            family: Family::default(),
+            total: Gauge::default(),
+            shown: Mutex::new(HashMap::new()),
+        });
+        registry.register(
+            "pki_identity_expiry_timestamp_seconds",
+            "When the last unexpired certificate of a SPIFFE ID expires (Unix time), for the 1000 that expire soonest",
+            expiries.family.clone(),
+        );
+        registry.register(
+            "pki_identities",
+            "SPIFFE IDs holding an unexpired certificate",
+            expiries.total.clone(),
+        );
         Self {
             registry: Arc::new(registry),
             requests,
@@ -109,6 +147,49 @@ impl Metrics {
             auth_failures,
             audit_records,
             audit_failures,
+            expiries,
+        }
+    }
+
+    /// Replaces the identity expiries with a fresh reading: the soonest
+    /// `shown` (at most [`MAX_IDENTITIES`]) and the number of identities.
+    pub(crate) fn identity_expiries(&self, shown: &[(String, u64)], total: usize) {
+        let e = &self.expiries;
+        let mut map = e.shown.lock().unwrap_or_else(|p| p.into_inner());
+        e.family.clear();
+        map.clear();
+        for (id, at) in shown.iter().take(MAX_IDENTITIES) {
+            let at = i64::try_from(*at).unwrap_or(i64::MAX);
+            e.family
+                .get_or_create(&IdentityLabels {
+                    spiffe_id: id.clone(),
+                })
+                .set(at);
+            map.insert(id.clone(), at);
+        }
+        e.total.set(i64::try_from(total).unwrap_or(i64::MAX));
+    }
+
+    /// A certificate issued here for `spiffe_id`, until `not_after`: shown
+    /// at once if the identity is shown or there is room, else at the next
+    /// reading.
+    pub(crate) fn certificate_issued(&self, spiffe_id: &str, not_after: u64) {
+        let e = &self.expiries;
+        let mut map = e.shown.lock().unwrap_or_else(|p| p.into_inner());
+        let at = i64::try_from(not_after).unwrap_or(i64::MAX);
+        let known = map.contains_key(spiffe_id);
+        if !known && map.len() >= MAX_IDENTITIES {
+            return;
+        }
+        let entry = map.entry(spiffe_id.to_owned()).or_insert(at);
+        *entry = (*entry).max(at);
+        e.family
+            .get_or_create(&IdentityLabels {
+                spiffe_id: spiffe_id.to_owned(),
+            })
+            .set(*entry);
+        if !known {
+            e.total.inc();
         }
     }
 
@@ -148,6 +229,34 @@ mod tests {
     use axum::http::Method;
 
     use super::*;
+
+    #[test]
+    fn identity_expiries_stay_bounded() {
+        let m = Metrics::new();
+        let many: Vec<(String, u64)> = (0..MAX_IDENTITIES as u64 + 50)
+            .map(|i| (format!("spiffe://td/s/{i}"), 1000 + i))
+            .collect();
+        m.identity_expiries(&many, many.len());
+        for i in 0..100 {
+            m.certificate_issued(&format!("spiffe://td/new/{i}"), 5000);
+        }
+        m.certificate_issued("spiffe://td/s/0", 9000);
+        let text = m.render().unwrap();
+        let shown = text
+            .lines()
+            .filter(|l| l.starts_with("vern_pki_identity_expiry_timestamp_seconds{"))
+            .count();
+        assert_eq!(shown, MAX_IDENTITIES);
+        assert!(text.contains(
+            r#"vern_pki_identity_expiry_timestamp_seconds{spiffe_id="spiffe://td/s/0"} 9000"#
+        ));
+        assert!(!text.contains("spiffe://td/new/"));
+        assert!(text.contains(&format!("vern_pki_identities {}", MAX_IDENTITIES + 50)));
+        m.identity_expiries(&many[..2], 2);
+        let text = m.render().unwrap();
+        assert!(!text.contains("spiffe://td/s/5\""));
+        assert!(text.contains("vern_pki_identities 2"));
+    }
 
     #[test]
     fn made_up_methods_share_one_label() {

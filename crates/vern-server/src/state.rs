@@ -7,6 +7,7 @@ use std::time::Duration;
 use vern_audit::AuditLog;
 use vern_authority::{Authority, AuthorityConfig, NonceRule};
 use vern_core::{Clock, SystemClock};
+use vern_pki::{Pki, PkiConfig, TrustDomain};
 use vern_policy::PolicyEngine;
 use vern_seal::Seal;
 use vern_secrets::KvEngine;
@@ -69,6 +70,8 @@ pub struct ServerConfig {
     pub policy_dir: Option<std::path::PathBuf>,
     /// The audit log's settings; `None` turns audit off.
     pub audit: Option<vern_audit::AuditConfig>,
+    /// The CA: trust domain, key type, SVID lifetimes, rotation.
+    pub pki: PkiConfig,
 }
 
 impl Default for ServerConfig {
@@ -85,8 +88,17 @@ impl Default for ServerConfig {
             token_signing_alg: vern_authority::Alg::EdDsa,
             policy_dir: None,
             audit: Some(vern_audit::AuditConfig::default()),
+            pki: PkiConfig::new(default_trust_domain()),
         }
     }
+}
+
+/// The default trust domain, `vern.internal`.
+fn default_trust_domain() -> TrustDomain {
+    // PANIC SAFETY: the constant is a valid trust domain; a unit test
+    // parses it.
+    #[allow(clippy::expect_used)]
+    TrustDomain::parse(TrustDomain::DEFAULT).expect("the default trust domain is valid")
 }
 
 /// Everything a handler may reach. Cheap to clone.
@@ -105,6 +117,8 @@ pub(crate) struct Inner {
     pub(crate) keepers: Option<Arc<Keepers>>,
     pub(crate) kv: BTreeMap<String, Arc<KvEngine>>,
     pub(crate) authority: Arc<Authority>,
+    /// The CA of the trust domain.
+    pub(crate) pki: Arc<Pki>,
     pub(crate) guard: Guard,
     pub(crate) policies: Arc<PolicyEngine>,
     pub(crate) audit: Option<AuditLog>,
@@ -138,6 +152,7 @@ impl AppState {
         };
         authority.signing_alg = config.token_signing_alg;
         let authority = Arc::new(Authority::new(authority, Arc::clone(&clock)));
+        let pki = Arc::new(Pki::new(config.pki.clone(), Arc::clone(&clock)));
         let policies = Arc::new(match &config.policy_dir {
             Some(dir) => PolicyEngine::from_dir(dir)?,
             None => PolicyEngine::builtin()?,
@@ -161,6 +176,7 @@ impl AppState {
                 keepers: None,
                 kv,
                 authority,
+                pki,
                 guard,
                 policies,
                 audit,
@@ -188,9 +204,12 @@ impl AppState {
         Ok(state)
     }
 
-    /// Starts housekeeping for the life of the process: every ten minutes,
-    /// while unsealed, expired revocation and assertion markers are swept.
-    /// Must be called inside a Tokio runtime.
+    /// Starts housekeeping for the life of the process, while unsealed:
+    /// every ten minutes, expired revocation and assertion markers are
+    /// swept and records of certificates expired for more than a day are
+    /// pruned; every minute, the identity expiries of `/metrics` are read
+    /// afresh from the issued-certificate records. Must be called inside a
+    /// Tokio runtime.
     pub fn spawn_maintenance(&self) {
         let state = self.clone();
         tokio::spawn(async move {
@@ -204,6 +223,30 @@ impl AppState {
                     Ok(0) => {}
                     Ok(n) => tracing::info!(removed = n, "Swept expired token markers."),
                     Err(e) => tracing::warn!(error = %e, "Sweeping expired token markers failed."),
+                }
+                match state.inner.pki.prune(&barrier).await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!(removed = n, "Pruned records of expired certificates."),
+                    Err(e) => tracing::warn!(error = %e, "Pruning certificate records failed."),
+                }
+            }
+        });
+        let state = self.clone();
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(std::time::Duration::from_secs(60));
+            loop {
+                every.tick().await;
+                let Ok(barrier) = state.inner.seal.barrier() else {
+                    continue;
+                };
+                match state
+                    .inner
+                    .pki
+                    .identity_expiries(&barrier, crate::metrics::MAX_IDENTITIES)
+                    .await
+                {
+                    Ok((shown, total)) => state.inner.metrics.identity_expiries(&shown, total),
+                    Err(e) => tracing::warn!(error = %e, "Reading certificate expiries failed."),
                 }
             }
         });
@@ -237,5 +280,18 @@ impl AppState {
     /// The seal, for the binary's start-up (dev auto-unseal).
     pub fn seal(&self) -> &Arc<Seal> {
         &self.inner.seal
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_default_trust_domain_parses() {
+        assert_eq!(
+            ServerConfig::default().pki.trust_domain.as_str(),
+            "vern.internal"
+        );
     }
 }

@@ -76,6 +76,10 @@ pub(crate) enum Command {
     /// Read and write KV v2 secrets.
     #[command(subcommand)]
     Kv(KvCommand),
+    /// The CA of the trust domain: rotate it, import an external one, list
+    /// the certificates it issued, show its trust anchors.
+    #[command(subcommand)]
+    Pki(PkiCommand),
     /// The audit log: verify it, query it, follow it, hash a known value.
     #[command(subcommand)]
     Audit(AuditCommand),
@@ -283,9 +287,13 @@ pub(crate) enum PolicyCommand {
         /// An action such as `secret.read`.
         #[arg(long)]
         action: String,
-        /// `platform`, `tenant:T`, `project:T/P`, `environment:T/P/E`, `secret:[MOUNT:]PATH`.
+        /// `platform`, `tenant:T`, `project:T/P`, `environment:T/P/E`,
+        /// `service:ID@T/P/E`, `operator:ID[@T]`, `secret:[MOUNT:]PATH`.
         #[arg(long)]
         resource: String,
+        /// A DNS name an `svid.issue` request asks for (repeat).
+        #[arg(long = "dns-name")]
+        dns_names: Vec<String>,
         /// Output format.
         #[arg(long, short = 'o', value_enum, default_value_t = Output::Table)]
         output: Output,
@@ -451,6 +459,57 @@ pub(crate) struct JwtRoleWriteArgs {
     /// Leeway before `nbf` (seconds; -1 for none) [default: 150].
     #[arg(long, allow_hyphen_values = true)]
     pub(crate) not_before_leeway: Option<i64>,
+}
+
+/// `vern pki …`.
+#[derive(Debug, Subcommand)]
+pub(crate) enum PkiCommand {
+    /// Start a rotation: a new CA and JWT-SVID key, published in the bundle
+    /// now, signing after the delay; the old CA stays published until the
+    /// last SVID it signed has expired. Needs pki.rotate.
+    Rotate {
+        #[command(flatten)]
+        client: ClientArgs,
+        /// How long the new CA is published before it signs (`10m`)
+        /// [default: the server's setting].
+        #[arg(long)]
+        signs_after: Option<String>,
+    },
+    /// Import an external CA: a root (Vern makes the intermediate that
+    /// signs) or an intermediate with its chain up to the root (it signs
+    /// itself). Published now, signing after the delay. Needs pki.import.
+    Import {
+        #[command(flatten)]
+        client: ClientArgs,
+        /// PEM file: the CA certificate, then its issuers up to and
+        /// including the root.
+        #[arg(long)]
+        cert: PathBuf,
+        /// PEM file of the CA certificate's PKCS#8 private key.
+        #[arg(long)]
+        key: PathBuf,
+        /// How long the imported CA is published before it signs (`10m`)
+        /// [default: the server's setting].
+        #[arg(long)]
+        signs_after: Option<String>,
+    },
+    /// List issued certificates (SPIFFE ID, serial, expiry), soonest
+    /// expiry first. Needs pki.read.
+    Certs {
+        #[command(flatten)]
+        client: ClientArgs,
+        /// Only those expiring within this time (`24h`).
+        #[arg(long)]
+        expiring_within: Option<String>,
+        /// Also those expired in the last day (older records are pruned).
+        #[arg(long)]
+        include_expired: bool,
+        /// Most certificates to list.
+        #[arg(long, default_value_t = 1000)]
+        limit: usize,
+    },
+    /// Print the trust anchors (PEM) or, with -o json, the SPIFFE bundle.
+    Bundle(ClientArgs),
 }
 
 /// `vern kv …`. Paths are `<tenant>/<project>/<environment>/<name…>`.
@@ -659,6 +718,27 @@ pub(crate) struct ServeArgs {
     /// certificate-bound tokens (RFC 8705). Certificates stay optional.
     #[arg(long, env = "VERN_TLS_CLIENT_CA")]
     pub(crate) tls_client_ca: Option<PathBuf>,
+    /// Serve TLS with a certificate from Vern's own CA for this DNS name
+    /// (repeat for several), renewed before it expires; the listener then
+    /// also accepts client certificates (SVIDs) from that CA. While sealed,
+    /// the listener presents --tls-cert/--tls-key if given, else no
+    /// certificate at all.
+    #[arg(long = "tls-from-ca", env = "VERN_TLS_FROM_CA", value_delimiter = ',')]
+    pub(crate) tls_from_ca: Vec<String>,
+    /// The SPIFFE trust domain of every SVID the CA issues
+    /// [default: vern.internal].
+    #[arg(long, env = "VERN_TRUST_DOMAIN")]
+    pub(crate) trust_domain: Option<String>,
+    /// Key type of CAs Vern generates: p256 or ed25519 [default: p256].
+    #[arg(long, env = "VERN_CA_KEY_TYPE", value_parser = ["p256", "ed25519"])]
+    pub(crate) ca_key_type: Option<String>,
+    /// Lifetime of X.509-SVIDs whose request names none (`1h`)
+    /// [default: 1h].
+    #[arg(long, env = "VERN_SVID_TTL")]
+    pub(crate) svid_ttl: Option<String>,
+    /// Hard maximum lifetime of any SVID (`24h`) [default: 24h].
+    #[arg(long, env = "VERN_SVID_MAX_TTL")]
+    pub(crate) svid_max_ttl: Option<String>,
     /// Serve plain HTTP outside dev mode. Traffic, tokens included, is then
     /// readable on the network.
     #[arg(long, env = "VERN_INSECURE_LISTEN")]
@@ -792,6 +872,7 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Operator(OperatorCommand::KeyStatus(args)) => client::key_status(&args).await,
         Command::Operator(OperatorCommand::RotateRoot(cmd)) => client::rotate_root(cmd).await,
         Command::Kv(cmd) => crate::kv::run(cmd).await,
+        Command::Pki(cmd) => crate::pki::run(cmd).await,
         Command::Client(cmd) => crate::clients::run(cmd).await,
         Command::Auth(AuthCommand::Jwt(JwtCommand::Role(cmd))) => crate::jwt_auth::run(cmd).await,
         Command::Policy(cmd) => crate::policy::run(cmd),

@@ -82,6 +82,21 @@ impl Client {
         Ok((status, value))
     }
 
+    /// A `GET` of a document that is not JSON (a PEM file): its status
+    /// and text.
+    pub(crate) async fn get_text(&self, path: &str) -> anyhow::Result<(StatusCode, String)> {
+        let url = format!("{}{path}", self.base);
+        let resp =
+            self.http.get(&url).send().await.with_context(|| {
+                format!("cannot reach Vern at {}; is VERN_ADDR right?", self.base)
+            })?;
+        let status = resp.status();
+        Ok((
+            status,
+            resp.text().await.context("cannot read the response")?,
+        ))
+    }
+
     pub(crate) async fn expect_ok(
         &self,
         method: Method,

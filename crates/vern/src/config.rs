@@ -37,6 +37,24 @@ pub(crate) struct FileConfig {
     pub(crate) keepers: Option<KeepersSection>,
     pub(crate) limits: Option<LimitsSection>,
     pub(crate) audit: Option<AuditSection>,
+    /// The SPIFFE trust domain.
+    pub(crate) trust_domain: Option<String>,
+    pub(crate) pki: Option<PkiSection>,
+}
+
+/// `[pki]`: the CA. Durations as `"1h"` or seconds.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct PkiSection {
+    /// `p256` or `ed25519`.
+    pub(crate) ca_key_type: Option<String>,
+    pub(crate) svid_ttl: Option<String>,
+    pub(crate) svid_max_ttl: Option<String>,
+    pub(crate) jwt_svid_ttl: Option<String>,
+    /// How long a rotated CA is published before it signs.
+    pub(crate) publish_delay: Option<String>,
+    /// DNS names of the listener's certificate from Vern's own CA.
+    pub(crate) tls_from_ca: Option<Vec<String>>,
 }
 
 /// `[audit]`.

@@ -10,6 +10,7 @@ mod jwt_auth;
 mod keeper;
 mod kv;
 mod logging;
+mod pki;
 mod policy;
 mod serve;
 

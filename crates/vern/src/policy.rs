@@ -27,6 +27,9 @@ struct Case {
     principal: String,
     action: String,
     resource: String,
+    /// The DNS names of an `svid.issue` case.
+    #[serde(default)]
+    dns_names: Vec<String>,
     expect: Expect,
 }
 
@@ -44,7 +47,12 @@ fn engine(dir: Option<&Path>) -> anyhow::Result<PolicyEngine> {
     })
 }
 
-fn query(principal: &str, action: &str, resource: &str) -> anyhow::Result<Query> {
+fn query(
+    principal: &str,
+    action: &str,
+    resource: &str,
+    dns_names: &[String],
+) -> anyhow::Result<Query> {
     Ok(Query {
         subject: Subject::parse_spec(principal).map_err(anyhow::Error::msg)?,
         action: action.to_owned(),
@@ -52,6 +60,7 @@ fn query(principal: &str, action: &str, resource: &str) -> anyhow::Result<Query>
         source_ip: "127.0.0.1".to_owned(),
         time: 0,
         binding: Binding::None,
+        dns_names: dns_names.to_vec(),
     })
 }
 
@@ -95,10 +104,11 @@ pub(crate) fn run(cmd: PolicyCommand) -> anyhow::Result<ExitCode> {
             principal,
             action,
             resource,
+            dns_names,
             output,
         } => {
             let e = engine(policies.as_deref())?;
-            let q = query(&principal, &action, &resource)?;
+            let q = query(&principal, &action, &resource, &dns_names)?;
             let d = e.decide(&q);
             // What the principal's roles or scopes hold from the built-in
             // tables: also everything it may hand on to clients it creates.
@@ -143,8 +153,13 @@ pub(crate) fn run(cmd: PolicyCommand) -> anyhow::Result<ExitCode> {
             let mut results = Vec::new();
             for case in &file.cases {
                 let d = e.decide(
-                    &query(&case.principal, &case.action, &case.resource)
-                        .with_context(|| format!("case `{}`", case.name))?,
+                    &query(
+                        &case.principal,
+                        &case.action,
+                        &case.resource,
+                        &case.dns_names,
+                    )
+                    .with_context(|| format!("case `{}`", case.name))?,
                 );
                 let ok = d.allowed == (case.expect == Expect::Allow);
                 failed += usize::from(!ok);

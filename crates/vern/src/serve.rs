@@ -14,7 +14,7 @@ use vern_server::{
 };
 
 use crate::cli::ServeArgs;
-use crate::config::{AuditSection, FileConfig};
+use crate::config::{AuditSection, FileConfig, PkiSection};
 use crate::logging::{self, LogFormat};
 
 const DEFAULT_LISTEN: &str = "127.0.0.1:8200";
@@ -34,6 +34,10 @@ struct Settings {
     data_dir_in_use: bool,
     storage: String,
     tls: Option<TlsFiles>,
+    /// DNS names of a listener certificate from Vern's own CA (then `tls`
+    /// is only the bootstrap identity).
+    tls_from_ca: Vec<String>,
+    client_ca: Option<PathBuf>,
     insecure_listen: bool,
     pool: usize,
     sqlite_locking: vern_store::Locking,
@@ -206,6 +210,75 @@ fn audit_settings(
     }))
 }
 
+/// Seconds from a duration such as `1h` or a plain number of seconds.
+pub(crate) fn duration_secs(what: &str, text: &str) -> anyhow::Result<u64> {
+    let text = text.trim();
+    let secs = match text.parse::<u64>() {
+        Ok(n) => n,
+        Err(_) => humantime::parse_duration(text)
+            .with_context(|| format!("{what} `{text}` is not a duration such as 1h or 90s"))?
+            .as_secs(),
+    };
+    Ok(secs)
+}
+
+/// The CA's settings from flags and file.
+fn pki_settings(
+    args: &ServeArgs,
+    trust_domain: Option<String>,
+    file: PkiSection,
+) -> anyhow::Result<vern_pki::PkiConfig> {
+    let td = match args.trust_domain.clone().or(trust_domain) {
+        Some(t) => vern_pki::TrustDomain::parse(&t)
+            .map_err(|e| anyhow::anyhow!("trust domain `{t}` is invalid: {e}"))?,
+        None => vern_pki::TrustDomain::parse(vern_pki::TrustDomain::DEFAULT)
+            .map_err(|e| anyhow::anyhow!("the default trust domain is invalid: {e}"))?,
+    };
+    let mut config = vern_pki::PkiConfig::new(td);
+    if let Some(k) = args.ca_key_type.clone().or(file.ca_key_type) {
+        config.key_type = vern_pki::KeyType::parse(&k).map_err(anyhow::Error::msg)?;
+    }
+    let positive = |what: &str, text: Option<String>, default: u64| -> anyhow::Result<u64> {
+        match text {
+            None => Ok(default),
+            Some(t) => match duration_secs(what, &t)? {
+                0 => bail!("{what} must be at least one second"),
+                n => Ok(n),
+            },
+        }
+    };
+    config.max_ttl = positive(
+        "svid_max_ttl",
+        args.svid_max_ttl.clone().or(file.svid_max_ttl),
+        config.max_ttl,
+    )?;
+    // Default lifetimes left unset follow a lower maximum; one set above
+    // it is a contradiction worth refusing.
+    let svid_ttl = args.svid_ttl.clone().or(file.svid_ttl);
+    let jwt_ttl = file.jwt_svid_ttl;
+    for (what, given) in [("svid_ttl", &svid_ttl), ("jwt_svid_ttl", &jwt_ttl)] {
+        if let Some(t) = given {
+            if duration_secs(what, t)? > config.max_ttl {
+                bail!(
+                    "{what} ({t}) exceeds the maximum SVID lifetime (svid_max_ttl, {} s)",
+                    config.max_ttl
+                );
+            }
+        }
+    }
+    config.default_ttl = positive("svid_ttl", svid_ttl, config.default_ttl.min(config.max_ttl))?;
+    config.jwt_default_ttl = positive(
+        "jwt_svid_ttl",
+        jwt_ttl,
+        config.jwt_default_ttl.min(config.max_ttl),
+    )?;
+    config.publish_delay = match file.publish_delay {
+        Some(t) => duration_secs("publish_delay", &t)?,
+        None => config.publish_delay,
+    };
+    Ok(config)
+}
+
 fn settings(args: ServeArgs) -> anyhow::Result<Settings> {
     let mut file = match &args.config {
         Some(path) => FileConfig::load(path)?,
@@ -215,6 +288,13 @@ fn settings(args: ServeArgs) -> anyhow::Result<Settings> {
     let limits = limit_settings(&args, file.limits.take().unwrap_or_default())?;
     let audit = audit_settings(&args, file.audit.take().unwrap_or_default())?;
     let trusted_proxies = trusted_proxies(&args, file.trusted_proxies.take())?;
+    let mut pki_file = file.pki.take().unwrap_or_default();
+    let tls_from_ca = if args.tls_from_ca.is_empty() {
+        pki_file.tls_from_ca.take().unwrap_or_default()
+    } else {
+        args.tls_from_ca.clone()
+    };
+    let pki = pki_settings(&args, file.trust_domain.take(), pki_file)?;
     let connections = connection_settings(&args, &file)?;
     let listen = match args.listen.or(file.listen) {
         Some(a) => a,
@@ -235,14 +315,14 @@ fn settings(args: ServeArgs) -> anyhow::Result<Settings> {
         (Some(cert), Some(key), _) => Some(TlsFiles {
             cert,
             key,
-            client_ca,
+            client_ca: client_ca.clone(),
             allowed_clients: Vec::new(),
             client_cert_optional: true,
         }),
         (None, None, Some(t)) => Some(TlsFiles {
             cert: t.cert,
             key: t.key,
-            client_ca,
+            client_ca: client_ca.clone(),
             allowed_clients: Vec::new(),
             client_cert_optional: true,
         }),
@@ -267,6 +347,7 @@ fn settings(args: ServeArgs) -> anyhow::Result<Settings> {
         limits,
         trusted_proxies,
         audit,
+        pki,
         token_signing_alg: match args
             .token_signing_alg
             .clone()
@@ -293,6 +374,8 @@ fn settings(args: ServeArgs) -> anyhow::Result<Settings> {
         data_dir_in_use: args.dev || default_storage,
         storage,
         tls,
+        tls_from_ca,
+        client_ca,
         insecure_listen: args.insecure_listen || file.insecure_listen.unwrap_or(false),
         pool: args
             .storage_pool
@@ -364,8 +447,14 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<()> {
                 s.listen
             );
         }
-        if s.tls.is_some() {
+        if s.tls.is_some() || !s.tls_from_ca.is_empty() {
             bail!("dev mode serves plain HTTP; drop the TLS options or drop --dev");
+        }
+    } else if !s.tls_from_ca.is_empty() && s.insecure_listen {
+        bail!("--tls-from-ca serves TLS; drop --insecure-listen");
+    } else if !s.tls_from_ca.is_empty() {
+        if s.tls.is_none() && s.keepers.is_none() {
+            tracing::warn!("--tls-from-ca without --tls-cert: until Vern is unsealed the listener has no certificate, so only keepers can unseal it.");
         }
     } else if s.tls.is_none() && !s.insecure_listen {
         bail!("TLS is required: give --tls-cert and --tls-key (or [tls] in the config file), or --insecure-listen to serve plain HTTP deliberately");
@@ -390,7 +479,23 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<()> {
         None
     };
 
-    let listener = Listener::bind(s.listen, s.tls.as_ref())?.with_limits(s.connections)?;
+    let ca_tls = if s.tls_from_ca.is_empty() {
+        None
+    } else {
+        Some(
+            vern_server::CaTls::new(
+                &s.tls_from_ca,
+                s.tls.as_ref().map(|t| (t.cert.as_path(), t.key.as_path())),
+                s.client_ca.as_deref(),
+            )
+            .context("--tls-from-ca")?,
+        )
+    };
+    let listener = match &ca_tls {
+        Some(ca_tls) => Listener::bind_with_config(s.listen, ca_tls.server_config()?)?,
+        None => Listener::bind(s.listen, s.tls.as_ref())?,
+    }
+    .with_limits(s.connections)?;
     let shutdown = shutdown_signal()?;
     let addr = listener.local_addr()?;
     let scheme = if listener.is_tls() { "https" } else { "http" };
@@ -422,6 +527,9 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<()> {
         None => AppState::new(store, audit_store, seal, server)?,
     };
     state.spawn_maintenance();
+    if let Some(ca_tls) = ca_tls {
+        state.spawn_tls_from_ca(ca_tls);
+    }
     spawn_policy_reload_on_sighup(state.clone());
     let app = vern_server::app(state.clone());
     vern_server::serve(listener, app, shutdown).await?;

@@ -24,7 +24,7 @@ fn the_shipped_policies_validate_and_pass_their_cases() {
     assert!(text(&out.stdout).contains("valid against Vern's schema"));
     let out = vern(&["policy", "test", &format!("{dir}/cases.yaml")], &[]);
     assert!(out.status.success(), "{}", text(&out.stdout));
-    assert!(text(&out.stdout).contains("25 passed, 0 failed"));
+    assert!(text(&out.stdout).contains("30 passed, 0 failed"));
     let report = ok_json(&vern(
         &["policy", "test", "-o", "json", &format!("{dir}/cases.yaml")],
         &[],
@@ -87,6 +87,36 @@ fn explain_names_the_deciding_policies() {
     ));
     assert_eq!(allow["decision"], "allow");
     assert_eq!(allow["cross_tenant_grant"], "acme-web-reads-globex-shared");
+    // An SVID's DNS names are part of the question.
+    let svid = |names: &[&str]| {
+        let mut args = vec![
+            "policy",
+            "explain",
+            "--policies",
+            &dir,
+            "--principal",
+            "service:svc.acme.web.prod.api@acme/web/prod",
+            "--action",
+            "svid.issue",
+            "--resource",
+            "service:svc.acme.web.prod.api@acme/web/prod",
+            "-o",
+            "json",
+        ];
+        for n in names {
+            args.extend(["--dns-name", n]);
+        }
+        serde_json::from_slice::<serde_json::Value>(&vern(&args, &[]).stdout).unwrap()
+    };
+    assert_eq!(
+        svid(&[])["policies"],
+        serde_json::json!(["acme-api-dns-names", "vern.svid-self"])
+    );
+    assert_eq!(
+        svid(&["api.acme.example"])["policies"],
+        serde_json::json!(["acme-api-dns-names"])
+    );
+    assert_eq!(svid(&["evil.example"])["decision"], "deny");
     let out = vern(
         &[
             "policy",

@@ -174,6 +174,7 @@ fn cedar_allows(engine: &PolicyEngine, s: &Subject, action: &str, resource: &Res
             source_ip: "127.0.0.1".to_owned(),
             time: 0,
             binding: Binding::None,
+            dns_names: Vec::new(),
         })
         .allowed
 }

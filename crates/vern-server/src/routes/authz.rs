@@ -28,6 +28,9 @@ pub(crate) struct CheckRequest {
     source_ip: Option<String>,
     #[serde(default)]
     binding: Option<String>,
+    /// The DNS names of an `svid.issue` question.
+    #[serde(default)]
+    dns_names: Vec<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -65,6 +68,7 @@ fn query(r: CheckRequest, caller: &Caller) -> Result<Query, String> {
         source_ip: r.source_ip.unwrap_or_default(),
         time: i64::try_from(caller.time).unwrap_or(i64::MAX),
         binding,
+        dns_names: r.dns_names,
     })
 }
 

@@ -10,6 +10,7 @@ mod jwt_auth;
 mod kv;
 mod mounts;
 mod oauth;
+mod pki;
 mod sys;
 mod vault_auth;
 
@@ -435,6 +436,44 @@ pub(crate) fn table() -> Vec<Route> {
             get(audit::public_key),
         ),
         route(
+            "/v1/pki/svid",
+            &[("POST", Resource("svid.issue"))],
+            post(pki::issue_svid),
+        ),
+        route(
+            "/v1/pki/jwt-svid",
+            &[("POST", Resource("svid.issue"))],
+            post(pki::issue_jwt_svid),
+        ),
+        route(
+            "/v1/pki/bundle",
+            &[("GET", Public), ("HEAD", Public)],
+            get(pki::bundle),
+        ),
+        route(
+            "/v1/pki/ca.pem",
+            &[("GET", Public), ("HEAD", Public)],
+            get(pki::ca_pem),
+        ),
+        route(
+            "/v1/pki/rotate",
+            &[("POST", Platform("pki.rotate"))],
+            post(pki::rotate),
+        ),
+        route(
+            "/v1/pki/import",
+            &[("POST", Platform("pki.import"))],
+            post(pki::import),
+        ),
+        route(
+            "/v1/pki/certs",
+            &[
+                ("GET", Platform("pki.read")),
+                ("HEAD", Platform("pki.read")),
+            ],
+            get(pki::certs),
+        ),
+        route(
             "/metrics",
             &[("GET", Public), ("HEAD", Public)],
             get(metrics),
@@ -631,6 +670,8 @@ mod tests {
             "/oauth2/jwks",
             "/.well-known/oauth-authorization-server",
             "/v1/audit/public-key",
+            "/v1/pki/bundle",
+            "/v1/pki/ca.pem",
             "/metrics",
         ]
         .into();

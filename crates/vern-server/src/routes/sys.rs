@@ -276,6 +276,7 @@ pub(crate) async fn seal(
 ) -> Result<Response, ApiError> {
     state.inner.seal.seal().await;
     state.inner.authority.forget();
+    state.inner.pki.forget();
     tracing::warn!(principal = %caller.principal.id, "Sealed by request.");
     Ok(StatusCode::NO_CONTENT.into_response())
 }
