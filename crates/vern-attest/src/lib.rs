@@ -11,18 +11,21 @@
 //!   what it signed while it was valid.
 //! - [`verify`]: the offline check of an envelope against trusted public
 //!   keys; it needs no storage, so exported keys suffice.
+//! - [`evidence`]: the content-addressed, immutable evidence store.
 //!
 //! This crate knows no HTTP; `vern-server` maps its routes onto it.
 #![forbid(unsafe_code)]
 
 pub mod digest;
 pub mod dsse;
+pub mod evidence;
 pub mod keys;
 pub mod statement;
 pub mod verify;
 
 pub use digest::{Sha256Digest, SubjectRef};
 pub use dsse::{pae, Envelope, EnvelopeSignature, MAX_ENVELOPE_BYTES};
+pub use evidence::{Evidence, EvidenceStore, Provenance, Stored};
 pub use keys::{KeyAlg, KeyOwner, KeyStore, PublicKey, TrustedKey};
 pub use statement::{Statement, StatementSubject, IN_TOTO_PAYLOAD_TYPE, STATEMENT_V1};
 pub use verify::{verify_envelope, Verified};
