@@ -32,6 +32,9 @@ pub const ACTIONS: &[&str] = &[
     "token.revoke-self",
     "token.lookup",
     "kv.mount.read",
+    "attest.sign",
+    "attest.promote",
+    "evidence.read",
 ];
 
 /// Who asks.

@@ -87,8 +87,9 @@ pub const ROLES: &[RoleDef] = &[
             "authz.check",
             "client.read",
             "token.lookup",
+            "evidence.read",
         ],
-        summary: "reads the audit log, hashes values to search it, reads policies and clients, looks up tokens",
+        summary: "reads the audit log and every tenant's evidence, hashes values to search the log, reads policies and clients, looks up tokens",
     },
     RoleDef {
         name: "operator",
@@ -117,8 +118,11 @@ pub const ROLES: &[RoleDef] = &[
             "audit.read",
             "kv.mount.read",
             "token.lookup",
+            "attest.sign",
+            "attest.promote",
+            "evidence.read",
         ],
-        summary: "its own tenant only: clients, secrets, the tenant's audit records and tokens",
+        summary: "its own tenant only: clients, secrets, the tenant's audit records and tokens, signing, promotion and evidence",
     },
 ];
 
@@ -153,6 +157,24 @@ pub const SCOPES: &[ScopeDef] = &[
         actions: &["audit.read"],
         tenant_wide: true,
         summary: "read the tenant's own audit records",
+    },
+    ScopeDef {
+        name: "attest:sign",
+        actions: &["attest.sign"],
+        tenant_wide: false,
+        summary: "sign statements about artifacts for its own environment with the tenant's key",
+    },
+    ScopeDef {
+        name: "attest:promote",
+        actions: &["attest.promote"],
+        tenant_wide: false,
+        summary: "promote artifacts into its own environment when its gates allow",
+    },
+    ScopeDef {
+        name: "evidence:read",
+        actions: &["evidence.read"],
+        tenant_wide: true,
+        summary: "read the tenant's own evidence",
     },
 ];
 
