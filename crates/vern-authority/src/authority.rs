@@ -104,8 +104,7 @@ pub struct LoginGrant<'a> {
     pub certificate: Option<&'a [u8]>,
 }
 
-/// An issued access token.
-#[derive(Debug)]
+/// An issued access token. Its `Debug` leaves the token out.
 pub struct IssuedToken {
     /// The JWT.
     pub access_token: String,
@@ -118,6 +117,18 @@ pub struct IssuedToken {
     pub expires_in: u64,
     /// Granted scopes, space-separated.
     pub scope: String,
+}
+
+impl std::fmt::Debug for IssuedToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IssuedToken")
+            .field("access_token", &"[redacted]")
+            .field("jti", &self.jti)
+            .field("token_type", &self.token_type)
+            .field("expires_in", &self.expires_in)
+            .field("scope", &self.scope)
+            .finish()
+    }
 }
 
 /// What a token is bound to: a DPoP key (`cnf.jkt`), a client

@@ -25,8 +25,8 @@ const MAX_CERTIFICATE_NAMES: usize = 16;
 /// `client_assertion_type` of RFC 7523 client authentication.
 pub const JWT_BEARER_ASSERTION: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
 
-/// How the client authenticates at the token endpoint.
-#[derive(Debug)]
+/// How the client authenticates at the token endpoint. Its `Debug` leaves
+/// the secret and the assertion out.
 pub enum ClientCredentials {
     /// `client_secret_basic` or `client_secret_post`.
     Secret {
@@ -50,6 +50,31 @@ pub enum ClientCredentials {
         /// The signed assertion.
         assertion: String,
     },
+}
+
+impl std::fmt::Debug for ClientCredentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Secret { client_id, secret } => f
+                .debug_struct("Secret")
+                .field("client_id", client_id)
+                .field("secret", secret)
+                .finish(),
+            Self::Tls {
+                client_id,
+                certificate,
+            } => f
+                .debug_struct("Tls")
+                .field("client_id", client_id)
+                .field("certificate", &format_args!("{} bytes", certificate.len()))
+                .finish(),
+            Self::Assertion { client_id, .. } => f
+                .debug_struct("Assertion")
+                .field("client_id", client_id)
+                .field("assertion", &"[redacted]")
+                .finish(),
+        }
+    }
 }
 
 impl Authority {

@@ -32,8 +32,8 @@ pub enum NonceRule {
     NotRequired,
 }
 
-/// One proof to check.
-#[derive(Debug, Clone, Copy)]
+/// One proof to check. Its `Debug` leaves the access token out.
+#[derive(Clone, Copy)]
 pub struct DpopCheck<'a> {
     /// The `DPoP` header values (exactly one must be present).
     pub proofs: &'a [&'a str],
@@ -47,6 +47,19 @@ pub struct DpopCheck<'a> {
     pub expected_jkt: Option<&'a str>,
     /// The nonce rule of the endpoint.
     pub nonce: NonceRule,
+}
+
+impl std::fmt::Debug for DpopCheck<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DpopCheck")
+            .field("proofs", &self.proofs)
+            .field("method", &self.method)
+            .field("url", &self.url)
+            .field("access_token", &self.access_token.map(|_| "[redacted]"))
+            .field("expected_jkt", &self.expected_jkt)
+            .field("nonce", &self.nonce)
+            .finish()
+    }
 }
 
 /// Seen proof `jti`s, until their acceptance window closes.

@@ -12,7 +12,9 @@
 mod common;
 
 use common::{acme_service, authority, create_with_secret, verify_bearer, without_nonce, Env};
-use vern_authority::{AuthError, ClientSpec, LoginGrant, Presented};
+use vern_authority::{
+    AuthError, ClientCredentials, ClientSpec, DpopCheck, LoginGrant, NonceRule, Presented,
+};
 
 async fn env() -> Env {
     authority(without_nonce("https://vern.test:8200")).await
@@ -134,6 +136,61 @@ async fn token_endpoint_tokens_name_no_auth_method() {
     let claims = verify_bearer(&e, &issued.access_token).await.unwrap();
     assert_eq!(claims.auth_method, None);
     assert_eq!(claims.jti, issued.jti);
+}
+
+/// Tokens and client credentials stay out of `Debug`, so that no log line
+/// or error built from one can carry them.
+#[tokio::test]
+async fn debug_output_holds_no_token_or_credential() {
+    let e = env().await;
+    let (id, secret) = create_with_secret(&e, &acme_service("app", &[])).await;
+    let client = e.auth.client(&e.barrier, &id).await.unwrap();
+    let issued = e
+        .auth
+        .issue_for_login(
+            &e.barrier,
+            &LoginGrant {
+                client: &client,
+                method: "approle",
+                certificate: None,
+            },
+        )
+        .await
+        .unwrap();
+    let token = issued.access_token.as_str();
+    let shown = format!("{issued:?}");
+    assert!(!shown.contains(token), "{shown}");
+    assert!(shown.contains(&issued.jti), "the token's id is no secret");
+
+    let secret_text = std::str::from_utf8(secret.expose()).unwrap();
+    let assertion = "eyJhbGciOiJFZERTQSJ9.eyJpc3MiOiJzdmMifQ.c2lnbmF0dXJl";
+    let proofs = ["eyJ0eXAiOiJkcG9wK2p3dCJ9.e30.c2ln"];
+    let shown = [
+        format!("{:?}", common::secret_credentials(&id, &secret)),
+        format!(
+            "{:?}",
+            ClientCredentials::Assertion {
+                client_id: Some(id.clone()),
+                assertion: assertion.to_owned(),
+            }
+        ),
+        format!(
+            "{:?}",
+            DpopCheck {
+                proofs: &proofs,
+                method: "GET",
+                url: "https://vern.test:8200/v1/sys/mounts",
+                access_token: Some(token),
+                expected_jkt: None,
+                nonce: NonceRule::NotRequired,
+            }
+        ),
+    ];
+    for shown in shown {
+        for secret in [secret_text, assertion, token] {
+            assert!(!shown.contains(secret), "{shown}");
+        }
+    }
 }
 
 /// A certificate (DER) carrying the URI or DNS SANs `sans`; the chain does

@@ -186,7 +186,8 @@ pub(crate) async fn record(
     };
     // Probes and public documents, as the route table declares them, are
     // not worth a record each.
-    if crate::authz::access_of(&req) == Some(Access::Public) {
+    let access = crate::authz::access_of(&req);
+    if access == Some(Access::Public) {
         return next.run(req).await;
     }
     let method = crate::authz::table_method(&req);
@@ -200,6 +201,12 @@ pub(crate) async fn record(
         Err(_) => None,
     };
     let slot = AuditSlot::new(session.clone());
+    // An open route's action is on its record from the start, so that a
+    // request refused before its handler names what it tried (a body that
+    // is not JSON, a cross-site request); the handler adds the resource.
+    if let Some(Access::Open(action)) = access {
+        slot.action(action, None);
+    }
     req.extensions_mut().insert(slot.clone());
     let request_id = req
         .extensions()

@@ -3,7 +3,7 @@
 //! Every request takes the same way through [`app`]:
 //! request id → client address ([`client_addr`]) → metrics and access log →
 //! audit slot ([`audit`]) → timeout →
-//! body size limit → route → authenticate ([`auth`]) → authorize
+//! body size limit → cross-site guard → route → authenticate ([`auth`]) → authorize
 //! ([`authz`]) → domain call (through the seal's barrier) → audit append →
 //! response. Errors from any domain are turned
 //! into HTTP in one place, [`error`].

@@ -24,7 +24,7 @@ use async_trait::async_trait;
 pub use gate::CommitGate;
 pub use key::{Key, KeyError};
 pub use postgres::PostgresStore;
-pub use sqlite::SqliteStore;
+pub use sqlite::{Locking, SqliteStore};
 
 /// A stored value and its version. Versions start at 1 and grow by one on
 /// every overwrite of the key.
@@ -170,14 +170,31 @@ pub trait Store: Send + Sync + 'static {
 }
 
 /// Opens the store named by `url` (`sqlite:PATH` or `postgres://…`) and
-/// brings its schema up to date.
+/// brings its schema up to date. Other processes may open it too.
 pub async fn open(url: &str, pool_size: usize) -> Result<Arc<dyn Store>, StoreError> {
+    open_with(url, pool_size, Locking::Shared).await
+}
+
+/// Like [`open`], but a SQLite database is held by this process alone
+/// ([`Locking::Exclusive`]): for the server, whose reads then take no file
+/// lock. PostgreSQL is opened as by [`open`].
+pub async fn open_exclusive(url: &str, pool_size: usize) -> Result<Arc<dyn Store>, StoreError> {
+    open_with(url, pool_size, Locking::Exclusive).await
+}
+
+pub(crate) async fn open_with(
+    url: &str,
+    pool_size: usize,
+    locking: Locking,
+) -> Result<Arc<dyn Store>, StoreError> {
     if let Some(path) = url.strip_prefix("sqlite:") {
         let path = path.strip_prefix("//").unwrap_or(path);
         if path.is_empty() {
             return Err(StoreError::BadUrl(url.to_owned()));
         }
-        Ok(Arc::new(SqliteStore::open(path.as_ref(), pool_size).await?))
+        Ok(Arc::new(
+            SqliteStore::open(path.as_ref(), pool_size, locking).await?,
+        ))
     } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
         Ok(Arc::new(PostgresStore::connect(url, pool_size).await?))
     } else {

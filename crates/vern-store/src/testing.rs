@@ -7,23 +7,35 @@ use std::sync::Arc;
 
 use tokio_postgres::NoTls;
 
-use crate::Store;
+use crate::{Locking, Store};
 
 /// One database for a test, from which any number of independent store
 /// handles (as separate Vern processes would have) can be opened.
 pub struct TestDb {
     /// The storage URL.
     pub url: String,
+    locking: Locking,
     _dir: Option<tempfile::TempDir>,
 }
 
 impl TestDb {
     /// A SQLite database in a fresh temporary directory.
     pub fn sqlite() -> Self {
+        Self::sqlite_with(Locking::Shared)
+    }
+
+    /// A SQLite database in a fresh temporary directory whose handles hold
+    /// it for this process alone, as the server's main database is held.
+    pub fn sqlite_exclusive() -> Self {
+        Self::sqlite_with(Locking::Exclusive)
+    }
+
+    fn sqlite_with(locking: Locking) -> Self {
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("temporary directory: {e}"));
         let url = format!("sqlite:{}", dir.path().join("vern.db").display());
         Self {
             url,
+            locking,
             _dir: Some(dir),
         }
     }
@@ -31,12 +43,16 @@ impl TestDb {
     /// A fresh PostgreSQL database; see [`fresh_postgres_url`].
     pub async fn postgres() -> Option<Self> {
         let url = fresh_postgres_url().await?;
-        Some(Self { url, _dir: None })
+        Some(Self {
+            url,
+            locking: Locking::Shared,
+            _dir: None,
+        })
     }
 
     /// Opens another handle.
     pub async fn open(&self) -> Arc<dyn Store> {
-        crate::open(&self.url, 4)
+        crate::open_with(&self.url, 4, self.locking)
             .await
             .unwrap_or_else(|e| panic!("cannot open {}: {e}", crate::redact_url(&self.url)))
     }

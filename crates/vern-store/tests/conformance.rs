@@ -1,4 +1,5 @@
 //! The storage conformance suite: every case runs unchanged against SQLite
+//! (shared, and held by one process as the server holds its main database)
 //! and PostgreSQL. A backend is correct when it passes all of them.
 #![allow(
     clippy::unwrap_used,
@@ -27,6 +28,15 @@ macro_rules! conformance {
                 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
                 async fn $case() {
                     let db = super::Db::sqlite();
+                    super::$case(&db).await;
+                }
+            )*
+        }
+        mod sqlite_exclusive {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $case() {
+                    let db = super::Db::sqlite_exclusive();
                     super::$case(&db).await;
                 }
             )*

@@ -370,7 +370,10 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<()> {
     if s.data_dir_in_use {
         prepare_data_dir(&s.data_dir)?;
     }
-    let store = vern_store::open(&s.storage, s.pool)
+    // The main database is the server's alone, so reads of secrets and
+    // clients take no file lock; the audit log's stays open to
+    // `vern audit verify`.
+    let store = vern_store::open_exclusive(&s.storage, s.pool)
         .await
         .with_context(|| format!("cannot open storage {}", vern_store::redact_url(&s.storage)))?;
     let audit_store = open_audit_store(&s.storage, &store, s.pool).await?;

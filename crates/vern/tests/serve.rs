@@ -302,6 +302,53 @@ async fn a_restarted_dev_server_keeps_its_data_and_unseals_itself() {
     assert_eq!(r.status(), 204);
 }
 
+/// The main SQLite database is the server's alone (its reads take no file
+/// lock): a second server on the same data directory is refused with a
+/// message naming the cause, and the first keeps serving. The audit log's
+/// database stays open to other processes.
+#[tokio::test]
+async fn a_second_server_on_the_same_sqlite_database_is_refused() {
+    let dir = temp();
+    let s = dev(dir.path(), &[]);
+    let d = path_str(dir.path());
+    let second = vern(
+        &[
+            "serve",
+            "--dev",
+            "--listen",
+            "127.0.0.1:0",
+            "--data-dir",
+            &d,
+        ],
+        &[],
+    );
+    assert!(!second.status.success());
+    let err = text(&second.stderr);
+    assert!(
+        err.contains("is held by another process (a running Vern server?)"),
+        "{err}"
+    );
+    let (status, _) = get_json(&s.url("/v1/sys/health")).await;
+    assert_eq!(status, 200);
+    // A refused read, which is recorded.
+    let r = client()
+        .get(s.url("/v1/secret/data/acme/web/prod/db"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    assert!(
+        !dir.path().join("vern.db-shm").exists(),
+        "the WAL index of the main database lives in the server's memory"
+    );
+    let audit = rusqlite::Connection::open(dir.path().join("vern-audit.db")).unwrap();
+    let records: i64 = audit
+        .query_row("SELECT count(*) FROM kv", [], |r| r.get(0))
+        .unwrap();
+    assert!(records > 0);
+    assert!(s.terminate().success());
+}
+
 #[tokio::test]
 async fn unsafe_listen_configurations_are_refused() {
     let dir = temp();

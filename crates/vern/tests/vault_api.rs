@@ -106,6 +106,13 @@ async fn approle_refusals_are_vaults_and_a_deleted_client_is_refused() {
         (status, body),
         (400, json!({"errors": ["missing secret_id"]}))
     );
+    let (status, _) = status_and_json(
+        client()
+            .post(s.url("/v1/auth/approle/login"))
+            .body("role_id=x&secret_id=y"),
+    )
+    .await;
+    assert_eq!(status, 400, "not JSON");
 
     // A DPoP-bound client gets no token through a login: it would be weaker
     // than the one the token endpoint gives it.
@@ -147,16 +154,30 @@ async fn approle_refusals_are_vaults_and_a_deleted_client_is_refused() {
         .iter()
         .map(|r| r["event"]["status"].as_u64().unwrap())
         .collect();
-    assert_eq!(statuses, [400, 400, 400, 400, 200, 400], "{records:#?}");
+    assert_eq!(
+        statuses,
+        [400, 400, 400, 400, 400, 200, 400],
+        "{records:#?}"
+    );
     for r in &records {
         let text = r.to_string();
         assert!(!text.contains(&secret), "the secret is never in a record");
+        assert_eq!(r["event"]["action"], "token.issue", "{r}");
     }
     let named = |r: &Value| r["event"]["resource"].as_str().map(str::to_owned);
     assert_eq!(named(&records[0]), Some(format!("client:{id}")));
-    assert_eq!(records[0]["event"]["action"], "token.issue");
+    assert_eq!(
+        named(&records[2]),
+        Some(format!("client:{id}")),
+        "named even when its secret is missing"
+    );
+    assert_eq!(
+        named(&records[3]),
+        None,
+        "a body that is not JSON names none"
+    );
     assert!(records[0]["event"]["hmacs"]["secret_id"].is_string());
-    assert!(records[4]["event"]["hmacs"]["issued_token"].is_string());
+    assert!(records[5]["event"]["hmacs"]["issued_token"].is_string());
 }
 
 #[tokio::test]
@@ -574,6 +595,220 @@ async fn json_bodies_are_read_whatever_their_content_type() {
     assert_eq!(r.status(), 400);
     let body: Value = r.json().await.unwrap();
     assert_eq!(body["error"], "invalid_request");
+}
+
+/// A page of another site, as a browser sends its requests: with its
+/// `Origin`, and a body in a type browsers send without asking first.
+const EVIL: &str = "https://evil.example";
+
+/// A `POST` of `body` to `path` as a browser sends it for a page of
+/// another site: with `Origin` and the content type `content_type`.
+fn cross_site(s: &Server, path: &str, content_type: &str, body: &Value) -> reqwest::RequestBuilder {
+    client()
+        .post(s.url(path))
+        .header("origin", EVIL)
+        .header("content-type", content_type)
+        .body(body.to_string())
+}
+
+#[tokio::test]
+async fn a_browsers_cross_site_request_is_refused_and_nothing_happens() {
+    let dir = temp();
+    let s = dev_server(&path_str(dir.path()), &["--lockout-after", "2"]);
+    let (id, secret) = create_client(&s, service("acme", "app", &SECRET_SCOPES)).await;
+    let login = json!({"role_id": id, "secret_id": secret});
+    let wrong = json!({"role_id": id, "secret_id": "vern.cs.guess"});
+    let approle = "/v1/auth/approle/login";
+
+    // Every type a browser sends without a CORS preflight, a media type
+    // that only names JSON in a parameter, no body at all, and
+    // `Sec-Fetch-Site` alone: refused before anything is checked.
+    let mut refused = Vec::new();
+    for content_type in [
+        "text/plain;charset=UTF-8",
+        "application/x-www-form-urlencoded",
+        "multipart/form-data; boundary=x",
+        "text/plain; a=application/json",
+    ] {
+        refused.push(cross_site(&s, approle, content_type, &login));
+    }
+    refused.push(client().post(s.url(approle)).header("origin", "null"));
+    refused.push(
+        client()
+            .post(s.url(approle))
+            .header("sec-fetch-site", "cross-site")
+            .header("content-type", "text/plain")
+            .body(login.to_string()),
+    );
+    refused.push(
+        client()
+            .post(s.url(approle))
+            .header("sec-fetch-site", "same-site")
+            .body(login.to_string()),
+    );
+    // Wrong secrets, more than the lockout allows: never checked, so never
+    // charged.
+    for _ in 0..3 {
+        refused.push(cross_site(&s, approle, "text/plain", &wrong));
+    }
+    let attempts = refused.len();
+    for request in refused {
+        let (status, body) = status_and_json(request).await;
+        assert_eq!(status, 403, "{body}");
+        let message = body["errors"][0].as_str().unwrap();
+        assert!(
+            message.starts_with("cross-site request refused"),
+            "{message}"
+        );
+    }
+
+    // The pair was not locked: a Vault client's login, JSON sent as
+    // text/plain without Origin, works; so does a browser's JSON, which
+    // browsers preflight, and `Sec-Fetch-Site` other than cross-site or
+    // same-site without Origin.
+    let plain = client()
+        .post(s.url(approle))
+        .header("content-type", "text/plain")
+        .body(login.to_string());
+    let as_json = cross_site(&s, approle, "application/json; charset=utf-8", &login);
+    let same_origin = client()
+        .post(s.url(approle))
+        .header("sec-fetch-site", "same-origin")
+        .header("content-type", "text/plain")
+        .body(login.to_string());
+    let typed = client()
+        .post(s.url(approle))
+        .header("sec-fetch-site", "none")
+        .body(login.to_string());
+    for request in [plain, as_json, same_origin, typed] {
+        let (status, body) = status_and_json(request).await;
+        assert_eq!(status, 200, "{body}");
+    }
+
+    // Routes with a token too: a cross-site write writes nothing, a
+    // cross-site revoke-self revokes nothing; reads are not refused.
+    let token = access_token(&s, &id, &secret).await;
+    let write = cross_site(
+        &s,
+        "/v1/secret/data/acme/web/prod/db",
+        "text/plain",
+        &json!({"data": {"p": "1"}}),
+    )
+    .header("x-vault-token", &token);
+    assert_eq!(status_of(write).await, 403);
+    let revoke = client()
+        .post(s.url("/v1/auth/token/revoke-self"))
+        .header("origin", EVIL)
+        .header("x-vault-token", &token);
+    assert_eq!(status_of(revoke).await, 403);
+    let read = client()
+        .get(s.url("/v1/secret/data/acme/web/prod/db"))
+        .header("origin", EVIL)
+        .header("x-vault-token", &token);
+    assert_eq!(status_of(read).await, 404, "nothing was written");
+    let (status, _) = status_and_json(
+        client()
+            .get(s.url("/v1/auth/token/lookup-self"))
+            .header("origin", EVIL)
+            .header("x-vault-token", &token),
+    )
+    .await;
+    assert_eq!(status, 200, "the token was not revoked");
+
+    // The OAuth2 endpoints, outside the Vault API, take their RFC forms as
+    // ever.
+    let r = client()
+        .post(s.url("/oauth2/token"))
+        .header("origin", EVIL)
+        .basic_auth(&id, Some(&secret))
+        .form(&[("grant_type", "client_credentials")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+
+    // Every refused login is on record as the login it tried, and none
+    // issued a token.
+    let records: Vec<Value> = audit_records(&s)
+        .await
+        .into_iter()
+        .filter(|r| r["event"]["operation"] == "POST /v1/auth/approle/login")
+        .collect();
+    let refusals: Vec<&Value> = records
+        .iter()
+        .filter(|r| r["event"]["status"] == 403)
+        .collect();
+    assert_eq!(refusals.len(), attempts, "{records:#?}");
+    for r in refusals {
+        assert_eq!(r["event"]["action"], "token.issue", "{r}");
+        assert!(r["event"]["hmacs"].get("issued_token").is_none(), "{r}");
+        assert!(r["event"]["hmacs"].get("secret_id").is_none(), "{r}");
+    }
+    let write_refused = audit_records(&s).await.into_iter().any(|r| {
+        r["event"]["operation"] == "POST /v1/{mount}/data/{*path}" && r["event"]["status"] == 403
+    });
+    assert!(write_refused, "the refused write is on record");
+}
+
+#[tokio::test]
+async fn a_cross_site_request_cannot_initialise_or_unseal() {
+    let dir = temp();
+    let data = path_str(dir.path());
+    let s = Server::start(
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--insecure-listen",
+            "--data-dir",
+            &data,
+        ],
+        &[],
+    );
+    let initialized =
+        || async { json_of(client().get(s.url("/v1/sys/init"))).await["initialized"].clone() };
+    // A bodiless POST would initialise with the default share set, and the
+    // page could not even read the shares: the server would be lost.
+    let bare = client().post(s.url("/v1/sys/init")).header("origin", EVIL);
+    let shares = json!({"secret_shares": 2, "secret_threshold": 2});
+    let plain = cross_site(&s, "/v1/sys/init", "text/plain", &shares);
+    for request in [bare, plain] {
+        assert_eq!(status_of(request).await, 403);
+        assert_eq!(initialized().await, false);
+    }
+    let init = json_of(client().put(s.url("/v1/sys/init")).json(&shares)).await;
+    let keys: Vec<String> = init["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k.as_str().unwrap().to_owned())
+        .collect();
+
+    let progress = || async {
+        let status = json_of(client().get(s.url("/v1/sys/seal-status"))).await;
+        (status["sealed"].clone(), status["progress"].clone())
+    };
+    let share = json!({"key": keys[0]});
+    let from_page = cross_site(&s, "/v1/sys/unseal", "text/plain", &share);
+    let same_site = client()
+        .put(s.url("/v1/sys/unseal"))
+        .header("sec-fetch-site", "same-site")
+        .body(share.to_string());
+    for request in [from_page, same_site] {
+        assert_eq!(status_of(request).await, 403);
+        assert_eq!(progress().await, (json!(true), json!(0)), "no share taken");
+    }
+    // JSON from a browser is preflighted, so it goes through; so does the
+    // wire-tolerant text/plain of a client that sends no Origin.
+    let (status, body) =
+        status_and_json(cross_site(&s, "/v1/sys/unseal", "application/json", &share)).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(progress().await, (json!(true), json!(1)));
+    let last = client()
+        .put(s.url("/v1/sys/unseal"))
+        .header("content-type", "text/plain")
+        .body(json!({"key": keys[1]}).to_string());
+    assert_eq!(status_of(last).await, 200);
+    assert_eq!(progress().await.0, json!(false), "unsealed");
 }
 
 #[tokio::test]

@@ -522,6 +522,7 @@ pub(crate) fn router(state: AppState) -> Router {
                     middleware::body_limit,
                 ))
                 .layer(DefaultBodyLimit::max(limit))
+                .layer(axum::middleware::from_fn(middleware::cross_site))
                 .layer(axum::middleware::from_fn_with_state(
                     state.clone(),
                     crate::authz::gate,

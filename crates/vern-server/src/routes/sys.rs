@@ -240,7 +240,8 @@ pub(crate) async fn seal_status(State(state): State<AppState>) -> Result<Respons
     Ok(Json(seal_status_body(&state, status).await).into_response())
 }
 
-#[derive(Debug, Deserialize)]
+/// One share to unseal with, or a reset. No `Debug`: it holds the share.
+#[derive(Deserialize)]
 pub(crate) struct UnsealRequest {
     key: Option<String>,
     #[serde(default)]
@@ -341,7 +342,8 @@ pub(crate) async fn rekey_cancel(State(state): State<AppState>) -> Result<Respon
     Ok(Json(rekey_body(state.inner.seal.rekey_cancel().await?)).into_response())
 }
 
-#[derive(Debug, Deserialize)]
+/// One share of a root key rotation. No `Debug`: it holds the share.
+#[derive(Deserialize)]
 pub(crate) struct RekeyUpdateRequest {
     key: String,
     nonce: String,

@@ -179,20 +179,22 @@ pub(crate) async fn approle_login(
     ApiJson(body): ApiJson<AppRoleLogin>,
 ) -> Result<Response, ApiError> {
     let audit = audit.as_ref().map(|Extension(slot)| slot);
-    let role_id = body
-        .role_id
-        .filter(|r| !r.is_empty())
-        .ok_or_else(|| ApiError::bad_request("missing role_id"))?;
+    let role_id = body.role_id.filter(|r| !r.is_empty());
+    // The client named is on record before anything is checked, so a
+    // refused login is found under it too.
+    if let Some(slot) = audit {
+        slot.action(
+            LOGIN_ACTION,
+            role_id.as_ref().map(|r| format!("client:{}", printable(r))),
+        );
+    }
+    let role_id = role_id.ok_or_else(|| ApiError::bad_request("missing role_id"))?;
     let secret = body
         .secret_id
         .filter(|s| !s.is_empty())
         .map(|s| SecretBytes::new(s.into_bytes()))
         .ok_or_else(|| ApiError::bad_request("missing secret_id"))?;
     if let Some(slot) = audit {
-        slot.action(
-            LOGIN_ACTION,
-            Some(format!("client:{}", printable(&role_id))),
-        );
         slot.sensitive("secret_id", secret.expose());
     }
     let guard = &state.inner.guard;
