@@ -419,18 +419,18 @@ impl KeyStore {
         owner: &KeyOwner,
         now: u64,
     ) -> Result<Vec<TrustedKey>, AttestError> {
-        let set = self.load(barrier, owner, now).await?;
-        Ok(set
-            .keys
-            .iter()
-            .map(|(k, s)| TrustedKey {
-                kid: k.kid.clone(),
-                owner: owner.clone(),
-                public: s.public(),
-                valid_from: k.signs_from,
-                valid_until: k.retired_at,
-            })
-            .collect())
+        Ok(trusted(owner, self.load(barrier, owner, now).await?))
+    }
+
+    /// The owner's keys as they are stored, without creating one: what
+    /// anyone may read (the published key set of an owner that never
+    /// signed is empty, and reading it writes nothing).
+    pub async fn existing(
+        &self,
+        barrier: &Barrier,
+        owner: &KeyOwner,
+    ) -> Result<Vec<TrustedKey>, AttestError> {
+        Ok(trusted(owner, read(barrier, owner).await?))
     }
 
     /// Signs `statement` with the owner's key that signs at `now`.
@@ -516,6 +516,19 @@ impl KeyStore {
             "creating the first key of {owner} kept colliding with other writers; retry"
         )))
     }
+}
+
+fn trusted(owner: &KeyOwner, set: KeySet) -> Vec<TrustedKey> {
+    set.keys
+        .iter()
+        .map(|(k, s)| TrustedKey {
+            kid: k.kid.clone(),
+            owner: owner.clone(),
+            public: s.public(),
+            valid_from: k.signs_from,
+            valid_until: k.retired_at,
+        })
+        .collect()
 }
 
 fn new_key(alg: KeyAlg, signs_from: u64) -> StoredKey {

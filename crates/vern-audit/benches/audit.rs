@@ -58,6 +58,7 @@ fn event(i: u64) -> Event {
             binding: "dpop".to_owned(),
         }),
         hmacs: Default::default(),
+        details: Default::default(),
     }
 }
 

@@ -88,6 +88,11 @@ pub struct Event {
     /// Other sensitive values of the request, as HMACs by name (an issued
     /// token, a generated client secret).
     pub hmacs: BTreeMap<String, String>,
+    /// Facts of the operation by name that are not secret (the address of
+    /// a stored envelope, the key that signed it). Absent when empty, so
+    /// records without any hash as they did before the field existed.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub details: BTreeMap<String, String>,
 }
 
 impl Event {

@@ -148,6 +148,7 @@ fn event(i: usize) -> Event {
             binding: "dpop".to_owned(),
         }),
         hmacs,
+        details: BTreeMap::new(),
     }
 }
 

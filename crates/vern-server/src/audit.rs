@@ -138,6 +138,15 @@ impl AuditSlot {
         });
     }
 
+    /// A fact of the operation that is not secret, kept in clear (the
+    /// address of the evidence a request stored, who signed it, with
+    /// which key), so the chain anchors it.
+    pub(crate) fn detail(&self, name: &str, value: &str) {
+        self.with(|s| {
+            s.event.details.insert(name.to_owned(), value.to_owned());
+        });
+    }
+
     /// The HMAC of `value` under this request's audit key, if unsealed.
     pub(crate) fn hmac(&self, value: &[u8]) -> Option<String> {
         self.with(|s| s.session.as_ref().map(|k| k.hmac(value)))
