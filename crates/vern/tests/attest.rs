@@ -1,7 +1,8 @@
 //! Artifact trust through the real binary: published keys, signing by
 //! digest, the evidence store by address and by subject, tenant isolation,
-//! bad input refused with nothing stored, and the audit record of each
-//! write.
+//! bad input refused with nothing stored, the audit record of each write,
+//! and the `vern attest` / `vern evidence` commands (digest checks of files
+//! and OCI layouts, offline verification, export).
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -11,9 +12,11 @@
 
 mod common;
 
+use std::path::Path;
+
 use common::{
     client, client_token, dev_server, path_str, post_as, records_of, service, status_and_json,
-    temp, Server,
+    temp, text, vern, Server,
 };
 use serde_json::{json, Value};
 use sha2::{Digest as _, Sha256};
@@ -326,4 +329,266 @@ async fn each_write_is_an_audit_record_with_address_signer_and_key() {
     assert_eq!(records.len(), 1);
     assert_eq!(records[0]["event"]["status"], 400);
     assert!(records[0]["event"].get("details").is_none());
+}
+
+/// Runs `vern` against `s` with `token`; returns (success, stdout, stderr).
+fn cli(s: &Server, token: &str, args: &[&str]) -> (bool, String, String) {
+    let out = vern(args, &[("VERN_ADDR", &s.http()), ("VERN_TOKEN", token)]);
+    (out.status.success(), text(&out.stdout), text(&out.stderr))
+}
+
+fn write(dir: &Path, name: &str, bytes: &[u8]) -> String {
+    let path = dir.join(name);
+    std::fs::write(&path, bytes).unwrap();
+    path_str(&path)
+}
+
+#[tokio::test]
+async fn cli_signs_checked_artifacts_verifies_offline_and_exports() {
+    let (dir, s) = server();
+    let token = client_token(
+        &s,
+        service("acme", "builder", &["attest:sign", "evidence:read"]),
+    )
+    .await;
+    let d = dir.path();
+    let artifact = write(d, "app.tar", b"release 1.0 contents");
+    let digest = digest_of(b"release 1.0 contents");
+    let predicate = write(
+        d,
+        "provenance.json",
+        br#"{"buildDefinition":{"buildType":"x"}}"#,
+    );
+    let subject = format!("registry.example/acme/web@{digest}");
+    let envelope = path_str(&d.join("envelope.json"));
+    let sign_args = |subject: &str, file: &str, out: &str| {
+        vec![
+            "attest".to_owned(),
+            "sign".to_owned(),
+            "--subject".to_owned(),
+            subject.to_owned(),
+            "--predicate-type".to_owned(),
+            SLSA.to_owned(),
+            "--predicate".to_owned(),
+            predicate.clone(),
+            "--artifact".to_owned(),
+            file.to_owned(),
+            "--out".to_owned(),
+            out.to_owned(),
+        ]
+    };
+    let args = sign_args(&subject, &artifact, &envelope);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let (ok, _, err) = cli(&s, &token, &args);
+    assert!(ok, "{err}");
+    let bytes = std::fs::read(&envelope).unwrap();
+    Envelope::parse(&bytes).unwrap();
+
+    // A file whose digest is not the subject's is refused before anything
+    // is sent: nothing is stored about either digest.
+    let other = write(d, "other.tar", b"something else");
+    let refused = path_str(&d.join("refused.json"));
+    let wrong = format!("registry.example/acme/web@{}", digest_of(b"not it"));
+    let args = sign_args(&wrong, &other, &refused);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let (ok, _, err) = cli(&s, &token, &args);
+    assert!(!ok);
+    assert!(err.contains("refusing to sign"), "{err}");
+    assert!(!Path::new(&refused).exists());
+    for d in [digest_of(b"not it"), digest_of(b"something else")] {
+        let (_, found) = lookup(&s, "root", &format!("subject={d}")).await;
+        assert_eq!(found["data"]["evidence"], json!([]), "{d}");
+    }
+    let (ok, _, err) = cli(
+        &s,
+        &token,
+        &[
+            "attest",
+            "sign",
+            "--subject",
+            "web@sha256:12",
+            "--predicate-type",
+            SLSA,
+            "--predicate",
+            &predicate,
+        ],
+    );
+    assert!(!ok);
+    assert!(err.contains("64 lowercase hex"), "{err}");
+
+    // Keys as PEM and as JWKS.
+    let (ok, pem, err) = cli(
+        &s,
+        "",
+        &["attest", "keys", "--tenant", "acme", "--output", "pem"],
+    );
+    assert!(ok, "{err}");
+    assert!(pem.starts_with("-----BEGIN PUBLIC KEY-----"), "{pem}");
+    let pem_file = write(d, "acme.pem", pem.as_bytes());
+    let (ok, jwks_text, _) = cli(&s, "", &["attest", "keys", "--tenant", "acme"]);
+    assert!(ok);
+    let jwks: Value = serde_json::from_str(&jwks_text).unwrap();
+    assert_eq!(jwks["keys"].as_array().unwrap().len(), 1);
+    let jwks_file = write(d, "acme.jwks", jwks_text.as_bytes());
+
+    // Offline: no server reachable, the exported key suffices.
+    let offline = |args: &[&str]| {
+        let out = vern(args, &[("VERN_ADDR", "http://127.0.0.1:9")]);
+        (out.status.success(), text(&out.stdout), text(&out.stderr))
+    };
+    for key in [&pem_file, &jwks_file] {
+        let (ok, out, err) = offline(&[
+            "attest",
+            "verify",
+            &envelope,
+            "--key",
+            key,
+            "--subject",
+            &digest,
+        ]);
+        assert!(ok, "{err}");
+        let v: Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(v["verified"], true);
+        assert_eq!(v["predicate_type"], SLSA);
+    }
+    // Another subject, a tampered payload, another key: refused.
+    let (ok, _, err) = offline(&[
+        "attest",
+        "verify",
+        &envelope,
+        "--key",
+        &pem_file,
+        "--subject",
+        &digest_of(b"x"),
+    ]);
+    assert!(!ok);
+    assert!(err.contains("does not name subject"), "{err}");
+    let mut env: Value = serde_json::from_slice(&bytes).unwrap();
+    let forged = json!({"_type": "https://in-toto.io/Statement/v1", "subject": [{"name": "web", "digest": {"sha256": &digest[7..]}}], "predicateType": SLSA, "predicate": {"forged": true}});
+    env["payload"] = json!(base64_std(&serde_json::to_vec(&forged).unwrap()));
+    let tampered = write(d, "tampered.json", &serde_json::to_vec(&env).unwrap());
+    let (ok, _, err) = offline(&["attest", "verify", &tampered, "--key", &pem_file]);
+    assert!(!ok);
+    assert!(err.contains("does not verify"), "{err}");
+    let (_, globex_pem, _) = cli(
+        &s,
+        "",
+        &["attest", "keys", "--tenant", "globex", "--output", "pem"],
+    );
+    assert!(globex_pem.is_empty());
+    let (ok, _, err) = offline(&[
+        "attest",
+        "verify",
+        &envelope,
+        "--key",
+        &jwks_file.replace("acme.jwks", "missing.jwks"),
+    ]);
+    assert!(!ok);
+    assert!(err.contains("cannot read"), "{err}");
+
+    // Online: by the stored record, and every envelope about a subject.
+    let (ok, out, err) = cli(&s, &token, &["attest", "verify", &envelope]);
+    assert!(ok, "{err}");
+    assert!(out.contains("\"verified\": true"), "{out}");
+    let (ok, out, err) = cli(&s, &token, &["attest", "verify", "--subject", &digest]);
+    assert!(ok, "{err}");
+    let v: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["evidence"].as_array().unwrap().len(), 1);
+    let (ok, _, err) = cli(&s, &token, &["attest", "verify", &tampered]);
+    assert!(!ok);
+    assert!(err.contains("not in the evidence store"), "{err}");
+
+    // Export: the envelope as stored, its record and the key.
+    let bundle = path_str(&d.join("bundle.json"));
+    let (ok, _, err) = cli(
+        &s,
+        &token,
+        &["evidence", "export", "--subject", &digest, "--out", &bundle],
+    );
+    assert!(ok, "{err}");
+    let b: Value = serde_json::from_slice(&std::fs::read(&bundle).unwrap()).unwrap();
+    assert_eq!(b["subject"], digest);
+    assert_eq!(
+        b["evidence"][0]["envelope"].as_str().unwrap().as_bytes(),
+        bytes.as_slice()
+    );
+    assert_eq!(b["evidence"][0]["signer"], "svc.acme.web.prod.builder");
+    assert_eq!(b["keys"], jwks["keys"]);
+}
+
+fn base64_std(bytes: &[u8]) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+/// An OCI image layout with one manifest, named `v1`.
+fn oci_layout(dir: &Path, manifest: &[u8]) -> String {
+    let hex = digest_of(manifest)[7..].to_owned();
+    std::fs::create_dir_all(dir.join("blobs/sha256")).unwrap();
+    std::fs::write(dir.join("blobs/sha256").join(&hex), manifest).unwrap();
+    std::fs::write(dir.join("oci-layout"), br#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
+    let index = json!({
+        "schemaVersion": 2,
+        "manifests": [{
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "digest": format!("sha256:{hex}"),
+            "size": manifest.len(),
+            "annotations": {"org.opencontainers.image.ref.name": "v1"},
+        }],
+    });
+    std::fs::write(dir.join("index.json"), serde_json::to_vec(&index).unwrap()).unwrap();
+    path_str(dir)
+}
+
+#[tokio::test]
+async fn cli_checks_the_manifest_of_an_oci_layout_before_signing() {
+    let (dir, s) = server();
+    let token = client_token(&s, service("acme", "builder", &["attest:sign"])).await;
+    let d = dir.path();
+    let manifest = br#"{"schemaVersion":2,"config":{},"layers":[]}"#;
+    let layout = oci_layout(&d.join("layout"), manifest);
+    let digest = digest_of(manifest);
+    let predicate = write(d, "scan.json", br#"{"scanner":{"result":[]}}"#);
+    let run = |subject: &str, layout: &str| {
+        cli(
+            &s,
+            &token,
+            &[
+                "attest",
+                "sign",
+                "--subject",
+                subject,
+                "--predicate-type",
+                "https://in-toto.io/attestation/vulns/v0.1",
+                "--predicate",
+                &predicate,
+                "--oci-layout",
+                layout,
+            ],
+        )
+    };
+    // By digest, and by the name the index gives it.
+    let (ok, out, err) = run(&format!("registry.example/acme/web@{digest}"), &layout);
+    assert!(ok, "{err}");
+    Envelope::parse(out.trim().as_bytes()).unwrap();
+    // The name `v1` with another digest: refused.
+    let (ok, _, err) = run(
+        &format!("registry.example/acme/web:v1@{}", digest_of(b"other")),
+        &layout,
+    );
+    assert!(!ok);
+    assert!(err.contains("not the subject's"), "{err}");
+    // Neither the digest nor the name: refused.
+    let (ok, _, err) = run(&format!("web@{}", digest_of(b"other")), &layout);
+    assert!(!ok);
+    assert!(err.contains("no manifest"), "{err}");
+    // A blob whose bytes are not its name's digest: refused.
+    std::fs::write(d.join("layout/blobs/sha256").join(&digest[7..]), b"swapped").unwrap();
+    let (ok, _, err) = run(&format!("web@{digest}"), &layout);
+    assert!(!ok);
+    assert!(err.contains("hashes to"), "{err}");
+    // Not a layout at all.
+    let (ok, _, err) = run(&format!("web@{digest}"), &path_str(d));
+    assert!(!ok);
+    assert!(err.contains("oci-layout"), "{err}");
 }
