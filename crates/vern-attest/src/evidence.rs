@@ -114,24 +114,24 @@ impl EvidenceStore {
         Ok((stored, verified))
     }
 
-    /// Several envelopes in one batch: all are stored or none. Each must
-    /// already have verified (see [`EvidenceStore::put`]); entries already
-    /// present are left as they are.
+    /// Several envelopes, each for its owner, in one batch: all are stored
+    /// or none. Each must already have verified (see
+    /// [`EvidenceStore::put`]); entries already present are left as they
+    /// are.
     pub async fn put_all(
         &self,
         barrier: &Barrier,
-        owner: &KeyOwner,
-        items: &[(Vec<u8>, Verified, Provenance)],
+        items: &[(KeyOwner, Vec<u8>, Verified, Provenance)],
     ) -> Result<Vec<Stored>, AttestError> {
         let v = view(barrier)?;
         let mut writes = Vec::new();
         let mut out = Vec::with_capacity(items.len());
         let mut seen = std::collections::BTreeSet::new();
-        for (bytes, verified, provenance) in items {
+        for (owner, bytes, verified, provenance) in items {
             let address = Sha256Digest::of(bytes);
             let subjects = verified.statement.subject_digests();
             let existing = self.get(barrier, owner, &address).await?;
-            let created = existing.is_none() && seen.insert(address.clone());
+            let created = existing.is_none() && seen.insert((owner.clone(), address.clone()));
             if created {
                 writes.extend(entry_writes(owner, &address, bytes, verified, provenance)?);
             } else if let Some(e) = existing {

@@ -264,15 +264,15 @@ async fn batches_are_all_or_nothing() {
                 None,
             )
             .unwrap();
-            items.push((bytes, v, by("import")));
+            items.push((acme.clone(), bytes, v, by("import")));
         }
         // One of them is already stored by a replica: the rest is written,
         // the stored one left as it is.
         store
-            .put(&replica, &acme, &items[0].0, &keys, &by("first"), NOW)
+            .put(&replica, &acme, &items[0].1, &keys, &by("first"), NOW)
             .await
             .unwrap();
-        let out = store.put_all(&b, &acme, &items).await.unwrap();
+        let out = store.put_all(&b, &items).await.unwrap();
         assert!(!out[0].created);
         assert!(out[1].created);
         let first = store
@@ -282,7 +282,7 @@ async fn batches_are_all_or_nothing() {
             .unwrap();
         assert_eq!(first.signer, "first");
         // Idempotent as a whole.
-        let again = store.put_all(&b, &acme, &items).await.unwrap();
+        let again = store.put_all(&b, &items).await.unwrap();
         assert!(again.iter().all(|s| !s.created));
     })
     .await;

@@ -35,6 +35,7 @@ pub const ACTIONS: &[&str] = &[
     "attest.sign",
     "attest.promote",
     "evidence.read",
+    "evidence.import",
 ];
 
 /// Who asks.

@@ -73,9 +73,10 @@ pub const ROLES: &[RoleDef] = &[
             "secret.metadata.read",
             "kv.mount.read",
             "token.lookup",
+            "evidence.import",
         ],
         summary:
-            "seal and keys, clients, policies, metadata, lists and mounts, token lookups; no secret values, no audit log",
+            "seal and keys, clients, policies, metadata, lists and mounts, token lookups, evidence imports; no secret values, no audit log",
     },
     RoleDef {
         name: "security-auditor",
@@ -121,8 +122,9 @@ pub const ROLES: &[RoleDef] = &[
             "attest.sign",
             "attest.promote",
             "evidence.read",
+            "evidence.import",
         ],
-        summary: "its own tenant only: clients, secrets, the tenant's audit records and tokens, signing, promotion and evidence",
+        summary: "its own tenant only: clients, secrets, the tenant's audit records and tokens, signing, promotion and evidence (reading and importing it)",
     },
 ];
 

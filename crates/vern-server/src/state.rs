@@ -69,6 +69,9 @@ pub struct ServerConfig {
     pub policy_dir: Option<std::path::PathBuf>,
     /// The audit log's settings; `None` turns audit off.
     pub audit: Option<vern_audit::AuditConfig>,
+    /// Public keys of other sites whose evidence this site imports, each
+    /// with its owner and validity window (their `vern attest keys`).
+    pub attest_trusted_keys: Vec<vern_attest::TrustedKey>,
 }
 
 impl Default for ServerConfig {
@@ -85,6 +88,7 @@ impl Default for ServerConfig {
             token_signing_alg: vern_authority::Alg::EdDsa,
             policy_dir: None,
             audit: Some(vern_audit::AuditConfig::default()),
+            attest_trusted_keys: Vec::new(),
         }
     }
 }

@@ -44,6 +44,7 @@ pub(crate) async fn evidence(cmd: EvidenceCommand) -> anyhow::Result<ExitCode> {
             subject,
             out,
         } => export(&server, &subject, out.as_deref()).await,
+        EvidenceCommand::Import { server, file } => import(&server, &file).await,
     }
 }
 
@@ -468,5 +469,22 @@ async fn export(
             writeln!(stdout, "{text}")?;
         }
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Sends a bundle to the server, which verifies every envelope against
+/// the keys it trusts and stores all or none.
+async fn import(server: &ServerArgs, file: &Path) -> anyhow::Result<ExitCode> {
+    let bundle = read_json(file)?;
+    if bundle.get("type").and_then(Value::as_str) != Some(BUNDLE_TYPE) {
+        bail!(
+            "{} is not an evidence bundle ({BUNDLE_TYPE})",
+            file.display()
+        );
+    }
+    let v = client(server)?
+        .expect_ok(Method::POST, "/v1/evidence/import", Some(bundle))
+        .await?;
+    print_json(at(&v, "/data"))?;
     Ok(ExitCode::SUCCESS)
 }

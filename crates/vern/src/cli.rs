@@ -62,7 +62,8 @@ pub(crate) enum Command {
     /// digest, verifying envelopes.
     #[command(subcommand)]
     Attest(AttestCommand),
-    /// The evidence store: export the envelopes about a subject.
+    /// The evidence store: export the envelopes about a subject, import
+    /// them at another site.
     #[command(subcommand)]
     Evidence(EvidenceCommand),
     /// Run a keeper: a stateless process holding one unseal share in
@@ -694,6 +695,15 @@ pub(crate) enum EvidenceCommand {
         #[arg(long)]
         out: Option<PathBuf>,
     },
+    /// Import a bundle: the server verifies every envelope against this
+    /// site's trusted keys before storing any; one refused envelope
+    /// refuses the whole bundle.
+    Import {
+        #[command(flatten)]
+        server: ServerArgs,
+        /// The bundle file.
+        file: PathBuf,
+    },
 }
 
 /// Output format of client commands.
@@ -839,6 +849,11 @@ pub(crate) struct ServeArgs {
     /// policies only].
     #[arg(long, env = "VERN_POLICY_DIR")]
     pub(crate) policy_dir: Option<PathBuf>,
+    /// JWKS file of other sites' artifact signing keys (their `vern attest
+    /// keys --tenant T`), trusted for `vern evidence import` [default:
+    /// only this site's own keys].
+    #[arg(long, env = "VERN_ATTEST_TRUSTED_KEYS")]
+    pub(crate) attest_trusted_keys: Option<PathBuf>,
     /// Also write every audit record and checkpoint as JSON lines to this
     /// file (synced per batch), or `-` for standard output [default:
     /// storage only].

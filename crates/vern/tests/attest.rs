@@ -23,6 +23,7 @@ use sha2::{Digest as _, Sha256};
 use vern_attest::{verify_envelope, Envelope, Sha256Digest, TrustedKey};
 
 const SLSA: &str = "https://slsa.dev/provenance/v1";
+const TEST_RESULT: &str = "https://in-toto.io/attestation/test-result/v0.1";
 
 fn digest_of(bytes: &[u8]) -> String {
     format!("sha256:{}", hex_of(&Sha256::digest(bytes)))
@@ -591,4 +592,122 @@ async fn cli_checks_the_manifest_of_an_oci_layout_before_signing() {
     let (ok, _, err) = run(&format!("web@{digest}"), &path_str(d));
     assert!(!ok);
     assert!(err.contains("oci-layout"), "{err}");
+}
+
+#[tokio::test]
+async fn evidence_moves_between_sites_verified_whole_or_not_at_all() {
+    // Site A signs and exports.
+    let (dir, a) = server();
+    let d = dir.path();
+    let builder = client_token(
+        &a,
+        service("acme", "builder", &["attest:sign", "evidence:read"]),
+    )
+    .await;
+    let digest = digest_of(b"shipped image");
+    for predicate in ["https://slsa.dev/provenance/v1", TEST_RESULT] {
+        let body = json!({"subject": format!("web@{digest}"), "predicate_type": predicate, "predicate": {"result": "PASSED"}});
+        assert_eq!(sign(&a, &builder, &body, "site-a").await.0, 200);
+    }
+    let bundle = path_str(&d.join("bundle.json"));
+    let (ok, _, err) = cli(
+        &a,
+        &builder,
+        &["evidence", "export", "--subject", &digest, "--out", &bundle],
+    );
+    assert!(ok, "{err}");
+    let (ok, jwks, _) = cli(&a, "", &["attest", "keys", "--tenant", "acme"]);
+    assert!(ok);
+    let trusted = write(d, "site-a.jwks", jwks.as_bytes());
+
+    // Site B trusts A's acme keys; an acme administrator imports there.
+    let dir_b = temp();
+    let b = dev_server(
+        &path_str(dir_b.path()),
+        &["--attest-trusted-keys", &trusted],
+    );
+    let admin = client_token(
+        &b,
+        json!({"tenant": "acme", "name": "admin", "roles": ["tenant-admin"]}),
+    )
+    .await;
+
+    // One tampered envelope refuses the whole bundle: nothing is stored.
+    let mut b_json: Value = serde_json::from_slice(&std::fs::read(&bundle).unwrap()).unwrap();
+    let original = b_json.clone();
+    let env = b_json["evidence"][1]["envelope"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let mut env: Value = serde_json::from_str(&env).unwrap();
+    let sig = env["signatures"][0]["sig"].as_str().unwrap().to_owned();
+    let flipped = if sig.starts_with('A') {
+        sig.replacen('A', "B", 1)
+    } else {
+        format!("A{}", &sig[1..])
+    };
+    env["signatures"][0]["sig"] = json!(flipped);
+    b_json["evidence"][1]["envelope"] = json!(serde_json::to_string(&env).unwrap());
+    let tampered = write(
+        d,
+        "tampered-bundle.json",
+        &serde_json::to_vec(&b_json).unwrap(),
+    );
+    let (ok, _, err) = cli(&b, &admin, &["evidence", "import", &tampered]);
+    assert!(!ok);
+    assert!(err.contains("nothing is imported"), "{err}");
+    let (_, found) = lookup(&b, "root", &format!("subject={digest}")).await;
+    assert_eq!(found["data"]["evidence"], json!([]));
+
+    // A bundle verified only by keys it carries itself is refused too.
+    let dir_c = temp();
+    let c = dev_server(&path_str(dir_c.path()), &[]);
+    let (ok, _, err) = cli(&c, "root", &["evidence", "import", &bundle]);
+    assert!(!ok);
+    assert!(err.contains("unknown key"), "{err}");
+
+    // Another tenant's administrator cannot import acme's evidence.
+    let globex = client_token(
+        &b,
+        json!({"tenant": "globex", "name": "admin", "roles": ["tenant-admin"]}),
+    )
+    .await;
+    let (ok, _, err) = cli(&b, &globex, &["evidence", "import", &bundle]);
+    assert!(!ok);
+    assert!(err.contains("403"), "{err}");
+
+    // The intact bundle imports whole, once; the envelopes keep their
+    // bytes and verify offline with site A's keys.
+    let (ok, out, err) = cli(&b, &admin, &["evidence", "import", &bundle]);
+    assert!(ok, "{err}");
+    let v: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["created"], 2);
+    let (ok, out, _) = cli(&b, &admin, &["evidence", "import", &bundle]);
+    assert!(ok);
+    assert_eq!(serde_json::from_str::<Value>(&out).unwrap()["created"], 0);
+    let (_, found) = lookup(&b, &admin, &format!("subject={digest}")).await;
+    let list = found["data"]["evidence"].as_array().unwrap();
+    assert_eq!(list.len(), 2);
+    for entry in list {
+        assert_eq!(entry["signer"], "svc.acme.web.prod.builder");
+        assert!(original["evidence"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["envelope"] == entry["envelope"]));
+    }
+    let (ok, _, err) = cli(
+        &b,
+        &admin,
+        &["attest", "verify", "--subject", &digest, "--key", &trusted],
+    );
+    assert!(ok, "{err}");
+    let records = common::audit_records(&b).await;
+    let import = records
+        .iter()
+        .find(|r| r["event"]["action"] == "evidence.import" && r["event"]["status"] == 200)
+        .unwrap();
+    assert_eq!(import["event"]["details"]["importer"], "op.acme.admin");
+    let addresses = import["event"]["details"]["evidence"].as_str().unwrap();
+    assert_eq!(addresses.split(',').count(), 2);
 }

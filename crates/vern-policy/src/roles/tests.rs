@@ -99,6 +99,7 @@ fn probes() -> Vec<(Resource, Reach, &'static [&'static str])> {
         "authz.check",
         "kv.mount.read",
         "evidence.read",
+        "evidence.import",
     ];
     let secret = |t: &str, e: &str| Resource::Secret {
         mount: "secret".to_owned(),
@@ -110,12 +111,22 @@ fn probes() -> Vec<(Resource, Reach, &'static [&'static str])> {
         (
             Resource::Tenant(tenant("acme")),
             Reach::Tenant(tenant("acme")),
-            &["audit.read", "kv.mount.read", "evidence.read"],
+            &[
+                "audit.read",
+                "kv.mount.read",
+                "evidence.read",
+                "evidence.import",
+            ],
         ),
         (
             Resource::Tenant(tenant("globex")),
             Reach::Tenant(tenant("globex")),
-            &["audit.read", "kv.mount.read", "evidence.read"],
+            &[
+                "audit.read",
+                "kv.mount.read",
+                "evidence.read",
+                "evidence.import",
+            ],
         ),
         (
             Resource::Environment(env("acme", "prod")),

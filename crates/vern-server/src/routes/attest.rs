@@ -20,7 +20,8 @@ use axum::{Extension, Json};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use vern_attest::{
-    Evidence, EvidenceStore, KeyOwner, KeyStore, Provenance, Sha256Digest, Statement, SubjectRef,
+    verify_envelope, Envelope, Evidence, EvidenceStore, KeyOwner, KeyStore, Provenance,
+    Sha256Digest, Statement, SubjectRef, TrustedKey,
 };
 use vern_core::{EnvironmentId, PrincipalKind, ProjectId, RequestId, Scope, TenantId};
 use vern_policy::Resource;
@@ -281,6 +282,126 @@ pub(crate) async fn by_subject(
     Ok(Json(json!({
         "request_id": id.as_str(),
         "data": { "subject": subject, "evidence": list },
+    }))
+    .into_response())
+}
+
+/// The most envelopes one import takes.
+const MAX_IMPORT: usize = 1000;
+
+/// One entry of an evidence bundle (`vern evidence export`).
+#[derive(Deserialize)]
+pub(crate) struct BundleEntry {
+    envelope: String,
+    owner: String,
+    signer: String,
+    signed_at: u64,
+}
+
+/// Body of `POST /v1/evidence/import`: a bundle as `vern evidence export`
+/// writes it. Its `keys` are not trusted (anyone can put keys beside an
+/// envelope); the importing site's own are.
+#[derive(Deserialize)]
+pub(crate) struct ImportBody {
+    evidence: Vec<BundleEntry>,
+}
+
+/// The keys this site trusts for `owner`'s evidence: the owner's own
+/// published keys here and the configured keys of other sites with that
+/// owner.
+async fn trusted_for(
+    state: &AppState,
+    barrier: &vern_seal::Barrier,
+    owner: &KeyOwner,
+) -> Result<Vec<TrustedKey>, ApiError> {
+    let mut keys = KEYS.existing(barrier, owner).await?;
+    keys.extend(
+        state
+            .inner
+            .config
+            .attest_trusted_keys
+            .iter()
+            .filter(|k| k.owner == *owner)
+            .cloned(),
+    );
+    Ok(keys)
+}
+
+/// `POST /v1/evidence/import`: stores a bundle's envelopes, each for its
+/// owner, after `evidence.import` is decided on every owner and every
+/// envelope verified against this site's trusted keys at the time the
+/// bundle says it was signed. One that is refused refuses the whole
+/// bundle; the rest go in one batch, all or none. Each stored envelope
+/// keeps the signer the bundle names; the audit record names the
+/// importer and every address.
+pub(crate) async fn import(
+    State(state): State<AppState>,
+    caller: Caller,
+    Extension(id): Extension<RequestId>,
+    ApiJson(body): ApiJson<ImportBody>,
+) -> Result<Response, ApiError> {
+    if body.evidence.is_empty() || body.evidence.len() > MAX_IMPORT {
+        return Err(ApiError::bad_request(format!(
+            "a bundle holds 1 to {MAX_IMPORT} envelopes"
+        )));
+    }
+    let mut owners = Vec::new();
+    for e in &body.evidence {
+        let owner = KeyOwner::parse(&e.owner)?;
+        if !owners.contains(&owner) {
+            owners.push(owner);
+        }
+    }
+    for owner in &owners {
+        authorize_on(
+            &caller,
+            match owner {
+                KeyOwner::Platform => Resource::Platform,
+                KeyOwner::Tenant(t) => Resource::Tenant(t.clone()),
+            },
+        )?;
+    }
+    let now = state.inner.clock.unix_seconds();
+    let barrier = state.inner.seal.barrier()?;
+    let mut trusted = Vec::with_capacity(owners.len());
+    for owner in &owners {
+        trusted.push((owner.clone(), trusted_for(&state, &barrier, owner).await?));
+    }
+    let mut items = Vec::with_capacity(body.evidence.len());
+    for (i, e) in body.evidence.into_iter().enumerate() {
+        let owner = KeyOwner::parse(&e.owner)?;
+        let keys = trusted
+            .iter()
+            .find(|(o, _)| *o == owner)
+            .map(|(_, k)| k.as_slice())
+            .unwrap_or_default();
+        let bytes = e.envelope.into_bytes();
+        let refused = |err: vern_attest::AttestError| {
+            ApiError::bad_request(format!(
+                "envelope {} ({}) is refused, so nothing is imported: {err}",
+                i + 1,
+                Sha256Digest::of(&bytes)
+            ))
+        };
+        let verified = Envelope::parse(&bytes)
+            .and_then(|env| verify_envelope(&env, keys, Some(e.signed_at), now, None))
+            .map_err(refused)?;
+        let provenance = Provenance {
+            signer: e.signer,
+            signed_at: e.signed_at,
+        };
+        items.push((owner, bytes, verified, provenance));
+    }
+    let stored = EvidenceStore.put_all(&barrier, &items).await?;
+    let addresses: Vec<String> = stored.iter().map(|s| s.address.to_string()).collect();
+    if let Some(slot) = &caller.audit {
+        slot.detail("evidence", &addresses.join(","));
+        slot.detail("importer", &caller.principal.id);
+    }
+    let created = stored.iter().filter(|s| s.created).count();
+    Ok(Json(json!({
+        "request_id": id.as_str(),
+        "data": { "imported": addresses, "created": created },
     }))
     .into_response())
 }

@@ -454,6 +454,11 @@ pub(crate) fn table() -> Vec<Route> {
             get(attest::by_subject),
         ),
         route(
+            "/v1/evidence/import",
+            &[("POST", Resource("evidence.import"))],
+            post(attest::import),
+        ),
+        route(
             "/v1/evidence/{address}",
             &[
                 ("GET", Resource("evidence.read")),
