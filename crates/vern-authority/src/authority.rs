@@ -539,16 +539,7 @@ impl Authority {
             }
             (None, Presented::Bearer) => {}
         }
-        // Both reads at once: on a networked store they are two round trips.
-        let (revoked, current) = futures_util::future::join(
-            self.is_revoked(b, &claims.jti),
-            self.check_client_current(b, &claims),
-        )
-        .await;
-        if revoked? {
-            return Err(AuthError::Revoked);
-        }
-        current?;
+        self.check_live(b, &claims).await?;
         Ok(claims)
     }
 
@@ -564,12 +555,9 @@ impl Authority {
             Err(AuthError::Seal(e)) => return Err(e.into()),
             Err(_) => return Ok(None),
         };
-        if self.is_revoked(b, &claims.jti).await? {
-            return Ok(None);
-        }
-        match self.check_client_current(b, &claims).await {
+        match self.check_live(b, &claims).await {
             Ok(()) => Ok(Some(claims)),
-            Err(AuthError::ClientChanged) => Ok(None),
+            Err(AuthError::Revoked | AuthError::ClientChanged) => Ok(None),
             Err(e) => Err(e),
         }
     }

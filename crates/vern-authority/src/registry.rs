@@ -12,6 +12,15 @@ use crate::jwt_auth::{JwtAuthError, JwtRolePlan, JwtRoleSpec};
 use crate::AuthError;
 
 pub(crate) const CLIENTS: &str = "clients/";
+
+/// A client record as stored.
+pub(crate) fn parse_client(
+    client_id: &str,
+    stored: &SecretBytes,
+) -> Result<ClientRecord, AuthError> {
+    serde_json::from_slice(stored.expose())
+        .map_err(|_| AuthError::Seal(SealError::Corrupt(format!("client {client_id}"))))
+}
 /// The index of clients by certificate SAN: `san/<b64url SHA-256 of the
 /// SAN>/<client id>`, one key per client that authenticates with a
 /// certificate. Only a hint where to look: a login reads and checks each
@@ -210,8 +219,7 @@ impl Authority {
             other => other?,
         }
         .ok_or_else(|| AuthError::NoClient(client_id.to_owned()))?;
-        serde_json::from_slice(plain.value.expose())
-            .map_err(|_| AuthError::Seal(SealError::Corrupt(format!("client {client_id}"))))
+        parse_client(client_id, &plain.value)
     }
 
     /// Every client id.

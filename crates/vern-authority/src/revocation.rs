@@ -10,41 +10,58 @@ use vern_seal::{Barrier, BarrierWrite, Expect, SealError};
 use crate::authority::{conflict, view, Authority};
 use crate::claims::AccessClaims;
 use crate::client_auth::ASSERTIONS;
+use crate::registry::{parse_client, CLIENTS};
 use crate::AuthError;
 
 pub(crate) const REVOKED: &str = "revoked/";
 
+/// The marker of a revoked token: the SHA-256 of its `jti`.
+fn revocation_key(jti: &str) -> String {
+    format!(
+        "{REVOKED}{}",
+        B64.encode(vern_crypto::sha256(jti.as_bytes()))
+    )
+}
+
 impl Authority {
-    /// Refuses a token whose client no longer exists or whose record
-    /// changed after the token was issued: deleting a client, or narrowing
-    /// it with apply, takes effect on its live tokens at once. Costs one
-    /// storage read (the client record).
+    /// Refuses a revoked token ([`AuthError::Revoked`]), and one whose
+    /// client no longer exists or whose record changed after the token was
+    /// issued ([`AuthError::ClientChanged`]): revoking a token, deleting a
+    /// client, or narrowing it with apply takes effect on its live tokens
+    /// at once. The revocation marker and the client record are read
+    /// together, in one storage round trip.
     ///
     /// Times are whole seconds, so a token issued in the same second as
     /// the change (or within the clock skew between replicas) is still
     /// honoured; only a deletion is exact.
-    pub(crate) async fn check_client_current(
+    pub(crate) async fn check_live(
         &self,
         b: &Barrier,
         claims: &AccessClaims,
     ) -> Result<(), AuthError> {
-        let record = match self.client(b, &claims.client_id).await {
-            Ok(record) => record,
-            Err(AuthError::NoClient(_)) => return Err(AuthError::ClientChanged),
-            Err(e) => return Err(e),
+        let marker = revocation_key(&claims.jti);
+        let client = format!("{CLIENTS}{}", claims.client_id);
+        let (revoked, record) = match view(b)?.get_many(&[&marker, &client]).await {
+            Ok(read) => {
+                let mut read = read.into_iter();
+                (read.next().flatten().is_some(), read.next().flatten())
+            }
+            // An id that cannot be a storage key names no client.
+            Err(SealError::BadKey { .. }) => (self.is_revoked(b, &claims.jti).await?, None),
+            Err(e) => return Err(e.into()),
         };
-        if claims.iat < record.changed_at() {
+        if revoked {
+            return Err(AuthError::Revoked);
+        }
+        let record = record.ok_or(AuthError::ClientChanged)?;
+        if claims.iat < parse_client(&claims.client_id, &record.value)?.changed_at() {
             return Err(AuthError::ClientChanged);
         }
         Ok(())
     }
 
     pub(crate) async fn is_revoked(&self, b: &Barrier, jti: &str) -> Result<bool, AuthError> {
-        let k = format!(
-            "{REVOKED}{}",
-            B64.encode(vern_crypto::sha256(jti.as_bytes()))
-        );
-        Ok(view(b)?.get(&k).await?.is_some())
+        Ok(view(b)?.get(&revocation_key(jti)).await?.is_some())
     }
 
     /// RFC 7009: revokes a token this authority issued, if `may_revoke`

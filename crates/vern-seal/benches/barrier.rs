@@ -30,6 +30,10 @@ impl Store for MemStore {
     async fn get(&self, key: &Key) -> Result<Option<Entry>, StoreError> {
         Ok(self.0.lock().unwrap().get(key.as_str()).cloned())
     }
+    async fn get_many(&self, keys: &[Key]) -> Result<Vec<Option<Entry>>, StoreError> {
+        let map = self.0.lock().unwrap();
+        Ok(keys.iter().map(|k| map.get(k.as_str()).cloned()).collect())
+    }
     async fn list(
         &self,
         prefix: &str,

@@ -209,6 +209,38 @@ impl Barrier {
         }))
     }
 
+    /// Reads and decrypts several keys from one snapshot; see
+    /// [`Store::get_many`].
+    pub(crate) async fn get_many(&self, keys: &[Key]) -> Result<Vec<Option<Plain>>, SealError> {
+        for key in keys {
+            check_not_reserved(key)?;
+        }
+        let entries = self.store.get_many(keys).await?;
+        let mut reloaded = false;
+        let mut out = Vec::with_capacity(entries.len());
+        for (key, entry) in keys.iter().zip(entries) {
+            let Some(entry) = entry else {
+                out.push(None);
+                continue;
+            };
+            let value = match self.open(key, &entry.value) {
+                Ok(v) => v,
+                Err(OpenError::UnknownTerm) if !reloaded => {
+                    reloaded = true;
+                    self.reload().await?;
+                    self.open(key, &entry.value)
+                        .map_err(|_| SealError::Corrupt(key.as_str().to_owned()))?
+                }
+                Err(_) => return Err(SealError::Corrupt(key.as_str().to_owned())),
+            };
+            out.push(Some(Plain {
+                value,
+                version: entry.version,
+            }));
+        }
+        Ok(out)
+    }
+
     /// Lists keys under `prefix` (keys are not secret; values are).
     pub(crate) async fn list(
         &self,

@@ -73,6 +73,16 @@ impl<'a> BarrierView<'a> {
         self.barrier.get(&self.key(key)?).await
     }
 
+    /// Reads several keys (relative to the prefix) from one snapshot, in
+    /// one read transaction; entries in the order of `keys`.
+    pub async fn get_many(&self, keys: &[&str]) -> Result<Vec<Option<Plain>>, SealError> {
+        let keys = keys
+            .iter()
+            .map(|k| self.key(k))
+            .collect::<Result<Vec<_>, _>>()?;
+        self.barrier.get_many(&keys).await
+    }
+
     /// Keys under `under` (relative to the prefix: empty for the whole view,
     /// else ending with `/`), strictly after `after` (also relative), at
     /// most `limit`, in byte order, returned relative to the prefix.

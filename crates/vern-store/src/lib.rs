@@ -149,6 +149,11 @@ pub trait Store: Send + Sync + 'static {
     /// Reads one key.
     async fn get(&self, key: &Key) -> Result<Option<Entry>, StoreError>;
 
+    /// Reads several keys from one snapshot, in one read transaction (one
+    /// round trip on a networked store). Entries come in the order of
+    /// `keys`; a key given twice is read once and answered twice.
+    async fn get_many(&self, keys: &[Key]) -> Result<Vec<Option<Entry>>, StoreError>;
+
     /// Keys starting with `prefix`, in byte order, strictly after `after`
     /// when given, at most `limit` of them.
     async fn list(
@@ -175,14 +180,10 @@ pub async fn open(url: &str, pool_size: usize) -> Result<Arc<dyn Store>, StoreEr
     open_with(url, pool_size, Locking::Shared).await
 }
 
-/// Like [`open`], but a SQLite database is held by this process alone
-/// ([`Locking::Exclusive`]): for the server, whose reads then take no file
-/// lock. PostgreSQL is opened as by [`open`].
-pub async fn open_exclusive(url: &str, pool_size: usize) -> Result<Arc<dyn Store>, StoreError> {
-    open_with(url, pool_size, Locking::Exclusive).await
-}
-
-pub(crate) async fn open_with(
+/// Like [`open`], with a SQLite database held as `locking` says
+/// ([`Locking::Exclusive`] for a server whose reads should take no file
+/// lock). PostgreSQL is opened as by [`open`].
+pub async fn open_with(
     url: &str,
     pool_size: usize,
     locking: Locking,

@@ -140,6 +140,41 @@ impl Store for PostgresStore {
         }))
     }
 
+    async fn get_many(&self, keys: &[Key]) -> Result<Vec<Option<Entry>>, StoreError> {
+        let client = self.pool.get().await.map_err(err)?;
+        let stmt = client
+            .prepare_cached("SELECT key, value, version FROM kv WHERE key = ANY($1)")
+            .await
+            .map_err(db_err)?;
+        let wanted: Vec<&str> = keys.iter().map(Key::as_str).collect();
+        let rows = client.query(&stmt, &[&wanted]).await.map_err(db_err)?;
+        let mut found: std::collections::HashMap<String, Entry> = rows
+            .into_iter()
+            .map(|r| {
+                (
+                    r.get::<_, String>(0),
+                    Entry {
+                        value: r.get(1),
+                        version: r.get::<_, i64>(2) as u64,
+                    },
+                )
+            })
+            .collect();
+        Ok(keys
+            .iter()
+            .enumerate()
+            .map(|(i, k)| {
+                // A key given twice takes its entry at its last position and
+                // a clone before.
+                if keys.get(i + 1..).is_some_and(|rest| rest.contains(k)) {
+                    found.get(k.as_str()).cloned()
+                } else {
+                    found.remove(k.as_str())
+                }
+            })
+            .collect())
+    }
+
     async fn list(
         &self,
         prefix: &str,

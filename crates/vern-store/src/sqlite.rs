@@ -350,6 +350,32 @@ impl Store for SqliteStore {
         })
     }
 
+    async fn get_many(&self, keys: &[Key]) -> Result<Vec<Option<Entry>>, StoreError> {
+        self.with_reader(|conn| {
+            // One read transaction: one snapshot, one WAL read mark.
+            let tx = conn.unchecked_transaction().map_err(err)?;
+            let mut stmt = tx
+                .prepare_cached("SELECT value, version FROM kv WHERE key = ?1")
+                .map_err(err)?;
+            let entries = keys
+                .iter()
+                .map(|key| {
+                    stmt.query_row([key.as_str()], |r| {
+                        Ok(Entry {
+                            value: r.get(0)?,
+                            version: r.get::<_, i64>(1)? as u64,
+                        })
+                    })
+                    .optional()
+                    .map_err(err)
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            drop(stmt);
+            tx.commit().map_err(err)?;
+            Ok(entries)
+        })
+    }
+
     async fn list(
         &self,
         prefix: &str,

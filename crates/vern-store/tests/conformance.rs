@@ -55,6 +55,7 @@ macro_rules! conformance {
 
 conformance!(
     get_put_versions,
+    get_many_answers_in_order,
     preconditions,
     batches_are_atomic,
     deletes,
@@ -65,6 +66,41 @@ conformance!(
     data_survives_reopen,
     matches_a_model,
 );
+
+async fn get_many_answers_in_order(db: &Db) {
+    let s = db.open().await;
+    assert_eq!(s.get_many(&[]).await.unwrap(), Vec::new());
+    s.commit(vec![
+        Write::put(key("m/a"), b"1".to_vec()),
+        Write::put(key("m/b"), b"2".to_vec()),
+    ])
+    .await
+    .unwrap();
+    s.commit(vec![Write::put(key("m/b"), b"3".to_vec())])
+        .await
+        .unwrap();
+    let wanted = [key("m/b"), key("m/none"), key("m/a"), key("m/b")];
+    let got = s.get_many(&wanted).await.unwrap();
+    let expected: Vec<Option<(Vec<u8>, u64)>> = vec![
+        Some((b"3".to_vec(), 2)),
+        None,
+        Some((b"1".to_vec(), 1)),
+        Some((b"3".to_vec(), 2)),
+    ];
+    assert_eq!(
+        got.into_iter()
+            .map(|e| e.map(|e| (e.value, e.version)))
+            .collect::<Vec<_>>(),
+        expected
+    );
+    // The same as reading one by one.
+    for k in &wanted {
+        assert_eq!(
+            s.get_many(std::slice::from_ref(k)).await.unwrap(),
+            vec![s.get(k).await.unwrap()]
+        );
+    }
+}
 
 async fn get_put_versions(db: &Db) {
     let s = db.open().await;

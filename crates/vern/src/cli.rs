@@ -7,6 +7,27 @@ use std::process::ExitCode;
 use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
 
 use crate::logging::LogFormat;
+
+/// How the server holds a SQLite main database.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum SqliteLocking {
+    /// The server's alone: reads take no file lock; another process cannot
+    /// open the file.
+    Exclusive,
+    /// Open to other processes (a backup by `sqlite3 .backup`, a reader),
+    /// at the cost of file locks on every read.
+    Shared,
+}
+
+impl From<SqliteLocking> for vern_store::Locking {
+    fn from(l: SqliteLocking) -> Self {
+        match l {
+            SqliteLocking::Exclusive => Self::Exclusive,
+            SqliteLocking::Shared => Self::Shared,
+        }
+    }
+}
 use crate::{client, serve};
 
 /// Vern: the trust layer of a multi-tenant platform.
@@ -785,6 +806,10 @@ pub(crate) struct ServeArgs {
     /// Storage connection pool size [default: 8].
     #[arg(long, env = "VERN_STORAGE_POOL")]
     pub(crate) storage_pool: Option<usize>,
+    /// Whether other processes may open a SQLite main database while the
+    /// server runs [default: exclusive].
+    #[arg(long, value_enum, env = "VERN_SQLITE_LOCKING")]
+    pub(crate) sqlite_locking: Option<SqliteLocking>,
     /// The URL clients reach this server at: the token issuer and the base
     /// of DPoP `htu` checks [default: the listener's address].
     #[arg(long, env = "VERN_PUBLIC_URL")]

@@ -25,6 +25,7 @@ pub(crate) struct FileConfig {
     pub(crate) max_connections: Option<u32>,
     pub(crate) trusted_proxies: Option<Vec<String>>,
     pub(crate) storage_pool: Option<usize>,
+    pub(crate) sqlite_locking: Option<crate::cli::SqliteLocking>,
     pub(crate) cluster_name: Option<String>,
     pub(crate) kv_mounts: Option<Vec<String>>,
     pub(crate) public_url: Option<String>,

@@ -17,13 +17,14 @@ pub(crate) async fn run(args: KeeperArgs) -> anyhow::Result<()> {
         client_cert_optional: false,
     };
     let listener = Listener::bind(args.listen, Some(&tls)).context("cannot start the keeper")?;
+    let shutdown = crate::serve::shutdown_signal()?;
     tracing::info!(
         address = %listener.local_addr()?,
         server_identities = ?args.server_identities,
         "Keeper is listening."
     );
     let app = vern_server::keeper_app(KeeperState::default());
-    vern_server::serve(listener, app, crate::serve::shutdown_signal()).await?;
+    vern_server::serve(listener, app, shutdown).await?;
     tracing::info!("Keeper stopped; its share is gone.");
     Ok(())
 }

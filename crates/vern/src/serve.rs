@@ -36,6 +36,7 @@ struct Settings {
     tls: Option<TlsFiles>,
     insecure_listen: bool,
     pool: usize,
+    sqlite_locking: vern_store::Locking,
     server: ServerConfig,
     connections: ConnectionLimits,
     log_format: LogFormat,
@@ -323,6 +324,11 @@ fn settings(args: ServeArgs) -> anyhow::Result<Settings> {
             .storage_pool
             .or(file.storage_pool)
             .unwrap_or(DEFAULT_POOL),
+        sqlite_locking: args
+            .sqlite_locking
+            .or(file.sqlite_locking)
+            .unwrap_or(crate::cli::SqliteLocking::Exclusive)
+            .into(),
         server,
         connections,
         log_format: args
@@ -396,10 +402,10 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<()> {
     if s.data_dir_in_use {
         prepare_data_dir(&s.data_dir)?;
     }
-    // The main database is the server's alone, so reads of secrets and
-    // clients take no file lock; the audit log's stays open to
+    // By default the main database is the server's alone, so reads of
+    // secrets and clients take no file lock; the audit log's stays open to
     // `vern audit verify`.
-    let store = vern_store::open_exclusive(&s.storage, s.pool)
+    let store = vern_store::open_with(&s.storage, s.pool, s.sqlite_locking)
         .await
         .with_context(|| format!("cannot open storage {}", vern_store::redact_url(&s.storage)))?;
     let audit_store = open_audit_store(&s.storage, &store, s.pool).await?;
@@ -411,6 +417,7 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<()> {
     };
 
     let listener = Listener::bind(s.listen, s.tls.as_ref())?.with_limits(s.connections)?;
+    let shutdown = shutdown_signal()?;
     let addr = listener.local_addr()?;
     let scheme = if listener.is_tls() { "https" } else { "http" };
     tracing::info!(address = %addr, tls = listener.is_tls(), storage = store.backend(), "Vern is listening.");
@@ -443,7 +450,7 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<()> {
     state.spawn_maintenance();
     spawn_policy_reload_on_sighup(state.clone());
     let app = vern_server::app(state.clone());
-    vern_server::serve(listener, app, shutdown_signal()).await?;
+    vern_server::serve(listener, app, shutdown).await?;
     state.shutdown().await;
     tracing::info!("Vern stopped.");
     Ok(())
@@ -598,30 +605,31 @@ fn spawn_policy_reload_on_sighup(state: AppState) {
     let _ = state;
 }
 
-pub(crate) async fn shutdown_signal() {
-    let ctrl_c = async {
-        if let Err(e) = tokio::signal::ctrl_c().await {
-            tracing::error!(error = %e, "Cannot listen for Ctrl-C.");
+/// Resolves on SIGINT or SIGTERM. The handlers are installed here, before
+/// the caller announces that it listens: a signal sent right after the
+/// announcement must not find the default action (which ends the process
+/// without the last audit checkpoint or the queued log lines).
+#[cfg(unix)]
+pub(crate) fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut int = signal(SignalKind::interrupt()).context("cannot listen for SIGINT")?;
+    let mut term = signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?;
+    Ok(async move {
+        tokio::select! {
+            _ = int.recv() => {},
+            _ = term.recv() => {},
+        }
+        tracing::info!("Shutdown requested; finishing in-flight requests.");
+    })
+}
+
+/// Resolves on Ctrl-C.
+#[cfg(not(unix))]
+pub(crate) fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
+    Ok(async {
+        if tokio::signal::ctrl_c().await.is_err() {
             std::future::pending::<()>().await;
         }
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "Cannot listen for SIGTERM.");
-                std::future::pending::<()>().await;
-            }
-        }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {},
-        () = term => {},
-    }
-    tracing::info!("Shutdown requested; finishing in-flight requests.");
+        tracing::info!("Shutdown requested; finishing in-flight requests.");
+    })
 }

@@ -1,6 +1,7 @@
 //! Files Vern creates are its own: the data directory is 0700; the SQLite
-//! database with its `-wal`/`-shm` files, the dev unseal key and an audit
-//! file are 0600. Existing wider modes are tightened at start, with a
+//! databases with their `-wal`/`-shm` files (the main database has no
+//! `-shm`: the server keeps its WAL index in memory), the dev unseal key and
+//! an audit file are 0600. Existing wider modes are tightened at start, with a
 //! warning.
 #![cfg(unix)]
 #![allow(
@@ -42,10 +43,10 @@ async fn data_files_are_created_owner_only() {
     let s = dev_server(&path_str(&data), &["--audit-file", &path_str(&audit)]);
     write_secret(&s).await;
     assert_eq!(mode(&data), 0o700, "data directory");
+    assert!(!data.join("vern.db-shm").exists());
     for name in [
         "vern.db",
         "vern.db-wal",
-        "vern.db-shm",
         "vern-audit.db",
         "vern-audit.db-wal",
         "vern-audit.db-shm",
@@ -71,7 +72,7 @@ async fn wider_modes_are_tightened_at_start_with_a_warning() {
     let s = dev_server(&path_str(&data), &[]);
     write_secret(&s).await;
     assert_eq!(mode(&data), 0o700);
-    for name in ["vern.db", "vern.db-wal", "vern.db-shm"] {
+    for name in ["vern.db", "vern.db-wal"] {
         assert_eq!(mode(&data.join(name)), 0o600, "{name}");
     }
     let log = s.stderr_text();

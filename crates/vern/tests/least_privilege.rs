@@ -355,7 +355,11 @@ fn hold_write_lock(db: &std::path::Path, secs: f64) -> std::process::Child {
 async fn a_write_stuck_on_slow_storage_is_reported_as_committed() {
     let dir = temp();
     let d = path_str(dir.path());
-    let s = dev_server(&d, &["--request-timeout", "1"]);
+    // Shared locking lets another process hold the write lock.
+    let s = dev_server(
+        &d,
+        &["--request-timeout", "1", "--sqlite-locking", "shared"],
+    );
     let mut locker = hold_write_lock(&dir.path().join("vern.db"), 2.5);
     let status = status_of(
         client()

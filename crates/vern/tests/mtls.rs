@@ -69,22 +69,7 @@ async fn certificate_bound_tokens_need_their_certificate() {
     let anonymous = https(&ca_pem, None);
 
     // Client certificates are optional: init and unseal without one.
-    let init: Value = anonymous
-        .put(format!("{base}/v1/sys/init"))
-        .json(&json!({"secret_shares": 1, "secret_threshold": 1}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    anonymous
-        .put(format!("{base}/v1/sys/unseal"))
-        .json(&json!({"key": init["keys"][0]}))
-        .send()
-        .await
-        .unwrap();
-    let root = init["root_token"].as_str().unwrap().to_owned();
+    let root = init_and_unseal_at(&anonymous, &base).await;
     let created = anonymous
         .post(format!("{base}/v1/auth/clients"))
         .header("x-vault-token", &root)

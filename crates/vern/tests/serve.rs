@@ -347,6 +347,18 @@ async fn a_second_server_on_the_same_sqlite_database_is_refused() {
         .unwrap();
     assert!(records > 0);
     assert!(s.terminate().success());
+
+    // Shared locking opens the main file to other processes.
+    let s = dev(dir.path(), &["--sqlite-locking", "shared"]);
+    let main = rusqlite::Connection::open(dir.path().join("vern.db")).unwrap();
+    let keys: i64 = main
+        .query_row("SELECT count(*) FROM kv", [], |r| r.get(0))
+        .unwrap();
+    assert!(keys > 0);
+    drop(main);
+    let log = s.stderr_text();
+    let stopped = s.terminate();
+    assert!(stopped.success(), "{stopped:?} {log}");
 }
 
 #[tokio::test]

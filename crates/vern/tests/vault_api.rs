@@ -908,28 +908,13 @@ async fn mtls_server() -> MtlsServer {
     let data = path_str(&dir.path().join("data"));
     let server = tls_server(&crt, &key, &data, &["--tls-client-ca", &ca_file]);
     let base = format!("https://{}", server.addr);
-    let anonymous = https(&ca_pem, None);
-    let init: Value = anonymous
-        .put(format!("{base}/v1/sys/init"))
-        .json(&json!({"secret_shares": 1, "secret_threshold": 1}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    anonymous
-        .put(format!("{base}/v1/sys/unseal"))
-        .json(&json!({"key": init["keys"][0]}))
-        .send()
-        .await
-        .unwrap();
+    let root = init_and_unseal_at(&https(&ca_pem, None), &base).await;
     MtlsServer {
         _server: server,
         base,
         ca_pem,
         ca,
-        root: init["root_token"].as_str().unwrap().to_owned(),
+        root,
         _dir: dir,
     }
 }

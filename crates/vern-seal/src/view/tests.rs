@@ -47,6 +47,12 @@ async fn keys_are_relative_to_the_prefix() {
     assert!(store.get(&absolute).await.unwrap().is_some());
     let got = kv.get("meta/acme/app/prod/db").await.unwrap().unwrap();
     assert_eq!(got.value.expose(), b"v");
+    let many = kv
+        .get_many(&["none", "meta/acme/app/prod/db"])
+        .await
+        .unwrap();
+    assert!(many[0].is_none());
+    assert_eq!(many[1].as_ref().unwrap().value.expose(), b"v");
     assert_eq!(
         kv.list("meta/", None, 10).await.unwrap(),
         ["meta/acme/app/prod/db"]
@@ -81,6 +87,11 @@ async fn a_view_cannot_read_outside_its_prefix() {
         "../../authority/hmac-key",
     ] {
         assert!(is_bad_key(other.get(escape).await), "{escape:?}");
+        // One escaping key refuses the whole batch.
+        assert!(
+            is_bad_key(other.get_many(&["db", escape]).await),
+            "{escape:?}"
+        );
     }
     // A sibling whose name extends the prefix is not inside it.
     assert!(b.view("kv/").unwrap().get("a/db").await.unwrap().is_some());

@@ -60,17 +60,7 @@ impl KvTarget {
 
 /// Vault's response envelope.
 fn envelope(id: &RequestId, data: Value) -> Value {
-    json!({
-        "request_id": id.as_str(),
-        "lease_id": "",
-        "renewable": false,
-        "lease_duration": 0,
-        "data": data,
-        "wrap_info": null,
-        "warnings": null,
-        "auth": null,
-        "mount_type": "kv",
-    })
+    Value::Object(super::vault_envelope(id, "kv", data, Value::Null))
 }
 
 fn ok(id: &RequestId, data: Value) -> Response {

@@ -590,6 +590,28 @@ async fn metrics(State(state): State<AppState>) -> Response {
     }
 }
 
+/// Vault's response envelope around `data` (and a login's `auth`), as every
+/// Vault-compatible route answers.
+pub(crate) fn vault_envelope(
+    id: &vern_core::RequestId,
+    mount_type: &str,
+    data: serde_json::Value,
+    auth: serde_json::Value,
+) -> serde_json::Map<String, serde_json::Value> {
+    use serde_json::{json, Value};
+    let mut body = serde_json::Map::new();
+    body.insert("request_id".to_owned(), json!(id.as_str()));
+    body.insert("lease_id".to_owned(), json!(""));
+    body.insert("renewable".to_owned(), json!(false));
+    body.insert("lease_duration".to_owned(), json!(0));
+    body.insert("data".to_owned(), data);
+    body.insert("wrap_info".to_owned(), Value::Null);
+    body.insert("warnings".to_owned(), Value::Null);
+    body.insert("auth".to_owned(), auth);
+    body.insert("mount_type".to_owned(), json!(mount_type));
+    body
+}
+
 #[cfg(test)]
 mod tests {
     use std::collections::HashSet;

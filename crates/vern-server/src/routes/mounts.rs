@@ -38,17 +38,7 @@ fn mount_json(name: &str) -> Value {
 }
 
 fn envelope(id: &RequestId, data: Value) -> Map<String, Value> {
-    let mut body = Map::new();
-    body.insert("request_id".to_owned(), json!(id.as_str()));
-    body.insert("lease_id".to_owned(), json!(""));
-    body.insert("renewable".to_owned(), json!(false));
-    body.insert("lease_duration".to_owned(), json!(0));
-    body.insert("data".to_owned(), data);
-    body.insert("wrap_info".to_owned(), Value::Null);
-    body.insert("warnings".to_owned(), Value::Null);
-    body.insert("auth".to_owned(), Value::Null);
-    body.insert("mount_type".to_owned(), json!("system"));
-    body
+    super::vault_envelope(id, "system", data, Value::Null)
 }
 
 /// A folder of the mounts' tree, as far as it reaches into a scope.

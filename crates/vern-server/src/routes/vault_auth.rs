@@ -39,17 +39,7 @@ pub(crate) const LOGIN_ACTION: &str = "token.issue";
 
 /// Vault's response envelope around `data` and `auth`.
 fn envelope(id: &RequestId, mount_type: &str, data: Value, auth: Value) -> Value {
-    json!({
-        "request_id": id.as_str(),
-        "lease_id": "",
-        "renewable": false,
-        "lease_duration": 0,
-        "data": data,
-        "wrap_info": null,
-        "warnings": null,
-        "auth": auth,
-        "mount_type": mount_type,
-    })
+    Value::Object(super::vault_envelope(id, mount_type, data, auth))
 }
 
 /// What Vault calls a token's policies: a service's granted scopes, an

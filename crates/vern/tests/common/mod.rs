@@ -469,6 +469,26 @@ pub fn issue(
 }
 
 /// An HTTPS client trusting only `ca_pem`, presenting `identity` if given.
+/// Initialises a server with one key share and unseals it, through `c`
+/// at `base`; the root token.
+pub async fn init_and_unseal_at(c: &reqwest::Client, base: &str) -> String {
+    let init: Value = c
+        .put(format!("{base}/v1/sys/init"))
+        .json(&json!({"secret_shares": 1, "secret_threshold": 1}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    c.put(format!("{base}/v1/sys/unseal"))
+        .json(&json!({"key": init["keys"][0]}))
+        .send()
+        .await
+        .unwrap();
+    init["root_token"].as_str().unwrap().to_owned()
+}
+
 pub fn https(ca_pem: &str, identity: Option<&Issued>) -> reqwest::Client {
     let mut b = reqwest::Client::builder()
         .use_rustls_tls()
