@@ -176,10 +176,25 @@ impl PublicKey {
     /// The RFC 7638 thumbprint: base64url SHA-256 of the required members
     /// in lexicographic order, without whitespace.
     pub fn thumbprint(&self) -> String {
-        // serde_json's map is ordered by key (no `preserve_order`), which is
-        // the order RFC 7638 asks for.
-        let jwk = Value::Object(self.jwk());
-        B64URL.encode(Sha256::digest(jwk.to_string().as_bytes()))
+        // Written out rather than serialized from a map: whether serde_json
+        // sorts map keys depends on its `preserve_order` feature, which any
+        // crate in the build may turn on (cedar-policy does), and the key id
+        // must not change with the build. Base64url needs no escaping.
+        let canonical = match self {
+            Self::Ed25519(k) => format!(
+                r#"{{"crv":"Ed25519","kty":"OKP","x":"{}"}}"#,
+                B64URL.encode(k.as_bytes())
+            ),
+            Self::EcdsaP256(k) => {
+                let point = k.to_encoded_point(false);
+                format!(
+                    r#"{{"crv":"P-256","kty":"EC","x":"{}","y":"{}"}}"#,
+                    point.x().map(|x| B64URL.encode(x)).unwrap_or_default(),
+                    point.y().map(|y| B64URL.encode(y)).unwrap_or_default()
+                )
+            }
+        };
+        B64URL.encode(Sha256::digest(canonical.as_bytes()))
     }
 
     /// The key as a SubjectPublicKeyInfo PEM block.

@@ -116,6 +116,17 @@ async fn sign_then_fetch_by_address_and_by_subject_and_verify_offline() {
     let keys = jwks(&s, "acme").await;
     assert_eq!(keys.len(), 1);
     assert_eq!(keys[0].kid, data["kid"].as_str().unwrap());
+    // The key id is the RFC 7638 thumbprint, computed here on its own.
+    let jwk = keys[0].to_jwk();
+    let canonical = format!(
+        r#"{{"crv":"Ed25519","kty":"OKP","x":"{}"}}"#,
+        jwk["x"].as_str().unwrap()
+    );
+    let thumbprint = {
+        use base64::Engine as _;
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(Sha256::digest(canonical))
+    };
+    assert_eq!(keys[0].kid, thumbprint);
     let parsed = Envelope::parse(envelope.as_bytes()).unwrap();
     let want = Sha256Digest::parse(&digest).unwrap();
     let verified = verify_envelope(
