@@ -89,9 +89,10 @@ pub struct Event {
     /// token, a generated client secret).
     pub hmacs: BTreeMap<String, String>,
     /// Facts of what the request did that are not secret, by name: an
-    /// issued certificate's serial and SPIFFE ID, why a CSR was refused.
-    /// Absent when empty, so records written before the field existed
-    /// keep their hashes.
+    /// issued certificate's serial and SPIFFE ID, why a CSR was refused,
+    /// the address of a stored envelope and the key that signed it. Absent
+    /// when empty, so records written before the field existed keep their
+    /// hashes.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub details: BTreeMap<String, String>,
 }

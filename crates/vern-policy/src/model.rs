@@ -36,6 +36,10 @@ pub const ACTIONS: &[&str] = &[
     "pki.rotate",
     "pki.import",
     "pki.read",
+    "attest.sign",
+    "attest.promote",
+    "evidence.read",
+    "evidence.import",
 ];
 
 /// Who asks.

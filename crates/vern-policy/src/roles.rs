@@ -76,9 +76,10 @@ pub const ROLES: &[RoleDef] = &[
             "pki.rotate",
             "pki.import",
             "pki.read",
+            "evidence.import",
         ],
         summary:
-            "seal and keys, clients, policies, metadata, lists and mounts, token lookups, the CA; no secret values, no audit log",
+            "seal and keys, clients, policies, metadata, lists and mounts, token lookups, the CA, evidence imports; no secret values, no audit log",
     },
     RoleDef {
         name: "security-auditor",
@@ -91,8 +92,9 @@ pub const ROLES: &[RoleDef] = &[
             "client.read",
             "token.lookup",
             "pki.read",
+            "evidence.read",
         ],
-        summary: "reads the audit log, hashes values to search it, reads policies, clients and issued certificates, looks up tokens",
+        summary: "reads the audit log and every tenant's evidence, hashes values to search the log, reads policies, clients and issued certificates, looks up tokens",
     },
     RoleDef {
         name: "operator",
@@ -122,8 +124,12 @@ pub const ROLES: &[RoleDef] = &[
             "audit.read",
             "kv.mount.read",
             "token.lookup",
+            "attest.sign",
+            "attest.promote",
+            "evidence.read",
+            "evidence.import",
         ],
-        summary: "its own tenant only: clients, secrets, the tenant's audit records and tokens",
+        summary: "its own tenant only: clients, secrets, the tenant's audit records and tokens, signing, promotion and evidence (reading and importing it)",
     },
 ];
 
@@ -158,6 +164,24 @@ pub const SCOPES: &[ScopeDef] = &[
         actions: &["audit.read"],
         tenant_wide: true,
         summary: "read the tenant's own audit records",
+    },
+    ScopeDef {
+        name: "attest:sign",
+        actions: &["attest.sign"],
+        tenant_wide: false,
+        summary: "sign statements about artifacts for its own environment with the tenant's key",
+    },
+    ScopeDef {
+        name: "attest:promote",
+        actions: &["attest.promote"],
+        tenant_wide: false,
+        summary: "promote artifacts into its own environment when its gates allow",
+    },
+    ScopeDef {
+        name: "evidence:read",
+        actions: &["evidence.read"],
+        tenant_wide: true,
+        summary: "read the tenant's own evidence",
     },
 ];
 

@@ -150,8 +150,10 @@ impl AuditSlot {
         });
     }
 
-    /// A fact of what the request did that is not secret (an issued
-    /// certificate's serial, why a request was refused), as printable text.
+    /// A fact of what the request did that is not secret, kept in clear as
+    /// printable text so the chain anchors it (an issued certificate's
+    /// serial, the address of stored evidence and who signed it, why a
+    /// request was refused).
     pub(crate) fn detail(&self, name: &str, value: &str) {
         self.with(|s| {
             s.event

@@ -4,6 +4,7 @@
 
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
+use vern_attest::AttestError;
 use vern_authority::{AuthError, JwtAuthError};
 use vern_pki::PkiError;
 use vern_seal::SealError;
@@ -138,6 +139,28 @@ impl From<SealError> for ApiError {
             | SealError::BadKey { .. }
             | SealError::Store(_) => Self::internal(&err),
             _ => Self::internal(&err),
+        }
+    }
+}
+
+/// Bad input is a 400 naming what is wrong (a digest, an envelope, a
+/// signature, a key); a write that would rewrite stored evidence, or lost
+/// a race, a 409.
+impl From<AttestError> for ApiError {
+    fn from(err: AttestError) -> Self {
+        match err {
+            AttestError::BadDigest(_)
+            | AttestError::Malformed(_)
+            | AttestError::SubjectMismatch(_)
+            | AttestError::UnknownKey(_)
+            | AttestError::BadSignature(_)
+            | AttestError::KeyNotValid { .. }
+            | AttestError::BadKey(_) => Self::bad_request(err.to_string()),
+            AttestError::Immutable(_) | AttestError::Conflict(_) => {
+                Self::new(StatusCode::CONFLICT, err.to_string())
+            }
+            AttestError::Seal(e) => e.into(),
+            AttestError::Internal(_) => Self::internal(&err),
         }
     }
 }

@@ -72,6 +72,9 @@ pub struct ServerConfig {
     pub audit: Option<vern_audit::AuditConfig>,
     /// The CA: trust domain, key type, SVID lifetimes, rotation.
     pub pki: PkiConfig,
+    /// Public keys of other sites whose evidence this site imports, each
+    /// with its owner and validity window (their `vern attest keys`).
+    pub attest_trusted_keys: Vec<vern_attest::TrustedKey>,
 }
 
 impl Default for ServerConfig {
@@ -89,6 +92,7 @@ impl Default for ServerConfig {
             policy_dir: None,
             audit: Some(vern_audit::AuditConfig::default()),
             pki: PkiConfig::new(default_trust_domain()),
+            attest_trusted_keys: Vec::new(),
         }
     }
 }

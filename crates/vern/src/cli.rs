@@ -83,6 +83,14 @@ pub(crate) enum Command {
     /// The audit log: verify it, query it, follow it, hash a known value.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// Artifact trust: signing keys, signing statements about artifacts by
+    /// digest, verifying envelopes.
+    #[command(subcommand)]
+    Attest(AttestCommand),
+    /// The evidence store: export the envelopes about a subject, import
+    /// them at another site.
+    #[command(subcommand)]
+    Evidence(EvidenceCommand),
     /// Run a keeper: a stateless process holding one unseal share in
     /// memory, handed only to the configured Vern server over mutual TLS.
     Keeper(KeeperArgs),
@@ -652,6 +660,132 @@ pub(crate) struct KeeperArgs {
     pub(crate) log_format: LogFormat,
 }
 
+/// The server a command talks to, for commands whose `--output` is their
+/// own.
+#[derive(Debug, Clone, Args)]
+pub(crate) struct ServerArgs {
+    /// Address of the Vern server.
+    #[arg(long, env = "VERN_ADDR", default_value = "https://127.0.0.1:8200")]
+    pub(crate) address: String,
+    /// Token to authenticate with.
+    #[arg(long, env = "VERN_TOKEN", hide_env_values = true)]
+    pub(crate) token: Option<String>,
+    /// PEM file of a CA certificate to trust for the server's TLS certificate.
+    #[arg(long, env = "VERN_CACERT")]
+    pub(crate) ca_cert: Option<PathBuf>,
+}
+
+impl ServerArgs {
+    pub(crate) fn client_args(&self) -> ClientArgs {
+        ClientArgs {
+            address: self.address.clone(),
+            token: self.token.clone(),
+            ca_cert: self.ca_cert.clone(),
+            output: Output::Json,
+        }
+    }
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum AttestCommand {
+    /// Print a tenant's (or the platform's) signing keys, current and
+    /// retired: a JWKS, or PEM blocks.
+    Keys {
+        #[command(flatten)]
+        server: ServerArgs,
+        /// The tenant whose keys to print [default: the platform's].
+        #[arg(long)]
+        tenant: Option<String>,
+        /// Output format.
+        #[arg(long, short = 'o', value_enum, default_value_t = KeyOutput::Json)]
+        output: KeyOutput,
+    },
+    /// Sign an in-toto statement about an artifact with the tenant key of
+    /// the caller of VERN_TOKEN. With --artifact or --oci-layout the
+    /// digest is checked first and a mismatch refuses to sign.
+    Sign(AttestSignArgs),
+    /// Verify envelopes: a file, or every stored envelope about a subject.
+    /// Offline with --key.
+    Verify(AttestVerifyArgs),
+}
+
+/// Output of `vern attest keys`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum KeyOutput {
+    /// SubjectPublicKeyInfo PEM blocks.
+    Pem,
+    /// A JWKS with each key's owner and validity window.
+    Json,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct AttestSignArgs {
+    #[command(flatten)]
+    pub(crate) server: ServerArgs,
+    /// The artifact: NAME@sha256:DIGEST.
+    #[arg(long)]
+    pub(crate) subject: String,
+    /// The predicate's type URI, such as https://slsa.dev/provenance/v1.
+    #[arg(long)]
+    pub(crate) predicate_type: String,
+    /// JSON file holding the predicate (an object).
+    #[arg(long)]
+    pub(crate) predicate: PathBuf,
+    /// The artifact file; its SHA-256 must be the subject's digest.
+    #[arg(long, conflicts_with = "oci_layout")]
+    pub(crate) artifact: Option<PathBuf>,
+    /// An OCI image layout directory; the manifest it names for the subject
+    /// (by digest or `org.opencontainers.image.ref.name`) must hash to the
+    /// subject's digest.
+    #[arg(long)]
+    pub(crate) oci_layout: Option<PathBuf>,
+    /// Write the envelope here instead of printing it.
+    #[arg(long)]
+    pub(crate) out: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct AttestVerifyArgs {
+    #[command(flatten)]
+    pub(crate) server: ServerArgs,
+    /// An envelope file (DSSE JSON).
+    #[arg(required_unless_present = "subject")]
+    pub(crate) envelope: Option<PathBuf>,
+    /// The subject's digest (sha256:HEX): with an envelope, its statement
+    /// must name it; alone, every stored envelope about it is verified.
+    #[arg(long)]
+    pub(crate) subject: Option<String>,
+    /// Trusted public keys: a JWKS (`vern attest keys`) or PEM blocks
+    /// (`--output pem`). With it, an envelope file verifies offline.
+    #[arg(long)]
+    pub(crate) key: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum EvidenceCommand {
+    /// Write a bundle of the stored envelopes about a subject, with what
+    /// the store recorded of each and the public keys that verify them.
+    Export {
+        #[command(flatten)]
+        server: ServerArgs,
+        /// The subject's digest (sha256:HEX).
+        #[arg(long)]
+        subject: String,
+        /// Write the bundle here instead of printing it.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Import a bundle: the server verifies every envelope against this
+    /// site's trusted keys before storing any; one refused envelope
+    /// refuses the whole bundle.
+    Import {
+        #[command(flatten)]
+        server: ServerArgs,
+        /// The bundle file.
+        file: PathBuf,
+    },
+}
+
 /// Output format of client commands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub(crate) enum Output {
@@ -820,6 +954,11 @@ pub(crate) struct ServeArgs {
     /// policies only].
     #[arg(long, env = "VERN_POLICY_DIR")]
     pub(crate) policy_dir: Option<PathBuf>,
+    /// JWKS file of other sites' artifact signing keys (their `vern attest
+    /// keys --tenant T`), trusted for `vern evidence import` [default:
+    /// only this site's own keys].
+    #[arg(long, env = "VERN_ATTEST_TRUSTED_KEYS")]
+    pub(crate) attest_trusted_keys: Option<PathBuf>,
     /// Also write every audit record and checkpoint as JSON lines to this
     /// file (synced per batch), or `-` for standard output [default:
     /// storage only].
@@ -883,6 +1022,8 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             dry_run,
         } => crate::clients::apply(&client, &file, prune, dry_run).await,
         Command::Audit(cmd) => crate::audit::run(cmd).await,
+        Command::Attest(cmd) => crate::attest::run(cmd).await,
+        Command::Evidence(cmd) => crate::attest::evidence(cmd).await,
         Command::Keeper(args) => crate::keeper::run(args).await.map(|()| ExitCode::SUCCESS),
         Command::Completions { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "vern", &mut std::io::stdout());

@@ -54,6 +54,26 @@ impl Client {
         path: &str,
         body: Option<Value>,
     ) -> anyhow::Result<(StatusCode, Value)> {
+        let (status, text) = self.call_text(method, path, body).await?;
+        let value: Value = if text.trim().is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&text).with_context(|| {
+                format!("the server answered {status} with a body that is not JSON")
+            })?
+        };
+        Ok((status, value))
+    }
+
+    /// Sends a request; returns status and the body as sent, for answers
+    /// that are not Vault-shaped JSON (PEM, stored bytes whose hash
+    /// matters).
+    pub(crate) async fn call_text(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> anyhow::Result<(StatusCode, String)> {
         let url = format!("{}{path}", self.base);
         let mut req = self.http.request(method, &url);
         if let Some(token) = &self.token {
@@ -72,14 +92,7 @@ impl Client {
             .with_context(|| format!("cannot reach Vern at {}; is VERN_ADDR right?", self.base))?;
         let status = resp.status();
         let text = resp.text().await.context("cannot read the response")?;
-        let value: Value = if text.trim().is_empty() {
-            Value::Null
-        } else {
-            serde_json::from_str(&text).with_context(|| {
-                format!("the server answered {status} with a body that is not JSON")
-            })?
-        };
-        Ok((status, value))
+        Ok((status, text))
     }
 
     /// A `GET` of a document that is not JSON (a PEM file): its status

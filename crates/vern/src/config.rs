@@ -30,6 +30,7 @@ pub(crate) struct FileConfig {
     pub(crate) kv_mounts: Option<Vec<String>>,
     pub(crate) public_url: Option<String>,
     pub(crate) policy_dir: Option<PathBuf>,
+    pub(crate) attest_trusted_keys: Option<PathBuf>,
     pub(crate) token_signing_alg: Option<String>,
     pub(crate) insecure_dpop_without_nonce: Option<bool>,
     pub(crate) log_format: Option<LogFormat>,
@@ -123,6 +124,9 @@ impl FileConfig {
             fix(d);
         }
         if let Some(d) = self.policy_dir.as_mut() {
+            fix(d);
+        }
+        if let Some(d) = self.attest_trusted_keys.as_mut() {
             fix(d);
         }
         if let Some(tls) = self.tls.as_mut() {

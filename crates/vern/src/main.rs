@@ -1,6 +1,7 @@
 //! `vern`: the server (`vern serve`) and the client commands that talk to it.
 #![forbid(unsafe_code)]
 
+mod attest;
 mod audit;
 mod cli;
 mod client;

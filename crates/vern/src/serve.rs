@@ -279,6 +279,24 @@ fn pki_settings(
     Ok(config)
 }
 
+/// The other sites' artifact signing keys to trust for imports: a JWKS
+/// as `vern attest keys` prints it, each key with its owner and window.
+fn trusted_keys(path: &Path) -> anyhow::Result<Vec<vern_attest::TrustedKey>> {
+    let bytes = std::fs::read(path)
+        .with_context(|| format!("cannot read the trusted keys {}", path.display()))?;
+    let jwks: serde_json::Value = serde_json::from_slice(&bytes)
+        .with_context(|| format!("the trusted keys {} are not JSON", path.display()))?;
+    jwks.get("keys")
+        .and_then(serde_json::Value::as_array)
+        .with_context(|| format!("the trusted keys {} are not a JWKS", path.display()))?
+        .iter()
+        .map(|k| {
+            vern_attest::TrustedKey::from_jwk(k)
+                .with_context(|| format!("in the trusted keys {}", path.display()))
+        })
+        .collect()
+}
+
 fn settings(args: ServeArgs) -> anyhow::Result<Settings> {
     let mut file = match &args.config {
         Some(path) => FileConfig::load(path)?,
@@ -344,6 +362,14 @@ fn settings(args: ServeArgs) -> anyhow::Result<Settings> {
             || file.insecure_dpop_without_nonce.unwrap_or(false)),
         public_url: String::new(),
         policy_dir: args.policy_dir.clone().or(file.policy_dir.clone()),
+        attest_trusted_keys: match args
+            .attest_trusted_keys
+            .as_deref()
+            .or(file.attest_trusted_keys.as_deref())
+        {
+            Some(path) => trusted_keys(path)?,
+            None => Vec::new(),
+        },
         limits,
         trusted_proxies,
         audit,

@@ -28,6 +28,9 @@ const SCOPE_NAMES: &[&str] = &[
     "secrets:write",
     "secrets:delete",
     "audit:read",
+    "attest:sign",
+    "attest:promote",
+    "evidence:read",
     "orders:write",
 ];
 
@@ -79,7 +82,7 @@ fn probes() -> Vec<(Resource, Reach, &'static [&'static str])> {
         "token.renew-self",
         "token.revoke-self",
     ];
-    const MOUNTS: &[&str] = &["kv.mount.read"];
+    const ENVIRONMENT: &[&str] = &["kv.mount.read", "attest.sign", "attest.promote"];
     const PLATFORM: &[&str] = &[
         "sys.seal",
         "sys.key-status",
@@ -95,6 +98,8 @@ fn probes() -> Vec<(Resource, Reach, &'static [&'static str])> {
         "client.read",
         "authz.check",
         "kv.mount.read",
+        "evidence.read",
+        "evidence.import",
     ];
     let secret = |t: &str, e: &str| Resource::Secret {
         mount: "secret".to_owned(),
@@ -106,22 +111,32 @@ fn probes() -> Vec<(Resource, Reach, &'static [&'static str])> {
         (
             Resource::Tenant(tenant("acme")),
             Reach::Tenant(tenant("acme")),
-            &["audit.read", "kv.mount.read"],
+            &[
+                "audit.read",
+                "kv.mount.read",
+                "evidence.read",
+                "evidence.import",
+            ],
         ),
         (
             Resource::Tenant(tenant("globex")),
             Reach::Tenant(tenant("globex")),
-            &["audit.read", "kv.mount.read"],
+            &[
+                "audit.read",
+                "kv.mount.read",
+                "evidence.read",
+                "evidence.import",
+            ],
         ),
         (
             Resource::Environment(env("acme", "prod")),
             Reach::Environment(env("acme", "prod")),
-            MOUNTS,
+            ENVIRONMENT,
         ),
         (
             Resource::Environment(env("globex", "prod")),
             Reach::Environment(env("globex", "prod")),
-            MOUNTS,
+            ENVIRONMENT,
         ),
         (
             secret("acme", "prod"),

@@ -3,6 +3,7 @@
 //! Cedar action). The router, the audit exemptions and the authorization
 //! point are built from it.
 
+mod attest;
 mod audit;
 mod authz;
 mod clients;
@@ -474,6 +475,37 @@ pub(crate) fn table() -> Vec<Route> {
             get(pki::certs),
         ),
         route(
+            "/v1/attest/keys",
+            &[("GET", Public), ("HEAD", Public)],
+            get(attest::keys),
+        ),
+        route(
+            "/v1/attest/sign",
+            &[("POST", Resource("attest.sign"))],
+            post(attest::sign),
+        ),
+        route(
+            "/v1/evidence",
+            &[
+                ("GET", Resource("evidence.read")),
+                ("HEAD", Resource("evidence.read")),
+            ],
+            get(attest::by_subject),
+        ),
+        route(
+            "/v1/evidence/import",
+            &[("POST", Resource("evidence.import"))],
+            post(attest::import),
+        ),
+        route(
+            "/v1/evidence/{address}",
+            &[
+                ("GET", Resource("evidence.read")),
+                ("HEAD", Resource("evidence.read")),
+            ],
+            get(attest::get),
+        ),
+        route(
             "/metrics",
             &[("GET", Public), ("HEAD", Public)],
             get(metrics),
@@ -672,6 +704,7 @@ mod tests {
             "/v1/audit/public-key",
             "/v1/pki/bundle",
             "/v1/pki/ca.pem",
+            "/v1/attest/keys",
             "/metrics",
         ]
         .into();

@@ -1,0 +1,159 @@
+"""Artifact trust through the independent in-toto (3.x) and securesystemslib
+packages, unchanged: they verify Vern's DSSE envelopes with the key Vern
+publishes, and `vern attest verify` verifies envelopes they sign."""
+
+import base64
+import hashlib
+import json
+import os
+import subprocess
+
+import pytest
+import requests
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519
+from in_toto.models.metadata import Envelope as InTotoEnvelope
+from in_toto.models.metadata import Metadata, SignatureVerificationError
+from jwcrypto.jwk import JWK
+from securesystemslib.dsse import Envelope as SslibEnvelope
+from securesystemslib.exceptions import VerificationError
+from securesystemslib.signer import CryptoSigner, SSlibKey
+
+ROOT = {"X-Vault-Token": "py-root"}
+SLSA = "https://slsa.dev/provenance/v1"
+PAYLOAD_TYPE = "application/vnd.in-toto+json"
+
+
+def service_token(server, name, scopes):
+    body = {"tenant": "acme", "project": "web", "environment": "prod", "name": name, "scopes": scopes}
+    r = requests.post(server.url + "/v1/auth/clients", json=body, headers=ROOT)
+    assert r.status_code == 200, r.text
+    data = r.json()["data"]
+    t = requests.post(
+        server.url + "/oauth2/token",
+        auth=(data["client_id"], data["client_secret"]),
+        data={"grant_type": "client_credentials"},
+    )
+    assert t.status_code == 200, t.text
+    return t.json()["access_token"]
+
+
+def digest(data):
+    return hashlib.sha256(data).hexdigest()
+
+
+def vern_signed(server, subject_hex):
+    token = service_token(server, "builder", ["attest:sign"])
+    r = requests.post(
+        server.url + "/v1/attest/sign",
+        headers={"X-Vault-Token": token},
+        json={
+            "subject": f"registry.example/acme/web@sha256:{subject_hex}",
+            "predicate_type": SLSA,
+            "predicate": {"buildDefinition": {"buildType": "https://example.com/ci/v1"}},
+        },
+    )
+    assert r.status_code == 200, r.text
+    return r.json()["data"]
+
+
+def published_key(server, kid):
+    pem = requests.get(server.url + "/v1/attest/keys", params={"tenant": "acme", "format": "pem"})
+    assert pem.status_code == 200
+    public = serialization.load_pem_public_key(pem.text.encode())
+    return SSlibKey.from_crypto(public, keyid=kid)
+
+
+def test_securesystemslib_and_in_toto_verify_vern_envelopes(dev_server):
+    subject = digest(b"an artifact")
+    signed = vern_signed(dev_server, subject)
+    key = published_key(dev_server, signed["kid"])
+
+    def envelope():
+        # A fresh copy each time: from_dict consumes the dict it is given.
+        return json.loads(signed["envelope"])
+
+    # securesystemslib's DSSE verification with the published key.
+    verified = SslibEnvelope.from_dict(envelope()).verify([key], 1)
+    assert list(verified) == [signed["kid"]]
+
+    # in-toto reads it as its own metadata and verifies it the same way.
+    meta = Metadata.from_dict(envelope())
+    assert isinstance(meta, InTotoEnvelope)
+    meta.verify_signature({"keyid": key.keyid, **key.to_dict()})
+    statement = json.loads(meta.payload)
+    assert statement["_type"] == "https://in-toto.io/Statement/v1"
+    assert statement["subject"][0]["digest"] == {"sha256": subject}
+    assert statement["predicateType"] == SLSA
+
+    # Over other bytes the signature fails in both.
+    def forged():
+        e = envelope()
+        e["payload"] = base64.b64encode(statement_bytes(subject, {"forged": True})).decode()
+        return e
+
+    with pytest.raises(VerificationError):
+        SslibEnvelope.from_dict(forged()).verify([key], 1)
+    with pytest.raises(SignatureVerificationError):
+        Metadata.from_dict(forged()).verify_signature({"keyid": key.keyid, **key.to_dict()})
+
+
+def statement_bytes(subject_hex, predicate):
+    return json.dumps(
+        {
+            "_type": "https://in-toto.io/Statement/v1",
+            "subject": [{"name": "app.tar", "digest": {"sha256": subject_hex}}],
+            "predicateType": SLSA,
+            "predicate": predicate,
+        }
+    ).encode()
+
+
+def thumbprint(public):
+    """RFC 7638 thumbprint, the key id Vern names keys by."""
+    pem = public.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    return JWK.from_pem(pem).thumbprint(), pem
+
+
+def vern(*args):
+    return subprocess.run(
+        [os.environ["VERN_BIN"], *args],
+        capture_output=True,
+        text=True,
+        env={k: v for k, v in os.environ.items() if k not in ("VERN_ADDR", "VERN_TOKEN")},
+    )
+
+
+@pytest.mark.parametrize("kind", ["ed25519", "ecdsa-p256"])
+def test_vern_verifies_envelopes_signed_by_securesystemslib_and_in_toto(tmp_path, kind):
+    if kind == "ed25519":
+        private = ed25519.Ed25519PrivateKey.generate()
+    else:
+        private = ec.generate_private_key(ec.SECP256R1())
+    kid, pem = thumbprint(private.public_key())
+    signer = CryptoSigner(private, SSlibKey.from_crypto(private.public_key(), keyid=kid))
+    subject = digest(b"built elsewhere")
+    key_file = tmp_path / "key.pem"
+    key_file.write_bytes(pem)
+
+    # One envelope by securesystemslib, one by in-toto.
+    sslib = SslibEnvelope(statement_bytes(subject, {"by": "sslib"}), PAYLOAD_TYPE, {})
+    sslib.sign(signer)
+    intoto = InTotoEnvelope(statement_bytes(subject, {"by": "in-toto"}), PAYLOAD_TYPE, {})
+    intoto.create_signature(signer)
+    for name, env in (("sslib", sslib), ("in-toto", intoto)):
+        path = tmp_path / f"{name}.json"
+        path.write_text(json.dumps(env.to_dict()))
+        out = vern("attest", "verify", str(path), "--key", str(key_file), "--subject", f"sha256:{subject}")
+        assert out.returncode == 0, out.stderr
+        report = json.loads(out.stdout)
+        assert report["verified"] is True
+        assert report["kids"] == [kid]
+
+        # A payload swapped under the signature is refused.
+        d = env.to_dict()
+        d["payload"] = base64.b64encode(statement_bytes(subject, {"by": "someone else"})).decode()
+        path.write_text(json.dumps(d))
+        out = vern("attest", "verify", str(path), "--key", str(key_file))
+        assert out.returncode != 0
+        assert "does not verify" in out.stderr
