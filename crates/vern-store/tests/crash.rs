@@ -16,9 +16,10 @@ use vern_store::Key;
 
 const ACKS_BEFORE_KILL: u64 = 150;
 
-async fn crash_and_check(url: &str) {
+async fn crash_and_check(url: &str, extra: &[&str]) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_vern-store-writer"))
         .args([url, "crash"])
+        .args(extra)
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
@@ -74,7 +75,16 @@ async fn crash_and_check(url: &str) {
 async fn sqlite_keeps_acknowledged_writes_after_sigkill() {
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite:{}", dir.path().join("crash.db").display());
-    crash_and_check(&url).await;
+    crash_and_check(&url, &[]).await;
+}
+
+/// As the server holds its main database: the WAL index lives in the
+/// killed process's memory and is rebuilt from the WAL on the next open.
+#[tokio::test]
+async fn exclusive_sqlite_keeps_acknowledged_writes_after_sigkill() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite:{}", dir.path().join("crash.db").display());
+    crash_and_check(&url, &["exclusive"]).await;
 }
 
 #[tokio::test]
@@ -82,5 +92,5 @@ async fn postgres_keeps_acknowledged_writes_after_sigkill() {
     let Some(url) = vern_store::testing::fresh_postgres_url().await else {
         return;
     };
-    crash_and_check(&url).await;
+    crash_and_check(&url, &[]).await;
 }

@@ -1,7 +1,8 @@
 //! Durability probe used by the crash tests: writes numbered two-key batches
 //! to a store and prints each batch number on stdout only after the commit
 //! returned. A test kills this process with SIGKILL at a random moment and
-//! checks that every printed (acknowledged) batch is in the store.
+//! checks that every printed (acknowledged) batch is in the store. A third
+//! argument `exclusive` holds a SQLite file as the server does.
 #![forbid(unsafe_code)]
 
 use std::io::Write as _;
@@ -13,10 +14,18 @@ use vern_store::{Expect, Key, Write};
 async fn main() -> ExitCode {
     let mut args = std::env::args().skip(1);
     let (Some(url), Some(prefix)) = (args.next(), args.next()) else {
-        eprintln!("usage: vern-store-writer STORAGE_URL KEY_PREFIX");
+        eprintln!("usage: vern-store-writer STORAGE_URL KEY_PREFIX [exclusive]");
         return ExitCode::from(2);
     };
-    let store = match vern_store::open(&url, 1).await {
+    let locking = match args.next().as_deref() {
+        None => vern_store::Locking::Shared,
+        Some("exclusive") => vern_store::Locking::Exclusive,
+        Some(other) => {
+            eprintln!("unknown locking `{other}`; give `exclusive` or nothing");
+            return ExitCode::from(2);
+        }
+    };
+    let store = match vern_store::open_with(&url, 1, locking).await {
         Ok(s) => s,
         Err(e) => {
             eprintln!("cannot open storage: {e}");
