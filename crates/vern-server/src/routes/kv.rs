@@ -134,23 +134,6 @@ fn query_u64(q: &HashMap<String, String>, name: &str) -> Result<Option<u64>, Api
         .transpose()
 }
 
-/// `delete_version_after` as Vault takes it: a duration string (`"3h"`,
-/// `"90s"`, `"0s"`) or a number of seconds.
-fn parse_duration(v: &Value) -> Result<Duration, ApiError> {
-    match v {
-        Value::Number(n) => n.as_u64().map(Duration::from_secs).ok_or_else(|| {
-            ApiError::bad_request("delete_version_after must be a non-negative duration")
-        }),
-        Value::String(s) if s.trim().is_empty() || s.trim() == "0" => Ok(Duration::ZERO),
-        Value::String(s) => humantime::parse_duration(s.trim()).map_err(|e| {
-            ApiError::bad_request(format!("delete_version_after {s:?} is not a duration: {e}"))
-        }),
-        _ => Err(ApiError::bad_request(
-            "delete_version_after must be a duration string such as \"3h\"",
-        )),
-    }
-}
-
 #[derive(Debug, Default, Deserialize)]
 pub(crate) struct WriteBody {
     data: Option<Value>,
@@ -364,7 +347,7 @@ fn metadata_update(body: MetadataBody, patch: bool) -> Result<MetadataUpdate, Ap
         delete_version_after: body
             .delete_version_after
             .as_ref()
-            .map(parse_duration)
+            .map(|d| super::duration_field("delete_version_after", d))
             .transpose()?,
         custom_metadata,
     })
@@ -490,8 +473,9 @@ pub(crate) async fn write_config(
         config.cas_required = c;
     }
     if let Some(d) = body.delete_version_after.as_ref() {
-        config.delete_version_after_nanos = u64::try_from(parse_duration(d)?.as_nanos())
-            .map_err(|_| ApiError::bad_request("delete_version_after is too long"))?;
+        config.delete_version_after_nanos =
+            u64::try_from(super::duration_field("delete_version_after", d)?.as_nanos())
+                .map_err(|_| ApiError::bad_request("delete_version_after is too long"))?;
     }
     target.kv.set_config(&barrier, config).await?;
     Ok(no_content())

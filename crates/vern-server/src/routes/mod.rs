@@ -629,6 +629,29 @@ async fn metrics(State(state): State<AppState>) -> Response {
     }
 }
 
+/// A duration field as Vault takes one: a whole number of seconds, or a
+/// duration string such as `"90s"` or `"1h"` (`""` and `"0"` are zero).
+pub(crate) fn duration_field(
+    field: &str,
+    v: &serde_json::Value,
+) -> Result<std::time::Duration, ApiError> {
+    use serde_json::Value;
+    let bad = || {
+        ApiError::bad_request(format!(
+            "`{field}` must be a whole number of seconds or a duration such as `1h`"
+        ))
+    };
+    match v {
+        Value::Number(n) => n
+            .as_u64()
+            .map(std::time::Duration::from_secs)
+            .ok_or_else(bad),
+        Value::String(s) if s.trim().is_empty() || s.trim() == "0" => Ok(std::time::Duration::ZERO),
+        Value::String(s) => humantime::parse_duration(s.trim()).map_err(|_| bad()),
+        _ => Err(bad()),
+    }
+}
+
 /// Vault's response envelope around `data` (and a login's `auth`), as every
 /// Vault-compatible route answers.
 pub(crate) fn vault_envelope(

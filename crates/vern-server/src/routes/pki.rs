@@ -89,18 +89,7 @@ pub(crate) struct CertsQuery {
 
 /// A number of seconds, or a duration such as `90s` or `1h`.
 fn seconds(field: &str, v: &Value) -> Result<u64, ApiError> {
-    let bad = || {
-        ApiError::bad_request(format!(
-            "`{field}` must be a whole number of seconds or a duration such as `1h`"
-        ))
-    };
-    match v {
-        Value::Number(n) => n.as_u64().ok_or_else(bad),
-        Value::String(s) => humantime::parse_duration(s.trim())
-            .map(|d| d.as_secs())
-            .map_err(|_| bad()),
-        _ => Err(bad()),
-    }
+    Ok(super::duration_field(field, v)?.as_secs())
 }
 
 fn dns_names(names: &[String]) -> Result<Vec<DnsName>, ApiError> {
