@@ -85,7 +85,8 @@ pub struct Provenance {
     /// The principal that had it signed or imported it.
     pub signer: String,
     /// When it was signed, Unix seconds: now for Vern's own signatures,
-    /// the exporting site's record for an import.
+    /// the time of the import for imported ones (a bundle's claim of when
+    /// it was signed is not covered by any signature).
     pub signed_at: u64,
 }
 

@@ -192,7 +192,7 @@ impl GateStore {
         b: &Barrier,
         declared: &[Gate],
         prune: bool,
-        manages: &dyn Fn(&Scope) -> bool,
+        manages: &(dyn Fn(&Scope) -> bool + Sync),
     ) -> Result<(GatePlan, ViewBatch), AttestError> {
         let mut desired = BTreeMap::new();
         for g in declared {
