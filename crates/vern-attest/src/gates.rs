@@ -15,7 +15,8 @@
 //! statement names the subject reach [`evaluate`]. Among several envelopes
 //! meeting a requirement's type and signer, the newest decides its
 //! critical-findings limit: a newer scan's findings are not outweighed by
-//! an older, cleaner one.
+//! an older, cleaner one (and of scans signed in the same second, the one
+//! with the most critical findings decides).
 
 use std::collections::BTreeMap;
 
@@ -321,10 +322,16 @@ pub fn evaluate(gate: &Gate, evidence: &[Counted]) -> Outcome {
             .copied()
             .filter(|e| r.signer.as_ref().is_none_or(|s| *s == e.signer))
             .collect();
-        let newest = candidates
-            .iter()
-            .copied()
-            .max_by(|a, b| (a.signed_at, &a.address).cmp(&(b.signed_at, &b.address)));
+        // Signing times are whole seconds: of envelopes signed in the same
+        // second, the worst scan decides, so the order of arrival cannot
+        // hide a finding.
+        let rank = |e: &Counted| match r.max_critical {
+            Some(_) => critical_findings(&e.statement.predicate).unwrap_or(u64::MAX),
+            None => 0,
+        };
+        let newest = candidates.iter().copied().max_by(|a, b| {
+            (a.signed_at, rank(a), &a.address).cmp(&(b.signed_at, rank(b), &b.address))
+        });
         let Some(newest) = newest else {
             let mut why = format!(
                 "requirement {n} ({}): no verified `{}` evidence about the subject",

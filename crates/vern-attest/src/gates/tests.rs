@@ -93,6 +93,13 @@ fn every_requirement_must_be_met_and_each_miss_is_named() {
     );
     assert!(out.missing[0].contains(&dirty.address.to_string()));
 
+    // In the same second, the worse scan decides, whatever the addresses.
+    let same = counted(6, VULNS_V01, "svc.acme.ci.prod.scanner", 12, scan(0));
+    let out = evaluate(&g, &[prov.clone(), same.clone(), dirty.clone()]);
+    assert!(!out.allowed);
+    let out = evaluate(&g, &[prov.clone(), dirty, same]);
+    assert!(!out.allowed);
+
     // A predicate without a scan's shape does not meet a limit.
     let odd = counted(
         5,
