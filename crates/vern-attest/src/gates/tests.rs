@@ -65,7 +65,7 @@ fn every_requirement_must_be_met_and_each_miss_is_named() {
         10,
         json!({}),
     );
-    let out = evaluate(&g, &[other.clone()]);
+    let out = evaluate(&g, std::slice::from_ref(&other));
     assert!(out.missing[0].contains("signed by svc.acme.web.prod.dev does not count"));
 
     let prov = counted(

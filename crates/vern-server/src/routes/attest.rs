@@ -620,17 +620,14 @@ pub(crate) async fn promote(
     }
     let Some(gate) = GateStore.get(&barrier, &scope).await? else {
         let missing = vec![format!("no promotion gate for {scope}")];
-        return Ok(decision(
-            &caller,
-            &id,
-            &subject,
-            &scope,
-            false,
-            &[],
-            &missing,
-            &[],
-            None,
-        ));
+        let answer = Answer {
+            allowed: false,
+            used: &[],
+            missing: &missing,
+            not_counted: &[],
+            record: None,
+        };
+        return Ok(decision(&caller, &id, &subject, &scope, answer));
     };
     let trusted = trusted_for(&state, &barrier, &owner).await?;
     let mut counted = Vec::new();
@@ -669,17 +666,14 @@ pub(crate) async fn promote(
     }
     let outcome = gates::evaluate(&gate, &counted);
     if !outcome.allowed {
-        return Ok(decision(
-            &caller,
-            &id,
-            &subject,
-            &scope,
-            false,
-            &outcome.used,
-            &outcome.missing,
-            &not_counted,
-            None,
-        ));
+        let answer = Answer {
+            allowed: false,
+            used: &outcome.used,
+            missing: &outcome.missing,
+            not_counted: &not_counted,
+            record: None,
+        };
+        return Ok(decision(&caller, &id, &subject, &scope, answer));
     }
     let predicate = gates::promotion_predicate(&gate, &outcome, &caller.principal.id, now);
     let statement = Statement::new(&subject, PROMOTION_V1, predicate)?;
@@ -703,33 +697,41 @@ pub(crate) async fn promote(
         slot.detail("evidence", &stored.address.to_string());
         slot.detail("kid", &kid);
     }
-    Ok(decision(
-        &caller,
-        &id,
-        &subject,
-        &scope,
-        true,
-        &outcome.used,
-        &[],
-        &not_counted,
-        Some(record),
-    ))
+    let answer = Answer {
+        allowed: true,
+        used: &outcome.used,
+        missing: &[],
+        not_counted: &not_counted,
+        record: Some(record),
+    };
+    Ok(decision(&caller, &id, &subject, &scope, answer))
+}
+
+/// What a promotion request is answered.
+struct Answer<'a> {
+    allowed: bool,
+    used: &'a [gates::Used],
+    missing: &'a [String],
+    not_counted: &'a [Value],
+    record: Option<Value>,
 }
 
 /// The answer to a promotion request, allowed or not, with its audit
 /// details.
-#[allow(clippy::too_many_arguments)]
 fn decision(
     caller: &Caller,
     id: &RequestId,
     subject: &SubjectRef,
     scope: &Scope,
-    allowed: bool,
-    used: &[gates::Used],
-    missing: &[String],
-    not_counted: &[Value],
-    record: Option<Value>,
+    answer: Answer<'_>,
 ) -> Response {
+    let Answer {
+        allowed,
+        used,
+        missing,
+        not_counted,
+        record,
+    } = answer;
     let used_json: Vec<Value> = used
         .iter()
         .map(|u| {
