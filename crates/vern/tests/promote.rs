@@ -211,6 +211,21 @@ async fn promotion_is_denied_naming_what_is_missing_then_allowed_and_recorded() 
         "{missing:?}"
     );
 
+    // The same statement signed again is the same bytes: the first record
+    // stands, and the answer says so rather than credit the builder.
+    let again = sign(
+        &s,
+        &builder,
+        &subject,
+        SLSA,
+        json!({"buildDefinition": {"by": "intruder"}}),
+    )
+    .await;
+    assert_eq!(again["created"], false);
+    assert_eq!(again["signer"], "svc.acme.web.prod.intruder");
+    let (_, v) = promote(&s, &deployer, &subject, "acme/web/prod").await;
+    assert_eq!(v["data"]["allowed"], false);
+
     // The builder's provenance, and a scan with a critical finding.
     let prov = sign(&s, &builder, &subject, SLSA, json!({"buildDefinition": {}})).await;
     let dirty = sign(&s, &scanner, &subject, VULNS, scan(1)).await;

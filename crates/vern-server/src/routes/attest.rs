@@ -161,11 +161,27 @@ pub(crate) async fn sign(
     let (stored, _) = EvidenceStore
         .put(&barrier, &owner, &bytes, &trusted, &provenance, now)
         .await?;
+    // Signatures are deterministic, so the same statement signed again is
+    // the same bytes, already stored: the store's first record stands, and
+    // the answer says whose it is rather than claim this caller's.
+    let (signer, signed_at) = if stored.created {
+        (caller.principal.id.clone(), now)
+    } else {
+        EvidenceStore
+            .get(&barrier, &owner, &stored.address)
+            .await?
+            .map_or((caller.principal.id.clone(), now), |e| {
+                (e.signer, e.signed_at)
+            })
+    };
     if let Some(slot) = &caller.audit {
         slot.detail("evidence", &stored.address.to_string());
         slot.detail("signer", &caller.principal.id);
         slot.detail("kid", &kid);
         slot.detail("subject", &subject.digest.to_string());
+        if !stored.created {
+            slot.detail("already_stored_by", &signer);
+        }
     }
     let envelope = String::from_utf8(bytes).map_err(|e| ApiError::internal(&e))?;
     Ok(Json(json!({
@@ -174,9 +190,10 @@ pub(crate) async fn sign(
             "envelope": envelope,
             "address": stored.address,
             "kid": kid,
-            "signer": caller.principal.id,
+            "signer": signer,
             "owner": owner.to_string(),
-            "signed_at": now,
+            "signed_at": signed_at,
+            "created": stored.created,
         },
     }))
     .into_response())
