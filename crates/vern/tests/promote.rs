@@ -408,6 +408,20 @@ async fn gates_and_promotions_stay_inside_their_tenant() {
     assert_eq!(v["data"]["promotion"]["kept"], json!(["acme/web/prod"]));
     assert_eq!(v["data"]["promotion"]["delete"], json!([]));
 
+    // Those who may set a gate read it; nobody reads across tenants.
+    let read = |token: &str, env: &str| {
+        client()
+            .get(s.url("/v1/attest/gates"))
+            .header("x-vault-token", token)
+            .query(&[("environment", env)])
+    };
+    let (status, v) = status_and_json(read(&acme, "acme/web/prod")).await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["data"]["require"], json!([{"predicate_type": SLSA}]));
+    assert_eq!(status_and_json(read(&acme, "globex/web/prod")).await.0, 403);
+    assert_eq!(status_and_json(read(&acme, "acme/web/dev")).await.0, 404);
+    assert_eq!(status_and_json(read(&acme, "acme/web")).await.0, 400);
+
     // acme may not promote into globex, as an administrator or a service.
     let subject = format!("web@{}", digest_of(b"image"));
     let (status, _) = promote(&s, &acme, &subject, "globex/web/prod").await;
@@ -423,6 +437,14 @@ async fn gates_and_promotions_stay_inside_their_tenant() {
     let (status, _) = promote(&s, &deployer, &subject, "acme/web/staging").await;
     assert_eq!(status, 403);
     let (status, _) = apply(&s, &deployer, json!({"promotion": [gate("acme/web/prod")]})).await;
+    assert_eq!(status, 403);
+    let (status, _) = status_and_json(
+        client()
+            .get(s.url("/v1/attest/gates"))
+            .header("x-vault-token", &deployer)
+            .query(&[("environment", "acme/web/prod")]),
+    )
+    .await;
     assert_eq!(status, 403);
 
     // Evidence signed in acme does not open globex: globex's gate sees only

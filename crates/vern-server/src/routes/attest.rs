@@ -647,12 +647,28 @@ pub(crate) async fn promote(
         return Ok(decision(&caller, &id, &subject, &scope, answer));
     };
     let trusted = trusted_for(&state, &barrier, &owner).await?;
+    let entries = EvidenceStore
+        .by_subject_each(&barrier, &owner, &subject.digest)
+        .await?;
+    if entries.len() >= vern_attest::evidence::MAX_LOOKUP {
+        // Fail closed: a newer scan beyond the lookup could hide a finding.
+        let missing = vec![format!(
+            "more than {} stored envelopes about {}: too many to weigh them all",
+            vern_attest::evidence::MAX_LOOKUP - 1,
+            subject.digest
+        )];
+        let answer = Answer {
+            allowed: false,
+            used: &[],
+            missing: &missing,
+            not_counted: &[],
+            record: None,
+        };
+        return Ok(decision(&caller, &id, &subject, &scope, answer));
+    }
     let mut counted = Vec::new();
     let mut not_counted = Vec::new();
-    for (address, entry) in EvidenceStore
-        .by_subject_each(&barrier, &owner, &subject.digest)
-        .await?
-    {
+    for (address, entry) in entries {
         let checked = entry.and_then(|e| {
             let envelope = e.envelope()?;
             let v = verify_envelope(
@@ -782,4 +798,35 @@ fn decision(
         },
     }))
     .into_response()
+}
+
+/// Query of `GET /v1/attest/gates`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct GateQuery {
+    environment: String,
+}
+
+/// `GET /v1/attest/gates?environment=T/P/E`: the environment's promotion
+/// gate as it is stored (`attest.gate` on the environment: those who may
+/// set it may read it); 404 when it has none.
+pub(crate) async fn gate(
+    State(state): State<AppState>,
+    caller: Caller,
+    Extension(id): Extension<RequestId>,
+    query: Result<Query<GateQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, ApiError> {
+    let Query(q) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    let scope = parse_scope(&q.environment)?;
+    authorize_on(&caller, Resource::Environment(scope.clone()))?;
+    let barrier = state.inner.seal.barrier()?;
+    let gate = GateStore
+        .get(&barrier, &scope)
+        .await?
+        .ok_or_else(ApiError::not_found)?;
+    Ok(Json(json!({
+        "request_id": id.as_str(),
+        "data": { "environment": scope.to_string(), "require": gate.require },
+    }))
+    .into_response())
 }

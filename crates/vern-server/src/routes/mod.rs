@@ -490,6 +490,14 @@ pub(crate) fn table() -> Vec<Route> {
             post(attest::promote),
         ),
         route(
+            "/v1/attest/gates",
+            &[
+                ("GET", Resource("attest.gate")),
+                ("HEAD", Resource("attest.gate")),
+            ],
+            get(attest::gate),
+        ),
+        route(
             "/v1/attest/rotate",
             &[("POST", Resource("attest.rotate"))],
             post(attest::rotate),
