@@ -408,6 +408,13 @@ async fn gates_and_promotions_stay_inside_their_tenant() {
     assert_eq!(v["data"]["promotion"]["kept"], json!(["acme/web/prod"]));
     assert_eq!(v["data"]["promotion"]["delete"], json!([]));
 
+    // The apply's audit record names the gates it changed.
+    let records = audit_records(&s).await;
+    assert!(records
+        .iter()
+        .any(|r| r["event"]["principal"]["id"] == "op.acme.admin"
+            && r["event"]["details"]["gates_created"] == "acme/web/prod"));
+
     // Those who may set a gate read it; nobody reads across tenants.
     let read = |token: &str, env: &str| {
         client()

@@ -290,6 +290,17 @@ pub(crate) async fn apply(
             gate_writes,
         )
         .await?;
+    if let (Some(g), Some(slot), false) = (&gates, &caller.audit, body.dry_run) {
+        for (name, envs) in [
+            ("gates_created", &g.create),
+            ("gates_updated", &g.update),
+            ("gates_deleted", &g.delete),
+        ] {
+            if !envs.is_empty() {
+                slot.detail(name, &envs.join(","));
+            }
+        }
+    }
     let secrets: serde_json::Map<String, Value> = plan
         .secrets
         .iter()
