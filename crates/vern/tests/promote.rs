@@ -513,6 +513,10 @@ async fn gates_and_promotions_stay_inside_their_tenant() {
             "not this site's",
         ),
         (
+            json!({"promotion": [{"environment": "acme/web/prod", "require": [{"predicate_type": SLSA, "signer": "spiffe://vern.internal/t/acme.web/p/prod/e/x/s/b"}]}]}),
+            "names no service",
+        ),
+        (
             json!({"promotion": [gate("acme/web/prod"), gate("acme/web/prod")]}),
             "declared twice",
         ),

@@ -526,6 +526,13 @@ fn signer_id(state: &AppState, signer: &str) -> Result<String, String> {
         ));
     }
     let segments: Vec<&str> = id.path().trim_start_matches('/').split('/').collect();
+    // Each name must be one a scope or client may have, so that the id
+    // built from them names exactly one principal (no `.` to shift parts).
+    if segments.iter().any(|s| TenantId::parse(s).is_err()) {
+        return Err(format!(
+            "signer `{shown}` names no service or operator of this site"
+        ));
+    }
     match segments.as_slice() {
         ["t", t, "p", p, "e", e, "s", name] => Ok(format!("svc.{t}.{p}.{e}.{name}")),
         ["t", t, "operator", name] => Ok(format!("op.{t}.{name}")),
