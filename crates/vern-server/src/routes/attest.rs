@@ -1,5 +1,7 @@
-//! Artifact trust over HTTP: the published signing keys, signing a
-//! statement about an artifact by digest, and reading the evidence store.
+//! Artifact trust over HTTP: the published signing keys and their
+//! rotation, signing a statement about an artifact by digest, reading and
+//! importing the evidence store, promotion gates (declared through the
+//! apply route, read back one by one) and promotion decisions.
 //!
 //! Who checks what when signing: the server never sees the artifact, so it
 //! signs the digest the request states (`subject`, `NAME@sha256:HEX`) and
