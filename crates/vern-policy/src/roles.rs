@@ -77,9 +77,11 @@ pub const ROLES: &[RoleDef] = &[
             "pki.import",
             "pki.read",
             "evidence.import",
+            "attest.gate",
+            "attest.rotate",
         ],
         summary:
-            "seal and keys, clients, policies, metadata, lists and mounts, token lookups, the CA, evidence imports; no secret values, no audit log",
+            "seal and keys, clients, policies, metadata, lists and mounts, token lookups, the CA, artifact signing keys, promotion gates, evidence imports; no secret values, no audit log",
     },
     RoleDef {
         name: "security-auditor",
@@ -126,10 +128,12 @@ pub const ROLES: &[RoleDef] = &[
             "token.lookup",
             "attest.sign",
             "attest.promote",
+            "attest.gate",
+            "attest.rotate",
             "evidence.read",
             "evidence.import",
         ],
-        summary: "its own tenant only: clients, secrets, the tenant's audit records and tokens, signing, promotion and evidence (reading and importing it)",
+        summary: "its own tenant only: clients, secrets, the tenant's audit records and tokens, signing, promotion gates and promotion, the tenant's signing key, evidence (reading and importing it)",
     },
 ];
 

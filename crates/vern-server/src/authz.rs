@@ -199,6 +199,13 @@ pub(crate) fn allows(caller: &Caller, resource: Resource) -> bool {
     decide(caller, caller.route_action, resource).allowed
 }
 
+/// Whether `action`, another than the route's own, is allowed on
+/// `resource`: a declaration that spans domains (promotion gates in an
+/// apply) decides each entry on the action that governs it.
+pub(crate) fn allows_action(caller: &Caller, action: &str, resource: Resource) -> bool {
+    decide(caller, action, resource).allowed
+}
+
 /// Decides the route's action on a secret. A denied read answers exactly
 /// like a path with nothing at it (404), so another tenant's secrets, or
 /// another environment's, cannot even be shown to exist; a denied write is

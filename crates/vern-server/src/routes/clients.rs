@@ -214,6 +214,9 @@ pub(crate) struct ApplyBody {
     /// The auth methods' declarations; without it, roles are left alone.
     #[serde(default)]
     auth: Option<AuthSection>,
+    /// The promotion gates; without it, gates are left alone.
+    #[serde(default)]
+    promotion: Option<Vec<crate::routes::attest::GateBody>>,
     #[serde(default)]
     prune: bool,
     #[serde(default)]
@@ -236,7 +239,9 @@ pub(crate) struct JwtSection {
     roles: Vec<Value>,
 }
 
-/// `POST /v1/auth/apply`: declare the whole client set (GitOps).
+/// `POST /v1/auth/apply`: declare the whole client set (GitOps), and with
+/// `auth` and `promotion` the JWT roles and the promotion gates, all
+/// committed in one transaction or not at all.
 pub(crate) async fn apply(
     State(state): State<AppState>,
     caller: Caller,
@@ -260,6 +265,15 @@ pub(crate) async fn apply(
     // The decision on the request itself; each client and role is then
     // decided on its own by the gate.
     allows(&caller, Resource::Platform);
+    let (gates, gate_writes) = match body.promotion {
+        Some(list) => {
+            let (plan, writes) =
+                crate::routes::attest::plan_gates(&state, &caller, &barrier, list, body.prune)
+                    .await?;
+            (Some(plan), vec![writes])
+        }
+        None => (None, Vec::new()),
+    };
     let declared = Declaration {
         clients: &body.clients,
         jwt_roles: roles.as_deref(),
@@ -267,14 +281,26 @@ pub(crate) async fn apply(
     let plan = state
         .inner
         .authority
-        .apply_declared(
+        .apply_declared_with(
             &barrier,
             declared,
             body.prune,
             body.dry_run,
             &Reach::of(&caller),
+            gate_writes,
         )
         .await?;
+    if let (Some(g), Some(slot), false) = (&gates, &caller.audit, body.dry_run) {
+        for (name, envs) in [
+            ("gates_created", &g.create),
+            ("gates_updated", &g.update),
+            ("gates_deleted", &g.delete),
+        ] {
+            if !envs.is_empty() {
+                slot.detail(name, &envs.join(","));
+            }
+        }
+    }
     let secrets: serde_json::Map<String, Value> = plan
         .secrets
         .iter()
@@ -294,6 +320,7 @@ pub(crate) async fn apply(
         "kept": plan.kept,
         "secrets": secrets,
         "jwt_roles": crate::routes::jwt_auth::plan_json(&plan.jwt_roles),
+        "promotion": gates.as_ref().map(crate::routes::attest::gate_plan_json),
     }}))
     .into_response())
 }
