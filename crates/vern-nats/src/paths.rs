@@ -7,13 +7,13 @@
 
 use std::fmt::Write as _;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::perms::{inbox_prefix, Direction, Permissions};
 use crate::Subject;
 
 /// What one principal may do, as decided.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct PrincipalPaths {
     /// Its account (the tenant).
     pub account: String,
@@ -30,7 +30,7 @@ pub struct PrincipalPaths {
 }
 
 /// A declared subject the policies refused.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Refused {
     /// Publish or subscribe.
     pub direction: Direction,
@@ -39,7 +39,7 @@ pub struct Refused {
 }
 
 /// A publisher whose messages a subscriber can receive.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Flow {
     /// The account both are in.
     pub account: String,
@@ -54,7 +54,7 @@ pub struct Flow {
 }
 
 /// A principal that reaches a privileged subject.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Privileged {
     /// Its account.
     pub account: String,
@@ -67,7 +67,7 @@ pub struct Privileged {
 }
 
 /// The whole report.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct PathReport {
     /// Every account in the report.
     pub accounts: Vec<String>,

@@ -11,10 +11,6 @@ use crate::NatsError;
 /// leave far more room, but a declaration has no use for longer names.
 const MAX_LEN: usize = 256;
 
-/// Subjects only an explicit operator grant opens: the system account's
-/// requests and the JetStream API.
-const PRIVILEGED: &[&str] = &["$SYS", "$JS", "$KV", "$O", "$G", "$MQTT"];
-
 /// A validated subject or subject pattern.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
@@ -56,12 +52,13 @@ impl Subject {
     }
 
     /// Whether the subject (or any subject the pattern covers) is a
-    /// privileged one: `$SYS.>`, the JetStream API and the other `$`
-    /// namespaces the server itself answers on. A pattern that starts with
-    /// a wildcard covers them too.
+    /// privileged one: every `$` namespace is the server's own (`$SYS.>`,
+    /// the JetStream API `$JS.API.>`, `$KV`, …), and a pattern that starts
+    /// with a wildcard covers them all. Vern's Cedar model applies the same
+    /// rule to its `NatsSubject` resources.
     pub fn is_privileged(&self) -> bool {
         let first = self.0.split('.').next().unwrap_or_default();
-        first == "*" || first == ">" || PRIVILEGED.contains(&first)
+        first == "*" || first == ">" || first.starts_with('$')
     }
 
     /// Whether a message published on some subject could be matched by both

@@ -77,9 +77,11 @@ pub const ROLES: &[RoleDef] = &[
             "pki.import",
             "pki.read",
             "evidence.import",
+            "nats.config",
+            "nats.paths",
         ],
         summary:
-            "seal and keys, clients, policies, metadata, lists and mounts, token lookups, the CA, evidence imports; no secret values, no audit log",
+            "seal and keys, clients, policies, metadata, lists and mounts, token lookups, the CA, evidence imports, the NATS configuration and path report; no secret values, no audit log",
     },
     RoleDef {
         name: "security-auditor",
@@ -93,8 +95,9 @@ pub const ROLES: &[RoleDef] = &[
             "token.lookup",
             "pki.read",
             "evidence.read",
+            "nats.paths",
         ],
-        summary: "reads the audit log and every tenant's evidence, hashes values to search the log, reads policies, clients and issued certificates, looks up tokens",
+        summary: "reads the audit log and every tenant's evidence, hashes values to search the log, reads policies, clients and issued certificates, looks up tokens, reads the NATS path report",
     },
     RoleDef {
         name: "operator",
@@ -128,8 +131,9 @@ pub const ROLES: &[RoleDef] = &[
             "attest.promote",
             "evidence.read",
             "evidence.import",
+            "nats.paths",
         ],
-        summary: "its own tenant only: clients, secrets, the tenant's audit records and tokens, signing, promotion and evidence (reading and importing it)",
+        summary: "its own tenant only: clients, secrets, the tenant's audit records and tokens, signing, promotion and evidence (reading and importing it), the tenant's NATS path report",
     },
 ];
 

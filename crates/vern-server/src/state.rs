@@ -75,6 +75,9 @@ pub struct ServerConfig {
     /// Public keys of other sites whose evidence this site imports, each
     /// with its owner and validity window (their `vern attest keys`).
     pub attest_trusted_keys: Vec<vern_attest::TrustedKey>,
+    /// The nats-server the auth callout serves (`nats://HOST:PORT`); no
+    /// callout when not set.
+    pub nats_url: Option<String>,
 }
 
 impl Default for ServerConfig {
@@ -93,6 +96,7 @@ impl Default for ServerConfig {
             audit: Some(vern_audit::AuditConfig::default()),
             pki: PkiConfig::new(default_trust_domain()),
             attest_trusted_keys: Vec::new(),
+            nats_url: None,
         }
     }
 }
@@ -128,6 +132,8 @@ pub(crate) struct Inner {
     pub(crate) audit: Option<AuditLog>,
     /// Fetches external issuers' JWK sets for the JWT auth method.
     pub(crate) jwks: HttpJwks,
+    /// Revocation notices for the NATS callout.
+    pub(crate) nats: crate::nats::NatsHub,
 }
 
 impl AppState {
@@ -185,6 +191,7 @@ impl AppState {
                 policies,
                 audit,
                 jwks,
+                nats: crate::nats::NatsHub::new(),
             }),
         })
     }
@@ -206,6 +213,15 @@ impl AppState {
             inner.keepers = Some(keepers);
         }
         Ok(state)
+    }
+
+    /// Starts the NATS auth callout when a NATS URL is configured: it
+    /// connects once Vern is unsealed and retries until nats-server is
+    /// up. Must be called inside a Tokio runtime.
+    pub fn spawn_nats(&self) {
+        if let Some(url) = &self.inner.config.nats_url {
+            crate::nats::spawn(self.clone(), url.clone());
+        }
     }
 
     /// Starts housekeeping for the life of the process, while unsealed:

@@ -91,6 +91,10 @@ pub(crate) enum Command {
     /// them at another site.
     #[command(subcommand)]
     Evidence(EvidenceCommand),
+    /// NATS: render nats-server's configuration (tenants as accounts, the
+    /// auth callout), and report every messaging path.
+    #[command(subcommand)]
+    Nats(NatsCommand),
     /// Run a keeper: a stateless process holding one unseal share in
     /// memory, handed only to the configured Vern server over mutual TLS.
     Keeper(KeeperArgs),
@@ -349,6 +353,14 @@ pub(crate) enum ClientCommand {
         /// SAN (RFC 8705 tls_client_auth); tokens are then bound to it.
         #[arg(long)]
         tls_client_auth_san: Option<String>,
+        /// A NATS subject of its tenant's account the service publishes on
+        /// (repeat; wildcards `*` and `>` allowed).
+        #[arg(long = "nats-publish", value_name = "SUBJECT")]
+        nats_publish: Vec<String>,
+        /// A NATS subject of its tenant's account the service subscribes
+        /// to (repeat).
+        #[arg(long = "nats-subscribe", value_name = "SUBJECT")]
+        nats_subscribe: Vec<String>,
     },
     /// List client ids.
     List(ClientArgs),
@@ -518,6 +530,58 @@ pub(crate) enum PkiCommand {
     },
     /// Print the trust anchors (PEM) or, with -o json, the SPIFFE bundle.
     Bundle(ClientArgs),
+}
+
+/// `vern nats …`.
+#[derive(Debug, Subcommand)]
+pub(crate) enum NatsCommand {
+    /// Render the nats-server configuration from Vern's state: one account
+    /// per tenant, `SYS`, `AUTH` and the auth callout. It holds the callout
+    /// and system users' passwords. Needs nats.config.
+    Config {
+        #[command(flatten)]
+        client: ClientArgs,
+        /// Write it to this file (mode 0600) instead of standard output.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Who can publish and subscribe on which subjects, every path between
+    /// them, every cross-account path and every principal reaching a
+    /// privileged subject. Needs nats.paths.
+    Paths(NatsPathsArgs),
+}
+
+/// Options of `vern nats paths`: those of every client command, with a
+/// third output format.
+#[derive(Debug, Clone, Args)]
+pub(crate) struct NatsPathsArgs {
+    /// Address of the Vern server.
+    #[arg(long, env = "VERN_ADDR", default_value = "https://127.0.0.1:8200")]
+    pub(crate) address: String,
+    /// Token to authenticate with.
+    #[arg(long, env = "VERN_TOKEN", hide_env_values = true)]
+    pub(crate) token: Option<String>,
+    /// PEM file of a CA certificate to trust for the server's TLS certificate.
+    #[arg(long, env = "VERN_CACERT")]
+    pub(crate) ca_cert: Option<PathBuf>,
+    /// Output format: a table, the server's JSON, or a Graphviz digraph.
+    #[arg(long, short = 'o', value_enum, default_value_t = PathsOutput::Table)]
+    pub(crate) output: PathsOutput,
+    /// Only this tenant's account [default: the caller's tenant, or every
+    /// tenant for a platform operator].
+    #[arg(long)]
+    pub(crate) tenant: Option<String>,
+}
+
+/// Output formats of `vern nats paths`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum PathsOutput {
+    /// Aligned text.
+    Table,
+    /// The server's JSON.
+    Json,
+    /// Graphviz DOT.
+    Dot,
 }
 
 /// `vern kv …`. Paths are `<tenant>/<project>/<environment>/<name…>`.
@@ -894,6 +958,11 @@ pub(crate) struct ServeArgs {
     /// of DPoP `htu` checks [default: the listener's address].
     #[arg(long, env = "VERN_PUBLIC_URL")]
     pub(crate) public_url: Option<String>,
+    /// Serve the auth callout of this nats-server (`nats://HOST:PORT`),
+    /// connecting as the callout user `vern nats config` rendered, retrying
+    /// until the server is up.
+    #[arg(long, env = "VERN_NATS_URL")]
+    pub(crate) nats_url: Option<String>,
     /// Accept DPoP proofs at the token endpoint without a server nonce
     /// (weakens replay protection across replicas).
     #[arg(long, env = "VERN_INSECURE_DPOP_WITHOUT_NONCE")]
@@ -1024,6 +1093,7 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Audit(cmd) => crate::audit::run(cmd).await,
         Command::Attest(cmd) => crate::attest::run(cmd).await,
         Command::Evidence(cmd) => crate::attest::evidence(cmd).await,
+        Command::Nats(cmd) => crate::nats::run(cmd).await,
         Command::Keeper(args) => crate::keeper::run(args).await.map(|()| ExitCode::SUCCESS),
         Command::Completions { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "vern", &mut std::io::stdout());
