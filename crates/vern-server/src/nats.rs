@@ -294,12 +294,8 @@ async fn handle(
         }
     };
     let source = request.client_host().to_owned();
-    let outcome = decide(state, barrier, &request, now).await;
+    let Decided { claims, result } = decide(state, barrier, &request, now).await;
     let token = request.token();
-    let (claims, result) = match outcome {
-        Ok((claims, grant)) => (Some(claims), Ok(grant)),
-        Err((claims, refusal)) => (claims, Err(refusal)),
-    };
     let recorded = record(
         state,
         barrier,
@@ -342,7 +338,21 @@ async fn handle(
     }
 }
 
-type Decided = Result<(AccessClaims, (Grant, Details)), (Option<AccessClaims>, Refusal)>;
+/// A decision: the token's claims when it verified, and the grant or the
+/// refusal.
+struct Decided {
+    claims: Option<AccessClaims>,
+    result: Result<(Grant, Details), Refusal>,
+}
+
+impl Decided {
+    fn refused(claims: Option<AccessClaims>, why: impl Into<String>) -> Self {
+        Self {
+            claims,
+            result: Err(Refusal::new(why)),
+        }
+    }
+}
 
 /// What an allowed connect's record says besides the decision.
 struct Details {
@@ -352,10 +362,10 @@ struct Details {
 
 async fn decide(state: &AppState, barrier: &Arc<Barrier>, request: &Request, now: u64) -> Decided {
     let Some(token) = request.token() else {
-        return Err((
+        return Decided::refused(
             None,
-            Refusal::new("no token: connect with a Vern access token as the NATS token"),
-        ));
+            "no token: connect with a Vern access token as the NATS token",
+        );
     };
     let authority = &state.inner.authority;
     let claims = match authority
@@ -363,38 +373,33 @@ async fn decide(state: &AppState, barrier: &Arc<Barrier>, request: &Request, now
         .await
     {
         Ok(c) => c,
-        Err(e) => return Err((None, Refusal::new(format!("the token was refused: {e}")))),
+        Err(e) => return Decided::refused(None, format!("the token was refused: {e}")),
     };
-    let refuse = |c: &AccessClaims, r: Refusal| Err((Some(c.clone()), r));
+    let refuse = |c: &AccessClaims, why: String| Decided::refused(Some(c.clone()), why);
     // The API allows a clock leeway past `exp`; a NATS connection ends at
     // `exp` exactly, so a token past it gets no connection at all.
     if claims.exp <= now {
-        return refuse(&claims, Refusal::new("the token has expired"));
+        return refuse(&claims, "the token has expired".to_owned());
     }
     let scope = match (&claims.kind, claims.kind.scope()) {
         (ClientKind::Service { .. }, Some(s)) => s,
         _ => {
             return refuse(
                 &claims,
-                Refusal::new("only services have a NATS account; operators do not"),
+                "only services have a NATS account; operators do not".to_owned(),
             )
         }
     };
     let record = match authority.client(barrier, &claims.client_id).await {
         Ok(r) => r,
-        Err(e) => {
-            return refuse(
-                &claims,
-                Refusal::new(format!("the client cannot be read: {e}")),
-            )
-        }
+        Err(e) => return refuse(&claims, format!("the client cannot be read: {e}")),
     };
     let declared = match Declared::parse(&record.nats.publish, &record.nats.subscribe) {
         Ok(d) => d,
         Err(e) => {
             return refuse(
                 &claims,
-                Refusal::new(format!("the client's NATS subjects are unusable: {e}")),
+                format!("the client's NATS subjects are unusable: {e}"),
             )
         }
     };
@@ -425,7 +430,7 @@ async fn decide(state: &AppState, barrier: &Arc<Barrier>, request: &Request, now
         d.allowed
     }) {
         Ok(p) => p,
-        Err(e) => return refuse(&claims, Refusal::new(e.to_string())),
+        Err(e) => return refuse(&claims, e.to_string()),
     };
     let list =
         |v: &[vern_nats::Subject]| v.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(",");
@@ -460,7 +465,10 @@ async fn decide(state: &AppState, barrier: &Arc<Barrier>, request: &Request, now
         permissions,
         expires: i64::try_from(claims.exp).unwrap_or(i64::MAX),
     };
-    Ok((claims, (grant, Details { policies, granted })))
+    Decided {
+        claims: Some(claims),
+        result: Ok((grant, Details { policies, granted })),
+    }
 }
 
 /// The audit record of one decision.

@@ -317,51 +317,7 @@ pub(crate) enum PolicyCommand {
 pub(crate) enum ClientCommand {
     /// Create a client; prints its id and, for a secret client, the
     /// secret (shown once).
-    Create {
-        #[command(flatten)]
-        client: ClientArgs,
-        /// Tenant of a service client, or (with --role and no project) of a
-        /// tenant operator such as a tenant administrator.
-        #[arg(long)]
-        tenant: Option<String>,
-        /// Project of a service client.
-        #[arg(long)]
-        project: Option<String>,
-        /// Environment of a service client.
-        #[arg(long = "env")]
-        environment: Option<String>,
-        /// Name within the scope (or of the operator).
-        #[arg(long)]
-        name: String,
-        /// A scope the client may request (repeat).
-        #[arg(long = "scope")]
-        scopes: Vec<String>,
-        /// An operator role (repeat); makes an operator client.
-        #[arg(long = "role")]
-        roles: Vec<String>,
-        /// Require DPoP-bound tokens.
-        #[arg(long)]
-        dpop_bound: bool,
-        /// A public JWK (JSON file) for private_key_jwt; repeat for several.
-        /// A client with keys gets no secret.
-        #[arg(long = "jwk", value_name = "FILE")]
-        jwks: Vec<PathBuf>,
-        /// Token lifetime in seconds.
-        #[arg(long)]
-        token_ttl: Option<u64>,
-        /// Authenticate with a client certificate carrying this DNS or URI
-        /// SAN (RFC 8705 tls_client_auth); tokens are then bound to it.
-        #[arg(long)]
-        tls_client_auth_san: Option<String>,
-        /// A NATS subject of its tenant's account the service publishes on
-        /// (repeat; wildcards `*` and `>` allowed).
-        #[arg(long = "nats-publish", value_name = "SUBJECT")]
-        nats_publish: Vec<String>,
-        /// A NATS subject of its tenant's account the service subscribes
-        /// to (repeat).
-        #[arg(long = "nats-subscribe", value_name = "SUBJECT")]
-        nats_subscribe: Vec<String>,
-    },
+    Create(Box<ClientCreateArgs>),
     /// List client ids.
     List(ClientArgs),
     /// Show a client.
@@ -380,6 +336,54 @@ pub(crate) enum ClientCommand {
     },
     /// Start a signing key rotation.
     RotateKeys(ClientArgs),
+}
+
+/// Options of `vern client create`.
+#[derive(Debug, Args)]
+pub(crate) struct ClientCreateArgs {
+    #[command(flatten)]
+    pub(crate) client: ClientArgs,
+    /// Tenant of a service client, or (with --role and no project) of a
+    /// tenant operator such as a tenant administrator.
+    #[arg(long)]
+    pub(crate) tenant: Option<String>,
+    /// Project of a service client.
+    #[arg(long)]
+    pub(crate) project: Option<String>,
+    /// Environment of a service client.
+    #[arg(long = "env")]
+    pub(crate) environment: Option<String>,
+    /// Name within the scope (or of the operator).
+    #[arg(long)]
+    pub(crate) name: String,
+    /// A scope the client may request (repeat).
+    #[arg(long = "scope")]
+    pub(crate) scopes: Vec<String>,
+    /// An operator role (repeat); makes an operator client.
+    #[arg(long = "role")]
+    pub(crate) roles: Vec<String>,
+    /// Require DPoP-bound tokens.
+    #[arg(long)]
+    pub(crate) dpop_bound: bool,
+    /// A public JWK (JSON file) for private_key_jwt; repeat for several.
+    /// A client with keys gets no secret.
+    #[arg(long = "jwk", value_name = "FILE")]
+    pub(crate) jwks: Vec<PathBuf>,
+    /// Token lifetime in seconds.
+    #[arg(long)]
+    pub(crate) token_ttl: Option<u64>,
+    /// Authenticate with a client certificate carrying this DNS or URI
+    /// SAN (RFC 8705 tls_client_auth); tokens are then bound to it.
+    #[arg(long)]
+    pub(crate) tls_client_auth_san: Option<String>,
+    /// A NATS subject of its tenant's account the service publishes on
+    /// (repeat; wildcards `*` and `>` allowed).
+    #[arg(long = "nats-publish", value_name = "SUBJECT")]
+    pub(crate) nats_publish: Vec<String>,
+    /// A NATS subject of its tenant's account the service subscribes
+    /// to (repeat).
+    #[arg(long = "nats-subscribe", value_name = "SUBJECT")]
+    pub(crate) nats_subscribe: Vec<String>,
 }
 
 /// `vern auth …`.

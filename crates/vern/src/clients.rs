@@ -46,21 +46,22 @@ fn print_client(output: Output, v: &Value) -> anyhow::Result<ExitCode> {
 /// Runs a `vern client` command.
 pub(crate) async fn run(cmd: ClientCommand) -> anyhow::Result<ExitCode> {
     match cmd {
-        ClientCommand::Create {
-            client,
-            tenant,
-            project,
-            environment,
-            name,
-            scopes,
-            roles,
-            dpop_bound,
-            jwks,
-            token_ttl,
-            tls_client_auth_san,
-            nats_publish,
-            nats_subscribe,
-        } => {
+        ClientCommand::Create(args) => {
+            let crate::cli::ClientCreateArgs {
+                client,
+                tenant,
+                project,
+                environment,
+                name,
+                scopes,
+                roles,
+                dpop_bound,
+                jwks,
+                token_ttl,
+                tls_client_auth_san,
+                nats_publish,
+                nats_subscribe,
+            } = *args;
             let mut keys = Vec::new();
             for path in &jwks {
                 let text = std::fs::read_to_string(path)
