@@ -192,21 +192,58 @@ async fn permissions_come_from_declarations_and_tenants_never_meet() {
     worker.flush().await.unwrap();
     globex.flush().await.unwrap();
 
-    api.publish("orders.created", "acme-1".into())
-        .await
-        .unwrap();
-    api.flush().await.unwrap();
-    let got = tokio::time::timeout(Duration::from_secs(5), worker_sub.next())
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(&got.payload[..], b"acme-1");
-    // The same subject name in another tenant's account gets nothing.
-    assert!(
-        tokio::time::timeout(Duration::from_millis(500), globex_sub.next())
+    // async-nats' flush writes its buffer without a round trip, so a
+    // subscription may reach the server after a first publish: globex
+    // publishes to itself until its subscription is live, so that the
+    // isolation check below is a real one.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        globex
+            .publish("orders.created", "globex-own".into())
             .await
-            .is_err()
-    );
+            .unwrap();
+        globex.flush().await.unwrap();
+        if let Ok(Some(_)) =
+            tokio::time::timeout(Duration::from_millis(200), globex_sub.next()).await
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "globex never got its own message"
+        );
+    }
+    // Likewise, acme publishes until the worker sees one.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let got = loop {
+        api.publish("orders.created", "acme-1".into())
+            .await
+            .unwrap();
+        api.flush().await.unwrap();
+        if let Ok(Some(m)) =
+            tokio::time::timeout(Duration::from_millis(200), worker_sub.next()).await
+        {
+            break m;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "nothing delivered; api events {:?}, worker events {:?}",
+            api_errors.lock().unwrap(),
+            worker_errors.lock().unwrap()
+        );
+    };
+    assert_eq!(&got.payload[..], b"acme-1");
+    // The same subject name in another tenant's account gets none of
+    // acme's messages (a late copy of its own may still come).
+    while let Ok(Some(m)) =
+        tokio::time::timeout(Duration::from_millis(500), globex_sub.next()).await
+    {
+        assert_eq!(
+            &m.payload[..],
+            b"globex-own",
+            "acme's message reached globex"
+        );
+    }
 
     // Outside the declared subjects: a permissions violation, no delivery.
     api.publish("billing.charged", "x".into()).await.unwrap();
