@@ -65,13 +65,13 @@ class NatsServer:
             self.proc.kill()
 
 
-def create(server, tenant, name, publish=(), subscribe=(), ttl=None):
+def create(server, tenant, name, publish=(), subscribe=(), ttl=None, imports=()):
     body = {
         "tenant": tenant,
         "project": "web",
         "environment": "prod",
         "name": name,
-        "nats": {"publish": list(publish), "subscribe": list(subscribe)},
+        "nats": {"publish": list(publish), "subscribe": list(subscribe), "imports": list(imports)},
     }
     if ttl:
         body["token_ttl"] = ttl
@@ -90,20 +90,15 @@ def token_of(server, client):
     return t.json()["access_token"]
 
 
-@pytest.fixture
-def stack(tmp_path):
-    """Vern (with the callout), three services of two tenants, the
-    configuration `vern nats config` renders, and nats-server running it."""
+def start_stack(tmp_path, specs, extra_args=()):
+    """Vern (with the callout) and its clients, the configuration `vern
+    nats config` renders, and nats-server running it."""
     port = free_port()
     url = f"nats://127.0.0.1:{port}"
     vern = VernServer(
-        ["--dev", "--dev-root-token", "py-root", "--data-dir", str(tmp_path / "vern"), "--nats-url", url]
+        ["--dev", "--dev-root-token", "py-root", "--data-dir", str(tmp_path / "vern"), "--nats-url", url, *extra_args]
     )
-    clients = {
-        "api": create(vern, "acme", "api", publish=["orders.>"], subscribe=["orders.>"]),
-        "worker": create(vern, "acme", "worker", subscribe=["orders.created"], publish=["$SYS.REQ.SERVER.PING"]),
-        "globex": create(vern, "globex", "api", publish=["orders.>"], subscribe=["orders.>"]),
-    }
+    clients = {key: create(vern, *args, **kw) for key, (args, kw) in specs.items()}
     conf = tmp_path / "nats.conf"
     out = subprocess.run(
         [_vern_bin(), "nats", "config", "--address", vern.url, "--token", "py-root", "--out", str(conf)],
@@ -118,9 +113,105 @@ def stack(tmp_path):
     while not any("The NATS callout is serving." in line for line in vern.log):
         assert time.monotonic() < deadline, "".join(vern.log)
         time.sleep(0.05)
-    yield {"vern": vern, "url": url, "clients": clients, "conf": conf.read_text()}
-    server.stop()
-    vern.stop()
+    return {"vern": vern, "url": url, "clients": clients, "conf": conf.read_text(), "nats": server}
+
+
+@pytest.fixture
+def stack(tmp_path):
+    """Three services of two tenants."""
+    s = start_stack(
+        tmp_path,
+        {
+            "api": (("acme", "api"), {"publish": ["orders.>"], "subscribe": ["orders.>"]}),
+            "worker": (("acme", "worker"), {"subscribe": ["orders.created"], "publish": ["$SYS.REQ.SERVER.PING"]}),
+            "globex": (("globex", "api"), {"publish": ["orders.>"], "subscribe": ["orders.>"]}),
+        },
+    )
+    yield s
+    s["nats"].stop()
+    s["vern"].stop()
+
+
+GRANT = """
+@id("acme-feed-receives-globex-prices")
+@cross_tenant_grant("acme web/prod feed receives globex prices")
+permit (
+  principal == Vern::Service::"svc.acme.web.prod.feed",
+  action == Vern::Action::"nats.subscribe",
+  resource == Vern::NatsSubject::"globex:prices.>"
+);
+"""
+
+
+def test_cross_tenant_import_exists_only_where_a_policy_grants_it(tmp_path):
+    policies = tmp_path / "policies"
+    policies.mkdir()
+    (policies / "grants.cedar").write_text(GRANT)
+    s = start_stack(
+        tmp_path,
+        {
+            "feed": (
+                ("acme", "feed"),
+                {"imports": [{"tenant": "globex", "subject": "prices.>"}, {"tenant": "globex", "subject": "orders.>"}]},
+            ),
+            "pricer": (("globex", "pricer"), {"publish": ["prices.>", "orders.>"]}),
+        },
+        extra_args=["--policy-dir", str(policies)],
+    )
+    try:
+        conf = s["conf"]
+        assert 'exports: [ { stream: "prices.>" } ]' in conf
+        assert 'imports: [ { stream: { account: "globex", subject: "prices.>" } } ]' in conf
+        assert "orders.>" not in conf
+        vern, url, c = s["vern"], s["url"], s["clients"]
+
+        async def scenario():
+            feed, _ = await connect(url, token_of(vern, c["feed"]))
+            pricer, _ = await connect(url, token_of(vern, c["pricer"]))
+            got = []
+
+            async def cb(msg):
+                got.append((msg.subject, msg.data))
+
+            await feed.subscribe("prices.>", cb=cb)
+            await feed.subscribe("orders.>", cb=cb)
+            await feed.flush()
+            await pricer.publish("prices.eur", b"1.08")
+            await pricer.publish("orders.created", b"secret order")
+            await pricer.flush()
+            assert await eventually(lambda: got)
+            await asyncio.sleep(0.3)
+            assert got == [("prices.eur", b"1.08")]
+            await feed.close()
+            await pricer.close()
+
+        run(scenario())
+
+        out = subprocess.run(
+            [_vern_bin(), "nats", "paths", "--address", vern.url, "--token", "py-root", "-o", "json"],
+            capture_output=True,
+            text=True,
+        )
+        assert out.returncode == 0, out.stderr
+        import json
+
+        report = json.loads(out.stdout)
+        assert report["cross_account"] == [
+            {
+                "exporter": "globex",
+                "importer": "acme",
+                "client_id": "svc.acme.web.prod.feed",
+                "subject": "prices.>",
+                "kind": "stream",
+            }
+        ]
+        table = subprocess.run(
+            [_vern_bin(), "nats", "paths", "--address", vern.url, "--token", "py-root"], capture_output=True, text=True
+        )
+        assert "stream prices.> globex -> acme" in table.stdout
+    finally:
+        s["nats"].stop()
+        s["vern"].stop()
 
 
 def run(coro):

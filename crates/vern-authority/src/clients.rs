@@ -142,12 +142,34 @@ pub struct NatsSubjects {
     /// Subjects it subscribes to.
     #[serde(default)]
     pub subscribe: Vec<String>,
+    /// Subjects of other tenants' accounts it imports; each exists only
+    /// while a policy grants it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub imports: Vec<NatsImport>,
+}
+
+/// A subject of another tenant's account a client imports into its own.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NatsImport {
+    /// The tenant whose account exports it.
+    pub tenant: String,
+    /// The subject, as the exporting account names it.
+    pub subject: String,
+    /// `stream` (the client subscribes to the other tenant's messages) or
+    /// `service` (the client sends requests the other tenant answers).
+    #[serde(default = "stream")]
+    pub kind: String,
+}
+
+fn stream() -> String {
+    "stream".to_owned()
 }
 
 impl NatsSubjects {
     /// Whether nothing is declared.
     pub fn is_empty(&self) -> bool {
-        self.publish.is_empty() && self.subscribe.is_empty()
+        self.publish.is_empty() && self.subscribe.is_empty() && self.imports.is_empty()
     }
 }
 

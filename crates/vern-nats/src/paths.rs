@@ -2,14 +2,15 @@
 //! who may publish and who may subscribe on which subjects of which
 //! account, which publisher reaches which subscriber, and every principal
 //! that reaches a privileged subject. Accounts are isolated, so a flow
-//! never leaves its account: a path between tenants would need an export
-//! and an import, and Vern renders none.
+//! never leaves its account except through an export and an import, which
+//! exist only where a policy grants a client's declared import: those are
+//! the cross-account paths.
 
 use std::fmt::Write as _;
 
 use serde::{Deserialize, Serialize};
 
-use crate::perms::{inbox_prefix, Direction, Permissions};
+use crate::perms::{inbox_prefix, Direction, ImportKind, Permissions};
 use crate::Subject;
 
 /// What one principal may do, as decided.
@@ -53,6 +54,22 @@ pub struct Flow {
     pub subscribe: Subject,
 }
 
+/// A subject one account exports and another imports, for a client a
+/// policy granted it.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct CrossAccount {
+    /// The exporting account.
+    pub exporter: String,
+    /// The importing account.
+    pub importer: String,
+    /// The importing client.
+    pub client_id: String,
+    /// The subject.
+    pub subject: Subject,
+    /// Stream or service.
+    pub kind: ImportKind,
+}
+
 /// A principal that reaches a privileged subject.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Privileged {
@@ -75,6 +92,8 @@ pub struct PathReport {
     pub principals: Vec<PrincipalPaths>,
     /// Every publisher → subscriber path.
     pub flows: Vec<Flow>,
+    /// Every path between accounts (an export and its import).
+    pub cross_account: Vec<CrossAccount>,
     /// Every path to a privileged subject.
     pub privileged: Vec<Privileged>,
 }
@@ -87,6 +106,15 @@ impl PathReport {
         for (account, client_id, p) in principals {
             if !report.accounts.contains(&account) {
                 report.accounts.push(account.clone());
+            }
+            for i in &p.imports {
+                report.cross_account.push(CrossAccount {
+                    exporter: i.tenant.clone(),
+                    importer: account.clone(),
+                    client_id: client_id.clone(),
+                    subject: i.subject.clone(),
+                    kind: i.kind,
+                });
             }
             for (direction, list) in [
                 (Direction::Publish, &p.publish),
@@ -114,7 +142,13 @@ impl PathReport {
                     .collect(),
             });
         }
+        for c in &report.cross_account {
+            if !report.accounts.contains(&c.exporter) {
+                report.accounts.push(c.exporter.clone());
+            }
+        }
         report.accounts.sort();
+        report.cross_account.sort();
         for publisher in &report.principals {
             for subscriber in report
                 .principals
@@ -145,9 +179,18 @@ impl PathReport {
         report
     }
 
-    /// Keeps the parts of one account.
+    /// Keeps the parts of one account: its principals, its flows, and the
+    /// cross-account paths in or out of it.
     pub fn only_account(mut self, account: &str) -> Self {
-        self.accounts.retain(|a| a == account);
+        self.cross_account
+            .retain(|c| c.exporter == account || c.importer == account);
+        self.accounts.retain(|a| {
+            a == account
+                || self
+                    .cross_account
+                    .iter()
+                    .any(|c| &c.exporter == a || &c.importer == a)
+        });
         self.principals.retain(|p| p.account == account);
         self.flows.retain(|f| f.account == account);
         self.privileged.retain(|p| p.account == account);
@@ -192,8 +235,22 @@ impl PathReport {
         }
         let _ = writeln!(
             out,
-            "\nCROSS-ACCOUNT PATHS\n  none: every account is isolated"
+            "\nCROSS-ACCOUNT PATHS (export -> import, granted by policy)"
         );
+        if self.cross_account.is_empty() {
+            let _ = writeln!(out, "  none: every account is isolated");
+        }
+        for c in &self.cross_account {
+            let _ = writeln!(
+                out,
+                "  {} {} {} -> {} (for {})",
+                c.kind.name(),
+                c.subject,
+                c.exporter,
+                c.importer,
+                c.client_id
+            );
+        }
         let _ = writeln!(out, "\nPRIVILEGED SUBJECTS");
         if self.privileged.is_empty() {
             let _ = writeln!(out, "  none");
@@ -260,6 +317,27 @@ impl PathReport {
                 }
             }
         }
+        for c in &self.cross_account {
+            let node = q(&format!("{}/{}", c.importer, c.client_id));
+            let subject = q(&format!("{}:{}", c.exporter, c.subject));
+            let _ = writeln!(
+                out,
+                "  {subject} [shape=ellipse, label={}];",
+                q(c.subject.as_str())
+            );
+            let label = format!(
+                "[label=\"{} import\", style=dashed, color=blue]",
+                c.kind.name()
+            );
+            match c.kind {
+                ImportKind::Stream => {
+                    let _ = writeln!(out, "  {subject} -> {node} {label};");
+                }
+                ImportKind::Service => {
+                    let _ = writeln!(out, "  {node} -> {subject} {label};");
+                }
+            }
+        }
         out.push_str("}\n");
         out
     }
@@ -281,7 +359,7 @@ mod tests {
         (
             account.to_owned(),
             id.to_owned(),
-            derive(id, &d, |_, _| true).unwrap(),
+            derive(id, &d, |_, _, _| true).unwrap(),
         )
     }
 
@@ -302,5 +380,30 @@ mod tests {
         assert!(acme.privileged.is_empty());
         assert!(r.dot().starts_with("digraph"));
         assert!(r.table().contains("a.pub"));
+        assert!(r.cross_account.is_empty());
+    }
+
+    #[test]
+    fn granted_imports_are_cross_account_paths() {
+        let imports = vec![(
+            "globex".to_owned(),
+            "prices.>".to_owned(),
+            "stream".to_owned(),
+        )];
+        let d = Declared::parse_with_imports(&[], &[], &imports).unwrap();
+        let p = derive("a.sub", &d, |_, _, _| true).unwrap();
+        let r = PathReport::build(vec![
+            ("acme".to_owned(), "a.sub".to_owned(), p),
+            principal("globex", "g.pub", &["prices.>"], &[]),
+            principal("initech", "i.sub", &[], &["x"]),
+        ]);
+        assert_eq!(r.cross_account.len(), 1);
+        assert_eq!(r.cross_account[0].exporter, "globex");
+        assert_eq!(r.cross_account[0].importer, "acme");
+        assert!(r.dot().contains("stream import"));
+        assert!(r.table().contains("stream prices.> globex -> acme"));
+        let g = r.only_account("globex");
+        assert_eq!(g.accounts, vec!["acme", "globex"]);
+        assert_eq!(g.cross_account.len(), 1);
     }
 }

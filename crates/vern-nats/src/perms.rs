@@ -45,6 +45,60 @@ pub struct Declared {
     pub publish: Vec<Subject>,
     /// Subjects it subscribes to.
     pub subscribe: Vec<Subject>,
+    /// Subjects of other tenants' accounts it imports.
+    pub imports: Vec<Import>,
+}
+
+/// How an account imports another's subject.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ImportKind {
+    /// The importer receives the exporter's messages.
+    Stream,
+    /// The importer sends requests the exporter answers.
+    Service,
+}
+
+impl ImportKind {
+    /// Parses `stream` or `service`.
+    pub fn parse(s: &str) -> Result<Self, NatsError> {
+        match s {
+            "stream" => Ok(Self::Stream),
+            "service" => Ok(Self::Service),
+            other => Err(NatsError::BadSubject(format!(
+                "import kind `{}` is not stream or service",
+                other.escape_default()
+            ))),
+        }
+    }
+
+    /// `stream` or `service`, as nats-server's configuration names it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Stream => "stream",
+            Self::Service => "service",
+        }
+    }
+
+    /// What the importing client does on the subject, and so the Cedar
+    /// action that decides the import.
+    pub fn direction(self) -> Direction {
+        match self {
+            Self::Stream => Direction::Subscribe,
+            Self::Service => Direction::Publish,
+        }
+    }
+}
+
+/// A subject of another tenant's account, imported into the client's.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Import {
+    /// The exporting tenant (its account).
+    pub tenant: String,
+    /// The subject, as both accounts name it.
+    pub subject: Subject,
+    /// Stream or service.
+    pub kind: ImportKind,
 }
 
 /// The most subjects one client may declare per direction.
@@ -54,6 +108,16 @@ impl Declared {
     /// Parses declared subjects, refusing malformed ones, duplicates and
     /// more than 64 per direction.
     pub fn parse(publish: &[String], subscribe: &[String]) -> Result<Self, NatsError> {
+        Self::parse_with_imports(publish, subscribe, &[])
+    }
+
+    /// Like [`Declared::parse`], with imports as `(tenant, subject, kind)`.
+    /// A privileged subject cannot be imported, whatever a policy says.
+    pub fn parse_with_imports(
+        publish: &[String],
+        subscribe: &[String],
+        imports: &[(String, String, String)],
+    ) -> Result<Self, NatsError> {
         let list = |v: &[String], what: &str| -> Result<Vec<Subject>, NatsError> {
             if v.len() > MAX_DECLARED {
                 return Err(NatsError::BadSubject(format!(
@@ -72,15 +136,53 @@ impl Declared {
             }
             Ok(out)
         };
+        if imports.len() > MAX_DECLARED {
+            return Err(NatsError::BadSubject(format!(
+                "at most {MAX_DECLARED} imports per client"
+            )));
+        }
+        let mut parsed: Vec<Import> = Vec::with_capacity(imports.len());
+        for (tenant, subject, kind) in imports {
+            let ok_tenant = !tenant.is_empty()
+                && tenant.len() <= 63
+                && tenant.bytes().all(|b| {
+                    b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_'
+                });
+            if !ok_tenant {
+                return Err(NatsError::BadSubject(format!(
+                    "import tenant `{}` is not a tenant name",
+                    tenant.escape_default()
+                )));
+            }
+            let subject = Subject::parse(subject)?;
+            if subject.is_privileged() {
+                return Err(NatsError::BadSubject(format!(
+                    "privileged subject `{subject}` cannot be imported"
+                )));
+            }
+            let import = Import {
+                tenant: tenant.clone(),
+                subject,
+                kind: ImportKind::parse(kind)?,
+            };
+            if parsed.contains(&import) {
+                return Err(NatsError::BadSubject(format!(
+                    "import of `{}` from {} is declared twice",
+                    import.subject, import.tenant
+                )));
+            }
+            parsed.push(import);
+        }
         Ok(Self {
             publish: list(publish, "publish")?,
             subscribe: list(subscribe, "subscribe")?,
+            imports: parsed,
         })
     }
 
     /// Whether nothing is declared.
     pub fn is_empty(&self) -> bool {
-        self.publish.is_empty() && self.subscribe.is_empty()
+        self.publish.is_empty() && self.subscribe.is_empty() && self.imports.is_empty()
     }
 }
 
@@ -95,6 +197,11 @@ pub struct Permissions {
     pub responses: bool,
     /// Declared subjects the policies refused.
     pub refused: Vec<(Direction, Subject)>,
+    /// Imports a policy grants (their subjects are in `publish` or
+    /// `subscribe` too).
+    pub imports: Vec<Import>,
+    /// Declared imports no policy grants.
+    pub refused_imports: Vec<Import>,
 }
 
 /// The inbox prefix of a client: `_INBOX.<client id>`. Clients that make
@@ -105,19 +212,33 @@ pub fn inbox_prefix(client_id: &str) -> Result<Subject, NatsError> {
 }
 
 /// Derives the permissions of `client_id` from its declaration, keeping
-/// each subject `allow` lets through.
+/// each subject `allow` lets through: `allow(direction, tenant, subject)`
+/// asks about a subject of the client's own account (`tenant` none) or of
+/// the account an import names.
 pub fn derive(
     client_id: &str,
     declared: &Declared,
-    mut allow: impl FnMut(Direction, &Subject) -> bool,
+    mut allow: impl FnMut(Direction, Option<&str>, &Subject) -> bool,
 ) -> Result<Permissions, NatsError> {
     let mut p = Permissions::default();
+    for import in &declared.imports {
+        let dir = import.kind.direction();
+        if allow(dir, Some(&import.tenant), &import.subject) {
+            match dir {
+                Direction::Publish => p.publish.push(import.subject.clone()),
+                Direction::Subscribe => p.subscribe.push(import.subject.clone()),
+            }
+            p.imports.push(import.clone());
+        } else {
+            p.refused_imports.push(import.clone());
+        }
+    }
     for (dir, list) in [
         (Direction::Publish, &declared.publish),
         (Direction::Subscribe, &declared.subscribe),
     ] {
         for s in list {
-            if allow(dir, s) {
+            if allow(dir, None, s) {
                 match dir {
                     Direction::Publish => p.publish.push(s.clone()),
                     Direction::Subscribe => p.subscribe.push(s.clone()),
@@ -146,7 +267,7 @@ mod tests {
             &["orders.created".to_owned()],
         )
         .unwrap();
-        let p = derive("svc.acme.web.prod.api", &d, |_, s| !s.is_privileged()).unwrap();
+        let p = derive("svc.acme.web.prod.api", &d, |_, _, s| !s.is_privileged()).unwrap();
         assert_eq!(p.publish, vec![Subject::parse("orders.>").unwrap()]);
         assert_eq!(
             p.subscribe,
@@ -164,8 +285,38 @@ mod tests {
 
     #[test]
     fn nothing_declared_nothing_granted() {
-        let p = derive("c", &Declared::default(), |_, _| true).unwrap();
+        let p = derive("c", &Declared::default(), |_, _, _| true).unwrap();
         assert!(p.publish.is_empty() && p.subscribe.is_empty() && !p.responses);
+    }
+
+    #[test]
+    fn imports_need_a_grant() {
+        let imports = vec![
+            (
+                "globex".to_owned(),
+                "prices.>".to_owned(),
+                "stream".to_owned(),
+            ),
+            (
+                "initech".to_owned(),
+                "quotes.get".to_owned(),
+                "service".to_owned(),
+            ),
+        ];
+        let d = Declared::parse_with_imports(&[], &[], &imports).unwrap();
+        let p = derive("c", &d, |_, t, _| t == Some("globex")).unwrap();
+        assert_eq!(p.subscribe, vec![Subject::parse("prices.>").unwrap()]);
+        assert_eq!(p.imports.len(), 1);
+        assert_eq!(p.refused_imports[0].tenant, "initech");
+        assert!(p.publish.is_empty());
+        let bad = |t: &str, s: &str, k: &str| {
+            Declared::parse_with_imports(&[], &[], &[(t.to_owned(), s.to_owned(), k.to_owned())])
+                .is_err()
+        };
+        assert!(bad("Globex", "a", "stream"));
+        assert!(bad("globex", "$SYS.>", "stream"));
+        assert!(bad("globex", ">", "stream"));
+        assert!(bad("globex", "a", "pipe"));
     }
 
     #[test]

@@ -394,7 +394,7 @@ async fn decide(state: &AppState, barrier: &Arc<Barrier>, request: &Request, now
         Ok(r) => r,
         Err(e) => return refuse(&claims, format!("the client cannot be read: {e}")),
     };
-    let declared = match Declared::parse(&record.nats.publish, &record.nats.subscribe) {
+    let declared = match declared_of(&record.nats) {
         Ok(d) => d,
         Err(e) => {
             return refuse(
@@ -411,24 +411,16 @@ async fn decide(state: &AppState, barrier: &Arc<Barrier>, request: &Request, now
         },
     };
     let mut policies = Vec::new();
-    let permissions = match perms::derive(&claims.client_id, &declared, |dir, s| {
-        let q = Query {
-            subject: subject.clone(),
-            action: dir.action().to_owned(),
-            resource: Resource::nats_subject(scope.tenant.clone(), s.as_str()),
-            source_ip: request.client_host().to_owned(),
-            time: i64::try_from(now).unwrap_or(i64::MAX),
-            binding: Binding::None,
-            dns_names: Vec::new(),
-        };
-        let d = state.inner.policies.decide(&q);
-        for p in &d.policies {
-            if !policies.contains(p) {
-                policies.push(p.clone());
-            }
-        }
-        d.allowed
-    }) {
+    let time = i64::try_from(now).unwrap_or(i64::MAX);
+    let permissions = match decide_subjects(
+        state,
+        &subject,
+        &scope,
+        &declared,
+        request.client_host(),
+        time,
+        &mut policies,
+    ) {
         Ok(p) => p,
         Err(e) => return refuse(&claims, e.to_string()),
     };
@@ -443,6 +435,22 @@ async fn decide(state: &AppState, barrier: &Arc<Barrier>, request: &Request, now
         ),
         ("expires".to_owned(), claims.exp.to_string()),
     ]);
+    if !permissions.imports.is_empty() {
+        let imports: Vec<String> = permissions
+            .imports
+            .iter()
+            .map(|i| format!("{} {}:{}", i.kind.name(), i.tenant, i.subject))
+            .collect();
+        granted.insert("imports".to_owned(), imports.join(","));
+    }
+    if !permissions.refused_imports.is_empty() {
+        let refused: Vec<String> = permissions
+            .refused_imports
+            .iter()
+            .map(|i| format!("{} {}:{}", i.kind.name(), i.tenant, i.subject))
+            .collect();
+        granted.insert("imports_refused_by_policy".to_owned(), refused.join(","));
+    }
     if !permissions.refused.is_empty() {
         let refused: Vec<String> = permissions
             .refused
@@ -469,6 +477,59 @@ async fn decide(state: &AppState, barrier: &Arc<Barrier>, request: &Request, now
         claims: Some(claims),
         result: Ok((grant, Details { policies, granted })),
     }
+}
+
+/// A client's declaration, parsed.
+pub(crate) fn declared_of(
+    n: &vern_authority::NatsSubjects,
+) -> Result<Declared, vern_nats::NatsError> {
+    let imports: Vec<(String, String, String)> = n
+        .imports
+        .iter()
+        .map(|i| (i.tenant.clone(), i.subject.clone(), i.kind.clone()))
+        .collect();
+    Declared::parse_with_imports(&n.publish, &n.subscribe, &imports)
+}
+
+/// What `subject` (a service of `scope`) may do of what it declares, as
+/// Cedar decides it now: `nats.publish` / `nats.subscribe` on each
+/// subject of its own tenant's account, and on each imported subject of
+/// the exporting tenant's (which only a cross-tenant grant opens). The
+/// policies that decided are added to `policies`.
+pub(crate) fn decide_subjects(
+    state: &AppState,
+    subject: &PolicySubject,
+    scope: &vern_core::Scope,
+    declared: &Declared,
+    source_ip: &str,
+    time: i64,
+    policies: &mut Vec<String>,
+) -> Result<perms::Permissions, vern_nats::NatsError> {
+    perms::derive(&subject.id, declared, |dir, tenant, s| {
+        let tenant = match tenant {
+            None => scope.tenant.clone(),
+            Some(t) => match vern_core::TenantId::parse(t) {
+                Ok(t) => t,
+                Err(_) => return false,
+            },
+        };
+        let q = Query {
+            subject: subject.clone(),
+            action: dir.action().to_owned(),
+            resource: Resource::nats_subject(tenant, s.as_str()),
+            source_ip: source_ip.to_owned(),
+            time,
+            binding: Binding::None,
+            dns_names: Vec::new(),
+        };
+        let d = state.inner.policies.decide(&q);
+        for p in &d.policies {
+            if !policies.contains(p) {
+                policies.push(p.clone());
+            }
+        }
+        d.allowed
+    })
 }
 
 /// The audit record of one decision.

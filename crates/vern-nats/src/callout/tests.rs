@@ -58,7 +58,7 @@ fn sealed_request_gets_a_sealed_user_jwt() {
     let grant = Grant {
         account: "acme".to_owned(),
         name: "svc.acme.web.prod.api".to_owned(),
-        permissions: derive("svc.acme.web.prod.api", &declared, |_, _| true).unwrap(),
+        permissions: derive("svc.acme.web.prod.api", &declared, |_, _, _| true).unwrap(),
         expires: 2000,
     };
     let reply = respond(&keys, &req, Ok(&grant), 1000).unwrap();

@@ -140,7 +140,7 @@ pub(crate) async fn create(
 
 /// Refuses a client whose NATS subjects are not NATS subjects (400).
 fn check_nats(spec: &ClientSpec) -> Result<(), ApiError> {
-    vern_nats::perms::Declared::parse(&spec.nats.publish, &spec.nats.subscribe)
+    crate::nats::declared_of(&spec.nats)
         .map(|_| ())
         .map_err(|e| ApiError::bad_request(format!("client `{}`: {e}", spec.name)))
 }

@@ -13,9 +13,8 @@ use serde_json::json;
 use vern_authority::ClientRecord;
 use vern_core::{PrincipalKind, TenantId};
 use vern_nats::paths::PathReport;
-use vern_nats::perms::{self, Declared};
 use vern_nats::NatsKeys;
-use vern_policy::{Binding, Query as PolicyQuery, Resource, Subject, SubjectKind};
+use vern_policy::{Resource, Subject, SubjectKind};
 
 use crate::auth::Caller;
 use crate::authz::authorize_on;
@@ -30,12 +29,15 @@ pub(crate) async fn config(
 ) -> Result<Response, ApiError> {
     let barrier = state.inner.seal.barrier()?;
     let keys = NatsKeys::load_or_create(&barrier).await?;
-    let tenants: BTreeSet<String> = services(&state, &barrier)
-        .await?
-        .into_iter()
+    let records = services(&state, &barrier).await?;
+    let tenants: BTreeSet<String> = records
+        .iter()
         .filter_map(|r| r.kind.scope().map(|s| s.tenant.to_string()))
         .collect();
-    let rendered = vern_nats::config::render(&keys, &tenants)?;
+    // Exports and imports exist only where a policy grants a declared
+    // import now: the path report's cross-account paths.
+    let report = PathReport::build(decided(&state, &records, now(&caller))?);
+    let rendered = vern_nats::config::render(&keys, &tenants, &report.cross_account)?;
     if let Some(slot) = &caller.audit {
         slot.detail(
             "accounts",
@@ -79,16 +81,36 @@ pub(crate) async fn paths(
             .map_or(Resource::Platform, |t| Resource::Tenant(t.clone())),
     )?;
     let barrier = state.inner.seal.barrier()?;
-    let now = i64::try_from(caller.time).unwrap_or(i64::MAX);
-    let mut principals = Vec::new();
-    for record in services(&state, &barrier).await? {
+    let records = services(&state, &barrier).await?;
+    // Every account's principals are decided, so that imports from the
+    // tenant asked about appear too; the report is cut to it afterwards.
+    let mut report = PathReport::build(decided(&state, &records, now(&caller))?);
+    if let Some(t) = &tenant {
+        report = report.only_account(t.as_str());
+    }
+    Ok(Json(json!({ "data": report })).into_response())
+}
+
+fn now(caller: &Caller) -> i64 {
+    i64::try_from(caller.time).unwrap_or(i64::MAX)
+}
+
+/// Each service's account, id and permissions as the policies decide them
+/// now, for every service that declares anything.
+fn decided(
+    state: &AppState,
+    records: &[ClientRecord],
+    time: i64,
+) -> Result<Vec<(String, String, vern_nats::perms::Permissions)>, ApiError> {
+    let mut out = Vec::new();
+    for record in records {
         let Some(scope) = record.kind.scope() else {
             continue;
         };
-        if tenant.as_ref().is_some_and(|t| *t != scope.tenant) || record.nats.is_empty() {
+        if record.nats.is_empty() {
             continue;
         }
-        let declared = Declared::parse(&record.nats.publish, &record.nats.subscribe)?;
+        let declared = crate::nats::declared_of(&record.nats)?;
         let subject = Subject {
             id: record.client_id.clone(),
             kind: SubjectKind::Service {
@@ -96,32 +118,22 @@ pub(crate) async fn paths(
                 scopes: record.scopes.clone(),
             },
         };
-        let permissions = perms::derive(&record.client_id, &declared, |dir, s| {
-            state
-                .inner
-                .policies
-                .decide(&PolicyQuery {
-                    subject: subject.clone(),
-                    action: dir.action().to_owned(),
-                    resource: Resource::nats_subject(scope.tenant.clone(), s.as_str()),
-                    source_ip: String::new(),
-                    time: now,
-                    binding: Binding::None,
-                    dns_names: Vec::new(),
-                })
-                .allowed
-        })?;
-        principals.push((
+        let permissions = crate::nats::decide_subjects(
+            state,
+            &subject,
+            &scope,
+            &declared,
+            "",
+            time,
+            &mut Vec::new(),
+        )?;
+        out.push((
             scope.tenant.to_string(),
             record.client_id.clone(),
             permissions,
         ));
     }
-    let mut report = PathReport::build(principals);
-    if let Some(t) = &tenant {
-        report = report.only_account(t.as_str());
-    }
-    Ok(Json(json!({ "data": report })).into_response())
+    Ok(out)
 }
 
 /// Every service client.
