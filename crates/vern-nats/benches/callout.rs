@@ -52,7 +52,7 @@ fn bench(c: &mut Criterion) {
             let grant = Grant {
                 account: "acme".to_owned(),
                 name: "svc.acme.web.prod.api".to_owned(),
-                permissions: derive("svc.acme.web.prod.api", &declared, |_, s| {
+                permissions: derive("svc.acme.web.prod.api", &declared, |_, _, s| {
                     !s.is_privileged()
                 })
                 .unwrap(),

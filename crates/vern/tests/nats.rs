@@ -375,3 +375,114 @@ async fn a_sealed_vern_lets_only_the_auth_users_in() {
     .unwrap();
     auth_user.flush().await.unwrap();
 }
+
+#[tokio::test]
+async fn declarations_through_the_cli_and_apply_files() {
+    let dir = temp();
+    let s = dev_server(&path_str(&dir.path().join("vern")), &[]);
+    let addr = s.http();
+    let env = [("VERN_ADDR", addr.as_str()), ("VERN_TOKEN", "root")];
+    let created = common::ok_json(&vern(
+        &[
+            "client",
+            "create",
+            "--tenant",
+            "acme",
+            "--project",
+            "web",
+            "--env",
+            "prod",
+            "--name",
+            "api",
+            "--nats-publish",
+            "orders.>",
+            "--nats-subscribe",
+            "orders.created",
+            "--nats-subscribe",
+            "billing.*",
+            "-o",
+            "json",
+        ],
+        &env,
+    ));
+    assert_eq!(created["nats"]["publish"], json!(["orders.>"]));
+    assert_eq!(
+        created["nats"]["subscribe"],
+        json!(["orders.created", "billing.*"])
+    );
+
+    // A malformed subject is refused with a 400 naming it, and nothing is created.
+    let out = vern(
+        &[
+            "client",
+            "create",
+            "--tenant",
+            "acme",
+            "--project",
+            "web",
+            "--env",
+            "prod",
+            "--name",
+            "bad",
+            "--nats-publish",
+            "orders..x",
+        ],
+        &env,
+    );
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("orders..x"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(
+        text(&out.stderr).contains("HTTP 400"),
+        "{}",
+        text(&out.stderr)
+    );
+    let (status, _) = common::status_and_json(
+        common::client()
+            .get(s.url("/v1/auth/clients/svc.acme.web.prod.bad"))
+            .header("X-Vault-Token", "root"),
+    )
+    .await;
+    assert_eq!(status, 404);
+    // Operators have no NATS account.
+    let (status, body) = post_as(
+        &s,
+        "root",
+        "/v1/auth/clients",
+        &json!({"name": "ops", "roles": ["operator"], "nats": {"subscribe": ["x"]}}),
+    )
+    .await;
+    assert_eq!(status, 400, "{body}");
+
+    // An apply file declares subjects and imports; a bad one changes nothing.
+    let file = dir.path().join("platform.yaml");
+    std::fs::write(
+        &file,
+        "clients:\n  - {tenant: acme, project: web, environment: prod, name: feed,\n     nats: {subscribe: [\"orders.>\"], imports: [{tenant: globex, subject: \"prices.>\"}]}}\n",
+    )
+    .unwrap();
+    let out = vern(&["apply", "-f", &path_str(&file)], &env);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let feed = get_as(&s, "root", "/v1/auth/clients/svc.acme.web.prod.feed").await;
+    assert_eq!(
+        feed["data"]["nats"]["imports"],
+        json!([{"tenant": "globex", "subject": "prices.>", "kind": "stream"}])
+    );
+    std::fs::write(
+        &file,
+        "clients:\n  - {tenant: acme, project: web, environment: prod, name: feed,\n     nats: {imports: [{tenant: globex, subject: \"$SYS.>\"}]}}\n",
+    )
+    .unwrap();
+    let out = vern(&["apply", "-f", &path_str(&file)], &env);
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("cannot be imported"),
+        "{}",
+        text(&out.stderr)
+    );
+    let feed = get_as(&s, "root", "/v1/auth/clients/svc.acme.web.prod.feed").await;
+    assert_eq!(feed["data"]["nats"]["subscribe"], json!(["orders.>"]));
+}
