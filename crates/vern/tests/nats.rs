@@ -486,3 +486,61 @@ async fn declarations_through_the_cli_and_apply_files() {
     let feed = get_as(&s, "root", "/v1/auth/clients/svc.acme.web.prod.feed").await;
     assert_eq!(feed["data"]["nats"]["subscribe"], json!(["orders.>"]));
 }
+
+#[tokio::test]
+async fn the_config_and_the_report_are_for_those_allowed() {
+    let dir = temp();
+    let s = dev_server(&path_str(&dir.path().join("vern")), &[]);
+    let service = common::client_token(&s, spec("acme", "api", &["orders.>"], &[])).await;
+    create_client(&s, spec("globex", "api", &["orders.>"], &["orders.>"])).await;
+    let admin = common::client_token(
+        &s,
+        json!({"tenant": "acme", "name": "dana", "roles": ["tenant-admin"]}),
+    )
+    .await;
+    let status = |token: String, path: &'static str| {
+        let s = &s;
+        async move {
+            common::status_of(
+                common::client()
+                    .get(s.url(path))
+                    .header("X-Vault-Token", token),
+            )
+            .await
+        }
+    };
+    // Only platform administrators render the configuration: it holds the
+    // auth users' passwords.
+    assert_eq!(status(service.clone(), "/v1/nats/config").await, 403);
+    assert_eq!(status(admin.clone(), "/v1/nats/config").await, 403);
+    assert_eq!(status("root".to_owned(), "/v1/nats/config").await, 200);
+    // A tenant administrator reads its own tenant's paths, never another's;
+    // a service reads none.
+    assert_eq!(
+        status(admin.clone(), "/v1/nats/paths?tenant=globex").await,
+        403
+    );
+    let own = get_as(&s, &admin, "/v1/nats/paths").await;
+    assert_eq!(own["data"]["accounts"], json!(["acme"]));
+    assert!(own["data"]["principals"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|p| p["account"] == "acme"));
+    assert_eq!(status(service, "/v1/nats/paths").await, 403);
+    assert_eq!(
+        status(admin, "/v1/nats/paths?tenant=NOT%20A%20TENANT").await,
+        400
+    );
+    // Every decision is recorded.
+    let records = get_as(&s, "root", "/v1/audit/records?limit=1000").await;
+    let denied = records["data"]["records"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| {
+            r["event"]["action"] == "nats.config" && r["event"]["decision"]["allowed"] == false
+        })
+        .count();
+    assert_eq!(denied, 2);
+}
