@@ -123,6 +123,54 @@ pub struct ClientRecord {
     /// before this field existed read 0; see [`ClientRecord::changed_at`].
     #[serde(default)]
     pub updated: u64,
+    /// The NATS subjects the client declares, in its tenant's account.
+    /// Absent when none, so records without it keep their shape.
+    #[serde(default, skip_serializing_if = "NatsSubjects::is_empty")]
+    pub nats: NatsSubjects,
+}
+
+/// The NATS subjects a client declares it publishes on and subscribes
+/// to, relative to its tenant's account. Stored as given; `vern-server`
+/// checks them as NATS subjects before they get here, and policies decide
+/// at each connect what a connection finally gets.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NatsSubjects {
+    /// Subjects it publishes on.
+    #[serde(default)]
+    pub publish: Vec<String>,
+    /// Subjects it subscribes to.
+    #[serde(default)]
+    pub subscribe: Vec<String>,
+    /// Subjects of other tenants' accounts it imports; each exists only
+    /// while a policy grants it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub imports: Vec<NatsImport>,
+}
+
+/// A subject of another tenant's account a client imports into its own.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NatsImport {
+    /// The tenant whose account exports it.
+    pub tenant: String,
+    /// The subject, as the exporting account names it.
+    pub subject: String,
+    /// `stream` (the client subscribes to the other tenant's messages) or
+    /// `service` (the client sends requests the other tenant answers).
+    #[serde(default = "stream")]
+    pub kind: String,
+}
+
+fn stream() -> String {
+    "stream".to_owned()
+}
+
+impl NatsSubjects {
+    /// Whether nothing is declared.
+    pub fn is_empty(&self) -> bool {
+        self.publish.is_empty() && self.subscribe.is_empty() && self.imports.is_empty()
+    }
 }
 
 impl ClientRecord {
@@ -164,6 +212,9 @@ pub struct ClientSpec {
     /// (RFC 8705 `tls_client_auth`); such a client gets no secret, and its
     /// tokens are bound to the certificate.
     pub tls_client_auth_san: Option<String>,
+    /// NATS subjects (services only).
+    #[serde(default)]
+    pub nats: NatsSubjects,
 }
 
 /// A created client and, when generated, its secret (shown once).
@@ -217,6 +268,11 @@ impl ClientSpec {
         if self.tls_client_auth_san.is_some() && !self.jwks.is_empty() {
             return Err(AuthError::InvalidClientSpec(
                 "a client authenticates either with keys or with a certificate".to_owned(),
+            ));
+        }
+        if !self.nats.is_empty() && self.environment.is_none() {
+            return Err(AuthError::InvalidClientSpec(
+                "only services declare NATS subjects: operators have no NATS account".to_owned(),
             ));
         }
         if self.token_ttl == Some(0) {

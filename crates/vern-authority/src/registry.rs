@@ -206,6 +206,7 @@ impl Authority {
             tls_client_auth_san: spec.tls_client_auth_san.clone(),
             created: now,
             updated: now,
+            nats: spec.nats.clone(),
         };
         Ok((record, secret))
     }
@@ -361,6 +362,10 @@ impl Authority {
                             .tls_client_auth_san
                             .clone_from(&spec.tls_client_auth_san);
                         writes.extend(san_write(&record));
+                    }
+                    if record.nats != spec.nats {
+                        changes.push("nats".to_owned());
+                        record.nats.clone_from(&spec.nats);
                     }
                     if record.kind != *kind {
                         changes.push("roles".to_owned());

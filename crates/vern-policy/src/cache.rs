@@ -220,6 +220,16 @@ impl DecisionCache {
                 k.str(path);
                 k.scope(scope);
             }
+            Resource::NatsSubject {
+                tenant,
+                subject,
+                privileged,
+            } => {
+                k.tag(7);
+                k.str(tenant.as_str());
+                k.str(subject);
+                k.tag(u8::from(*privileged));
+            }
         }
         k.tag(match q.binding {
             Binding::None => 0,

@@ -42,6 +42,10 @@ pub const ACTIONS: &[&str] = &[
     "attest.rotate",
     "evidence.read",
     "evidence.import",
+    "nats.publish",
+    "nats.subscribe",
+    "nats.config",
+    "nats.paths",
 ];
 
 /// Who asks.
@@ -110,6 +114,16 @@ pub enum Resource {
         /// Its environment.
         scope: Scope,
     },
+    /// A NATS subject (or pattern) in a tenant's account; build it with
+    /// [`Resource::nats_subject`], which marks privileged subjects.
+    NatsSubject {
+        /// The tenant whose account it is in.
+        tenant: TenantId,
+        /// The subject as declared.
+        subject: String,
+        /// The server's own `$` namespaces, or a leading wildcard.
+        privileged: bool,
+    },
 }
 
 /// How the caller's token was bound to it.
@@ -168,6 +182,7 @@ fn type_name(ty: &str) -> Result<EntityTypeName, String> {
             "Vern::Service",
             "Vern::Operator",
             "Vern::Secret",
+            "Vern::NatsSubject",
             "Vern::Action",
         ]
         .into_iter()
@@ -410,6 +425,33 @@ impl Query {
             Resource::Operator { id, tenant } => {
                 operator_entity(id, &[], tenant.as_ref(), false, &mut ents)?
             }
+            Resource::NatsSubject {
+                tenant,
+                subject,
+                privileged,
+            } => {
+                let t = tenant_uid(tenant)?;
+                ents.plain(&t, &[])?;
+                let u = uid("Vern::NatsSubject", &format!("{tenant}:{subject}"))?;
+                ents.add(&u, || {
+                    let attrs = HashMap::from([
+                        (
+                            "tenant".to_owned(),
+                            RestrictedExpression::new_entity_uid(t.clone()),
+                        ),
+                        (
+                            "subject".to_owned(),
+                            RestrictedExpression::new_string(subject.clone()),
+                        ),
+                        (
+                            "privileged".to_owned(),
+                            RestrictedExpression::new_bool(*privileged),
+                        ),
+                    ]);
+                    entity(&u, attrs, Some(&t))
+                })?;
+                u
+            }
             Resource::Secret { mount, path, scope } => {
                 let (t, e) = scope_chain(scope, &mut ents)?;
                 let u = uid("Vern::Secret", &format!("{mount}:{path}"))?;
@@ -560,6 +602,20 @@ impl Resource {
                 tenant: Some(t),
             } => format!("operator:{id}@{t}"),
             Self::Secret { mount, path, .. } => format!("secret:{mount}:{path}"),
+            Self::NatsSubject {
+                tenant, subject, ..
+            } => format!("nats:{tenant}:{subject}"),
+        }
+    }
+
+    /// A NATS subject of `tenant`'s account, privileged when its first
+    /// token is one of the server's `$` namespaces or a wildcard.
+    pub fn nats_subject(tenant: TenantId, subject: &str) -> Self {
+        let first = subject.split('.').next().unwrap_or_default();
+        Self::NatsSubject {
+            tenant,
+            subject: subject.to_owned(),
+            privileged: first == "*" || first == ">" || first.starts_with('$'),
         }
     }
 
@@ -569,6 +625,7 @@ impl Resource {
             Self::Platform | Self::Operator { tenant: None, .. } => None,
             Self::Tenant(t)
             | Self::Project(t, _)
+            | Self::NatsSubject { tenant: t, .. }
             | Self::Operator {
                 tenant: Some(t), ..
             } => Some(t),
@@ -579,11 +636,11 @@ impl Resource {
     }
 
     /// Parses `platform`, `tenant:T`, `project:T/P`, `environment:T/P/E`,
-    /// `service:ID@T/P/E`, `operator:ID[@T]`, or `secret:[MOUNT:]T/P/E/NAME…`
-    /// (mount `secret` by default).
+    /// `service:ID@T/P/E`, `operator:ID[@T]`, `secret:[MOUNT:]T/P/E/NAME…`
+    /// (mount `secret` by default), or `nats:T:SUBJECT`.
     pub fn parse_spec(s: &str) -> Result<Self, String> {
         let bad = || {
-            format!("resource `{s}` is not platform, tenant:T, project:T/P, environment:T/P/E, service:ID@T/P/E, operator:ID[@T] or secret:[MOUNT:]PATH")
+            format!("resource `{s}` is not platform, tenant:T, project:T/P, environment:T/P/E, service:ID@T/P/E, operator:ID[@T], secret:[MOUNT:]PATH or nats:T:SUBJECT")
         };
         if s == "platform" {
             return Ok(Self::Platform);
@@ -611,6 +668,16 @@ impl Resource {
             "operator" => {
                 let (id, tenant) = parse_operator(rest)?;
                 Ok(Self::Operator { id, tenant })
+            }
+            "nats" => {
+                let (t, subject) = rest.split_once(':').ok_or_else(bad)?;
+                if subject.is_empty() {
+                    return Err(bad());
+                }
+                Ok(Self::nats_subject(
+                    TenantId::parse(t).map_err(|e| e.to_string())?,
+                    subject,
+                ))
             }
             "secret" => {
                 let (mount, path) = match rest.split_once(':') {

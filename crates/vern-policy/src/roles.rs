@@ -79,9 +79,11 @@ pub const ROLES: &[RoleDef] = &[
             "evidence.import",
             "attest.gate",
             "attest.rotate",
+            "nats.config",
+            "nats.paths",
         ],
         summary:
-            "seal and keys, clients, policies, metadata, lists and mounts, token lookups, the CA, artifact signing keys, promotion gates, evidence imports; no secret values, no audit log",
+            "seal and keys, clients, policies, metadata, lists and mounts, token lookups, the CA, artifact signing keys, promotion gates, evidence imports, the NATS configuration and path report; no secret values, no audit log",
     },
     RoleDef {
         name: "security-auditor",
@@ -95,8 +97,9 @@ pub const ROLES: &[RoleDef] = &[
             "token.lookup",
             "pki.read",
             "evidence.read",
+            "nats.paths",
         ],
-        summary: "reads the audit log and every tenant's evidence, hashes values to search the log, reads policies, clients and issued certificates, looks up tokens",
+        summary: "reads the audit log and every tenant's evidence, hashes values to search the log, reads policies, clients and issued certificates, looks up tokens, reads the NATS path report",
     },
     RoleDef {
         name: "operator",
@@ -132,8 +135,9 @@ pub const ROLES: &[RoleDef] = &[
             "attest.rotate",
             "evidence.read",
             "evidence.import",
+            "nats.paths",
         ],
-        summary: "its own tenant only: clients, secrets, the tenant's audit records and tokens, signing, promotion gates and promotion, the tenant's signing key, evidence (reading and importing it)",
+        summary: "its own tenant only: clients, secrets, the tenant's audit records and tokens, signing, promotion gates and promotion, the tenant's signing key, evidence (reading and importing it), the tenant's NATS path report",
     },
 ];
 

@@ -363,7 +363,9 @@ fn any_resource() -> impl Strategy<Value = Resource> {
 fn tenant_of(r: &Resource) -> Option<&str> {
     match r {
         Resource::Platform => None,
-        Resource::Tenant(t) | Resource::Project(t, _) => Some(t.as_str()),
+        Resource::Tenant(t) | Resource::Project(t, _) | Resource::NatsSubject { tenant: t, .. } => {
+            Some(t.as_str())
+        }
         Resource::Environment(s)
         | Resource::Secret { scope: s, .. }
         | Resource::Service { scope: s, .. } => Some(s.tenant.as_str()),

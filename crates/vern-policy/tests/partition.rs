@@ -278,6 +278,10 @@ fn resource() -> impl Strategy<Value = Resource> {
                 tenant: t.map(|t| TenantId::parse(TENANTS[t]).unwrap()),
             }
         }),
+        (0..3usize, 0..3usize).prop_map(|(t, s)| Resource::nats_subject(
+            TenantId::parse(TENANTS[t]).unwrap(),
+            ["orders.>", "$SYS.>", "billing.created"][s]
+        )),
     ]
 }
 
@@ -299,7 +303,8 @@ fn action_for(resource: &Resource, pick: usize, any: bool) -> String {
             "client.read",
             "authz.check",
         ],
-        Resource::Tenant(_) => &["secret.list", "audit.read"],
+        Resource::Tenant(_) => &["secret.list", "audit.read", "nats.paths"],
+        Resource::NatsSubject { .. } => &["nats.publish", "nats.subscribe"],
         Resource::Project(..) | Resource::Environment(_) => &["secret.list"],
         Resource::Service { .. } | Resource::Operator { .. } => {
             &["client.manage", "client.read", "authz.check"]

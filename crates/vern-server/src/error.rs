@@ -166,6 +166,19 @@ impl From<AttestError> for ApiError {
     }
 }
 
+impl From<vern_nats::NatsError> for ApiError {
+    fn from(err: vern_nats::NatsError) -> Self {
+        use vern_nats::NatsError;
+        match err {
+            NatsError::BadSubject(_) | NatsError::BadJwt(_) | NatsError::BadRequest(_) => {
+                Self::bad_request(err.to_string())
+            }
+            NatsError::Seal(e) => e.into(),
+            NatsError::Internal(_) => Self::internal(&err),
+        }
+    }
+}
+
 impl From<KvError> for ApiError {
     fn from(err: KvError) -> Self {
         match err {

@@ -24,6 +24,7 @@ mod limits;
 mod listen;
 mod metrics;
 mod middleware;
+mod nats;
 mod routes;
 mod state;
 

@@ -77,6 +77,9 @@ pub struct ServerConfig {
     pub attest_trusted_keys: Vec<vern_attest::TrustedKey>,
     /// Algorithm of new artifact signing keys (existing keys keep theirs).
     pub attest_key_type: vern_attest::KeyAlg,
+    /// The nats-server the auth callout serves (`nats://HOST:PORT`); no
+    /// callout when not set.
+    pub nats_url: Option<String>,
 }
 
 impl Default for ServerConfig {
@@ -96,6 +99,7 @@ impl Default for ServerConfig {
             pki: PkiConfig::new(default_trust_domain()),
             attest_trusted_keys: Vec::new(),
             attest_key_type: vern_attest::KeyAlg::Ed25519,
+            nats_url: None,
         }
     }
 }
@@ -131,6 +135,8 @@ pub(crate) struct Inner {
     pub(crate) audit: Option<AuditLog>,
     /// Fetches external issuers' JWK sets for the JWT auth method.
     pub(crate) jwks: HttpJwks,
+    /// Revocation notices for the NATS callout.
+    pub(crate) nats: crate::nats::NatsHub,
 }
 
 impl AppState {
@@ -188,6 +194,7 @@ impl AppState {
                 policies,
                 audit,
                 jwks,
+                nats: crate::nats::NatsHub::new(),
             }),
         })
     }
@@ -209,6 +216,15 @@ impl AppState {
             inner.keepers = Some(keepers);
         }
         Ok(state)
+    }
+
+    /// Starts the NATS auth callout when a NATS URL is configured: it
+    /// connects once Vern is unsealed and retries until nats-server is
+    /// up. Must be called inside a Tokio runtime.
+    pub fn spawn_nats(&self) {
+        if let Some(url) = &self.inner.config.nats_url {
+            crate::nats::spawn(self.clone(), url.clone());
+        }
     }
 
     /// Starts housekeeping for the life of the process, while unsealed:

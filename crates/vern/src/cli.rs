@@ -91,6 +91,10 @@ pub(crate) enum Command {
     /// them at another site.
     #[command(subcommand)]
     Evidence(EvidenceCommand),
+    /// NATS: render nats-server's configuration (tenants as accounts, the
+    /// auth callout), and report every messaging path.
+    #[command(subcommand)]
+    Nats(NatsCommand),
     /// Run a keeper: a stateless process holding one unseal share in
     /// memory, handed only to the configured Vern server over mutual TLS.
     Keeper(KeeperArgs),
@@ -313,43 +317,7 @@ pub(crate) enum PolicyCommand {
 pub(crate) enum ClientCommand {
     /// Create a client; prints its id and, for a secret client, the
     /// secret (shown once).
-    Create {
-        #[command(flatten)]
-        client: ClientArgs,
-        /// Tenant of a service client, or (with --role and no project) of a
-        /// tenant operator such as a tenant administrator.
-        #[arg(long)]
-        tenant: Option<String>,
-        /// Project of a service client.
-        #[arg(long)]
-        project: Option<String>,
-        /// Environment of a service client.
-        #[arg(long = "env")]
-        environment: Option<String>,
-        /// Name within the scope (or of the operator).
-        #[arg(long)]
-        name: String,
-        /// A scope the client may request (repeat).
-        #[arg(long = "scope")]
-        scopes: Vec<String>,
-        /// An operator role (repeat); makes an operator client.
-        #[arg(long = "role")]
-        roles: Vec<String>,
-        /// Require DPoP-bound tokens.
-        #[arg(long)]
-        dpop_bound: bool,
-        /// A public JWK (JSON file) for private_key_jwt; repeat for several.
-        /// A client with keys gets no secret.
-        #[arg(long = "jwk", value_name = "FILE")]
-        jwks: Vec<PathBuf>,
-        /// Token lifetime in seconds.
-        #[arg(long)]
-        token_ttl: Option<u64>,
-        /// Authenticate with a client certificate carrying this DNS or URI
-        /// SAN (RFC 8705 tls_client_auth); tokens are then bound to it.
-        #[arg(long)]
-        tls_client_auth_san: Option<String>,
-    },
+    Create(Box<ClientCreateArgs>),
     /// List client ids.
     List(ClientArgs),
     /// Show a client.
@@ -368,6 +336,54 @@ pub(crate) enum ClientCommand {
     },
     /// Start a signing key rotation.
     RotateKeys(ClientArgs),
+}
+
+/// Options of `vern client create`.
+#[derive(Debug, Args)]
+pub(crate) struct ClientCreateArgs {
+    #[command(flatten)]
+    pub(crate) client: ClientArgs,
+    /// Tenant of a service client, or (with --role and no project) of a
+    /// tenant operator such as a tenant administrator.
+    #[arg(long)]
+    pub(crate) tenant: Option<String>,
+    /// Project of a service client.
+    #[arg(long)]
+    pub(crate) project: Option<String>,
+    /// Environment of a service client.
+    #[arg(long = "env")]
+    pub(crate) environment: Option<String>,
+    /// Name within the scope (or of the operator).
+    #[arg(long)]
+    pub(crate) name: String,
+    /// A scope the client may request (repeat).
+    #[arg(long = "scope")]
+    pub(crate) scopes: Vec<String>,
+    /// An operator role (repeat); makes an operator client.
+    #[arg(long = "role")]
+    pub(crate) roles: Vec<String>,
+    /// Require DPoP-bound tokens.
+    #[arg(long)]
+    pub(crate) dpop_bound: bool,
+    /// A public JWK (JSON file) for private_key_jwt; repeat for several.
+    /// A client with keys gets no secret.
+    #[arg(long = "jwk", value_name = "FILE")]
+    pub(crate) jwks: Vec<PathBuf>,
+    /// Token lifetime in seconds.
+    #[arg(long)]
+    pub(crate) token_ttl: Option<u64>,
+    /// Authenticate with a client certificate carrying this DNS or URI
+    /// SAN (RFC 8705 tls_client_auth); tokens are then bound to it.
+    #[arg(long)]
+    pub(crate) tls_client_auth_san: Option<String>,
+    /// A NATS subject of its tenant's account the service publishes on
+    /// (repeat; wildcards `*` and `>` allowed).
+    #[arg(long = "nats-publish", value_name = "SUBJECT")]
+    pub(crate) nats_publish: Vec<String>,
+    /// A NATS subject of its tenant's account the service subscribes
+    /// to (repeat).
+    #[arg(long = "nats-subscribe", value_name = "SUBJECT")]
+    pub(crate) nats_subscribe: Vec<String>,
 }
 
 /// `vern auth …`.
@@ -518,6 +534,58 @@ pub(crate) enum PkiCommand {
     },
     /// Print the trust anchors (PEM) or, with -o json, the SPIFFE bundle.
     Bundle(ClientArgs),
+}
+
+/// `vern nats …`.
+#[derive(Debug, Subcommand)]
+pub(crate) enum NatsCommand {
+    /// Render the nats-server configuration from Vern's state: one account
+    /// per tenant, `SYS`, `AUTH` and the auth callout. It holds the callout
+    /// and system users' passwords. Needs nats.config.
+    Config {
+        #[command(flatten)]
+        client: ClientArgs,
+        /// Write it to this file (mode 0600) instead of standard output.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Who can publish and subscribe on which subjects, every path between
+    /// them, every cross-account path and every principal reaching a
+    /// privileged subject. Needs nats.paths.
+    Paths(NatsPathsArgs),
+}
+
+/// Options of `vern nats paths`: those of every client command, with a
+/// third output format.
+#[derive(Debug, Clone, Args)]
+pub(crate) struct NatsPathsArgs {
+    /// Address of the Vern server.
+    #[arg(long, env = "VERN_ADDR", default_value = "https://127.0.0.1:8200")]
+    pub(crate) address: String,
+    /// Token to authenticate with.
+    #[arg(long, env = "VERN_TOKEN", hide_env_values = true)]
+    pub(crate) token: Option<String>,
+    /// PEM file of a CA certificate to trust for the server's TLS certificate.
+    #[arg(long, env = "VERN_CACERT")]
+    pub(crate) ca_cert: Option<PathBuf>,
+    /// Output format: a table, the server's JSON, or a Graphviz digraph.
+    #[arg(long, short = 'o', value_enum, default_value_t = PathsOutput::Table)]
+    pub(crate) output: PathsOutput,
+    /// Only this tenant's account [default: the caller's tenant, or every
+    /// tenant for a platform operator].
+    #[arg(long)]
+    pub(crate) tenant: Option<String>,
+}
+
+/// Output formats of `vern nats paths`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum PathsOutput {
+    /// Aligned text.
+    Table,
+    /// The server's JSON.
+    Json,
+    /// Graphviz DOT.
+    Dot,
 }
 
 /// `vern kv …`. Paths are `<tenant>/<project>/<environment>/<name…>`.
@@ -918,6 +986,11 @@ pub(crate) struct ServeArgs {
     /// of DPoP `htu` checks [default: the listener's address].
     #[arg(long, env = "VERN_PUBLIC_URL")]
     pub(crate) public_url: Option<String>,
+    /// Serve the auth callout of this nats-server (`nats://HOST:PORT`),
+    /// connecting as the callout user `vern nats config` rendered, retrying
+    /// until the server is up.
+    #[arg(long, env = "VERN_NATS_URL")]
+    pub(crate) nats_url: Option<String>,
     /// Accept DPoP proofs at the token endpoint without a server nonce
     /// (weakens replay protection across replicas).
     #[arg(long, env = "VERN_INSECURE_DPOP_WITHOUT_NONCE")]
@@ -1052,6 +1125,7 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Audit(cmd) => crate::audit::run(cmd).await,
         Command::Attest(cmd) => crate::attest::run(cmd).await,
         Command::Evidence(cmd) => crate::attest::evidence(cmd).await,
+        Command::Nats(cmd) => crate::nats::run(cmd).await,
         Command::Keeper(args) => crate::keeper::run(args).await.map(|()| ExitCode::SUCCESS),
         Command::Completions { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "vern", &mut std::io::stdout());

@@ -27,6 +27,7 @@ fn print_client(output: Output, v: &Value) -> anyhow::Result<ExitCode> {
         "scopes",
         "dpop_bound",
         "token_ttl",
+        "nats",
     ] {
         if d.get(f).is_some_and(|x| !x.is_null()) {
             rows.push((f, field(d, f)));
@@ -45,19 +46,22 @@ fn print_client(output: Output, v: &Value) -> anyhow::Result<ExitCode> {
 /// Runs a `vern client` command.
 pub(crate) async fn run(cmd: ClientCommand) -> anyhow::Result<ExitCode> {
     match cmd {
-        ClientCommand::Create {
-            client,
-            tenant,
-            project,
-            environment,
-            name,
-            scopes,
-            roles,
-            dpop_bound,
-            jwks,
-            token_ttl,
-            tls_client_auth_san,
-        } => {
+        ClientCommand::Create(args) => {
+            let crate::cli::ClientCreateArgs {
+                client,
+                tenant,
+                project,
+                environment,
+                name,
+                scopes,
+                roles,
+                dpop_bound,
+                jwks,
+                token_ttl,
+                tls_client_auth_san,
+                nats_publish,
+                nats_subscribe,
+            } = *args;
             let mut keys = Vec::new();
             for path in &jwks {
                 let text = std::fs::read_to_string(path)
@@ -70,6 +74,7 @@ pub(crate) async fn run(cmd: ClientCommand) -> anyhow::Result<ExitCode> {
                 "tenant": tenant, "project": project, "environment": environment, "name": name,
                 "scopes": scopes, "roles": roles, "dpop_bound": dpop_bound, "jwks": keys, "token_ttl": token_ttl,
                 "tls_client_auth_san": tls_client_auth_san,
+                "nats": { "publish": nats_publish, "subscribe": nats_subscribe },
             });
             let v = Client::new(&client)?
                 .expect_ok(Method::POST, "/v1/auth/clients", Some(body))

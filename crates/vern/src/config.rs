@@ -43,6 +43,15 @@ pub(crate) struct FileConfig {
     /// The SPIFFE trust domain.
     pub(crate) trust_domain: Option<String>,
     pub(crate) pki: Option<PkiSection>,
+    pub(crate) nats: Option<NatsSection>,
+}
+
+/// `[nats]`: the nats-server whose auth callout Vern serves.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct NatsSection {
+    /// `nats://HOST:PORT`.
+    pub(crate) url: Option<String>,
 }
 
 /// `[pki]`: the CA. Durations as `"1h"` or seconds.

@@ -11,6 +11,7 @@ mod jwt_auth;
 mod keeper;
 mod kv;
 mod logging;
+mod nats;
 mod pki;
 mod policy;
 mod serve;

@@ -397,6 +397,14 @@ fn settings(args: ServeArgs) -> anyhow::Result<Settings> {
         } else {
             file.kv_mounts.clone().unwrap_or(defaults.kv_mounts)
         },
+        nats_url: match args
+            .nats_url
+            .clone()
+            .or(file.nats.take().and_then(|n| n.url))
+        {
+            Some(url) => Some(nats_url(&url)?),
+            None => None,
+        },
     };
     if server.max_request_bytes == 0 || server.request_timeout.is_zero() {
         bail!("max request bytes and request timeout must be greater than zero");
@@ -429,6 +437,21 @@ fn settings(args: ServeArgs) -> anyhow::Result<Settings> {
         keepers,
         public_url: args.public_url.or(file.public_url),
     })
+}
+
+/// Checks `--nats-url`: `nats://HOST:PORT` (or `tls://`), several
+/// separated by commas.
+fn nats_url(url: &str) -> anyhow::Result<String> {
+    for one in url.split(',') {
+        let rest = one
+            .strip_prefix("nats://")
+            .or_else(|| one.strip_prefix("tls://"))
+            .with_context(|| format!("--nats-url `{one}` must start with nats:// or tls://"))?;
+        if rest.is_empty() || rest.contains('/') || rest.contains(char::is_whitespace) {
+            bail!("--nats-url `{one}` must be nats://HOST:PORT");
+        }
+    }
+    Ok(url.to_owned())
 }
 
 /// The store of the audit log: for SQLite a database file of its own beside
@@ -561,6 +584,7 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<()> {
         None => AppState::new(store, audit_store, seal, server)?,
     };
     state.spawn_maintenance();
+    state.spawn_nats();
     if let Some(ca_tls) = ca_tls {
         state.spawn_tls_from_ca(ca_tls);
     }

@@ -24,6 +24,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("vern-secrets", 2),
     ("vern-authority", 2),
     ("vern-attest", 2),
+    ("vern-nats", 2),
     ("vern-policy", 2),
     ("vern-audit", 2),
     ("vern-server", 3),

@@ -115,6 +115,7 @@ pub(crate) async fn create(
     caller: Caller,
     ApiJson(spec): ApiJson<ClientSpec>,
 ) -> Result<Response, ApiError> {
+    check_nats(&spec)?;
     let barrier = state.inner.seal.barrier()?;
     let authority = &state.inner.authority;
     let reach = Reach::of(&caller);
@@ -135,6 +136,13 @@ pub(crate) async fn create(
         }
     }
     Ok((StatusCode::OK, Json(json!({ "data": body }))).into_response())
+}
+
+/// Refuses a client whose NATS subjects are not NATS subjects (400).
+fn check_nats(spec: &ClientSpec) -> Result<(), ApiError> {
+    crate::nats::declared_of(&spec.nats)
+        .map(|_| ())
+        .map_err(|e| ApiError::bad_request(format!("client `{}`: {e}", spec.name)))
 }
 
 /// `GET /v1/auth/clients` (and `LIST`): every client for those who may
@@ -203,6 +211,7 @@ pub(crate) async fn delete(
     let barrier = state.inner.seal.barrier()?;
     visible(&state, &caller, &barrier, &id).await?;
     state.inner.authority.delete_client(&barrier, &id).await?;
+    state.inner.nats.revoke(crate::nats::Revocation::Client(id));
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
@@ -265,6 +274,9 @@ pub(crate) async fn apply(
     // The decision on the request itself; each client and role is then
     // decided on its own by the gate.
     allows(&caller, Resource::Platform);
+    for spec in &body.clients {
+        check_nats(spec)?;
+    }
     let (gates, gate_writes) = match body.promotion {
         Some(list) => {
             let (plan, writes) =
@@ -299,6 +311,16 @@ pub(crate) async fn apply(
             if !envs.is_empty() {
                 slot.detail(name, &envs.join(","));
             }
+        }
+    }
+    if !body.dry_run {
+        // Changed clients' tokens are refused from now on; deleted
+        // clients' too. Their live NATS connections end with them.
+        for id in plan.update.iter().map(|(id, _)| id).chain(&plan.delete) {
+            state
+                .inner
+                .nats
+                .revoke(crate::nats::Revocation::Client(id.clone()));
         }
     }
     let secrets: serde_json::Map<String, Value> = plan

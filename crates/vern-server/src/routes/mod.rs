@@ -10,6 +10,7 @@ mod clients;
 mod jwt_auth;
 mod kv;
 mod mounts;
+mod nats;
 mod oauth;
 mod pki;
 mod sys;
@@ -522,6 +523,22 @@ pub(crate) fn table() -> Vec<Route> {
                 ("HEAD", Resource("evidence.read")),
             ],
             get(attest::get),
+        ),
+        route(
+            "/v1/nats/config",
+            &[
+                ("GET", Platform("nats.config")),
+                ("HEAD", Platform("nats.config")),
+            ],
+            get(nats::config),
+        ),
+        route(
+            "/v1/nats/paths",
+            &[
+                ("GET", Resource("nats.paths")),
+                ("HEAD", Resource("nats.paths")),
+            ],
+            get(nats::paths),
         ),
         route(
             "/metrics",

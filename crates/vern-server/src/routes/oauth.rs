@@ -491,6 +491,11 @@ pub(crate) async fn revoke(
         .revoke(&call.barrier, &call.token, may_revoke)
         .await
         .map_err(|e| from_auth(e, call.basic))?;
+    // Live NATS connections opened with the token end too.
+    state
+        .inner
+        .nats
+        .revoke(crate::nats::Revocation::token(&call.token));
     Ok(no_store(StatusCode::OK.into_response()))
 }
 

@@ -394,6 +394,10 @@ pub(crate) async fn revoke_self(
         .authority
         .revoke(&barrier, &presented, |c| c.jti == claims.jti)
         .await?;
+    state
+        .inner
+        .nats
+        .revoke(crate::nats::Revocation::token(&presented));
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 

@@ -1,0 +1,546 @@
+//! NATS security through the real binary and a real nats-server 2.15 (the
+//! one the test environment installs, `NATS_SERVER_BIN`), with `async-nats`
+//! clients: the configuration `vern nats config` renders, permissions from
+//! declarations and policy, tenant accounts that never share a message,
+//! refused tokens, revocation kicks, a sealed Vern that lets no one in but
+//! the auth users, and the path report.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::{
+    access_token, create_client, dev_server, eventually, get_as, path_str, post_as, temp, text,
+    vern, Server,
+};
+use futures_util::StreamExt as _;
+use serde_json::{json, Value};
+
+/// nats-server: `NATS_SERVER_BIN`, or the one in the test venv.
+fn nats_server_bin() -> PathBuf {
+    if let Ok(p) = std::env::var("NATS_SERVER_BIN") {
+        return PathBuf::from(p);
+    }
+    let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/test-venv/bin/nats-server");
+    assert!(
+        venv.exists(),
+        "nats-server is missing: run scripts/test (it installs nats-server-bin) or set NATS_SERVER_BIN"
+    );
+    venv
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+struct NatsServer(Child);
+
+impl NatsServer {
+    fn start(conf: &Path, port: u16) -> Self {
+        let child = Command::new(nats_server_bin())
+            .args([
+                "-c",
+                &path_str(conf),
+                "-a",
+                "127.0.0.1",
+                "-p",
+                &port.to_string(),
+            ])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "nats-server did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Self(child)
+    }
+}
+
+impl Drop for NatsServer {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+struct Stack {
+    vern: Server,
+    _nats: NatsServer,
+    url: String,
+    conf: String,
+    clients: Vec<(String, String)>,
+    _dir: tempfile::TempDir,
+}
+
+fn spec(tenant: &str, name: &str, publish: &[&str], subscribe: &[&str]) -> Value {
+    json!({
+        "tenant": tenant, "project": "web", "environment": "prod", "name": name,
+        "nats": {"publish": publish, "subscribe": subscribe},
+    })
+}
+
+/// Vern with the callout, the given clients, the rendered configuration,
+/// and nats-server running it; returns once the callout serves.
+async fn stack(specs: &[Value]) -> Stack {
+    let dir = temp();
+    let port = free_port();
+    let url = format!("nats://127.0.0.1:{port}");
+    let vern = dev_server(&path_str(&dir.path().join("vern")), &["--nats-url", &url]);
+    let mut clients = Vec::new();
+    for s in specs {
+        clients.push(create_client(&vern, s.clone()).await);
+    }
+    let conf = dir.path().join("nats.conf");
+    let out = common::vern(
+        &[
+            "nats",
+            "config",
+            "--address",
+            &vern.http(),
+            "--token",
+            "root",
+            "--out",
+            &path_str(&conf),
+        ],
+        &[],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let nats = NatsServer::start(&conf, port);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !vern.stderr_text().contains("The NATS callout is serving.") {
+        assert!(
+            Instant::now() < deadline,
+            "the callout never served: {}",
+            vern.stderr_text()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Stack {
+        conf: std::fs::read_to_string(&conf).unwrap(),
+        vern,
+        _nats: nats,
+        url,
+        clients,
+        _dir: dir,
+    }
+}
+
+/// A connection with `token`, and the server errors it is told about.
+async fn connect(
+    url: &str,
+    token: &str,
+) -> Result<(async_nats::Client, Arc<Mutex<Vec<String>>>), async_nats::ConnectError> {
+    let errors: Arc<Mutex<Vec<String>>> = Arc::default();
+    let sink = Arc::clone(&errors);
+    let client = async_nats::ConnectOptions::with_token(token.to_owned())
+        .max_reconnects(1)
+        .connection_timeout(Duration::from_secs(5))
+        .event_callback(move |e| {
+            let sink = Arc::clone(&sink);
+            async move {
+                sink.lock().unwrap().push(e.to_string());
+            }
+        })
+        .connect(url)
+        .await?;
+    Ok((client, errors))
+}
+
+fn saw(errors: &Mutex<Vec<String>>, needle: &str) -> bool {
+    errors
+        .lock()
+        .unwrap()
+        .iter()
+        .any(|e| e.to_lowercase().contains(needle))
+}
+
+#[tokio::test]
+async fn permissions_come_from_declarations_and_tenants_never_meet() {
+    let s = stack(&[
+        spec("acme", "api", &["orders.>"], &["orders.>"]),
+        spec("acme", "worker", &["$JS.API.>"], &["orders.created"]),
+        spec("globex", "api", &["orders.>"], &["orders.>"]),
+    ])
+    .await;
+    let token = |i: usize| {
+        let (id, secret) = s.clients[i].clone();
+        let vern = &s.vern;
+        async move { access_token(vern, &id, &secret).await }
+    };
+    let (api, api_errors) = connect(&s.url, &token(0).await).await.unwrap();
+    let (worker, worker_errors) = connect(&s.url, &token(1).await).await.unwrap();
+    let (globex, _) = connect(&s.url, &token(2).await).await.unwrap();
+    let mut worker_sub = worker.subscribe("orders.created").await.unwrap();
+    let mut globex_sub = globex.subscribe("orders.created").await.unwrap();
+    worker.flush().await.unwrap();
+    globex.flush().await.unwrap();
+
+    // async-nats' flush writes its buffer without a round trip, so a
+    // subscription may reach the server after a first publish: globex
+    // publishes to itself until its subscription is live, so that the
+    // isolation check below is a real one.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        globex
+            .publish("orders.created", "globex-own".into())
+            .await
+            .unwrap();
+        globex.flush().await.unwrap();
+        if let Ok(Some(_)) =
+            tokio::time::timeout(Duration::from_millis(200), globex_sub.next()).await
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "globex never got its own message"
+        );
+    }
+    // Likewise, acme publishes until the worker sees one.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let got = loop {
+        api.publish("orders.created", "acme-1".into())
+            .await
+            .unwrap();
+        api.flush().await.unwrap();
+        if let Ok(Some(m)) =
+            tokio::time::timeout(Duration::from_millis(200), worker_sub.next()).await
+        {
+            break m;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "nothing delivered; api events {:?}, worker events {:?}",
+            api_errors.lock().unwrap(),
+            worker_errors.lock().unwrap()
+        );
+    };
+    assert_eq!(&got.payload[..], b"acme-1");
+    // The same subject name in another tenant's account gets none of
+    // acme's messages (a late copy of its own may still come).
+    while let Ok(Some(m)) =
+        tokio::time::timeout(Duration::from_millis(500), globex_sub.next()).await
+    {
+        assert_eq!(
+            &m.payload[..],
+            b"globex-own",
+            "acme's message reached globex"
+        );
+    }
+
+    // Outside the declared subjects: a permissions violation, no delivery.
+    api.publish("billing.charged", "x".into()).await.unwrap();
+    api.flush().await.unwrap();
+    eventually(Duration::from_secs(5), "a publish violation", async || {
+        saw(&api_errors, "permissions violation")
+    })
+    .await;
+    // A privileged subject declared but granted by no policy.
+    worker.publish("$JS.API.INFO", "".into()).await.unwrap();
+    worker.flush().await.unwrap();
+    eventually(
+        Duration::from_secs(5),
+        "a privileged publish refused",
+        async || saw(&worker_errors, "permissions violation"),
+    )
+    .await;
+
+    // The audit log has every decision, with what was granted and refused.
+    let records = get_as(&s.vern, "root", "/v1/audit/records?limit=1000").await;
+    let connects: Vec<&Value> = records["data"]["records"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| &r["event"])
+        .filter(|e| e["action"] == "nats.connect")
+        .collect();
+    assert_eq!(connects.len(), 3);
+    let worker_record = connects
+        .iter()
+        .find(|e| e["principal"]["id"] == "svc.acme.web.prod.worker")
+        .unwrap();
+    assert_eq!(worker_record["decision"]["allowed"], true);
+    assert_eq!(
+        worker_record["details"]["refused_by_policy"],
+        "publish $JS.API.>"
+    );
+    assert_eq!(worker_record["resource_tenant"], "acme");
+
+    // The path report: the flow inside acme, the refusal, nothing across.
+    let report = get_as(&s.vern, "root", "/v1/nats/paths").await;
+    let flows = report["data"]["flows"].as_array().unwrap();
+    assert!(flows
+        .iter()
+        .any(|f| f["publisher"] == "svc.acme.web.prod.api"
+            && f["subscriber"] == "svc.acme.web.prod.worker"));
+    assert!(flows
+        .iter()
+        .all(|f| f["account"] != "acme"
+            || f["subscriber"].as_str().unwrap().starts_with("svc.acme.")));
+    let out = vern(
+        &[
+            "nats",
+            "paths",
+            "--address",
+            &s.vern.http(),
+            "--token",
+            "root",
+            "-o",
+            "dot",
+        ],
+        &[],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).starts_with("digraph"));
+}
+
+#[tokio::test]
+async fn bad_tokens_are_refused_and_revocation_kicks() {
+    let s = stack(&[spec("acme", "api", &["orders.>"], &["orders.>"])]).await;
+    let (id, secret) = s.clients[0].clone();
+    // No token, a malformed one, and a well-formed JWT nobody Vern trusts signed.
+    assert!(async_nats::connect(s.url.as_str()).await.is_err());
+    assert!(connect(&s.url, "not-a-token").await.is_err());
+    assert!(connect(&s.url, "eyJhbGciOiJFZERTQSJ9.eyJzdWIiOiJ4In0.c2ln")
+        .await
+        .is_err());
+
+    let token = access_token(&s.vern, &id, &secret).await;
+    let (nc, events) = connect(&s.url, &token).await.unwrap();
+    nc.flush().await.unwrap();
+    let status = common::client()
+        .post(s.vern.url("/oauth2/revoke"))
+        .basic_auth(&id, Some(&secret))
+        .form(&[("token", token.as_str())])
+        .send()
+        .await
+        .unwrap()
+        .status();
+    assert_eq!(status, 200);
+    eventually(
+        Duration::from_secs(10),
+        "the revoked connection to close",
+        async || saw(&events, "disconnected"),
+    )
+    .await;
+    assert!(connect(&s.url, &token).await.is_err());
+    drop(nc);
+}
+
+#[tokio::test]
+async fn a_sealed_vern_lets_only_the_auth_users_in() {
+    let s = stack(&[spec("acme", "api", &["orders.>"], &[])]).await;
+    let (id, secret) = s.clients[0].clone();
+    let token = access_token(&s.vern, &id, &secret).await;
+    let (before, _) = connect(&s.url, &token).await.unwrap();
+    before.flush().await.unwrap();
+    let (status, _) = post_as(&s.vern, "root", "/v1/sys/seal", &json!({})).await;
+    assert_eq!(status, 204);
+    eventually(Duration::from_secs(10), "the callout to stop", async || {
+        s.vern
+            .stderr_text()
+            .contains("Vern sealed: the NATS callout stops answering.")
+    })
+    .await;
+    assert!(connect(&s.url, &token).await.is_err());
+    let password = s
+        .conf
+        .split("user: \"vern-callout\", password: \"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .unwrap();
+    let auth_user = async_nats::ConnectOptions::with_user_and_password(
+        "vern-callout".to_owned(),
+        password.to_owned(),
+    )
+    .connect(s.url.as_str())
+    .await
+    .unwrap();
+    auth_user.flush().await.unwrap();
+}
+
+#[tokio::test]
+async fn declarations_through_the_cli_and_apply_files() {
+    let dir = temp();
+    let s = dev_server(&path_str(&dir.path().join("vern")), &[]);
+    let addr = s.http();
+    let env = [("VERN_ADDR", addr.as_str()), ("VERN_TOKEN", "root")];
+    let created = common::ok_json(&vern(
+        &[
+            "client",
+            "create",
+            "--tenant",
+            "acme",
+            "--project",
+            "web",
+            "--env",
+            "prod",
+            "--name",
+            "api",
+            "--nats-publish",
+            "orders.>",
+            "--nats-subscribe",
+            "orders.created",
+            "--nats-subscribe",
+            "billing.*",
+            "-o",
+            "json",
+        ],
+        &env,
+    ));
+    assert_eq!(created["nats"]["publish"], json!(["orders.>"]));
+    assert_eq!(
+        created["nats"]["subscribe"],
+        json!(["orders.created", "billing.*"])
+    );
+
+    // A malformed subject is refused with a 400 naming it, and nothing is created.
+    let out = vern(
+        &[
+            "client",
+            "create",
+            "--tenant",
+            "acme",
+            "--project",
+            "web",
+            "--env",
+            "prod",
+            "--name",
+            "bad",
+            "--nats-publish",
+            "orders..x",
+        ],
+        &env,
+    );
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("orders..x"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(
+        text(&out.stderr).contains("HTTP 400"),
+        "{}",
+        text(&out.stderr)
+    );
+    let (status, _) = common::status_and_json(
+        common::client()
+            .get(s.url("/v1/auth/clients/svc.acme.web.prod.bad"))
+            .header("X-Vault-Token", "root"),
+    )
+    .await;
+    assert_eq!(status, 404);
+    // Operators have no NATS account.
+    let (status, body) = post_as(
+        &s,
+        "root",
+        "/v1/auth/clients",
+        &json!({"name": "ops", "roles": ["operator"], "nats": {"subscribe": ["x"]}}),
+    )
+    .await;
+    assert_eq!(status, 400, "{body}");
+
+    // An apply file declares subjects and imports; a bad one changes nothing.
+    let file = dir.path().join("platform.yaml");
+    std::fs::write(
+        &file,
+        "clients:\n  - {tenant: acme, project: web, environment: prod, name: feed,\n     nats: {subscribe: [\"orders.>\"], imports: [{tenant: globex, subject: \"prices.>\"}]}}\n",
+    )
+    .unwrap();
+    let out = vern(&["apply", "-f", &path_str(&file)], &env);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let feed = get_as(&s, "root", "/v1/auth/clients/svc.acme.web.prod.feed").await;
+    assert_eq!(
+        feed["data"]["nats"]["imports"],
+        json!([{"tenant": "globex", "subject": "prices.>", "kind": "stream"}])
+    );
+    std::fs::write(
+        &file,
+        "clients:\n  - {tenant: acme, project: web, environment: prod, name: feed,\n     nats: {imports: [{tenant: globex, subject: \"$SYS.>\"}]}}\n",
+    )
+    .unwrap();
+    let out = vern(&["apply", "-f", &path_str(&file)], &env);
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("cannot be imported"),
+        "{}",
+        text(&out.stderr)
+    );
+    let feed = get_as(&s, "root", "/v1/auth/clients/svc.acme.web.prod.feed").await;
+    assert_eq!(feed["data"]["nats"]["subscribe"], json!(["orders.>"]));
+}
+
+#[tokio::test]
+async fn the_config_and_the_report_are_for_those_allowed() {
+    let dir = temp();
+    let s = dev_server(&path_str(&dir.path().join("vern")), &[]);
+    let service = common::client_token(&s, spec("acme", "api", &["orders.>"], &[])).await;
+    create_client(&s, spec("globex", "api", &["orders.>"], &["orders.>"])).await;
+    let admin = common::client_token(
+        &s,
+        json!({"tenant": "acme", "name": "dana", "roles": ["tenant-admin"]}),
+    )
+    .await;
+    let status = |token: String, path: &'static str| {
+        let s = &s;
+        async move {
+            common::status_of(
+                common::client()
+                    .get(s.url(path))
+                    .header("X-Vault-Token", token),
+            )
+            .await
+        }
+    };
+    // Only platform administrators render the configuration: it holds the
+    // auth users' passwords.
+    assert_eq!(status(service.clone(), "/v1/nats/config").await, 403);
+    assert_eq!(status(admin.clone(), "/v1/nats/config").await, 403);
+    assert_eq!(status("root".to_owned(), "/v1/nats/config").await, 200);
+    // A tenant administrator reads its own tenant's paths, never another's;
+    // a service reads none.
+    assert_eq!(
+        status(admin.clone(), "/v1/nats/paths?tenant=globex").await,
+        403
+    );
+    let own = get_as(&s, &admin, "/v1/nats/paths").await;
+    assert_eq!(own["data"]["accounts"], json!(["acme"]));
+    assert!(own["data"]["principals"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|p| p["account"] == "acme"));
+    assert_eq!(status(service, "/v1/nats/paths").await, 403);
+    assert_eq!(
+        status(admin, "/v1/nats/paths?tenant=NOT%20A%20TENANT").await,
+        400
+    );
+    // Every decision is recorded.
+    let records = get_as(&s, "root", "/v1/audit/records?limit=1000").await;
+    let denied = records["data"]["records"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| {
+            r["event"]["action"] == "nats.config" && r["event"]["decision"]["allowed"] == false
+        })
+        .count();
+    assert_eq!(denied, 2);
+}

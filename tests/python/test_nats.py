@@ -1,0 +1,446 @@
+"""NATS security through the independent nats-py client and a real
+nats-server 2.15, unchanged: tenants are accounts, permissions come from the
+declarations and the policies, the callout authenticates Vern access tokens,
+revocation and expiry end connections, and a stopped Vern refuses new
+connections while the auth users still connect."""
+
+import asyncio
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import time
+
+import nats
+import pytest
+import requests
+from nats.errors import NoServersError
+
+from conftest import VernServer, _vern_bin
+
+ROOT = {"X-Vault-Token": "py-root"}
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def nats_server_bin():
+    found = os.environ.get("NATS_SERVER_BIN") or shutil.which(
+        "nats-server", path=os.path.dirname(sys.executable)
+    )
+    if not found:
+        pytest.fail("nats-server is missing: it comes with the nats-server-bin package")
+    return found
+
+
+class NatsServer:
+    def __init__(self, conf, port):
+        self.proc = subprocess.Popen(
+            [nats_server_bin(), "-c", str(conf), "-a", "127.0.0.1", "-p", str(port)],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                break
+            except OSError:
+                if self.proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError("nats-server did not start: " + (self.proc.stderr.read() or ""))
+                time.sleep(0.05)
+
+    def stop(self):
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+
+
+def create(server, tenant, name, publish=(), subscribe=(), ttl=None, imports=()):
+    body = {
+        "tenant": tenant,
+        "project": "web",
+        "environment": "prod",
+        "name": name,
+        "nats": {"publish": list(publish), "subscribe": list(subscribe), "imports": list(imports)},
+    }
+    if ttl:
+        body["token_ttl"] = ttl
+    r = requests.post(server.url + "/v1/auth/clients", json=body, headers=ROOT)
+    assert r.status_code == 200, r.text
+    return r.json()["data"]
+
+
+def token_of(server, client):
+    t = requests.post(
+        server.url + "/oauth2/token",
+        auth=(client["client_id"], client["client_secret"]),
+        data={"grant_type": "client_credentials"},
+    )
+    assert t.status_code == 200, t.text
+    return t.json()["access_token"]
+
+
+def start_stack(tmp_path, specs, extra_args=()):
+    """Vern (with the callout) and its clients, the configuration `vern
+    nats config` renders, and nats-server running it."""
+    port = free_port()
+    url = f"nats://127.0.0.1:{port}"
+    vern = VernServer(
+        ["--dev", "--dev-root-token", "py-root", "--data-dir", str(tmp_path / "vern"), "--nats-url", url, *extra_args]
+    )
+    clients = {key: create(vern, *args, **kw) for key, (args, kw) in specs.items()}
+    conf = tmp_path / "nats.conf"
+    out = subprocess.run(
+        [_vern_bin(), "nats", "config", "--address", vern.url, "--token", "py-root", "--out", str(conf)],
+        capture_output=True,
+        text=True,
+    )
+    assert out.returncode == 0, out.stderr
+    assert oct(conf.stat().st_mode & 0o777) == "0o600"
+    server = NatsServer(conf, port)
+    # Vern's callout retries until nats-server is up; wait until it serves.
+    deadline = time.monotonic() + 30
+    while not any("The NATS callout is serving." in line for line in vern.log):
+        assert time.monotonic() < deadline, "".join(vern.log)
+        time.sleep(0.05)
+    return {"vern": vern, "url": url, "clients": clients, "conf": conf.read_text(), "nats": server}
+
+
+@pytest.fixture
+def stack(tmp_path):
+    """Three services of two tenants."""
+    s = start_stack(
+        tmp_path,
+        {
+            "api": (("acme", "api"), {"publish": ["orders.>"], "subscribe": ["orders.>"]}),
+            "worker": (("acme", "worker"), {"subscribe": ["orders.created"], "publish": ["$SYS.REQ.SERVER.PING"]}),
+            "globex": (("globex", "api"), {"publish": ["orders.>"], "subscribe": ["orders.>"]}),
+        },
+    )
+    yield s
+    s["nats"].stop()
+    s["vern"].stop()
+
+
+GRANT = """
+@id("acme-feed-receives-globex-prices")
+@cross_tenant_grant("acme web/prod feed receives globex prices")
+permit (
+  principal == Vern::Service::"svc.acme.web.prod.feed",
+  action == Vern::Action::"nats.subscribe",
+  resource == Vern::NatsSubject::"globex:prices.>"
+);
+"""
+
+
+def test_cross_tenant_import_exists_only_where_a_policy_grants_it(tmp_path):
+    policies = tmp_path / "policies"
+    policies.mkdir()
+    (policies / "grants.cedar").write_text(GRANT)
+    s = start_stack(
+        tmp_path,
+        {
+            "feed": (
+                ("acme", "feed"),
+                {"imports": [{"tenant": "globex", "subject": "prices.>"}, {"tenant": "globex", "subject": "orders.>"}]},
+            ),
+            "pricer": (("globex", "pricer"), {"publish": ["prices.>", "orders.>"]}),
+        },
+        extra_args=["--policy-dir", str(policies)],
+    )
+    try:
+        conf = s["conf"]
+        assert 'exports: [ { stream: "prices.>" } ]' in conf
+        assert 'imports: [ { stream: { account: "globex", subject: "prices.>" } } ]' in conf
+        assert "orders.>" not in conf
+        vern, url, c = s["vern"], s["url"], s["clients"]
+
+        async def scenario():
+            feed, _ = await connect(url, token_of(vern, c["feed"]))
+            pricer, _ = await connect(url, token_of(vern, c["pricer"]))
+            got = []
+
+            async def cb(msg):
+                got.append((msg.subject, msg.data))
+
+            await feed.subscribe("prices.>", cb=cb)
+            await feed.subscribe("orders.>", cb=cb)
+            await feed.flush()
+            await pricer.publish("prices.eur", b"1.08")
+            await pricer.publish("orders.created", b"secret order")
+            await pricer.flush()
+            assert await eventually(lambda: got)
+            await asyncio.sleep(0.3)
+            assert got == [("prices.eur", b"1.08")]
+            await feed.close()
+            await pricer.close()
+
+        run(scenario())
+
+        out = subprocess.run(
+            [_vern_bin(), "nats", "paths", "--address", vern.url, "--token", "py-root", "-o", "json"],
+            capture_output=True,
+            text=True,
+        )
+        assert out.returncode == 0, out.stderr
+        import json
+
+        report = json.loads(out.stdout)
+        assert report["cross_account"] == [
+            {
+                "exporter": "globex",
+                "importer": "acme",
+                "client_id": "svc.acme.web.prod.feed",
+                "subject": "prices.>",
+                "kind": "stream",
+            }
+        ]
+        table = subprocess.run(
+            [_vern_bin(), "nats", "paths", "--address", vern.url, "--token", "py-root"], capture_output=True, text=True
+        )
+        assert "stream prices.> globex -> acme" in table.stdout
+    finally:
+        s["nats"].stop()
+        s["vern"].stop()
+
+
+def run(coro):
+    return asyncio.run(coro)
+
+
+async def connect(url, token, **kw):
+    errors = []
+
+    async def on_error(e):
+        errors.append(str(e))
+
+    nc = await nats.connect(
+        servers=[url],
+        token=token,
+        allow_reconnect=False,
+        connect_timeout=5,
+        error_cb=on_error,
+        **kw,
+    )
+    return nc, errors
+
+
+async def refused(url, **kw):
+    """Whether nats-server refuses a connection with these options."""
+    try:
+        nc = await nats.connect(servers=[url], allow_reconnect=False, connect_timeout=5, max_reconnect_attempts=0, **kw)
+    except (NoServersError, nats.errors.Error, OSError, asyncio.TimeoutError) as e:
+        return str(e) or type(e).__name__
+    await nc.close()
+    return None
+
+
+async def eventually(check, seconds=10):
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if check():
+            return True
+        await asyncio.sleep(0.05)
+    return check()
+
+
+def test_tenants_are_accounts_and_permissions_come_from_policy(stack):
+    vern, url, c = stack["vern"], stack["url"], stack["clients"]
+    api_token = token_of(vern, c["api"])
+    worker_token = token_of(vern, c["worker"])
+    globex_token = token_of(vern, c["globex"])
+
+    async def scenario():
+        api, api_errors = await connect(url, api_token)
+        worker, worker_errors = await connect(url, worker_token)
+        globex, _ = await connect(url, globex_token)
+        got = {"api": [], "worker": [], "globex": []}
+
+        async def into(name):
+            async def cb(msg):
+                got[name].append((msg.subject, msg.data))
+
+            return cb
+
+        await api.subscribe("orders.>", cb=await into("api"))
+        await worker.subscribe("orders.created", cb=await into("worker"))
+        await globex.subscribe("orders.created", cb=await into("globex"))
+        await api.flush()
+        await worker.flush()
+        await globex.flush()
+
+        await api.publish("orders.created", b"acme-1")
+        await api.flush()
+        assert await eventually(lambda: got["worker"] and got["api"])
+        assert got["worker"] == [("orders.created", b"acme-1")]
+        # Same subject name in globex's account: nothing crosses.
+        await asyncio.sleep(0.3)
+        assert got["globex"] == []
+
+        # A publish outside the permissions is a permissions violation, and
+        # nothing is delivered.
+        await api.publish("billing.charged", b"x")
+        await api.flush()
+        assert await eventually(lambda: any("permissions violation" in e.lower() for e in api_errors))
+        # The worker declared a privileged subject: no policy grants it.
+        await worker.publish("$SYS.REQ.SERVER.PING", b"")
+        await worker.flush()
+        assert await eventually(lambda: any("permissions violation" in e.lower() for e in worker_errors))
+        # Subscribing outside the permissions is refused too.
+        await worker.subscribe("billing.>")
+        await worker.flush()
+        assert await eventually(
+            lambda: any("permissions violation" in e.lower() and "subscription" in e.lower() for e in worker_errors)
+        )
+
+        # globex's own traffic reaches globex only.
+        await globex.publish("orders.created", b"globex-1")
+        await globex.flush()
+        assert await eventually(lambda: got["globex"])
+        await asyncio.sleep(0.3)
+        assert ("orders.created", b"globex-1") not in got["worker"]
+
+        # Request/reply without any wildcard on _INBOX: the requester reads
+        # replies on its own inbox prefix, the responder answers through
+        # its response permission.
+        # The worker may not publish on orders.> at all.
+        async def answer(msg):
+            await msg.respond(b"done:" + msg.data)
+
+        responder, _ = await connect(url, token_of(vern, c["worker"]))
+        await responder.subscribe("orders.created", cb=answer)
+        await responder.flush()
+        requester, _ = await connect(url, token_of(vern, c["api"]), inbox_prefix="_INBOX." + c["api"]["client_id"])
+        reply = await requester.request("orders.created", b"2", timeout=5)
+        assert reply.data == b"done:2"
+        for nc in (api, worker, globex, responder, requester):
+            await nc.close()
+
+    run(scenario())
+
+    # Every decision is in the audit log, with the subjects granted.
+    records = requests.get(vern.url + "/v1/audit/records?limit=1000", headers=ROOT).json()["data"]["records"]
+    connects = [r["event"] for r in records if r["event"].get("action") == "nats.connect"]
+    allowed = [e for e in connects if e["decision"]["allowed"]]
+    assert any(e["principal"]["id"] == c["worker"]["client_id"] and "refused_by_policy" in e["details"] for e in allowed)
+    assert all(e["token"]["hmac"] for e in allowed)
+
+
+def test_bad_tokens_are_refused_and_revocation_disconnects(stack):
+    vern, url, c = stack["vern"], stack["url"], stack["clients"]
+
+    async def scenario():
+        assert await refused(url) is not None
+        assert await refused(url, token="not-a-token") is not None
+        # A token of another issuer's shape, signed by nobody Vern knows.
+        forged = "eyJhbGciOiJFZERTQSJ9.eyJzdWIiOiJ4In0.c2ln"
+        assert await refused(url, token=forged) is not None
+
+        # A revoked token's live connection is closed within seconds, and
+        # the token is refused at connect from then on.
+        token = token_of(vern, c["api"])
+        closed = asyncio.Event()
+
+        async def on_closed():
+            closed.set()
+
+        nc, _ = await connect(url, token, closed_cb=on_closed)
+        assert nc.is_connected
+        r = requests.post(
+            vern.url + "/oauth2/revoke",
+            auth=(c["api"]["client_id"], c["api"]["client_secret"]),
+            data={"token": token},
+        )
+        assert r.status_code == 200, r.text
+        await asyncio.wait_for(closed.wait(), timeout=10)
+        assert await refused(url, token=token) is not None
+
+        # Deleting the client closes its connections too.
+        token = token_of(vern, c["globex"])
+        closed2 = asyncio.Event()
+
+        async def on_closed2():
+            closed2.set()
+
+        nc2, _ = await connect(url, token, closed_cb=on_closed2)
+        r = requests.delete(vern.url + f"/v1/auth/clients/{c['globex']['client_id']}", headers=ROOT)
+        assert r.status_code == 204, r.text
+        await asyncio.wait_for(closed2.wait(), timeout=10)
+
+    run(scenario())
+    records = requests.get(vern.url + "/v1/audit/records?limit=1000", headers=ROOT).json()["data"]["records"]
+    denied = [r["event"] for r in records if r["event"].get("action") == "nats.connect" and not r["event"]["decision"]["allowed"]]
+    assert any("no token" in e["details"]["reason"] for e in denied)
+    assert any("refused" in e["details"]["reason"] for e in denied)
+
+
+def test_expired_tokens_end_connections_and_are_refused(stack):
+    vern, url = stack["vern"], stack["url"]
+    short = create(vern, "acme", "short", subscribe=["orders.>"], ttl=2)
+    token = token_of(vern, short)
+
+    async def scenario():
+        closed = asyncio.Event()
+
+        async def on_closed():
+            closed.set()
+
+        nc, _ = await connect(url, token, closed_cb=on_closed)
+        assert nc.is_connected
+        # The user JWT expires with the token: the server ends the connection.
+        await asyncio.wait_for(closed.wait(), timeout=15)
+        assert await refused(url, token=token) is not None
+
+    run(scenario())
+
+
+def test_vern_stopped_refuses_clients_but_auth_users_connect(stack):
+    vern, url, c = stack["vern"], stack["url"], stack["clients"]
+    token = token_of(vern, c["api"])
+    password = re.search(r'user: "vern-callout", password: "([^"]+)"', stack["conf"]).group(1)
+    vern.stop()
+
+    async def scenario():
+        assert await refused(url, token=token) is not None
+        nc = await nats.connect(servers=[url], user="vern-callout", password=password, allow_reconnect=False)
+        assert nc.is_connected
+        await nc.close()
+
+    run(scenario())
+
+
+def test_paths_report_and_dot_render(stack):
+    vern = stack["vern"]
+    base = [_vern_bin(), "nats", "paths", "--address", vern.url, "--token", "py-root"]
+    out = subprocess.run([*base, "--output", "json"], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    import json
+
+    report = json.loads(out.stdout)
+    assert report["accounts"] == ["acme", "globex"]
+    flows = {(f["account"], f["publisher"], f["subscriber"]) for f in report["flows"]}
+    assert ("acme", "svc.acme.web.prod.api", "svc.acme.web.prod.worker") in flows
+    assert not any(f["account"] != "acme" and "acme" in f["subscriber"] for f in report["flows"])
+    worker = next(p for p in report["principals"] if p["client_id"] == "svc.acme.web.prod.worker")
+    assert worker["refused"] == [{"direction": "publish", "subject": "$SYS.REQ.SERVER.PING"}]
+    acme = subprocess.run([*base, "--tenant", "acme", "-o", "json"], capture_output=True, text=True)
+    assert json.loads(acme.stdout)["accounts"] == ["acme"]
+
+    dot = subprocess.run([*base, "--output", "dot"], capture_output=True, text=True)
+    assert dot.returncode == 0, dot.stderr
+    graphviz = shutil.which("dot")
+    if graphviz is None:
+        pytest.fail("Graphviz's dot is missing; scripts/test installs it")
+    svg = subprocess.run([graphviz, "-Tsvg"], input=dot.stdout, capture_output=True, text=True)
+    assert svg.returncode == 0, svg.stderr
+    assert "<svg" in svg.stdout
