@@ -402,6 +402,43 @@ impl Pki {
         })
     }
 
+    /// Registers a workload entry, **for a caller the server's policy
+    /// allowed to register one for its service**.
+    pub async fn register_workload(
+        &self,
+        b: &Barrier,
+        spec: &crate::WorkloadSpec,
+    ) -> Result<crate::WorkloadEntry, PkiError> {
+        crate::workloads::register(b, spec, self.now()).await
+    }
+
+    /// Registration entries: every one, or one node's (by client id).
+    pub async fn workloads(
+        &self,
+        b: &Barrier,
+        node: Option<&str>,
+    ) -> Result<Vec<crate::WorkloadEntry>, PkiError> {
+        crate::workloads::list(b, node).await
+    }
+
+    /// One registration entry by id.
+    pub async fn workload(
+        &self,
+        b: &Barrier,
+        id: &str,
+    ) -> Result<Option<crate::WorkloadEntry>, PkiError> {
+        crate::workloads::get(b, id).await
+    }
+
+    /// Deletes a registration entry.
+    pub async fn delete_workload(
+        &self,
+        b: &Barrier,
+        entry: &crate::WorkloadEntry,
+    ) -> Result<(), PkiError> {
+        crate::workloads::delete(b, entry).await
+    }
+
     /// The SPIFFE bundle of the trust domain (a JWK set with
     /// `spiffe_sequence` and `spiffe_refresh_hint`).
     pub async fn bundle(&self, b: &Barrier) -> Result<Value, PkiError> {

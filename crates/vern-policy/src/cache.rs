@@ -187,6 +187,10 @@ impl DecisionCache {
                 k.opt(tenant.as_ref().map(|t| t.as_str()));
                 k.tag(u8::from(*root));
             }
+            SubjectKind::Node { services } => {
+                k.tag(2);
+                k.list(services);
+            }
         }
         k.str(&q.action);
         match &q.resource {
@@ -219,6 +223,10 @@ impl DecisionCache {
                 k.str(mount);
                 k.str(path);
                 k.scope(scope);
+            }
+            Resource::Node { id } => {
+                k.tag(7);
+                k.str(id);
             }
         }
         k.tag(match q.binding {

@@ -40,6 +40,8 @@ pub const ACTIONS: &[&str] = &[
     "attest.promote",
     "evidence.read",
     "evidence.import",
+    "workload.register",
+    "workload.read",
 ];
 
 /// Who asks.
@@ -70,6 +72,13 @@ pub enum SubjectKind {
         /// Whether this is the root token of init.
         root: bool,
     },
+    /// A node running `vern agent`, with the client ids of the services
+    /// its registration entries name (filled in where a decision needs
+    /// them: obtaining an SVID for a workload, reading its entries).
+    Node {
+        /// Services of the node's registration entries.
+        services: Vec<String>,
+    },
 }
 
 /// What is asked about.
@@ -98,6 +107,12 @@ pub enum Resource {
         id: String,
         /// Its tenant, for a tenant operator.
         tenant: Option<TenantId>,
+    },
+    /// A node, as the subject of client management or of a decision
+    /// request.
+    Node {
+        /// Its client id.
+        id: String,
     },
     /// One secret.
     Secret {
@@ -165,6 +180,7 @@ fn type_name(ty: &str) -> Result<EntityTypeName, String> {
             "Vern::Environment",
             "Vern::Service",
             "Vern::Operator",
+            "Vern::Node",
             "Vern::Secret",
             "Vern::Action",
         ]
@@ -312,6 +328,24 @@ fn operator_entity(
     Ok(u)
 }
 
+/// A node entity; its `services` are entity references, so the services
+/// themselves need not be in the store.
+fn node_entity(id: &str, services: &[String], out: &mut Store) -> Result<EntityUid, String> {
+    let u = uid("Vern::Node", id)?;
+    let refs = services
+        .iter()
+        .map(|s| uid("Vern::Service", s).map(RestrictedExpression::new_entity_uid))
+        .collect::<Result<Vec<_>, _>>()?;
+    out.add(&u, || {
+        let attrs = HashMap::from([(
+            "services".to_owned(),
+            RestrictedExpression::new_set(refs),
+        )]);
+        entity(&u, attrs, None)
+    })?;
+    Ok(u)
+}
+
 fn strings(v: &[String]) -> RestrictedExpression {
     RestrictedExpression::new_set(
         v.iter()
@@ -382,6 +416,7 @@ impl Query {
                 tenant,
                 root,
             } => operator_entity(&self.subject.id, roles, tenant.as_ref(), *root, &mut ents)?,
+            SubjectKind::Node { services } => node_entity(&self.subject.id, services, &mut ents)?,
         };
         let resource = match &self.resource {
             Resource::Platform => {
@@ -408,6 +443,7 @@ impl Query {
             Resource::Operator { id, tenant } => {
                 operator_entity(id, &[], tenant.as_ref(), false, &mut ents)?
             }
+            Resource::Node { id } => node_entity(id, &[], &mut ents)?,
             Resource::Secret { mount, path, scope } => {
                 let (t, e) = scope_chain(scope, &mut ents)?;
                 let u = uid("Vern::Secret", &format!("{mount}:{path}"))?;
@@ -462,8 +498,8 @@ fn list(s: Option<&str>) -> Vec<String> {
 
 impl Subject {
     /// Parses the shorthand of `vern policy`: `root`,
-    /// `operator:ID[@TENANT][#role,…]` or
-    /// `service:ID@TENANT/PROJECT/ENV[#scope,…]`.
+    /// `operator:ID[@TENANT][#role,…]`,
+    /// `service:ID@TENANT/PROJECT/ENV[#scope,…]` or `node:ID[#service,…]`.
     pub fn parse_spec(s: &str) -> Result<Self, String> {
         if s == "root" {
             return Ok(Self {
@@ -491,6 +527,12 @@ impl Subject {
                     },
                 })
             }
+            Some(("node", id)) if !id.is_empty() => Ok(Self {
+                id: id.to_owned(),
+                kind: SubjectKind::Node {
+                    services: list(extra),
+                },
+            }),
             Some(("service", rest)) => {
                 let (id, env) = rest
                     .split_once('@')
@@ -501,7 +543,7 @@ impl Subject {
                 })
             }
             _ => Err(format!(
-                "principal `{s}` is not `root`, `operator:ID[@TENANT][#roles]` or `service:ID@TENANT/PROJECT/ENV[#scopes]`"
+                "principal `{s}` is not `root`, `operator:ID[@TENANT][#roles]`, `service:ID@TENANT/PROJECT/ENV[#scopes]` or `node:ID[#services]`"
             )),
         }
     }
@@ -511,6 +553,7 @@ impl Subject {
         match &self.kind {
             SubjectKind::Service { scope, .. } => Some(&scope.tenant),
             SubjectKind::Operator { tenant, .. } => tenant.as_ref(),
+            SubjectKind::Node { .. } => None,
         }
     }
 
@@ -524,6 +567,9 @@ impl Subject {
             SubjectKind::Operator { tenant, .. } => Resource::Operator {
                 id: self.id.clone(),
                 tenant: tenant.clone(),
+            },
+            SubjectKind::Node { .. } => Resource::Node {
+                id: self.id.clone(),
             },
         }
     }
@@ -557,6 +603,7 @@ impl Resource {
                 id,
                 tenant: Some(t),
             } => format!("operator:{id}@{t}"),
+            Self::Node { id } => format!("node:{id}"),
             Self::Secret { mount, path, .. } => format!("secret:{mount}:{path}"),
         }
     }
@@ -564,7 +611,7 @@ impl Resource {
     /// The tenant that owns the resource (none for the platform).
     pub fn tenant(&self) -> Option<&TenantId> {
         match self {
-            Self::Platform | Self::Operator { tenant: None, .. } => None,
+            Self::Platform | Self::Operator { tenant: None, .. } | Self::Node { .. } => None,
             Self::Tenant(t)
             | Self::Project(t, _)
             | Self::Operator {
@@ -577,11 +624,11 @@ impl Resource {
     }
 
     /// Parses `platform`, `tenant:T`, `project:T/P`, `environment:T/P/E`,
-    /// `service:ID@T/P/E`, `operator:ID[@T]`, or `secret:[MOUNT:]T/P/E/NAME…`
+    /// `service:ID@T/P/E`, `operator:ID[@T]`, `node:ID`, or `secret:[MOUNT:]T/P/E/NAME…`
     /// (mount `secret` by default).
     pub fn parse_spec(s: &str) -> Result<Self, String> {
         let bad = || {
-            format!("resource `{s}` is not platform, tenant:T, project:T/P, environment:T/P/E, service:ID@T/P/E, operator:ID[@T] or secret:[MOUNT:]PATH")
+            format!("resource `{s}` is not platform, tenant:T, project:T/P, environment:T/P/E, service:ID@T/P/E, operator:ID[@T], node:ID or secret:[MOUNT:]PATH")
         };
         if s == "platform" {
             return Ok(Self::Platform);
@@ -610,6 +657,9 @@ impl Resource {
                 let (id, tenant) = parse_operator(rest)?;
                 Ok(Self::Operator { id, tenant })
             }
+            "node" if !rest.is_empty() => Ok(Self::Node {
+                id: rest.to_owned(),
+            }),
             "secret" => {
                 let (mount, path) = match rest.split_once(':') {
                     Some((m, p)) => (m, p),

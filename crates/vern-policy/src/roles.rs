@@ -77,9 +77,11 @@ pub const ROLES: &[RoleDef] = &[
             "pki.import",
             "pki.read",
             "evidence.import",
+            "workload.register",
+            "workload.read",
         ],
         summary:
-            "seal and keys, clients, policies, metadata, lists and mounts, token lookups, the CA, evidence imports; no secret values, no audit log",
+            "seal and keys, clients and nodes, policies, metadata, lists and mounts, token lookups, the CA and workload registration entries, evidence imports; no secret values, no audit log",
     },
     RoleDef {
         name: "security-auditor",
@@ -93,8 +95,9 @@ pub const ROLES: &[RoleDef] = &[
             "token.lookup",
             "pki.read",
             "evidence.read",
+            "workload.read",
         ],
-        summary: "reads the audit log and every tenant's evidence, hashes values to search the log, reads policies, clients and issued certificates, looks up tokens",
+        summary: "reads the audit log and every tenant's evidence, hashes values to search the log, reads policies, clients, issued certificates and registration entries, looks up tokens",
     },
     RoleDef {
         name: "operator",
@@ -128,8 +131,10 @@ pub const ROLES: &[RoleDef] = &[
             "attest.promote",
             "evidence.read",
             "evidence.import",
+            "workload.register",
+            "workload.read",
         ],
-        summary: "its own tenant only: clients, secrets, the tenant's audit records and tokens, signing, promotion and evidence (reading and importing it)",
+        summary: "its own tenant only: clients, secrets, the tenant's audit records and tokens, signing, promotion and evidence (reading and importing it), workload registration entries for its services",
     },
 ];
 
@@ -304,6 +309,10 @@ impl Holdings {
                     h.add(s.actions, &reach);
                 }
             }
+            // A node's power comes from the registration entries that name
+            // it, which need `workload.register` of their own; the node
+            // holds nothing it could hand on.
+            SubjectKind::Node { .. } => {}
         }
         h
     }

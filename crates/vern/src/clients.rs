@@ -57,6 +57,7 @@ pub(crate) async fn run(cmd: ClientCommand) -> anyhow::Result<ExitCode> {
             jwks,
             token_ttl,
             tls_client_auth_san,
+            node,
         } => {
             let mut keys = Vec::new();
             for path in &jwks {
@@ -67,9 +68,10 @@ pub(crate) async fn run(cmd: ClientCommand) -> anyhow::Result<ExitCode> {
                 keys.push(key);
             }
             let body = json!({
-                "tenant": tenant, "project": project, "environment": environment, "name": name,
+                "tenant": tenant, "project": project, "environment": environment,
+                "name": node.as_ref().or(name.as_ref()),
                 "scopes": scopes, "roles": roles, "dpop_bound": dpop_bound, "jwks": keys, "token_ttl": token_ttl,
-                "tls_client_auth_san": tls_client_auth_san,
+                "tls_client_auth_san": tls_client_auth_san, "node": node.is_some(),
             });
             let v = Client::new(&client)?
                 .expect_ok(Method::POST, "/v1/auth/clients", Some(body))

@@ -1,6 +1,7 @@
 //! `vern`: the server (`vern serve`) and the client commands that talk to it.
 #![forbid(unsafe_code)]
 
+mod agent;
 mod attest;
 mod audit;
 mod cli;
@@ -14,6 +15,7 @@ mod logging;
 mod pki;
 mod policy;
 mod serve;
+mod workloads;
 
 use std::process::ExitCode;
 

@@ -42,6 +42,9 @@ pub(crate) fn as_subject(client_id: &str, kind: &ClientKind, scopes: &[String]) 
             },
             root: false,
         },
+        ClientKind::Node => SubjectKind::Node {
+            services: Vec::new(),
+        },
     };
     Some(Subject {
         id: client_id.to_owned(),

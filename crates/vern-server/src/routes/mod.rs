@@ -12,6 +12,7 @@ mod kv;
 mod mounts;
 mod oauth;
 mod pki;
+mod workloads;
 mod sys;
 mod vault_auth;
 
@@ -445,6 +446,20 @@ pub(crate) fn table() -> Vec<Route> {
             "/v1/pki/jwt-svid",
             &[("POST", Resource("svid.issue"))],
             post(pki::issue_jwt_svid),
+        ),
+        route(
+            "/v1/pki/workloads",
+            &[
+                ("POST", Resource("workload.register")),
+                ("GET", Resource("workload.read")),
+                ("HEAD", Resource("workload.read")),
+            ],
+            post(workloads::register).get(workloads::list),
+        ),
+        route(
+            "/v1/pki/workloads/{id}",
+            &[("DELETE", Resource("workload.register"))],
+            delete(workloads::delete),
         ),
         route(
             "/v1/pki/bundle",
