@@ -71,7 +71,7 @@ pub(crate) async fn run(args: AgentArgs) -> anyhow::Result<()> {
     let bundle = Bundle::parse(&node.bundle().await.context("cannot read the bundle")?)?;
     let agent = Arc::new(Agent::new(node, entries, bundle, svid_ttl));
     let listener = bind(&args.socket)?;
-    tracing::info!(socket = %args.socket.display(), node = %args.client_id, "Serving the SPIFFE Workload API.");
+    tracing::info!(address = %args.socket.display(), node = %args.client_id, "Agent is listening.");
     let upkeep = tokio::spawn(Arc::clone(&agent).upkeep(refresh));
     let served = tonic::transport::Server::builder()
         .add_service(
@@ -189,6 +189,9 @@ pub(crate) struct Agent {
     svids: Mutex<HashMap<String, Arc<IssuedX509>>>,
     /// Bumped on every renewal, so open streams push the new SVIDs.
     renewed: watch::Sender<u64>,
+    /// Wakes the upkeep when an SVID was issued, so its renewal is
+    /// scheduled.
+    issued: tokio::sync::Notify,
     attest_cache: attest::HashCache,
 }
 
@@ -206,6 +209,7 @@ impl Agent {
             bundle: watch::Sender::new(Arc::new(bundle)),
             svids: Mutex::new(HashMap::new()),
             renewed: watch::Sender::new(0),
+            issued: tokio::sync::Notify::new(),
             attest_cache: attest::HashCache::default(),
         }
     }
@@ -246,6 +250,7 @@ impl Agent {
                     tracing::info!(service = %s, spiffe_id = %svid.spiffe_id, serial = %svid.serial, expires_at = svid.expires_at, "Issued an X.509-SVID.");
                     held.insert(s.clone(), Arc::clone(&svid));
                     out.push(svid);
+                    self.issued.notify_one();
                 }
             }
         }
@@ -258,7 +263,10 @@ impl Agent {
         let mut last_refresh = tokio::time::Instant::now();
         loop {
             let wait = self.next_renewal().await.map_or(refresh, |d| d.min(refresh));
-            tokio::time::sleep(wait.max(MIN_TICK)).await;
+            tokio::select! {
+                () = tokio::time::sleep(wait.max(MIN_TICK)) => {}
+                () = self.issued.notified() => continue,
+            }
             if last_refresh.elapsed() >= refresh {
                 last_refresh = tokio::time::Instant::now();
                 self.refresh().await;
