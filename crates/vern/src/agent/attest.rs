@@ -8,7 +8,6 @@ use std::os::unix::fs::MetadataExt as _;
 use std::sync::Mutex;
 
 use sha2::{Digest as _, Sha256};
-use tonic::transport::server::UdsConnectInfo;
 use tonic::Status;
 use vern_pki::AttestedWorkload;
 
@@ -28,8 +27,8 @@ pub(crate) async fn peer<T>(
 ) -> Result<AttestedWorkload, Status> {
     let cred = req
         .extensions()
-        .get::<UdsConnectInfo>()
-        .and_then(|i| i.peer_cred)
+        .get::<super::authority::PeerCred>()
+        .and_then(|i| i.0)
         .ok_or_else(|| Status::internal("the peer's credentials are unavailable"))?;
     let mut w = AttestedWorkload {
         uid: cred.uid(),

@@ -12,6 +12,7 @@
 //! changes. Vern decides, for every SVID, whether the node may have it.
 
 mod attest;
+mod authority;
 mod fetch;
 mod node;
 mod proto;
@@ -80,7 +81,10 @@ pub(crate) async fn run(args: AgentArgs) -> anyhow::Result<()> {
             }),
         )
         .serve_with_incoming_shutdown(
-            tokio_stream::wrappers::UnixListenerStream::new(listener),
+            futures_util::StreamExt::map(
+                tokio_stream::wrappers::UnixListenerStream::new(listener),
+                |conn| conn.map(authority::relay),
+            ),
             shutdown(),
         )
         .await;
