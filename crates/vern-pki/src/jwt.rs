@@ -157,7 +157,8 @@ pub fn verify_jwt_svid(
         return Err(refuse("too long"));
     }
     let mut parts = token.split('.');
-    let (Some(h), Some(c), Some(s), None) = (parts.next(), parts.next(), parts.next(), parts.next())
+    let (Some(h), Some(c), Some(s), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
     else {
         return Err(refuse("not a compact JWS"));
     };
@@ -203,8 +204,8 @@ pub fn verify_jwt_svid(
     let mut sec1 = vec![4u8];
     sec1.extend(coord("x")?);
     sec1.extend(coord("y")?);
-    let key =
-        VerifyingKey::from_sec1_bytes(&sec1).map_err(|_| refuse("the bundle's key is malformed"))?;
+    let key = VerifyingKey::from_sec1_bytes(&sec1)
+        .map_err(|_| refuse("the bundle's key is malformed"))?;
     let sig = Signature::from_slice(&decode(s)?).map_err(|_| refuse("bad signature"))?;
     key.verify(format!("{h}.{c}").as_bytes(), &sig)
         .map_err(|_| refuse("the signature does not verify"))?;

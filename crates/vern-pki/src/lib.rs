@@ -45,8 +45,8 @@ pub use ca::{CaInfo, KeyType};
 pub use csr::{check_csr, CheckedCsr};
 pub use dns::DnsName;
 pub use error::PkiError;
-pub use jwt::{verify_jwt_svid, VerifiedJwtSvid};
 pub use identity::{peer_identities, PinnedClientVerifier};
+pub use jwt::{verify_jwt_svid, VerifiedJwtSvid};
 pub use pki::{
     ComponentSvid, JwtRequest, JwtSvid, Pki, PkiConfig, Rotation, X509Request, X509Svid,
     MAX_DNS_NAMES,

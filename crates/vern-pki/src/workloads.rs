@@ -52,9 +52,7 @@ impl Selector {
         let rest = s
             .strip_prefix("unix:")
             .ok_or_else(|| bad("is not a unix selector"))?;
-        let (kind, value) = rest
-            .split_once(':')
-            .ok_or_else(|| bad("has no value"))?;
+        let (kind, value) = rest.split_once(':').ok_or_else(|| bad("has no value"))?;
         match kind {
             "uid" => value
                 .parse()
@@ -172,9 +170,8 @@ pub struct WorkloadSpec {
 /// A node's client id from `node.<name>` or `<name>`.
 pub fn node_client_id(node: &str) -> Result<String, PkiError> {
     let name = node.strip_prefix("node.").unwrap_or(node);
-    let name = TenantId::parse(name).map_err(|e| {
-        PkiError::InvalidRequest(e.to_string().replace("tenant name", "node name"))
-    })?;
+    let name = TenantId::parse(name)
+        .map_err(|e| PkiError::InvalidRequest(e.to_string().replace("tenant name", "node name")))?;
     Ok(format!("node.{name}"))
 }
 
@@ -185,7 +182,11 @@ pub fn service_principal(service: &str) -> Result<Principal, PkiError> {
     let bad = || {
         PkiError::InvalidRequest(format!(
             "service `{}` is not a service client id svc.<tenant>.<project>.<env>.<name>",
-            service.chars().take(128).collect::<String>().escape_default()
+            service
+                .chars()
+                .take(128)
+                .collect::<String>()
+                .escape_default()
         ))
     };
     let rest = service.strip_prefix("svc.").ok_or_else(bad)?;

@@ -337,10 +337,7 @@ fn node_entity(id: &str, services: &[String], out: &mut Store) -> Result<EntityU
         .map(|s| uid("Vern::Service", s).map(RestrictedExpression::new_entity_uid))
         .collect::<Result<Vec<_>, _>>()?;
     out.add(&u, || {
-        let attrs = HashMap::from([(
-            "services".to_owned(),
-            RestrictedExpression::new_set(refs),
-        )]);
+        let attrs = HashMap::from([("services".to_owned(), RestrictedExpression::new_set(refs))]);
         entity(&u, attrs, None)
     })?;
     Ok(u)

@@ -98,15 +98,17 @@ fn start_agent(s: &Server, socket: &Path, id: &str, secret_file: &str, extra: &[
         "1s",
     ];
     args.extend(extra);
-    Server::spawn("agent", &args, &[], "Agent is listening.")
-        .unwrap_or_else(|e| panic!("{e}"))
+    Server::spawn("agent", &args, &[], "Agent is listening.").unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// `vern svid fetch --write DIR`, as `uid` when given.
 fn svid_fetch(socket: &Path, dir: &Path, uid: Option<u32>) -> std::process::Output {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_vern"));
     cmd.args(["svid", "fetch", "--write", &path_str(dir)])
-        .env("SPIFFE_ENDPOINT_SOCKET", format!("unix://{}", path_str(socket)))
+        .env(
+            "SPIFFE_ENDPOINT_SOCKET",
+            format!("unix://{}", path_str(socket)),
+        )
         .stdin(Stdio::null());
     if let Some(uid) = uid {
         cmd.uid(uid).gid(uid);
@@ -180,17 +182,42 @@ async fn workloads_get_the_svids_of_their_entries_and_nothing_else() {
 
     // Bad selectors and services are refused, with nothing written.
     let bad = run(
-        &["workload", "register", "--node", "n1", "--selector", "unix:pid:1", "--service", "svc.acme.web.prod.api"],
+        &[
+            "workload",
+            "register",
+            "--node",
+            "n1",
+            "--selector",
+            "unix:pid:1",
+            "--service",
+            "svc.acme.web.prod.api",
+        ],
         &as_root(&s),
     );
     assert!(!bad.status.success());
-    assert!(text(&bad.stderr).contains("unix:pid:1"), "{}", text(&bad.stderr));
+    assert!(
+        text(&bad.stderr).contains("unix:pid:1"),
+        "{}",
+        text(&bad.stderr)
+    );
     let bad = run(
-        &["workload", "register", "--node", "n1", "--selector", &me, "--service", "op.acme"],
+        &[
+            "workload",
+            "register",
+            "--node",
+            "n1",
+            "--selector",
+            &me,
+            "--service",
+            "op.acme",
+        ],
         &as_root(&s),
     );
     assert!(!bad.status.success());
-    let listed = ok_json(&run(&["workload", "list", "--node", "n1", "-o", "json"], &as_root(&s)));
+    let listed = ok_json(&run(
+        &["workload", "list", "--node", "n1", "-o", "json"],
+        &as_root(&s),
+    ));
     assert_eq!(listed["entries"].as_array().unwrap().len(), 2);
 
     // Workloads under other uids must reach the socket in it.
@@ -203,7 +230,10 @@ async fn workloads_get_the_svids_of_their_entries_and_nothing_else() {
     let out = svid_fetch(&socket, &out_dir, None);
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert_eq!(spiffe_id_of_pem(&out_dir.join("svid.pem")), API_ID);
-    let key_mode = std::fs::metadata(out_dir.join("svid.key")).unwrap().permissions().mode();
+    let key_mode = std::fs::metadata(out_dir.join("svid.key"))
+        .unwrap()
+        .permissions()
+        .mode();
     assert_eq!(key_mode & 0o777, 0o600);
     let verify = Command::new("openssl")
         .args(["verify", "-CAfile"])
@@ -230,7 +260,11 @@ async fn workloads_get_the_svids_of_their_entries_and_nothing_else() {
                 }
                 None => {
                     assert!(!out.status.success());
-                    assert!(text(&out.stderr).contains("PermissionDenied"), "{}", text(&out.stderr));
+                    assert!(
+                        text(&out.stderr).contains("PermissionDenied"),
+                        "{}",
+                        text(&out.stderr)
+                    );
                     assert!(!d.join("svid.pem").exists());
                 }
             }
@@ -318,13 +352,31 @@ async fn workloads_get_the_svids_of_their_entries_and_nothing_else() {
         .unwrap()
         .pem()
         .unwrap();
-    let (status, _) = post_as(&s, &n1_token, "/v1/pki/svid", &json!({"csr": csr, "service": "svc.globex.web.prod.db"})).await;
+    let (status, _) = post_as(
+        &s,
+        &n1_token,
+        "/v1/pki/svid",
+        &json!({"csr": csr, "service": "svc.globex.web.prod.db"}),
+    )
+    .await;
     assert_eq!(status, 403);
-    let (status, _) = post_as(&s, &n1_token, "/v1/pki/svid", &json!({"csr": csr, "service": "svc.acme.web.prod.api", "dns_names": ["api.acme.test"]})).await;
+    let (status, _) = post_as(
+        &s,
+        &n1_token,
+        "/v1/pki/svid",
+        &json!({"csr": csr, "service": "svc.acme.web.prod.api", "dns_names": ["api.acme.test"]}),
+    )
+    .await;
     assert_eq!(status, 403);
     let (status, _) = post_as(&s, &n1_token, "/v1/pki/svid", &json!({"csr": csr})).await;
     assert_eq!(status, 400);
-    let (status, v) = post_as(&s, &n1_token, "/v1/pki/svid", &json!({"csr": csr, "service": "svc.acme.web.prod.api"})).await;
+    let (status, v) = post_as(
+        &s,
+        &n1_token,
+        "/v1/pki/svid",
+        &json!({"csr": csr, "service": "svc.acme.web.prod.api"}),
+    )
+    .await;
     assert_eq!(status, 200, "{v}");
     assert_eq!(v["data"]["spiffe_id"], API_ID);
     let serial = v["data"]["serial"].as_str().unwrap().to_owned();
@@ -336,7 +388,10 @@ async fn workloads_get_the_svids_of_their_entries_and_nothing_else() {
     )
     .await;
     assert_eq!(status, 403);
-    assert_eq!(write_secret(&s, &n1_token, "acme/web/prod/x", json!({"a": "b"})).await, 403);
+    assert_eq!(
+        write_secret(&s, &n1_token, "acme/web/prod/x", json!({"a": "b"})).await,
+        403
+    );
     let seen = get_as(&s, &n1_token, "/v1/pki/workloads").await;
     let services: Vec<&str> = seen["data"]["entries"]
         .as_array()
@@ -345,7 +400,10 @@ async fn workloads_get_the_svids_of_their_entries_and_nothing_else() {
         .map(|e| e["service"].as_str().unwrap())
         .collect();
     assert_eq!(services.len(), 2);
-    assert!(services.iter().all(|s| s.starts_with("svc.acme.")), "{services:?}");
+    assert!(
+        services.iter().all(|s| s.starts_with("svc.acme.")),
+        "{services:?}"
+    );
     let (status, _) = status_and_json(
         client()
             .get(s.url("/v1/pki/workloads?node=n2"))
@@ -377,18 +435,40 @@ async fn tenant_admins_register_entries_only_for_their_own_services() {
         json!({"tenant": "acme", "name": "admin", "roles": ["tenant-admin"]}),
     )
     .await;
-    let body = |service: &str| {
-        json!({"node": "n1", "selectors": ["unix:uid:1000"], "service": service, "ttl": "10m"})
-    };
-    let (status, own) = post_as(&s, &admin, "/v1/pki/workloads", &body("svc.acme.web.prod.api")).await;
+    let body = |service: &str| json!({"node": "n1", "selectors": ["unix:uid:1000"], "service": service, "ttl": "10m"});
+    let (status, own) = post_as(
+        &s,
+        &admin,
+        "/v1/pki/workloads",
+        &body("svc.acme.web.prod.api"),
+    )
+    .await;
     assert_eq!(status, 200, "{own}");
     assert_eq!(own["data"]["ttl"], 600);
-    let (status, _) = post_as(&s, &admin, "/v1/pki/workloads", &body("svc.globex.web.prod.api")).await;
+    let (status, _) = post_as(
+        &s,
+        &admin,
+        "/v1/pki/workloads",
+        &body("svc.globex.web.prod.api"),
+    )
+    .await;
     assert_eq!(status, 403);
     // The same entry twice is a conflict.
-    let (status, _) = post_as(&s, &admin, "/v1/pki/workloads", &body("svc.acme.web.prod.api")).await;
+    let (status, _) = post_as(
+        &s,
+        &admin,
+        "/v1/pki/workloads",
+        &body("svc.acme.web.prod.api"),
+    )
+    .await;
     assert_eq!(status, 409);
-    let (_, theirs) = post_as(&s, "root", "/v1/pki/workloads", &body("svc.globex.web.prod.api")).await;
+    let (_, theirs) = post_as(
+        &s,
+        "root",
+        "/v1/pki/workloads",
+        &body("svc.globex.web.prod.api"),
+    )
+    .await;
     let theirs_id = theirs["data"]["id"].as_str().unwrap().to_owned();
     // The admin sees and deletes only its own tenant's entries.
     let seen = get_as(&s, &admin, "/v1/pki/workloads").await;
@@ -406,10 +486,19 @@ async fn tenant_admins_register_entries_only_for_their_own_services() {
         }
     };
     assert_eq!(delete(theirs_id).await, 404);
-    assert_eq!(delete(own["data"]["id"].as_str().unwrap().to_owned()).await, 204);
+    assert_eq!(
+        delete(own["data"]["id"].as_str().unwrap().to_owned()).await,
+        204
+    );
     // A service of the tenant may not register entries at all.
     let svc = client_token(&s, service("acme", "api", &["secrets:read"])).await;
-    let (status, _) = post_as(&s, &svc, "/v1/pki/workloads", &body("svc.acme.web.prod.api")).await;
+    let (status, _) = post_as(
+        &s,
+        &svc,
+        "/v1/pki/workloads",
+        &body("svc.acme.web.prod.api"),
+    )
+    .await;
     assert_eq!(status, 403);
     // Malformed bodies are refused before anything is written.
     for bad in [
@@ -443,7 +532,15 @@ async fn renewed_svids_are_pushed_before_the_first_expires() {
     // `vern svid fetch --watch` rewrites the files on renewal.
     let watch_dir = dir.path().join("watched");
     let mut watcher = Command::new(env!("CARGO_BIN_EXE_vern"))
-        .args(["svid", "fetch", "--watch", "--socket", &path_str(&socket), "--write", &path_str(&watch_dir)])
+        .args([
+            "svid",
+            "fetch",
+            "--watch",
+            "--socket",
+            &path_str(&socket),
+            "--write",
+            &path_str(&watch_dir),
+        ])
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -464,18 +561,33 @@ async fn renewed_svids_are_pushed_before_the_first_expires() {
         .expect("no renewed SVID on the stream")
         .unwrap()
         .unwrap();
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs();
-    assert!(now < expires, "the renewal came after the first SVID expired");
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    assert!(
+        now < expires,
+        "the renewal came after the first SVID expired"
+    );
     assert_ne!(second.svids[0].x509_svid, first_cert);
     assert_eq!(second.svids[0].spiffe_id, API_ID);
     assert!(not_after_of_der(&second.svids[0].x509_svid) > expires);
 
     let pem = watch_dir.join("svid.pem");
-    eventually(Duration::from_secs(10), "the first SVID file", async || pem.exists()).await;
-    let before = std::fs::read(&pem).unwrap();
-    eventually(Duration::from_secs(20), "a rewritten SVID file", async || {
-        std::fs::read(&pem).map(|now| now != before).unwrap_or(false)
+    eventually(Duration::from_secs(10), "the first SVID file", async || {
+        pem.exists()
     })
+    .await;
+    let before = std::fs::read(&pem).unwrap();
+    eventually(
+        Duration::from_secs(20),
+        "a rewritten SVID file",
+        async || {
+            std::fs::read(&pem)
+                .map(|now| now != before)
+                .unwrap_or(false)
+        },
+    )
     .await;
     watcher.kill().unwrap();
     watcher.wait().unwrap();

@@ -12,9 +12,9 @@ mod kv;
 mod mounts;
 mod oauth;
 mod pki;
-mod workloads;
 mod sys;
 mod vault_auth;
+mod workloads;
 
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{header, HeaderValue, StatusCode};

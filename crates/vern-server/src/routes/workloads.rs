@@ -126,10 +126,17 @@ pub(crate) async fn list(
     let Query(q) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
     let barrier = state.inner.seal.barrier()?;
     let pki = &state.inner.pki;
-    let node_filter = q.node.as_deref().map(vern_pki::node_client_id).transpose()?;
+    let node_filter = q
+        .node
+        .as_deref()
+        .map(vern_pki::node_client_id)
+        .transpose()?;
     let is_node = matches!(caller.principal.kind, PrincipalKind::Node);
     let (caller, entries) = if is_node {
-        if node_filter.as_ref().is_some_and(|n| *n != caller.principal.id) {
+        if node_filter
+            .as_ref()
+            .is_some_and(|n| *n != caller.principal.id)
+        {
             return Err(ApiError::forbidden());
         }
         let entries = pki.workloads(&barrier, Some(&caller.principal.id)).await?;

@@ -3,6 +3,9 @@
 //! and from the pid its executable (`/proc/<pid>/exe`) and that file's
 //! SHA-256. Nothing the workload says about itself is used.
 
+// The error is tonic's `Status`, which the Workload API's calls return.
+#![allow(clippy::result_large_err)]
+
 use std::collections::HashMap;
 use std::os::unix::fs::MetadataExt as _;
 use std::sync::Mutex;

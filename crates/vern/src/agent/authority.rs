@@ -16,7 +16,9 @@
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _, DuplexStream, ReadBuf};
+use tokio::io::{
+    AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _, DuplexStream, ReadBuf,
+};
 use tokio::net::unix::UCred;
 use tokio::net::UnixStream;
 use tonic::transport::server::Connected;
@@ -186,11 +188,17 @@ fn headers_fragment(flags: u8, payload: &[u8]) -> std::io::Result<(Option<[u8; 5
     }
     let mut priority = None;
     if flags & PRIORITY != 0 {
-        let bytes: [u8; 5] = rest.get(..5).ok_or_else(bad)?.try_into().map_err(|_| bad())?;
+        let bytes: [u8; 5] = rest
+            .get(..5)
+            .ok_or_else(bad)?
+            .try_into()
+            .map_err(|_| bad())?;
         priority = Some(bytes);
         rest = rest.get(5..).ok_or_else(bad)?;
     }
-    let fragment = rest.get(..rest.len().checked_sub(pad).ok_or_else(bad)?).ok_or_else(bad)?;
+    let fragment = rest
+        .get(..rest.len().checked_sub(pad).ok_or_else(bad)?)
+        .ok_or_else(bad)?;
     Ok((priority, fragment.to_vec()))
 }
 
@@ -205,7 +213,8 @@ async fn write_frame<W: AsyncWrite + Unpin>(
         .map_err(|_| invalid("a frame is too large"))?
         .to_be_bytes();
     let [s0, s1, s2, s3] = stream.to_be_bytes();
-    to.write_all(&[l0, l1, l2, kind, flags, s0, s1, s2, s3]).await?;
+    to.write_all(&[l0, l1, l2, kind, flags, s0, s1, s2, s3])
+        .await?;
     to.write_all(payload).await
 }
 
@@ -256,7 +265,8 @@ mod tests {
 
     fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
         let len = payload.len();
-        let mut v = vec![(len >> 16) as u8, (len >> 8) as u8, len as u8, kind, flags];
+        let [_, l0, l1, l2] = u32::try_from(len).unwrap().to_be_bytes();
+        let mut v = vec![l0, l1, l2, kind, flags];
         v.extend_from_slice(&stream.to_be_bytes());
         v.extend_from_slice(payload);
         v
@@ -294,7 +304,9 @@ mod tests {
         let headers = loona_hpack::Decoder::new().decode(&payload[5..]).unwrap();
         let authority = headers.iter().find(|(n, _)| n == b":authority").unwrap();
         assert_eq!(authority.1, b"localhost");
-        assert!(headers.iter().any(|(n, v)| n == b"workload.spiffe.io" && v == b"true"));
+        assert!(headers
+            .iter()
+            .any(|(n, v)| n == b"workload.spiffe.io" && v == b"true"));
         let data = &rest[9 + len..];
         assert_eq!(data, frame(0x0, END_STREAM, 1, b"data").as_slice());
     }

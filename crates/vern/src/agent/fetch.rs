@@ -54,10 +54,7 @@ pub(crate) async fn fetch(socket: &str, dir: &Path, watch: bool) -> anyhow::Resu
 pub(crate) async fn connect(
     socket: &str,
 ) -> anyhow::Result<SpiffeWorkloadApiClient<tonic::transport::Channel>> {
-    let path = socket
-        .strip_prefix("unix://")
-        .unwrap_or(socket)
-        .to_owned();
+    let path = socket.strip_prefix("unix://").unwrap_or(socket).to_owned();
     if path.is_empty() {
         bail!("the socket path is empty");
     }
@@ -86,9 +83,19 @@ fn write(dir: &Path, msg: &X509svidResponse) -> anyhow::Result<String> {
     let chain = split_der(&svid.x509_svid).context("the SVID's certificates do not parse")?;
     let roots = split_der(&svid.bundle).context("the bundle's certificates do not parse")?;
     let key = Zeroizing::new(pem("PRIVATE KEY", &[svid.x509_svid_key.as_slice()]));
-    replace(dir, "svid.pem", pem("CERTIFICATE", &chain).as_bytes(), 0o644)?;
+    replace(
+        dir,
+        "svid.pem",
+        pem("CERTIFICATE", &chain).as_bytes(),
+        0o644,
+    )?;
     replace(dir, "svid.key", key.as_bytes(), 0o600)?;
-    replace(dir, "bundle.pem", pem("CERTIFICATE", &roots).as_bytes(), 0o644)?;
+    replace(
+        dir,
+        "bundle.pem",
+        pem("CERTIFICATE", &roots).as_bytes(),
+        0o644,
+    )?;
     Ok(svid.spiffe_id.clone())
 }
 

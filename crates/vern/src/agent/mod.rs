@@ -68,7 +68,10 @@ pub(crate) async fn run(args: AgentArgs) -> anyhow::Result<()> {
         secret,
     )?;
     // The first round trip fails fast on wrong credentials or address.
-    let entries = node.entries().await.context("cannot read the node's entries")?;
+    let entries = node
+        .entries()
+        .await
+        .context("cannot read the node's entries")?;
     let bundle = Bundle::parse(&node.bundle().await.context("cannot read the bundle")?)?;
     let agent = Arc::new(Agent::new(node, entries, bundle, svid_ttl));
     let listener = bind(&args.socket)?;
@@ -266,7 +269,10 @@ impl Agent {
     async fn upkeep(self: Arc<Self>, refresh: Duration) {
         let mut last_refresh = tokio::time::Instant::now();
         loop {
-            let wait = self.next_renewal().await.map_or(refresh, |d| d.min(refresh));
+            let wait = self
+                .next_renewal()
+                .await
+                .map_or(refresh, |d| d.min(refresh));
             tokio::select! {
                 () = tokio::time::sleep(wait.max(MIN_TICK)) => {}
                 () = self.issued.notified() => continue,

@@ -106,10 +106,7 @@ impl NodeClient {
                 .to_owned(),
         );
         let life = body.get("expires_in").and_then(Value::as_u64).unwrap_or(60);
-        *held = Some((
-            token.clone(),
-            Instant::now() + Duration::from_secs(life),
-        ));
+        *held = Some((token.clone(), Instant::now() + Duration::from_secs(life)));
         Ok(token)
     }
 
