@@ -56,8 +56,8 @@ pub use records::{CertFilter, CertPage, IssuedCertificate};
 pub use rotating::{rotating_server_config, RotatingClientTrust, RotatingIdentity};
 pub use spiffe::{IdentityError, SpiffeId, SpiffeIdError, TrustDomain, Workload};
 pub use workloads::{
-    node_client_id, service_principal, AttestedWorkload, Selector, WorkloadEntry, WorkloadSpec,
-    MAX_SELECTORS,
+    node_client_id, service_principal, AttestedWorkload, Selector, WorkloadEntry, WorkloadPlan,
+    WorkloadSpec, MAX_SELECTORS,
 };
 
 /// Why a TLS configuration could not be built.

@@ -430,6 +430,27 @@ impl Pki {
         crate::workloads::get(b, id).await
     }
 
+    /// Plans a declared set of registration entries (`vern apply`);
+    /// writes nothing.
+    pub async fn plan_workloads(
+        &self,
+        b: &Barrier,
+        declared: &[crate::WorkloadSpec],
+        prune: bool,
+        may_manage: &(dyn Fn(&crate::WorkloadEntry) -> bool + Sync),
+    ) -> Result<crate::WorkloadPlan, PkiError> {
+        crate::workloads::plan(b, declared, prune, may_manage, self.now()).await
+    }
+
+    /// Writes a plan of [`Pki::plan_workloads`] in one batch.
+    pub async fn commit_workloads(
+        &self,
+        b: &Barrier,
+        plan: &crate::WorkloadPlan,
+    ) -> Result<(), PkiError> {
+        crate::workloads::commit_plan(b, plan).await
+    }
+
     /// Deletes a registration entry.
     pub async fn delete_workload(
         &self,

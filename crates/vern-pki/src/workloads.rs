@@ -319,6 +319,102 @@ pub(crate) async fn delete(barrier: &Barrier, entry: &WorkloadEntry) -> Result<(
     Ok(())
 }
 
+/// What applying a declared set of entries does.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct WorkloadPlan {
+    /// Entries to create.
+    pub create: Vec<WorkloadEntry>,
+    /// Entries to delete (pruned: not declared, and the caller may manage
+    /// them).
+    pub delete: Vec<WorkloadEntry>,
+    /// Declared entries already stored.
+    pub unchanged: Vec<WorkloadEntry>,
+    /// Entries not declared and kept (no pruning, or not the caller's).
+    pub kept: Vec<WorkloadEntry>,
+}
+
+/// Plans a declared set of entries against the stored ones: an entry is
+/// the same when its node, service, selectors and lifetime are. With
+/// `prune`, stored entries not declared that `may_manage` allows are
+/// deleted. Nothing is written.
+pub(crate) async fn plan(
+    barrier: &Barrier,
+    declared: &[WorkloadSpec],
+    prune: bool,
+    may_manage: &(dyn Fn(&WorkloadEntry) -> bool + Sync),
+    now: u64,
+) -> Result<WorkloadPlan, PkiError> {
+    let stored = list(barrier, None).await?;
+    let mut out = WorkloadPlan::default();
+    let mut wanted: Vec<(String, Vec<Selector>, &WorkloadSpec)> = Vec::new();
+    for (i, spec) in declared.iter().enumerate() {
+        let (node, selectors) = spec.validate().map_err(|e| match e {
+            PkiError::InvalidRequest(m) => PkiError::InvalidRequest(format!("workloads[{i}]: {m}")),
+            other => other,
+        })?;
+        if wanted
+            .iter()
+            .any(|(n, s, w)| *n == node && *s == selectors && w.service == spec.service)
+        {
+            return Err(PkiError::InvalidRequest(format!(
+                "workloads[{i}] declares the same entry twice"
+            )));
+        }
+        wanted.push((node, selectors, spec));
+    }
+    let same = |e: &WorkloadEntry, (n, s, w): &(String, Vec<Selector>, &WorkloadSpec)| {
+        e.node == *n && e.selectors == *s && e.service == w.service && e.ttl == w.ttl
+    };
+    for e in stored {
+        if wanted.iter().any(|w| same(&e, w)) {
+            out.unchanged.push(e);
+        } else if prune && may_manage(&e) {
+            out.delete.push(e);
+        } else {
+            out.kept.push(e);
+        }
+    }
+    for w in &wanted {
+        if !out.unchanged.iter().any(|e| same(e, w)) {
+            out.create.push(WorkloadEntry {
+                id: hex::encode(rand::random::<[u8; 16]>()),
+                node: w.0.clone(),
+                selectors: w.1.clone(),
+                service: w.2.service.clone(),
+                ttl: w.2.ttl,
+                created: now,
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// Writes a plan in one batch: creations expect their keys absent.
+pub(crate) async fn commit_plan(barrier: &Barrier, plan: &WorkloadPlan) -> Result<(), PkiError> {
+    let mut writes = Vec::with_capacity(plan.create.len() + plan.delete.len());
+    for e in &plan.create {
+        let bytes = serde_json::to_vec(e)
+            .map_err(|err| PkiError::Internal(format!("cannot encode an entry: {err}")))?;
+        writes.push(BarrierWrite {
+            key: key_of(&e.node, &e.id),
+            value: Some(SecretBytes::new(bytes)),
+            expect: Expect::Absent,
+        });
+    }
+    for e in &plan.delete {
+        writes.push(BarrierWrite {
+            key: key_of(&e.node, &e.id),
+            value: None,
+            expect: Expect::Any,
+        });
+    }
+    if writes.is_empty() {
+        return Ok(());
+    }
+    view(barrier)?.commit(writes).await?;
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

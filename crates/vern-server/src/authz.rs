@@ -199,6 +199,12 @@ pub(crate) fn allows(caller: &Caller, resource: Resource) -> bool {
     decide(caller, caller.route_action, resource).allowed
 }
 
+/// Whether `action` (another than the route's, such as `workload.register`
+/// for the entries of an apply) is allowed on `resource`.
+pub(crate) fn allows_action(caller: &Caller, action: &'static str, resource: Resource) -> bool {
+    decide(caller, action, resource).allowed
+}
+
 /// Decides the route's action on a secret. A denied read answers exactly
 /// like a path with nothing at it (404), so another tenant's secrets, or
 /// another environment's, cannot even be shown to exist; a denied write is

@@ -140,6 +140,11 @@ struct PlatformFile {
     /// the server.
     #[serde(default)]
     auth: Option<Value>,
+    /// Registration entries of `vern agent` nodes (`workloads: […]`, each
+    /// with `node`, `selectors`, `service` and optionally `ttl`), checked
+    /// by the server.
+    #[serde(default)]
+    workloads: Option<Value>,
 }
 
 /// `vern apply -f FILE`.
@@ -156,6 +161,9 @@ pub(crate) async fn apply(
     let mut body = json!({ "clients": platform.clients, "prune": prune, "dry_run": dry_run });
     if let (Some(auth), Some(map)) = (platform.auth, body.as_object_mut()) {
         map.insert("auth".to_owned(), auth);
+    }
+    if let (Some(workloads), Some(map)) = (platform.workloads, body.as_object_mut()) {
+        map.insert("workloads".to_owned(), workloads);
     }
     let v = Client::new(client)?
         .expect_ok(Method::POST, "/v1/auth/apply", Some(body))
@@ -206,17 +214,46 @@ pub(crate) async fn apply(
     for name in roles("kept") {
         println!("  JWT role {name} (not declared; kept, use --prune to delete)");
     }
+    let entries = |k: &str| -> Vec<String> {
+        at(d, &format!("/workloads/{k}"))
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|e| {
+                let selectors: Vec<&str> = at(e, "/selectors")
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(Value::as_str)
+                    .collect();
+                format!(
+                    "{} on {} for {}",
+                    selectors.join(" "),
+                    field(e, "node"),
+                    field(e, "service")
+                )
+            })
+            .collect()
+    };
+    for (sign, k) in [("+", "create"), ("-", "delete")] {
+        for e in entries(k) {
+            println!("{sign} workload {e}");
+        }
+    }
+    for e in entries("kept") {
+        println!("  workload {e} (not declared; kept, use --prune to delete)");
+    }
     let (c, u, del) = (
-        list("create").len() + roles("create").len(),
+        list("create").len() + roles("create").len() + entries("create").len(),
         at(d, "/update").as_array().map_or(0, Vec::len) + roles("update").len(),
-        list("delete").len() + roles("delete").len(),
+        list("delete").len() + roles("delete").len() + entries("delete").len(),
     );
     if dry_run {
         println!("\nDry run: {c} to create, {u} to update, {del} to delete.");
     } else {
         println!(
             "\nApplied: {c} created, {u} updated, {del} deleted, {} unchanged.",
-            list("unchanged").len() + roles("unchanged").len()
+            list("unchanged").len() + roles("unchanged").len() + entries("unchanged").len()
         );
         if let Some(secrets) = at(d, "/secrets").as_object().filter(|s| !s.is_empty()) {
             println!("\nSecrets of the new clients (shown once):");

@@ -592,3 +592,100 @@ async fn renewed_svids_are_pushed_before_the_first_expires() {
     watcher.kill().unwrap();
     watcher.wait().unwrap();
 }
+
+#[tokio::test]
+async fn apply_declares_nodes_and_entries_all_or_nothing() {
+    let dir = temp();
+    let s = dev_server(&path_str(&dir.path().join("data")), &[]);
+    let env = as_root(&s);
+    let file = dir.path().join("platform.yaml");
+    let write = |text: &str| std::fs::write(&file, text).unwrap();
+    let f = path_str(&file);
+    write(
+        "clients:\n  - name: n1\n    node: true\nworkloads:\n  - node: n1\n    selectors: [\"unix:uid:1000\", \"unix:path:/usr/bin/api\"]\n    service: svc.acme.web.prod.api\n    ttl: 30m\n",
+    );
+    let plan = ok_json(&run(&["apply", "-f", &f, "--dry-run", "-o", "json"], &env));
+    assert_eq!(plan["workloads"]["create"].as_array().unwrap().len(), 1);
+    assert!(
+        get_as(&s, "root", "/v1/pki/workloads").await["data"]["entries"]
+            .as_array()
+            .unwrap()
+            .is_empty()
+    );
+    let out = run(&["apply", "-f", &f], &env);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains(
+            "+ workload unix:uid:1000 unix:path:/usr/bin/api on node.n1 for svc.acme.web.prod.api"
+        ),
+        "{}",
+        text(&out.stdout)
+    );
+    let entries = get_as(&s, "root", "/v1/pki/workloads").await;
+    assert_eq!(entries["data"]["entries"][0]["ttl"], 1800);
+    // Applying again changes nothing.
+    let again = ok_json(&run(&["apply", "-f", &f, "-o", "json"], &env));
+    assert_eq!(again["workloads"]["unchanged"].as_array().unwrap().len(), 1);
+    assert!(again["workloads"]["create"].as_array().unwrap().is_empty());
+
+    // A bad entry refuses the whole file: the new client is not created.
+    write(
+        "clients:\n  - name: n1\n    node: true\n  - name: n2\n    node: true\nworkloads:\n  - node: n2\n    selectors: [\"unix:uid:x\"]\n    service: svc.acme.web.prod.api\n",
+    );
+    let out = run(&["apply", "-f", &f], &env);
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("workloads[0]"),
+        "{}",
+        text(&out.stderr)
+    );
+    let (status, _) = status_and_json(
+        client()
+            .get(s.url("/v1/auth/clients/node.n2"))
+            .header("X-Vault-Token", "root"),
+    )
+    .await;
+    assert_eq!(status, 404);
+
+    // A tenant administrator may declare entries of its own services only,
+    // and its pruning leaves other tenants' entries alone.
+    let (_, globex) = post_as(
+        &s,
+        "root",
+        "/v1/pki/workloads",
+        &json!({"node": "n1", "selectors": ["unix:uid:7"], "service": "svc.globex.web.prod.db"}),
+    )
+    .await;
+    assert!(globex["data"]["id"].is_string());
+    let admin = client_token(
+        &s,
+        json!({"tenant": "acme", "name": "admin", "roles": ["tenant-admin"]}),
+    )
+    .await;
+    let admin_env = vec![("VERN_ADDR", s.http()), ("VERN_TOKEN", admin)];
+    write("workloads:\n  - node: n1\n    selectors: [\"unix:uid:1\"]\n    service: svc.globex.web.prod.db\n");
+    let out = run(&["apply", "-f", &f], &admin_env);
+    assert!(!out.status.success());
+    write("workloads:\n  - node: n1\n    selectors: [\"unix:uid:2\"]\n    service: svc.acme.web.prod.worker\n");
+    let plan = ok_json(&run(
+        &["apply", "-f", &f, "--prune", "-o", "json"],
+        &admin_env,
+    ));
+    assert_eq!(plan["workloads"]["create"].as_array().unwrap().len(), 1);
+    let deleted: Vec<&str> = plan["workloads"]["delete"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["service"].as_str().unwrap())
+        .collect();
+    assert_eq!(deleted, ["svc.acme.web.prod.api"]);
+    let left: Vec<String> = get_as(&s, "root", "/v1/pki/workloads").await["data"]["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["service"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(left.len(), 2);
+    assert!(left.contains(&"svc.globex.web.prod.db".to_owned()));
+    assert!(left.contains(&"svc.acme.web.prod.worker".to_owned()));
+}

@@ -217,6 +217,10 @@ pub(crate) struct ApplyBody {
     /// The auth methods' declarations; without it, roles are left alone.
     #[serde(default)]
     auth: Option<AuthSection>,
+    /// Registration entries of `vern agent` nodes; without it, entries are
+    /// left alone.
+    #[serde(default)]
+    workloads: Option<Vec<crate::routes::workloads::RegisterBody>>,
     #[serde(default)]
     prune: bool,
     #[serde(default)]
@@ -263,6 +267,18 @@ pub(crate) async fn apply(
     // The decision on the request itself; each client and role is then
     // decided on its own by the gate.
     allows(&caller, Resource::Platform);
+    // Entries are planned (and refused) before anything is written, and
+    // written right after the clients: a bad entry leaves the clients as
+    // they were.
+    let workloads = match body.workloads {
+        Some(declared) => Some(
+            crate::routes::workloads::plan_declared(
+                &state, &caller, &barrier, declared, body.prune,
+            )
+            .await?,
+        ),
+        None => None,
+    };
     let declared = Declaration {
         clients: &body.clients,
         jwt_roles: roles.as_deref(),
@@ -278,6 +294,9 @@ pub(crate) async fn apply(
             &Reach::of(&caller),
         )
         .await?;
+    if let (Some(w), false) = (&workloads, body.dry_run) {
+        state.inner.pki.commit_workloads(&barrier, w).await?;
+    }
     let secrets: serde_json::Map<String, Value> = plan
         .secrets
         .iter()
@@ -297,6 +316,7 @@ pub(crate) async fn apply(
         "kept": plan.kept,
         "secrets": secrets,
         "jwt_roles": crate::routes::jwt_auth::plan_json(&plan.jwt_roles),
+        "workloads": workloads.as_ref().map(crate::routes::workloads::plan_json),
     }}))
     .into_response())
 }

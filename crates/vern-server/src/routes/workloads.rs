@@ -16,7 +16,7 @@ use vern_pki::{Selector, WorkloadEntry, WorkloadSpec};
 use vern_policy::{Holdings, Resource, SubjectKind};
 
 use crate::auth::Caller;
-use crate::authz::{allows, authorize_on};
+use crate::authz::{allows, allows_action, authorize_on};
 use crate::error::ApiError;
 use crate::extract::ApiJson;
 use crate::state::AppState;
@@ -34,6 +34,76 @@ pub(crate) struct RegisterBody {
     /// Seconds, or a duration such as `1h`.
     #[serde(default)]
     ttl: Option<Value>,
+}
+
+impl RegisterBody {
+    fn spec(self) -> Result<WorkloadSpec, ApiError> {
+        let selectors = self
+            .selectors
+            .iter()
+            .map(|s| Selector::parse(s))
+            .collect::<Result<Vec<_>, _>>()?;
+        let ttl = self
+            .ttl
+            .as_ref()
+            .map(|t| super::duration_field("ttl", t).map(|d| d.as_secs()))
+            .transpose()?;
+        Ok(WorkloadSpec {
+            node: self.node,
+            selectors,
+            service: self.service,
+            ttl,
+        })
+    }
+}
+
+/// Plans the `workloads:` section of an apply: every declared entry must
+/// be one the caller may register (`workload.register` on its service),
+/// and pruning removes only entries it may. Writes nothing; a refused or
+/// malformed entry refuses the whole apply.
+pub(crate) async fn plan_declared(
+    state: &AppState,
+    caller: &Caller,
+    barrier: &vern_seal::Barrier,
+    declared: Vec<RegisterBody>,
+    prune: bool,
+) -> Result<vern_pki::WorkloadPlan, ApiError> {
+    let mut specs = Vec::with_capacity(declared.len());
+    for (i, body) in declared.into_iter().enumerate() {
+        let at = |e: ApiError| {
+            ApiError::new(e.status_code(), format!("workloads[{i}]: {}", e.message()))
+        };
+        let resource = service_resource(&body.service).map_err(at)?;
+        if !allows_action(caller, "workload.register", resource) {
+            return Err(ApiError::new(
+                axum::http::StatusCode::FORBIDDEN,
+                format!(
+                    "workloads[{i}]: you may not register workloads of {}",
+                    body.service
+                ),
+            ));
+        }
+        specs.push(body.spec().map_err(at)?);
+    }
+    let may_manage = |e: &WorkloadEntry| {
+        service_resource(&e.service).is_ok_and(|r| allows_action(caller, "workload.register", r))
+    };
+    Ok(state
+        .inner
+        .pki
+        .plan_workloads(barrier, &specs, prune, &may_manage)
+        .await?)
+}
+
+/// A plan as the apply's answer shows it.
+pub(crate) fn plan_json(plan: &vern_pki::WorkloadPlan) -> Value {
+    let list = |v: &[WorkloadEntry]| v.iter().map(entry_json).collect::<Vec<_>>();
+    json!({
+        "create": list(&plan.create),
+        "delete": list(&plan.delete),
+        "unchanged": list(&plan.unchanged),
+        "kept": list(&plan.kept),
+    })
 }
 
 /// Query of `GET /v1/pki/workloads`.
@@ -86,29 +156,8 @@ pub(crate) async fn register(
     let barrier = state.inner.seal.barrier()?;
     let resource = service_resource(&body.service)?;
     authorize_on(&caller, resource)?;
-    let selectors = body
-        .selectors
-        .iter()
-        .map(|s| Selector::parse(s))
-        .collect::<Result<Vec<_>, _>>()?;
-    let ttl = body
-        .ttl
-        .as_ref()
-        .map(|t| super::duration_field("ttl", t).map(|d| d.as_secs()))
-        .transpose()?;
-    let entry = state
-        .inner
-        .pki
-        .register_workload(
-            &barrier,
-            &WorkloadSpec {
-                node: body.node,
-                selectors,
-                service: body.service,
-                ttl,
-            },
-        )
-        .await?;
+    let spec = body.spec()?;
+    let entry = state.inner.pki.register_workload(&barrier, &spec).await?;
     detail(&caller, "entry", &entry.id);
     detail(&caller, "node", &entry.node);
     let selectors: Vec<String> = entry.selectors.iter().map(ToString::to_string).collect();
