@@ -151,7 +151,12 @@ fn main() {
         .unwrap();
     let secret = dir.path().join("node.secret");
     rt.block_on(async {
-        let node = post(&base, "/v1/auth/clients", &json!({"name": "bench", "node": true})).await;
+        let node = post(
+            &base,
+            "/v1/auth/clients",
+            &json!({"name": "bench", "node": true}),
+        )
+        .await;
         std::fs::write(&secret, node["data"]["client_secret"].as_str().unwrap()).unwrap();
         let uid = std::os::unix::fs::MetadataExt::uid(&std::fs::metadata("/proc/self").unwrap());
         let exe = std::fs::read("/proc/self/exe").unwrap();
