@@ -591,6 +591,25 @@ async fn renewed_svids_are_pushed_before_the_first_expires() {
     .await;
     watcher.kill().unwrap();
     watcher.wait().unwrap();
+
+    // A CA rotation publishes a second root: the bundle streams push it.
+    let mut bundles = c
+        .fetch_x509_bundles(with_header(proto::X509BundlesRequest {}))
+        .await
+        .unwrap()
+        .into_inner();
+    let before =
+        bundles.message().await.unwrap().unwrap().bundles["spiffe://vern.internal"].clone();
+    let (status, _) = post_as(&s, "root", "/v1/pki/rotate", &json!({"signs_after": "1h"})).await;
+    assert_eq!(status, 200);
+    let after = tokio::time::timeout(Duration::from_secs(20), bundles.message())
+        .await
+        .expect("no new bundle on the stream")
+        .unwrap()
+        .unwrap();
+    let after = after.bundles["spiffe://vern.internal"].clone();
+    assert!(after.len() > before.len());
+    assert!(after.windows(before.len()).any(|w| w == before.as_slice()));
 }
 
 #[tokio::test]
