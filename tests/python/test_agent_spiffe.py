@@ -29,7 +29,7 @@ class Agent:
         self.proc = subprocess.Popen(
             [
                 _vern_bin(), "agent", "--log-format", "json", "--address", url,
-                "--socket", str(socket), "--client-id", client_id,
+                "--socket", f"unix://{socket}", "--client-id", client_id,
                 "--client-secret-file", str(secret_file), "--refresh", "1s",
             ],
             stdin=subprocess.DEVNULL,

@@ -537,7 +537,8 @@ pub(crate) struct AgentArgs {
     /// PEM file of a CA certificate to trust for the server's TLS certificate.
     #[arg(long, env = "VERN_CACERT")]
     pub(crate) ca_cert: Option<PathBuf>,
-    /// The Unix socket to serve the Workload API on.
+    /// The Unix socket to serve the Workload API on (a path, or
+    /// `unix:///path`).
     #[arg(long, env = "SPIFFE_ENDPOINT_SOCKET")]
     pub(crate) socket: PathBuf,
     /// The node's client id (`node.NAME`).

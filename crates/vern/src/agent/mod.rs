@@ -74,8 +74,13 @@ pub(crate) async fn run(args: AgentArgs) -> anyhow::Result<()> {
         .context("cannot read the node's entries")?;
     let bundle = Bundle::parse(&node.bundle().await.context("cannot read the bundle")?)?;
     let agent = Arc::new(Agent::new(node, entries, bundle, svid_ttl));
-    let listener = bind(&args.socket)?;
-    tracing::info!(address = %args.socket.display(), node = %args.client_id, "Agent is listening.");
+    // `SPIFFE_ENDPOINT_SOCKET` is a `unix://` URL; a plain path works too.
+    let socket = match args.socket.to_str().and_then(|s| s.strip_prefix("unix://")) {
+        Some(path) => std::path::PathBuf::from(path),
+        None => args.socket.clone(),
+    };
+    let listener = bind(&socket)?;
+    tracing::info!(address = %socket.display(), node = %args.client_id, "Agent is listening.");
     let upkeep = tokio::spawn(Arc::clone(&agent).upkeep(refresh));
     let served = tonic::transport::Server::builder()
         .add_service(
@@ -92,7 +97,7 @@ pub(crate) async fn run(args: AgentArgs) -> anyhow::Result<()> {
         )
         .await;
     upkeep.abort();
-    let _ = std::fs::remove_file(&args.socket);
+    let _ = std::fs::remove_file(&socket);
     served.context("the Workload API server failed")
 }
 
