@@ -230,12 +230,53 @@ pub fn verify_jwt_svid(
         .get("sub")
         .and_then(Value::as_str)
         .ok_or_else(|| refuse("no sub"))?;
-    let prefix = format!("spiffe://{trust_domain}/");
-    if !sub.starts_with(&prefix) {
+    let id = crate::SpiffeId::parse(sub).map_err(|_| refuse("sub is not a SPIFFE ID"))?;
+    if id.trust_domain().as_str() != trust_domain {
         return Err(refuse("sub is not a SPIFFE ID of the trust domain"));
     }
     Ok(VerifiedJwtSvid {
         spiffe_id: sub.to_owned(),
         claims,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn signed(claims: &Value) -> (String, Value) {
+        let key = JwtKey::load(&JwtKey::generate(0, 0).unwrap()).unwrap();
+        let bundle = json!({ "keys": [key.bundle_jwk()] });
+        (key.sign(claims), bundle)
+    }
+
+    #[test]
+    fn a_jwt_svid_verifies_only_as_issued() {
+        let claims =
+            json!({"sub": "spiffe://td.example/s/api", "aud": ["db"], "exp": 1000, "iat": 10});
+        let (token, bundle) = signed(&claims);
+        let ok = verify_jwt_svid(&token, &bundle, "td.example", "db", 500).unwrap();
+        assert_eq!(ok.spiffe_id, "spiffe://td.example/s/api");
+        assert_eq!(ok.claims.get("iat"), Some(&json!(10)));
+        // Another audience, an expired token, another trust domain.
+        assert!(verify_jwt_svid(&token, &bundle, "td.example", "web", 500).is_err());
+        assert!(verify_jwt_svid(&token, &bundle, "td.example", "db", 1000).is_err());
+        assert!(verify_jwt_svid(&token, &bundle, "other.example", "db", 500).is_err());
+        // A key the bundle does not hold, a changed payload, `alg: none`.
+        let (_, other_bundle) = signed(&claims);
+        assert!(verify_jwt_svid(&token, &other_bundle, "td.example", "db", 500).is_err());
+        let mut parts: Vec<&str> = token.split('.').collect();
+        let forged = B64URL.encode(
+            json!({"sub": "spiffe://td.example/s/admin", "aud": "db", "exp": 1000}).to_string(),
+        );
+        parts[1] = &forged;
+        assert!(verify_jwt_svid(&parts.join("."), &bundle, "td.example", "db", 500).is_err());
+        let none = format!(
+            "{}.{}.",
+            B64URL.encode(r#"{"alg":"none"}"#),
+            B64URL.encode(claims.to_string())
+        );
+        assert!(verify_jwt_svid(&none, &bundle, "td.example", "db", 500).is_err());
+        assert!(verify_jwt_svid("not a token", &bundle, "td.example", "db", 500).is_err());
+    }
 }
