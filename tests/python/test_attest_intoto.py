@@ -1,6 +1,8 @@
 """Artifact trust through the independent in-toto (3.x) and securesystemslib
-packages, unchanged: they verify Vern's DSSE envelopes with the key Vern
-publishes, and `vern attest verify` verifies envelopes they sign."""
+packages, unchanged: they verify Vern's DSSE envelopes (Ed25519 and, with
+`--attest-key-type ecdsa-p256`, securesystemslib's `ecdsa-sha2-nistp256`)
+with the key Vern publishes, and `vern attest verify` verifies envelopes
+they sign. A promotion gate is then weighed over plain HTTP."""
 
 import base64
 import hashlib
@@ -18,6 +20,8 @@ from jwcrypto.jwk import JWK
 from securesystemslib.dsse import Envelope as SslibEnvelope
 from securesystemslib.exceptions import VerificationError
 from securesystemslib.signer import CryptoSigner, SSlibKey
+
+from conftest import VernServer
 
 ROOT = {"X-Vault-Token": "py-root"}
 SLSA = "https://slsa.dev/provenance/v1"
@@ -64,10 +68,31 @@ def published_key(server, kid):
     return SSlibKey.from_crypto(public, keyid=kid)
 
 
-def test_securesystemslib_and_in_toto_verify_vern_envelopes(dev_server):
+@pytest.fixture(params=["ed25519", "ecdsa-p256"])
+def attest_server(request, tmp_path):
+    """A dev server whose artifact signing keys are of each algorithm."""
+    server = VernServer(
+        [
+            "--dev",
+            "--dev-root-token",
+            "py-root",
+            "--data-dir",
+            str(tmp_path),
+            "--attest-key-type",
+            request.param,
+        ]
+    )
+    server.key_type = request.param
+    yield server
+    server.stop()
+
+
+def test_securesystemslib_and_in_toto_verify_vern_envelopes(attest_server):
     subject = digest(b"an artifact")
-    signed = vern_signed(dev_server, subject)
-    key = published_key(dev_server, signed["kid"])
+    signed = vern_signed(attest_server, subject)
+    key = published_key(attest_server, signed["kid"])
+    expected = {"ed25519": ("ed25519", "ed25519"), "ecdsa-p256": ("ecdsa", "ecdsa-sha2-nistp256")}
+    assert (key.keytype, key.scheme) == expected[attest_server.key_type]
 
     def envelope():
         # A fresh copy each time: from_dict consumes the dict it is given.
@@ -157,3 +182,43 @@ def test_vern_verifies_envelopes_signed_by_securesystemslib_and_in_toto(tmp_path
         out = vern("attest", "verify", str(path), "--key", str(key_file))
         assert out.returncode != 0
         assert "does not verify" in out.stderr
+
+
+def test_a_promotion_gate_over_http(dev_server):
+    """The gate declared through `/v1/auth/apply`, weighed by
+    `/v1/attest/promote`: denied with what is missing, then allowed."""
+    r = requests.post(
+        dev_server.url + "/v1/auth/apply",
+        headers=ROOT,
+        json={"promotion": [{"environment": "acme/web/prod", "require": [
+            {"predicate_type": SLSA, "signer": "svc.acme.web.prod.builder"}]}]},
+    )
+    assert r.status_code == 200, r.text
+    assert r.json()["data"]["promotion"]["create"] == ["acme/web/prod"]
+    subject_hex = digest(b"promoted")
+    subject = f"registry.example/acme/web@sha256:{subject_hex}"
+
+    def promote():
+        r = requests.post(
+            dev_server.url + "/v1/attest/promote",
+            headers=ROOT,
+            json={"subject": subject, "to": "acme/web/prod"},
+        )
+        assert r.status_code == 200, r.text
+        return r.json()["data"]
+
+    denied = promote()
+    assert denied["allowed"] is False
+    assert "svc.acme.web.prod.builder" in denied["missing"][0]
+    signed = vern_signed(dev_server, subject_hex)
+    allowed = promote()
+    assert allowed["allowed"] is True, allowed
+    assert allowed["evidence"][0]["address"] == signed["address"]
+
+    # The promotion record verifies with securesystemslib like any envelope.
+    record = allowed["record"]
+    key = published_key(dev_server, record["kid"])
+    SslibEnvelope.from_dict(json.loads(record["envelope"])).verify([key], 1)
+    statement = json.loads(base64.b64decode(json.loads(record["envelope"])["payload"]))
+    assert statement["predicateType"] == "https://vern.dev/attestation/promotion/v1"
+    assert statement["predicate"]["environment"] == "acme/web/prod"

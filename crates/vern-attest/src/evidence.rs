@@ -85,7 +85,8 @@ pub struct Provenance {
     /// The principal that had it signed or imported it.
     pub signer: String,
     /// When it was signed, Unix seconds: now for Vern's own signatures,
-    /// the exporting site's record for an import.
+    /// the time of the import for imported ones (a bundle's claim of when
+    /// it was signed is not covered by any signature).
     pub signed_at: u64,
 }
 
@@ -235,6 +236,35 @@ impl EvidenceStore {
                 .ok_or_else(|| SealError::Corrupt(format!("{}{key}", crate::VIEW_PREFIX)))?;
             if let Some(e) = self.get(barrier, &owner, &address).await? {
                 out.push(e);
+            }
+        }
+        Ok(out)
+    }
+}
+
+impl EvidenceStore {
+    /// The owner's entries about `subject`, each read on its own: an entry
+    /// that cannot be read (its stored bytes were altered, so the barrier
+    /// refuses them) comes back as its error beside its address instead of
+    /// failing the lookup, so a gate can name it and weigh the rest. At
+    /// most [`MAX_LOOKUP`].
+    pub async fn by_subject_each(
+        &self,
+        barrier: &Barrier,
+        owner: &KeyOwner,
+        subject: &Sha256Digest,
+    ) -> Result<Vec<(Sha256Digest, Result<Evidence, AttestError>)>, AttestError> {
+        let under = format!("subject/{}/{}/", subject.hex(), owner.segment());
+        let keys = view(barrier)?.list(&under, None, MAX_LOOKUP).await?;
+        let mut out = Vec::with_capacity(keys.len());
+        for key in keys {
+            let Some(address) = key.strip_prefix(&under).and_then(Sha256Digest::parse_hex) else {
+                continue;
+            };
+            match self.get(barrier, owner, &address).await {
+                Ok(Some(e)) => out.push((address, Ok(e))),
+                Ok(None) => {}
+                Err(e) => out.push((address, Err(e))),
             }
         }
         Ok(out)

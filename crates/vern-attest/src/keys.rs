@@ -278,9 +278,11 @@ pub struct TrustedKey {
 }
 
 impl TrustedKey {
-    /// Whether the key was valid for signing at `at`.
+    /// Whether the key was valid for signing at `at`. The second of
+    /// retirement is included: times are whole seconds, and an envelope
+    /// signed in the second a rotation happened may carry either key.
     pub fn valid_at(&self, at: u64) -> bool {
-        self.valid_from <= at && self.valid_until.is_none_or(|u| at < u)
+        self.valid_from <= at && self.valid_until.is_none_or(|u| at <= u)
     }
 
     /// The key as a JWK with `kid`, `alg`, `use` and Vern's members

@@ -12,6 +12,8 @@
 //! - [`verify`]: the offline check of an envelope against trusted public
 //!   keys; it needs no storage, so exported keys suffice.
 //! - [`evidence`]: the content-addressed, immutable evidence store.
+//! - [`gates`]: promotion gates per environment, and their evaluation
+//!   against the evidence about a subject.
 //!
 //! This crate knows no HTTP; `vern-server` maps its routes onto it.
 #![forbid(unsafe_code)]
@@ -19,6 +21,7 @@
 pub mod digest;
 pub mod dsse;
 pub mod evidence;
+pub mod gates;
 pub mod keys;
 pub mod statement;
 pub mod verify;
@@ -26,6 +29,7 @@ pub mod verify;
 pub use digest::{Sha256Digest, SubjectRef};
 pub use dsse::{pae, Envelope, EnvelopeSignature, MAX_ENVELOPE_BYTES};
 pub use evidence::{Evidence, EvidenceStore, Provenance, Stored};
+pub use gates::{Gate, GatePlan, GateStore, Outcome, Requirement};
 pub use keys::{KeyAlg, KeyOwner, KeyStore, PublicKey, TrustedKey};
 pub use statement::{Statement, StatementSubject, IN_TOTO_PAYLOAD_TYPE, STATEMENT_V1};
 pub use verify::{verify_envelope, Verified};
@@ -73,6 +77,9 @@ pub enum AttestError {
         /// `", until N"` when the key was retired.
         until: String,
     },
+    /// A promotion gate is malformed.
+    #[error("{0}")]
+    BadGate(String),
     /// A public key given for verification cannot be read.
     #[error("public key is invalid: {0}")]
     BadKey(String),

@@ -4,7 +4,7 @@
 
 use base64::Engine as _;
 use vern_crypto::{random_token, SecretBytes};
-use vern_seal::{Barrier, BarrierWrite, Expect, SealError};
+use vern_seal::{Barrier, BarrierWrite, Expect, SealError, ViewBatch};
 
 use crate::authority::{view, Authority};
 use crate::clients::{ClientKind, ClientRecord, ClientSpec, CreatedClient};
@@ -283,6 +283,23 @@ impl Authority {
         dry_run: bool,
         gate: &dyn ApplyGate,
     ) -> Result<ApplyPlan, AuthError> {
+        self.apply_declared_with(b, declared, prune, dry_run, gate, Vec::new())
+            .await
+    }
+
+    /// Like [`Authority::apply_declared`], committing `also` (other
+    /// domains' writes declared in the same file, such as promotion gates)
+    /// in the same transaction as the clients and roles: the whole
+    /// declaration is stored, or none of it.
+    pub async fn apply_declared_with(
+        &self,
+        b: &Barrier,
+        declared: Declaration<'_>,
+        prune: bool,
+        dry_run: bool,
+        gate: &dyn ApplyGate,
+        also: Vec<ViewBatch>,
+    ) -> Result<ApplyPlan, AuthError> {
         let specs = declared.clients;
         let mut desired = std::collections::BTreeMap::new();
         for spec in specs {
@@ -408,10 +425,12 @@ impl Authority {
             plan.jwt_roles = role_plan;
             writes.extend(role_writes);
         }
-        if !dry_run && !writes.is_empty() {
-            view(b)?.commit(writes).await.map_err(|e| match e {
+        let mut batches = vec![view(b)?.batch(writes)?];
+        batches.extend(also);
+        if !dry_run && batches.iter().any(|w| !w.is_empty()) {
+            b.commit_batches(batches).await.map_err(|e| match e {
                 SealError::Conflict { .. } => AuthError::Conflict(
-                    "clients or roles changed while applying; run apply again".to_owned(),
+                    "what the file declares changed while applying; run apply again".to_owned(),
                 ),
                 other => other.into(),
             })?;

@@ -430,25 +430,19 @@ impl Pki {
         crate::workloads::get(b, id).await
     }
 
-    /// Plans a declared set of registration entries (`vern apply`);
-    /// writes nothing.
+    /// Plans a declared set of registration entries (`vern apply`) and
+    /// returns its writes as a batch for the caller to commit in the same
+    /// transaction as the rest of the declaration; writes nothing itself.
     pub async fn plan_workloads(
         &self,
         b: &Barrier,
         declared: &[crate::WorkloadSpec],
         prune: bool,
         may_manage: &(dyn Fn(&crate::WorkloadEntry) -> bool + Sync),
-    ) -> Result<crate::WorkloadPlan, PkiError> {
-        crate::workloads::plan(b, declared, prune, may_manage, self.now()).await
-    }
-
-    /// Writes a plan of [`Pki::plan_workloads`] in one batch.
-    pub async fn commit_workloads(
-        &self,
-        b: &Barrier,
-        plan: &crate::WorkloadPlan,
-    ) -> Result<(), PkiError> {
-        crate::workloads::commit_plan(b, plan).await
+    ) -> Result<(crate::WorkloadPlan, vern_seal::ViewBatch), PkiError> {
+        let plan = crate::workloads::plan(b, declared, prune, may_manage, self.now()).await?;
+        let batch = crate::workloads::plan_batch(b, &plan)?;
+        Ok((plan, batch))
     }
 
     /// Deletes a registration entry.

@@ -13,7 +13,7 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 use vern_core::{EnvironmentId, Principal, PrincipalKind, ProjectId, Scope, TenantId};
 use vern_crypto::SecretBytes;
-use vern_seal::{Barrier, BarrierWrite, Expect};
+use vern_seal::{Barrier, BarrierWrite, Expect, ViewBatch};
 
 use crate::ca::view;
 use crate::PkiError;
@@ -389,8 +389,10 @@ pub(crate) async fn plan(
     Ok(out)
 }
 
-/// Writes a plan in one batch: creations expect their keys absent.
-pub(crate) async fn commit_plan(barrier: &Barrier, plan: &WorkloadPlan) -> Result<(), PkiError> {
+/// The writes of a plan as a batch of the `pki/` view, for the caller to
+/// commit with other domains' batches in one transaction: creations
+/// expect their keys absent.
+pub(crate) fn plan_batch(barrier: &Barrier, plan: &WorkloadPlan) -> Result<ViewBatch, PkiError> {
     let mut writes = Vec::with_capacity(plan.create.len() + plan.delete.len());
     for e in &plan.create {
         let bytes = serde_json::to_vec(e)
@@ -408,11 +410,7 @@ pub(crate) async fn commit_plan(barrier: &Barrier, plan: &WorkloadPlan) -> Resul
             expect: Expect::Any,
         });
     }
-    if writes.is_empty() {
-        return Ok(());
-    }
-    view(barrier)?.commit(writes).await?;
-    Ok(())
+    Ok(view(barrier)?.batch(writes)?)
 }
 
 #[cfg(test)]

@@ -38,6 +38,8 @@ pub const ACTIONS: &[&str] = &[
     "pki.read",
     "attest.sign",
     "attest.promote",
+    "attest.gate",
+    "attest.rotate",
     "evidence.read",
     "evidence.import",
     "workload.register",

@@ -77,11 +77,13 @@ pub const ROLES: &[RoleDef] = &[
             "pki.import",
             "pki.read",
             "evidence.import",
+            "attest.gate",
+            "attest.rotate",
             "workload.register",
             "workload.read",
         ],
         summary:
-            "seal and keys, clients and nodes, policies, metadata, lists and mounts, token lookups, the CA and workload registration entries, evidence imports; no secret values, no audit log",
+            "seal and keys, clients and nodes, policies, metadata, lists and mounts, token lookups, the CA, artifact signing keys, promotion gates, workload registration entries, evidence imports; no secret values, no audit log",
     },
     RoleDef {
         name: "security-auditor",
@@ -129,12 +131,14 @@ pub const ROLES: &[RoleDef] = &[
             "token.lookup",
             "attest.sign",
             "attest.promote",
+            "attest.gate",
+            "attest.rotate",
             "evidence.read",
             "evidence.import",
             "workload.register",
             "workload.read",
         ],
-        summary: "its own tenant only: clients, secrets, the tenant's audit records and tokens, signing, promotion and evidence (reading and importing it), workload registration entries for its services",
+        summary: "its own tenant only: clients, secrets, the tenant's audit records and tokens, signing, promotion gates and promotion, the tenant's signing key, evidence (reading and importing it), workload registration entries for its services",
     },
 ];
 

@@ -269,6 +269,17 @@ impl Barrier {
         Ok(self.store.commit(sealed).await?)
     }
 
+    /// Commits the batches of several views in one atomic transaction: a
+    /// lost compare-and-set anywhere is [`SealError::Conflict`] and nothing
+    /// of any batch is written.
+    pub async fn commit_batches(
+        &self,
+        batches: Vec<crate::view::ViewBatch>,
+    ) -> Result<Vec<u64>, SealError> {
+        self.commit(batches.into_iter().flat_map(|b| b.writes).collect())
+            .await
+    }
+
     /// Encrypts one write into the store's form.
     pub(crate) fn prepare(&self, w: RawWrite) -> Result<Write, SealError> {
         check_not_reserved(&w.key)?;

@@ -28,7 +28,7 @@ pub use seal::{
 };
 /// The compare-and-set precondition of a write, as the store defines it.
 pub use vern_store::Expect;
-pub use view::{BarrierView, BarrierWrite};
+pub use view::{BarrierView, BarrierWrite, ViewBatch};
 
 /// Why a seal or barrier operation failed.
 #[derive(Debug, thiserror::Error)]

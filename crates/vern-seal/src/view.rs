@@ -28,6 +28,20 @@ pub struct BarrierWrite {
     pub expect: Expect,
 }
 
+/// Writes of one view, already checked against it ([`BarrierView::batch`]),
+/// waiting to be committed with other views' writes.
+#[derive(Debug, Default)]
+pub struct ViewBatch {
+    pub(crate) writes: Vec<RawWrite>,
+}
+
+impl ViewBatch {
+    /// Whether the batch writes nothing.
+    pub fn is_empty(&self) -> bool {
+        self.writes.is_empty()
+    }
+}
+
 /// The barrier scoped to one prefix; see the module documentation.
 #[derive(Debug)]
 pub struct BarrierView<'a> {
@@ -125,6 +139,25 @@ impl<'a> BarrierView<'a> {
             })
             .collect::<Result<Vec<_>, SealError>>()?;
         self.barrier.commit(raw).await
+    }
+
+    /// Checks a batch of writes against this view (keys relative to its
+    /// prefix) without committing it, so that another domain's batch can
+    /// be committed with it in one transaction ([`Barrier::commit_batches`]):
+    /// a declaration that spans domains is then stored whole or not at all,
+    /// while each domain still names only its own keys.
+    pub fn batch(&self, writes: Vec<BarrierWrite>) -> Result<ViewBatch, SealError> {
+        let writes = writes
+            .into_iter()
+            .map(|w| {
+                Ok(RawWrite {
+                    key: self.key(&w.key)?,
+                    value: w.value,
+                    expect: w.expect,
+                })
+            })
+            .collect::<Result<Vec<_>, SealError>>()?;
+        Ok(ViewBatch { writes })
     }
 
     /// The absolute storage key of a relative one.

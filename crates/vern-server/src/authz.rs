@@ -199,9 +199,10 @@ pub(crate) fn allows(caller: &Caller, resource: Resource) -> bool {
     decide(caller, caller.route_action, resource).allowed
 }
 
-/// Whether `action` (another than the route's, such as `workload.register`
-/// for the entries of an apply) is allowed on `resource`.
-pub(crate) fn allows_action(caller: &Caller, action: &'static str, resource: Resource) -> bool {
+/// Whether `action`, another than the route's own, is allowed on
+/// `resource`: a declaration that spans domains (promotion gates in an
+/// apply) decides each entry on the action that governs it.
+pub(crate) fn allows_action(caller: &Caller, action: &str, resource: Resource) -> bool {
     decide(caller, action, resource).allowed
 }
 

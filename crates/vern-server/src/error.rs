@@ -155,7 +155,8 @@ impl From<AttestError> for ApiError {
             | AttestError::UnknownKey(_)
             | AttestError::BadSignature(_)
             | AttestError::KeyNotValid { .. }
-            | AttestError::BadKey(_) => Self::bad_request(err.to_string()),
+            | AttestError::BadKey(_)
+            | AttestError::BadGate(_) => Self::bad_request(err.to_string()),
             AttestError::Immutable(_) | AttestError::Conflict(_) => {
                 Self::new(StatusCode::CONFLICT, err.to_string())
             }

@@ -75,6 +75,8 @@ pub struct ServerConfig {
     /// Public keys of other sites whose evidence this site imports, each
     /// with its owner and validity window (their `vern attest keys`).
     pub attest_trusted_keys: Vec<vern_attest::TrustedKey>,
+    /// Algorithm of new artifact signing keys (existing keys keep theirs).
+    pub attest_key_type: vern_attest::KeyAlg,
 }
 
 impl Default for ServerConfig {
@@ -93,6 +95,7 @@ impl Default for ServerConfig {
             audit: Some(vern_audit::AuditConfig::default()),
             pki: PkiConfig::new(default_trust_domain()),
             attest_trusted_keys: Vec::new(),
+            attest_key_type: vern_attest::KeyAlg::Ed25519,
         }
     }
 }

@@ -274,13 +274,40 @@ fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
     tx.commit().map_err(err)
 }
 
-fn apply(conn: &mut Connection, writes: Vec<Write>) -> Result<Vec<u64>, StoreError> {
+/// Runs one of the transaction statements through the statement cache:
+/// `Connection::transaction` compiles `BEGIN` and `COMMIT` afresh each time,
+/// which every commit and every multi-key read would pay for.
+fn run_cached(conn: &Connection, sql: &str) -> Result<(), StoreError> {
+    conn.prepare_cached(sql)
+        .and_then(|mut stmt| stmt.execute([]))
+        .map(|_| ())
+        .map_err(err)
+}
+
+/// Runs `body` inside a transaction opened with `begin` (`BEGIN` or `BEGIN
+/// IMMEDIATE`), committed when it succeeds and rolled back otherwise (a
+/// failed `COMMIT` included), so the connection never stays inside a
+/// transaction.
+fn in_transaction<T>(
+    conn: &Connection,
+    begin: &str,
+    body: impl FnOnce(&Connection) -> Result<T, StoreError>,
+) -> Result<T, StoreError> {
+    run_cached(conn, begin)?;
+    let result = body(conn).and_then(|value| run_cached(conn, "COMMIT").map(|()| value));
+    if result.is_err() && !conn.is_autocommit() {
+        // Best effort, as rusqlite's own transactions roll back on drop; a
+        // rollback that fails leaves SQLite to roll back on the next BEGIN
+        // error, never a half-applied batch.
+        let _ = run_cached(conn, "ROLLBACK");
+    }
+    result
+}
+
+fn apply(conn: &Connection, writes: Vec<Write>) -> Result<Vec<u64>, StoreError> {
     let order = lock_order(&writes)?;
-    let tx = conn
-        .transaction_with_behavior(TransactionBehavior::Immediate)
-        .map_err(err)?;
-    let mut versions = vec![0u64; writes.len()];
-    {
+    in_transaction(conn, "BEGIN IMMEDIATE", |tx| {
+        let mut versions = vec![0u64; writes.len()];
         // Cached statements: a batch of many writes (an audit group commit)
         // would otherwise compile the same SQL once per write.
         let mut select = tx
@@ -307,7 +334,7 @@ fn apply(conn: &mut Connection, writes: Vec<Write>) -> Result<Vec<u64>, StoreErr
                 (Expect::Version(_), None) => false,
             };
             if !holds {
-                // Dropping the transaction rolls it back.
+                // The caller rolls the transaction back.
                 return Err(StoreError::Conflict {
                     key: w.key.as_str().to_owned(),
                 });
@@ -327,9 +354,8 @@ fn apply(conn: &mut Connection, writes: Vec<Write>) -> Result<Vec<u64>, StoreErr
                 }
             }
         }
-    }
-    tx.commit().map_err(err)?;
-    Ok(versions)
+        Ok(versions)
+    })
 }
 
 #[async_trait]
@@ -353,26 +379,23 @@ impl Store for SqliteStore {
     async fn get_many(&self, keys: &[Key]) -> Result<Vec<Option<Entry>>, StoreError> {
         self.with_reader(|conn| {
             // One read transaction: one snapshot, one WAL read mark.
-            let tx = conn.unchecked_transaction().map_err(err)?;
-            let mut stmt = tx
-                .prepare_cached("SELECT value, version FROM kv WHERE key = ?1")
-                .map_err(err)?;
-            let entries = keys
-                .iter()
-                .map(|key| {
-                    stmt.query_row([key.as_str()], |r| {
-                        Ok(Entry {
-                            value: r.get(0)?,
-                            version: r.get::<_, i64>(1)? as u64,
+            in_transaction(conn, "BEGIN", |tx| {
+                let mut stmt = tx
+                    .prepare_cached("SELECT value, version FROM kv WHERE key = ?1")
+                    .map_err(err)?;
+                keys.iter()
+                    .map(|key| {
+                        stmt.query_row([key.as_str()], |r| {
+                            Ok(Entry {
+                                value: r.get(0)?,
+                                version: r.get::<_, i64>(1)? as u64,
+                            })
                         })
+                        .optional()
+                        .map_err(err)
                     })
-                    .optional()
-                    .map_err(err)
-                })
-                .collect::<Result<Vec<_>, _>>()?;
-            drop(stmt);
-            tx.commit().map_err(err)?;
-            Ok(entries)
+                    .collect()
+            })
         })
     }
 
@@ -407,8 +430,8 @@ impl Store for SqliteStore {
         crate::gate::begin_commit()?;
         let writer = Arc::clone(&self.writer);
         blocking(move || {
-            let mut conn = writer.lock().unwrap_or_else(|e| e.into_inner());
-            apply(&mut conn, writes)
+            let conn = writer.lock().unwrap_or_else(|e| e.into_inner());
+            apply(&conn, writes)
         })
         .await
     }

@@ -15,9 +15,10 @@ use sha2::{Digest as _, Sha256};
 use vern_attest::{verify_envelope, Envelope, Sha256Digest, Statement, SubjectRef, TrustedKey};
 
 use crate::cli::{
-    AttestCommand, AttestSignArgs, AttestVerifyArgs, EvidenceCommand, KeyOutput, ServerArgs,
+    AttestCommand, AttestSignArgs, AttestVerifyArgs, ClientArgs, EvidenceCommand, KeyOutput,
+    Output, ServerArgs,
 };
-use crate::client::{at, failure, print_json, Client};
+use crate::client::{at, failure, field, print_json, Client};
 
 /// What an evidence bundle says it is.
 const BUNDLE_TYPE: &str = "https://vern.dev/evidence-bundle/v1";
@@ -34,7 +35,89 @@ pub(crate) async fn run(cmd: AttestCommand) -> anyhow::Result<ExitCode> {
         } => keys(&server, tenant.as_deref(), output).await,
         AttestCommand::Sign(args) => sign(&args).await,
         AttestCommand::Verify(args) => verify(&args).await,
+        AttestCommand::Promote {
+            client,
+            subject,
+            to,
+        } => promote(&client, &subject, &to).await,
+        AttestCommand::Rotate { client, tenant } => rotate(&client, tenant.as_deref()).await,
     }
+}
+
+/// Exit status of a denied promotion, apart from failures (1).
+const EXIT_DENIED: u8 = 2;
+
+async fn promote(client: &ClientArgs, subject: &str, to: &str) -> anyhow::Result<ExitCode> {
+    let subject = SubjectRef::parse(subject)?;
+    let body = json!({ "subject": subject.to_string(), "to": to });
+    let v = Client::new(client)?
+        .expect_ok(Method::POST, "/v1/attest/promote", Some(body))
+        .await?;
+    let d = at(&v, "/data");
+    let allowed = d.get("allowed").and_then(Value::as_bool) == Some(true);
+    if client.output == Output::Json {
+        print_json(d)?;
+    } else {
+        let verdict = if allowed { "ALLOW" } else { "DENY" };
+        println!(
+            "{verdict}: {} into {}",
+            field(d, "subject"),
+            field(d, "environment")
+        );
+        for u in at(d, "/evidence").as_array().into_iter().flatten() {
+            println!(
+                "  requirement {} met by {} ({} signed by {})",
+                field(u, "requirement"),
+                field(u, "address"),
+                field(u, "predicate_type"),
+                field(u, "signer")
+            );
+        }
+        for m in at(d, "/missing").as_array().into_iter().flatten() {
+            println!("  missing: {}", m.as_str().unwrap_or_default());
+        }
+        for n in at(d, "/not_counted").as_array().into_iter().flatten() {
+            println!(
+                "  not counted: {} ({})",
+                field(n, "address"),
+                field(n, "reason")
+            );
+        }
+        if allowed {
+            println!(
+                "Promotion recorded as {} (key {}).",
+                field(at(d, "/record"), "address"),
+                field(at(d, "/record"), "kid")
+            );
+        }
+    }
+    Ok(if allowed {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(EXIT_DENIED)
+    })
+}
+
+async fn rotate(client: &ClientArgs, tenant: Option<&str>) -> anyhow::Result<ExitCode> {
+    let body = match tenant {
+        Some(t) => json!({ "tenant": t }),
+        None => json!({}),
+    };
+    let v = Client::new(client)?
+        .expect_ok(Method::POST, "/v1/attest/rotate", Some(body))
+        .await?;
+    let d = at(&v, "/data");
+    if client.output == Output::Json {
+        print_json(d)?;
+    } else {
+        println!(
+            "New {} signing key {} of {} signs from now on; retired keys stay published.",
+            field(d, "alg"),
+            field(d, "kid"),
+            field(d, "owner")
+        );
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 pub(crate) async fn evidence(cmd: EvidenceCommand) -> anyhow::Result<ExitCode> {

@@ -815,6 +815,30 @@ pub(crate) enum AttestCommand {
     /// Verify envelopes: a file, or every stored envelope about a subject.
     /// Offline with --key.
     Verify(AttestVerifyArgs),
+    /// Ask whether an artifact may be promoted into an environment: its
+    /// gate is weighed against the stored evidence. Exits 2 when denied,
+    /// naming what is missing; on allow, Vern records a signed promotion
+    /// statement.
+    Promote {
+        #[command(flatten)]
+        client: ClientArgs,
+        /// The artifact: NAME@sha256:DIGEST.
+        #[arg(long)]
+        subject: String,
+        /// The environment: tenant/project/environment.
+        #[arg(long)]
+        to: String,
+    },
+    /// Rotate a tenant's (or the platform's) signing key: the new key signs
+    /// from now on, the old one stays published with its window.
+    Rotate {
+        #[command(flatten)]
+        client: ClientArgs,
+        /// The tenant whose key rotates [default: the caller's own tenant,
+        /// or the platform's key for an operator of no tenant].
+        #[arg(long)]
+        tenant: Option<String>,
+    },
 }
 
 /// Output of `vern attest keys`.
@@ -1067,6 +1091,10 @@ pub(crate) struct ServeArgs {
     /// only this site's own keys].
     #[arg(long, env = "VERN_ATTEST_TRUSTED_KEYS")]
     pub(crate) attest_trusted_keys: Option<PathBuf>,
+    /// Key type of new artifact signing keys: ed25519 or ecdsa-p256
+    /// [default: ed25519]. Existing keys keep theirs until rotated.
+    #[arg(long, env = "VERN_ATTEST_KEY_TYPE", value_parser = ["ed25519", "ecdsa-p256"])]
+    pub(crate) attest_key_type: Option<String>,
     /// Also write every audit record and checkpoint as JSON lines to this
     /// file (synced per batch), or `-` for standard output [default:
     /// storage only].

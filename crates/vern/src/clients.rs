@@ -140,6 +140,10 @@ struct PlatformFile {
     /// the server.
     #[serde(default)]
     auth: Option<Value>,
+    /// The promotion gates (`promotion: [{environment, require}]`),
+    /// checked by the server.
+    #[serde(default)]
+    promotion: Option<Value>,
     /// Registration entries of `vern agent` nodes (`workloads: […]`, each
     /// with `node`, `selectors`, `service` and optionally `ttl`), checked
     /// by the server.
@@ -159,11 +163,16 @@ pub(crate) async fn apply(
     let platform: PlatformFile = serde_yaml_ng::from_str(&text)
         .with_context(|| format!("{} is not a valid platform file", file.display()))?;
     let mut body = json!({ "clients": platform.clients, "prune": prune, "dry_run": dry_run });
-    if let (Some(auth), Some(map)) = (platform.auth, body.as_object_mut()) {
-        map.insert("auth".to_owned(), auth);
-    }
-    if let (Some(workloads), Some(map)) = (platform.workloads, body.as_object_mut()) {
-        map.insert("workloads".to_owned(), workloads);
+    if let Some(map) = body.as_object_mut() {
+        if let Some(auth) = platform.auth {
+            map.insert("auth".to_owned(), auth);
+        }
+        if let Some(promotion) = platform.promotion {
+            map.insert("promotion".to_owned(), promotion);
+        }
+        if let Some(workloads) = platform.workloads {
+            map.insert("workloads".to_owned(), workloads);
+        }
     }
     let v = Client::new(client)?
         .expect_ok(Method::POST, "/v1/auth/apply", Some(body))
@@ -214,6 +223,22 @@ pub(crate) async fn apply(
     for name in roles("kept") {
         println!("  JWT role {name} (not declared; kept, use --prune to delete)");
     }
+    let gates = |k: &str| -> Vec<String> {
+        at(d, &format!("/promotion/{k}"))
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|x| x.as_str().map(str::to_owned))
+            .collect()
+    };
+    for (sign, k) in [("+", "create"), ("~", "update"), ("-", "delete")] {
+        for env in gates(k) {
+            println!("{sign} promotion gate {env}");
+        }
+    }
+    for env in gates("kept") {
+        println!("  promotion gate {env} (not declared; kept, use --prune to delete)");
+    }
     let entries = |k: &str| -> Vec<String> {
         at(d, &format!("/workloads/{k}"))
             .as_array()
@@ -244,16 +269,21 @@ pub(crate) async fn apply(
         println!("  workload {e} (not declared; kept, use --prune to delete)");
     }
     let (c, u, del) = (
-        list("create").len() + roles("create").len() + entries("create").len(),
-        at(d, "/update").as_array().map_or(0, Vec::len) + roles("update").len(),
-        list("delete").len() + roles("delete").len() + entries("delete").len(),
+        list("create").len() + roles("create").len() + gates("create").len() + entries("create").len(),
+        at(d, "/update").as_array().map_or(0, Vec::len)
+            + roles("update").len()
+            + gates("update").len(),
+        list("delete").len() + roles("delete").len() + gates("delete").len() + entries("delete").len(),
     );
     if dry_run {
         println!("\nDry run: {c} to create, {u} to update, {del} to delete.");
     } else {
         println!(
             "\nApplied: {c} created, {u} updated, {del} deleted, {} unchanged.",
-            list("unchanged").len() + roles("unchanged").len() + entries("unchanged").len()
+            list("unchanged").len()
+                + roles("unchanged").len()
+                + gates("unchanged").len()
+                + entries("unchanged").len()
         );
         if let Some(secrets) = at(d, "/secrets").as_object().filter(|s| !s.is_empty()) {
             println!("\nSecrets of the new clients (shown once):");

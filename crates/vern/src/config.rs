@@ -31,6 +31,8 @@ pub(crate) struct FileConfig {
     pub(crate) public_url: Option<String>,
     pub(crate) policy_dir: Option<PathBuf>,
     pub(crate) attest_trusted_keys: Option<PathBuf>,
+    /// `ed25519` or `ecdsa-p256`.
+    pub(crate) attest_key_type: Option<String>,
     pub(crate) token_signing_alg: Option<String>,
     pub(crate) insecure_dpop_without_nonce: Option<bool>,
     pub(crate) log_format: Option<LogFormat>,

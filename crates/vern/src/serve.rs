@@ -370,6 +370,14 @@ fn settings(args: ServeArgs) -> anyhow::Result<Settings> {
             Some(path) => trusted_keys(path)?,
             None => Vec::new(),
         },
+        attest_key_type: match args
+            .attest_key_type
+            .as_deref()
+            .or(file.attest_key_type.as_deref())
+        {
+            Some(k) => vern_attest::KeyAlg::parse(k)?,
+            None => vern_attest::KeyAlg::Ed25519,
+        },
         limits,
         trusted_proxies,
         audit,

@@ -118,6 +118,10 @@ async fn client_create_and_apply_from_a_platform_file() {
         "{applied}"
     );
     assert!(applied.contains("Secrets of the new clients"), "{applied}");
+    assert!(
+        applied.contains("+ promotion gate acme/web/prod"),
+        "{applied}"
+    );
     let again = ok_json(&vern(&["apply", "-f", &file, "-o", "json"], &env));
     assert_eq!(
         (

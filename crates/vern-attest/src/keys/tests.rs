@@ -98,5 +98,6 @@ fn owners_and_windows() {
     assert!(!key.valid_at(9));
     assert!(key.valid_at(10));
     assert!(key.valid_at(19));
-    assert!(!key.valid_at(20));
+    assert!(key.valid_at(20));
+    assert!(!key.valid_at(21));
 }

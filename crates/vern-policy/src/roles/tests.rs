@@ -82,7 +82,12 @@ fn probes() -> Vec<(Resource, Reach, &'static [&'static str])> {
         "token.renew-self",
         "token.revoke-self",
     ];
-    const ENVIRONMENT: &[&str] = &["kv.mount.read", "attest.sign", "attest.promote"];
+    const ENVIRONMENT: &[&str] = &[
+        "kv.mount.read",
+        "attest.sign",
+        "attest.promote",
+        "attest.gate",
+    ];
     const PLATFORM: &[&str] = &[
         "sys.seal",
         "sys.key-status",
@@ -100,6 +105,7 @@ fn probes() -> Vec<(Resource, Reach, &'static [&'static str])> {
         "kv.mount.read",
         "evidence.read",
         "evidence.import",
+        "attest.rotate",
     ];
     let secret = |t: &str, e: &str| Resource::Secret {
         mount: "secret".to_owned(),
@@ -116,6 +122,7 @@ fn probes() -> Vec<(Resource, Reach, &'static [&'static str])> {
                 "kv.mount.read",
                 "evidence.read",
                 "evidence.import",
+                "attest.rotate",
             ],
         ),
         (
@@ -126,6 +133,7 @@ fn probes() -> Vec<(Resource, Reach, &'static [&'static str])> {
                 "kv.mount.read",
                 "evidence.read",
                 "evidence.import",
+                "attest.rotate",
             ],
         ),
         (

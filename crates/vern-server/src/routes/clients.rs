@@ -217,6 +217,9 @@ pub(crate) struct ApplyBody {
     /// The auth methods' declarations; without it, roles are left alone.
     #[serde(default)]
     auth: Option<AuthSection>,
+    /// The promotion gates; without it, gates are left alone.
+    #[serde(default)]
+    promotion: Option<Vec<crate::routes::attest::GateBody>>,
     /// Registration entries of `vern agent` nodes; without it, entries are
     /// left alone.
     #[serde(default)]
@@ -243,7 +246,9 @@ pub(crate) struct JwtSection {
     roles: Vec<Value>,
 }
 
-/// `POST /v1/auth/apply`: declare the whole client set (GitOps).
+/// `POST /v1/auth/apply`: declare the whole client set (GitOps), and with
+/// `auth` and `promotion` the JWT roles and the promotion gates, all
+/// committed in one transaction or not at all.
 pub(crate) async fn apply(
     State(state): State<AppState>,
     caller: Caller,
@@ -267,16 +272,26 @@ pub(crate) async fn apply(
     // The decision on the request itself; each client and role is then
     // decided on its own by the gate.
     allows(&caller, Resource::Platform);
-    // Entries are planned (and refused) before anything is written, and
-    // written right after the clients: a bad entry leaves the clients as
-    // they were.
+    let (gates, mut also) = match body.promotion {
+        Some(list) => {
+            let (plan, writes) =
+                crate::routes::attest::plan_gates(&state, &caller, &barrier, list, body.prune)
+                    .await?;
+            (Some(plan), vec![writes])
+        }
+        None => (None, Vec::new()),
+    };
+    // Entries are decided and planned before anything is written, and
+    // committed in the clients' transaction: all of the file or none.
     let workloads = match body.workloads {
-        Some(declared) => Some(
-            crate::routes::workloads::plan_declared(
+        Some(declared) => {
+            let (plan, writes) = crate::routes::workloads::plan_declared(
                 &state, &caller, &barrier, declared, body.prune,
             )
-            .await?,
-        ),
+            .await?;
+            also.push(writes);
+            Some(plan)
+        }
         None => None,
     };
     let declared = Declaration {
@@ -286,16 +301,25 @@ pub(crate) async fn apply(
     let plan = state
         .inner
         .authority
-        .apply_declared(
+        .apply_declared_with(
             &barrier,
             declared,
             body.prune,
             body.dry_run,
             &Reach::of(&caller),
+            also,
         )
         .await?;
-    if let (Some(w), false) = (&workloads, body.dry_run) {
-        state.inner.pki.commit_workloads(&barrier, w).await?;
+    if let (Some(g), Some(slot), false) = (&gates, &caller.audit, body.dry_run) {
+        for (name, envs) in [
+            ("gates_created", &g.create),
+            ("gates_updated", &g.update),
+            ("gates_deleted", &g.delete),
+        ] {
+            if !envs.is_empty() {
+                slot.detail(name, &envs.join(","));
+            }
+        }
     }
     let secrets: serde_json::Map<String, Value> = plan
         .secrets
@@ -316,6 +340,7 @@ pub(crate) async fn apply(
         "kept": plan.kept,
         "secrets": secrets,
         "jwt_roles": crate::routes::jwt_auth::plan_json(&plan.jwt_roles),
+        "promotion": gates.as_ref().map(crate::routes::attest::gate_plan_json),
         "workloads": workloads.as_ref().map(crate::routes::workloads::plan_json),
     }}))
     .into_response())

@@ -500,6 +500,24 @@ pub(crate) fn table() -> Vec<Route> {
             post(attest::sign),
         ),
         route(
+            "/v1/attest/promote",
+            &[("POST", Resource("attest.promote"))],
+            post(attest::promote),
+        ),
+        route(
+            "/v1/attest/gates",
+            &[
+                ("GET", Resource("attest.gate")),
+                ("HEAD", Resource("attest.gate")),
+            ],
+            get(attest::gate),
+        ),
+        route(
+            "/v1/attest/rotate",
+            &[("POST", Resource("attest.rotate"))],
+            post(attest::rotate),
+        ),
+        route(
             "/v1/evidence",
             &[
                 ("GET", Resource("evidence.read")),

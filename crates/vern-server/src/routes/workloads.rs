@@ -59,15 +59,16 @@ impl RegisterBody {
 
 /// Plans the `workloads:` section of an apply: every declared entry must
 /// be one the caller may register (`workload.register` on its service),
-/// and pruning removes only entries it may. Writes nothing; a refused or
-/// malformed entry refuses the whole apply.
+/// and pruning removes only entries it may. Writes nothing: the returned
+/// batch is committed with the clients; a refused or malformed entry
+/// refuses the whole apply.
 pub(crate) async fn plan_declared(
     state: &AppState,
     caller: &Caller,
     barrier: &vern_seal::Barrier,
     declared: Vec<RegisterBody>,
     prune: bool,
-) -> Result<vern_pki::WorkloadPlan, ApiError> {
+) -> Result<(vern_pki::WorkloadPlan, vern_seal::ViewBatch), ApiError> {
     let mut specs = Vec::with_capacity(declared.len());
     for (i, body) in declared.into_iter().enumerate() {
         let at = |e: ApiError| {
