@@ -269,11 +269,17 @@ pub(crate) async fn apply(
         println!("  workload {e} (not declared; kept, use --prune to delete)");
     }
     let (c, u, del) = (
-        list("create").len() + roles("create").len() + gates("create").len() + entries("create").len(),
+        list("create").len()
+            + roles("create").len()
+            + gates("create").len()
+            + entries("create").len(),
         at(d, "/update").as_array().map_or(0, Vec::len)
             + roles("update").len()
             + gates("update").len(),
-        list("delete").len() + roles("delete").len() + gates("delete").len() + entries("delete").len(),
+        list("delete").len()
+            + roles("delete").len()
+            + gates("delete").len()
+            + entries("delete").len(),
     );
     if dry_run {
         println!("\nDry run: {c} to create, {u} to update, {del} to delete.");
