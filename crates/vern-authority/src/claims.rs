@@ -78,6 +78,8 @@ pub(crate) fn check_claims(
     // Operators carry roles (and a tenant operator its tenant); services
     // carry their scope and never roles.
     let kind = match (jwt.claims.get("tenant"), jwt.claims.get("roles")) {
+        // A node carries neither a scope nor roles, only the node marker.
+        (None, None) if jwt.claims.get("node") == Some(&Value::Bool(true)) => ClientKind::Node,
         (_, Some(Value::Array(roles))) => ClientKind::Operator {
             roles: roles
                 .iter()

@@ -31,6 +31,9 @@ pub enum ClientKind {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         tenant: Option<TenantIdText>,
     },
+    /// A node running `vern agent`: it may only fetch SVIDs for the
+    /// services its registration entries name.
+    Node,
 }
 
 /// A tenant name as stored (validated on the way in).
@@ -49,7 +52,7 @@ impl ClientKind {
                 project: ProjectId::parse(project).ok()?,
                 environment: EnvironmentId::parse(environment).ok()?,
             }),
-            Self::Operator { .. } => None,
+            Self::Operator { .. } | Self::Node => None,
         }
     }
 
@@ -74,6 +77,7 @@ impl ClientKind {
                 }
                 out
             }
+            Self::Node => vec![("node", Value::from(true))],
         }
     }
 
@@ -215,6 +219,9 @@ pub struct ClientSpec {
     /// NATS subjects (services only).
     #[serde(default)]
     pub nats: NatsSubjects,
+    /// A node (`vern agent`): no tenant, no roles, no scopes.
+    #[serde(default)]
+    pub node: bool,
 }
 
 /// A created client and, when generated, its secret (shown once).
@@ -242,8 +249,8 @@ fn check_scope_name(s: &str) -> Result<(), AuthError> {
 }
 
 impl ClientSpec {
-    /// Validates the spec and derives the client id: `svc.<tenant>.<project>.<environment>.<name>`
-    /// or `op.<name>`.
+    /// Validates the spec and derives the client id: `svc.<tenant>.<project>.<environment>.<name>`,
+    /// `op.<name>` or `node.<name>`.
     pub(crate) fn validate(&self) -> Result<(String, ClientKind), AuthError> {
         let name = vern_core::TenantId::parse(&self.name).map_err(|e| {
             AuthError::InvalidClientSpec(e.to_string().replace("tenant name", "client name"))
@@ -279,6 +286,19 @@ impl ClientSpec {
             return Err(AuthError::InvalidClientSpec(
                 "token_ttl must be positive".to_owned(),
             ));
+        }
+        if self.node {
+            if self.tenant.is_some()
+                || self.project.is_some()
+                || self.environment.is_some()
+                || !self.roles.is_empty()
+                || !self.scopes.is_empty()
+            {
+                return Err(AuthError::InvalidClientSpec(
+                    "a node has no tenant, project, environment, roles or scopes".to_owned(),
+                ));
+            }
+            return Ok((format!("node.{name}"), ClientKind::Node));
         }
         match (&self.tenant, &self.project, &self.environment) {
             (Some(t), Some(p), Some(e)) => {

@@ -22,6 +22,10 @@ pub enum PrincipalKind {
         /// The environment the service lives in.
         scope: Scope,
     },
+    /// A node running `vern agent`: it attests workloads on its host and
+    /// fetches SVIDs for the services its registration entries name, and
+    /// may do nothing else.
+    Node,
 }
 
 /// An authenticated actor.

@@ -5,7 +5,8 @@
 //! principals whose SPIFFE ID comes from their verified identity
 //! (`spiffe.rs`), publishes the trust bundle (`bundle.rs`), rotates like
 //! the token authority's JWKS, imports external CAs, and keeps a record of
-//! every certificate it issued (`records.rs`). Its keys and records live
+//! every certificate it issued (`records.rs`), and keeps the registration
+//! entries of `vern agent` nodes (`workloads.rs`). Its keys and records live
 //! behind the barrier, through the view `pki/`; it knows no HTTP and makes
 //! no policy decision (the server decides `svid.issue` before it asks).
 //!
@@ -30,6 +31,7 @@ mod public_key;
 mod records;
 mod rotating;
 mod spiffe;
+mod workloads;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -44,6 +46,7 @@ pub use csr::{check_csr, CheckedCsr};
 pub use dns::DnsName;
 pub use error::PkiError;
 pub use identity::{peer_identities, PinnedClientVerifier};
+pub use jwt::{verify_jwt_svid, VerifiedJwtSvid};
 pub use pki::{
     ComponentSvid, JwtRequest, JwtSvid, Pki, PkiConfig, Rotation, X509Request, X509Svid,
     MAX_DNS_NAMES,
@@ -52,6 +55,10 @@ pub use public_key::{public_key_from_pem, roots_from_pem, PemError, SpkiKey};
 pub use records::{CertFilter, CertPage, IssuedCertificate};
 pub use rotating::{rotating_server_config, RotatingClientTrust, RotatingIdentity};
 pub use spiffe::{IdentityError, SpiffeId, SpiffeIdError, TrustDomain, Workload};
+pub use workloads::{
+    node_client_id, service_principal, AttestedWorkload, Selector, WorkloadEntry, WorkloadPlan,
+    WorkloadSpec, MAX_SELECTORS,
+};
 
 /// Why a TLS configuration could not be built.
 #[derive(Debug, thiserror::Error)]

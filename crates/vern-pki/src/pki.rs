@@ -402,6 +402,58 @@ impl Pki {
         })
     }
 
+    /// Registers a workload entry, **for a caller the server's policy
+    /// allowed to register one for its service**.
+    pub async fn register_workload(
+        &self,
+        b: &Barrier,
+        spec: &crate::WorkloadSpec,
+    ) -> Result<crate::WorkloadEntry, PkiError> {
+        crate::workloads::register(b, spec, self.now()).await
+    }
+
+    /// Registration entries: every one, or one node's (by client id).
+    pub async fn workloads(
+        &self,
+        b: &Barrier,
+        node: Option<&str>,
+    ) -> Result<Vec<crate::WorkloadEntry>, PkiError> {
+        crate::workloads::list(b, node).await
+    }
+
+    /// One registration entry by id.
+    pub async fn workload(
+        &self,
+        b: &Barrier,
+        id: &str,
+    ) -> Result<Option<crate::WorkloadEntry>, PkiError> {
+        crate::workloads::get(b, id).await
+    }
+
+    /// Plans a declared set of registration entries (`vern apply`) and
+    /// returns its writes as a batch for the caller to commit in the same
+    /// transaction as the rest of the declaration; writes nothing itself.
+    pub async fn plan_workloads(
+        &self,
+        b: &Barrier,
+        declared: &[crate::WorkloadSpec],
+        prune: bool,
+        may_manage: &(dyn Fn(&crate::WorkloadEntry) -> bool + Sync),
+    ) -> Result<(crate::WorkloadPlan, vern_seal::ViewBatch), PkiError> {
+        let plan = crate::workloads::plan(b, declared, prune, may_manage, self.now()).await?;
+        let batch = crate::workloads::plan_batch(b, &plan)?;
+        Ok((plan, batch))
+    }
+
+    /// Deletes a registration entry.
+    pub async fn delete_workload(
+        &self,
+        b: &Barrier,
+        entry: &crate::WorkloadEntry,
+    ) -> Result<(), PkiError> {
+        crate::workloads::delete(b, entry).await
+    }
+
     /// The SPIFFE bundle of the trust domain (a JWK set with
     /// `spiffe_sequence` and `spiffe_refresh_hint`).
     pub async fn bundle(&self, b: &Barrier) -> Result<Value, PkiError> {

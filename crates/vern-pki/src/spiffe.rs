@@ -201,6 +201,11 @@ pub enum Workload {
     },
     /// One of Vern's own components, such as `server`.
     Component(String),
+    /// A node running `vern agent`: `node.<name>`.
+    Node {
+        /// Its name.
+        name: String,
+    },
 }
 
 impl Workload {
@@ -231,6 +236,12 @@ impl Workload {
                     name: checked_name(name).ok_or_else(malformed)?,
                 })
             }
+            PrincipalKind::Node => {
+                let name = principal.id.strip_prefix("node.").ok_or_else(malformed)?;
+                Ok(Self::Node {
+                    name: checked_name(name).ok_or_else(malformed)?,
+                })
+            }
         }
     }
 
@@ -247,6 +258,7 @@ impl Workload {
                 name,
             } => format!("/t/{t}/operator/{name}"),
             Self::Component(name) => format!("/vern/{name}"),
+            Self::Node { name } => format!("/vern/agent/{name}"),
         };
         SpiffeId::new(trust_domain.clone(), &path)
     }

@@ -187,6 +187,10 @@ impl DecisionCache {
                 k.opt(tenant.as_ref().map(|t| t.as_str()));
                 k.tag(u8::from(*root));
             }
+            SubjectKind::Node { services } => {
+                k.tag(2);
+                k.list(services);
+            }
         }
         k.str(&q.action);
         match &q.resource {
@@ -229,6 +233,10 @@ impl DecisionCache {
                 k.str(tenant.as_str());
                 k.str(subject);
                 k.tag(u8::from(*privileged));
+            }
+            Resource::Node { id } => {
+                k.tag(8);
+                k.str(id);
             }
         }
         k.tag(match q.binding {

@@ -46,6 +46,8 @@ pub const ACTIONS: &[&str] = &[
     "nats.subscribe",
     "nats.config",
     "nats.paths",
+    "workload.register",
+    "workload.read",
 ];
 
 /// Who asks.
@@ -76,6 +78,13 @@ pub enum SubjectKind {
         /// Whether this is the root token of init.
         root: bool,
     },
+    /// A node running `vern agent`, with the client ids of the services
+    /// its registration entries name (filled in where a decision needs
+    /// them: obtaining an SVID for a workload, reading its entries).
+    Node {
+        /// Services of the node's registration entries.
+        services: Vec<String>,
+    },
 }
 
 /// What is asked about.
@@ -104,6 +113,12 @@ pub enum Resource {
         id: String,
         /// Its tenant, for a tenant operator.
         tenant: Option<TenantId>,
+    },
+    /// A node, as the subject of client management or of a decision
+    /// request.
+    Node {
+        /// Its client id.
+        id: String,
     },
     /// One secret.
     Secret {
@@ -181,6 +196,7 @@ fn type_name(ty: &str) -> Result<EntityTypeName, String> {
             "Vern::Environment",
             "Vern::Service",
             "Vern::Operator",
+            "Vern::Node",
             "Vern::Secret",
             "Vern::NatsSubject",
             "Vern::Action",
@@ -329,6 +345,21 @@ fn operator_entity(
     Ok(u)
 }
 
+/// A node entity; its `services` are entity references, so the services
+/// themselves need not be in the store.
+fn node_entity(id: &str, services: &[String], out: &mut Store) -> Result<EntityUid, String> {
+    let u = uid("Vern::Node", id)?;
+    let refs = services
+        .iter()
+        .map(|s| uid("Vern::Service", s).map(RestrictedExpression::new_entity_uid))
+        .collect::<Result<Vec<_>, _>>()?;
+    out.add(&u, || {
+        let attrs = HashMap::from([("services".to_owned(), RestrictedExpression::new_set(refs))]);
+        entity(&u, attrs, None)
+    })?;
+    Ok(u)
+}
+
 fn strings(v: &[String]) -> RestrictedExpression {
     RestrictedExpression::new_set(
         v.iter()
@@ -399,6 +430,7 @@ impl Query {
                 tenant,
                 root,
             } => operator_entity(&self.subject.id, roles, tenant.as_ref(), *root, &mut ents)?,
+            SubjectKind::Node { services } => node_entity(&self.subject.id, services, &mut ents)?,
         };
         let resource = match &self.resource {
             Resource::Platform => {
@@ -452,6 +484,7 @@ impl Query {
                 })?;
                 u
             }
+            Resource::Node { id } => node_entity(id, &[], &mut ents)?,
             Resource::Secret { mount, path, scope } => {
                 let (t, e) = scope_chain(scope, &mut ents)?;
                 let u = uid("Vern::Secret", &format!("{mount}:{path}"))?;
@@ -506,8 +539,8 @@ fn list(s: Option<&str>) -> Vec<String> {
 
 impl Subject {
     /// Parses the shorthand of `vern policy`: `root`,
-    /// `operator:ID[@TENANT][#role,…]` or
-    /// `service:ID@TENANT/PROJECT/ENV[#scope,…]`.
+    /// `operator:ID[@TENANT][#role,…]`,
+    /// `service:ID@TENANT/PROJECT/ENV[#scope,…]` or `node:ID[#service,…]`.
     pub fn parse_spec(s: &str) -> Result<Self, String> {
         if s == "root" {
             return Ok(Self {
@@ -535,6 +568,12 @@ impl Subject {
                     },
                 })
             }
+            Some(("node", id)) if !id.is_empty() => Ok(Self {
+                id: id.to_owned(),
+                kind: SubjectKind::Node {
+                    services: list(extra),
+                },
+            }),
             Some(("service", rest)) => {
                 let (id, env) = rest
                     .split_once('@')
@@ -545,7 +584,7 @@ impl Subject {
                 })
             }
             _ => Err(format!(
-                "principal `{s}` is not `root`, `operator:ID[@TENANT][#roles]` or `service:ID@TENANT/PROJECT/ENV[#scopes]`"
+                "principal `{s}` is not `root`, `operator:ID[@TENANT][#roles]`, `service:ID@TENANT/PROJECT/ENV[#scopes]` or `node:ID[#services]`"
             )),
         }
     }
@@ -555,6 +594,7 @@ impl Subject {
         match &self.kind {
             SubjectKind::Service { scope, .. } => Some(&scope.tenant),
             SubjectKind::Operator { tenant, .. } => tenant.as_ref(),
+            SubjectKind::Node { .. } => None,
         }
     }
 
@@ -568,6 +608,9 @@ impl Subject {
             SubjectKind::Operator { tenant, .. } => Resource::Operator {
                 id: self.id.clone(),
                 tenant: tenant.clone(),
+            },
+            SubjectKind::Node { .. } => Resource::Node {
+                id: self.id.clone(),
             },
         }
     }
@@ -601,6 +644,7 @@ impl Resource {
                 id,
                 tenant: Some(t),
             } => format!("operator:{id}@{t}"),
+            Self::Node { id } => format!("node:{id}"),
             Self::Secret { mount, path, .. } => format!("secret:{mount}:{path}"),
             Self::NatsSubject {
                 tenant, subject, ..
@@ -622,7 +666,7 @@ impl Resource {
     /// The tenant that owns the resource (none for the platform).
     pub fn tenant(&self) -> Option<&TenantId> {
         match self {
-            Self::Platform | Self::Operator { tenant: None, .. } => None,
+            Self::Platform | Self::Operator { tenant: None, .. } | Self::Node { .. } => None,
             Self::Tenant(t)
             | Self::Project(t, _)
             | Self::NatsSubject { tenant: t, .. }
@@ -636,11 +680,11 @@ impl Resource {
     }
 
     /// Parses `platform`, `tenant:T`, `project:T/P`, `environment:T/P/E`,
-    /// `service:ID@T/P/E`, `operator:ID[@T]`, `secret:[MOUNT:]T/P/E/NAME…`
+    /// `service:ID@T/P/E`, `operator:ID[@T]`, `node:ID`, `secret:[MOUNT:]T/P/E/NAME…`
     /// (mount `secret` by default), or `nats:T:SUBJECT`.
     pub fn parse_spec(s: &str) -> Result<Self, String> {
         let bad = || {
-            format!("resource `{s}` is not platform, tenant:T, project:T/P, environment:T/P/E, service:ID@T/P/E, operator:ID[@T], secret:[MOUNT:]PATH or nats:T:SUBJECT")
+            format!("resource `{s}` is not platform, tenant:T, project:T/P, environment:T/P/E, service:ID@T/P/E, operator:ID[@T], node:ID, secret:[MOUNT:]PATH or nats:T:SUBJECT")
         };
         if s == "platform" {
             return Ok(Self::Platform);
@@ -679,6 +723,9 @@ impl Resource {
                     subject,
                 ))
             }
+            "node" if !rest.is_empty() => Ok(Self::Node {
+                id: rest.to_owned(),
+            }),
             "secret" => {
                 let (mount, path) = match rest.split_once(':') {
                     Some((m, p)) => (m, p),

@@ -16,8 +16,8 @@
 //! tenant (the principal itself has no key), so another tenant's policies
 //! confined by their principal constraint are left out too. Likewise no action entity is ever in the
 //! store, so `action in [A, B]` holds only if the action is `A` or `B`,
-//! and the principal is a `Vern::Service` or a `Vern::Operator` as the
-//! subject's kind says, so `principal is T` holds only for that kind. A
+//! and the principal is a `Vern::Service`, a `Vern::Operator` or a
+//! `Vern::Node` as the subject's kind says, so `principal is T` holds only for that kind. A
 //! policy whose scope is false is never satisfied and never errors,
 //! because Cedar evaluates the scope first and `&&` short-circuits; leaving
 //! it out changes neither the decision nor its reasons nor its errors.
@@ -157,11 +157,13 @@ impl Partitioned {
 }
 
 /// The kind of a request's principal: `model.rs` builds a principal as a
-/// `Vern::Service` or a `Vern::Operator`, as the subject's kind says.
+/// `Vern::Service`, `Vern::Operator` or `Vern::Node`, as the subject's
+/// kind says.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum PrincipalKind {
     Service,
     Operator,
+    Node,
 }
 
 impl PrincipalKind {
@@ -169,6 +171,7 @@ impl PrincipalKind {
         match s.kind {
             SubjectKind::Service { .. } => Self::Service,
             SubjectKind::Operator { .. } => Self::Operator,
+            SubjectKind::Node { .. } => Self::Node,
         }
     }
 }
@@ -178,6 +181,7 @@ impl PrincipalKind {
 struct PerKind {
     service: PolicySet,
     operator: PolicySet,
+    node: PolicySet,
 }
 
 impl PerKind {
@@ -185,6 +189,7 @@ impl PerKind {
         match kind {
             PrincipalKind::Service => &self.service,
             PrincipalKind::Operator => &self.operator,
+            PrincipalKind::Node => &self.node,
         }
     }
 }
@@ -208,6 +213,7 @@ struct Narrowed {
 struct Lists<'a> {
     service: Vec<&'a Policy>,
     operator: Vec<&'a Policy>,
+    node: Vec<&'a Policy>,
 }
 
 impl<'a> Lists<'a> {
@@ -218,17 +224,22 @@ impl<'a> Lists<'a> {
         if kinds.operator {
             self.operator.push(p);
         }
+        if kinds.node {
+            self.node.push(p);
+        }
     }
 
     fn extend(&mut self, other: &Lists<'a>) {
         self.service.extend(other.service.iter().copied());
         self.operator.extend(other.operator.iter().copied());
+        self.node.extend(other.node.iter().copied());
     }
 
     fn build(&self) -> Result<PerKind, String> {
         Ok(PerKind {
             service: set_of(&self.service)?,
             operator: set_of(&self.operator)?,
+            node: set_of(&self.node)?,
         })
     }
 }
@@ -270,14 +281,16 @@ impl Narrowed {
 struct Kinds {
     service: bool,
     operator: bool,
+    node: bool,
 }
 
 /// `principal is T` (also `is T in E`) and `principal == E` admit only
-/// principals of that type; anything else may admit both kinds.
+/// principals of that type; anything else may admit every kind.
 fn principal_kinds(p: &Policy) -> Kinds {
     let both = Kinds {
         service: true,
         operator: true,
+        node: true,
     };
     let ty = match p.principal_constraint() {
         PrincipalConstraint::Is(t) | PrincipalConstraint::IsIn(t, _) => t,
@@ -288,10 +301,17 @@ fn principal_kinds(p: &Policy) -> Kinds {
         Some("Service") => Kinds {
             service: true,
             operator: false,
+            node: false,
         },
         Some("Operator") => Kinds {
             service: false,
             operator: true,
+            node: false,
+        },
+        Some("Node") => Kinds {
+            service: false,
+            operator: false,
+            node: true,
         },
         _ => both,
     }

@@ -81,9 +81,11 @@ pub const ROLES: &[RoleDef] = &[
             "attest.rotate",
             "nats.config",
             "nats.paths",
+            "workload.register",
+            "workload.read",
         ],
         summary:
-            "seal and keys, clients, policies, metadata, lists and mounts, token lookups, the CA, artifact signing keys, promotion gates, evidence imports, the NATS configuration and path report; no secret values, no audit log",
+            "seal and keys, clients and nodes, policies, metadata, lists and mounts, token lookups, the CA, artifact signing keys, promotion gates, workload registration entries, evidence imports, the NATS configuration and path report; no secret values, no audit log",
     },
     RoleDef {
         name: "security-auditor",
@@ -98,8 +100,9 @@ pub const ROLES: &[RoleDef] = &[
             "pki.read",
             "evidence.read",
             "nats.paths",
+            "workload.read",
         ],
-        summary: "reads the audit log and every tenant's evidence, hashes values to search the log, reads policies, clients and issued certificates, looks up tokens, reads the NATS path report",
+        summary: "reads the audit log and every tenant's evidence, hashes values to search the log, reads policies, clients, issued certificates and registration entries, looks up tokens, reads the NATS path report",
     },
     RoleDef {
         name: "operator",
@@ -136,8 +139,10 @@ pub const ROLES: &[RoleDef] = &[
             "evidence.read",
             "evidence.import",
             "nats.paths",
+            "workload.register",
+            "workload.read",
         ],
-        summary: "its own tenant only: clients, secrets, the tenant's audit records and tokens, signing, promotion gates and promotion, the tenant's signing key, evidence (reading and importing it), the tenant's NATS path report",
+summary: "its own tenant only: clients, secrets, the tenant's audit records and tokens, signing, promotion gates and promotion, the tenant's signing key, evidence (reading and importing it), workload registration entries for its services, the tenant's NATS path report",
     },
 ];
 
@@ -312,6 +317,10 @@ impl Holdings {
                     h.add(s.actions, &reach);
                 }
             }
+            // A node's power comes from the registration entries that name
+            // it, which need `workload.register` of their own; the node
+            // holds nothing it could hand on.
+            SubjectKind::Node { .. } => {}
         }
         h
     }

@@ -362,7 +362,7 @@ fn any_resource() -> impl Strategy<Value = Resource> {
 
 fn tenant_of(r: &Resource) -> Option<&str> {
     match r {
-        Resource::Platform => None,
+        Resource::Platform | Resource::Node { .. } => None,
         Resource::Tenant(t) | Resource::Project(t, _) | Resource::NatsSubject { tenant: t, .. } => {
             Some(t.as_str())
         }

@@ -43,6 +43,7 @@ fn principal_scope() -> impl Strategy<Value = (String, bool)> {
         Just(("principal".to_owned(), false)),
         Just(("principal is Vern::Service".to_owned(), true)),
         Just(("principal is Vern::Operator".to_owned(), false)),
+        Just(("principal is Vern::Node".to_owned(), false)),
         (0..3usize).prop_map(|t| (
             format!("principal in Vern::Tenant::\"{}\"", TENANTS[t]),
             false
@@ -247,6 +248,16 @@ fn subject() -> impl Strategy<Value = Subject> {
                 root,
             },
         }),
+        // A node, with the services of its entries.
+        (0..2usize, proptest::collection::vec(env_of(), 0..3)).prop_map(|(n, envs)| Subject {
+            id: format!("node.n{n}"),
+            kind: SubjectKind::Node {
+                services: envs
+                    .into_iter()
+                    .map(|e| format!("svc.{}", env_id(e).replace('/', ".")))
+                    .collect(),
+            },
+        }),
     ]
 }
 
@@ -282,6 +293,9 @@ fn resource() -> impl Strategy<Value = Resource> {
             TenantId::parse(TENANTS[t]).unwrap(),
             ["orders.>", "$SYS.>", "billing.created"][s]
         )),
+        (0..2usize).prop_map(|n| Resource::Node {
+            id: format!("node.n{n}"),
+        }),
     ]
 }
 
@@ -306,7 +320,15 @@ fn action_for(resource: &Resource, pick: usize, any: bool) -> String {
         Resource::Tenant(_) => &["secret.list", "audit.read", "nats.paths"],
         Resource::NatsSubject { .. } => &["nats.publish", "nats.subscribe"],
         Resource::Project(..) | Resource::Environment(_) => &["secret.list"],
-        Resource::Service { .. } | Resource::Operator { .. } => {
+        Resource::Service { .. } => &[
+            "client.manage",
+            "client.read",
+            "authz.check",
+            "svid.issue",
+            "workload.register",
+            "workload.read",
+        ],
+        Resource::Operator { .. } | Resource::Node { .. } => {
             &["client.manage", "client.read", "authz.check"]
         }
     };

@@ -66,6 +66,14 @@ impl AuditSlot {
                 project: None,
                 environment: None,
             },
+            PrincipalKind::Node => Actor {
+                kind: "node".to_owned(),
+                id: principal.id.clone(),
+                root: false,
+                tenant: None,
+                project: None,
+                environment: None,
+            },
         };
         self.with(|s| s.event.principal = Some(actor));
     }

@@ -109,6 +109,14 @@ impl Identity {
                     },
                 )
             }
+            // The services of its entries are read where a decision needs
+            // them (`routes/workloads.rs`); without them it may do nothing.
+            ClientKind::Node => (
+                PrincipalKind::Node,
+                SubjectKind::Node {
+                    services: Vec::new(),
+                },
+            ),
         };
         Ok(Self {
             principal: Principal {
@@ -243,6 +251,7 @@ impl FromRequestParts<AppState> for Caller {
         let tenant = match &caller.principal.kind {
             PrincipalKind::Service { scope } => Some(scope.tenant.as_str()),
             PrincipalKind::Operator { tenant, .. } => tenant.as_ref().map(TenantId::as_str),
+            PrincipalKind::Node => None,
         };
         guard
             .api_succeeded(attempt.as_ref(), &caller.principal.id, tenant)

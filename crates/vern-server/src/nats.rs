@@ -552,6 +552,7 @@ async fn record(
             kind: match c.kind {
                 ClientKind::Service { .. } => "service",
                 ClientKind::Operator { .. } => "operator",
+                ClientKind::Node => "node",
             }
             .to_owned(),
             id: c.client_id.clone(),

@@ -98,6 +98,17 @@ pub(crate) enum Command {
     /// Run a keeper: a stateless process holding one unseal share in
     /// memory, handed only to the configured Vern server over mutual TLS.
     Keeper(KeeperArgs),
+    /// Registration entries: which workloads on which node get which
+    /// service's SVIDs.
+    #[command(subcommand)]
+    Workload(WorkloadCommand),
+    /// The node agent: authenticates to Vern as a node and serves the
+    /// SPIFFE Workload API on a Unix socket to the workloads its entries
+    /// name.
+    Agent(AgentArgs),
+    /// SVIDs from the SPIFFE Workload API of a local agent.
+    #[command(subcommand)]
+    Svid(SvidCommand),
     /// Print a shell completion script.
     Completions {
         /// The shell.
@@ -314,6 +325,9 @@ pub(crate) enum PolicyCommand {
 
 /// `vern client …`.
 #[derive(Debug, Subcommand)]
+// Parsed once from the command line; boxing the large variant would buy
+// nothing.
+#[allow(clippy::large_enum_variant)]
 pub(crate) enum ClientCommand {
     /// Create a client; prints its id and, for a secret client, the
     /// secret (shown once).
@@ -354,8 +368,13 @@ pub(crate) struct ClientCreateArgs {
     #[arg(long = "env")]
     pub(crate) environment: Option<String>,
     /// Name within the scope (or of the operator).
-    #[arg(long)]
-    pub(crate) name: String,
+    #[arg(long, required_unless_present = "node")]
+    pub(crate) name: Option<String>,
+    /// Create a node for `vern agent` with this name (`node.<NAME>`):
+    /// it may only fetch SVIDs for the workloads its registration
+    /// entries name.
+    #[arg(long, value_name = "NAME", conflicts_with_all = ["name", "tenant", "project", "environment", "roles", "scopes", "nats_publish", "nats_subscribe"])]
+    pub(crate) node: Option<String>,
     /// A scope the client may request (repeat).
     #[arg(long = "scope")]
     pub(crate) scopes: Vec<String>,
@@ -486,6 +505,95 @@ pub(crate) struct JwtRoleWriteArgs {
 }
 
 /// `vern pki …`.
+#[derive(Debug, Subcommand)]
+pub(crate) enum WorkloadCommand {
+    /// Register an entry: a workload on NODE matching every selector gets
+    /// the SVIDs of SERVICE. Needs workload.register on the service (a
+    /// tenant administrator for its own tenant's services).
+    Register {
+        #[command(flatten)]
+        client: ClientArgs,
+        /// The node (`NAME` or `node.NAME`).
+        #[arg(long)]
+        node: String,
+        /// `unix:uid:N`, `unix:gid:N`, `unix:path:/PATH` or
+        /// `unix:sha256:HEX` (repeat; a workload must match all).
+        #[arg(long = "selector", required = true)]
+        selectors: Vec<String>,
+        /// The service client id (`svc.TENANT.PROJECT.ENV.NAME`).
+        #[arg(long)]
+        service: String,
+        /// Lifetime of its X.509-SVIDs (`1h`) [default: the CA's].
+        #[arg(long)]
+        ttl: Option<String>,
+    },
+    /// List the entries the caller may read.
+    List {
+        #[command(flatten)]
+        client: ClientArgs,
+        /// Only this node's.
+        #[arg(long)]
+        node: Option<String>,
+    },
+    /// Delete an entry.
+    Delete {
+        #[command(flatten)]
+        client: ClientArgs,
+        /// The entry's id.
+        id: String,
+    },
+}
+
+/// Options of `vern agent`.
+#[derive(Debug, Clone, Args)]
+pub(crate) struct AgentArgs {
+    /// Address of the Vern server.
+    #[arg(long, env = "VERN_ADDR", default_value = "https://127.0.0.1:8200")]
+    pub(crate) address: String,
+    /// PEM file of a CA certificate to trust for the server's TLS certificate.
+    #[arg(long, env = "VERN_CACERT")]
+    pub(crate) ca_cert: Option<PathBuf>,
+    /// The Unix socket to serve the Workload API on (a path, or
+    /// `unix:///path`).
+    #[arg(long, env = "SPIFFE_ENDPOINT_SOCKET")]
+    pub(crate) socket: PathBuf,
+    /// The node's client id (`node.NAME`).
+    #[arg(long, env = "VERN_CLIENT_ID")]
+    pub(crate) client_id: String,
+    /// File holding the node's client secret.
+    #[arg(long)]
+    pub(crate) client_secret_file: PathBuf,
+    /// How often the node's entries and the bundle are read again (`30s`).
+    #[arg(long, default_value = "30s")]
+    pub(crate) refresh: String,
+    /// Lifetime asked for X.509-SVIDs (`1h`) [default: the entry's, else
+    /// the CA's].
+    #[arg(long)]
+    pub(crate) svid_ttl: Option<String>,
+    /// Log format.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    pub(crate) log_format: LogFormat,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum SvidCommand {
+    /// Fetch this process's X.509-SVID from the agent and write `svid.pem`
+    /// (certificate and chain), `svid.key` (PKCS#8, mode 0600) and
+    /// `bundle.pem`, each by atomic rename; with --watch, rewrite them on
+    /// every renewal until stopped.
+    Fetch {
+        /// The agent's socket (`unix:///path` or a path).
+        #[arg(long, env = "SPIFFE_ENDPOINT_SOCKET")]
+        socket: String,
+        /// The directory to write to.
+        #[arg(long)]
+        write: PathBuf,
+        /// Keep running and rewrite the files on renewal.
+        #[arg(long)]
+        watch: bool,
+    },
+}
+
 #[derive(Debug, Subcommand)]
 pub(crate) enum PkiCommand {
     /// Start a rotation: a new CA and JWT-SVID key, published in the bundle
@@ -1127,6 +1235,15 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Evidence(cmd) => crate::attest::evidence(cmd).await,
         Command::Nats(cmd) => crate::nats::run(cmd).await,
         Command::Keeper(args) => crate::keeper::run(args).await.map(|()| ExitCode::SUCCESS),
+        Command::Workload(cmd) => crate::workloads::run(cmd).await,
+        Command::Agent(args) => crate::agent::run(args).await.map(|()| ExitCode::SUCCESS),
+        Command::Svid(SvidCommand::Fetch {
+            socket,
+            write,
+            watch,
+        }) => crate::agent::fetch(&socket, &write, watch)
+            .await
+            .map(|()| ExitCode::SUCCESS),
         Command::Completions { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "vern", &mut std::io::stdout());
             Ok(ExitCode::SUCCESS)

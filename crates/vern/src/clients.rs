@@ -61,6 +61,7 @@ pub(crate) async fn run(cmd: ClientCommand) -> anyhow::Result<ExitCode> {
                 tls_client_auth_san,
                 nats_publish,
                 nats_subscribe,
+                node,
             } = *args;
             let mut keys = Vec::new();
             for path in &jwks {
@@ -71,9 +72,10 @@ pub(crate) async fn run(cmd: ClientCommand) -> anyhow::Result<ExitCode> {
                 keys.push(key);
             }
             let body = json!({
-                "tenant": tenant, "project": project, "environment": environment, "name": name,
+                "tenant": tenant, "project": project, "environment": environment,
+                "name": node.as_ref().or(name.as_ref()),
                 "scopes": scopes, "roles": roles, "dpop_bound": dpop_bound, "jwks": keys, "token_ttl": token_ttl,
-                "tls_client_auth_san": tls_client_auth_san,
+                "tls_client_auth_san": tls_client_auth_san, "node": node.is_some(),
                 "nats": { "publish": nats_publish, "subscribe": nats_subscribe },
             });
             let v = Client::new(&client)?
@@ -147,6 +149,11 @@ struct PlatformFile {
     /// checked by the server.
     #[serde(default)]
     promotion: Option<Value>,
+    /// Registration entries of `vern agent` nodes (`workloads: […]`, each
+    /// with `node`, `selectors`, `service` and optionally `ttl`), checked
+    /// by the server.
+    #[serde(default)]
+    workloads: Option<Value>,
 }
 
 /// `vern apply -f FILE`.
@@ -167,6 +174,9 @@ pub(crate) async fn apply(
         }
         if let Some(promotion) = platform.promotion {
             map.insert("promotion".to_owned(), promotion);
+        }
+        if let Some(workloads) = platform.workloads {
+            map.insert("workloads".to_owned(), workloads);
         }
     }
     let v = Client::new(client)?
@@ -234,19 +244,57 @@ pub(crate) async fn apply(
     for env in gates("kept") {
         println!("  promotion gate {env} (not declared; kept, use --prune to delete)");
     }
+    let entries = |k: &str| -> Vec<String> {
+        at(d, &format!("/workloads/{k}"))
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|e| {
+                let selectors: Vec<&str> = at(e, "/selectors")
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(Value::as_str)
+                    .collect();
+                format!(
+                    "{} on {} for {}",
+                    selectors.join(" "),
+                    field(e, "node"),
+                    field(e, "service")
+                )
+            })
+            .collect()
+    };
+    for (sign, k) in [("+", "create"), ("-", "delete")] {
+        for e in entries(k) {
+            println!("{sign} workload {e}");
+        }
+    }
+    for e in entries("kept") {
+        println!("  workload {e} (not declared; kept, use --prune to delete)");
+    }
     let (c, u, del) = (
-        list("create").len() + roles("create").len() + gates("create").len(),
+        list("create").len()
+            + roles("create").len()
+            + gates("create").len()
+            + entries("create").len(),
         at(d, "/update").as_array().map_or(0, Vec::len)
             + roles("update").len()
             + gates("update").len(),
-        list("delete").len() + roles("delete").len() + gates("delete").len(),
+        list("delete").len()
+            + roles("delete").len()
+            + gates("delete").len()
+            + entries("delete").len(),
     );
     if dry_run {
         println!("\nDry run: {c} to create, {u} to update, {del} to delete.");
     } else {
         println!(
             "\nApplied: {c} created, {u} updated, {del} deleted, {} unchanged.",
-            list("unchanged").len() + roles("unchanged").len() + gates("unchanged").len()
+            list("unchanged").len()
+                + roles("unchanged").len()
+                + gates("unchanged").len()
+                + entries("unchanged").len()
         );
         if let Some(secrets) = at(d, "/secrets").as_object().filter(|s| !s.is_empty()) {
             println!("\nSecrets of the new clients (shown once):");

@@ -1,6 +1,7 @@
 //! `vern`: the server (`vern serve`) and the client commands that talk to it.
 #![forbid(unsafe_code)]
 
+mod agent;
 mod attest;
 mod audit;
 mod cli;
@@ -15,6 +16,7 @@ mod nats;
 mod pki;
 mod policy;
 mod serve;
+mod workloads;
 
 use std::process::ExitCode;
 

@@ -137,7 +137,7 @@ pub(crate) async fn sign(
     let scope = match (&body.environment, &caller.principal.kind) {
         (Some(e), _) => parse_scope(e)?,
         (None, PrincipalKind::Service { scope }) => scope.clone(),
-        (None, PrincipalKind::Operator { .. }) => {
+        (None, PrincipalKind::Operator { .. } | PrincipalKind::Node) => {
             return Err(ApiError::bad_request(
                 "an operator names the environment to sign for (`environment`)",
             ))
@@ -219,6 +219,8 @@ fn reader_owner(caller: &Caller, tenant: Option<&str>) -> Result<Option<KeyOwner
         (Some(t), _) => Some(TenantId::parse(t).map_err(bad)?),
         (None, PrincipalKind::Service { scope }) => Some(scope.tenant.clone()),
         (None, PrincipalKind::Operator { tenant, .. }) => tenant.clone(),
+        // A node reads nothing; the decision on the platform refuses it.
+        (None, PrincipalKind::Node) => None,
     };
     authorize_on(
         caller,
@@ -462,6 +464,8 @@ pub(crate) async fn rotate(
         (Some(t), _) => Some(TenantId::parse(t).map_err(bad)?),
         (None, PrincipalKind::Service { scope }) => Some(scope.tenant.clone()),
         (None, PrincipalKind::Operator { tenant, .. }) => tenant.clone(),
+        // A node rotates nothing; the decision on the platform refuses it.
+        (None, PrincipalKind::Node) => None,
     };
     let (owner, resource) = match tenant {
         Some(t) => (KeyOwner::Tenant(t.clone()), Resource::Tenant(t)),

@@ -74,7 +74,7 @@ pub(crate) async fn records(
                 tenant: Some(t), ..
             },
         ) => Some(t.clone()),
-        (None, PrincipalKind::Operator { tenant: None, .. }) => None,
+        (None, PrincipalKind::Operator { tenant: None, .. } | PrincipalKind::Node) => None,
     };
     authorize_audit_read(&caller, tenant.as_ref())?;
     let allowed = match q.decision.as_deref() {

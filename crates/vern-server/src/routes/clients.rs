@@ -42,6 +42,9 @@ pub(crate) fn as_subject(client_id: &str, kind: &ClientKind, scopes: &[String]) 
             },
             root: false,
         },
+        ClientKind::Node => SubjectKind::Node {
+            services: Vec::new(),
+        },
     };
     Some(Subject {
         id: client_id.to_owned(),
@@ -226,6 +229,10 @@ pub(crate) struct ApplyBody {
     /// The promotion gates; without it, gates are left alone.
     #[serde(default)]
     promotion: Option<Vec<crate::routes::attest::GateBody>>,
+    /// Registration entries of `vern agent` nodes; without it, entries are
+    /// left alone.
+    #[serde(default)]
+    workloads: Option<Vec<crate::routes::workloads::RegisterBody>>,
     #[serde(default)]
     prune: bool,
     #[serde(default)]
@@ -277,7 +284,7 @@ pub(crate) async fn apply(
     for spec in &body.clients {
         check_nats(spec)?;
     }
-    let (gates, gate_writes) = match body.promotion {
+    let (gates, mut also) = match body.promotion {
         Some(list) => {
             let (plan, writes) =
                 crate::routes::attest::plan_gates(&state, &caller, &barrier, list, body.prune)
@@ -285,6 +292,19 @@ pub(crate) async fn apply(
             (Some(plan), vec![writes])
         }
         None => (None, Vec::new()),
+    };
+    // Entries are decided and planned before anything is written, and
+    // committed in the clients' transaction: all of the file or none.
+    let workloads = match body.workloads {
+        Some(declared) => {
+            let (plan, writes) = crate::routes::workloads::plan_declared(
+                &state, &caller, &barrier, declared, body.prune,
+            )
+            .await?;
+            also.push(writes);
+            Some(plan)
+        }
+        None => None,
     };
     let declared = Declaration {
         clients: &body.clients,
@@ -299,7 +319,7 @@ pub(crate) async fn apply(
             body.prune,
             body.dry_run,
             &Reach::of(&caller),
-            gate_writes,
+            also,
         )
         .await?;
     if let (Some(g), Some(slot), false) = (&gates, &caller.audit, body.dry_run) {
@@ -343,6 +363,7 @@ pub(crate) async fn apply(
         "secrets": secrets,
         "jwt_roles": crate::routes::jwt_auth::plan_json(&plan.jwt_roles),
         "promotion": gates.as_ref().map(crate::routes::attest::gate_plan_json),
+        "workloads": workloads.as_ref().map(crate::routes::workloads::plan_json),
     }}))
     .into_response())
 }

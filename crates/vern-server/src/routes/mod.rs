@@ -15,6 +15,7 @@ mod oauth;
 mod pki;
 mod sys;
 mod vault_auth;
+mod workloads;
 
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{header, HeaderValue, StatusCode};
@@ -446,6 +447,20 @@ pub(crate) fn table() -> Vec<Route> {
             "/v1/pki/jwt-svid",
             &[("POST", Resource("svid.issue"))],
             post(pki::issue_jwt_svid),
+        ),
+        route(
+            "/v1/pki/workloads",
+            &[
+                ("POST", Resource("workload.register")),
+                ("GET", Resource("workload.read")),
+                ("HEAD", Resource("workload.read")),
+            ],
+            post(workloads::register).get(workloads::list),
+        ),
+        route(
+            "/v1/pki/workloads/{id}",
+            &[("DELETE", Resource("workload.register"))],
+            delete(workloads::delete),
         ),
         route(
             "/v1/pki/bundle",

@@ -54,6 +54,8 @@ fn own_folder(caller: &Caller) -> Folder {
             Some(scope.environment.clone()),
         ),
         PrincipalKind::Operator { tenant, .. } => (tenant.clone(), None, None),
+        // A node has no part of the tree; Cedar refuses it every folder.
+        PrincipalKind::Node => (None, None, None),
     }
 }
 

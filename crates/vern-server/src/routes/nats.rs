@@ -73,6 +73,9 @@ pub(crate) async fn paths(
         (Some(t), _) => Some(TenantId::parse(t).map_err(|e| ApiError::bad_request(e.to_string()))?),
         (None, PrincipalKind::Service { scope }) => Some(scope.tenant.clone()),
         (None, PrincipalKind::Operator { tenant, .. }) => tenant.clone(),
+        // A node belongs to no tenant: it asks about the platform, which
+        // its policies never allow.
+        (None, PrincipalKind::Node) => None,
     };
     authorize_on(
         &caller,

@@ -484,6 +484,7 @@ pub(crate) async fn revoke(
     let may_revoke = |c: &AccessClaims| match caller.kind {
         ClientKind::Service { .. } => c.client_id == caller.client_id,
         ClientKind::Operator { .. } => reaches(&caller.kind, &c.kind),
+        ClientKind::Node => c.client_id == caller.client_id,
     };
     state
         .inner
@@ -506,6 +507,7 @@ fn reaches(caller: &ClientKind, token: &ClientKind) -> bool {
     let tenant = |k: &ClientKind| match k {
         ClientKind::Service { tenant, .. } => Some(tenant.clone()),
         ClientKind::Operator { tenant, .. } => tenant.clone(),
+        ClientKind::Node => None,
     };
     match (caller, tenant(caller)) {
         (ClientKind::Operator { .. }, None) => true,

@@ -35,6 +35,10 @@ pub(crate) struct SvidRequest {
     /// DNS names besides the SPIFFE ID (a policy must allow them).
     #[serde(default)]
     dns_names: Vec<String>,
+    /// For a node: the service of the workload it attested, which one of
+    /// its registration entries must name.
+    #[serde(default)]
+    service: Option<String>,
 }
 
 /// `aud` as the SPIFFE JWT-SVID specification has it: one or several.
@@ -52,6 +56,9 @@ pub(crate) struct JwtSvidRequest {
     audience: Audience,
     #[serde(default)]
     ttl: Option<Value>,
+    /// For a node: the service of the workload it attested.
+    #[serde(default)]
+    service: Option<String>,
 }
 
 /// `POST /v1/pki/rotate`.
@@ -125,8 +132,79 @@ fn detail(caller: &Caller, name: &str, value: &str) {
     }
 }
 
+/// Whose SVID a request obtains, and the caller that is decided on.
+struct Target {
+    /// The caller; for a node, with the services of its entries.
+    caller: Caller,
+    /// The principal whose SPIFFE ID the SVID carries.
+    principal: vern_core::Principal,
+    /// The lifetime the node's entry for the service sets.
+    entry_ttl: Option<u64>,
+}
+
+impl Target {
+    fn resource(&self) -> vern_policy::Resource {
+        match &self.principal.kind {
+            vern_core::PrincipalKind::Service { scope } => vern_policy::Resource::Service {
+                id: self.principal.id.clone(),
+                scope: scope.clone(),
+            },
+            _ => self.caller.subject.as_resource(),
+        }
+    }
+}
+
+/// The caller itself; or, for a node, the service it names, which Cedar
+/// lets it have only when one of its registration entries names it
+/// (`vern.node-workloads`). The SPIFFE ID comes from the entry's service,
+/// never from anything else in the request.
+async fn target(
+    state: &AppState,
+    caller: &Caller,
+    barrier: &vern_seal::Barrier,
+    service: Option<&str>,
+) -> Result<Target, ApiError> {
+    let node = matches!(caller.principal.kind, vern_core::PrincipalKind::Node);
+    let Some(service) = service else {
+        if node {
+            return Err(ApiError::bad_request(
+                "a node names the service of the workload it attested (`service`)",
+            ));
+        }
+        return Ok(Target {
+            caller: caller.clone(),
+            principal: caller.principal.clone(),
+            entry_ttl: None,
+        });
+    };
+    if !node {
+        return Err(ApiError::bad_request(
+            "only a node names a service; any other caller obtains its own SVID",
+        ));
+    }
+    let principal = vern_pki::service_principal(service)?;
+    let entries = state
+        .inner
+        .pki
+        .workloads(barrier, Some(&caller.principal.id))
+        .await?;
+    let node_caller = super::workloads::node_caller(caller, &entries);
+    detail(caller, "node", &caller.principal.id);
+    detail(caller, "service", service);
+    let entry_ttl = entries
+        .iter()
+        .filter(|e| e.service == service)
+        .filter_map(|e| e.ttl)
+        .max();
+    Ok(Target {
+        caller: node_caller,
+        principal,
+        entry_ttl,
+    })
+}
+
 /// `POST /v1/pki/svid`: an X.509-SVID of the caller's SPIFFE ID from its
-/// CSR.
+/// CSR (for a node, of the service of a workload it attested).
 pub(crate) async fn issue_svid(
     State(state): State<AppState>,
     caller: Caller,
@@ -144,10 +222,14 @@ async fn issue_svid_for(
 ) -> Result<Response, ApiError> {
     let barrier = state.inner.seal.barrier()?;
     let dns = dns_names(&req.dns_names)?;
-    let ttl = req.ttl.as_ref().map(|t| seconds("ttl", t)).transpose()?;
-    authorize_svid(caller, caller.subject.as_resource(), &dns)?;
+    let mut ttl = req.ttl.as_ref().map(|t| seconds("ttl", t)).transpose()?;
+    let target = target(state, caller, &barrier, req.service.as_deref()).await?;
+    authorize_svid(&target.caller, target.resource(), &dns)?;
+    if let Some(cap) = target.entry_ttl {
+        ttl = Some(ttl.map_or(cap, |t| t.min(cap)));
+    }
     let pki = &state.inner.pki;
-    let spiffe_id = pki.spiffe_id_of(&caller.principal)?;
+    let spiffe_id = pki.spiffe_id_of(&target.principal)?;
     detail(caller, "spiffe_id", &spiffe_id.to_string());
     if !dns.is_empty() {
         let names: Vec<&str> = dns.iter().map(DnsName::as_str).collect();
@@ -204,9 +286,10 @@ async fn issue_jwt_for(
         Audience::Many(list) => list,
     };
     let ttl = req.ttl.as_ref().map(|t| seconds("ttl", t)).transpose()?;
-    authorize_svid(caller, caller.subject.as_resource(), &[])?;
+    let target = target(state, caller, &barrier, req.service.as_deref()).await?;
+    authorize_svid(&target.caller, target.resource(), &[])?;
     let pki = &state.inner.pki;
-    let spiffe_id = pki.spiffe_id_of(&caller.principal)?;
+    let spiffe_id = pki.spiffe_id_of(&target.principal)?;
     detail(caller, "spiffe_id", &spiffe_id.to_string());
     detail(caller, "audience", &audience.join(","));
     let svid = pki

@@ -48,6 +48,7 @@ fn policies(kind: &ClientKind, scopes: &[String]) -> Vec<String> {
     match kind {
         ClientKind::Service { .. } => scopes.to_vec(),
         ClientKind::Operator { roles, .. } => roles.clone(),
+        ClientKind::Node => Vec::new(),
     }
 }
 
