@@ -59,7 +59,7 @@ pub enum AttestError {
     #[error("{0}")]
     SubjectMismatch(String),
     /// A signature names a key that is not trusted.
-    #[error("signature by unknown key `{0}`")]
+    #[error("signature by unknown key `{0}`: it does not verify with any trusted key")]
     UnknownKey(String),
     /// A signature does not verify: it was made over other bytes or by
     /// another key.

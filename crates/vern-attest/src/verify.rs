@@ -20,9 +20,10 @@ pub struct Verified {
 
 /// Verifies `envelope` against `trusted`.
 ///
-/// Every signature must name a trusted key and verify (a signature that
-/// does not is a refusal, not something skipped: an envelope is evidence
-/// as a whole). `signed_at` is when the envelope was signed, as the
+/// Every signature must verify under a trusted key (a signature that does
+/// not is a refusal, not something skipped: an envelope is evidence as a
+/// whole). The key is the one its `keyid` names; under an id no trusted
+/// key has, each trusted key is tried, since DSSE key ids are only hints. `signed_at` is when the envelope was signed, as the
 /// evidence store recorded it; each key must have been valid then. Without
 /// it, each key must be valid at `now`. With `subject`, the statement must
 /// name that digest.
@@ -48,15 +49,20 @@ pub fn verify_envelope(
     let at = signed_at.unwrap_or(now);
     let mut kids = Vec::with_capacity(envelope.signatures.len());
     for s in &envelope.signatures {
-        let key = trusted
-            .iter()
-            .find(|k| k.kid == s.keyid)
-            .ok_or_else(|| AttestError::UnknownKey(crate::digest::shown(&s.keyid)))?;
         let sig = decode_b64(&s.sig)
             .ok_or_else(|| AttestError::Malformed("a signature is not base64".into()))?;
-        if !key.public.verify(&pae, &sig) {
-            return Err(AttestError::BadSignature(key.kid.clone()));
-        }
+        let key = match trusted.iter().find(|k| k.kid == s.keyid) {
+            Some(key) if key.public.verify(&pae, &sig) => key,
+            Some(key) => return Err(AttestError::BadSignature(key.kid.clone())),
+            // DSSE's `keyid` is an unauthenticated hint, and signers name
+            // keys their own way (securesystemslib's default is a hash of
+            // its own key format): a signature under an id this site does
+            // not use is tried against each trusted key.
+            None => trusted
+                .iter()
+                .find(|k| k.public.verify(&pae, &sig))
+                .ok_or_else(|| AttestError::UnknownKey(crate::digest::shown(&s.keyid)))?,
+        };
         if !key.valid_at(at) {
             return Err(AttestError::KeyNotValid {
                 kid: key.kid.clone(),

@@ -153,6 +153,21 @@ async fn refuses_tampering_other_subjects_and_other_tenants() {
     let err = verify_envelope(&env, &globex, None, NOW, None).unwrap_err();
     assert!(matches!(err, AttestError::UnknownKey(_)), "{err}");
 
+    // A key id is only a hint: under another signer's naming, the
+    // signature still finds the trusted key that made it …
+    let mut renamed = env.clone();
+    renamed.signatures[0].keyid = "sslib-style-key-id".to_owned();
+    let v = verify_envelope(&renamed, &acme, None, NOW, None).unwrap();
+    assert_eq!(v.kids, vec![env.signatures[0].keyid.clone()]);
+    // … and no other tenant's key passes for it.
+    let err = verify_envelope(&renamed, &globex, None, NOW, None).unwrap_err();
+    assert!(matches!(err, AttestError::UnknownKey(_)), "{err}");
+    // Nor does an envelope whose signature no trusted key made.
+    let mut forged = renamed.clone();
+    forged.signatures[0].sig = STANDARD.encode([7u8; 64]);
+    let err = verify_envelope(&forged, &acme, None, NOW, None).unwrap_err();
+    assert!(matches!(err, AttestError::UnknownKey(_)), "{err}");
+
     // The statement does not name another subject.
     let err = verify_envelope(&env, &acme, None, NOW, Some(&subject('d').digest)).unwrap_err();
     assert!(matches!(err, AttestError::SubjectMismatch(_)), "{err}");
