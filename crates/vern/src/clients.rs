@@ -157,6 +157,31 @@ struct PlatformFile {
 }
 
 /// `vern apply -f FILE`.
+/// The names in one section (`jwt_roles`, `promotion`) of an apply plan
+/// under `k` (`create`, `update`, `delete`, `kept`, `unchanged`).
+fn plan_names(plan: &Value, section: &str, k: &str) -> Vec<String> {
+    at(plan, &format!("/{section}/{k}"))
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|x| x.as_str().map(str::to_owned))
+        .collect()
+}
+
+/// Prints one such section: `+`, `~` and `-` lines for the names created,
+/// updated and deleted, and the ones kept because the file left them out
+/// without `--prune`.
+fn print_named_plan(plan: &Value, section: &str, what: &str) {
+    for (sign, k) in [("+", "create"), ("~", "update"), ("-", "delete")] {
+        for name in plan_names(plan, section, k) {
+            println!("{sign} {what} {name}");
+        }
+    }
+    for name in plan_names(plan, section, "kept") {
+        println!("  {what} {name} (not declared; kept, use --prune to delete)");
+    }
+}
+
 pub(crate) async fn apply(
     client: &crate::cli::ClientArgs,
     file: &std::path::Path,
@@ -212,38 +237,10 @@ pub(crate) async fn apply(
     for id in list("kept") {
         println!("  {id} (not declared; kept, use --prune to delete)");
     }
-    let roles = |k: &str| -> Vec<String> {
-        at(d, &format!("/jwt_roles/{k}"))
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|x| x.as_str().map(str::to_owned))
-            .collect()
-    };
-    for (sign, k) in [("+", "create"), ("~", "update"), ("-", "delete")] {
-        for name in roles(k) {
-            println!("{sign} JWT role {name}");
-        }
-    }
-    for name in roles("kept") {
-        println!("  JWT role {name} (not declared; kept, use --prune to delete)");
-    }
-    let gates = |k: &str| -> Vec<String> {
-        at(d, &format!("/promotion/{k}"))
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|x| x.as_str().map(str::to_owned))
-            .collect()
-    };
-    for (sign, k) in [("+", "create"), ("~", "update"), ("-", "delete")] {
-        for env in gates(k) {
-            println!("{sign} promotion gate {env}");
-        }
-    }
-    for env in gates("kept") {
-        println!("  promotion gate {env} (not declared; kept, use --prune to delete)");
-    }
+    print_named_plan(d, "jwt_roles", "JWT role");
+    print_named_plan(d, "promotion", "promotion gate");
+    let roles = |k: &str| plan_names(d, "jwt_roles", k);
+    let gates = |k: &str| plan_names(d, "promotion", k);
     let entries = |k: &str| -> Vec<String> {
         at(d, &format!("/workloads/{k}"))
             .as_array()

@@ -152,17 +152,8 @@ pub(crate) async fn sign(
     let owner = KeyOwner::Tenant(scope.tenant.clone());
     let now = state.inner.clock.unix_seconds();
     let barrier = state.inner.seal.barrier()?;
-    let keys = keystore(&state);
-    let (envelope, kid) = keys.sign(&barrier, &owner, &statement, now).await?;
-    let bytes = envelope.to_bytes()?;
-    let trusted = keys.published(&barrier, &owner, now).await?;
-    let provenance = Provenance {
-        signer: caller.principal.id.clone(),
-        signed_at: now,
-    };
-    let (stored, _) = EvidenceStore
-        .put(&barrier, &owner, &bytes, &trusted, &provenance, now)
-        .await?;
+    let (bytes, kid, stored) =
+        sign_and_store(&state, &barrier, &owner, &statement, &caller, now).await?;
     // Signatures are deterministic, so the same statement signed again is
     // the same bytes, already stored: the store's first record stands, and
     // the answer says whose it is rather than claim this caller's.
@@ -723,17 +714,8 @@ pub(crate) async fn promote(
     }
     let predicate = gates::promotion_predicate(&gate, &outcome, &caller.principal.id, now);
     let statement = Statement::new(&subject, PROMOTION_V1, predicate)?;
-    let keys = keystore(&state);
-    let (envelope, kid) = keys.sign(&barrier, &owner, &statement, now).await?;
-    let bytes = envelope.to_bytes()?;
-    let published = keys.published(&barrier, &owner, now).await?;
-    let provenance = Provenance {
-        signer: caller.principal.id.clone(),
-        signed_at: now,
-    };
-    let (stored, _) = EvidenceStore
-        .put(&barrier, &owner, &bytes, &published, &provenance, now)
-        .await?;
+    let (bytes, kid, stored) =
+        sign_and_store(&state, &barrier, &owner, &statement, &caller, now).await?;
     let record = json!({
         "address": stored.address,
         "kid": kid,
@@ -751,6 +733,31 @@ pub(crate) async fn promote(
         record: Some(record),
     };
     Ok(decision(&caller, &id, &subject, &scope, answer))
+}
+
+/// Signs `statement` with `owner`'s current key and stores the envelope
+/// as signed by the caller now: the envelope's bytes, the key id, and
+/// what the store did.
+async fn sign_and_store(
+    state: &AppState,
+    barrier: &vern_seal::Barrier,
+    owner: &KeyOwner,
+    statement: &Statement,
+    caller: &Caller,
+    now: u64,
+) -> Result<(Vec<u8>, String, vern_attest::Stored), ApiError> {
+    let keys = keystore(state);
+    let (envelope, kid) = keys.sign(barrier, owner, statement, now).await?;
+    let bytes = envelope.to_bytes()?;
+    let trusted = keys.published(barrier, owner, now).await?;
+    let provenance = Provenance {
+        signer: caller.principal.id.clone(),
+        signed_at: now,
+    };
+    let (stored, _) = EvidenceStore
+        .put(barrier, owner, &bytes, &trusted, &provenance, now)
+        .await?;
+    Ok((bytes, kid, stored))
 }
 
 /// What a promotion request is answered.
