@@ -39,6 +39,7 @@ use vern_nats::{NatsKeys, CALLOUT_USER, SYSTEM_USER};
 use vern_policy::{Binding, Query, Resource, Subject as PolicySubject, SubjectKind};
 use vern_seal::Barrier;
 
+use crate::limits::{retry_after_secs, Attempt, CredentialId, Refused, Source};
 use crate::state::AppState;
 
 /// Where nats-server sends callout requests.
@@ -360,6 +361,15 @@ struct Details {
     granted: BTreeMap<String, String>,
 }
 
+/// The reason given for a connection a limit refused.
+fn limited(r: &Refused) -> String {
+    format!(
+        "refused by the `{}` limit; retry in {} s",
+        r.scope,
+        retry_after_secs(r.wait)
+    )
+}
+
 async fn decide(state: &AppState, barrier: &Arc<Barrier>, request: &Request, now: u64) -> Decided {
     let Some(token) = request.token() else {
         return Decided::refused(
@@ -367,14 +377,43 @@ async fn decide(state: &AppState, barrier: &Arc<Barrier>, request: &Request, now
             "no token: connect with a Vern access token as the NATS token",
         );
     };
+    // The API's lockouts and budgets: a token that keeps failing from one
+    // address is refused before it is checked, an address that keeps
+    // failing is refused once its budget of failures is spent, and a
+    // principal or tenant connecting too fast is refused like its API
+    // calls would be. A connect flood so costs no more than an API flood.
+    let guard = &state.inner.guard;
+    let source = Source::of(request.client_host().parse().ok());
+    let attempt = Attempt {
+        identity: CredentialId::token(token.as_bytes()),
+        source,
+    };
+    if let Err(r) = guard.api_attempt(Some(&attempt)) {
+        return Decided::refused(None, limited(&r));
+    }
     let authority = &state.inner.authority;
     let claims = match authority
         .verify_access(barrier, token, Presented::Bearer)
         .await
     {
         Ok(c) => c,
-        Err(e) => return Decided::refused(None, format!("the token was refused: {e}")),
+        Err(e) => {
+            let why = format!("the token was refused: {e}");
+            // Wrong credentials count; an unavailable server does not.
+            let credential = crate::error::ApiError::from(e).status_code()
+                == axum::http::StatusCode::UNAUTHORIZED;
+            if credential {
+                if let Err(r) = guard.api_failed(Some(&attempt), source) {
+                    return Decided::refused(None, limited(&r));
+                }
+            }
+            return Decided::refused(None, why);
+        }
     };
+    let tenant = claims.kind.scope().map(|s| s.tenant.to_string());
+    if let Err(r) = guard.api_succeeded(Some(&attempt), &claims.client_id, tenant.as_deref()) {
+        return Decided::refused(Some(claims), limited(&r));
+    }
     let refuse = |c: &AccessClaims, why: String| Decided::refused(Some(c.clone()), why);
     // The API allows a clock leeway past `exp`; a NATS connection ends at
     // `exp` exactly, so a token past it gets no connection at all.

@@ -342,6 +342,28 @@ async fn bad_tokens_are_refused_and_revocation_kicks() {
     .await;
     assert!(connect(&s.url, &token).await.is_err());
     drop(nc);
+
+    // The API's lockout holds at connect too: a token that keeps failing
+    // from one address is refused there before it is checked (five
+    // failures by default), and the limit is counted like the API's.
+    for _ in 0..6 {
+        assert!(connect(&s.url, "still-not-a-token").await.is_err());
+    }
+    let metrics = common::client()
+        .get(s.vern.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains(r#"vern_rate_limited_total{scope="lockout"}"#),
+        "{metrics}"
+    );
+    // Another token from the same address still connects.
+    let fresh = access_token(&s.vern, &id, &secret).await;
+    connect(&s.url, &fresh).await.unwrap();
 }
 
 #[tokio::test]
