@@ -445,6 +445,17 @@ impl Pki {
         Ok((plan, batch))
     }
 
+    /// The deletion of every registration entry of the node `node` (a
+    /// client id), as a batch for the caller to commit in the same
+    /// transaction as the node's deletion; writes nothing itself.
+    pub async fn node_workloads_removal(
+        &self,
+        b: &Barrier,
+        node: &str,
+    ) -> Result<vern_seal::ViewBatch, PkiError> {
+        crate::workloads::removal_of_node(b, node).await
+    }
+
     /// Deletes a registration entry.
     pub async fn delete_workload(
         &self,
@@ -476,6 +487,57 @@ impl Pki {
             "spiffe_sequence": material.sequence(now, overlap),
             "spiffe_refresh_hint": self.config.refresh_hint,
         }))
+    }
+
+    /// Whether `cert_der` is an unexpired X.509-SVID of `expected` signed by
+    /// one of this deployment's published CAs: its only URI SAN is
+    /// `expected`, and a CA's signing certificate verifies its signature.
+    /// A TLS handshake may also accept certificates of a `--tls-client-ca`
+    /// bundle; this tells Vern's own SVIDs apart from those.
+    pub async fn is_own_svid(
+        &self,
+        b: &Barrier,
+        cert_der: &[u8],
+        expected: &SpiffeId,
+    ) -> Result<bool, PkiError> {
+        use x509_parser::extensions::GeneralName;
+        let Ok((_, cert)) = x509_parser::parse_x509_certificate(cert_der) else {
+            return Ok(false);
+        };
+        let now = self.now();
+        let valid = cert.validity();
+        let from = u64::try_from(valid.not_before.timestamp()).unwrap_or(u64::MAX);
+        let until = u64::try_from(valid.not_after.timestamp()).unwrap_or(0);
+        if now < from || now >= until {
+            return Ok(false);
+        }
+        let uris: Vec<&str> = match cert.subject_alternative_name() {
+            Ok(Some(san)) => san
+                .value
+                .general_names
+                .iter()
+                .filter_map(|n| match n {
+                    GeneralName::URI(u) => Some(*u),
+                    _ => None,
+                })
+                .collect(),
+            _ => return Ok(false),
+        };
+        let expected = expected.to_string();
+        if uris != [expected.as_str()] {
+            return Ok(false);
+        }
+        let material = self.material(b, false).await?;
+        let signed = material
+            .published_cas(now, self.config.overlap())
+            .into_iter()
+            .filter_map(|ca| ca.chain_der.first())
+            .any(|signer| {
+                x509_parser::parse_x509_certificate(signer).is_ok_and(|(_, issuer)| {
+                    cert.verify_signature(Some(issuer.public_key())).is_ok()
+                })
+            });
+        Ok(signed)
     }
 
     /// The trust anchors (the published roots) as PEM.

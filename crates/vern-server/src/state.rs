@@ -164,6 +164,7 @@ impl AppState {
             NonceRule::NotRequired
         };
         authority.signing_alg = config.token_signing_alg;
+        authority.node_trust_domain = Some(config.pki.trust_domain.clone());
         let authority = Arc::new(Authority::new(authority, Arc::clone(&clock)));
         let pki = Arc::new(Pki::new(config.pki.clone(), Arc::clone(&clock)));
         let policies = Arc::new(match &config.policy_dir {
