@@ -239,6 +239,40 @@ impl Pki {
         Ok(loaded)
     }
 
+    /// The material for the public reads (the bundle, the anchors), which
+    /// never write: before [`Pki::ensure_ca`] has created the first CA it
+    /// is [`PkiError::Unavailable`].
+    async fn published_material(&self, b: &Barrier) -> Result<Arc<Material>, PkiError> {
+        let now = self.now();
+        if let Some((m, at)) = self
+            .material
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+        {
+            if now < at.saturating_add(CACHE_SECS) {
+                return Ok(Arc::clone(m));
+            }
+        }
+        let loaded = Material::read(b).await?;
+        if !loaded.is_created() {
+            return Err(PkiError::Unavailable(
+                "the CA is created when Vern is unsealed; retry shortly".to_owned(),
+            ));
+        }
+        let loaded = Arc::new(loaded);
+        *self.material.write().unwrap_or_else(|e| e.into_inner()) =
+            Some((Arc::clone(&loaded), now));
+        Ok(loaded)
+    }
+
+    /// Creates the first CA and JWT-SVID key unless they exist (once per
+    /// deployment, whichever replica is first; the server calls it when
+    /// unsealed, so that public reads never write).
+    pub async fn ensure_ca(&self, b: &Barrier) -> Result<(), PkiError> {
+        self.material(b, false).await.map(|_| ())
+    }
+
     /// The lifetime to grant: the one asked for (or the default), cut to
     /// the hard maximum; zero is refused.
     fn ttl(&self, asked: Option<u64>, default: u64) -> Result<u64, PkiError> {
@@ -470,7 +504,7 @@ impl Pki {
     pub async fn bundle(&self, b: &Barrier) -> Result<Value, PkiError> {
         let now = self.now();
         let overlap = self.config.overlap();
-        let material = self.material(b, false).await?;
+        let material = self.published_material(b).await?;
         let mut keys = material
             .published_cas(now, overlap)
             .into_iter()
@@ -543,7 +577,7 @@ impl Pki {
     /// The trust anchors (the published roots) as PEM.
     pub async fn trust_anchors_pem(&self, b: &Barrier) -> Result<String, PkiError> {
         let now = self.now();
-        let material = self.material(b, false).await?;
+        let material = self.published_material(b).await?;
         let roots: Vec<&[u8]> = material
             .published_cas(now, self.config.overlap())
             .into_iter()
