@@ -15,6 +15,9 @@ use zeroize::Zeroizing;
 
 use crate::client::failure;
 
+/// After a failed renewal of the node's own SVID, the next try.
+const OWN_RETRY_SECS: u64 = 2;
+
 /// A token is renewed once less than this much of its life is left.
 const TOKEN_MARGIN: Duration = Duration::from_secs(30);
 
@@ -198,7 +201,16 @@ impl NodeClient {
         {
             return Ok(());
         }
-        let issued = self.issue_x509(None, None).await?;
+        let issued = match self.issue_x509(None, None).await {
+            Ok(issued) => issued,
+            Err(e) => {
+                // Retry a little later, not on every tick of the upkeep.
+                if let Some(own) = self.own.lock().await.as_mut() {
+                    own.renew_at = super::unix_now().saturating_add(OWN_RETRY_SECS);
+                }
+                return Err(e);
+            }
+        };
         let identity_pem = &issued.chain_pem;
         let key_pem = Zeroizing::new(pem_block("PRIVATE KEY", &issued.key_der));
         let identity = reqwest::Identity::from_pem(
