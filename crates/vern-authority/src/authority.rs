@@ -48,6 +48,10 @@ pub struct AuthorityConfig {
     pub token_nonce: NonceRule,
     /// The algorithm of new signing keys: EdDSA (default) or ES256.
     pub signing_alg: crate::jwk::Alg,
+    /// The SPIFFE trust domain of Vern's CA, when nodes may authenticate
+    /// by `tls_client_auth` with their own X.509-SVID
+    /// (`spiffe://<td>/vern/agent/<name>`) besides their secret.
+    pub node_trust_domain: Option<vern_pki::TrustDomain>,
 }
 
 impl AuthorityConfig {
@@ -65,6 +69,7 @@ impl AuthorityConfig {
             key_publish_delay: 60,
             token_nonce: NonceRule::Required,
             signing_alg: crate::jwk::Alg::EdDsa,
+            node_trust_domain: None,
         }
     }
 

@@ -14,7 +14,7 @@ use vern_seal::{Barrier, BarrierWrite, Expect, SealError};
 
 use crate::authority::{view, Authority};
 use crate::claims::{audience_has, claim_str, numeric_date, required_date};
-use crate::clients::ClientRecord;
+use crate::clients::{ClientKind, ClientRecord};
 use crate::jwk::PublicJwk;
 use crate::jws::Unverified;
 use crate::AuthError;
@@ -125,12 +125,28 @@ impl Authority {
                 // The chain was verified against the client CA during the
                 // handshake; here the certificate must name this client.
                 let names = vern_pki::peer_identities(&certificate.as_slice().into());
-                match &client.tls_client_auth_san {
-                    Some(san) if names.iter().any(|n| n == san) => Ok(client),
+                match self.tls_name_of(&client) {
+                    Some(san) if names.contains(&san) => Ok(client),
                     _ => Err(AuthError::InvalidClient),
                 }
             }
         }
+    }
+
+    /// The SAN a client's certificate must carry: its `tls_client_auth_san`;
+    /// for a node without one, its own SPIFFE ID, so that a node holds
+    /// both a secret (its bootstrap) and a certificate login (its SVID).
+    /// The node exception is for nodes only: every other client has one
+    /// method or the other.
+    fn tls_name_of(&self, client: &ClientRecord) -> Option<String> {
+        if let Some(san) = &client.tls_client_auth_san {
+            return Some(san.clone());
+        }
+        let td = self.config().node_trust_domain.as_ref()?;
+        if !matches!(client.kind, ClientKind::Node) {
+            return None;
+        }
+        node_spiffe_id(td, &client.client_id)
     }
 
     /// The client a credential names; an unknown one is just a failed
@@ -292,4 +308,15 @@ impl Authority {
     ) -> Result<ClientRecord, AuthError> {
         self.authenticate(b, creds).await
     }
+}
+
+/// The SPIFFE ID of the node client `client_id` (`node.<name>`) in `td`.
+pub fn node_spiffe_id(td: &vern_pki::TrustDomain, client_id: &str) -> Option<String> {
+    let name = client_id.strip_prefix("node.")?;
+    vern_pki::Workload::Node {
+        name: name.to_owned(),
+    }
+    .spiffe_id(td)
+    .ok()
+    .map(|id| id.to_string())
 }

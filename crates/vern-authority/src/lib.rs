@@ -33,7 +33,7 @@ mod verifier;
 
 pub use authority::{Authority, AuthorityConfig, IssuedToken, LoginGrant, Presented, TokenRequest};
 pub use claims::{certificate_thumbprint, AccessClaims};
-pub use client_auth::{ClientCredentials, JWT_BEARER_ASSERTION};
+pub use client_auth::{node_spiffe_id, ClientCredentials, JWT_BEARER_ASSERTION};
 pub use clients::{ClientKind, ClientRecord, ClientSpec, CreatedClient, NatsImport, NatsSubjects};
 pub use dpop::{DpopCheck, NonceRule};
 pub use jwk::{Alg, PublicJwk};

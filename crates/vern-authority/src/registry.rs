@@ -456,6 +456,18 @@ impl Authority {
     /// inactive in introspection at once (verification reads the client
     /// record); offline verifiers honour them until they expire.
     pub async fn delete_client(&self, b: &Barrier, client_id: &str) -> Result<(), AuthError> {
+        self.delete_client_with(b, client_id, Vec::new()).await
+    }
+
+    /// Deletes a client and, in the same transaction, commits `also` (the
+    /// writes of other views that go with it, such as a node's
+    /// registration entries): all or nothing.
+    pub async fn delete_client_with(
+        &self,
+        b: &Barrier,
+        client_id: &str,
+        also: Vec<ViewBatch>,
+    ) -> Result<(), AuthError> {
         let record = self.client(b, client_id).await?;
         let mut writes = vec![BarrierWrite {
             key: format!("{CLIENTS}{client_id}"),
@@ -463,7 +475,9 @@ impl Authority {
             expect: Expect::Any,
         }];
         writes.extend(san_delete(&record));
-        view(b)?.commit(writes).await?;
+        let mut batches = vec![view(b)?.batch(writes)?];
+        batches.extend(also);
+        b.commit_batches(batches).await?;
         Ok(())
     }
 

@@ -593,6 +593,11 @@ impl Material {
             .collect()
     }
 
+    /// Whether the first CA and JWT key have been created.
+    pub(crate) fn is_created(&self) -> bool {
+        !self.cas.is_empty() && !self.jwt_keys.is_empty()
+    }
+
     /// The JWT keys in the bundle at `now`.
     pub(crate) fn published_jwt(&self, now: u64, overlap: u64) -> Vec<&JwtKey> {
         let from: Vec<u64> = self.jwt_keys.iter().map(|k| k.signs_from).collect();
@@ -653,7 +658,7 @@ impl Material {
         self.version.map_or(Expect::Absent, Expect::Version)
     }
 
-    async fn read(barrier: &Barrier) -> Result<Self, PkiError> {
+    pub(crate) async fn read(barrier: &Barrier) -> Result<Self, PkiError> {
         let Some(plain) = view(barrier)?.get(DOC).await? else {
             return Ok(Self {
                 stored_sequence: 0,

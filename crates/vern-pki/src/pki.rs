@@ -239,6 +239,40 @@ impl Pki {
         Ok(loaded)
     }
 
+    /// The material for the public reads (the bundle, the anchors), which
+    /// never write: before [`Pki::ensure_ca`] has created the first CA it
+    /// is [`PkiError::Unavailable`].
+    async fn published_material(&self, b: &Barrier) -> Result<Arc<Material>, PkiError> {
+        let now = self.now();
+        if let Some((m, at)) = self
+            .material
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+        {
+            if now < at.saturating_add(CACHE_SECS) {
+                return Ok(Arc::clone(m));
+            }
+        }
+        let loaded = Material::read(b).await?;
+        if !loaded.is_created() {
+            return Err(PkiError::Unavailable(
+                "the CA is created when Vern is unsealed; retry shortly".to_owned(),
+            ));
+        }
+        let loaded = Arc::new(loaded);
+        *self.material.write().unwrap_or_else(|e| e.into_inner()) =
+            Some((Arc::clone(&loaded), now));
+        Ok(loaded)
+    }
+
+    /// Creates the first CA and JWT-SVID key unless they exist (once per
+    /// deployment, whichever replica is first; the server calls it when
+    /// unsealed, so that public reads never write).
+    pub async fn ensure_ca(&self, b: &Barrier) -> Result<(), PkiError> {
+        self.material(b, false).await.map(|_| ())
+    }
+
     /// The lifetime to grant: the one asked for (or the default), cut to
     /// the hard maximum; zero is refused.
     fn ttl(&self, asked: Option<u64>, default: u64) -> Result<u64, PkiError> {
@@ -445,6 +479,17 @@ impl Pki {
         Ok((plan, batch))
     }
 
+    /// The deletion of every registration entry of the node `node` (a
+    /// client id), as a batch for the caller to commit in the same
+    /// transaction as the node's deletion; writes nothing itself.
+    pub async fn node_workloads_removal(
+        &self,
+        b: &Barrier,
+        node: &str,
+    ) -> Result<vern_seal::ViewBatch, PkiError> {
+        crate::workloads::removal_of_node(b, node).await
+    }
+
     /// Deletes a registration entry.
     pub async fn delete_workload(
         &self,
@@ -459,7 +504,7 @@ impl Pki {
     pub async fn bundle(&self, b: &Barrier) -> Result<Value, PkiError> {
         let now = self.now();
         let overlap = self.config.overlap();
-        let material = self.material(b, false).await?;
+        let material = self.published_material(b).await?;
         let mut keys = material
             .published_cas(now, overlap)
             .into_iter()
@@ -478,10 +523,61 @@ impl Pki {
         }))
     }
 
+    /// Whether `cert_der` is an unexpired X.509-SVID of `expected` signed by
+    /// one of this deployment's published CAs: its only URI SAN is
+    /// `expected`, and a CA's signing certificate verifies its signature.
+    /// A TLS handshake may also accept certificates of a `--tls-client-ca`
+    /// bundle; this tells Vern's own SVIDs apart from those.
+    pub async fn is_own_svid(
+        &self,
+        b: &Barrier,
+        cert_der: &[u8],
+        expected: &SpiffeId,
+    ) -> Result<bool, PkiError> {
+        use x509_parser::extensions::GeneralName;
+        let Ok((_, cert)) = x509_parser::parse_x509_certificate(cert_der) else {
+            return Ok(false);
+        };
+        let now = self.now();
+        let valid = cert.validity();
+        let from = u64::try_from(valid.not_before.timestamp()).unwrap_or(u64::MAX);
+        let until = u64::try_from(valid.not_after.timestamp()).unwrap_or(0);
+        if now < from || now >= until {
+            return Ok(false);
+        }
+        let uris: Vec<&str> = match cert.subject_alternative_name() {
+            Ok(Some(san)) => san
+                .value
+                .general_names
+                .iter()
+                .filter_map(|n| match n {
+                    GeneralName::URI(u) => Some(*u),
+                    _ => None,
+                })
+                .collect(),
+            _ => return Ok(false),
+        };
+        let expected = expected.to_string();
+        if uris != [expected.as_str()] {
+            return Ok(false);
+        }
+        let material = self.material(b, false).await?;
+        let signed = material
+            .published_cas(now, self.config.overlap())
+            .into_iter()
+            .filter_map(|ca| ca.chain_der.first())
+            .any(|signer| {
+                x509_parser::parse_x509_certificate(signer).is_ok_and(|(_, issuer)| {
+                    cert.verify_signature(Some(issuer.public_key())).is_ok()
+                })
+            });
+        Ok(signed)
+    }
+
     /// The trust anchors (the published roots) as PEM.
     pub async fn trust_anchors_pem(&self, b: &Barrier) -> Result<String, PkiError> {
         let now = self.now();
-        let material = self.material(b, false).await?;
+        let material = self.published_material(b).await?;
         let roots: Vec<&[u8]> = material
             .published_cas(now, self.config.overlap())
             .into_iter()

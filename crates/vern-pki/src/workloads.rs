@@ -307,6 +307,21 @@ pub(crate) async fn get(barrier: &Barrier, id: &str) -> Result<Option<WorkloadEn
     Ok(list(barrier, None).await?.into_iter().find(|e| e.id == id))
 }
 
+/// The deletion of every entry of `node` (a client id), as a batch for
+/// the caller to commit with the node's own deletion.
+pub(crate) async fn removal_of_node(barrier: &Barrier, node: &str) -> Result<ViewBatch, PkiError> {
+    let writes = list(barrier, Some(node))
+        .await?
+        .iter()
+        .map(|e| BarrierWrite {
+            key: key_of(&e.node, &e.id),
+            value: None,
+            expect: Expect::Any,
+        })
+        .collect();
+    Ok(view(barrier)?.batch(writes)?)
+}
+
 /// Deletes an entry.
 pub(crate) async fn delete(barrier: &Barrier, entry: &WorkloadEntry) -> Result<(), PkiError> {
     view(barrier)?

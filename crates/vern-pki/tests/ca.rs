@@ -180,8 +180,18 @@ fn verifies(svid: &X509Svid, anchors_pem: &str, at: u64) -> bool {
 }
 
 #[tokio::test]
-async fn the_first_use_creates_a_root_and_an_intermediate() {
+async fn ensure_ca_creates_a_root_and_an_intermediate() {
     let e = env().await;
+    // The public reads never create the CA.
+    assert!(matches!(
+        e.pki.bundle(&e.barrier).await,
+        Err(PkiError::Unavailable(_))
+    ));
+    assert!(matches!(
+        e.pki.trust_anchors_pem(&e.barrier).await,
+        Err(PkiError::Unavailable(_))
+    ));
+    e.pki.ensure_ca(&e.barrier).await.unwrap();
     let bundle = e.bundle().await;
     assert_eq!(bundle["spiffe_sequence"], 1);
     assert_eq!(bundle["spiffe_refresh_hint"], 300);
@@ -812,6 +822,7 @@ async fn rotation_publishes_first_and_keeps_the_old_ca_until_its_svids_expire() 
 #[tokio::test]
 async fn ed25519_cas_and_another_trust_domain() {
     let e = env_with(|c| c.key_type = KeyType::Ed25519).await;
+    e.pki.ensure_ca(&e.barrier).await.unwrap();
     let bundle = e.bundle().await;
     assert_eq!(bundle["keys"][0]["kty"], "OKP");
     assert_eq!(bundle["keys"][0]["crv"], "Ed25519");

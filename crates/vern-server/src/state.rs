@@ -164,6 +164,7 @@ impl AppState {
             NonceRule::NotRequired
         };
         authority.signing_alg = config.token_signing_alg;
+        authority.node_trust_domain = Some(config.pki.trust_domain.clone());
         let authority = Arc::new(Authority::new(authority, Arc::clone(&clock)));
         let pki = Arc::new(Pki::new(config.pki.clone(), Arc::clone(&clock)));
         let policies = Arc::new(match &config.policy_dir {
@@ -228,12 +229,22 @@ impl AppState {
     }
 
     /// Starts housekeeping for the life of the process, while unsealed:
-    /// every ten minutes, expired revocation and assertion markers are
+    /// once, the CA is created unless it exists; every ten minutes, expired revocation and assertion markers are
     /// swept and records of certificates expired for more than a day are
     /// pruned; every minute, the identity expiries of `/metrics` are read
     /// afresh from the issued-certificate records. Must be called inside a
     /// Tokio runtime.
     pub fn spawn_maintenance(&self) {
+        let state = self.clone();
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(std::time::Duration::from_secs(1));
+            loop {
+                every.tick().await;
+                if state.ensure_ca().await {
+                    break;
+                }
+            }
+        });
         let state = self.clone();
         tokio::spawn(async move {
             let mut every = tokio::time::interval(std::time::Duration::from_secs(600));
@@ -273,6 +284,23 @@ impl AppState {
                 }
             }
         });
+    }
+
+    /// Creates the CA unless it exists, when unsealed: at unseal and from
+    /// the maintenance task (keepers and dev mode unseal without a
+    /// request), so that the public bundle and anchor reads never write.
+    /// Whether the CA exists now.
+    pub async fn ensure_ca(&self) -> bool {
+        let Ok(barrier) = self.inner.seal.barrier() else {
+            return false;
+        };
+        match self.inner.pki.ensure_ca(&barrier).await {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::warn!(error = %e, "The CA could not be created; retrying.");
+                false
+            }
+        }
     }
 
     /// Reloads the policy directory as one atomic swap; on error the old

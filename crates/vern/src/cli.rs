@@ -560,7 +560,8 @@ pub(crate) struct AgentArgs {
     /// The node's client id (`node.NAME`).
     #[arg(long, env = "VERN_CLIENT_ID")]
     pub(crate) client_id: String,
-    /// File holding the node's client secret.
+    /// File holding the node's client secret: the first login's, and the
+    /// fallback once the node's own SVID (its login over HTTPS) expired.
     #[arg(long)]
     pub(crate) client_secret_file: PathBuf,
     /// How often the node's entries and the bundle are read again (`30s`).

@@ -583,6 +583,9 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<()> {
         Some(_) => bail!("dev mode unseals itself; drop the keeper options or drop --dev"),
         None => AppState::new(store, audit_store, seal, server)?,
     };
+    // Unsealed already (dev mode, or a seal that needs no shares): the CA
+    // exists before the first request, which the bundle read never creates.
+    state.ensure_ca().await;
     state.spawn_maintenance();
     state.spawn_nats();
     if let Some(ca_tls) = ca_tls {

@@ -368,8 +368,13 @@ async fn workloads_get_the_svids_of_their_entries_and_nothing_else() {
     )
     .await;
     assert_eq!(status, 403);
-    let (status, _) = post_as(&s, &n1_token, "/v1/pki/svid", &json!({"csr": csr})).await;
-    assert_eq!(status, 400);
+    // Without a service, the node's own SVID, what the agent logs in with.
+    let (status, v) = post_as(&s, &n1_token, "/v1/pki/svid", &json!({"csr": csr})).await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(
+        v["data"]["spiffe_id"],
+        "spiffe://vern.internal/vern/agent/n1"
+    );
     let (status, v) = post_as(
         &s,
         &n1_token,
@@ -707,4 +712,332 @@ async fn apply_declares_nodes_and_entries_all_or_nothing() {
     assert_eq!(left.len(), 2);
     assert!(left.contains(&"svc.globex.web.prod.db".to_owned()));
     assert!(left.contains(&"svc.acme.web.prod.worker".to_owned()));
+}
+
+/// An HTTPS client trusting only `ca_pem`, presenting `identity` (a
+/// certificate chain and its key, PEM) if given.
+fn https_with(ca_pem: &str, identity: Option<(&str, &str)>) -> reqwest::Client {
+    let mut b = reqwest::Client::builder()
+        .use_rustls_tls()
+        .tls_built_in_root_certs(false);
+    for cert in reqwest::Certificate::from_pem_bundle(ca_pem.as_bytes()).unwrap() {
+        b = b.add_root_certificate(cert);
+    }
+    if let Some((chain, key)) = identity {
+        b = b.identity(reqwest::Identity::from_pem(format!("{chain}{key}").as_bytes()).unwrap());
+    }
+    b.build().unwrap()
+}
+
+/// `client_id`'s token request by `tls_client_auth` over `client`: status.
+async fn mtls_token(client: &reqwest::Client, base: &str, client_id: &str) -> u16 {
+    client
+        .post(format!("{base}/oauth2/token"))
+        .form(&[
+            ("grant_type", "client_credentials"),
+            ("client_id", client_id),
+        ])
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+/// An X.509-SVID of the caller of `token` (of itself: no service named),
+/// as its chain and key, PEM.
+async fn own_svid(vern: &reqwest::Client, base: &str, token: &str) -> (String, String) {
+    let key = rcgen::KeyPair::generate().unwrap();
+    let csr = rcgen::CertificateParams::new(Vec::<String>::new())
+        .unwrap()
+        .serialize_request(&key)
+        .unwrap()
+        .pem()
+        .unwrap();
+    let svid = json_of(
+        vern.post(format!("{base}/v1/pki/svid"))
+            .bearer_auth(token)
+            .json(&json!({"csr": csr})),
+    )
+    .await;
+    let chain = format!(
+        "{}{}",
+        svid["data"]["certificate"].as_str().unwrap(),
+        svid["data"]["chain"][0].as_str().unwrap()
+    );
+    (chain, key.serialize_pem())
+}
+
+/// A token of `id` by its secret.
+async fn secret_token(vern: &reqwest::Client, base: &str, id: &str, secret: &str) -> String {
+    json_of(
+        vern.post(format!("{base}/oauth2/token"))
+            .basic_auth(id, Some(secret))
+            .form(&[("grant_type", "client_credentials")]),
+    )
+    .await["access_token"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no token for {id}"))
+        .to_owned()
+}
+
+/// Against a TLS listener with certificates from Vern's CA, the agent logs
+/// in with its secret once, obtains its own SVID
+/// (`spiffe://<td>/vern/agent/<name>`), then gets its tokens by
+/// `tls_client_auth` with it, renewing it at half-life; the audit records
+/// name the method. A node's certificate login takes only its own SVID
+/// from Vern's CA: not another node's, not a service's, not a certificate
+/// with its SPIFFE ID from another CA the listener trusts.
+#[tokio::test]
+async fn the_agent_logs_in_with_its_own_svid() {
+    let dir = temp();
+    let (boot_pem, boot_cert, boot_key) = self_signed_tls(dir.path());
+    let other_ca = ca();
+    let other_ca_file = dir.path().join("other-ca.pem");
+    std::fs::write(&other_ca_file, other_ca.0.pem()).unwrap();
+    let data = path_str(&dir.path().join("data"));
+    let s = Server::start(
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--tls-cert",
+            &boot_cert,
+            "--tls-key",
+            &boot_key,
+            "--tls-from-ca",
+            "localhost",
+            "--tls-client-ca",
+            &path_str(&other_ca_file),
+            "--svid-ttl",
+            "8s",
+            "--data-dir",
+            &data,
+        ],
+        &[],
+    );
+    let port = s.addr.rsplit(':').next().unwrap().to_owned();
+    let base = format!("https://localhost:{port}");
+    let boot = https_with(&boot_pem, None);
+    let root = init_and_unseal_at(&boot, &base).await;
+    let vern_ca = boot
+        .get(format!("{base}/v1/pki/ca.pem"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let vern = https_with(&vern_ca, None);
+    eventually(
+        Duration::from_secs(20),
+        "a listener certificate from the CA",
+        async || {
+            vern.get(format!("{base}/v1/sys/health"))
+                .send()
+                .await
+                .is_ok()
+        },
+    )
+    .await;
+    let ca_file = dir.path().join("vern-ca.pem");
+    std::fs::write(&ca_file, &vern_ca).unwrap();
+    let cli_env = vec![
+        ("VERN_ADDR", base.clone()),
+        ("VERN_TOKEN", root.clone()),
+        ("VERN_CACERT", path_str(&ca_file)),
+    ];
+    let mut secrets = Vec::new();
+    for name in ["n1", "n2"] {
+        let v = ok_json(&run(
+            &["client", "create", "--node", name, "-o", "json"],
+            &cli_env,
+        ));
+        let secret = v["client_secret"].as_str().unwrap().to_owned();
+        let file = dir.path().join(format!("{name}.secret"));
+        std::fs::write(&file, format!("{secret}\n")).unwrap();
+        secrets.push((secret, path_str(&file)));
+    }
+
+    let socket = dir.path().join("agent.sock");
+    let socket_arg = path_str(&socket);
+    let agent = Server::spawn(
+        "agent",
+        &[
+            "--address",
+            &base,
+            "--ca-cert",
+            &path_str(&ca_file),
+            "--socket",
+            &socket_arg,
+            "--client-id",
+            "node.n1",
+            "--client-secret-file",
+            &secrets[0].1,
+            "--refresh",
+            "1s",
+        ],
+        &[],
+        "Agent is listening.",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+
+    let audit = async || {
+        json_of(
+            vern.get(format!("{base}/v1/audit/records?limit=1000"))
+                .header("x-vault-token", &root),
+        )
+        .await["data"]["records"]
+            .as_array()
+            .unwrap()
+            .clone()
+    };
+    let own_id = "spiffe://vern.internal/vern/agent/n1";
+    // The own SVID lives 8 s and is renewed at 4 s: two issued, and tokens
+    // by certificate after each.
+    let start = std::time::Instant::now();
+    loop {
+        {
+            let records = audit().await;
+            let issued = records
+                .iter()
+                .filter(|r| {
+                    r["event"]["action"] == "svid.issue"
+                        && r["event"]["status"] == 200
+                        && r["event"]["details"]["spiffe_id"] == own_id
+                })
+                .count();
+            let by_certificate = records
+                .iter()
+                .filter(|r| {
+                    r["event"]["action"] == "token.issue"
+                        && r["event"]["status"] == 200
+                        && r["event"]["resource"] == "client:node.n1"
+                        && r["event"]["details"]["auth_method"] == "tls_client_auth"
+                })
+                .count();
+            if issued >= 2 && by_certificate >= 2 {
+                break;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "no renewed node SVID and certificate logins ({issued} issued, {by_certificate} by certificate); agent: {}",
+                agent.stderr_text()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let records = audit().await;
+    let node_logins: Vec<&Value> = records
+        .iter()
+        .filter(|r| {
+            r["event"]["action"] == "token.issue"
+                && r["event"]["status"] == 200
+                && r["event"]["resource"] == "client:node.n1"
+        })
+        .collect();
+    // The secret served once, for the bootstrap; every later login used the SVID.
+    assert_eq!(
+        node_logins
+            .iter()
+            .filter(|r| r["event"]["details"]["auth_method"] == "client_secret_post")
+            .count(),
+        1,
+        "{node_logins:?}"
+    );
+    assert_eq!(
+        node_logins[0]["event"]["details"]["auth_method"],
+        "client_secret_post"
+    );
+
+    // Node n2's own SVID does not log in as n1 (it does as n2).
+    let n2_token = secret_token(&vern, &base, "node.n2", &secrets[1].0).await;
+    let (n2_chain, n2_key) = own_svid(&vern, &base, &n2_token).await;
+    let as_n2 = https_with(&vern_ca, Some((&n2_chain, &n2_key)));
+    assert_eq!(mtls_token(&as_n2, &base, "node.n1").await, 401);
+    assert_eq!(mtls_token(&as_n2, &base, "node.n2").await, 200);
+
+    // A service's SVID does not log in as a node.
+    let (svc_id, svc_secret) = {
+        let created = json_of(
+            vern.post(format!("{base}/v1/auth/clients"))
+                .header("x-vault-token", &root)
+                .json(&service("acme", "api", &["secrets:read"])),
+        )
+        .await;
+        (
+            created["data"]["client_id"].as_str().unwrap().to_owned(),
+            created["data"]["client_secret"]
+                .as_str()
+                .unwrap()
+                .to_owned(),
+        )
+    };
+    let svc_token = secret_token(&vern, &base, &svc_id, &svc_secret).await;
+    let (svc_chain, svc_key) = own_svid(&vern, &base, &svc_token).await;
+    let as_service = https_with(&vern_ca, Some((&svc_chain, &svc_key)));
+    assert_eq!(mtls_token(&as_service, &base, "node.n1").await, 401);
+    // A service keeps one method: its SVID is no login for it either.
+    assert_eq!(mtls_token(&as_service, &base, &svc_id).await, 401);
+
+    // A certificate naming n1's SPIFFE ID from the other CA the listener
+    // trusts passes the handshake but is no SVID of Vern's: refused.
+    let forged = issue(
+        &other_ca,
+        rcgen::SanType::URI(own_id.try_into().unwrap()),
+        rcgen::ExtendedKeyUsagePurpose::ClientAuth,
+    );
+    let as_forged = https_with(
+        &vern_ca,
+        Some((
+            &format!("{}{}", forged.cert_pem, other_ca.0.pem()),
+            &forged.key_pem,
+        )),
+    );
+    assert_eq!(mtls_token(&as_forged, &base, "node.n1").await, 401);
+    let refused = audit()
+        .await
+        .into_iter()
+        .filter(|r| {
+            r["event"]["action"] == "token.issue"
+                && r["event"]["status"] == 401
+                && r["event"]["resource"] == "client:node.n1"
+        })
+        .count();
+    assert_eq!(refused, 3);
+}
+
+/// Deleting a node deletes its registration entries with it (one
+/// transaction): a node created again under the same name has none, and
+/// other nodes keep theirs.
+#[tokio::test]
+async fn deleting_a_node_deletes_its_entries() {
+    let dir = temp();
+    let s = dev_server(&path_str(&dir.path().join("data")), &[]);
+    create_node(&s, dir.path(), "n1");
+    create_node(&s, dir.path(), "n2");
+    let me = format!("unix:uid:{}", my_uid());
+    register(&s, "n1", &[&me], "svc.acme.web.prod.api", None);
+    register(&s, "n1", &[&me], "svc.acme.web.prod.worker", None);
+    register(&s, "n2", &[&me], "svc.acme.web.prod.api", None);
+    let count = async |node: &str| {
+        get_as(&s, "root", "/v1/pki/workloads").await["data"]["entries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["node"] == node)
+            .count()
+    };
+    assert_eq!(count("node.n1").await, 2);
+    let deleted = run(&["client", "delete", "node.n1"], &as_root(&s));
+    assert!(deleted.status.success(), "{}", text(&deleted.stderr));
+    assert_eq!(count("node.n1").await, 0);
+    assert_eq!(count("node.n2").await, 1);
+    // The same name again: a new node with nothing of the old one's.
+    create_node(&s, dir.path(), "n1");
+    assert_eq!(count("node.n1").await, 0);
+    let listed = ok_json(&run(
+        &["workload", "list", "--node", "n1", "-o", "json"],
+        &as_root(&s),
+    ));
+    assert_eq!(listed["entries"].as_array().unwrap().len(), 0);
 }

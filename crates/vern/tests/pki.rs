@@ -1036,3 +1036,74 @@ async fn the_ca_is_configured_from_the_file_and_flags() {
         assert!(err.contains(says), "{err}");
     }
 }
+
+/// The SHA-256 of each file of the storage database in `dir` (the
+/// database and its write-ahead log), by name.
+fn storage_snapshot(dir: &Path) -> Vec<(String, String)> {
+    use sha2::Digest as _;
+    let mut out: Vec<(String, String)> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("vern.db"))
+        })
+        .map(|p| {
+            (
+                p.display().to_string(),
+                hex::encode(sha2::Sha256::digest(std::fs::read(&p).unwrap())),
+            )
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+/// The CA is created when Vern is unsealed, not by the first public read:
+/// the unauthenticated bundle and anchor reads on a fresh server return
+/// them and leave the storage byte for byte as it was. Unsealed through
+/// the API, the bundle is there at once too.
+#[tokio::test]
+async fn public_ca_reads_never_write() {
+    let dir = temp();
+    let data = dir.path().join("data");
+    let s = dev_server(&path_str(&data), &[]);
+    // Let the start-up tasks settle before looking at the storage.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let before = storage_snapshot(&data);
+    assert!(!before.is_empty());
+    for _ in 0..3 {
+        let bundle = json_of(client().get(s.url("/v1/pki/bundle"))).await;
+        assert_eq!(bundle["keys"][0]["use"], "x509-svid", "{bundle}");
+        let pem = client()
+            .get(s.url("/v1/pki/ca.pem"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert!(pem.contains("BEGIN CERTIFICATE"), "{pem}");
+    }
+    assert_eq!(storage_snapshot(&data), before);
+
+    let fresh = temp();
+    let data = fresh.path().join("data");
+    let s = Server::start(
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--insecure-listen",
+            "--data-dir",
+            &path_str(&data),
+        ],
+        &[],
+    );
+    assert_eq!(status_of(client().get(s.url("/v1/pki/bundle"))).await, 503);
+    init_and_unseal_at(&client(), &s.http()).await;
+    let before = storage_snapshot(&data);
+    let bundle = json_of(client().get(s.url("/v1/pki/bundle"))).await;
+    assert_eq!(bundle["keys"][0]["use"], "x509-svid", "{bundle}");
+    assert_eq!(storage_snapshot(&data), before);
+}

@@ -212,8 +212,24 @@ pub(crate) async fn delete(
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     let barrier = state.inner.seal.barrier()?;
-    visible(&state, &caller, &barrier, &id).await?;
-    state.inner.authority.delete_client(&barrier, &id).await?;
+    let record = visible(&state, &caller, &barrier, &id).await?;
+    // A node's registration entries go with it, in the same transaction:
+    // a node created again under the same name starts with none.
+    let mut also = Vec::new();
+    if matches!(record.kind, vern_authority::ClientKind::Node) {
+        also.push(
+            state
+                .inner
+                .pki
+                .node_workloads_removal(&barrier, &id)
+                .await?,
+        );
+    }
+    state
+        .inner
+        .authority
+        .delete_client_with(&barrier, &id, also)
+        .await?;
     state.inner.nats.revoke(crate::nats::Revocation::Client(id));
     Ok(StatusCode::NO_CONTENT.into_response())
 }

@@ -288,6 +288,45 @@ fn claimed_client(creds: &ClientCredentials) -> String {
     }
 }
 
+/// The client authentication method of `creds`, as RFC 8414 names it.
+fn auth_method(creds: &ClientCredentials, basic: bool) -> &'static str {
+    match creds {
+        ClientCredentials::Secret { .. } if basic => "client_secret_basic",
+        ClientCredentials::Secret { .. } => "client_secret_post",
+        ClientCredentials::Assertion { .. } => "private_key_jwt",
+        ClientCredentials::Tls { .. } => "tls_client_auth",
+    }
+}
+
+/// A node's certificate login must present its own X.509-SVID from Vern's
+/// CA: the listener may also trust a `--tls-client-ca` bundle, whose
+/// certificates could carry any URI SAN. Other credentials pass.
+async fn node_certificate_is_own_svid(
+    state: &AppState,
+    barrier: &vern_seal::Barrier,
+    creds: &ClientCredentials,
+) -> Result<bool, OAuthError> {
+    let ClientCredentials::Tls {
+        client_id,
+        certificate,
+    } = creds
+    else {
+        return Ok(true);
+    };
+    if !client_id.starts_with("node.") {
+        return Ok(true);
+    }
+    let pki = &state.inner.pki;
+    let Some(expected) = vern_authority::node_spiffe_id(&pki.config().trust_domain, client_id)
+        .and_then(|id| vern_pki::SpiffeId::parse(&id).ok())
+    else {
+        return Ok(false);
+    };
+    pki.is_own_svid(barrier, certificate, &expected)
+        .await
+        .map_err(|e| OAuthError::from(ApiError::from(e)))
+}
+
 /// `POST /oauth2/token`.
 pub(crate) async fn token(
     State(state): State<AppState>,
@@ -325,11 +364,16 @@ pub(crate) async fn token(
             }
             ClientCredentials::Tls { .. } => {}
         }
+        slot.detail("auth_method", auth_method(&creds, basic));
     }
     // The (client, source) lockout and the client's own rate, before its
     // credential is checked.
     let attempt = state.inner.guard.admit_client(source.source(), &claimed)?;
     let barrier = state.inner.seal.barrier().map_err(ApiError::from)?;
+    if !node_certificate_is_own_svid(&state, &barrier, &creds).await? {
+        state.inner.guard.settle_client(&attempt, &claimed, true)?;
+        return Err(from_auth(AuthError::InvalidClient, basic));
+    }
     let authority = &state.inner.authority;
     let proofs: Vec<&str> = headers
         .get_all("dpop")

@@ -165,12 +165,9 @@ async fn target(
     service: Option<&str>,
 ) -> Result<Target, ApiError> {
     let node = matches!(caller.principal.kind, vern_core::PrincipalKind::Node);
+    // Without a service, every caller (a node too: the agent's own SVID,
+    // `spiffe://<td>/vern/agent/<name>`) obtains its own SVID.
     let Some(service) = service else {
-        if node {
-            return Err(ApiError::bad_request(
-                "a node names the service of the workload it attested (`service`)",
-            ));
-        }
         return Ok(Target {
             caller: caller.clone(),
             principal: caller.principal.clone(),

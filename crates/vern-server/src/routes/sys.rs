@@ -179,6 +179,7 @@ pub(crate) async fn init(
                 .init_unsealed(shares, threshold, &req.share_recipients, None)
                 .await?;
             keepers.wake.notify_one();
+            state.ensure_ca().await;
             out
         }
         None => {
@@ -266,6 +267,9 @@ pub(crate) async fn unseal(
             .ok_or_else(|| ApiError::bad_request("`key` is required unless `reset` is true"))?;
         seal.unseal(&key).await?
     };
+    if !status.sealed {
+        state.ensure_ca().await;
+    }
     Ok(Json(seal_status_body(&state, status).await).into_response())
 }
 

@@ -1,8 +1,12 @@
 //! `vern agent`, the node agent, and `vern svid fetch`, its command-line
 //! client.
 //!
-//! The agent authenticates to Vern as its node (`node.<name>`, client
-//! credentials), keeps the node's registration entries and the trust
+//! The agent authenticates to Vern as its node (`node.<name>`): first by
+//! client credentials (its secret), then, over HTTPS, by RFC 8705
+//! `tls_client_auth` with its own X.509-SVID
+//! (`spiffe://<td>/vern/agent/<name>`, key made here, renewed at
+//! half-life), the secret staying the fallback once that SVID has expired
+//! (`node.rs`). It keeps the node's registration entries and the trust
 //! bundle, and serves the SPIFFE Workload API over gRPC on a Unix socket
 //! (`service.rs`). Each call is attested from the socket peer's
 //! credentials (`attest.rs`) and matched against the entries; a workload
@@ -73,6 +77,11 @@ pub(crate) async fn run(args: AgentArgs) -> anyhow::Result<()> {
         .await
         .context("cannot read the node's entries")?;
     let bundle = Bundle::parse(&node.bundle().await.context("cannot read the bundle")?)?;
+    // From here on the node logs in with its own SVID; the secret stays the
+    // fallback for when that SVID has expired.
+    if let Err(e) = node.keep_own_svid().await {
+        tracing::warn!(error = %format!("{e:#}"), "Cannot obtain the node's own SVID; using its secret.");
+    }
     let agent = Arc::new(Agent::new(node, entries, bundle, svid_ttl));
     // `SPIFFE_ENDPOINT_SOCKET` is a `unix://` URL; a plain path works too.
     let socket = match args.socket.to_str().and_then(|s| s.strip_prefix("unix://")) {
@@ -258,7 +267,7 @@ impl Agent {
             match held.get(s) {
                 Some(svid) if !past_half_life(svid, now) => out.push(Arc::clone(svid)),
                 _ => {
-                    let svid = Arc::new(self.node.issue_x509(s, self.svid_ttl).await?);
+                    let svid = Arc::new(self.node.issue_x509(Some(s), self.svid_ttl).await?);
                     tracing::info!(service = %s, spiffe_id = %svid.spiffe_id, serial = %svid.serial, expires_at = svid.expires_at, "Issued an X.509-SVID.");
                     held.insert(s.clone(), Arc::clone(&svid));
                     out.push(svid);
@@ -286,6 +295,9 @@ impl Agent {
                 last_refresh = tokio::time::Instant::now();
                 self.refresh().await;
             }
+            if let Err(e) = self.node.keep_own_svid().await {
+                tracing::warn!(error = %format!("{e:#}"), "Renewing the node's own SVID failed; retrying.");
+            }
             if let Err(e) = self.renew().await {
                 tracing::warn!(error = %format!("{e:#}"), "Renewing SVIDs failed; retrying.");
             }
@@ -295,11 +307,13 @@ impl Agent {
     /// Time until the soonest half-life of a held SVID.
     async fn next_renewal(&self) -> Option<Duration> {
         let now = unix_now();
+        let own = self.node.own_svid_due_in().await.map(Duration::from_secs);
         self.svids
             .lock()
             .await
             .values()
             .map(|s| Duration::from_secs(half_life(s).saturating_sub(now)))
+            .chain(own)
             .min()
     }
 
@@ -354,7 +368,7 @@ impl Agent {
             .collect();
         let mut renewed = false;
         for service in due {
-            let svid = self.node.issue_x509(&service, self.svid_ttl).await?;
+            let svid = self.node.issue_x509(Some(&service), self.svid_ttl).await?;
             tracing::info!(service = %service, spiffe_id = %svid.spiffe_id, serial = %svid.serial, expires_at = svid.expires_at, "Renewed an X.509-SVID.");
             held.insert(service, Arc::new(svid));
             renewed = true;
