@@ -284,14 +284,17 @@ impl Authority {
         dry_run: bool,
         gate: &dyn ApplyGate,
     ) -> Result<ApplyPlan, AuthError> {
-        self.apply_declared_with(b, declared, prune, dry_run, gate, Vec::new())
+        self.apply_declared_with(b, declared, prune, dry_run, gate, Vec::new(), &mut |_| None)
             .await
     }
 
     /// Like [`Authority::apply_declared`], committing `also` (other
     /// domains' writes declared in the same file, such as promotion gates)
     /// in the same transaction as the clients and roles: the whole
-    /// declaration is stored, or none of it.
+    /// declaration is stored, or none of it. `dependents` gives, for a
+    /// client the apply deletes, other domains' writes that go with it
+    /// (a node's registration entries), committed in that transaction too.
+    #[allow(clippy::too_many_arguments)]
     pub async fn apply_declared_with(
         &self,
         b: &Barrier,
@@ -299,7 +302,8 @@ impl Authority {
         prune: bool,
         dry_run: bool,
         gate: &dyn ApplyGate,
-        also: Vec<ViewBatch>,
+        mut also: Vec<ViewBatch>,
+        dependents: &mut (dyn FnMut(&str) -> Option<ViewBatch> + Send),
     ) -> Result<ApplyPlan, AuthError> {
         let specs = declared.clients;
         let mut desired = std::collections::BTreeMap::new();
@@ -401,6 +405,7 @@ impl Authority {
                     expect: Expect::Version(plain.version),
                 });
                 writes.extend(san_delete(&record));
+                also.extend(dependents(id));
                 plan.delete.push(id.clone());
             } else {
                 plan.kept.push(id.clone());

@@ -490,6 +490,17 @@ impl Pki {
         crate::workloads::removal_of_node(b, node).await
     }
 
+    /// The deletion of every node's registration entries, one batch per
+    /// node and none of the entries in `skip`: for an apply that may prune
+    /// nodes to commit with each node it deletes; writes nothing itself.
+    pub async fn workloads_removal_by_node(
+        &self,
+        b: &Barrier,
+        skip: &[crate::WorkloadEntry],
+    ) -> Result<std::collections::BTreeMap<String, vern_seal::ViewBatch>, PkiError> {
+        crate::workloads::removals_by_node(b, skip).await
+    }
+
     /// Deletes a registration entry.
     pub async fn delete_workload(
         &self,

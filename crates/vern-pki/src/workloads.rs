@@ -322,6 +322,35 @@ pub(crate) async fn removal_of_node(barrier: &Barrier, node: &str) -> Result<Vie
     Ok(view(barrier)?.batch(writes)?)
 }
 
+/// The deletion of every node's entries, one batch per node, leaving out
+/// the entries in `skip` (deleted by the same commit already): for the
+/// caller to commit with whichever nodes it deletes.
+pub(crate) async fn removals_by_node(
+    barrier: &Barrier,
+    skip: &[WorkloadEntry],
+) -> Result<std::collections::BTreeMap<String, ViewBatch>, PkiError> {
+    let mut by_node: std::collections::BTreeMap<String, Vec<BarrierWrite>> =
+        std::collections::BTreeMap::new();
+    for e in list(barrier, None).await? {
+        if skip.iter().any(|s| s.node == e.node && s.id == e.id) {
+            continue;
+        }
+        by_node
+            .entry(e.node.clone())
+            .or_default()
+            .push(BarrierWrite {
+                key: key_of(&e.node, &e.id),
+                value: None,
+                expect: Expect::Any,
+            });
+    }
+    let view = view(barrier)?;
+    by_node
+        .into_iter()
+        .map(|(node, writes)| Ok((node, view.batch(writes)?)))
+        .collect()
+}
+
 /// Deletes an entry.
 pub(crate) async fn delete(barrier: &Barrier, entry: &WorkloadEntry) -> Result<(), PkiError> {
     view(barrier)?

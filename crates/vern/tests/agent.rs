@@ -1040,4 +1040,15 @@ async fn deleting_a_node_deletes_its_entries() {
         &as_root(&s),
     ));
     assert_eq!(listed["entries"].as_array().unwrap().len(), 0);
+
+    // A node pruned by `vern apply --prune` from a file without a
+    // `workloads:` section takes its entries along too.
+    register(&s, "n1", &[&me], "svc.acme.web.prod.api", None);
+    assert_eq!(count("node.n1").await, 1);
+    let file = dir.path().join("nodes.yaml");
+    std::fs::write(&file, "clients:\n  - name: n2\n    node: true\n").unwrap();
+    let pruned = run(&["apply", "-f", &path_str(&file), "--prune"], &as_root(&s));
+    assert!(pruned.status.success(), "{}", text(&pruned.stderr));
+    assert_eq!(count("node.n1").await, 0);
+    assert_eq!(count("node.n2").await, 1);
 }

@@ -322,6 +322,19 @@ pub(crate) async fn apply(
         }
         None => None,
     };
+    // A node the apply prunes takes its registration entries with it, in
+    // the same transaction (those the entries' own plan deletes aside), so
+    // a node declared again under its name starts with none.
+    let mut entries_of_nodes = if body.prune && !body.dry_run {
+        let skip = workloads.as_ref().map_or(&[][..], |w| &w.delete[..]);
+        state
+            .inner
+            .pki
+            .workloads_removal_by_node(&barrier, skip)
+            .await?
+    } else {
+        std::collections::BTreeMap::new()
+    };
     let declared = Declaration {
         clients: &body.clients,
         jwt_roles: roles.as_deref(),
@@ -336,6 +349,7 @@ pub(crate) async fn apply(
             body.dry_run,
             &Reach::of(&caller),
             also,
+            &mut |id| entries_of_nodes.remove(id),
         )
         .await?;
     if let (Some(g), Some(slot), false) = (&gates, &caller.audit, body.dry_run) {
