@@ -251,12 +251,7 @@ pub(crate) async fn get(
         ));
     }
     let owner = reader_owner(&caller, q.tenant.as_deref())?.unwrap_or(KeyOwner::Platform);
-    if !address.starts_with("sha256:") {
-        return Err(ApiError::bad_request(
-            "an evidence address is `sha256:` followed by 64 lowercase hex digits",
-        ));
-    }
-    let address = Sha256Digest::parse(&address)?;
+    let address = prefixed_digest(&address, "an evidence address")?;
     let barrier = state.inner.seal.barrier()?;
     let entry = EvidenceStore
         .get(&barrier, &owner, &address)
@@ -273,6 +268,17 @@ pub(crate) async fn get(
     Ok(resp)
 }
 
+/// A digest as the evidence routes take it: with its `sha256:` prefix,
+/// which [`Sha256Digest::parse`] alone would let go missing.
+fn prefixed_digest(text: &str, what: &str) -> Result<Sha256Digest, ApiError> {
+    if !text.starts_with("sha256:") {
+        return Err(ApiError::bad_request(format!(
+            "{what} is `sha256:` followed by 64 lowercase hex digits"
+        )));
+    }
+    Ok(Sha256Digest::parse(text)?)
+}
+
 /// `GET /v1/evidence?subject=sha256:HEX`: the stored envelopes about that
 /// digest, of the caller's tenant (or `?tenant=T`), or of every owner for
 /// platform auditors naming no tenant.
@@ -287,12 +293,7 @@ pub(crate) async fn by_subject(
     let subject = q
         .subject
         .ok_or_else(|| ApiError::bad_request("`subject=sha256:HEX` is required"))?;
-    if !subject.starts_with("sha256:") {
-        return Err(ApiError::bad_request(
-            "`subject` is `sha256:` followed by 64 lowercase hex digits",
-        ));
-    }
-    let subject = Sha256Digest::parse(&subject)?;
+    let subject = prefixed_digest(&subject, "`subject`")?;
     let barrier = state.inner.seal.barrier()?;
     let entries = EvidenceStore
         .by_subject(&barrier, owner.as_ref(), &subject)
