@@ -88,8 +88,9 @@ pub struct ApplyPlan {
 /// pruning included).
 #[derive(Debug, Clone, Copy)]
 pub struct Declaration<'a> {
-    /// Every client.
-    pub clients: &'a [ClientSpec],
+    /// Every client, when declared; `None` leaves the clients alone, so
+    /// a file without a `clients` section never prunes one.
+    pub clients: Option<&'a [ClientSpec]>,
     /// Every JWT role, when declared.
     pub jwt_roles: Option<&'a [JwtRoleSpec]>,
 }
@@ -264,7 +265,7 @@ impl Authority {
         gate: &dyn ApplyGate,
     ) -> Result<ApplyPlan, AuthError> {
         let declared = Declaration {
-            clients: specs,
+            clients: Some(specs),
             jwt_roles: None,
         };
         self.apply_declared(b, declared, prune, dry_run, gate).await
@@ -305,7 +306,7 @@ impl Authority {
         mut also: Vec<ViewBatch>,
         dependents: &mut (dyn FnMut(&str) -> Option<ViewBatch> + Send),
     ) -> Result<ApplyPlan, AuthError> {
-        let specs = declared.clients;
+        let specs = declared.clients.unwrap_or_default();
         let mut desired = std::collections::BTreeMap::new();
         for spec in specs {
             let (id, kind) = spec.validate()?;
@@ -317,7 +318,10 @@ impl Authority {
                 )));
             }
         }
-        let existing = self.client_ids(b).await?;
+        let existing = match declared.clients {
+            Some(_) => self.client_ids(b).await?,
+            None => Vec::new(),
+        };
         let mut plan = ApplyPlan::default();
         let mut writes = Vec::new();
         for (id, (spec, kind)) in &desired {

@@ -647,7 +647,7 @@ async fn apply_declares_roles_with_their_clients_all_or_nothing() {
         let e = &e;
         async move {
             let declared = Declaration {
-                clients: &clients,
+                clients: Some(&clients),
                 jwt_roles: roles.as_deref(),
             };
             e.auth

@@ -139,8 +139,10 @@ pub(crate) async fn run(cmd: ClientCommand) -> anyhow::Result<ExitCode> {
 #[derive(Debug, serde::Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 struct PlatformFile {
+    /// The clients; a file without this section leaves them alone, even
+    /// with `--prune`.
     #[serde(default)]
-    clients: Vec<Value>,
+    clients: Option<Value>,
     /// The auth methods' roles (`auth: {jwt: {roles: […]}}`), checked by
     /// the server.
     #[serde(default)]
@@ -192,8 +194,11 @@ pub(crate) async fn apply(
         std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
     let platform: PlatformFile = serde_yaml_ng::from_str(&text)
         .with_context(|| format!("{} is not a valid platform file", file.display()))?;
-    let mut body = json!({ "clients": platform.clients, "prune": prune, "dry_run": dry_run });
+    let mut body = json!({ "prune": prune, "dry_run": dry_run });
     if let Some(map) = body.as_object_mut() {
+        if let Some(clients) = platform.clients {
+            map.insert("clients".to_owned(), clients);
+        }
         if let Some(auth) = platform.auth {
             map.insert("auth".to_owned(), auth);
         }

@@ -165,6 +165,38 @@ async fn client_create_and_apply_from_a_platform_file() {
     assert_eq!(plan["update"][0]["changes"][0], "scopes");
     assert_eq!(plan["delete"][0], "svc.acme.web.dev.cli");
 
+    // --prune reaches only the sections the file has: a file of gates
+    // alone deletes no client, `clients: []` deletes every one.
+    let gates_only = dir.path().join("gates.yaml");
+    std::fs::write(
+        &gates_only,
+        "promotion:\n  - environment: acme/web/prod\n    require: [{predicate_type: https://slsa.dev/provenance/v1}]\n",
+    )
+    .unwrap();
+    let g = path_str(&gates_only);
+    let plan = ok_json(&vern(&["apply", "-f", &g, "--prune", "-o", "json"], &env));
+    assert_eq!(
+        (
+            plan["delete"].as_array().map(Vec::len),
+            plan["kept"].as_array().map(Vec::len)
+        ),
+        (Some(0), Some(0)),
+        "{plan}"
+    );
+    let kept = ok_json(&vern(&["client", "list", "-o", "json"], &env));
+    assert!(kept.to_string().contains("svc.acme.web.prod.api"), "{kept}");
+    std::fs::write(&gates_only, "clients: []\n").unwrap();
+    let dry = ok_json(&vern(
+        &["apply", "-f", &g, "--prune", "--dry-run", "-o", "json"],
+        &env,
+    ));
+    assert!(
+        dry["delete"]
+            .as_array()
+            .is_some_and(|d| d.iter().any(|c| c == "svc.acme.web.prod.api")),
+        "{dry}"
+    );
+
     std::fs::write(&edited, "clients: []\nteams: []\n").unwrap();
     let out = vern(&["apply", "-f", &e], &env);
     assert!(

@@ -237,8 +237,9 @@ pub(crate) async fn delete(
 #[derive(Debug, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct ApplyBody {
+    /// The clients; without it, clients are left alone (never pruned).
     #[serde(default)]
-    clients: Vec<ClientSpec>,
+    clients: Option<Vec<ClientSpec>>,
     /// The auth methods' declarations; without it, roles are left alone.
     #[serde(default)]
     auth: Option<AuthSection>,
@@ -297,7 +298,7 @@ pub(crate) async fn apply(
     // The decision on the request itself; each client and role is then
     // decided on its own by the gate.
     allows(&caller, Resource::Platform);
-    for spec in &body.clients {
+    for spec in body.clients.iter().flatten() {
         check_nats(spec)?;
     }
     let (gates, mut also) = match body.promotion {
@@ -325,7 +326,7 @@ pub(crate) async fn apply(
     // A node the apply prunes takes its registration entries with it, in
     // the same transaction (those the entries' own plan deletes aside), so
     // a node declared again under its name starts with none.
-    let mut entries_of_nodes = if body.prune && !body.dry_run {
+    let mut entries_of_nodes = if body.prune && body.clients.is_some() && !body.dry_run {
         let skip = workloads.as_ref().map_or(&[][..], |w| &w.delete[..]);
         state
             .inner
@@ -336,7 +337,7 @@ pub(crate) async fn apply(
         std::collections::BTreeMap::new()
     };
     let declared = Declaration {
-        clients: &body.clients,
+        clients: body.clients.as_deref(),
         jwt_roles: roles.as_deref(),
     };
     let plan = state
