@@ -1060,6 +1060,27 @@ fn storage_snapshot(dir: &Path) -> Vec<(String, String)> {
     out
 }
 
+/// The storage once start-up writes have stopped: unchanged for a whole
+/// second, looked at every 100 ms.
+async fn settled_snapshot(dir: &Path) -> Vec<(String, String)> {
+    let mut last = storage_snapshot(dir);
+    let mut same = 0;
+    for _ in 0..300 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let now = storage_snapshot(dir);
+        if now == last {
+            same += 1;
+            if same == 10 {
+                return now;
+            }
+        } else {
+            same = 0;
+            last = now;
+        }
+    }
+    panic!("the storage kept changing for 30 s after start");
+}
+
 /// The CA is created when Vern is unsealed, not by the first public read:
 /// the unauthenticated bundle and anchor reads on a fresh server return
 /// them and leave the storage byte for byte as it was. Unsealed through
@@ -1069,9 +1090,7 @@ async fn public_ca_reads_never_write() {
     let dir = temp();
     let data = dir.path().join("data");
     let s = dev_server(&path_str(&data), &[]);
-    // Let the start-up tasks settle before looking at the storage.
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    let before = storage_snapshot(&data);
+    let before = settled_snapshot(&data).await;
     assert!(!before.is_empty());
     for _ in 0..3 {
         let bundle = json_of(client().get(s.url("/v1/pki/bundle"))).await;
@@ -1102,7 +1121,7 @@ async fn public_ca_reads_never_write() {
     );
     assert_eq!(status_of(client().get(s.url("/v1/pki/bundle"))).await, 503);
     init_and_unseal_at(&client(), &s.http()).await;
-    let before = storage_snapshot(&data);
+    let before = settled_snapshot(&data).await;
     let bundle = json_of(client().get(s.url("/v1/pki/bundle"))).await;
     assert_eq!(bundle["keys"][0]["use"], "x509-svid", "{bundle}");
     assert_eq!(storage_snapshot(&data), before);
