@@ -566,3 +566,309 @@ async fn the_config_and_the_report_are_for_those_allowed() {
         .count();
     assert_eq!(denied, 2);
 }
+
+/// A TLS client configuration trusting `roots_pem`, presenting
+/// `chain_pem` (leaf first) with `key_pem`.
+fn tls_config(roots_pem: &str, chain_pem: &str, key_pem: &str) -> rustls::ClientConfig {
+    use rustls::pki_types::pem::PemObject as _;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let mut roots = rustls::RootCertStore::empty();
+    for c in CertificateDer::pem_slice_iter(roots_pem.as_bytes()) {
+        roots.add(c.unwrap()).unwrap();
+    }
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(chain_pem.as_bytes())
+        .map(Result::unwrap)
+        .collect();
+    let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes()).unwrap();
+    rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_client_auth_cert(chain, key)
+        .unwrap()
+}
+
+/// A certificate chain (PEM, leaf first) and its key.
+struct Identity {
+    chain: String,
+    key: String,
+}
+
+/// An X.509-SVID for the principal of `token`, from `POST /v1/pki/svid`.
+async fn svid(vern: &Server, token: &str) -> Identity {
+    let key = rcgen::KeyPair::generate().unwrap();
+    let csr = rcgen::CertificateParams::default()
+        .serialize_request(&key)
+        .unwrap()
+        .pem()
+        .unwrap();
+    let (status, body) = post_as(vern, token, "/v1/pki/svid", &json!({ "csr": csr })).await;
+    assert_eq!(status, 200, "{body}");
+    let mut chain = body["data"]["certificate"].as_str().unwrap().to_owned();
+    for c in body["data"]["chain"].as_array().unwrap() {
+        chain.push_str(c.as_str().unwrap());
+    }
+    Identity {
+        chain,
+        key: key.serialize_pem(),
+    }
+}
+
+/// A connection over TLS presenting `identity`, with `token` if given.
+async fn connect_tls(
+    url: &str,
+    roots_pem: &str,
+    identity: &Identity,
+    token: Option<&str>,
+) -> Result<(async_nats::Client, Arc<Mutex<Vec<String>>>), async_nats::ConnectError> {
+    let errors: Arc<Mutex<Vec<String>>> = Arc::default();
+    let sink = Arc::clone(&errors);
+    let options = match token {
+        Some(t) => async_nats::ConnectOptions::with_token(t.to_owned()),
+        None => async_nats::ConnectOptions::new(),
+    };
+    let client = options
+        .require_tls(true)
+        .tls_client_config(tls_config(roots_pem, &identity.chain, &identity.key))
+        .max_reconnects(1)
+        .connection_timeout(Duration::from_secs(5))
+        .event_callback(move |e| {
+            let sink = Arc::clone(&sink);
+            async move {
+                sink.lock().unwrap().push(e.to_string());
+            }
+        })
+        .connect(url)
+        .await?;
+    Ok((client, errors))
+}
+
+/// The reasons of the refused connects the audit log holds.
+async fn refusals(vern: &Server) -> Vec<String> {
+    let records = get_as(vern, "root", "/v1/audit/records?limit=1000").await;
+    records["data"]["records"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| &r["event"])
+        .filter(|e| e["action"] == "nats.connect" && e["decision"]["allowed"] == false)
+        .map(|e| {
+            e["details"]["reason"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned()
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn services_connect_by_their_svid_over_tls() {
+    let dir = temp();
+    let port = free_port();
+    let url = format!("tls://127.0.0.1:{port}");
+    // nats-server's own certificate comes from a CA of the operator's; the
+    // callout trusts it through --nats-ca-cert.
+    let server_ca = common::ca();
+    let server_cert = common::issue(
+        &server_ca,
+        rcgen::SanType::IpAddress([127, 0, 0, 1].into()),
+        rcgen::ExtendedKeyUsagePurpose::ServerAuth,
+    );
+    let write = |name: &str, text: &str| {
+        let p = dir.path().join(name);
+        std::fs::write(&p, text).unwrap();
+        path_str(&p)
+    };
+    let server_ca_pem = server_ca.0.pem();
+    let server_ca_file = write("server-ca.pem", &server_ca_pem);
+    let cert_file = write("server.pem", &server_cert.cert_pem);
+    let key_file = write("server.key", &server_cert.key_pem);
+    let vern = dev_server(
+        &path_str(&dir.path().join("vern")),
+        &["--nats-url", &url, "--nats-ca-cert", &server_ca_file],
+    );
+    let (api_id, api_secret) = create_client(
+        &vern,
+        spec("acme", "api", &["orders.>", "_INBOX.>"], &["orders.>"]),
+    )
+    .await;
+    let (globex_id, globex_secret) =
+        create_client(&vern, spec("globex", "api", &["orders.>"], &["orders.>"])).await;
+    let conf = dir.path().join("nats.conf");
+    let out = vern_cli(&[
+        "nats",
+        "config",
+        "--address",
+        &vern.http(),
+        "--token",
+        "root",
+        "--out",
+        &path_str(&conf),
+        "--tls-cert",
+        &cert_file,
+        "--tls-key",
+        &key_file,
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let rendered = std::fs::read_to_string(&conf).unwrap();
+    let bundle = dir.path().join("vern-ca.pem");
+    assert!(
+        rendered.contains(&format!("ca_file: \"{}\"", path_str(&bundle))),
+        "{rendered}"
+    );
+    assert!(rendered.contains("verify: true"), "{rendered}");
+    let anchors = std::fs::read_to_string(&bundle).unwrap();
+    assert!(anchors.contains("BEGIN CERTIFICATE"));
+    // A bundle that also trusts another CA (here the one of nats-server's
+    // own certificate) lets that CA's certificates through the handshake:
+    // the callout must refuse them on its own.
+    std::fs::write(&bundle, format!("{anchors}{server_ca_pem}")).unwrap();
+    let _nats = NatsServer::start(&conf, port);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !vern.stderr_text().contains("The NATS callout is serving.") {
+        assert!(
+            Instant::now() < deadline,
+            "the callout never served over TLS: {}",
+            vern.stderr_text()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    let api_token = access_token(&vern, &api_id, &api_secret).await;
+    let api_svid = svid(&vern, &api_token).await;
+    // The SVID alone: the service's own account and declared subjects.
+    let (nc, events) = connect_tls(&url, &server_ca_pem, &api_svid, None)
+        .await
+        .unwrap();
+    let mut sub = nc.subscribe("orders.>").await.unwrap();
+    nc.flush().await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        nc.publish("orders.created", "by-svid".into())
+            .await
+            .unwrap();
+        nc.flush().await.unwrap();
+        if let Ok(Some(m)) = tokio::time::timeout(Duration::from_millis(200), sub.next()).await {
+            assert_eq!(&m.payload[..], b"by-svid");
+            break;
+        }
+        assert!(Instant::now() < deadline, "nothing delivered: {events:?}");
+    }
+    nc.publish("billing.charged", "x".into()).await.unwrap();
+    nc.flush().await.unwrap();
+    eventually(Duration::from_secs(5), "a publish violation", async || {
+        saw(&events, "permissions violation")
+    })
+    .await;
+
+    // The SVID with the same principal's token; with another's, refused.
+    let (both, _) = connect_tls(&url, &server_ca_pem, &api_svid, Some(&api_token))
+        .await
+        .unwrap();
+    both.flush().await.unwrap();
+    drop(both);
+    let globex_token = access_token(&vern, &globex_id, &globex_secret).await;
+    assert!(
+        connect_tls(&url, &server_ca_pem, &api_svid, Some(&globex_token))
+            .await
+            .is_err()
+    );
+    // No certificate at all: nats-server's handshake refuses it, token or not.
+    assert!(async_nats::ConnectOptions::with_token(api_token.clone())
+        .require_tls(true)
+        .tls_client_config(
+            rustls::ClientConfig::builder_with_provider(Arc::new(
+                rustls::crypto::ring::default_provider()
+            ))
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates({
+                let mut r = rustls::RootCertStore::empty();
+                r.add(server_ca.0.der().clone()).unwrap();
+                r
+            })
+            .with_no_client_auth()
+        )
+        .connection_timeout(Duration::from_secs(5))
+        .connect(url.as_str())
+        .await
+        .is_err());
+
+    // An operator's SVID: Vern's CA, this trust domain, but no service.
+    let admin = common::client_token(
+        &vern,
+        json!({"tenant": "acme", "name": "dana", "roles": ["tenant-admin"]}),
+    )
+    .await;
+    let admin_svid = svid(&vern, &admin).await;
+    assert!(connect_tls(&url, &server_ca_pem, &admin_svid, None)
+        .await
+        .is_err());
+    // Another CA's certificate naming the service, and one of another
+    // trust domain: through nats-server's handshake, refused by Vern.
+    for uri in [
+        "spiffe://vern.internal/t/acme/p/web/e/prod/s/api",
+        "spiffe://other.example/t/acme/p/web/e/prod/s/api",
+    ] {
+        let forged = common::issue(
+            &server_ca,
+            rcgen::SanType::URI(uri.try_into().unwrap()),
+            rcgen::ExtendedKeyUsagePurpose::ClientAuth,
+        );
+        let identity = Identity {
+            chain: forged.cert_pem,
+            key: forged.key_pem,
+        };
+        assert!(
+            connect_tls(&url, &server_ca_pem, &identity, None)
+                .await
+                .is_err(),
+            "{uri}"
+        );
+    }
+    let reasons = refusals(&vern).await;
+    for needle in [
+        "both must name the same principal",
+        "names no service",
+        "no CA of this deployment signed the certificate",
+        "of another trust domain",
+    ] {
+        assert!(
+            reasons.iter().any(|r| r.contains(needle)),
+            "no refusal says `{needle}`: {reasons:?}"
+        );
+    }
+    let records = get_as(&vern, "root", "/v1/audit/records?limit=1000").await;
+    assert!(records["data"]["records"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| &r["event"])
+        .any(|e| e["action"] == "nats.connect"
+            && e["decision"]["allowed"] == true
+            && e["details"]["authenticated_by"] == "svid"
+            && e["details"]["spiffe_id"] == "spiffe://vern.internal/t/acme/p/web/e/prod/s/api"));
+
+    // Deleting the client closes its SVID's connection, and its SVID
+    // opens no other.
+    let status = common::status_of(
+        common::client()
+            .delete(vern.url(&format!("/v1/auth/clients/{api_id}")))
+            .header("X-Vault-Token", "root"),
+    )
+    .await;
+    assert!((200..300).contains(&status), "{status}");
+    eventually(
+        Duration::from_secs(10),
+        "the deleted client's connection to close",
+        async || saw(&events, "disconnected"),
+    )
+    .await;
+    assert!(connect_tls(&url, &server_ca_pem, &api_svid, None)
+        .await
+        .is_err());
+}
+
+fn vern_cli(args: &[&str]) -> std::process::Output {
+    vern(args, &[])
+}
