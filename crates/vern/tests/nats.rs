@@ -872,3 +872,165 @@ async fn services_connect_by_their_svid_over_tls() {
 fn vern_cli(args: &[&str]) -> std::process::Output {
     vern(args, &[])
 }
+
+/// A TCP relay in front of nats-server for the callout's link, which the
+/// test cuts and restores while clients connected directly stay up.
+struct Relay(tokio::task::JoinHandle<()>);
+
+impl Relay {
+    fn start(port: u16, target: u16) -> Self {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.set_reuseaddr(true).unwrap();
+        socket.bind(([127, 0, 0, 1], port).into()).unwrap();
+        let listener = socket.listen(16).unwrap();
+        Self(tokio::spawn(async move {
+            // Dropped with the task when cut: every relayed link closes.
+            let mut links = tokio::task::JoinSet::new();
+            loop {
+                let Ok((mut inbound, _)) = listener.accept().await else {
+                    return;
+                };
+                links.spawn(async move {
+                    if let Ok(mut outbound) =
+                        tokio::net::TcpStream::connect(("127.0.0.1", target)).await
+                    {
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                    }
+                });
+            }
+        }))
+    }
+
+    fn cut(self) {
+        self.0.abort();
+    }
+}
+
+/// The names of the connections nats-server holds, through the system
+/// account.
+async fn connection_names(system: &async_nats::Client) -> Vec<String> {
+    let reply = system
+        .request("$SYS.REQ.SERVER.PING.CONNZ", "{}".into())
+        .await
+        .unwrap();
+    let v: Value = serde_json::from_slice(&reply.payload).unwrap();
+    v["data"]["connections"]
+        .as_array()
+        .map(|c| {
+            c.iter()
+                .filter_map(|c| c["name"].as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[tokio::test]
+async fn a_token_revoked_while_the_callout_was_away_is_kicked_on_its_return() {
+    let dir = temp();
+    let (port, relay_port) = (free_port(), free_port());
+    let relay = Relay::start(relay_port, port);
+    let vern = dev_server(
+        &path_str(&dir.path().join("vern")),
+        &["--nats-url", &format!("nats://127.0.0.1:{relay_port}")],
+    );
+    let (id, secret) = create_client(&vern, spec("acme", "api", &["orders.>"], &[])).await;
+    let conf = dir.path().join("nats.conf");
+    let out = vern_cli(&[
+        "nats",
+        "config",
+        "--address",
+        &vern.http(),
+        "--token",
+        "root",
+        "--out",
+        &path_str(&conf),
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let _nats = NatsServer::start(&conf, port);
+    let url = format!("nats://127.0.0.1:{port}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !vern.stderr_text().contains("The NATS callout is serving.") {
+        assert!(Instant::now() < deadline, "{}", vern.stderr_text());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let rendered = std::fs::read_to_string(&conf).unwrap();
+    let password = rendered
+        .split("user: \"vern-system\", password: \"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .unwrap();
+    let system = async_nats::ConnectOptions::with_user_and_password(
+        "vern-system".to_owned(),
+        password.to_owned(),
+    )
+    .connect(url.as_str())
+    .await
+    .unwrap();
+
+    let token = access_token(&vern, &id, &secret).await;
+    let (nc, events) = connect(&url, &token).await.unwrap();
+    nc.flush().await.unwrap();
+
+    // The callout's link goes down; the client's stays up. A seal and an
+    // unseal meanwhile make the callout start over, so that it is not
+    // listening for revocations while it tries to reconnect.
+    relay.cut();
+    eventually(
+        Duration::from_secs(10),
+        "the callout to be cut off",
+        async || {
+            !connection_names(&system)
+                .await
+                .iter()
+                .any(|n| n == "vern-callout")
+        },
+    )
+    .await;
+    let (status, _) = post_as(&vern, "root", "/v1/sys/seal", &json!({})).await;
+    assert_eq!(status, 204);
+    eventually(Duration::from_secs(10), "the callout to stop", async || {
+        vern.stderr_text()
+            .contains("Vern sealed: the NATS callout stops answering.")
+    })
+    .await;
+    let key = std::fs::read_to_string(dir.path().join("vern/dev-unseal-key.insecure")).unwrap();
+    let status = common::client()
+        .put(vern.url("/v1/sys/unseal"))
+        .json(&json!({ "key": key.trim() }))
+        .send()
+        .await
+        .unwrap()
+        .status();
+    assert_eq!(status, 200);
+    eventually(
+        Duration::from_secs(10),
+        "the callout to try again",
+        async || {
+            vern.stderr_text()
+                .contains("The NATS callout is not connected; retrying.")
+        },
+    )
+    .await;
+    let status = common::client()
+        .post(vern.url("/oauth2/revoke"))
+        .basic_auth(&id, Some(&secret))
+        .form(&[("token", token.as_str())])
+        .send()
+        .await
+        .unwrap()
+        .status();
+    assert_eq!(status, 200);
+    nc.flush().await.unwrap();
+    assert!(!saw(&events, "disconnected"));
+
+    // Back on its link, the callout checks what it authorized before the
+    // seal and kicks the revoked token's connection.
+    let _relay = Relay::start(relay_port, port);
+    eventually(
+        Duration::from_secs(20),
+        "the revoked connection to close after the callout returned",
+        async || saw(&events, "disconnected"),
+    )
+    .await;
+    assert!(connect(&url, &token).await.is_err());
+}
