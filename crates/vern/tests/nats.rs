@@ -710,6 +710,22 @@ async fn services_connect_by_their_svid_over_tls() {
         &key_file,
     ]);
     assert!(out.status.success(), "{}", text(&out.stderr));
+    // The TLS files go together, and a path that would break out of its
+    // string in the configuration is refused.
+    for query in [
+        "tls_cert=%2Fa.pem",
+        "tls_cert=%2Fa.pem&tls_key=%2Fa.key",
+        "tls_cert=%2Fa%22%7D.pem&tls_key=%2Fa.key&tls_ca=%2Fca.pem",
+        "tls_cert=%2Fa.pem&tls_key=%2Fa.key&tls_ca=%2Fca.pem&verify=false",
+    ] {
+        let status = common::status_of(
+            common::client()
+                .get(vern.url(&format!("/v1/nats/config?{query}")))
+                .header("X-Vault-Token", "root"),
+        )
+        .await;
+        assert_eq!(status, 400, "{query}");
+    }
     let rendered = std::fs::read_to_string(&conf).unwrap();
     let bundle = dir.path().join("vern-ca.pem");
     assert!(
