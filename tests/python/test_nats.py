@@ -380,7 +380,7 @@ def test_bad_tokens_are_refused_and_revocation_disconnects(stack):
     run(scenario())
     records = requests.get(vern.url + "/v1/audit/records?limit=1000", headers=ROOT).json()["data"]["records"]
     denied = [r["event"] for r in records if r["event"].get("action") == "nats.connect" and not r["event"]["decision"]["allowed"]]
-    assert any("no token" in e["details"]["reason"] for e in denied)
+    assert any("no credential" in e["details"]["reason"] for e in denied)
     assert any("refused" in e["details"]["reason"] for e in denied)
 
 
