@@ -579,12 +579,9 @@ struct ServiceSvid {
 async fn service_svid(
     state: &AppState,
     barrier: &Barrier,
-    pem: &str,
+    der: &[u8],
 ) -> Result<ServiceSvid, String> {
-    use rustls::pki_types::pem::PemObject as _;
-    let der = rustls::pki_types::CertificateDer::from_pem_slice(pem.as_bytes())
-        .map_err(|_| "the client certificate is not PEM".to_owned())?;
-    let svid = match state.inner.pki.verify_own_svid(barrier, &der).await {
+    let svid = match state.inner.pki.verify_own_svid(barrier, der).await {
         Ok(Ok(svid)) => svid,
         Ok(Err(rejected)) => return Err(format!("the client certificate was refused: {rejected}")),
         Err(e) => return Err(format!("the client certificate cannot be checked: {e}")),
@@ -630,9 +627,19 @@ async fn decide(state: &AppState, barrier: &Arc<Barrier>, request: &Request, now
     if let Err(r) = guard.api_attempt(Some(&attempt)) {
         return Decided::refused(None, limited(&r));
     }
-    let svid = match certificate {
+    let der = match certificate {
         None => None,
-        Some(pem) => match service_svid(state, barrier, pem).await {
+        Some(pem) => {
+            use rustls::pki_types::pem::PemObject as _;
+            match rustls::pki_types::CertificateDer::from_pem_slice(pem.as_bytes()) {
+                Ok(d) => Some(d),
+                Err(_) => return Decided::refused(None, "the client certificate is not PEM"),
+            }
+        }
+    };
+    let svid = match &der {
+        None => None,
+        Some(der) => match service_svid(state, barrier, der).await {
             Ok(s) => Some(s),
             Err(why) => {
                 if let Err(r) = guard.api_failed(Some(&attempt), source) {
@@ -646,7 +653,14 @@ async fn decide(state: &AppState, barrier: &Arc<Barrier>, request: &Request, now
     let claims = match token {
         None => None,
         Some(token) => match authority
-            .verify_access(barrier, token, Presented::Bearer)
+            // The certificate of the TLS handshake is the proof of
+            // possession of a certificate-bound token (RFC 8705).
+            .verify_access_with_certificate(
+                barrier,
+                token,
+                Presented::Bearer,
+                der.as_ref().map(|d| d.as_ref()),
+            )
             .await
         {
             Ok(c) => Some(c),
