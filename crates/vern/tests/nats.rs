@@ -1050,3 +1050,223 @@ async fn a_token_revoked_while_the_callout_was_away_is_kicked_on_its_return() {
     .await;
     assert!(connect(&url, &token).await.is_err());
 }
+
+fn https_with(ca_pem: &str, identity: Option<&Identity>) -> reqwest::Client {
+    let mut b = reqwest::Client::builder()
+        .use_rustls_tls()
+        .tls_built_in_root_certs(false);
+    for cert in reqwest::Certificate::from_pem_bundle(ca_pem.as_bytes()).unwrap() {
+        b = b.add_root_certificate(cert);
+    }
+    if let Some(id) = identity {
+        b = b.identity(
+            reqwest::Identity::from_pem(format!("{}{}", id.chain, id.key).as_bytes()).unwrap(),
+        );
+    }
+    b.build().unwrap()
+}
+
+/// An X.509-SVID from `POST /v1/pki/svid` at `base` through `http`, for
+/// the principal of `token`.
+async fn svid_at(http: &reqwest::Client, base: &str, token: &str) -> Identity {
+    let key = rcgen::KeyPair::generate().unwrap();
+    let csr = rcgen::CertificateParams::default()
+        .serialize_request(&key)
+        .unwrap()
+        .pem()
+        .unwrap();
+    let body = common::json_of(
+        http.post(format!("{base}/v1/pki/svid"))
+            .bearer_auth(token)
+            .json(&json!({ "csr": csr })),
+    )
+    .await;
+    let mut chain = body["data"]["certificate"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{body}"))
+        .to_owned();
+    for c in body["data"]["chain"].as_array().unwrap() {
+        chain.push_str(c.as_str().unwrap());
+    }
+    Identity {
+        chain,
+        key: key.serialize_pem(),
+    }
+}
+
+/// A token bound to an SVID (RFC 8705, from `tls_client_auth`) connects
+/// to NATS with that SVID only: the TLS handshake proves possession.
+#[tokio::test]
+async fn a_certificate_bound_token_connects_with_its_own_certificate_only() {
+    let dir = temp();
+    let (boot_pem, boot_cert, boot_key) = common::self_signed_tls(dir.path());
+    let port = free_port();
+    let url = format!("tls://127.0.0.1:{port}");
+    let server_ca = common::ca();
+    let server_cert = common::issue(
+        &server_ca,
+        rcgen::SanType::IpAddress([127, 0, 0, 1].into()),
+        rcgen::ExtendedKeyUsagePurpose::ServerAuth,
+    );
+    let write = |name: &str, text: &str| {
+        let p = dir.path().join(name);
+        std::fs::write(&p, text).unwrap();
+        path_str(&p)
+    };
+    let server_ca_pem = server_ca.0.pem();
+    let server_ca_file = write("server-ca.pem", &server_ca_pem);
+    let cert_file = write("server.pem", &server_cert.cert_pem);
+    let key_file = write("server.key", &server_cert.key_pem);
+    let s = Server::start(
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--tls-cert",
+            &boot_cert,
+            "--tls-key",
+            &boot_key,
+            "--tls-from-ca",
+            "localhost",
+            "--data-dir",
+            &path_str(&dir.path().join("data")),
+            "--nats-url",
+            &url,
+            "--nats-ca-cert",
+            &server_ca_file,
+        ],
+        &[],
+    );
+    let base = format!("https://localhost:{}", s.addr.rsplit(':').next().unwrap());
+    let boot = https_with(&boot_pem, None);
+    let root = common::init_and_unseal_at(&boot, &base).await;
+    let vern_ca = boot
+        .get(format!("{base}/v1/pki/ca.pem"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let vern_ca_file = write("vern-http-ca.pem", &vern_ca);
+    let http = https_with(&vern_ca, None);
+    // Once the listener presents a certificate from Vern's CA, it also
+    // accepts SVIDs as client certificates.
+    eventually(
+        Duration::from_secs(20),
+        "a listener certificate from the CA",
+        async || {
+            http.get(format!("{base}/v1/sys/health"))
+                .send()
+                .await
+                .is_ok()
+        },
+    )
+    .await;
+
+    // The service gets its SVID with a secret, then becomes a certificate
+    // client matched by that SPIFFE ID.
+    let api = "spiffe://vern.internal/t/acme/p/web/e/prod/s/api";
+    let nats = json!({"publish": ["orders.>"], "subscribe": ["orders.>"]});
+    let mut spec = spec("acme", "api", &["orders.>"], &["orders.>"]);
+    let created = common::json_of(
+        http.post(format!("{base}/v1/auth/clients"))
+            .header("x-vault-token", &root)
+            .json(&spec),
+    )
+    .await;
+    let secret = created["data"]["client_secret"].as_str().unwrap();
+    let token = common::json_of(
+        http.post(format!("{base}/oauth2/token"))
+            .basic_auth("svc.acme.web.prod.api", Some(secret))
+            .form(&[("grant_type", "client_credentials")]),
+    )
+    .await["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let first = svid_at(&http, &base, &token).await;
+    let second = svid_at(&http, &base, &token).await;
+    assert!(common::status_of(
+        http.delete(format!("{base}/v1/auth/clients/svc.acme.web.prod.api"))
+            .header("x-vault-token", &root)
+    )
+    .await
+    .eq(&204));
+    spec["tls_client_auth_san"] = json!(api);
+    spec["nats"] = nats;
+    assert_eq!(
+        common::status_of(
+            http.post(format!("{base}/v1/auth/clients"))
+                .header("x-vault-token", &root)
+                .json(&spec)
+        )
+        .await,
+        200
+    );
+    let bound = common::json_of(
+        https_with(&vern_ca, Some(&first))
+            .post(format!("{base}/oauth2/token"))
+            .form(&[
+                ("grant_type", "client_credentials"),
+                ("client_id", "svc.acme.web.prod.api"),
+            ]),
+    )
+    .await["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    let conf = dir.path().join("nats.conf");
+    let out = vern_cli(&[
+        "nats",
+        "config",
+        "--address",
+        &base,
+        "--ca-cert",
+        &vern_ca_file,
+        "--token",
+        &root,
+        "--out",
+        &path_str(&conf),
+        "--tls-cert",
+        &cert_file,
+        "--tls-key",
+        &key_file,
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let _nats = NatsServer::start(&conf, port);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !s.stderr_text().contains("The NATS callout is serving.") {
+        assert!(Instant::now() < deadline, "{}", s.stderr_text());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // The certificate it is bound to: allowed. Another SVID of the same
+    // service: the token is refused, though the SVID alone would do.
+    let (nc, _) = connect_tls(&url, &server_ca_pem, &first, Some(&bound))
+        .await
+        .unwrap();
+    nc.flush().await.unwrap();
+    assert!(connect_tls(&url, &server_ca_pem, &second, Some(&bound))
+        .await
+        .is_err());
+    let (alone, _) = connect_tls(&url, &server_ca_pem, &second, None)
+        .await
+        .unwrap();
+    alone.flush().await.unwrap();
+    let records = common::json_of(
+        http.get(format!("{base}/v1/audit/records?limit=1000"))
+            .header("x-vault-token", &root),
+    )
+    .await;
+    assert!(records["data"]["records"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| &r["event"])
+        .any(|e| e["action"] == "nats.connect"
+            && e["decision"]["allowed"] == false
+            && e["details"]["reason"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("bound to a client certificate")));
+}
