@@ -820,6 +820,21 @@ async fn services_connect_by_their_svid_over_tls() {
     assert!(connect_tls(&url, &server_ca_pem, &admin_svid, None)
         .await
         .is_err());
+    // A node's own SVID (`/vern/agent/<name>`): no service either.
+    let node = common::ok_json(&vern_cli_as(
+        &vern,
+        &["client", "create", "--node", "n1", "-o", "json"],
+    ));
+    let node_token = access_token(
+        &vern,
+        node["client_id"].as_str().unwrap(),
+        node["client_secret"].as_str().unwrap(),
+    )
+    .await;
+    let node_svid = svid(&vern, &node_token).await;
+    assert!(connect_tls(&url, &server_ca_pem, &node_svid, None)
+        .await
+        .is_err());
     // Another CA's certificate naming the service, and one of another
     // trust domain: through nats-server's handshake, refused by Vern.
     for uri in [
@@ -845,7 +860,8 @@ async fn services_connect_by_their_svid_over_tls() {
     let reasons = refusals(&vern).await;
     for needle in [
         "both must name the same principal",
-        "names no service",
+        "SPIFFE ID `spiffe://vern.internal/t/acme/operator/dana` names no service",
+        "SPIFFE ID `spiffe://vern.internal/vern/agent/n1` names no service",
         "no CA of this deployment signed the certificate",
         "of another trust domain",
     ] {
@@ -887,6 +903,14 @@ async fn services_connect_by_their_svid_over_tls() {
 
 fn vern_cli(args: &[&str]) -> std::process::Output {
     vern(args, &[])
+}
+
+fn vern_cli_as(s: &Server, args: &[&str]) -> std::process::Output {
+    let addr = s.http();
+    vern(
+        args,
+        &[("VERN_ADDR", addr.as_str()), ("VERN_TOKEN", "root")],
+    )
 }
 
 /// A TCP relay in front of nats-server for the callout's link, which the
