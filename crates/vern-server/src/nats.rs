@@ -7,10 +7,14 @@
 //! is opened with Vern's xkey, checked to be signed by the server it names,
 //! and decided: the client's Vern access token (its NATS `auth_token`) is
 //! verified as the HTTP API verifies it (revocation and client changes
-//! included), each subject the client declares is decided by Cedar
-//! (`nats.publish` / `nats.subscribe`), and the answer is a user JWT for the
-//! tenant's account that expires with the token. Every decision is an audit
-//! record; a decision that cannot be recorded is not given.
+//! included), and its X.509-SVID presented over TLS, if any, is verified
+//! against Vern's own CAs and must name a live service (the same one as the
+//! token, when both are given); each subject the client declares is decided
+//! by Cedar (`nats.publish` / `nats.subscribe`), and the answer is a user
+//! JWT for the tenant's account that expires with the token or the
+//! certificate. Every decision is an audit record; a decision that cannot
+//! be recorded is not given. With a `tls://` URL or a CA for nats-server's
+//! certificate, the callout connects over TLS with an SVID of its own.
 //!
 //! Fail closed: when Vern is sealed the service drops its keys and its
 //! connections and answers nothing, so nats-server times the request out
@@ -20,7 +24,10 @@
 //! changing a client publish a notice on `vern.nats.revoked` in the `AUTH`
 //! account, so every Vern replica hears it; each kicks, through the system
 //! account (`$SYS.REQ.SERVER.<id>.KICK`), the live connections it
-//! authorized with that token or for that client.
+//! authorized with that token or for that client. Notices missed while the
+//! callout was not connected are made up for on its return: every
+//! connection it authorized is checked again and kicked if it no longer
+//! stands.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -211,7 +218,11 @@ async fn serve_once(
     let barrier = loop {
         match state.inner.seal.barrier() {
             Ok(b) => break b,
-            Err(_) => tokio::time::sleep(SEAL_CHECK).await,
+            Err(_) => {
+                // Sealed: the SVID's key goes with the other keys.
+                *tls = None;
+                tokio::time::sleep(SEAL_CHECK).await
+            }
         }
     };
     let keys = NatsKeys::load_or_create(&barrier)
