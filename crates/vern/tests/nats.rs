@@ -592,6 +592,8 @@ fn tls_config(roots_pem: &str, chain_pem: &str, key_pem: &str) -> rustls::Client
 struct Identity {
     chain: String,
     key: String,
+    /// The certificate's notAfter (Unix seconds), when Vern issued it.
+    not_after: u64,
 }
 
 /// An X.509-SVID for the principal of `token`, from `POST /v1/pki/svid`.
@@ -611,6 +613,7 @@ async fn svid(vern: &Server, token: &str) -> Identity {
     Identity {
         chain,
         key: key.serialize_pem(),
+        not_after: body["data"]["expires_at"].as_u64().unwrap(),
     }
 }
 
@@ -849,6 +852,7 @@ async fn services_connect_by_their_svid_over_tls() {
         let identity = Identity {
             chain: forged.cert_pem,
             key: forged.key_pem,
+            not_after: 0,
         };
         assert!(
             connect_tls(&url, &server_ca_pem, &identity, None)
@@ -879,7 +883,9 @@ async fn services_connect_by_their_svid_over_tls() {
         .any(|e| e["action"] == "nats.connect"
             && e["decision"]["allowed"] == true
             && e["details"]["authenticated_by"] == "svid"
-            && e["details"]["spiffe_id"] == "spiffe://vern.internal/t/acme/p/web/e/prod/s/api"));
+            && e["details"]["spiffe_id"] == "spiffe://vern.internal/t/acme/p/web/e/prod/s/api"
+            // The user JWT expires with the certificate.
+            && e["details"]["expires"] == api_svid.not_after.to_string()));
 
     // Deleting the client closes its SVID's connection, and its SVID
     // opens no other.
@@ -1115,6 +1121,7 @@ async fn svid_at(http: &reqwest::Client, base: &str, token: &str) -> Identity {
     Identity {
         chain,
         key: key.serialize_pem(),
+        not_after: body["data"]["expires_at"].as_u64().unwrap(),
     }
 }
 
