@@ -885,7 +885,10 @@ async fn services_connect_by_their_svid_over_tls() {
             && e["details"]["authenticated_by"] == "svid"
             && e["details"]["spiffe_id"] == "spiffe://vern.internal/t/acme/p/web/e/prod/s/api"
             // The user JWT expires with the certificate.
-            && e["details"]["expires"] == api_svid.not_after.to_string()));
+            && e["details"]["expires"]
+                .as_str()
+                .and_then(|x| x.parse::<u64>().ok())
+                == Some(api_svid.not_after)));
 
     // Deleting the client closes its SVID's connection, and its SVID
     // opens no other.
