@@ -713,6 +713,21 @@ async fn services_connect_by_their_svid_over_tls() {
         &key_file,
     ]);
     assert!(out.status.success(), "{}", text(&out.stderr));
+    // The CA bundle is written next to --out: without it, nothing.
+    let out = vern_cli(&[
+        "nats",
+        "config",
+        "--address",
+        &vern.http(),
+        "--token",
+        "root",
+        "--tls-cert",
+        &cert_file,
+        "--tls-key",
+        &key_file,
+    ]);
+    assert!(!out.status.success());
+    assert!(text(&out.stderr).contains("--out"), "{}", text(&out.stderr));
     // The TLS files go together, and a path that would break out of its
     // string in the configuration is refused.
     for query in [
