@@ -380,7 +380,7 @@ def test_bad_tokens_are_refused_and_revocation_disconnects(stack):
     run(scenario())
     records = requests.get(vern.url + "/v1/audit/records?limit=1000", headers=ROOT).json()["data"]["records"]
     denied = [r["event"] for r in records if r["event"].get("action") == "nats.connect" and not r["event"]["decision"]["allowed"]]
-    assert any("no token" in e["details"]["reason"] for e in denied)
+    assert any("no credential" in e["details"]["reason"] for e in denied)
     assert any("refused" in e["details"]["reason"] for e in denied)
 
 
@@ -444,3 +444,151 @@ def test_paths_report_and_dot_render(stack):
     svg = subprocess.run([graphviz, "-Tsvg"], input=dot.stdout, capture_output=True, text=True)
     assert svg.returncode == 0, svg.stderr
     assert "<svg" in svg.stdout
+
+
+def openssl(*args, cwd):
+    out = subprocess.run(["openssl", *args], cwd=cwd, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+
+
+def svid_files(vern, token, directory, name):
+    """An X.509-SVID for the principal of `token` from POST /v1/pki/svid,
+    written as `<name>.pem` (leaf and chain) and `<name>.key`."""
+    openssl(
+        "req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+        "-keyout", f"{name}.key", "-out", f"{name}.csr", "-subj", "/CN=workload",
+        cwd=directory,
+    )
+    csr = (directory / f"{name}.csr").read_text()
+    r = requests.post(vern.url + "/v1/pki/svid", json={"csr": csr}, headers={"X-Vault-Token": token})
+    assert r.status_code == 200, r.text
+    data = r.json()["data"]
+    (directory / f"{name}.pem").write_text(data["certificate"] + "".join(data["chain"]))
+    return directory / f"{name}.pem", directory / f"{name}.key", data["spiffe_id"]
+
+
+def test_services_connect_with_their_svid_over_tls(tmp_path):
+    import ssl
+
+    # nats-server's own certificate, from a CA of the operator's that the
+    # callout trusts through --nats-ca-cert.
+    openssl(
+        "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+        "-keyout", "server-ca.key", "-out", "server-ca.pem", "-days", "1", "-subj", "/CN=nats test CA",
+        cwd=tmp_path,
+    )
+    openssl(
+        "req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+        "-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=127.0.0.1",
+        cwd=tmp_path,
+    )
+    (tmp_path / "server.ext").write_text("subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n")
+    openssl(
+        "x509", "-req", "-in", "server.csr", "-CA", "server-ca.pem", "-CAkey", "server-ca.key",
+        "-CAcreateserial", "-days", "1", "-extfile", "server.ext", "-out", "server.pem",
+        cwd=tmp_path,
+    )
+    port = free_port()
+    url = f"tls://127.0.0.1:{port}"
+    vern = VernServer(
+        [
+            "--dev", "--dev-root-token", "py-root", "--data-dir", str(tmp_path / "vern"),
+            "--nats-url", url, "--nats-ca-cert", str(tmp_path / "server-ca.pem"),
+        ]
+    )
+    server = None
+    try:
+        api = create(vern, "acme", "api", publish=["orders.>"], subscribe=["orders.>"])
+        globex = create(vern, "globex", "api", publish=["orders.>"], subscribe=["orders.>"])
+        conf = tmp_path / "nats.conf"
+        out = subprocess.run(
+            [
+                _vern_bin(), "nats", "config", "--address", vern.url, "--token", "py-root", "--out", str(conf),
+                "--tls-cert", str(tmp_path / "server.pem"), "--tls-key", str(tmp_path / "server.key"),
+            ],
+            capture_output=True,
+            text=True,
+        )
+        assert out.returncode == 0, out.stderr
+        assert "verify: true" in conf.read_text()
+        assert (tmp_path / "vern-ca.pem").read_text().startswith("-----BEGIN CERTIFICATE-----")
+        server = NatsServer(conf, port)
+        deadline = time.monotonic() + 30
+        while not any("The NATS callout is serving." in line for line in vern.log):
+            assert time.monotonic() < deadline, "".join(vern.log)
+            time.sleep(0.05)
+
+        api_token = token_of(vern, api)
+        cert, key, spiffe_id = svid_files(vern, api_token, tmp_path, "api")
+        assert spiffe_id == "spiffe://vern.internal/t/acme/p/web/e/prod/s/api"
+        admin = create_operator(vern)
+        admin_cert, admin_key, _ = svid_files(vern, admin, tmp_path, "dana")
+
+        def context(cert_file, key_file):
+            ctx = ssl.create_default_context(cafile=str(tmp_path / "server-ca.pem"))
+            if cert_file:
+                ctx.load_cert_chain(str(cert_file), str(key_file))
+            return ctx
+
+        async def scenario():
+            errors = []
+
+            async def on_error(e):
+                errors.append(str(e))
+
+            closed = asyncio.Event()
+
+            async def on_closed():
+                closed.set()
+
+            # The SVID alone: no token, the service's own subjects.
+            nc = await nats.connect(
+                servers=[url], tls=context(cert, key), allow_reconnect=False, connect_timeout=5,
+                error_cb=on_error, closed_cb=on_closed,
+            )
+            sub = await nc.subscribe("orders.>")
+            await nc.flush()
+            await nc.publish("orders.created", b"by-svid")
+            msg = await sub.next_msg(timeout=5)
+            assert msg.data == b"by-svid"
+            await nc.publish("billing.charged", b"x")
+            await nc.flush()
+            assert await eventually(lambda: any("permissions violation" in e.lower() for e in errors), 5), errors
+
+            # With another principal's token beside it: refused.
+            assert await refused(url, tls=context(cert, key), token=token_of(vern, globex)) is not None
+            # No certificate: the handshake fails, token or not.
+            assert await refused(url, tls=context(None, None), token=api_token) is not None
+            # An operator's SVID names no service.
+            assert await refused(url, tls=context(admin_cert, admin_key)) is not None
+
+            # Deleting the client closes its SVID's connection.
+            r = requests.delete(vern.url + f"/v1/auth/clients/{api['client_id']}", headers=ROOT)
+            assert r.status_code == 204, r.text
+            await asyncio.wait_for(closed.wait(), timeout=10)
+            assert await refused(url, tls=context(cert, key)) is not None
+
+        run(scenario())
+        records = requests.get(vern.url + "/v1/audit/records?limit=1000", headers=ROOT).json()["data"]["records"]
+        connects = [r["event"] for r in records if r["event"].get("action") == "nats.connect"]
+        assert any(
+            e["decision"]["allowed"] and e["details"].get("spiffe_id") == spiffe_id for e in connects
+        )
+        reasons = [e["details"].get("reason", "") for e in connects if not e["decision"]["allowed"]]
+        assert any("same principal" in r for r in reasons), reasons
+        assert any("names no service" in r for r in reasons), reasons
+    finally:
+        if server:
+            server.stop()
+        vern.stop()
+
+
+def create_operator(vern):
+    """A tenant administrator of acme; its token."""
+    r = requests.post(
+        vern.url + "/v1/auth/clients",
+        json={"tenant": "acme", "name": "dana", "roles": ["tenant-admin"]},
+        headers=ROOT,
+    )
+    assert r.status_code == 200, r.text
+    return token_of(vern, r.json()["data"])

@@ -50,12 +50,9 @@ impl Authority {
     ///
     /// Times are whole seconds, so a token issued in the same second as
     /// the change (or within the clock skew between replicas) is still
-    /// honoured; only a deletion is exact.
-    pub(crate) async fn check_live(
-        &self,
-        b: &Barrier,
-        claims: &AccessClaims,
-    ) -> Result<(), AuthError> {
+    /// honoured; only a deletion is exact. Also for claims verified
+    /// earlier, such as those of a long-lived connection.
+    pub async fn check_live(&self, b: &Barrier, claims: &AccessClaims) -> Result<(), AuthError> {
         let marker = revocation_key(&claims.jti);
         let client = format!("{CLIENTS}{}", claims.client_id);
         let (revoked, record) = match view(b)?.get_many(&[&marker, &client]).await {

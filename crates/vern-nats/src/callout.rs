@@ -36,6 +36,18 @@ impl Request {
         (!t.is_empty()).then_some(t)
     }
 
+    /// The certificate the client presented over TLS (PEM, the leaf), if
+    /// any. nats-server verified it against its `ca_file`; the callout
+    /// verifies it again on its own.
+    pub fn client_certificate(&self) -> Option<&str> {
+        let tls = self.claims.nats.client_tls.as_ref()?;
+        tls.certs
+            .first()
+            .or_else(|| tls.verified_chains.first().and_then(|c| c.first()))
+            .map(String::as_str)
+            .filter(|c| !c.is_empty())
+    }
+
     /// The client's address.
     pub fn client_host(&self) -> &str {
         &self.claims.nats.client_info.host

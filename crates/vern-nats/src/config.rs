@@ -134,6 +134,46 @@ pub fn render(
     Ok(out)
 }
 
+/// The files of nats-server's client TLS: its own certificate and key,
+/// and the CA bundle client certificates must chain to (Vern's trust
+/// anchors, so that a workload's X.509-SVID is its NATS credential).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    /// nats-server's certificate chain (PEM).
+    pub cert_file: String,
+    /// nats-server's private key (PEM).
+    pub key_file: String,
+    /// The CA bundle clients are verified against.
+    pub ca_file: String,
+}
+
+/// The `tls` block for `files`, to append to [`render`]'s configuration.
+/// nats-server has no optional client certificates: `verify: true`
+/// requires one of every client, token clients included, and the callout
+/// then authenticates by the certificate, the token, or both.
+pub fn render_tls(files: &TlsFiles) -> Result<String, NatsError> {
+    let path = |what: &str, p: &str| -> Result<String, NatsError> {
+        if p.is_empty() || p.chars().any(|c| c.is_control() || c == '"' || c == '\\') {
+            return Err(NatsError::BadPath(format!(
+                "the {what} path `{}` cannot be written into the configuration: \
+                 use one without quotes, backslashes or control characters",
+                p.escape_default()
+            )));
+        }
+        Ok(format!("\"{p}\""))
+    };
+    let mut out = String::from("tls {\n");
+    let _ = writeln!(
+        out,
+        "  cert_file: {}",
+        path("certificate", &files.cert_file)?
+    );
+    let _ = writeln!(out, "  key_file: {}", path("key", &files.key_file)?);
+    let _ = writeln!(out, "  ca_file: {}", path("CA bundle", &files.ca_file)?);
+    out.push_str("  verify: true\n}\n");
+    Ok(out)
+}
+
 /// A subject as a quoted string. Subjects are visible ASCII (checked when
 /// parsed); quotes and backslashes are escaped.
 fn subject_literal(s: &str) -> String {
@@ -157,6 +197,27 @@ mod tests {
         assert!(conf.contains("system_account: SYS"));
         let bad: BTreeSet<String> = ["a\"} evil".to_owned()].into();
         assert!(render(&keys, &bad, &[]).is_err());
+    }
+
+    #[test]
+    fn renders_a_verifying_tls_block() {
+        let files = TlsFiles {
+            cert_file: "/etc/nats/server.pem".to_owned(),
+            key_file: "/etc/nats/server.key".to_owned(),
+            ca_file: "/etc/nats/vern-ca.pem".to_owned(),
+        };
+        let block = render_tls(&files).unwrap();
+        assert_eq!(
+            block,
+            "tls {\n  cert_file: \"/etc/nats/server.pem\"\n  key_file: \"/etc/nats/server.key\"\n  ca_file: \"/etc/nats/vern-ca.pem\"\n  verify: true\n}\n"
+        );
+        for bad in ["", "a\"}\nauthorization {", "a\\b", "a\nb"] {
+            let files = TlsFiles {
+                cert_file: bad.to_owned(),
+                ..files.clone()
+            };
+            assert!(matches!(render_tls(&files), Err(NatsError::BadPath(_))));
+        }
     }
 
     #[test]

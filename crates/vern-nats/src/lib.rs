@@ -48,6 +48,9 @@ pub enum NatsError {
     /// A callout request cannot be trusted or used.
     #[error("bad callout request: {0}")]
     BadRequest(String),
+    /// A file path cannot be written into the configuration.
+    #[error("{0}")]
+    BadPath(String),
     /// The barrier refused (sealed, corrupt, conflict).
     #[error(transparent)]
     Seal(#[from] SealError),

@@ -48,8 +48,8 @@ pub use error::PkiError;
 pub use identity::{peer_identities, PinnedClientVerifier};
 pub use jwt::{verify_jwt_svid, VerifiedJwtSvid};
 pub use pki::{
-    ComponentSvid, JwtRequest, JwtSvid, Pki, PkiConfig, Rotation, X509Request, X509Svid,
-    MAX_DNS_NAMES,
+    ComponentSvid, JwtRequest, JwtSvid, OwnSvid, Pki, PkiConfig, Rotation, SvidRejection,
+    X509Request, X509Svid, MAX_DNS_NAMES,
 };
 pub use public_key::{public_key_from_pem, roots_from_pem, PemError, SpkiKey};
 pub use records::{CertFilter, CertPage, IssuedCertificate};
@@ -187,6 +187,19 @@ pub fn client_config(
 /// server's CA given as PEM), presenting no certificate.
 pub fn client_config_with_roots(roots: RootCertStore) -> Result<rustls::ClientConfig, TlsError> {
     Ok(client_builder(roots)?.with_no_client_auth())
+}
+
+/// A client configuration trusting only `roots` and presenting `chain`
+/// (leaf first) with `key`: for instance one of Vern's own components
+/// with an SVID from its CA.
+pub fn client_config_with_identity(
+    roots: RootCertStore,
+    chain: Vec<CertificateDer<'static>>,
+    key: PrivateKeyDer<'static>,
+) -> Result<rustls::ClientConfig, TlsError> {
+    client_builder(roots)?
+        .with_client_auth_cert(chain, key)
+        .map_err(|e| TlsError::Config(e.to_string()))
 }
 
 fn client_builder(

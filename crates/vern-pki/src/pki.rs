@@ -36,6 +36,41 @@ const MAX_AUDIENCE_LEN: usize = 512;
 /// Most DNS names an X.509-SVID carries.
 pub const MAX_DNS_NAMES: usize = 32;
 
+/// An X.509-SVID [`Pki::verify_own_svid`] accepted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OwnSvid {
+    /// The SPIFFE ID it carries.
+    pub spiffe_id: SpiffeId,
+    /// Its `notAfter` (Unix seconds).
+    pub not_after: u64,
+}
+
+/// Why a certificate is not an X.509-SVID of this deployment.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SvidRejection {
+    /// Not a DER X.509 certificate.
+    #[error("the certificate cannot be parsed")]
+    Unparsable,
+    /// Its `notBefore` is in the future.
+    #[error("the certificate is not valid yet")]
+    NotYetValid,
+    /// Its `notAfter` has passed.
+    #[error("the certificate has expired")]
+    Expired,
+    /// A CA certificate, which an X.509-SVID never is.
+    #[error("the certificate is a CA certificate, not an X.509-SVID")]
+    Ca,
+    /// No URI SAN, several, or one that is not a SPIFFE ID.
+    #[error("the certificate does not carry exactly one SPIFFE ID")]
+    NoSpiffeId,
+    /// A SPIFFE ID of another trust domain.
+    #[error("SPIFFE ID `{0}` is of another trust domain")]
+    ForeignTrustDomain(String),
+    /// No CA of this deployment signed it.
+    #[error("no CA of this deployment signed the certificate")]
+    NotSigned,
+}
+
 /// Settings of the CA.
 #[derive(Debug, Clone)]
 pub struct PkiConfig {
@@ -535,8 +570,7 @@ impl Pki {
     }
 
     /// Whether `cert_der` is an unexpired X.509-SVID of `expected` signed by
-    /// one of this deployment's published CAs: its only URI SAN is
-    /// `expected`, and a CA's signing certificate verifies its signature.
+    /// one of this deployment's published CAs (see [`Pki::verify_own_svid`]).
     /// A TLS handshake may also accept certificates of a `--tls-client-ca`
     /// bundle; this tells Vern's own SVIDs apart from those.
     pub async fn is_own_svid(
@@ -545,16 +579,39 @@ impl Pki {
         cert_der: &[u8],
         expected: &SpiffeId,
     ) -> Result<bool, PkiError> {
+        Ok(self
+            .verify_own_svid(b, cert_der)
+            .await?
+            .is_ok_and(|svid| &svid.spiffe_id == expected))
+    }
+
+    /// Verifies `cert_der` as an X.509-SVID of this deployment on its own,
+    /// trusting no one else's verification: valid now, not a CA, exactly
+    /// one URI SAN that is a SPIFFE ID of this trust domain, and signed by
+    /// the signing certificate of one of this deployment's published CAs.
+    /// The outer error is Vern's (storage, sealed); the inner one says why
+    /// the certificate is refused.
+    pub async fn verify_own_svid(
+        &self,
+        b: &Barrier,
+        cert_der: &[u8],
+    ) -> Result<Result<OwnSvid, SvidRejection>, PkiError> {
         use x509_parser::extensions::GeneralName;
         let Ok((_, cert)) = x509_parser::parse_x509_certificate(cert_der) else {
-            return Ok(false);
+            return Ok(Err(SvidRejection::Unparsable));
         };
         let now = self.now();
         let valid = cert.validity();
         let from = u64::try_from(valid.not_before.timestamp()).unwrap_or(u64::MAX);
         let until = u64::try_from(valid.not_after.timestamp()).unwrap_or(0);
-        if now < from || now >= until {
-            return Ok(false);
+        if now < from {
+            return Ok(Err(SvidRejection::NotYetValid));
+        }
+        if now >= until {
+            return Ok(Err(SvidRejection::Expired));
+        }
+        if cert.is_ca() {
+            return Ok(Err(SvidRejection::Ca));
         }
         let uris: Vec<&str> = match cert.subject_alternative_name() {
             Ok(Some(san)) => san
@@ -566,11 +623,18 @@ impl Pki {
                     _ => None,
                 })
                 .collect(),
-            _ => return Ok(false),
+            _ => Vec::new(),
         };
-        let expected = expected.to_string();
-        if uris != [expected.as_str()] {
-            return Ok(false);
+        let [uri] = uris.as_slice() else {
+            return Ok(Err(SvidRejection::NoSpiffeId));
+        };
+        let Ok(spiffe_id) = SpiffeId::parse(uri) else {
+            return Ok(Err(SvidRejection::NoSpiffeId));
+        };
+        if spiffe_id.trust_domain() != &self.config.trust_domain {
+            return Ok(Err(SvidRejection::ForeignTrustDomain(
+                spiffe_id.to_string(),
+            )));
         }
         let material = self.material(b, false).await?;
         let signed = material
@@ -582,7 +646,13 @@ impl Pki {
                     cert.verify_signature(Some(issuer.public_key())).is_ok()
                 })
             });
-        Ok(signed)
+        if !signed {
+            return Ok(Err(SvidRejection::NotSigned));
+        }
+        Ok(Ok(OwnSvid {
+            spiffe_id,
+            not_after: until,
+        }))
     }
 
     /// The trust anchors (the published roots) as PEM.

@@ -161,6 +161,27 @@ impl SpiffeId {
     pub fn path(&self) -> &str {
         &self.path
     }
+
+    /// The service client (`svc.<tenant>.<project>.<env>.<name>`) this ID
+    /// names, when it is a service's
+    /// (`/t/<tenant>/p/<project>/e/<env>/s/<name>`); `None` for operators,
+    /// nodes, Vern's components and anything else.
+    pub fn service_client_id(&self) -> Option<String> {
+        let segments: Vec<&str> = self.path.strip_prefix('/')?.split('/').collect();
+        let ["t", tenant, "p", project, "e", environment, "s", name] = segments.as_slice() else {
+            return None;
+        };
+        let scope = Scope {
+            tenant: TenantId::parse(tenant).ok()?,
+            project: vern_core::ProjectId::parse(project).ok()?,
+            environment: vern_core::EnvironmentId::parse(environment).ok()?,
+        };
+        let name = checked_name(name)?;
+        Some(format!(
+            "svc.{}.{}.{}.{name}",
+            scope.tenant, scope.project, scope.environment
+        ))
+    }
 }
 
 impl fmt::Display for SpiffeId {

@@ -1110,3 +1110,66 @@ async fn the_root_token_has_no_spiffe_id() {
         Err(PkiError::NoIdentity(_))
     ));
 }
+
+/// A certificate from a throwaway CA with the URI SANs `uris`, CA or not.
+fn foreign(uris: &[&str], ca: bool) -> Vec<u8> {
+    let mut ca_params = CertificateParams::default();
+    ca_params.is_ca = IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let ca_key = KeyPair::generate().unwrap();
+    let ca_cert = ca_params.self_signed(&ca_key).unwrap();
+    let mut params = CertificateParams::default();
+    params.subject_alt_names = uris.iter().map(|u| uri(u)).collect();
+    if ca {
+        params.is_ca = IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    }
+    let key = KeyPair::generate().unwrap();
+    params
+        .signed_by(&key, &ca_cert, &ca_key)
+        .unwrap()
+        .der()
+        .to_vec()
+}
+
+#[tokio::test]
+async fn own_svids_are_verified_without_trusting_anyone_else() {
+    use vern_pki::SvidRejection as R;
+    let e = env().await;
+    let (_, csr) = csr_for(&api_id());
+    let svid = e.issue(&api_id(), &csr, Some(600), &[]).await.unwrap();
+    let own = e
+        .pki
+        .verify_own_svid(&e.barrier, &svid.certificate_der)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(own.spiffe_id, api_id());
+    assert_eq!(own.not_after, svid.record.not_after);
+    assert_eq!(
+        own.spiffe_id.service_client_id().as_deref(),
+        Some("svc.acme.web.prod.api")
+    );
+    let api = api_id().to_string();
+    for (der, want) in [
+        (b"not a certificate".to_vec(), R::Unparsable),
+        (foreign(&[&api], false), R::NotSigned),
+        (
+            foreign(&["spiffe://other.org/t/acme/p/web/e/prod/s/api"], false),
+            R::ForeignTrustDomain("spiffe://other.org/t/acme/p/web/e/prod/s/api".to_owned()),
+        ),
+        (foreign(&[], false), R::NoSpiffeId),
+        (foreign(&[&api, &api], false), R::NoSpiffeId),
+        (foreign(&["https://example.org/x"], false), R::NoSpiffeId),
+        (foreign(&[&api], true), R::Ca),
+    ] {
+        let got = e.pki.verify_own_svid(&e.barrier, &der).await.unwrap();
+        assert_eq!(got, Err(want));
+    }
+    // Past its notAfter the SVID is refused as expired.
+    e.advance(601);
+    let got = e
+        .pki
+        .verify_own_svid(&e.barrier, &svid.certificate_der)
+        .await
+        .unwrap();
+    assert_eq!(got, Err(R::Expired));
+}

@@ -157,6 +157,38 @@ impl AppState {
             .await
             .map_err(|e| e.to_string())?;
         let record = &issued.svid.record;
+        self.record_component_svid(barrier, "vern serve --tls-from-ca", "server", record)
+            .await?;
+        let mut chain = vec![issued.svid.certificate_der.clone()];
+        chain.extend(issued.svid.chain_pem.iter().flat_map(|p| x509_anchors(p)));
+        tls.identity
+            .install(&chain, &issued.key_der)
+            .map_err(|e| e.to_string())?;
+        tracing::info!(serial = %record.serial, not_after = record.not_after, "The listener presents a certificate from Vern's CA.");
+        Ok((record.not_before, record.not_after))
+    }
+}
+
+/// The DER certificates of a PEM text.
+pub(crate) fn x509_anchors(pem: &str) -> Vec<Vec<u8>> {
+    use rustls::pki_types::pem::PemObject as _;
+    rustls::pki_types::CertificateDer::pem_slice_iter(pem.as_bytes())
+        .filter_map(Result::ok)
+        .map(|c| c.as_ref().to_vec())
+        .collect()
+}
+
+impl AppState {
+    /// The audit record of an SVID issued to one of Vern's own
+    /// `component`s, and its soonest-expiry metric. A certificate whose
+    /// record cannot be written must not be used.
+    pub(crate) async fn record_component_svid(
+        &self,
+        barrier: &Arc<Barrier>,
+        operation: &str,
+        component: &str,
+        record: &vern_pki::IssuedCertificate,
+    ) -> Result<(), String> {
         if let Some(log) = &self.inner.audit {
             log.session(barrier).await.map_err(|e| e.to_string())?;
             let details = BTreeMap::from([
@@ -167,10 +199,10 @@ impl AppState {
             ]);
             log.append(Event {
                 request_id: RequestId::generate().to_string(),
-                operation: "vern serve --tls-from-ca".to_owned(),
+                operation: operation.to_owned(),
                 principal: Some(Actor {
                     kind: "component".to_owned(),
-                    id: "server".to_owned(),
+                    id: component.to_owned(),
                     root: false,
                     tenant: None,
                     project: None,
@@ -186,24 +218,9 @@ impl AppState {
             .await
             .map_err(|e| e.to_string())?;
         }
-        let mut chain = vec![issued.svid.certificate_der.clone()];
-        chain.extend(issued.svid.chain_pem.iter().flat_map(|p| x509_anchors(p)));
-        tls.identity
-            .install(&chain, &issued.key_der)
-            .map_err(|e| e.to_string())?;
         self.inner
             .metrics
             .certificate_issued(&record.spiffe_id, record.not_after);
-        tracing::info!(serial = %record.serial, not_after = record.not_after, "The listener presents a certificate from Vern's CA.");
-        Ok((record.not_before, record.not_after))
+        Ok(())
     }
-}
-
-/// The DER certificates of a PEM text.
-fn x509_anchors(pem: &str) -> Vec<Vec<u8>> {
-    use rustls::pki_types::pem::PemObject as _;
-    rustls::pki_types::CertificateDer::pem_slice_iter(pem.as_bytes())
-        .filter_map(Result::ok)
-        .map(|c| c.as_ref().to_vec())
-        .collect()
 }

@@ -170,9 +170,10 @@ impl From<vern_nats::NatsError> for ApiError {
     fn from(err: vern_nats::NatsError) -> Self {
         use vern_nats::NatsError;
         match err {
-            NatsError::BadSubject(_) | NatsError::BadJwt(_) | NatsError::BadRequest(_) => {
-                Self::bad_request(err.to_string())
-            }
+            NatsError::BadSubject(_)
+            | NatsError::BadJwt(_)
+            | NatsError::BadRequest(_)
+            | NatsError::BadPath(_) => Self::bad_request(err.to_string()),
             NatsError::Seal(e) => e.into(),
             NatsError::Internal(_) => Self::internal(&err),
         }

@@ -80,6 +80,10 @@ pub struct ServerConfig {
     /// The nats-server the auth callout serves (`nats://HOST:PORT`); no
     /// callout when not set.
     pub nats_url: Option<String>,
+    /// CA certificates (PEM) nats-server's own certificate chains to,
+    /// besides Vern's trust anchors. Given, or with a `tls://` URL, the
+    /// callout connects over TLS presenting an SVID of its own.
+    pub nats_ca_pem: Option<String>,
 }
 
 impl Default for ServerConfig {
@@ -100,6 +104,7 @@ impl Default for ServerConfig {
             attest_trusted_keys: Vec::new(),
             attest_key_type: vern_attest::KeyAlg::Ed25519,
             nats_url: None,
+            nats_ca_pem: None,
         }
     }
 }

@@ -657,6 +657,15 @@ pub(crate) enum NatsCommand {
         /// Write it to this file (mode 0600) instead of standard output.
         #[arg(long)]
         out: Option<PathBuf>,
+        /// nats-server's own certificate chain (PEM), for a `tls` block that
+        /// requires every client to present a certificate chaining to
+        /// Vern's CA (its X.509-SVID); the CA bundle is written next to
+        /// --out as `vern-ca.pem`. Needs --tls-key and --out.
+        #[arg(long, value_name = "FILE", requires_all = ["tls_key", "out"])]
+        tls_cert: Option<PathBuf>,
+        /// nats-server's private key (PEM). Needs --tls-cert.
+        #[arg(long, value_name = "FILE", requires = "tls_cert")]
+        tls_key: Option<PathBuf>,
     },
     /// Who can publish and subscribe on which subjects, every path between
     /// them, every cross-account path and every principal reaching a
@@ -1100,6 +1109,11 @@ pub(crate) struct ServeArgs {
     /// until the server is up.
     #[arg(long, env = "VERN_NATS_URL")]
     pub(crate) nats_url: Option<String>,
+    /// PEM file of the CA that signed nats-server's own certificate, when
+    /// Vern's CA did not. With it (or a tls:// URL) the callout connects
+    /// over TLS, presenting an X.509-SVID of its own from Vern's CA.
+    #[arg(long, env = "VERN_NATS_CACERT", value_name = "FILE")]
+    pub(crate) nats_ca_cert: Option<PathBuf>,
     /// Accept DPoP proofs at the token endpoint without a server nonce
     /// (weakens replay protection across replicas).
     #[arg(long, env = "VERN_INSECURE_DPOP_WITHOUT_NONCE")]

@@ -52,6 +52,8 @@ pub(crate) struct FileConfig {
 pub(crate) struct NatsSection {
     /// `nats://HOST:PORT`.
     pub(crate) url: Option<String>,
+    /// PEM file of the CA that signed nats-server's certificate.
+    pub(crate) ca_cert: Option<std::path::PathBuf>,
 }
 
 /// `[pki]`: the CA. Durations as `"1h"` or seconds.

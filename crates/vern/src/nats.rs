@@ -11,16 +11,63 @@ use vern_nats::paths::PathReport;
 use crate::cli::{ClientArgs, NatsCommand, NatsPathsArgs, Output, PathsOutput};
 use crate::client::{at, print_json, Client};
 
+/// The CA bundle's file name, next to the configuration: the trust
+/// anchors client certificates must chain to.
+const CA_BUNDLE: &str = "vern-ca.pem";
+
 /// Runs a `vern nats` command.
 pub(crate) async fn run(cmd: NatsCommand) -> anyhow::Result<ExitCode> {
     match cmd {
-        NatsCommand::Config { client, out } => {
+        NatsCommand::Config {
+            client,
+            out,
+            tls_cert,
+            tls_key,
+        } => {
+            // nats-server reads these paths from its own working directory:
+            // they are written absolute.
+            let tls = match (&tls_cert, &tls_key, &out) {
+                (Some(cert), Some(key), Some(out)) => {
+                    let abs = |p: &Path| {
+                        std::path::absolute(p)
+                            .with_context(|| format!("cannot resolve {}", p.display()))
+                    };
+                    let dir = abs(out)?
+                        .parent()
+                        .map(Path::to_path_buf)
+                        .context("--out names no file")?;
+                    Some((abs(cert)?, abs(key)?, dir.join(CA_BUNDLE)))
+                }
+                _ => None,
+            };
+            let path = match &tls {
+                Some((cert, key, ca)) => {
+                    let q = |p: &Path| {
+                        form_urlencoded::byte_serialize(p.to_string_lossy().as_bytes())
+                            .collect::<String>()
+                    };
+                    format!(
+                        "/v1/nats/config?tls_cert={}&tls_key={}&tls_ca={}",
+                        q(cert),
+                        q(key),
+                        q(ca)
+                    )
+                }
+                None => "/v1/nats/config".to_owned(),
+            };
             let v = Client::new(&client)?
-                .expect_ok(Method::GET, "/v1/nats/config", None)
+                .expect_ok(Method::GET, &path, None)
                 .await?;
             let config = at(&v, "/data/config")
                 .as_str()
                 .context("the server's answer holds no configuration")?;
+            if let Some((_, _, ca)) = &tls {
+                let pem = at(&v, "/data/ca_pem")
+                    .as_str()
+                    .context("the server's answer holds no CA bundle")?;
+                std::fs::write(ca, pem)
+                    .with_context(|| format!("cannot write {}", ca.display()))?;
+            }
             match out {
                 Some(path) => {
                     write_private(&path, config.as_bytes())?;

@@ -400,9 +400,25 @@ fn settings(args: ServeArgs) -> anyhow::Result<Settings> {
         nats_url: match args
             .nats_url
             .clone()
-            .or(file.nats.take().and_then(|n| n.url))
+            .or(file.nats.as_mut().and_then(|n| n.url.take()))
         {
             Some(url) => Some(nats_url(&url)?),
+            None => None,
+        },
+        nats_ca_pem: match args
+            .nats_ca_cert
+            .clone()
+            .or(file.nats.take().and_then(|n| n.ca_cert))
+        {
+            Some(path) => {
+                let pem = std::fs::read_to_string(&path).with_context(|| {
+                    format!("cannot read the NATS CA certificate {}", path.display())
+                })?;
+                vern_pki::roots_from_pem(&pem).with_context(|| {
+                    format!("the NATS CA certificate {} is unusable", path.display())
+                })?;
+                Some(pem)
+            }
             None => None,
         },
     };

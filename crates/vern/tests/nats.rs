@@ -566,3 +566,756 @@ async fn the_config_and_the_report_are_for_those_allowed() {
         .count();
     assert_eq!(denied, 2);
 }
+
+/// A TLS client configuration trusting `roots_pem`, presenting
+/// `chain_pem` (leaf first) with `key_pem`.
+fn tls_config(roots_pem: &str, chain_pem: &str, key_pem: &str) -> rustls::ClientConfig {
+    use rustls::pki_types::pem::PemObject as _;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let mut roots = rustls::RootCertStore::empty();
+    for c in CertificateDer::pem_slice_iter(roots_pem.as_bytes()) {
+        roots.add(c.unwrap()).unwrap();
+    }
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(chain_pem.as_bytes())
+        .map(Result::unwrap)
+        .collect();
+    let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes()).unwrap();
+    rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_client_auth_cert(chain, key)
+        .unwrap()
+}
+
+/// A certificate chain (PEM, leaf first) and its key.
+struct Identity {
+    chain: String,
+    key: String,
+    /// The certificate's notAfter (Unix seconds), when Vern issued it.
+    not_after: u64,
+}
+
+/// An X.509-SVID for the principal of `token`, from `POST /v1/pki/svid`.
+async fn svid(vern: &Server, token: &str) -> Identity {
+    let key = rcgen::KeyPair::generate().unwrap();
+    let csr = rcgen::CertificateParams::default()
+        .serialize_request(&key)
+        .unwrap()
+        .pem()
+        .unwrap();
+    let (status, body) = post_as(vern, token, "/v1/pki/svid", &json!({ "csr": csr })).await;
+    assert_eq!(status, 200, "{body}");
+    let mut chain = body["data"]["certificate"].as_str().unwrap().to_owned();
+    for c in body["data"]["chain"].as_array().unwrap() {
+        chain.push_str(c.as_str().unwrap());
+    }
+    Identity {
+        chain,
+        key: key.serialize_pem(),
+        not_after: body["data"]["expires_at"].as_u64().unwrap(),
+    }
+}
+
+/// A connection over TLS presenting `identity`, with `token` if given.
+async fn connect_tls(
+    url: &str,
+    roots_pem: &str,
+    identity: &Identity,
+    token: Option<&str>,
+) -> Result<(async_nats::Client, Arc<Mutex<Vec<String>>>), async_nats::ConnectError> {
+    let errors: Arc<Mutex<Vec<String>>> = Arc::default();
+    let sink = Arc::clone(&errors);
+    let options = match token {
+        Some(t) => async_nats::ConnectOptions::with_token(t.to_owned()),
+        None => async_nats::ConnectOptions::new(),
+    };
+    let client = options
+        .require_tls(true)
+        .tls_client_config(tls_config(roots_pem, &identity.chain, &identity.key))
+        .max_reconnects(1)
+        .connection_timeout(Duration::from_secs(5))
+        .event_callback(move |e| {
+            let sink = Arc::clone(&sink);
+            async move {
+                sink.lock().unwrap().push(e.to_string());
+            }
+        })
+        .connect(url)
+        .await?;
+    Ok((client, errors))
+}
+
+/// The reasons of the refused connects the audit log holds.
+async fn refusals(vern: &Server) -> Vec<String> {
+    let records = get_as(vern, "root", "/v1/audit/records?limit=1000").await;
+    records["data"]["records"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| &r["event"])
+        .filter(|e| e["action"] == "nats.connect" && e["decision"]["allowed"] == false)
+        .map(|e| {
+            e["details"]["reason"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned()
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn services_connect_by_their_svid_over_tls() {
+    let dir = temp();
+    let port = free_port();
+    let url = format!("tls://127.0.0.1:{port}");
+    // nats-server's own certificate comes from a CA of the operator's; the
+    // callout trusts it through --nats-ca-cert.
+    let server_ca = common::ca();
+    let server_cert = common::issue(
+        &server_ca,
+        rcgen::SanType::IpAddress([127, 0, 0, 1].into()),
+        rcgen::ExtendedKeyUsagePurpose::ServerAuth,
+    );
+    let write = |name: &str, text: &str| {
+        let p = dir.path().join(name);
+        std::fs::write(&p, text).unwrap();
+        path_str(&p)
+    };
+    let server_ca_pem = server_ca.0.pem();
+    let server_ca_file = write("server-ca.pem", &server_ca_pem);
+    let cert_file = write("server.pem", &server_cert.cert_pem);
+    let key_file = write("server.key", &server_cert.key_pem);
+    let vern = dev_server(
+        &path_str(&dir.path().join("vern")),
+        &["--nats-url", &url, "--nats-ca-cert", &server_ca_file],
+    );
+    let (api_id, api_secret) = create_client(
+        &vern,
+        spec("acme", "api", &["orders.>", "_INBOX.>"], &["orders.>"]),
+    )
+    .await;
+    let (globex_id, globex_secret) =
+        create_client(&vern, spec("globex", "api", &["orders.>"], &["orders.>"])).await;
+    let conf = dir.path().join("nats.conf");
+    let out = vern_cli(&[
+        "nats",
+        "config",
+        "--address",
+        &vern.http(),
+        "--token",
+        "root",
+        "--out",
+        &path_str(&conf),
+        "--tls-cert",
+        &cert_file,
+        "--tls-key",
+        &key_file,
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    // The CA bundle is written next to --out: without it, nothing.
+    let out = vern_cli(&[
+        "nats",
+        "config",
+        "--address",
+        &vern.http(),
+        "--token",
+        "root",
+        "--tls-cert",
+        &cert_file,
+        "--tls-key",
+        &key_file,
+    ]);
+    assert!(!out.status.success());
+    assert!(text(&out.stderr).contains("--out"), "{}", text(&out.stderr));
+    // The TLS files go together, and a path that would break out of its
+    // string in the configuration is refused.
+    for query in [
+        "tls_cert=%2Fa.pem",
+        "tls_cert=%2Fa.pem&tls_key=%2Fa.key",
+        "tls_cert=%2Fa%22%7D.pem&tls_key=%2Fa.key&tls_ca=%2Fca.pem",
+        "tls_cert=%2Fa.pem&tls_key=%2Fa.key&tls_ca=%2Fca.pem&verify=false",
+    ] {
+        let status = common::status_of(
+            common::client()
+                .get(vern.url(&format!("/v1/nats/config?{query}")))
+                .header("X-Vault-Token", "root"),
+        )
+        .await;
+        assert_eq!(status, 400, "{query}");
+    }
+    let rendered = std::fs::read_to_string(&conf).unwrap();
+    let bundle = dir.path().join("vern-ca.pem");
+    assert!(
+        rendered.contains(&format!("ca_file: \"{}\"", path_str(&bundle))),
+        "{rendered}"
+    );
+    assert!(rendered.contains("verify: true"), "{rendered}");
+    let anchors = std::fs::read_to_string(&bundle).unwrap();
+    assert!(anchors.contains("BEGIN CERTIFICATE"));
+    // A bundle that also trusts another CA (here the one of nats-server's
+    // own certificate) lets that CA's certificates through the handshake:
+    // the callout must refuse them on its own.
+    std::fs::write(&bundle, format!("{anchors}{server_ca_pem}")).unwrap();
+    let _nats = NatsServer::start(&conf, port);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !vern.stderr_text().contains("The NATS callout is serving.") {
+        assert!(
+            Instant::now() < deadline,
+            "the callout never served over TLS: {}",
+            vern.stderr_text()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    let api_token = access_token(&vern, &api_id, &api_secret).await;
+    let api_svid = svid(&vern, &api_token).await;
+    // The SVID alone: the service's own account and declared subjects.
+    let (nc, events) = connect_tls(&url, &server_ca_pem, &api_svid, None)
+        .await
+        .unwrap();
+    let mut sub = nc.subscribe("orders.>").await.unwrap();
+    nc.flush().await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        nc.publish("orders.created", "by-svid".into())
+            .await
+            .unwrap();
+        nc.flush().await.unwrap();
+        if let Ok(Some(m)) = tokio::time::timeout(Duration::from_millis(200), sub.next()).await {
+            assert_eq!(&m.payload[..], b"by-svid");
+            break;
+        }
+        assert!(Instant::now() < deadline, "nothing delivered: {events:?}");
+    }
+    nc.publish("billing.charged", "x".into()).await.unwrap();
+    nc.flush().await.unwrap();
+    eventually(Duration::from_secs(5), "a publish violation", async || {
+        saw(&events, "permissions violation")
+    })
+    .await;
+
+    // The SVID with the same principal's token; with another's, refused.
+    let (both, _) = connect_tls(&url, &server_ca_pem, &api_svid, Some(&api_token))
+        .await
+        .unwrap();
+    both.flush().await.unwrap();
+    drop(both);
+    let globex_token = access_token(&vern, &globex_id, &globex_secret).await;
+    assert!(
+        connect_tls(&url, &server_ca_pem, &api_svid, Some(&globex_token))
+            .await
+            .is_err()
+    );
+    // No certificate at all: nats-server's handshake refuses it, token or not.
+    assert!(async_nats::ConnectOptions::with_token(api_token.clone())
+        .require_tls(true)
+        .tls_client_config(
+            rustls::ClientConfig::builder_with_provider(Arc::new(
+                rustls::crypto::ring::default_provider()
+            ))
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates({
+                let mut r = rustls::RootCertStore::empty();
+                r.add(server_ca.0.der().clone()).unwrap();
+                r
+            })
+            .with_no_client_auth()
+        )
+        .connection_timeout(Duration::from_secs(5))
+        .connect(url.as_str())
+        .await
+        .is_err());
+
+    // An operator's SVID: Vern's CA, this trust domain, but no service.
+    let admin = common::client_token(
+        &vern,
+        json!({"tenant": "acme", "name": "dana", "roles": ["tenant-admin"]}),
+    )
+    .await;
+    let admin_svid = svid(&vern, &admin).await;
+    assert!(connect_tls(&url, &server_ca_pem, &admin_svid, None)
+        .await
+        .is_err());
+    // A node's own SVID (`/vern/agent/<name>`): no service either.
+    let node = common::ok_json(&vern_cli_as(
+        &vern,
+        &["client", "create", "--node", "n1", "-o", "json"],
+    ));
+    let node_token = access_token(
+        &vern,
+        node["client_id"].as_str().unwrap(),
+        node["client_secret"].as_str().unwrap(),
+    )
+    .await;
+    let node_svid = svid(&vern, &node_token).await;
+    assert!(connect_tls(&url, &server_ca_pem, &node_svid, None)
+        .await
+        .is_err());
+    // Another CA's certificate naming the service, and one of another
+    // trust domain: through nats-server's handshake, refused by Vern.
+    for uri in [
+        "spiffe://vern.internal/t/acme/p/web/e/prod/s/api",
+        "spiffe://other.example/t/acme/p/web/e/prod/s/api",
+    ] {
+        let forged = common::issue(
+            &server_ca,
+            rcgen::SanType::URI(uri.try_into().unwrap()),
+            rcgen::ExtendedKeyUsagePurpose::ClientAuth,
+        );
+        let identity = Identity {
+            chain: forged.cert_pem,
+            key: forged.key_pem,
+            not_after: 0,
+        };
+        assert!(
+            connect_tls(&url, &server_ca_pem, &identity, None)
+                .await
+                .is_err(),
+            "{uri}"
+        );
+    }
+    let reasons = refusals(&vern).await;
+    for needle in [
+        "both must name the same principal",
+        "SPIFFE ID `spiffe://vern.internal/t/acme/operator/dana` names no service",
+        "SPIFFE ID `spiffe://vern.internal/vern/agent/n1` names no service",
+        "no CA of this deployment signed the certificate",
+        "of another trust domain",
+    ] {
+        assert!(
+            reasons.iter().any(|r| r.contains(needle)),
+            "no refusal says `{needle}`: {reasons:?}"
+        );
+    }
+    let records = get_as(&vern, "root", "/v1/audit/records?limit=1000").await;
+    assert!(records["data"]["records"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| &r["event"])
+        .any(|e| e["action"] == "nats.connect"
+            && e["decision"]["allowed"] == true
+            && e["details"]["authenticated_by"] == "svid"
+            && e["details"]["spiffe_id"] == "spiffe://vern.internal/t/acme/p/web/e/prod/s/api"
+            // The user JWT expires with the certificate.
+            && e["details"]["expires"]
+                .as_str()
+                .and_then(|x| x.parse::<u64>().ok())
+                == Some(api_svid.not_after)));
+
+    // Deleting the client closes its SVID's connection, and its SVID
+    // opens no other.
+    let status = common::status_of(
+        common::client()
+            .delete(vern.url(&format!("/v1/auth/clients/{api_id}")))
+            .header("X-Vault-Token", "root"),
+    )
+    .await;
+    assert!((200..300).contains(&status), "{status}");
+    eventually(
+        Duration::from_secs(10),
+        "the deleted client's connection to close",
+        async || saw(&events, "disconnected"),
+    )
+    .await;
+    assert!(connect_tls(&url, &server_ca_pem, &api_svid, None)
+        .await
+        .is_err());
+}
+
+fn vern_cli(args: &[&str]) -> std::process::Output {
+    vern(args, &[])
+}
+
+fn vern_cli_as(s: &Server, args: &[&str]) -> std::process::Output {
+    let addr = s.http();
+    vern(
+        args,
+        &[("VERN_ADDR", addr.as_str()), ("VERN_TOKEN", "root")],
+    )
+}
+
+/// A TCP relay in front of nats-server for the callout's link, which the
+/// test cuts and restores while clients connected directly stay up.
+struct Relay(tokio::task::JoinHandle<()>);
+
+impl Relay {
+    fn start(port: u16, target: u16) -> Self {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.set_reuseaddr(true).unwrap();
+        socket.bind(([127, 0, 0, 1], port).into()).unwrap();
+        let listener = socket.listen(16).unwrap();
+        Self(tokio::spawn(async move {
+            // Dropped with the task when cut: every relayed link closes.
+            let mut links = tokio::task::JoinSet::new();
+            loop {
+                let Ok((mut inbound, _)) = listener.accept().await else {
+                    return;
+                };
+                links.spawn(async move {
+                    if let Ok(mut outbound) =
+                        tokio::net::TcpStream::connect(("127.0.0.1", target)).await
+                    {
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                    }
+                });
+            }
+        }))
+    }
+
+    fn cut(self) {
+        self.0.abort();
+    }
+}
+
+/// The names of the connections nats-server holds, through the system
+/// account.
+async fn connection_names(system: &async_nats::Client) -> Vec<String> {
+    let reply = system
+        .request("$SYS.REQ.SERVER.PING.CONNZ", "{}".into())
+        .await
+        .unwrap();
+    let v: Value = serde_json::from_slice(&reply.payload).unwrap();
+    v["data"]["connections"]
+        .as_array()
+        .map(|c| {
+            c.iter()
+                .filter_map(|c| c["name"].as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[tokio::test]
+async fn a_token_revoked_while_the_callout_was_away_is_kicked_on_its_return() {
+    let dir = temp();
+    let (port, relay_port) = (free_port(), free_port());
+    let relay = Relay::start(relay_port, port);
+    let vern = dev_server(
+        &path_str(&dir.path().join("vern")),
+        &["--nats-url", &format!("nats://127.0.0.1:{relay_port}")],
+    );
+    let (id, secret) = create_client(&vern, spec("acme", "api", &["orders.>"], &[])).await;
+    let conf = dir.path().join("nats.conf");
+    let out = vern_cli(&[
+        "nats",
+        "config",
+        "--address",
+        &vern.http(),
+        "--token",
+        "root",
+        "--out",
+        &path_str(&conf),
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let _nats = NatsServer::start(&conf, port);
+    let url = format!("nats://127.0.0.1:{port}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !vern.stderr_text().contains("The NATS callout is serving.") {
+        assert!(Instant::now() < deadline, "{}", vern.stderr_text());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let rendered = std::fs::read_to_string(&conf).unwrap();
+    let password = rendered
+        .split("user: \"vern-system\", password: \"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .unwrap();
+    let system = async_nats::ConnectOptions::with_user_and_password(
+        "vern-system".to_owned(),
+        password.to_owned(),
+    )
+    .connect(url.as_str())
+    .await
+    .unwrap();
+
+    let token = access_token(&vern, &id, &secret).await;
+    let (nc, events) = connect(&url, &token).await.unwrap();
+    nc.flush().await.unwrap();
+
+    // The callout's link goes down; the client's stays up. A seal and an
+    // unseal meanwhile make the callout start over, so that it is not
+    // listening for revocations while it tries to reconnect.
+    relay.cut();
+    eventually(
+        Duration::from_secs(10),
+        "the callout to be cut off",
+        async || {
+            !connection_names(&system)
+                .await
+                .iter()
+                .any(|n| n == "vern-callout")
+        },
+    )
+    .await;
+    let (status, _) = post_as(&vern, "root", "/v1/sys/seal", &json!({})).await;
+    assert_eq!(status, 204);
+    eventually(Duration::from_secs(10), "the callout to stop", async || {
+        vern.stderr_text()
+            .contains("Vern sealed: the NATS callout stops answering.")
+    })
+    .await;
+    let key = std::fs::read_to_string(dir.path().join("vern/dev-unseal-key.insecure")).unwrap();
+    let status = common::client()
+        .put(vern.url("/v1/sys/unseal"))
+        .json(&json!({ "key": key.trim() }))
+        .send()
+        .await
+        .unwrap()
+        .status();
+    assert_eq!(status, 200);
+    eventually(
+        Duration::from_secs(10),
+        "the callout to try again",
+        async || {
+            vern.stderr_text()
+                .contains("The NATS callout is not connected; retrying.")
+        },
+    )
+    .await;
+    let status = common::client()
+        .post(vern.url("/oauth2/revoke"))
+        .basic_auth(&id, Some(&secret))
+        .form(&[("token", token.as_str())])
+        .send()
+        .await
+        .unwrap()
+        .status();
+    assert_eq!(status, 200);
+    nc.flush().await.unwrap();
+    assert!(!saw(&events, "disconnected"));
+
+    // Back on its link, the callout checks what it authorized before the
+    // seal and kicks the revoked token's connection.
+    let _relay = Relay::start(relay_port, port);
+    eventually(
+        Duration::from_secs(20),
+        "the revoked connection to close after the callout returned",
+        async || saw(&events, "disconnected"),
+    )
+    .await;
+    assert!(connect(&url, &token).await.is_err());
+}
+
+fn https_with(ca_pem: &str, identity: Option<&Identity>) -> reqwest::Client {
+    let mut b = reqwest::Client::builder()
+        .use_rustls_tls()
+        .tls_built_in_root_certs(false);
+    for cert in reqwest::Certificate::from_pem_bundle(ca_pem.as_bytes()).unwrap() {
+        b = b.add_root_certificate(cert);
+    }
+    if let Some(id) = identity {
+        b = b.identity(
+            reqwest::Identity::from_pem(format!("{}{}", id.chain, id.key).as_bytes()).unwrap(),
+        );
+    }
+    b.build().unwrap()
+}
+
+/// An X.509-SVID from `POST /v1/pki/svid` at `base` through `http`, for
+/// the principal of `token`.
+async fn svid_at(http: &reqwest::Client, base: &str, token: &str) -> Identity {
+    let key = rcgen::KeyPair::generate().unwrap();
+    let csr = rcgen::CertificateParams::default()
+        .serialize_request(&key)
+        .unwrap()
+        .pem()
+        .unwrap();
+    let body = common::json_of(
+        http.post(format!("{base}/v1/pki/svid"))
+            .bearer_auth(token)
+            .json(&json!({ "csr": csr })),
+    )
+    .await;
+    let mut chain = body["data"]["certificate"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{body}"))
+        .to_owned();
+    for c in body["data"]["chain"].as_array().unwrap() {
+        chain.push_str(c.as_str().unwrap());
+    }
+    Identity {
+        chain,
+        key: key.serialize_pem(),
+        not_after: body["data"]["expires_at"].as_u64().unwrap(),
+    }
+}
+
+/// A token bound to an SVID (RFC 8705, from `tls_client_auth`) connects
+/// to NATS with that SVID only: the TLS handshake proves possession.
+#[tokio::test]
+async fn a_certificate_bound_token_connects_with_its_own_certificate_only() {
+    let dir = temp();
+    let (boot_pem, boot_cert, boot_key) = common::self_signed_tls(dir.path());
+    let port = free_port();
+    let url = format!("tls://127.0.0.1:{port}");
+    let server_ca = common::ca();
+    let server_cert = common::issue(
+        &server_ca,
+        rcgen::SanType::IpAddress([127, 0, 0, 1].into()),
+        rcgen::ExtendedKeyUsagePurpose::ServerAuth,
+    );
+    let write = |name: &str, text: &str| {
+        let p = dir.path().join(name);
+        std::fs::write(&p, text).unwrap();
+        path_str(&p)
+    };
+    let server_ca_pem = server_ca.0.pem();
+    let server_ca_file = write("server-ca.pem", &server_ca_pem);
+    let cert_file = write("server.pem", &server_cert.cert_pem);
+    let key_file = write("server.key", &server_cert.key_pem);
+    let s = Server::start(
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--tls-cert",
+            &boot_cert,
+            "--tls-key",
+            &boot_key,
+            "--tls-from-ca",
+            "localhost",
+            "--data-dir",
+            &path_str(&dir.path().join("data")),
+            "--nats-url",
+            &url,
+            "--nats-ca-cert",
+            &server_ca_file,
+        ],
+        &[],
+    );
+    let base = format!("https://localhost:{}", s.addr.rsplit(':').next().unwrap());
+    let boot = https_with(&boot_pem, None);
+    let root = common::init_and_unseal_at(&boot, &base).await;
+    let vern_ca = boot
+        .get(format!("{base}/v1/pki/ca.pem"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let vern_ca_file = write("vern-http-ca.pem", &vern_ca);
+    let http = https_with(&vern_ca, None);
+    // Once the listener presents a certificate from Vern's CA, it also
+    // accepts SVIDs as client certificates.
+    eventually(
+        Duration::from_secs(20),
+        "a listener certificate from the CA",
+        async || {
+            http.get(format!("{base}/v1/sys/health"))
+                .send()
+                .await
+                .is_ok()
+        },
+    )
+    .await;
+
+    // The service gets its SVID with a secret, then becomes a certificate
+    // client matched by that SPIFFE ID.
+    let api = "spiffe://vern.internal/t/acme/p/web/e/prod/s/api";
+    let nats = json!({"publish": ["orders.>"], "subscribe": ["orders.>"]});
+    let mut spec = spec("acme", "api", &["orders.>"], &["orders.>"]);
+    let created = common::json_of(
+        http.post(format!("{base}/v1/auth/clients"))
+            .header("x-vault-token", &root)
+            .json(&spec),
+    )
+    .await;
+    let secret = created["data"]["client_secret"].as_str().unwrap();
+    let token = common::json_of(
+        http.post(format!("{base}/oauth2/token"))
+            .basic_auth("svc.acme.web.prod.api", Some(secret))
+            .form(&[("grant_type", "client_credentials")]),
+    )
+    .await["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let first = svid_at(&http, &base, &token).await;
+    let second = svid_at(&http, &base, &token).await;
+    assert!(common::status_of(
+        http.delete(format!("{base}/v1/auth/clients/svc.acme.web.prod.api"))
+            .header("x-vault-token", &root)
+    )
+    .await
+    .eq(&204));
+    spec["tls_client_auth_san"] = json!(api);
+    spec["nats"] = nats;
+    assert_eq!(
+        common::status_of(
+            http.post(format!("{base}/v1/auth/clients"))
+                .header("x-vault-token", &root)
+                .json(&spec)
+        )
+        .await,
+        200
+    );
+    let bound = common::json_of(
+        https_with(&vern_ca, Some(&first))
+            .post(format!("{base}/oauth2/token"))
+            .form(&[
+                ("grant_type", "client_credentials"),
+                ("client_id", "svc.acme.web.prod.api"),
+            ]),
+    )
+    .await["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    let conf = dir.path().join("nats.conf");
+    let out = vern_cli(&[
+        "nats",
+        "config",
+        "--address",
+        &base,
+        "--ca-cert",
+        &vern_ca_file,
+        "--token",
+        &root,
+        "--out",
+        &path_str(&conf),
+        "--tls-cert",
+        &cert_file,
+        "--tls-key",
+        &key_file,
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let _nats = NatsServer::start(&conf, port);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !s.stderr_text().contains("The NATS callout is serving.") {
+        assert!(Instant::now() < deadline, "{}", s.stderr_text());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // The certificate it is bound to: allowed. Another SVID of the same
+    // service: the token is refused, though the SVID alone would do.
+    let (nc, _) = connect_tls(&url, &server_ca_pem, &first, Some(&bound))
+        .await
+        .unwrap();
+    nc.flush().await.unwrap();
+    assert!(connect_tls(&url, &server_ca_pem, &second, Some(&bound))
+        .await
+        .is_err());
+    let (alone, _) = connect_tls(&url, &server_ca_pem, &second, None)
+        .await
+        .unwrap();
+    alone.flush().await.unwrap();
+    let records = common::json_of(
+        http.get(format!("{base}/v1/audit/records?limit=1000"))
+            .header("x-vault-token", &root),
+    )
+    .await;
+    assert!(records["data"]["records"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| &r["event"])
+        .any(|e| e["action"] == "nats.connect"
+            && e["decision"]["allowed"] == false
+            && e["details"]["reason"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("bound to a client certificate")));
+}

@@ -184,3 +184,24 @@ proptest! {
         prop_assert_eq!(ia == ib, a == b);
     }
 }
+
+#[test]
+fn only_service_ids_name_a_service_client() {
+    for (id, want) in [
+        (
+            "spiffe://vern.internal/t/acme/p/web/e/prod/s/api",
+            Some("svc.acme.web.prod.api"),
+        ),
+        ("spiffe://vern.internal/t/acme/operator/dana", None),
+        ("spiffe://vern.internal/operator/dana", None),
+        ("spiffe://vern.internal/vern/agent/n1", None),
+        ("spiffe://vern.internal/vern/server", None),
+        ("spiffe://vern.internal/t/acme/p/web/e/prod/s/api/x", None),
+        ("spiffe://vern.internal/t/acme/p/web/e/prod/x/api", None),
+        ("spiffe://vern.internal/t/ACME/p/web/e/prod/s/api", None),
+        ("spiffe://vern.internal/t/acme/p/web/e/prod/s/a.b", None),
+    ] {
+        let parsed = SpiffeId::parse(id).unwrap();
+        assert_eq!(parsed.service_client_id().as_deref(), want, "{id}");
+    }
+}

@@ -21,12 +21,45 @@ use crate::authz::authorize_on;
 use crate::error::ApiError;
 use crate::state::AppState;
 
-/// `GET /v1/nats/config`: the nats-server configuration, one account per
-/// tenant that has a service client.
+/// Query of the configuration: nats-server's TLS files, all three or none.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ConfigQuery {
+    /// nats-server's certificate chain file.
+    tls_cert: Option<String>,
+    /// nats-server's key file.
+    tls_key: Option<String>,
+    /// Where the CA bundle (`ca_pem` of the answer) will be written.
+    tls_ca: Option<String>,
+}
+
+/// `GET /v1/nats/config[?tls_cert=F&tls_key=F&tls_ca=F]`: the nats-server
+/// configuration, one account per tenant that has a service client; with
+/// TLS files, a `tls` block requiring client certificates that chain to
+/// Vern's trust anchors, which the answer carries as `ca_pem`.
 pub(crate) async fn config(
     State(state): State<AppState>,
     caller: Caller,
+    query: Result<Query<ConfigQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
+    let Query(q) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    let tls = match (q.tls_cert, q.tls_key, q.tls_ca) {
+        (None, None, None) => None,
+        (Some(cert_file), Some(key_file), Some(ca_file)) => Some(vern_nats::config::TlsFiles {
+            cert_file,
+            key_file,
+            ca_file,
+        }),
+        _ => {
+            return Err(ApiError::bad_request(
+                "tls_cert, tls_key and tls_ca go together: give all three or none",
+            ))
+        }
+    };
+    let tls_block = tls
+        .as_ref()
+        .map(vern_nats::config::render_tls)
+        .transpose()?;
     let barrier = state.inner.seal.barrier()?;
     let keys = NatsKeys::load_or_create(&barrier).await?;
     let records = services(&state, &barrier).await?;
@@ -37,7 +70,14 @@ pub(crate) async fn config(
     // Exports and imports exist only where a policy grants a declared
     // import now: the path report's cross-account paths.
     let report = PathReport::build(decided(&state, &records, now(&caller))?);
-    let rendered = vern_nats::config::render(&keys, &tenants, &report.cross_account)?;
+    let mut rendered = vern_nats::config::render(&keys, &tenants, &report.cross_account)?;
+    let ca_pem = match tls_block {
+        Some(block) => {
+            rendered.push_str(&block);
+            Some(state.inner.pki.trust_anchors_pem(&barrier).await?)
+        }
+        None => None,
+    };
     if let Some(slot) = &caller.audit {
         slot.detail(
             "accounts",
@@ -49,6 +89,7 @@ pub(crate) async fn config(
         "accounts": tenants,
         "issuer": keys.issuer_public(),
         "xkey": keys.xkey_public(),
+        "ca_pem": ca_pem,
     }}))
     .into_response())
 }
