@@ -15,7 +15,8 @@
 //! and for clients (optionally presenting one), and pins the peer's
 //! identity: a mutual-TLS server that accepts only a client whose
 //! certificate names an expected identity (DNS name or URI SAN, e.g. a
-//! SPIFFE ID). All configurations use the `ring` provider and TLS 1.2/1.3
+//! SPIFFE ID). Keepers' certificates can come from the CA too
+//! (`keeper.rs`). All configurations use the `ring` provider and TLS 1.2/1.3
 //! defaults.
 #![forbid(unsafe_code)]
 
@@ -26,6 +27,7 @@ mod dns;
 mod error;
 mod identity;
 mod jwt;
+mod keeper;
 mod pki;
 mod public_key;
 mod records;
@@ -47,13 +49,19 @@ pub use dns::DnsName;
 pub use error::PkiError;
 pub use identity::{peer_identities, PinnedClientVerifier};
 pub use jwt::{verify_jwt_svid, VerifiedJwtSvid};
+pub use keeper::{
+    certifies_key, certs_from_pem, keeper_client_config, keeper_csr, not_after, validity,
+    KeeperHost, SERVER_COMPONENT,
+};
 pub use pki::{
     ComponentSvid, JwtRequest, JwtSvid, Pki, PkiConfig, Rotation, X509Request, X509Svid,
     MAX_DNS_NAMES,
 };
 pub use public_key::{public_key_from_pem, roots_from_pem, PemError, SpkiKey};
 pub use records::{CertFilter, CertPage, IssuedCertificate};
-pub use rotating::{rotating_server_config, RotatingClientTrust, RotatingIdentity};
+pub use rotating::{
+    pinned_rotating_server_config, rotating_server_config, RotatingClientTrust, RotatingIdentity,
+};
 pub use spiffe::{IdentityError, SpiffeId, SpiffeIdError, TrustDomain, Workload};
 pub use workloads::{
     node_client_id, service_principal, AttestedWorkload, Selector, WorkloadEntry, WorkloadPlan,

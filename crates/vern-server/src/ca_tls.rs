@@ -157,20 +157,48 @@ impl AppState {
             .await
             .map_err(|e| e.to_string())?;
         let record = &issued.svid.record;
+        self.audit_own_issue(
+            barrier,
+            record,
+            "vern serve --tls-from-ca",
+            BTreeMap::from([("dns_names".to_owned(), record.dns_names.join(","))]),
+        )
+        .await?;
+        let mut chain = vec![issued.svid.certificate_der.clone()];
+        chain.extend(issued.svid.chain_pem.iter().flat_map(|p| x509_anchors(p)));
+        tls.identity
+            .install(&chain, &issued.key_der)
+            .map_err(|e| e.to_string())?;
+        tracing::info!(serial = %record.serial, not_after = record.not_after, "The listener presents a certificate from Vern's CA.");
+        Ok((record.not_before, record.not_after))
+    }
+}
+
+impl AppState {
+    /// Writes the audit record of a certificate Vern issued for its own
+    /// links (serial, SPIFFE ID, expiry and `details`; never a key), and
+    /// counts it in the metrics. A certificate whose record cannot be
+    /// written must not be used.
+    pub(crate) async fn audit_own_issue(
+        &self,
+        barrier: &Arc<Barrier>,
+        record: &vern_pki::IssuedCertificate,
+        operation: &str,
+        mut details: BTreeMap<String, String>,
+    ) -> Result<(), String> {
         if let Some(log) = &self.inner.audit {
             log.session(barrier).await.map_err(|e| e.to_string())?;
-            let details = BTreeMap::from([
+            details.extend([
                 ("spiffe_id".to_owned(), record.spiffe_id.clone()),
                 ("serial".to_owned(), record.serial.clone()),
                 ("not_after".to_owned(), record.not_after.to_string()),
-                ("dns_names".to_owned(), record.dns_names.join(",")),
             ]);
             log.append(Event {
                 request_id: RequestId::generate().to_string(),
-                operation: "vern serve --tls-from-ca".to_owned(),
+                operation: operation.to_owned(),
                 principal: Some(Actor {
                     kind: "component".to_owned(),
-                    id: "server".to_owned(),
+                    id: vern_pki::SERVER_COMPONENT.to_owned(),
                     root: false,
                     tenant: None,
                     project: None,
@@ -186,21 +214,15 @@ impl AppState {
             .await
             .map_err(|e| e.to_string())?;
         }
-        let mut chain = vec![issued.svid.certificate_der.clone()];
-        chain.extend(issued.svid.chain_pem.iter().flat_map(|p| x509_anchors(p)));
-        tls.identity
-            .install(&chain, &issued.key_der)
-            .map_err(|e| e.to_string())?;
         self.inner
             .metrics
             .certificate_issued(&record.spiffe_id, record.not_after);
-        tracing::info!(serial = %record.serial, not_after = record.not_after, "The listener presents a certificate from Vern's CA.");
-        Ok((record.not_before, record.not_after))
+        Ok(())
     }
 }
 
 /// The DER certificates of a PEM text.
-fn x509_anchors(pem: &str) -> Vec<Vec<u8>> {
+pub(crate) fn x509_anchors(pem: &str) -> Vec<Vec<u8>> {
     use rustls::pki_types::pem::PemObject as _;
     rustls::pki_types::CertificateDer::pem_slice_iter(pem.as_bytes())
         .filter_map(Result::ok)
