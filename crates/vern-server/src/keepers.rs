@@ -97,13 +97,22 @@ struct Links {
     from_ca: Option<(u64, u64)>,
     anchors: Vec<Vec<u8>>,
     clients: Vec<reqwest::Client>,
+    /// Clients presenting the bootstrap identity, tried when a keeper
+    /// refuses the one from the CA because it has no anchors yet (the
+    /// first round, or a keeper restarted without a state directory).
+    fallback: Vec<reqwest::Client>,
 }
+
+/// A certificate chain and its key, as rustls takes them.
+type ClientIdentity = (Vec<CertificateDer<'static>>, PrivateKeyDer<'static>);
 
 /// A running keeper set.
 pub(crate) struct Keepers {
     keepers: Vec<Keeper>,
     bootstrap_roots: RootCertStore,
-    bootstrap_files: (PathBuf, PathBuf),
+    /// The bootstrap identity, `None` when its files are unusable (they
+    /// are not needed while an identity from the CA is valid).
+    bootstrap: Option<ClientIdentity>,
     sync_interval: Duration,
     certs_from_ca: Option<CertsFromCa>,
     links: RwLock<Arc<Links>>,
@@ -122,15 +131,13 @@ struct CsrBody {
 }
 
 /// The bootstrap client identity from its files.
-fn bootstrap_identity(
-    files: &(PathBuf, PathBuf),
-) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>), KeepersError> {
+fn bootstrap_identity(files: &(PathBuf, PathBuf)) -> Result<ClientIdentity, KeepersError> {
     let chain = vern_pki::load_certs(&files.0).map_err(|e| KeepersError::Config(e.to_string()))?;
     let key = vern_pki::load_key(&files.1).map_err(|e| KeepersError::Config(e.to_string()))?;
     Ok((chain, key))
 }
 
-fn from_identity(identity: &Identity) -> (Vec<CertificateDer<'static>>, PrivateKeyDer<'static>) {
+fn from_identity(identity: &Identity) -> ClientIdentity {
     (
         identity
             .chain
@@ -184,63 +191,81 @@ impl Keepers {
             Some(s) => (s.identity, s.anchors),
             None => (None, Vec::new()),
         };
-        let (chain, key, from_ca) = match identity {
+        let kept = match identity {
             Some(id) if now < id.not_after => {
                 tracing::info!(
                     not_after = id.not_after,
                     "Presenting the keeper-client certificate from Vern's CA."
                 );
-                let (chain, key) = from_identity(&id);
-                (chain, key, Some((id.renew_at(), id.not_after)))
+                Some(id)
             }
             Some(id) => {
                 tracing::warn!(
                     not_after = id.not_after,
                     "The keeper-client certificate from Vern's CA expired while Vern was down; presenting --keeper-client-cert until Vern is unsealed."
                 );
-                let (chain, key) = bootstrap_identity(&bootstrap_files)?;
-                (chain, key, None)
+                None
             }
-            None => {
-                let (chain, key) = bootstrap_identity(&bootstrap_files)?;
-                (chain, key, None)
+            None => None,
+        };
+        let bootstrap = match bootstrap_identity(&bootstrap_files) {
+            Ok(b) => Some(b),
+            Err(e) if kept.is_some() => {
+                tracing::warn!(error = %e, "The keeper client certificate files are unusable; only the certificate from Vern's CA is presented.");
+                None
             }
+            Err(e) => return Err(e),
         };
-        let mut links = Links {
-            chain,
-            key,
-            from_ca,
-            anchors,
-            clients: Vec::new(),
-        };
-        links.clients = Self::clients(&keepers, &bootstrap_roots, &links)?;
-        Ok(Self {
+        let keepers = Self {
             keepers,
             bootstrap_roots,
-            bootstrap_files,
+            bootstrap,
             sync_interval: config.sync_interval,
             certs_from_ca: config.certs_from_ca,
-            links: RwLock::new(Arc::new(links)),
+            links: RwLock::new(Arc::new(Links {
+                chain: Vec::new(),
+                key: PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(Vec::new())),
+                from_ca: None,
+                anchors: Vec::new(),
+                clients: Vec::new(),
+                fallback: Vec::new(),
+            })),
             wake: Notify::new(),
-        })
+        };
+        match (&kept, &keepers.bootstrap) {
+            (Some(id), _) => {
+                let (chain, key) = from_identity(id);
+                keepers.install(chain, key, Some((id.renew_at(), id.not_after)), anchors)?;
+            }
+            (None, Some((chain, key))) => {
+                keepers.install(chain.clone(), key.clone_key(), None, anchors)?;
+            }
+            (None, None) => {
+                return Err(KeepersError::Config(
+                    "no keeper client certificate is usable".to_owned(),
+                ))
+            }
+        }
+        Ok(keepers)
     }
 
     /// One client per keeper: each trusts the CA's anchors only for that
     /// keeper's own SPIFFE ID.
     fn clients(
-        keepers: &[Keeper],
-        roots: &RootCertStore,
-        links: &Links,
+        &self,
+        anchors: &[Vec<u8>],
+        chain: &[CertificateDer<'static>],
+        key: &PrivateKeyDer<'static>,
     ) -> Result<Vec<reqwest::Client>, KeepersError> {
-        keepers
+        self.keepers
             .iter()
             .map(|k| {
                 let tls = vern_pki::keeper_client_config(
-                    roots.clone(),
-                    &links.anchors,
+                    self.bootstrap_roots.clone(),
+                    anchors,
                     &k.id,
-                    links.chain.clone(),
-                    links.key.clone_key(),
+                    chain.to_vec(),
+                    key.clone_key(),
                 )
                 .map_err(|e| KeepersError::Config(format!("keeper TLS configuration: {e}")))?;
                 Ok(reqwest::Client::builder()
@@ -265,20 +290,44 @@ impl Keepers {
         from_ca: Option<(u64, u64)>,
         anchors: Vec<Vec<u8>>,
     ) -> Result<(), KeepersError> {
-        let mut links = Links {
+        let clients = self.clients(&anchors, &chain, &key)?;
+        let fallback = match (&from_ca, &self.bootstrap) {
+            (Some(_), Some((b_chain, b_key))) => self.clients(&anchors, b_chain, b_key)?,
+            _ => Vec::new(),
+        };
+        let links = Links {
             chain,
             key,
             from_ca,
             anchors,
-            clients: Vec::new(),
+            clients,
+            fallback,
         };
-        links.clients = Self::clients(&self.keepers, &self.bootstrap_roots, &links)?;
         *self.links.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(links);
         Ok(())
     }
 
-    fn client(&self, i: usize) -> Option<reqwest::Client> {
-        self.links().clients.get(i).cloned()
+    /// Sends the request `make` builds to keeper `i`, presenting the
+    /// current identity, then the bootstrap one if that failed.
+    async fn send(
+        &self,
+        i: usize,
+        make: impl Fn(&reqwest::Client, &str) -> reqwest::RequestBuilder,
+    ) -> Result<reqwest::Response, String> {
+        let links = self.links();
+        let (Some(keeper), Some(http)) = (self.keepers.get(i), links.clients.get(i)) else {
+            return Err("no such keeper".to_owned());
+        };
+        match make(http, &keeper.url).send().await {
+            Ok(resp) => Ok(resp),
+            Err(e) => match links.fallback.get(i) {
+                Some(bootstrap) => make(bootstrap, &keeper.url)
+                    .send()
+                    .await
+                    .map_err(|b| format!("{e}; presenting --keeper-client-cert instead: {b}")),
+                None => Err(e.to_string()),
+            },
+        }
     }
 
     fn share_url(base: &str) -> String {
@@ -288,14 +337,9 @@ impl Keepers {
     /// The keeper's share (`None` when it holds none) and the certificate
     /// it presented.
     async fn fetch(&self, i: usize) -> Result<(Option<Share>, Option<Vec<u8>>), String> {
-        let (Some(keeper), Some(http)) = (self.keepers.get(i), self.client(i)) else {
-            return Err("no such keeper".to_owned());
-        };
-        let resp = http
-            .get(Self::share_url(&keeper.url))
-            .send()
-            .await
-            .map_err(|e| e.to_string())?;
+        let resp = self
+            .send(i, |http, url| http.get(Self::share_url(url)))
+            .await?;
         let peer = resp
             .extensions()
             .get::<reqwest::tls::TlsInfo>()
@@ -315,18 +359,15 @@ impl Keepers {
     }
 
     async fn push(&self, i: usize, share: &Share) -> Result<(), String> {
-        let (Some(keeper), Some(http)) = (self.keepers.get(i), self.client(i)) else {
-            return Err("no such keeper".to_owned());
-        };
         let body =
             zeroize::Zeroizing::new(format!("{{\"share\":\"{}\"}}", hex::encode(share.expose())));
-        let resp = http
-            .put(Self::share_url(&keeper.url))
-            .header("content-type", "application/json")
-            .body(body.as_bytes().to_vec())
-            .send()
-            .await
-            .map_err(|e| e.to_string())?;
+        let resp = self
+            .send(i, |http, url| {
+                http.put(Self::share_url(url))
+                    .header("content-type", "application/json")
+                    .body(body.as_bytes().to_vec())
+            })
+            .await?;
         if resp.status().is_success() {
             Ok(())
         } else {
@@ -387,8 +428,14 @@ impl Keepers {
         if state.inner.clock.unix_seconds() < not_after {
             return;
         }
-        let fallback = bootstrap_identity(&self.bootstrap_files)
-            .and_then(|(chain, key)| self.install(chain, key, None, links.anchors.clone()));
+        let fallback = match &self.bootstrap {
+            Some((chain, key)) => {
+                self.install(chain.clone(), key.clone_key(), None, links.anchors.clone())
+            }
+            None => Err(KeepersError::Config(
+                "--keeper-client-cert is unusable".to_owned(),
+            )),
+        };
         match fallback {
             Ok(()) => tracing::warn!(
                 not_after,
@@ -494,6 +541,11 @@ impl Keepers {
             return;
         };
         let now = state.inner.clock.unix_seconds();
+        // Init wakes this loop before the server has created the CA.
+        if let Err(e) = state.inner.pki.ensure_ca(&barrier).await {
+            tracing::warn!(error = %e, "Vern's CA is not ready for keepers.");
+            return;
+        }
         let anchors = match state.inner.pki.trust_anchors_pem(&barrier).await {
             Ok(pem) => x509_anchors(&pem),
             Err(e) => {
@@ -547,9 +599,7 @@ impl Keepers {
         share: u8,
         peer: Option<&[u8]>,
     ) -> Result<(), String> {
-        let (Some(cfg), Some(keeper), Some(http)) =
-            (&self.certs_from_ca, self.keepers.get(i), self.client(i))
-        else {
+        let (Some(cfg), Some(keeper)) = (&self.certs_from_ca, self.keepers.get(i)) else {
             return Ok(());
         };
         let Some(host) = &keeper.host else {
@@ -569,11 +619,9 @@ impl Keepers {
                 return Ok(());
             }
         }
-        let resp = http
-            .post(format!("{}/v1/keeper/csr", keeper.url))
-            .send()
-            .await
-            .map_err(|e| e.to_string())?;
+        let resp = self
+            .send(i, |http, url| http.post(format!("{url}/v1/keeper/csr")))
+            .await?;
         if !resp.status().is_success() {
             return Err(format!(
                 "keeper answered {} to the CSR request",
@@ -608,12 +656,11 @@ impl Keepers {
             "anchors": anchors,
             "server_identity": server_identity.to_string(),
         });
-        let resp = http
-            .put(format!("{}/v1/keeper/certificate", keeper.url))
-            .json(&body)
-            .send()
-            .await
-            .map_err(|e| e.to_string())?;
+        let resp = self
+            .send(i, |http, url| {
+                http.put(format!("{url}/v1/keeper/certificate")).json(&body)
+            })
+            .await?;
         if !resp.status().is_success() {
             let status = resp.status();
             let text = resp.text().await.unwrap_or_default();
