@@ -89,7 +89,8 @@ impl Pki {
         };
         let csr = check_csr(csr_pem, &id, &dns).map_err(PkiError::BadCsr)?;
         let ttl = ttl.clamp(1, self.config().max_ttl);
-        self.sign(b, &id, &csr.spki, &dns, &ips, ttl, "vern").await
+        self.sign(b, &id, &csr.spki, (&dns, &ips), ttl, "vern")
+            .await
     }
 }
 

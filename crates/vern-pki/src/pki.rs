@@ -307,8 +307,7 @@ impl Pki {
             b,
             req.spiffe_id,
             &csr.spki,
-            req.dns_names,
-            &[],
+            (req.dns_names, &[]),
             ttl,
             req.principal,
         )
@@ -333,8 +332,7 @@ impl Pki {
                 b,
                 &spiffe_id,
                 &key.public_key_der(),
-                dns_names,
-                &[],
+                (dns_names, &[]),
                 ttl,
                 "vern",
             )
@@ -350,8 +348,7 @@ impl Pki {
         b: &Barrier,
         spiffe_id: &SpiffeId,
         spki: &[u8],
-        dns_names: &[DnsName],
-        ip_addresses: &[std::net::IpAddr],
+        (dns_names, ip_addresses): (&[DnsName], &[std::net::IpAddr]),
         ttl: u64,
         principal: &str,
     ) -> Result<X509Svid, PkiError> {

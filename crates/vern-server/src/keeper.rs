@@ -253,7 +253,7 @@ async fn put_certificate(
     ApiJson(body): ApiJson<CertificateBody>,
 ) -> Result<Response, ApiError> {
     let tls = &state.tls;
-    if !tls.pins.iter().any(|p| *p == body.server_identity) {
+    if !tls.pins.contains(&body.server_identity) {
         return Err(ApiError::new(
             StatusCode::CONFLICT,
             format!(
