@@ -14,23 +14,34 @@
 //! names exactly that keeper's SPIFFE ID ([`keeper_client_config`]): an
 //! SVID of a service (even one whose DNS names a policy allowed to match
 //! a keeper's host) or of another keeper does not pass for keeper *i*.
+//! The keeper mirrors it ([`KeeperClientTrust`]): a client certificate
+//! from its `--client-ca` bundle must name a pinned identity as a DNS or
+//! URI SAN, as before; one from the CA's anchors must carry a pinned
+//! identity as its one URI SAN, because DNS SANs in SVIDs are whatever a
+//! policy allowed some service to ask for, while a SPIFFE ID is never
+//! taken from a request.
 
 use std::net::IpAddr;
-use std::sync::Arc;
+use std::path::Path;
+use std::sync::{Arc, RwLock};
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::client::WebPkiServerVerifier;
 use rustls::pki_types::pem::PemObject as _;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
-use rustls::{DigitallySignedStruct, RootCertStore, SignatureScheme};
+use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
+use rustls::server::WebPkiClientVerifier;
+use rustls::{DigitallySignedStruct, DistinguishedName, RootCertStore, SignatureScheme};
 use x509_parser::extensions::GeneralName;
 use zeroize::Zeroizing;
 
 use crate::csr::check_csr;
 use crate::dns::DnsName;
+use crate::identity::peer_identities;
 use crate::pki::{Pki, X509Svid};
+use crate::rotating::RotatingIdentity;
 use crate::spiffe::{SpiffeId, Workload};
-use crate::{provider, PkiError, TlsError};
+use crate::{load_roots, provider, PkiError, TlsError};
 
 /// The component whose SPIFFE ID the server presents to keepers.
 pub const SERVER_COMPONENT: &str = "server";
@@ -271,6 +282,133 @@ pub fn keeper_client_config(
         .map_err(|e| TlsError::Config(e.to_string()))
 }
 
+/// Which client certificates a keeper accepts: one from its `--client-ca`
+/// bundle naming a pinned identity (DNS or URI SAN), or one from the CA
+/// anchors its server gave it whose one URI SAN is a pinned identity.
+/// A certificate is required.
+#[derive(Debug)]
+pub struct KeeperClientTrust {
+    bootstrap: Arc<dyn ClientCertVerifier>,
+    anchors: RwLock<Option<Arc<dyn ClientCertVerifier>>>,
+    pins: Vec<String>,
+}
+
+fn client_verifier(roots: RootCertStore) -> Result<Arc<dyn ClientCertVerifier>, TlsError> {
+    WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider())
+        .build()
+        .map_err(|e| TlsError::Config(e.to_string()))
+}
+
+impl KeeperClientTrust {
+    /// Trust in the PEM bundle `client_ca` for the identities `pins`.
+    pub fn new(client_ca: &Path, pins: Vec<String>) -> Result<Self, TlsError> {
+        Ok(Self {
+            bootstrap: client_verifier(load_roots(client_ca)?)?,
+            anchors: RwLock::new(None),
+            pins,
+        })
+    }
+
+    /// Also accepts the pinned SPIFFE IDs from the CA `anchors` (DER),
+    /// from the next handshake on; the anchors set before are replaced.
+    pub fn set_anchors(&self, anchors: &[Vec<u8>]) -> Result<(), TlsError> {
+        let mut roots = RootCertStore::empty();
+        for anchor in anchors {
+            roots
+                .add(CertificateDer::from(anchor.clone()))
+                .map_err(|e| TlsError::Config(format!("a CA anchor is unusable: {e}")))?;
+        }
+        let verifier = if roots.is_empty() {
+            None
+        } else {
+            Some(client_verifier(roots)?)
+        };
+        *self.anchors.write().unwrap_or_else(|e| e.into_inner()) = verifier;
+        Ok(())
+    }
+
+    fn refused() -> rustls::Error {
+        rustls::Error::InvalidCertificate(rustls::CertificateError::ApplicationVerificationFailure)
+    }
+}
+
+impl ClientCertVerifier for KeeperClientTrust {
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        &[]
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+    ) -> Result<ClientCertVerified, rustls::Error> {
+        let by_bootstrap = self
+            .bootstrap
+            .verify_client_cert(end_entity, intermediates, now);
+        if let Ok(verified) = by_bootstrap {
+            let names = peer_identities(end_entity);
+            return if names.iter().any(|n| self.pins.contains(n)) {
+                Ok(verified)
+            } else {
+                Err(Self::refused())
+            };
+        }
+        let anchors = self
+            .anchors
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        let (Some(anchors), Err(refused)) = (anchors, by_bootstrap) else {
+            return Err(Self::refused());
+        };
+        let verified = anchors
+            .verify_client_cert(end_entity, intermediates, now)
+            .map_err(|_| refused)?;
+        match uri_sans(end_entity.as_ref()).as_slice() {
+            [id] if self.pins.contains(id) => Ok(verified),
+            _ => Err(Self::refused()),
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.bootstrap.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.bootstrap.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.bootstrap.supported_verify_schemes()
+    }
+}
+
+/// A keeper's server configuration: presenting `identity`, accepting
+/// clients by `clients`, advertising h2 and http/1.1.
+pub fn keeper_server_config(
+    identity: Arc<RotatingIdentity>,
+    clients: Arc<KeeperClientTrust>,
+) -> Result<Arc<rustls::ServerConfig>, TlsError> {
+    let mut config = rustls::ServerConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| TlsError::Config(e.to_string()))?
+        .with_client_cert_verifier(clients)
+        .with_cert_resolver(identity);
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -307,5 +445,64 @@ mod tests {
         assert!(not_after(cert.der()).is_some());
         assert_eq!(certs_from_pem(&cert.pem()).unwrap().len(), 1);
         assert!(certs_from_pem("junk").is_err());
+    }
+
+    fn ca(name: &str) -> (rcgen::Certificate, rcgen::KeyPair) {
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, name);
+        let key = rcgen::KeyPair::generate().unwrap();
+        (params.self_signed(&key).unwrap(), key)
+    }
+
+    fn leaf(issuer: &(rcgen::Certificate, rcgen::KeyPair), sans: Vec<rcgen::SanType>) -> Vec<u8> {
+        let mut params = rcgen::CertificateParams::default();
+        params.subject_alt_names = sans;
+        params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+        let key = rcgen::KeyPair::generate().unwrap();
+        params
+            .signed_by(&key, &issuer.0, &issuer.1)
+            .unwrap()
+            .der()
+            .to_vec()
+    }
+
+    #[test]
+    fn a_keeper_takes_only_pinned_spiffe_ids_from_the_anchors() {
+        let dir = tempfile::tempdir().unwrap();
+        let operator = ca("operator");
+        let vern = ca("vern");
+        let file = dir.path().join("ca.pem");
+        std::fs::write(&file, operator.0.pem()).unwrap();
+        let pins = vec![
+            "vern.internal".to_owned(),
+            "spiffe://td/vern/server".to_owned(),
+        ];
+        let trust = KeeperClientTrust::new(&file, pins).unwrap();
+        let dns = |n: &str| rcgen::SanType::DnsName(n.try_into().unwrap());
+        let uri = |u: &str| rcgen::SanType::URI(u.try_into().unwrap());
+        let now = UnixTime::now();
+        let check = |der: Vec<u8>| {
+            trust
+                .verify_client_cert(&CertificateDer::from(der), &[], now)
+                .is_ok()
+        };
+        // The operator's CA: a pinned DNS or URI name.
+        assert!(check(leaf(&operator, vec![dns("vern.internal")])));
+        assert!(!check(leaf(&operator, vec![dns("other.internal")])));
+        // Vern's CA, before its anchors arrive: nothing.
+        let server = leaf(&vern, vec![uri("spiffe://td/vern/server")]);
+        assert!(!check(server.clone()));
+        trust.set_anchors(&[vern.0.der().to_vec()]).unwrap();
+        assert!(check(server));
+        // A pinned DNS name in an SVID does not count, nor another SPIFFE ID.
+        assert!(!check(leaf(
+            &vern,
+            vec![uri("spiffe://td/t/a/p/b/e/c/s/api"), dns("vern.internal")]
+        )));
+        assert!(!check(leaf(&vern, vec![uri("spiffe://td/vern/keeper/1")])));
+        assert!(!check(leaf(&vern, vec![dns("vern.internal")])));
     }
 }

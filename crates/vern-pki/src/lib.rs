@@ -50,8 +50,8 @@ pub use error::PkiError;
 pub use identity::{peer_identities, PinnedClientVerifier};
 pub use jwt::{verify_jwt_svid, VerifiedJwtSvid};
 pub use keeper::{
-    certifies_key, certs_from_pem, keeper_client_config, keeper_csr, not_after, validity,
-    KeeperHost, SERVER_COMPONENT,
+    certifies_key, certs_from_pem, keeper_client_config, keeper_csr, keeper_server_config,
+    not_after, validity, KeeperClientTrust, KeeperHost, SERVER_COMPONENT,
 };
 pub use pki::{
     ComponentSvid, JwtRequest, JwtSvid, Pki, PkiConfig, Rotation, X509Request, X509Svid,
@@ -59,9 +59,7 @@ pub use pki::{
 };
 pub use public_key::{public_key_from_pem, roots_from_pem, PemError, SpkiKey};
 pub use records::{CertFilter, CertPage, IssuedCertificate};
-pub use rotating::{
-    pinned_rotating_server_config, rotating_server_config, RotatingClientTrust, RotatingIdentity,
-};
+pub use rotating::{rotating_server_config, RotatingClientTrust, RotatingIdentity};
 pub use spiffe::{IdentityError, SpiffeId, SpiffeIdError, TrustDomain, Workload};
 pub use workloads::{
     node_client_id, service_principal, AttestedWorkload, Selector, WorkloadEntry, WorkloadPlan,

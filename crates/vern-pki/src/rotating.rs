@@ -220,21 +220,3 @@ pub fn rotating_server_config(
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(Arc::new(config))
 }
-
-/// A server configuration presenting `identity` and demanding a client
-/// certificate that `clients` verifies and that names one of `allowed`
-/// (a keeper: only its pinned server), advertising h2 and http/1.1.
-pub fn pinned_rotating_server_config(
-    identity: Arc<RotatingIdentity>,
-    clients: Arc<RotatingClientTrust>,
-    allowed: Vec<String>,
-) -> Result<Arc<rustls::ServerConfig>, TlsError> {
-    let verifier = crate::PinnedClientVerifier::new(clients, allowed, false);
-    let mut config = rustls::ServerConfig::builder_with_provider(provider())
-        .with_safe_default_protocol_versions()
-        .map_err(|e| TlsError::Config(e.to_string()))?
-        .with_client_cert_verifier(Arc::new(verifier))
-        .with_cert_resolver(identity);
-    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    Ok(Arc::new(config))
-}

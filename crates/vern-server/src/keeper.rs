@@ -23,7 +23,7 @@ use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use tokio::sync::RwLock;
 use vern_crypto::{SecretBytes, KEY_LEN};
-use vern_pki::{RotatingClientTrust, RotatingIdentity, TlsError};
+use vern_pki::{KeeperClientTrust, RotatingClientTrust, RotatingIdentity, TlsError};
 use zeroize::Zeroizing;
 
 use crate::error::ApiError;
@@ -58,7 +58,7 @@ impl KeeperState {
 /// it serves.
 pub struct KeeperTls {
     identity: Arc<RotatingIdentity>,
-    clients: Arc<RotatingClientTrust>,
+    clients: Arc<KeeperClientTrust>,
     pins: Vec<String>,
     state_dir: Option<PathBuf>,
     /// The key of the last CSR handed out, until its certificate arrives.
@@ -116,7 +116,7 @@ impl KeeperTls {
             }
             Err(e) => return Err(e.into()),
         };
-        let clients = RotatingClientTrust::new(Some(files.client_ca))?;
+        let clients = KeeperClientTrust::new(files.client_ca, pins.clone())?;
         clients.set_anchors(&anchors)?;
         let mut installed_until = 0;
         if let Some(k) = kept {
@@ -138,13 +138,12 @@ impl KeeperTls {
     }
 
     /// The listener's configuration: the current certificate, and client
-    /// certificates that chain to the client CA or the anchors and name a
-    /// pinned identity.
+    /// certificates that chain to the client CA and name a pinned identity,
+    /// or chain to the anchors and carry a pinned SPIFFE ID.
     pub fn server_config(&self) -> Result<Arc<rustls::ServerConfig>, ServeError> {
-        Ok(vern_pki::pinned_rotating_server_config(
+        Ok(vern_pki::keeper_server_config(
             Arc::clone(&self.identity),
             Arc::clone(&self.clients),
-            self.pins.clone(),
         )?)
     }
 

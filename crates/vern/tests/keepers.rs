@@ -493,6 +493,58 @@ async fn keepers_take_their_certificates_from_verns_ca() {
         .unwrap()
         .to_owned();
 
+    // The certificate route refuses bad input and changes nothing.
+    let own_client = ca_client(&anchors, &own);
+    let cert_url = format!("{}/v1/keeper/certificate", urls[0]);
+    let own_pem = std::fs::read_to_string(&own.0).unwrap();
+    let anchors_pem = std::fs::read_to_string(&anchors).unwrap();
+    let put = async |certificate: &str, server_identity: &str| {
+        own_client
+            .put(&cert_url)
+            .json(&json!({
+                "certificate": certificate,
+                "anchors": anchors_pem,
+                "server_identity": server_identity,
+            }))
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16()
+    };
+    assert_eq!(
+        put(&own_pem, "spiffe://vern.internal/t/acme/p/web/e/prod/s/api").await,
+        409,
+        "an identity the keeper does not pin"
+    );
+    assert_eq!(put("junk", SERVER_SPIFFE_ID).await, 400);
+    assert_eq!(put(&own_pem, SERVER_SPIFFE_ID).await, 409, "no CSR pending");
+    let csr = own_client
+        .post(format!("{}/v1/keeper/csr", urls[0]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(csr.status(), 200);
+    let csr: serde_json::Value = csr.json().await.unwrap();
+    assert!(csr["csr"].as_str().unwrap().contains("CERTIFICATE REQUEST"));
+    assert_eq!(
+        put(&own_pem, SERVER_SPIFFE_ID).await,
+        400,
+        "not for the keeper's key"
+    );
+    let unknown = own_client
+        .put(&cert_url)
+        .json(&json!({"certificate": own_pem, "anchors": anchors_pem, "server_identity": SERVER_SPIFFE_ID, "key": "x"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unknown.status().as_u16() / 100, 4, "unknown fields refused");
+    assert_eq!(
+        served_ids(&urls[0], &anchors, &own).await,
+        Some(vec!["spiffe://vern.internal/vern/keeper/1".to_owned()]),
+        "the keeper still presents its certificate"
+    );
+
     // Certificates from the same CA with other SPIFFE IDs get nothing: a
     // service's SVID, and a keeper's own key (as an attacker holding an
     // old keeper key would present it).
