@@ -151,6 +151,9 @@ fn keeper_settings(
 ) -> anyhow::Result<Option<KeeperConfig>> {
     let (urls, ca, cert, key, interval, from_ca, ttl) = if args.keepers.is_empty() {
         match file {
+            None if args.keeper_certs_from_ca || args.keeper_cert_ttl.is_some() => {
+                bail!("--keeper-certs-from-ca and --keeper-cert-ttl need keepers (--keeper)")
+            }
             None => return Ok(None),
             Some(k) => (
                 k.urls,
@@ -174,6 +177,9 @@ fn keeper_settings(
         )
     };
     if urls.is_empty() {
+        if from_ca || ttl.is_some() {
+            bail!("--keeper-certs-from-ca and --keeper-cert-ttl need keepers (--keeper)");
+        }
         return Ok(None);
     }
     let (Some(ca), Some(cert), Some(key)) = (ca, cert, key) else {

@@ -730,3 +730,62 @@ async fn keepers_take_their_certificates_from_verns_ca() {
     }
     assert!(!server.stderr_text().contains(&held));
 }
+
+#[test]
+fn keeper_certificate_options_are_checked() {
+    let dir = temp();
+    let data = path_str(&dir.path().join("data"));
+    let junk = path_str(&dir.path().join("junk.pem"));
+    std::fs::write(&junk, "junk").unwrap();
+    let refused = |args: &[&str], says: &str| {
+        let out = vern(args, &[]);
+        assert!(!out.status.success(), "{args:?}");
+        let err = text(&out.stderr);
+        assert!(err.contains(says), "{args:?}: {err}");
+    };
+    refused(
+        &["serve", "--data-dir", &data, "--keeper-certs-from-ca"],
+        "need keepers",
+    );
+    let keeper_args = [
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--insecure-listen",
+        "--data-dir",
+        &data,
+        "--keeper",
+        "https://127.0.0.1:1",
+        "--keeper-ca",
+        &junk,
+        "--keeper-client-cert",
+        &junk,
+        "--keeper-client-key",
+        &junk,
+        "--keeper-certs-from-ca",
+    ];
+    let mut too_long = keeper_args.to_vec();
+    too_long.extend(["--keeper-cert-ttl", "48h"]);
+    refused(&too_long, "exceeds the maximum SVID lifetime");
+    // Nothing is kept yet: the operator's files must load.
+    refused(&keeper_args, "junk.pem");
+    // A keeper without a kept certificate needs its own files.
+    refused(
+        &[
+            "keeper",
+            "--listen",
+            "127.0.0.1:0",
+            "--tls-cert",
+            &junk,
+            "--tls-key",
+            &junk,
+            "--client-ca",
+            &junk,
+            "--server-identity",
+            SERVER_ID,
+            "--state-dir",
+            &path_str(&dir.path().join("state")),
+        ],
+        "cannot start the keeper",
+    );
+}
