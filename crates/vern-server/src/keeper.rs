@@ -220,10 +220,38 @@ async fn put_share(
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
-/// A fresh key kept in memory and a CSR for it; a later CSR replaces the
-/// key of an earlier one that got no certificate.
-async fn post_csr(State(state): State<KeeperState>) -> Result<Response, ApiError> {
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CsrRequest {
+    /// The identity the server will present with the certificate's anchors.
+    server_identity: String,
+}
+
+/// Refuses a server identity this keeper does not pin: the anchors would
+/// let it in under no name the operator chose.
+fn check_pinned(tls: &KeeperTls, server_identity: &str) -> Result<(), ApiError> {
+    if tls.pins.iter().any(|p| p == server_identity) {
+        return Ok(());
+    }
+    Err(ApiError::new(
+        StatusCode::CONFLICT,
+        format!(
+            "this keeper accepts only the server identities it was started with (--server-identity), not `{}`; add it there to take certificates from Vern's CA",
+            server_identity.chars().take(256).collect::<String>()
+        ),
+    ))
+}
+
+/// A fresh key kept in memory and a CSR for it, for a server identity
+/// this keeper pins (asked first, so that nothing is issued for a keeper
+/// that would refuse the certificate); a later CSR replaces the key of an
+/// earlier one that got no certificate.
+async fn post_csr(
+    State(state): State<KeeperState>,
+    ApiJson(body): ApiJson<CsrRequest>,
+) -> Result<Response, ApiError> {
     let tls = &state.tls;
+    check_pinned(tls, &body.server_identity)?;
     let (csr, key) = vern_pki::keeper_csr().map_err(|e| {
         tracing::error!(error = %e, "Cannot make a key.");
         ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "cannot make a key")
@@ -252,15 +280,7 @@ async fn put_certificate(
     ApiJson(body): ApiJson<CertificateBody>,
 ) -> Result<Response, ApiError> {
     let tls = &state.tls;
-    if !tls.pins.contains(&body.server_identity) {
-        return Err(ApiError::new(
-            StatusCode::CONFLICT,
-            format!(
-                "this keeper accepts only the server identities it was started with (--server-identity), not `{}`; add it there to take certificates from Vern's CA",
-                body.server_identity.chars().take(256).collect::<String>()
-            ),
-        ));
-    }
+    check_pinned(tls, &body.server_identity)?;
     let chain = vern_pki::certs_from_pem(&body.certificate)
         .map_err(|e| ApiError::bad_request(format!("certificate: {e}")))?;
     let anchors = vern_pki::certs_from_pem(&body.anchors)

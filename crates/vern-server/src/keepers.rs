@@ -619,13 +619,19 @@ impl Keepers {
                 return Ok(());
             }
         }
+        let server_identity = pki.server_spiffe_id().map_err(|e| e.to_string())?;
+        let ask = serde_json::json!({ "server_identity": server_identity.to_string() });
         let resp = self
-            .send(i, |http, url| http.post(format!("{url}/v1/keeper/csr")))
+            .send(i, |http, url| {
+                http.post(format!("{url}/v1/keeper/csr")).json(&ask)
+            })
             .await?;
         if !resp.status().is_success() {
+            let status = resp.status();
+            let text = resp.text().await.unwrap_or_default();
             return Err(format!(
-                "keeper answered {} to the CSR request",
-                resp.status()
+                "keeper answered {status} to the CSR request: {}",
+                text.chars().take(512).collect::<String>()
             ));
         }
         let csr: CsrBody = resp.json().await.map_err(|e| e.to_string())?;
@@ -650,7 +656,6 @@ impl Keepers {
             .trust_anchors_pem(&barrier)
             .await
             .map_err(|e| e.to_string())?;
-        let server_identity = pki.server_spiffe_id().map_err(|e| e.to_string())?;
         let body = serde_json::json!({
             "certificate": format!("{}{}", svid.certificate_pem, svid.chain_pem.concat()),
             "anchors": anchors,

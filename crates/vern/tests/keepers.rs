@@ -519,8 +519,21 @@ async fn keepers_take_their_certificates_from_verns_ca() {
     );
     assert_eq!(put("junk", SERVER_SPIFFE_ID).await, 400);
     assert_eq!(put(&own_pem, SERVER_SPIFFE_ID).await, 409, "no CSR pending");
+    let csr_url = format!("{}/v1/keeper/csr", urls[0]);
+    let unpinned = own_client
+        .post(&csr_url)
+        .json(&json!({"server_identity": "spiffe://vern.internal/t/acme/p/web/e/prod/s/api"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        unpinned.status(),
+        409,
+        "a CSR for an identity the keeper does not pin"
+    );
     let csr = own_client
-        .post(format!("{}/v1/keeper/csr", urls[0]))
+        .post(&csr_url)
+        .json(&json!({"server_identity": SERVER_SPIFFE_ID}))
         .send()
         .await
         .unwrap();
@@ -592,7 +605,11 @@ async fn keepers_take_their_certificates_from_verns_ca() {
         for path in ["/v1/keeper/share", "/v1/keeper/csr"] {
             let url = format!("{}{path}", urls[0]);
             let answer = if path.ends_with("csr") {
-                ca_client(&anchors, identity).post(&url).send().await
+                ca_client(&anchors, identity)
+                    .post(&url)
+                    .json(&json!({"server_identity": SERVER_SPIFFE_ID}))
+                    .send()
+                    .await
             } else {
                 ca_client(&anchors, identity).get(&url).send().await
             };
@@ -788,4 +805,76 @@ fn keeper_certificate_options_are_checked() {
         ],
         "cannot start the keeper",
     );
+}
+
+/// A keeper that does not pin the server's SPIFFE ID keeps its bootstrap
+/// certificate: nothing is issued for it, and the server keeps reaching
+/// it with its bootstrap certificate.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_keeper_that_does_not_pin_the_spiffe_id_keeps_its_files() {
+    let dir = temp();
+    let pki = Pki::new(dir.path());
+    let keeper_cert = pki.issue(
+        "keeper",
+        vec![SanType::IpAddress("127.0.0.1".parse().unwrap())],
+        ExtendedKeyUsagePurpose::ServerAuth,
+    );
+    let server_cert = pki.issue(
+        "server",
+        vec![dns(SERVER_ID)],
+        ExtendedKeyUsagePurpose::ClientAuth,
+    );
+    let keeper = start_keeper(&pki, &keeper_cert, "127.0.0.1:0");
+    let url = format!("https://{}", keeper.addr);
+    let data = path_str(&dir.path().join("data"));
+    let server = Server::start(
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--insecure-listen",
+            "--data-dir",
+            &data,
+            "--keeper-ca",
+            &pki.ca_path(),
+            "--keeper-client-cert",
+            &server_cert.0,
+            "--keeper-client-key",
+            &server_cert.1,
+            "--keeper-sync-interval",
+            "1",
+            "--keeper-certs-from-ca",
+            "--keeper",
+            &url,
+        ],
+        &[],
+    );
+    let init = client()
+        .put(server.url("/v1/sys/init"))
+        .json(&json!({"secret_shares": 1, "secret_threshold": 1}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(init.status(), 200);
+    eventually(
+        Duration::from_secs(20),
+        "the keeper refused the update twice",
+        async || {
+            server
+                .stderr_text()
+                .matches("answered 409 Conflict to the CSR request")
+                .count()
+                >= 2
+        },
+    )
+    .await;
+    assert_eq!(restored(&server), 1);
+    assert_eq!(renewed(&server), 0);
+    // The server's own identity comes from the CA; the keeper refuses it
+    // and the server reaches it with its bootstrap certificate.
+    let kept = dir.path().join("data").join("keeper-tls");
+    assert_eq!(pem_uris(&kept.join("identity.pem")), [SERVER_SPIFFE_ID]);
+    assert!(!server.stderr_text().contains("Keeper unreachable."));
+    assert!(!keeper
+        .stderr_text()
+        .contains("Keeper presents a certificate"));
 }
