@@ -106,13 +106,19 @@ struct Links {
 /// A certificate chain and its key, as rustls takes them.
 type ClientIdentity = (Vec<CertificateDer<'static>>, PrivateKeyDer<'static>);
 
-/// A running keeper set.
-pub(crate) struct Keepers {
+/// The keepers and the operator's files: what every set of links is
+/// built from.
+struct Dial {
     keepers: Vec<Keeper>,
     bootstrap_roots: RootCertStore,
     /// The bootstrap identity, `None` when its files are unusable (they
     /// are not needed while an identity from the CA is valid).
     bootstrap: Option<ClientIdentity>,
+}
+
+/// A running keeper set.
+pub(crate) struct Keepers {
+    dial: Dial,
     sync_interval: Duration,
     certs_from_ca: Option<CertsFromCa>,
     links: RwLock<Arc<Links>>,
@@ -216,39 +222,35 @@ impl Keepers {
             }
             Err(e) => return Err(e),
         };
-        let keepers = Self {
-            keepers,
-            bootstrap_roots,
-            bootstrap,
-            sync_interval: config.sync_interval,
-            certs_from_ca: config.certs_from_ca,
-            links: RwLock::new(Arc::new(Links {
-                chain: Vec::new(),
-                key: PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(Vec::new())),
-                from_ca: None,
-                anchors: Vec::new(),
-                clients: Vec::new(),
-                fallback: Vec::new(),
-            })),
-            wake: Notify::new(),
-        };
-        match (&kept, &keepers.bootstrap) {
+        let (chain, key, from_ca) = match (&kept, &bootstrap) {
             (Some(id), _) => {
                 let (chain, key) = from_identity(id);
-                keepers.install(chain, key, Some((id.renew_at(), id.not_after)), anchors)?;
+                (chain, key, Some((id.renew_at(), id.not_after)))
             }
-            (None, Some((chain, key))) => {
-                keepers.install(chain.clone(), key.clone_key(), None, anchors)?;
-            }
+            (None, Some((chain, key))) => (chain.clone(), key.clone_key(), None),
             (None, None) => {
                 return Err(KeepersError::Config(
                     "no keeper client certificate is usable".to_owned(),
                 ))
             }
-        }
-        Ok(keepers)
+        };
+        let dial = Dial {
+            keepers,
+            bootstrap_roots,
+            bootstrap,
+        };
+        let links = dial.links_for(chain, key, from_ca, anchors)?;
+        Ok(Self {
+            dial,
+            sync_interval: config.sync_interval,
+            certs_from_ca: config.certs_from_ca,
+            links: RwLock::new(Arc::new(links)),
+            wake: Notify::new(),
+        })
     }
+}
 
+impl Dial {
     /// One client per keeper: each trusts the CA's anchors only for that
     /// keeper's own SPIFFE ID.
     fn clients(
@@ -277,6 +279,31 @@ impl Keepers {
             .collect()
     }
 
+    /// The links presenting `chain` and `key` and trusting `anchors`.
+    fn links_for(
+        &self,
+        chain: Vec<CertificateDer<'static>>,
+        key: PrivateKeyDer<'static>,
+        from_ca: Option<(u64, u64)>,
+        anchors: Vec<Vec<u8>>,
+    ) -> Result<Links, KeepersError> {
+        let clients = self.clients(&anchors, &chain, &key)?;
+        let fallback = match (&from_ca, &self.bootstrap) {
+            (Some(_), Some((b_chain, b_key))) => self.clients(&anchors, b_chain, b_key)?,
+            _ => Vec::new(),
+        };
+        Ok(Links {
+            chain,
+            key,
+            from_ca,
+            anchors,
+            clients,
+            fallback,
+        })
+    }
+}
+
+impl Keepers {
     fn links(&self) -> Arc<Links> {
         Arc::clone(&self.links.read().unwrap_or_else(|e| e.into_inner()))
     }
@@ -290,19 +317,7 @@ impl Keepers {
         from_ca: Option<(u64, u64)>,
         anchors: Vec<Vec<u8>>,
     ) -> Result<(), KeepersError> {
-        let clients = self.clients(&anchors, &chain, &key)?;
-        let fallback = match (&from_ca, &self.bootstrap) {
-            (Some(_), Some((b_chain, b_key))) => self.clients(&anchors, b_chain, b_key)?,
-            _ => Vec::new(),
-        };
-        let links = Links {
-            chain,
-            key,
-            from_ca,
-            anchors,
-            clients,
-            fallback,
-        };
+        let links = self.dial.links_for(chain, key, from_ca, anchors)?;
         *self.links.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(links);
         Ok(())
     }
@@ -315,7 +330,7 @@ impl Keepers {
         make: impl Fn(&reqwest::Client, &str) -> reqwest::RequestBuilder,
     ) -> Result<reqwest::Response, String> {
         let links = self.links();
-        let (Some(keeper), Some(http)) = (self.keepers.get(i), links.clients.get(i)) else {
+        let (Some(keeper), Some(http)) = (self.dial.keepers.get(i), links.clients.get(i)) else {
             return Err("no such keeper".to_owned());
         };
         match make(http, &keeper.url).send().await {
@@ -428,7 +443,7 @@ impl Keepers {
         if state.inner.clock.unix_seconds() < not_after {
             return;
         }
-        let fallback = match &self.bootstrap {
+        let fallback = match &self.dial.bootstrap {
             Some((chain, key)) => {
                 self.install(chain.clone(), key.clone_key(), None, links.anchors.clone())
             }
@@ -454,7 +469,7 @@ impl Keepers {
         // Keepers are asked in turn: there are a handful, and an unreachable
         // one costs at most one request timeout per round.
         let mut shares: Vec<Share> = Vec::new();
-        for (i, keeper) in self.keepers.iter().enumerate() {
+        for (i, keeper) in self.dial.keepers.iter().enumerate() {
             match self.fetch(i).await {
                 Ok((Some(share), _)) => {
                     if !shares
@@ -490,7 +505,7 @@ impl Keepers {
         let Ok((shares, _)) = seal.share_parameters().await else {
             return;
         };
-        for (i, keeper) in self.keepers.iter().enumerate() {
+        for (i, keeper) in self.dial.keepers.iter().enumerate() {
             let url = &keeper.url;
             let Some(id) = u8::try_from(i + 1).ok().filter(|id| *id <= shares) else {
                 tracing::warn!(keeper = %url, shares, "More keepers than shares; this keeper gets none.");
@@ -599,7 +614,7 @@ impl Keepers {
         share: u8,
         peer: Option<&[u8]>,
     ) -> Result<(), String> {
-        let (Some(cfg), Some(keeper)) = (&self.certs_from_ca, self.keepers.get(i)) else {
+        let (Some(cfg), Some(keeper)) = (&self.certs_from_ca, self.dial.keepers.get(i)) else {
             return Ok(());
         };
         let Some(host) = &keeper.host else {
