@@ -66,6 +66,11 @@ const BACKOFF_START: Duration = Duration::from_millis(200);
 const BACKOFF_CAP: Duration = Duration::from_secs(30);
 /// Per-request limit for keeper calls.
 const KEEPER_TIMEOUT: Duration = Duration::from_secs(5);
+/// Longest wait before renewing a keeper's certificate again after a
+/// failure (seconds); the wait doubles from the sync interval. A keeper
+/// that keeps failing (its state directory unwritable, say) would
+/// otherwise get a certificate, and an audit record, every round.
+const RENEW_RETRY_CAP: u64 = 3600;
 
 /// Why keepers could not be set up.
 #[derive(Debug, thiserror::Error)]
@@ -119,6 +124,8 @@ struct Dial {
 /// A running keeper set.
 pub(crate) struct Keepers {
     dial: Dial,
+    /// Per keeper: no renewal before this time, and the failures so far.
+    renew_retry: std::sync::Mutex<Vec<(u64, u32)>>,
     sync_interval: Duration,
     certs_from_ca: Option<CertsFromCa>,
     links: RwLock<Arc<Links>>,
@@ -241,6 +248,7 @@ impl Keepers {
         };
         let links = dial.links_for(chain, key, from_ca, anchors)?;
         Ok(Self {
+            renew_retry: std::sync::Mutex::new(vec![(0, 0); dial.keepers.len()]),
             dial,
             sync_interval: config.sync_interval,
             certs_from_ca: config.certs_from_ca,
@@ -538,10 +546,43 @@ impl Keepers {
                 }
             };
             if self.certs_from_ca.is_some() {
-                if let Err(e) = self.renew_keeper(state, i, id, peer.as_deref()).await {
+                let now = state.inner.clock.unix_seconds();
+                if self.renewal_waits(i, now) {
+                    continue;
+                }
+                let result = self.renew_keeper(state, i, id, peer.as_deref()).await;
+                self.renewal_done(i, now, result.is_ok());
+                if let Err(e) = result {
                     tracing::warn!(keeper = %url, error = %e, "Cannot renew the keeper's certificate from Vern's CA.");
                 }
             }
+        }
+    }
+
+    /// Whether keeper `i`'s renewal waits at `now` after failures.
+    fn renewal_waits(&self, i: usize, now: u64) -> bool {
+        self.renew_retry
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(i)
+            .is_some_and(|(not_before, _)| now < *not_before)
+    }
+
+    /// Records the outcome of keeper `i`'s renewal round started at `now`:
+    /// a failure doubles the wait before the next one.
+    fn renewal_done(&self, i: usize, now: u64, ok: bool) {
+        let interval = self.sync_interval.as_secs().max(1);
+        let mut retry = self.renew_retry.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(entry) = retry.get_mut(i) {
+            *entry = if ok {
+                (0, 0)
+            } else {
+                let failures = entry.1.saturating_add(1);
+                let wait = interval
+                    .saturating_mul(1 << failures.min(12))
+                    .min(RENEW_RETRY_CAP);
+                (now.saturating_add(wait), failures)
+            };
         }
     }
 
