@@ -131,12 +131,6 @@ pub fn certifies_key(cert_der: &[u8], key_der: &[u8]) -> bool {
     cert.public_key().raw == key.public_key_der().as_slice()
 }
 
-/// A certificate's `notAfter` (Unix seconds), `None` when it does not parse.
-pub fn not_after(cert_der: &[u8]) -> Option<u64> {
-    let (_, cert) = x509_parser::parse_x509_certificate(cert_der).ok()?;
-    u64::try_from(cert.validity().not_after.timestamp()).ok()
-}
-
 /// A certificate's validity as (`notBefore`, `notAfter`), Unix seconds.
 pub fn validity(cert_der: &[u8]) -> Option<(u64, u64)> {
     let (_, cert) = x509_parser::parse_x509_certificate(cert_der).ok()?;
@@ -442,7 +436,7 @@ mod tests {
         assert!(certifies_key(cert.der(), &key));
         let (_, other) = keeper_csr().unwrap();
         assert!(!certifies_key(cert.der(), &other));
-        assert!(not_after(cert.der()).is_some());
+        assert!(validity(cert.der()).is_some());
         assert_eq!(certs_from_pem(&cert.pem()).unwrap().len(), 1);
         assert!(certs_from_pem("junk").is_err());
     }

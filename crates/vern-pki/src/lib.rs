@@ -51,7 +51,7 @@ pub use identity::{peer_identities, PinnedClientVerifier};
 pub use jwt::{verify_jwt_svid, VerifiedJwtSvid};
 pub use keeper::{
     certifies_key, certs_from_pem, keeper_client_config, keeper_csr, keeper_server_config,
-    not_after, validity, KeeperClientTrust, KeeperHost, SERVER_COMPONENT,
+    validity, KeeperClientTrust, KeeperHost, SERVER_COMPONENT,
 };
 pub use pki::{
     ComponentSvid, JwtRequest, JwtSvid, Pki, PkiConfig, Rotation, X509Request, X509Svid,
