@@ -9,8 +9,9 @@ use vern_server::{KeeperFiles, KeeperState, KeeperTls, Listener};
 use crate::cli::KeeperArgs;
 use crate::logging;
 
-/// How often an installed certificate's expiry is checked.
-const EXPIRY_CHECK: Duration = Duration::from_secs(30);
+/// How often an installed certificate's expiry is checked (a cheap check;
+/// an expired certificate would fail every handshake until it runs).
+const EXPIRY_CHECK: Duration = Duration::from_secs(1);
 
 /// Runs a keeper until SIGINT or SIGTERM; its share dies with the process.
 pub(crate) async fn run(args: KeeperArgs) -> anyhow::Result<()> {

@@ -878,3 +878,79 @@ async fn a_keeper_that_does_not_pin_the_spiffe_id_keeps_its_files() {
         .stderr_text()
         .contains("Keeper presents a certificate"));
 }
+
+/// Certificates from the CA that expired while Vern was down give way to
+/// the bootstrap files on both ends, and the log says why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expired_certificates_fall_back_to_the_bootstrap_files() {
+    let dir = temp();
+    let pki = Pki::new(dir.path());
+    let keeper_cert = pki.issue(
+        "keeper",
+        vec![SanType::IpAddress("127.0.0.1".parse().unwrap())],
+        ExtendedKeyUsagePurpose::ServerAuth,
+    );
+    let server_cert = pki.issue(
+        "server",
+        vec![dns(SERVER_ID)],
+        ExtendedKeyUsagePurpose::ClientAuth,
+    );
+    let state = dir.path().join("keeper");
+    let keeper = start_keeper_with_state(&pki, &keeper_cert, "127.0.0.1:0", Some(&state));
+    let url = format!("https://{}", keeper.addr);
+    let data = path_str(&dir.path().join("data"));
+    let args = [
+        "--listen",
+        "127.0.0.1:0",
+        "--insecure-listen",
+        "--data-dir",
+        &data,
+        "--keeper-ca",
+        &pki.ca_path(),
+        "--keeper-client-cert",
+        &server_cert.0,
+        "--keeper-client-key",
+        &server_cert.1,
+        "--keeper-sync-interval",
+        "1",
+        "--keeper-certs-from-ca",
+        "--svid-max-ttl",
+        "6s",
+        "--keeper",
+        &url,
+    ];
+    let server = Server::start(&args, &[]);
+    let init = client()
+        .put(server.url("/v1/sys/init"))
+        .json(&json!({"secret_shares": 1, "secret_threshold": 1}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(init.status(), 200);
+    let kept = dir
+        .path()
+        .join("data")
+        .join("keeper-tls")
+        .join("identity.pem");
+    eventually(
+        Duration::from_secs(20),
+        "both ends on certificates from the CA",
+        async || kept.exists() && renewed(&server) >= 1,
+    )
+    .await;
+    assert!(server.terminate().success());
+    tokio::time::sleep(Duration::from_secs(7)).await;
+    let server = Server::start(&args, &[]);
+    eventually(
+        Duration::from_secs(20),
+        "auto-unseal over the bootstrap files",
+        async || health(&server).await == 200,
+    )
+    .await;
+    assert!(server
+        .stderr_text()
+        .contains("expired while Vern was down; presenting --keeper-client-cert"));
+    assert!(keeper
+        .stderr_text()
+        .contains("The certificate from Vern's CA expired; presenting --tls-cert."));
+}
