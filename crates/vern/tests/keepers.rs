@@ -786,6 +786,22 @@ fn keeper_certificate_options_are_checked() {
     refused(&too_long, "exceeds the maximum SVID lifetime");
     // Nothing is kept yet: the operator's files must load.
     refused(&keeper_args, "junk.pem");
+    // The same keys in the config file.
+    let config = dir.path().join("vern.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "listen = \"127.0.0.1:0\"\ninsecure_listen = true\ndata_dir = \"{data}\"\n\
+             [keepers]\nurls = [\"https://127.0.0.1:1\"]\nca = \"{junk}\"\n\
+             client_cert = \"{junk}\"\nclient_key = \"{junk}\"\n\
+             certs_from_ca = true\ncert_ttl = \"48h\"\n"
+        ),
+    )
+    .unwrap();
+    refused(
+        &["serve", "--config", &path_str(&config)],
+        "keeper_cert_ttl (48h) exceeds",
+    );
     // A keeper without a kept certificate needs its own files.
     refused(
         &[
