@@ -138,6 +138,9 @@ impl Drop for SigningCa {
 pub(crate) struct Leaf<'a> {
     pub(crate) spiffe_id: &'a SpiffeId,
     pub(crate) dns_names: &'a [DnsName],
+    /// IP address SANs: only for the serving certificates Vern gives its
+    /// keepers, which are reached by address.
+    pub(crate) ip_addresses: &'a [std::net::IpAddr],
     pub(crate) serial: &'a [u8],
     pub(crate) not_before: u64,
     pub(crate) not_after: u64,
@@ -524,6 +527,9 @@ impl SigningCa {
                 Ia5String::try_from(name.as_str())
                     .map_err(|e| PkiError::Internal(e.to_string()))?,
             ));
+        }
+        for ip in leaf.ip_addresses {
+            params.subject_alt_names.push(SanType::IpAddress(*ip));
         }
         // cA false, as DER has it: basicConstraints with an empty SEQUENCE
         // (a cA field equal to its default must be left out; rcgen's

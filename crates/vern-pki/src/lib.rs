@@ -15,7 +15,8 @@
 //! and for clients (optionally presenting one), and pins the peer's
 //! identity: a mutual-TLS server that accepts only a client whose
 //! certificate names an expected identity (DNS name or URI SAN, e.g. a
-//! SPIFFE ID). All configurations use the `ring` provider and TLS 1.2/1.3
+//! SPIFFE ID). Keepers' certificates can come from the CA too
+//! (`keeper.rs`). All configurations use the `ring` provider and TLS 1.2/1.3
 //! defaults.
 #![forbid(unsafe_code)]
 
@@ -26,6 +27,7 @@ mod dns;
 mod error;
 mod identity;
 mod jwt;
+mod keeper;
 mod pki;
 mod public_key;
 mod records;
@@ -47,6 +49,10 @@ pub use dns::DnsName;
 pub use error::PkiError;
 pub use identity::{peer_identities, PinnedClientVerifier};
 pub use jwt::{verify_jwt_svid, VerifiedJwtSvid};
+pub use keeper::{
+    certifies_key, certs_from_pem, keeper_client_config, keeper_csr, keeper_server_config,
+    validity, KeeperClientTrust, KeeperHost, SERVER_COMPONENT,
+};
 pub use pki::{
     ComponentSvid, JwtRequest, JwtSvid, OwnSvid, Pki, PkiConfig, Rotation, SvidRejection,
     X509Request, X509Svid, MAX_DNS_NAMES,

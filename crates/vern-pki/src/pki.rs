@@ -342,7 +342,7 @@ impl Pki {
             b,
             req.spiffe_id,
             &csr.spki,
-            req.dns_names,
+            (req.dns_names, &[]),
             ttl,
             req.principal,
         )
@@ -363,7 +363,14 @@ impl Pki {
             .map_err(|e| PkiError::Internal(e.to_string()))?;
         let ttl = self.ttl(Some(ttl), ttl)?;
         let svid = self
-            .sign(b, &spiffe_id, &key.public_key_der(), dns_names, ttl, "vern")
+            .sign(
+                b,
+                &spiffe_id,
+                &key.public_key_der(),
+                (dns_names, &[]),
+                ttl,
+                "vern",
+            )
             .await?;
         Ok(ComponentSvid {
             svid,
@@ -371,12 +378,12 @@ impl Pki {
         })
     }
 
-    async fn sign(
+    pub(crate) async fn sign(
         &self,
         b: &Barrier,
         spiffe_id: &SpiffeId,
         spki: &[u8],
-        dns_names: &[DnsName],
+        (dns_names, ip_addresses): (&[DnsName], &[std::net::IpAddr]),
         ttl: u64,
         principal: &str,
     ) -> Result<X509Svid, PkiError> {
@@ -404,6 +411,7 @@ impl Pki {
             &Leaf {
                 spiffe_id,
                 dns_names,
+                ip_addresses,
                 serial: &serial,
                 not_before,
                 not_after,
@@ -413,6 +421,7 @@ impl Pki {
             serial: hex::encode(serial),
             spiffe_id: spiffe_id.to_string(),
             dns_names: dns_names.iter().map(|d| d.as_str().to_owned()).collect(),
+            ip_addresses: ip_addresses.iter().map(ToString::to_string).collect(),
             principal: principal.to_owned(),
             ca: ca.id.clone(),
             issued_at: now,
@@ -811,6 +820,7 @@ fn check_round_trip(ca: &ca::SigningCa, now: u64) -> Result<(), PkiError> {
         &Leaf {
             spiffe_id: &id,
             dns_names: &[],
+            ip_addresses: &[],
             serial: &random_serial(),
             not_before: now,
             not_after: now.saturating_add(60).min(ca.not_after),

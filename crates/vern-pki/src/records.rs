@@ -28,6 +28,9 @@ pub struct IssuedCertificate {
     /// The DNS names it carries besides.
     #[serde(default)]
     pub dns_names: Vec<String>,
+    /// The IP addresses it carries (keepers' serving certificates only).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ip_addresses: Vec<String>,
     /// The principal that obtained it (a client id, or `vern` for Vern's
     /// own components).
     pub principal: String,

@@ -157,8 +157,14 @@ impl AppState {
             .await
             .map_err(|e| e.to_string())?;
         let record = &issued.svid.record;
-        self.record_component_svid(barrier, "vern serve --tls-from-ca", "server", record)
-            .await?;
+        self.audit_own_issue(
+            barrier,
+            record,
+            "vern serve --tls-from-ca",
+            vern_pki::SERVER_COMPONENT,
+            BTreeMap::from([("dns_names".to_owned(), record.dns_names.join(","))]),
+        )
+        .await?;
         let mut chain = vec![issued.svid.certificate_der.clone()];
         chain.extend(issued.svid.chain_pem.iter().flat_map(|p| x509_anchors(p)));
         tls.identity
@@ -169,33 +175,25 @@ impl AppState {
     }
 }
 
-/// The DER certificates of a PEM text.
-pub(crate) fn x509_anchors(pem: &str) -> Vec<Vec<u8>> {
-    use rustls::pki_types::pem::PemObject as _;
-    rustls::pki_types::CertificateDer::pem_slice_iter(pem.as_bytes())
-        .filter_map(Result::ok)
-        .map(|c| c.as_ref().to_vec())
-        .collect()
-}
-
 impl AppState {
-    /// The audit record of an SVID issued to one of Vern's own
-    /// `component`s, and its soonest-expiry metric. A certificate whose
-    /// record cannot be written must not be used.
-    pub(crate) async fn record_component_svid(
+    /// Writes the audit record of a certificate Vern issued for its own
+    /// links (serial, SPIFFE ID, expiry and `details`; never a key), and
+    /// counts it in the metrics. A certificate whose record cannot be
+    /// written must not be used.
+    pub(crate) async fn audit_own_issue(
         &self,
         barrier: &Arc<Barrier>,
+        record: &vern_pki::IssuedCertificate,
         operation: &str,
         component: &str,
-        record: &vern_pki::IssuedCertificate,
+        mut details: BTreeMap<String, String>,
     ) -> Result<(), String> {
         if let Some(log) = &self.inner.audit {
             log.session(barrier).await.map_err(|e| e.to_string())?;
-            let details = BTreeMap::from([
+            details.extend([
                 ("spiffe_id".to_owned(), record.spiffe_id.clone()),
                 ("serial".to_owned(), record.serial.clone()),
                 ("not_after".to_owned(), record.not_after.to_string()),
-                ("dns_names".to_owned(), record.dns_names.join(",")),
             ]);
             log.append(Event {
                 request_id: RequestId::generate().to_string(),
@@ -223,4 +221,13 @@ impl AppState {
             .certificate_issued(&record.spiffe_id, record.not_after);
         Ok(())
     }
+}
+
+/// The DER certificates of a PEM text.
+pub(crate) fn x509_anchors(pem: &str) -> Vec<Vec<u8>> {
+    use rustls::pki_types::pem::PemObject as _;
+    rustls::pki_types::CertificateDer::pem_slice_iter(pem.as_bytes())
+        .filter_map(Result::ok)
+        .map(|c| c.as_ref().to_vec())
+        .collect()
 }

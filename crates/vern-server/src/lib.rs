@@ -27,11 +27,12 @@ mod middleware;
 mod nats;
 mod routes;
 mod state;
+mod tls_state;
 
 pub use ca_tls::CaTls;
 pub use client_addr::{Cidr, CidrError};
-pub use keeper::{keeper_app, KeeperState};
-pub use keepers::KeeperConfig;
+pub use keeper::{keeper_app, KeeperFiles, KeeperState, KeeperTls};
+pub use keepers::{CertsFromCa, KeeperConfig, KeepersError};
 pub use limits::{Limits, Rate};
 pub use listen::{serve, ConnectionLimits, Listener, ServeError, TlsFiles};
 pub use state::{AppState, ServerConfig, StateError};

@@ -155,7 +155,13 @@ async fn callout_tls(state: &AppState, barrier: &Arc<Barrier>) -> Result<Callout
         .map_err(|e| e.to_string())?;
     let record = &issued.svid.record;
     state
-        .record_component_svid(barrier, "NATS CALLOUT TLS", CALLOUT_COMPONENT, record)
+        .audit_own_issue(
+            barrier,
+            record,
+            "NATS CALLOUT TLS",
+            CALLOUT_COMPONENT,
+            std::collections::BTreeMap::new(),
+        )
         .await?;
     let mut roots_pem = pki
         .trust_anchors_pem(barrier)

@@ -34,8 +34,8 @@ pub enum StateError {
     #[error(transparent)]
     Audit(#[from] vern_audit::AuditError),
     /// The keeper client could not be built.
-    #[error("keeper client: {0}")]
-    Keepers(#[from] reqwest::Error),
+    #[error(transparent)]
+    Keepers(#[from] crate::keepers::KeepersError),
     /// The HTTP client that fetches issuers' JWK sets could not be built.
     #[error("JWKS client: {0}")]
     Jwks(String),
@@ -215,12 +215,13 @@ impl AppState {
         config: ServerConfig,
         keepers: KeeperConfig,
     ) -> Result<Self, StateError> {
-        let keepers = Arc::new(Keepers::new(keepers)?);
-        let mut state = Self::new(store, audit_store, Arc::clone(&seal), config)?;
-        tokio::spawn(Arc::clone(&keepers).run(seal));
+        let mut state = Self::new(store, audit_store, seal, config)?;
+        let now = state.inner.clock.unix_seconds();
+        let keepers = Arc::new(Keepers::new(keepers, &state.inner.pki, now)?);
         if let Some(inner) = Arc::get_mut(&mut state.inner) {
-            inner.keepers = Some(keepers);
+            inner.keepers = Some(Arc::clone(&keepers));
         }
+        tokio::spawn(keepers.run(state.clone()));
         Ok(state)
     }
 

@@ -841,6 +841,12 @@ pub(crate) struct KeeperArgs {
         value_delimiter = ','
     )]
     pub(crate) server_identities: Vec<String>,
+    /// Directory where the keeper keeps the serving certificate and the
+    /// trusted CA roots its server gives it from Vern's CA (`vern serve
+    /// --keeper-certs-from-ca`), so that a restarted keeper presents them;
+    /// without it a restarted keeper presents --tls-cert until renewed.
+    #[arg(long, env = "VERN_KEEPER_STATE_DIR")]
+    pub(crate) state_dir: Option<PathBuf>,
     /// Log format.
     #[arg(long, value_enum, env = "VERN_LOG_FORMAT", default_value_t = LogFormat::Auto)]
     pub(crate) log_format: LogFormat,
@@ -1214,6 +1220,19 @@ pub(crate) struct ServeArgs {
     /// PEM private key of that client certificate.
     #[arg(long, env = "VERN_KEEPER_CLIENT_KEY")]
     pub(crate) keeper_client_key: Option<PathBuf>,
+    /// Take the keeper links' certificates from Vern's own CA once it is
+    /// unsealed: the server's client identity (`spiffe://<td>/vern/server`,
+    /// kept in DATA_DIR/keeper-tls so a restarted, sealed server presents
+    /// it) and each keeper's serving certificate
+    /// (`spiffe://<td>/vern/keeper/<i>`, from a CSR the keeper makes). The
+    /// --keeper-* files stay the bootstrap and the fallback.
+    #[arg(long, env = "VERN_KEEPER_CERTS_FROM_CA")]
+    pub(crate) keeper_certs_from_ca: bool,
+    /// Lifetime of the certificates of keeper links from Vern's CA (`24h`),
+    /// renewed at half of it; a server down longer falls back to
+    /// --keeper-client-cert [default: svid_max_ttl, 24h unless raised].
+    #[arg(long, env = "VERN_KEEPER_CERT_TTL")]
+    pub(crate) keeper_cert_ttl: Option<String>,
     /// Seconds between checks that every keeper holds its share [default: 30].
     #[arg(long, env = "VERN_KEEPER_SYNC_INTERVAL")]
     pub(crate) keeper_sync_interval: Option<u64>,

@@ -104,6 +104,9 @@ pub(crate) struct KeepersSection {
     pub(crate) client_cert: PathBuf,
     pub(crate) client_key: PathBuf,
     pub(crate) sync_interval: Option<u64>,
+    #[serde(default)]
+    pub(crate) certs_from_ca: bool,
+    pub(crate) cert_ttl: Option<String>,
 }
 
 /// `[tls]`.

@@ -10,7 +10,8 @@ use vern_core::SystemClock;
 use vern_crypto::{random_token, SecretBytes};
 use vern_seal::{IssuedShare, Seal};
 use vern_server::{
-    AppState, Cidr, ConnectionLimits, KeeperConfig, Limits, Listener, Rate, ServerConfig, TlsFiles,
+    AppState, CertsFromCa, Cidr, ConnectionLimits, KeeperConfig, Limits, Listener, Rate,
+    ServerConfig, TlsFiles,
 };
 
 use crate::cli::ServeArgs;
@@ -145,9 +146,14 @@ fn connection_settings(args: &ServeArgs, file: &FileConfig) -> anyhow::Result<Co
 fn keeper_settings(
     args: &ServeArgs,
     file: Option<crate::config::KeepersSection>,
+    data_dir: &Path,
+    max_ttl: u64,
 ) -> anyhow::Result<Option<KeeperConfig>> {
-    let (urls, ca, cert, key, interval) = if args.keepers.is_empty() {
+    let (urls, ca, cert, key, interval, from_ca, ttl) = if args.keepers.is_empty() {
         match file {
+            None if args.keeper_certs_from_ca || args.keeper_cert_ttl.is_some() => {
+                bail!("--keeper-certs-from-ca and --keeper-cert-ttl need keepers (--keeper)")
+            }
             None => return Ok(None),
             Some(k) => (
                 k.urls,
@@ -155,6 +161,8 @@ fn keeper_settings(
                 Some(k.client_cert),
                 Some(k.client_key),
                 k.sync_interval,
+                k.certs_from_ca || args.keeper_certs_from_ca,
+                args.keeper_cert_ttl.clone().or(k.cert_ttl),
             ),
         }
     } else {
@@ -164,9 +172,14 @@ fn keeper_settings(
             args.keeper_client_cert.clone(),
             args.keeper_client_key.clone(),
             args.keeper_sync_interval,
+            args.keeper_certs_from_ca,
+            args.keeper_cert_ttl.clone(),
         )
     };
     if urls.is_empty() {
+        if from_ca || ttl.is_some() {
+            bail!("--keeper-certs-from-ca and --keeper-cert-ttl need keepers (--keeper)");
+        }
         return Ok(None);
     }
     let (Some(ca), Some(cert), Some(key)) = (ca, cert, key) else {
@@ -175,12 +188,28 @@ fn keeper_settings(
     if let Some(bad) = urls.iter().find(|u| !u.starts_with("https://")) {
         bail!("keeper URL `{bad}` must start with https://");
     }
-    let tls =
-        vern_pki::client_config(&ca, Some((&cert, &key))).context("keeper TLS configuration")?;
+    // A CA superseded by a rotation stays published for svid_max_ttl, so a
+    // longer-lived keeper certificate could outlive its issuer's anchor.
+    let ttl = match ttl {
+        None => max_ttl,
+        Some(t) => match duration_secs("keeper_cert_ttl", &t)? {
+            0 => bail!("keeper_cert_ttl must be at least one second"),
+            n if n > max_ttl => bail!(
+                "keeper_cert_ttl ({t}) exceeds the maximum SVID lifetime (svid_max_ttl, {max_ttl} s); raise svid_max_ttl"
+            ),
+            n => n,
+        },
+    };
     Ok(Some(KeeperConfig {
         urls,
-        tls,
+        ca,
+        client_cert: cert,
+        client_key: key,
         sync_interval: Duration::from_secs(interval.unwrap_or(DEFAULT_KEEPER_SYNC).max(1)),
+        certs_from_ca: from_ca.then(|| CertsFromCa {
+            dir: data_dir.join("keeper-tls"),
+            ttl,
+        }),
     }))
 }
 
@@ -302,7 +331,7 @@ fn settings(args: ServeArgs) -> anyhow::Result<Settings> {
         Some(path) => FileConfig::load(path)?,
         None => FileConfig::default(),
     };
-    let keepers = keeper_settings(&args, file.keepers.take())?;
+    let keepers_file = file.keepers.take();
     let limits = limit_settings(&args, file.limits.take().unwrap_or_default())?;
     let audit = audit_settings(&args, file.audit.take().unwrap_or_default())?;
     let trusted_proxies = trusted_proxies(&args, file.trusted_proxies.take())?;
@@ -320,8 +349,10 @@ fn settings(args: ServeArgs) -> anyhow::Result<Settings> {
     };
     let data_dir = args
         .data_dir
+        .clone()
         .or(file.data_dir)
         .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
+    let keepers = keeper_settings(&args, keepers_file, &data_dir, pki.max_ttl)?;
     let default_storage = args.storage.is_none() && file.storage.is_none();
     let storage = args
         .storage
