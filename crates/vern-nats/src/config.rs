@@ -1,7 +1,8 @@
 //! The nats-server configuration Vern's state implies: one account per
 //! tenant (isolation by account, never by subject prefix), the system
 //! account `SYS`, the callout's account `AUTH`, and `auth_callout` naming
-//! Vern's issuer key, xkey and the two users that bypass the callout.
+//! Vern's issuer key, xkey and the two users that bypass the callout (their
+//! passwords bcrypt-hashed).
 
 use std::collections::BTreeSet;
 use std::fmt::Write as _;
@@ -38,9 +39,7 @@ pub fn render(
         }
     };
     let password = |p: &vern_crypto::SecretBytes| -> Result<String, NatsError> {
-        let s = std::str::from_utf8(p.expose())
-            .map_err(|_| NatsError::Internal("a stored NATS password is not text".to_owned()))?;
-        quoted(s)
+        Ok(subject_literal(&bcrypt_hash(p)?))
     };
     let mut out = String::new();
     let w = |out: &mut String, line: String| {
@@ -49,11 +48,11 @@ pub fn render(
     };
     w(
         &mut out,
-        "# Rendered by `vern nats config` from Vern's state. It holds the".to_owned(),
+        "# Rendered by `vern nats config` from Vern's state. The callout and".to_owned(),
     );
     w(
         &mut out,
-        "# passwords of the callout and system users: keep it as secret as they are.".to_owned(),
+        "# system users' passwords are bcrypt hashes; their clear text stays in Vern.".to_owned(),
     );
     w(
         &mut out,
@@ -134,6 +133,18 @@ pub fn render(
     Ok(out)
 }
 
+/// The cost nats-server's own `nats server passwd` uses.
+const BCRYPT_COST: u32 = 11;
+
+/// A password as nats-server's configuration takes it: a bcrypt hash
+/// (`$2a$…`, the prefix nats-server recognizes), so that the rendered
+/// file never holds a password in the clear.
+fn bcrypt_hash(p: &vern_crypto::SecretBytes) -> Result<String, NatsError> {
+    bcrypt::hash_with_result(p.expose(), BCRYPT_COST)
+        .map(|h| h.format_for_version(bcrypt::Version::TwoA))
+        .map_err(|e| NatsError::Internal(format!("cannot hash a NATS password: {e}")))
+}
+
 /// A subject as a quoted string. Subjects are visible ASCII (checked when
 /// parsed); quotes and backslashes are escaped.
 fn subject_literal(s: &str) -> String {
@@ -155,6 +166,11 @@ mod tests {
         assert!(conf.contains(&format!("xkey: \"{}\"", keys.xkey_public())));
         assert!(conf.contains("account: AUTH"));
         assert!(conf.contains("system_account: SYS"));
+        for p in [keys.callout_password(), keys.system_password()] {
+            let clear = std::str::from_utf8(p.expose()).unwrap();
+            assert!(!conf.contains(clear), "a clear password in {conf}");
+        }
+        assert_eq!(conf.matches("password: \"$2a$11$").count(), 2, "{conf}");
         let bad: BTreeSet<String> = ["a\"} evil".to_owned()].into();
         assert!(render(&keys, &bad, &[]).is_err());
     }

@@ -382,20 +382,38 @@ async fn a_sealed_vern_lets_only_the_auth_users_in() {
     })
     .await;
     assert!(connect(&s.url, &token).await.is_err());
-    let password = s
-        .conf
-        .split("user: \"vern-callout\", password: \"")
-        .nth(1)
-        .and_then(|rest| rest.split('"').next())
-        .unwrap();
+    // The rendered file holds only bcrypt hashes of the auth users'
+    // passwords, whose clear text never leaves Vern; this nats-server runs
+    // the same file with a password the test knows in their place, and
+    // no callout serves it, as with Vern sealed.
+    assert_eq!(
+        s.conf.matches("password: \"$2a$11$").count(),
+        2,
+        "{}",
+        s.conf
+    );
+    let port = free_port();
+    let url = format!("nats://127.0.0.1:{port}");
+    let conf = s._dir.path().join("known.conf");
+    std::fs::write(&conf, known_password(&s.conf, "vern-callout", "known")).unwrap();
+    let _nats = NatsServer::start(&conf, port);
+    assert!(connect(&url, &token).await.is_err());
     let auth_user = async_nats::ConnectOptions::with_user_and_password(
         "vern-callout".to_owned(),
-        password.to_owned(),
+        "known".to_owned(),
     )
-    .connect(s.url.as_str())
+    .connect(url.as_str())
     .await
     .unwrap();
     auth_user.flush().await.unwrap();
+}
+
+/// `conf` with `user`'s password hash replaced by `password`.
+fn known_password(conf: &str, user: &str, password: &str) -> String {
+    let marker = format!("user: \"{user}\", password: \"");
+    let (head, rest) = conf.split_once(&marker).unwrap();
+    let (_, tail) = rest.split_once('"').unwrap();
+    format!("{head}{marker}{password}\"{tail}")
 }
 
 #[tokio::test]

@@ -37,7 +37,14 @@ pub(crate) async fn config(
     // Exports and imports exist only where a policy grants a declared
     // import now: the path report's cross-account paths.
     let report = PathReport::build(decided(&state, &records, now(&caller))?);
-    let rendered = vern_nats::config::render(&keys, &tenants, &report.cross_account)?;
+    // bcrypt is slow on purpose: hashing the users' passwords runs off the
+    // async workers.
+    let (rendered, keys, tenants) = tokio::task::spawn_blocking(move || {
+        vern_nats::config::render(&keys, &tenants, &report.cross_account)
+            .map(|rendered| (rendered, keys, tenants))
+    })
+    .await
+    .map_err(|e| ApiError::internal(&e))??;
     if let Some(slot) = &caller.audit {
         slot.detail(
             "accounts",
