@@ -13,6 +13,7 @@ use serde_json::json;
 use vern_authority::ClientRecord;
 use vern_core::{PrincipalKind, TenantId};
 use vern_nats::paths::PathReport;
+use vern_nats::sites::Topology;
 use vern_nats::NatsKeys;
 use vern_policy::{Resource, Subject, SubjectKind};
 
@@ -30,6 +31,7 @@ pub(crate) async fn config(
     let barrier = state.inner.seal.barrier()?;
     let keys = NatsKeys::load_or_create(&barrier).await?;
     let records = services(&state, &barrier).await?;
+    let topology = Topology::load(&barrier).await?;
     let tenants: BTreeSet<String> = records
         .iter()
         .filter_map(|r| r.kind.scope().map(|s| s.tenant.to_string()))
@@ -40,7 +42,7 @@ pub(crate) async fn config(
     // bcrypt is slow on purpose: hashing the users' passwords runs off the
     // async workers.
     let (rendered, keys, tenants) = tokio::task::spawn_blocking(move || {
-        vern_nats::config::render(&keys, &tenants, &report.cross_account)
+        vern_nats::config::render(&keys, &tenants, &report.cross_account, &topology)
             .map(|rendered| (rendered, keys, tenants))
     })
     .await
