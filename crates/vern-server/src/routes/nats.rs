@@ -38,7 +38,7 @@ pub(crate) async fn config(
         .collect();
     // Exports and imports exist only where a policy grants a declared
     // import now: the path report's cross-account paths.
-    let report = PathReport::build(decided(&state, &records, now(&caller))?);
+    let report = PathReport::build(decided(&state, &records, now(&caller))?, &topology);
     // bcrypt is slow on purpose: hashing the users' passwords runs off the
     // async workers.
     let (rendered, keys, tenants) = tokio::task::spawn_blocking(move || {
@@ -96,7 +96,8 @@ pub(crate) async fn paths(
     let records = services(&state, &barrier).await?;
     // Every account's principals are decided, so that imports from the
     // tenant asked about appear too; the report is cut to it afterwards.
-    let mut report = PathReport::build(decided(&state, &records, now(&caller))?);
+    let topology = Topology::load(&barrier).await?;
+    let mut report = PathReport::build(decided(&state, &records, now(&caller))?, &topology);
     if let Some(t) = &tenant {
         report = report.only_account(t.as_str());
     }
