@@ -196,8 +196,7 @@ impl PathReport {
     /// Builds the report from each principal's account, id and decided
     /// permissions, and the stored sites and mappings.
     pub fn build(principals: Vec<(String, String, Permissions)>, topology: &Topology) -> Self {
-        let mut report = Self::default();
-        report.mappings = topology
+        let mut mappings: Vec<MappingPath> = topology
             .mappings
             .iter()
             .map(|m| MappingPath {
@@ -206,7 +205,11 @@ impl PathReport {
                 to: m.to.clone(),
             })
             .collect();
-        report.mappings.sort();
+        mappings.sort();
+        let mut report = Self {
+            mappings,
+            ..Self::default()
+        };
         for (account, client_id, p) in principals {
             if !report.accounts.contains(&account) {
                 report.accounts.push(account.clone());

@@ -676,9 +676,9 @@ async fn sites_and_mappings_apply_render_and_carry_messages() {
         "{rendered}"
     );
     assert!(
-        rendered.contains(&format!(
+        rendered.contains(
             "account: \"acme\", deny_exports: [ \"$SYS.>\", \"$JS.API.>\", \"secret.>\" ]"
-        )),
+        ),
         "{rendered}"
     );
     assert!(rendered.contains(&format!("port: {gateway}")), "{rendered}");
