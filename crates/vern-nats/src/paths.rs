@@ -19,10 +19,13 @@
 //!
 //! Links to other sites: a gateway carries every account (the system
 //! account too, which the report lists as privileged); a leafnode remote
-//! carries one account, minus its denied subjects (a delivery filter: a
-//! subscription the link's `deny_imports` covers receives nothing from the
-//! site, a publish permission its `deny_exports` covers sends nothing
-//! there).
+//! carries one account. nats-server 2.15 checks its `deny_exports` on every
+//! message sent over the link, so a publish permission they cover entirely
+//! sends nothing there. Its `deny_imports` is rendered too, but with Vern's
+//! configuration (the auth callout) nats-server 2.15.1 was seen delivering
+//! the other site's messages on denied subjects, even to a subscription
+//! they cover entirely: the report counts on it for nothing, and every
+//! subscription of a linked account receives from the site.
 
 use std::fmt::Write as _;
 
@@ -347,9 +350,10 @@ impl PathReport {
                         continue;
                     }
                     let inbox = inbox_prefix(&p.client_id).ok();
+                    let none = Vec::new();
                     for (direction, list, deny) in [
                         (Direction::Publish, &p.publish, &link.deny_exports),
-                        (Direction::Subscribe, &p.subscribe, &link.deny_imports),
+                        (Direction::Subscribe, &p.subscribe, &none),
                     ] {
                         for s in list {
                             let is_inbox = inbox
@@ -497,7 +501,7 @@ impl PathReport {
             let list = |v: &[Subject]| v.iter().map(Subject::as_str).collect::<Vec<_>>().join(",");
             let _ = writeln!(
                 out,
-                "  {} to {} ({accounts}); not sent: {}; not received: {}",
+                "  {} to {} ({accounts}); never sent: {}; deny_imports (not relied on): {}",
                 l.link.name(),
                 l.site,
                 if l.deny_exports.is_empty() {
@@ -810,6 +814,7 @@ mod tests {
             vec![
                 ("a.pub", "publish", "orders.>"),
                 ("a.sub", "subscribe", "orders.created"),
+                ("a.sub", "subscribe", "orders.secret.>"),
             ]
         );
         // The gateway carries every account, globex's too.

@@ -147,7 +147,7 @@ impl Topology {
             local,
             ..Self::default()
         };
-        for key in v.list(SITES, None, MAX_ITEMS + 1).await? {
+        for key in v.list(SITES, None, usize::MAX).await? {
             if let Some(p) = v.get(&key).await? {
                 out.sites
                     .push(serde_json::from_slice(p.value.expose()).map_err(|_| corrupt(&key))?);
@@ -176,7 +176,8 @@ pub struct SitePlan {
     pub delete: Vec<String>,
     /// Already as declared.
     pub unchanged: Vec<String>,
-    /// Not declared, kept (prune off, or not the caller's).
+    /// Not declared, kept because prune is off (only those the caller
+    /// could delete are named).
     pub kept: Vec<String>,
 }
 
@@ -411,14 +412,18 @@ impl NatsSection {
                         writes.push(put(key, Some(value), Expect::Version(version)));
                     }
                 }
-                (None, Some((_, version))) => {
-                    if prune && manages {
+                // What the caller may not declare is not its business:
+                // not even named, so a tenant administrator learns
+                // nothing of the sites or of other tenants' mappings.
+                (None, Some((_, version))) if manages => {
+                    if prune {
                         plan.delete.push(name);
                         writes.push(put(key, None, Expect::Version(version)));
                     } else {
                         plan.kept.push(name);
                     }
                 }
+                (None, Some(_)) => {}
                 (None, None) => {}
             }
         };
@@ -449,11 +454,8 @@ impl NatsSection {
         );
         let declared: BTreeMap<&str, &Site> =
             self.sites.iter().map(|s| (s.name.as_str(), s)).collect();
-        let mut keys: BTreeSet<String> = v
-            .list(SITES, None, MAX_ITEMS * 2)
-            .await?
-            .into_iter()
-            .collect();
+        let mut keys: BTreeSet<String> =
+            v.list(SITES, None, usize::MAX).await?.into_iter().collect();
         keys.extend(declared.keys().map(|n| format!("{SITES}{n}")));
         for key in keys {
             let name = key.strip_prefix(SITES).unwrap_or_default().to_owned();
