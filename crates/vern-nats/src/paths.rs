@@ -89,6 +89,9 @@ pub struct MappingPath {
     pub from: Subject,
     /// Delivered on.
     pub to: Subject,
+    /// The subjects it delivers on, as a pattern (`$N` as `*`).
+    #[serde(skip)]
+    pub(crate) delivered: Option<Subject>,
 }
 
 /// Gateway or leafnode.
@@ -206,6 +209,7 @@ impl PathReport {
                 account: m.tenant.clone(),
                 from: m.from.clone(),
                 to: m.to.clone(),
+                delivered: Some(m.destination()),
             })
             .collect();
         mappings.sort();

@@ -224,8 +224,9 @@ fn check_url(url: &str, schemes: &[&str], at: &str) -> Result<(), NatsError> {
 }
 
 /// Whether the destination of a mapping can be one nats-server accepts:
-/// its `*` tokens no more than the source's, `>` only if the source ends
-/// with one.
+/// no `*` (nats-server refuses it: a destination names the source's N-th
+/// `*` as `$N` or `{{wildcard(N)}}`), references only to wildcards the
+/// source has, `>` only if the source ends with one.
 fn check_mapping(m: &Mapping, at: &str) -> Result<(), NatsError> {
     if !is_name(&m.tenant) {
         return Err(NatsError::BadSubject(format!(
@@ -243,12 +244,32 @@ fn check_mapping(m: &Mapping, at: &str) -> Result<(), NatsError> {
             )));
         }
     }
-    let count = |s: &Subject, t: &str| s.as_str().split('.').filter(|x| *x == t).count();
-    if count(&m.to, "*") > count(&m.from, "*") || count(&m.to, ">") > count(&m.from, ">") {
-        return Err(NatsError::BadSubject(format!(
-            "{at}: `{}` has wildcards `{}` does not",
-            m.to, m.from
-        )));
+    let stars = m.from.as_str().split('.').filter(|x| *x == "*").count();
+    for t in m.to.as_str().split('.') {
+        if t == "*" {
+            return Err(NatsError::BadSubject(format!(
+                "{at}: `{}` has a `*`; name the source's N-th `*` as $N",
+                m.to
+            )));
+        }
+        if t == ">" && !m.from.as_str().ends_with('>') {
+            return Err(NatsError::BadSubject(format!(
+                "{at}: `{}` has wildcards `{}` does not",
+                m.to, m.from
+            )));
+        }
+        if let Some(n) = wildcard_reference(t) {
+            if n == 0 || n > stars {
+                return Err(NatsError::BadSubject(format!(
+                    "{at}: `{t}` names a `*` `{}` does not have",
+                    m.from
+                )));
+            }
+        } else if t.starts_with('$') || t.starts_with("{{") {
+            return Err(NatsError::BadSubject(format!(
+                "{at}: `{t}` is not $N or {{{{wildcard(N)}}}}"
+            )));
+        }
     }
     if m.from == m.to {
         return Err(NatsError::BadSubject(format!(
@@ -257,6 +278,39 @@ fn check_mapping(m: &Mapping, at: &str) -> Result<(), NatsError> {
         )));
     }
     Ok(())
+}
+
+/// The N of a destination token `$N` or `{{wildcard(N)}}`.
+fn wildcard_reference(token: &str) -> Option<usize> {
+    token
+        .strip_prefix('$')
+        .or_else(|| {
+            token
+                .strip_prefix("{{wildcard(")
+                .and_then(|r| r.strip_suffix(")}}"))
+        })
+        .filter(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+        .and_then(|n| n.parse().ok())
+}
+
+impl Mapping {
+    /// The subjects the destination can be, as a pattern: each reference
+    /// to a source wildcard stands for any one token.
+    pub fn destination(&self) -> Subject {
+        let tokens: Vec<&str> = self
+            .to
+            .as_str()
+            .split('.')
+            .map(|t| {
+                if wildcard_reference(t).is_some() {
+                    "*"
+                } else {
+                    t
+                }
+            })
+            .collect();
+        Subject::parse(&tokens.join(".")).unwrap_or_else(|_| self.to.clone())
+    }
 }
 
 impl NatsSection {

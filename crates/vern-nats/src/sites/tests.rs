@@ -50,7 +50,19 @@ fn bad_declarations_are_refused() {
     };
     assert!(map("a.>", "$JS.API.>").contains("privileged"));
     assert!(map("$SYS.>", "a.>").contains("privileged"));
-    assert!(map("a.b", "c.*").contains("wildcards"));
+    assert!(map("a.b", "c.>").contains("wildcards"));
+    assert!(map("a.*", "c.*").contains("name the source's N-th"));
+    assert!(map("a.*", "c.$2").contains("does not have"));
+    assert!(map("a.*", "c.$x").contains("is not $N"));
+    section(serde_json::json!({"mappings": [
+        {"tenant": "acme", "from": "a.*.*", "to": "b.$2.{{wildcard(1)}}"}]}))
+    .unwrap();
+    let m = Mapping {
+        tenant: "acme".to_owned(),
+        from: Subject::parse("a.*.*").unwrap(),
+        to: Subject::parse("b.$2.{{wildcard(1)}}").unwrap(),
+    };
+    assert_eq!(m.destination().as_str(), "b.*.*");
     assert!(map("a.b", "a.b").contains("itself"));
     assert!(bad(serde_json::json!({"mappings": [
         {"tenant": "acme", "from": "a", "to": "b"},
