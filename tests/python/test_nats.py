@@ -478,6 +478,7 @@ nats:
       leafnode: {url: "nats-leaf://127.0.0.1:%d", accounts: [acme], deny_imports: ["orders.private.>"]}
   mappings:
     - {tenant: acme, from: "orders.v1.>", to: "orders.>"}
+    - {tenant: acme, from: "legacy.*.created", to: "orders.$1"}
 """
 
 
@@ -492,7 +493,7 @@ def test_a_mapping_maps_and_its_permission_is_the_destinations(tmp_path):
     )
     try:
         conf = s["conf"]
-        assert 'mappings: { "orders.v1.>": "orders.>" }' in conf
+        assert 'mappings: { "legacy.*.created": "orders.$1", "orders.v1.>": "orders.>" }' in conf
         assert 'server_name: "dc1"' in conf
         assert '"$SYS.>"' in conf.split("leafnodes", 1)[1]
         vern, url, c = s["vern"], s["url"], s["clients"]
@@ -510,13 +511,18 @@ def test_a_mapping_maps_and_its_permission_is_the_destinations(tmp_path):
             await api.publish("orders.v1.created", b"1")
             await api.flush()
             await eventually(lambda: got == ["orders.created"])
+            # A destination names the source's wildcard: legacy.eu.created
+            # is delivered on orders.eu, which api may publish on.
+            await api.publish("legacy.eu.created", b"3")
+            await api.flush()
+            await eventually(lambda: got == ["orders.created", "orders.eu"])
             # The permission is checked on the mapped subject: orders.v1.>
             # alone does not cover orders.shipped.
             await legacy.publish("orders.v1.shipped", b"2")
             await legacy.flush()
             await eventually(lambda: any("permissions violation" in e.lower() for e in legacy_errors))
             await asyncio.sleep(0.3)
-            assert got == ["orders.created"]
+            assert got == ["orders.created", "orders.eu"]
             await api.close()
             await legacy.close()
 
@@ -526,7 +532,12 @@ def test_a_mapping_maps_and_its_permission_is_the_destinations(tmp_path):
         import json
 
         report = json.loads(subprocess.run([*base, "-o", "json"], capture_output=True, text=True, check=True).stdout)
-        assert report["mappings"] == [{"account": "acme", "from": "orders.v1.>", "to": "orders.>"}]
+        assert report["mappings"] == [
+            {"account": "acme", "from": "legacy.*.created", "to": "orders.$1"},
+            {"account": "acme", "from": "orders.v1.>", "to": "orders.>"},
+        ]
+        via = {(f["publisher"], f["mapping"]["from"]) for f in report["flows"] if f.get("mapping")}
+        assert ("svc.acme.web.prod.api", "legacy.*.created") in via
         assert [(l["site"], l["link"]) for l in report["sites"]] == [("dc2", "leafnode")]
         received = {(x["client_id"], x["subject"]) for x in report["cross_site"] if x["direction"] == "subscribe"}
         assert received == {("svc.acme.web.prod.api", "orders.>")}
