@@ -90,15 +90,25 @@ def token_of(server, client):
     return t.json()["access_token"]
 
 
-def start_stack(tmp_path, specs, extra_args=()):
+def start_stack(tmp_path, specs, extra_args=(), apply=None):
     """Vern (with the callout) and its clients, the configuration `vern
-    nats config` renders, and nats-server running it."""
+    nats config` renders (after `vern apply` of the `apply` file's text, if
+    any), and nats-server running it."""
     port = free_port()
     url = f"nats://127.0.0.1:{port}"
     vern = VernServer(
         ["--dev", "--dev-root-token", "py-root", "--data-dir", str(tmp_path / "vern"), "--nats-url", url, *extra_args]
     )
     clients = {key: create(vern, *args, **kw) for key, (args, kw) in specs.items()}
+    if apply is not None:
+        platform = tmp_path / "platform.yaml"
+        platform.write_text(apply)
+        out = subprocess.run(
+            [_vern_bin(), "apply", "-f", str(platform), "--address", vern.url, "--token", "py-root"],
+            capture_output=True,
+            text=True,
+        )
+        assert out.returncode == 0, out.stderr
     conf = tmp_path / "nats.conf"
     out = subprocess.run(
         [_vern_bin(), "nats", "config", "--address", vern.url, "--token", "py-root", "--out", str(conf)],
@@ -404,19 +414,33 @@ def test_expired_tokens_end_connections_and_are_refused(stack):
     run(scenario())
 
 
-def test_vern_stopped_refuses_clients_but_auth_users_connect(stack):
+def test_vern_stopped_refuses_clients_but_auth_users_connect(stack, tmp_path):
     vern, url, c = stack["vern"], stack["url"], stack["clients"]
     token = token_of(vern, c["api"])
-    password = re.search(r'user: "vern-callout", password: "([^"]+)"', stack["conf"]).group(1)
+    conf = stack["conf"]
+    # The rendered file holds bcrypt hashes of the auth users' passwords,
+    # never their clear text; a second nats-server runs the same file with
+    # a password this test knows in the callout user's place.
+    hashes = re.findall(r'password: "([^"]+)"', conf)
+    assert len(hashes) == 2 and all(h.startswith("$2a$11$") for h in hashes), conf
+    known = tmp_path / "known.conf"
+    known.write_text(re.sub(r'(user: "vern-callout", password: ")[^"]+"', r'\1known"', conf))
+    port = free_port()
+    second = NatsServer(known, port)
+    second_url = f"nats://127.0.0.1:{port}"
     vern.stop()
 
     async def scenario():
         assert await refused(url, token=token) is not None
-        nc = await nats.connect(servers=[url], user="vern-callout", password=password, allow_reconnect=False)
+        assert await refused(second_url, token=token) is not None
+        nc = await nats.connect(servers=[second_url], user="vern-callout", password="known", allow_reconnect=False)
         assert nc.is_connected
         await nc.close()
 
-    run(scenario())
+    try:
+        run(scenario())
+    finally:
+        second.stop()
 
 
 def test_paths_report_and_dot_render(stack):
@@ -592,3 +616,87 @@ def create_operator(vern):
     )
     assert r.status_code == 200, r.text
     return token_of(vern, r.json()["data"])
+
+
+SITES = """
+nats:
+  site: dc1
+  sites:
+    - name: dc2
+      leafnode: {url: "nats-leaf://127.0.0.1:%d", accounts: [acme], deny_imports: ["orders.private.>"]}
+  mappings:
+    - {tenant: acme, from: "orders.v1.>", to: "orders.>"}
+    - {tenant: acme, from: "legacy.*.created", to: "orders.$1"}
+"""
+
+
+def test_a_mapping_maps_and_its_permission_is_the_destinations(tmp_path):
+    s = start_stack(
+        tmp_path,
+        {
+            "api": (("acme", "api"), {"publish": ["orders.>"], "subscribe": ["orders.>"]}),
+            "legacy": (("acme", "legacy"), {"publish": ["orders.v1.>"]}),
+        },
+        apply=SITES % free_port(),
+    )
+    try:
+        conf = s["conf"]
+        assert 'mappings: { "legacy.*.created": "orders.$1", "orders.v1.>": "orders.>" }' in conf
+        assert 'server_name: "dc1"' in conf
+        assert '"$SYS.>"' in conf.split("leafnodes", 1)[1]
+        vern, url, c = s["vern"], s["url"], s["clients"]
+
+        async def scenario():
+            api, _ = await connect(url, token_of(vern, c["api"]))
+            legacy, legacy_errors = await connect(url, token_of(vern, c["legacy"]))
+            got = []
+
+            async def cb(msg):
+                got.append(msg.subject)
+
+            await api.subscribe("orders.>", cb=cb)
+            await api.flush()
+            await api.publish("orders.v1.created", b"1")
+            await api.flush()
+            await eventually(lambda: got == ["orders.created"])
+            # A destination names the source's wildcard: legacy.eu.created
+            # is delivered on orders.eu, which api may publish on.
+            await api.publish("legacy.eu.created", b"3")
+            await api.flush()
+            await eventually(lambda: got == ["orders.created", "orders.eu"])
+            # The permission is checked on the mapped subject: orders.v1.>
+            # alone does not cover orders.shipped.
+            await legacy.publish("orders.v1.shipped", b"2")
+            await legacy.flush()
+            await eventually(lambda: any("permissions violation" in e.lower() for e in legacy_errors))
+            await asyncio.sleep(0.3)
+            assert got == ["orders.created", "orders.eu"]
+            await api.close()
+            await legacy.close()
+
+        run(scenario())
+
+        base = [_vern_bin(), "nats", "paths", "--address", vern.url, "--token", "py-root"]
+        import json
+
+        report = json.loads(subprocess.run([*base, "-o", "json"], capture_output=True, text=True, check=True).stdout)
+        assert report["mappings"] == [
+            {"account": "acme", "from": "legacy.*.created", "to": "orders.$1"},
+            {"account": "acme", "from": "orders.v1.>", "to": "orders.>"},
+        ]
+        via = {(f["publisher"], f["mapping"]["from"]) for f in report["flows"] if f.get("mapping")}
+        assert ("svc.acme.web.prod.api", "legacy.*.created") in via
+        assert [(l["site"], l["link"]) for l in report["sites"]] == [("dc2", "leafnode")]
+        received = {(x["client_id"], x["subject"]) for x in report["cross_site"] if x["direction"] == "subscribe"}
+        assert received == {("svc.acme.web.prod.api", "orders.>")}
+        dot = subprocess.run([*base, "-o", "dot"], capture_output=True, text=True, check=True).stdout
+        assert '"site:dc2"' in dot
+        graphviz = shutil.which("dot")
+        if graphviz is None:
+            pytest.fail("Graphviz's dot is missing; scripts/test installs it")
+        svg = subprocess.run([graphviz, "-Tsvg"], input=dot, capture_output=True, text=True)
+        assert svg.returncode == 0, svg.stderr
+        assert "<svg" in svg.stdout
+    finally:
+        s["nats"].stop()
+        s["vern"].stop()

@@ -2,7 +2,8 @@
 //! auth callout as Vern's own serde types, their nkey signatures and xkey
 //! sealing, the keys behind the barrier (view `nats/`), the nats-server
 //! configuration of tenants as accounts, permissions derived from
-//! declarations and decisions, and the path report. The callout service
+//! declarations and decisions, the sites and subject mappings of the
+//! `nats:` apply section, and the path report. The callout service
 //! that talks to nats-server lives in `vern-server`.
 
 #![forbid(unsafe_code)]
@@ -18,6 +19,7 @@ pub mod jwt;
 mod keys;
 pub mod paths;
 pub mod perms;
+pub mod sites;
 mod subject;
 
 use vern_seal::{Barrier, BarrierView, SealError};

@@ -46,6 +46,8 @@ pub const ACTIONS: &[&str] = &[
     "nats.subscribe",
     "nats.config",
     "nats.paths",
+    "nats.site",
+    "nats.mapping",
     "workload.register",
     "workload.read",
 ];

@@ -81,11 +81,13 @@ pub const ROLES: &[RoleDef] = &[
             "attest.rotate",
             "nats.config",
             "nats.paths",
+            "nats.site",
+            "nats.mapping",
             "workload.register",
             "workload.read",
         ],
         summary:
-            "seal and keys, clients and nodes, policies, metadata, lists and mounts, token lookups, the CA, artifact signing keys, promotion gates, workload registration entries, evidence imports, the NATS configuration and path report; no secret values, no audit log",
+            "seal and keys, clients and nodes, policies, metadata, lists and mounts, token lookups, the CA, artifact signing keys, promotion gates, workload registration entries, evidence imports, the NATS configuration, sites, subject mappings and path report; no secret values, no audit log",
     },
     RoleDef {
         name: "security-auditor",
@@ -139,10 +141,11 @@ pub const ROLES: &[RoleDef] = &[
             "evidence.read",
             "evidence.import",
             "nats.paths",
+            "nats.mapping",
             "workload.register",
             "workload.read",
         ],
-summary: "its own tenant only: clients, secrets, the tenant's audit records and tokens, signing, promotion gates and promotion, the tenant's signing key, evidence (reading and importing it), workload registration entries for its services, the tenant's NATS path report",
+summary: "its own tenant only: clients, secrets, the tenant's audit records and tokens, signing, promotion gates and promotion, the tenant's signing key, evidence (reading and importing it), workload registration entries for its services, the tenant's NATS subject mappings and path report",
     },
 ];
 

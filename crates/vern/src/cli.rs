@@ -649,8 +649,9 @@ pub(crate) enum PkiCommand {
 #[derive(Debug, Subcommand)]
 pub(crate) enum NatsCommand {
     /// Render the nats-server configuration from Vern's state: one account
-    /// per tenant, `SYS`, `AUTH` and the auth callout. It holds the callout
-    /// and system users' passwords. Needs nats.config.
+    /// per tenant, `SYS`, `AUTH`, the auth callout (its users' passwords as
+    /// bcrypt hashes), and the sites and subject mappings of `vern apply`'s
+    /// `nats:` section. Needs nats.config.
     Config {
         #[command(flatten)]
         client: ClientArgs,
@@ -668,8 +669,9 @@ pub(crate) enum NatsCommand {
         tls_key: Option<PathBuf>,
     },
     /// Who can publish and subscribe on which subjects, every path between
-    /// them, every cross-account path and every principal reaching a
-    /// privileged subject. Needs nats.paths.
+    /// them (through subject mappings too), every cross-account and
+    /// cross-site path and every principal reaching a privileged subject.
+    /// Needs nats.paths.
     Paths(NatsPathsArgs),
 }
 

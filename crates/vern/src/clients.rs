@@ -156,10 +156,15 @@ struct PlatformFile {
     /// by the server.
     #[serde(default)]
     workloads: Option<Value>,
+    /// NATS: this site (`site`, `gateway_port`), the sites it links to
+    /// (`sites: [{name, gateway, leafnode}]`) and tenants' subject
+    /// mappings (`mappings: [{tenant, from, to}]`), checked by the server.
+    #[serde(default)]
+    nats: Option<Value>,
 }
 
 /// `vern apply -f FILE`.
-/// The names in one section (`jwt_roles`, `promotion`) of an apply plan
+/// The names in one section (`jwt_roles`, `promotion`, `nats`) of an apply plan
 /// under `k` (`create`, `update`, `delete`, `kept`, `unchanged`).
 fn plan_names(plan: &Value, section: &str, k: &str) -> Vec<String> {
     at(plan, &format!("/{section}/{k}"))
@@ -208,6 +213,9 @@ pub(crate) async fn apply(
         if let Some(workloads) = platform.workloads {
             map.insert("workloads".to_owned(), workloads);
         }
+        if let Some(nats) = platform.nats {
+            map.insert("nats".to_owned(), nats);
+        }
     }
     let v = Client::new(client)?
         .expect_ok(Method::POST, "/v1/auth/apply", Some(body))
@@ -244,6 +252,8 @@ pub(crate) async fn apply(
     }
     print_named_plan(d, "jwt_roles", "JWT role");
     print_named_plan(d, "promotion", "promotion gate");
+    print_named_plan(d, "nats", "NATS");
+    let nats = |k: &str| plan_names(d, "nats", k);
     let roles = |k: &str| plan_names(d, "jwt_roles", k);
     let gates = |k: &str| plan_names(d, "promotion", k);
     let entries = |k: &str| -> Vec<String> {
@@ -279,13 +289,16 @@ pub(crate) async fn apply(
         list("create").len()
             + roles("create").len()
             + gates("create").len()
+            + nats("create").len()
             + entries("create").len(),
         at(d, "/update").as_array().map_or(0, Vec::len)
             + roles("update").len()
-            + gates("update").len(),
+            + gates("update").len()
+            + nats("update").len(),
         list("delete").len()
             + roles("delete").len()
             + gates("delete").len()
+            + nats("delete").len()
             + entries("delete").len(),
     );
     if dry_run {
@@ -296,6 +309,7 @@ pub(crate) async fn apply(
             list("unchanged").len()
                 + roles("unchanged").len()
                 + gates("unchanged").len()
+                + nats("unchanged").len()
                 + entries("unchanged").len()
         );
         if let Some(secrets) = at(d, "/secrets").as_object().filter(|s| !s.is_empty()) {

@@ -122,6 +122,13 @@ async fn client_create_and_apply_from_a_platform_file() {
         applied.contains("+ promotion gate acme/web/prod"),
         "{applied}"
     );
+    for line in [
+        "+ NATS this site dc1",
+        "+ NATS site dc2",
+        "+ NATS mappings of acme",
+    ] {
+        assert!(applied.contains(line), "{applied}");
+    }
     let again = ok_json(&vern(&["apply", "-f", &file, "-o", "json"], &env));
     assert_eq!(
         (

@@ -382,20 +382,38 @@ async fn a_sealed_vern_lets_only_the_auth_users_in() {
     })
     .await;
     assert!(connect(&s.url, &token).await.is_err());
-    let password = s
-        .conf
-        .split("user: \"vern-callout\", password: \"")
-        .nth(1)
-        .and_then(|rest| rest.split('"').next())
-        .unwrap();
+    // The rendered file holds only bcrypt hashes of the auth users'
+    // passwords, whose clear text never leaves Vern; this nats-server runs
+    // the same file with a password the test knows in their place, and
+    // no callout serves it, as with Vern sealed.
+    assert_eq!(
+        s.conf.matches("password: \"$2a$11$").count(),
+        2,
+        "{}",
+        s.conf
+    );
+    let port = free_port();
+    let url = format!("nats://127.0.0.1:{port}");
+    let conf = s._dir.path().join("known.conf");
+    std::fs::write(&conf, known_password(&s.conf, "vern-callout", "known")).unwrap();
+    let _nats = NatsServer::start(&conf, port);
+    assert!(connect(&url, &token).await.is_err());
     let auth_user = async_nats::ConnectOptions::with_user_and_password(
         "vern-callout".to_owned(),
-        password.to_owned(),
+        "known".to_owned(),
     )
-    .connect(s.url.as_str())
+    .connect(url.as_str())
     .await
     .unwrap();
     auth_user.flush().await.unwrap();
+}
+
+/// `conf` with `user`'s password hash replaced by `password`.
+fn known_password(conf: &str, user: &str, password: &str) -> String {
+    let marker = format!("user: \"{user}\", password: \"");
+    let (head, rest) = conf.split_once(&marker).unwrap();
+    let (_, tail) = rest.split_once('"').unwrap();
+    format!("{head}{marker}{password}\"{tail}")
 }
 
 #[tokio::test]
@@ -1318,4 +1336,287 @@ async fn a_certificate_bound_token_connects_with_its_own_certificate_only() {
                 .as_str()
                 .unwrap_or_default()
                 .contains("bound to a client certificate")));
+}
+
+/// The next message of `sub` within two seconds.
+async fn next_message(sub: &mut async_nats::Subscriber) -> Option<async_nats::Message> {
+    tokio::time::timeout(Duration::from_secs(2), sub.next())
+        .await
+        .ok()
+        .flatten()
+}
+
+#[tokio::test]
+async fn sites_and_mappings_apply_render_and_carry_messages() {
+    let dir = temp();
+    let port = free_port();
+    let url = format!("nats://127.0.0.1:{port}");
+    let s = dev_server(&path_str(&dir.path().join("vern")), &["--nats-url", &url]);
+    let addr = s.http();
+    let env = [("VERN_ADDR", addr.as_str()), ("VERN_TOKEN", "root")];
+    let acme = create_client(
+        &s,
+        spec("acme", "api", &["orders.>", "secret.>"], &["orders.>"]),
+    )
+    .await;
+    let old = create_client(&s, spec("acme", "old", &["orders.v1.>"], &[])).await;
+    let globex = create_client(&s, spec("globex", "api", &["orders.>"], &["orders.>"])).await;
+
+    // The other site: a nats-server accepting leafnode connections.
+    let (hub_port, hub_leaf, gateway, dead) = (free_port(), free_port(), free_port(), free_port());
+    let hub_conf = dir.path().join("hub.conf");
+    std::fs::write(&hub_conf, format!("leafnodes {{ port: {hub_leaf} }}\n")).unwrap();
+    let _hub = NatsServer::start(&hub_conf, hub_port);
+
+    let file = dir.path().join("nats.yaml");
+    let declare = |extra: &str| {
+        std::fs::write(
+            &file,
+            format!(
+                "nats:\n  site: dc1\n  gateway_port: {gateway}\n  sites:\n    - name: dc2\n      leafnode: {{url: \"nats-leaf://127.0.0.1:{hub_leaf}\", accounts: [acme], deny_exports: [\"secret.>\"], deny_imports: [\"orders.private.>\"]}}\n    - name: dc3\n      gateway: {{urls: [\"nats://127.0.0.1:{dead}\"]}}\n  mappings:\n    - {{tenant: acme, from: \"orders.v1.>\", to: \"{extra}\"}}\n"
+            ),
+        )
+        .unwrap();
+    };
+    // A mapping into a privileged namespace is refused, and nothing is stored.
+    declare("$JS.API.>");
+    let out = vern(&["apply", "-f", &path_str(&file)], &env);
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("cannot be mapped"),
+        "{}",
+        text(&out.stderr)
+    );
+    declare("orders.>");
+    let out = vern(&["apply", "-f", &path_str(&file), "--dry-run"], &env);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let plan = text(&out.stdout);
+    for line in [
+        "+ NATS this site dc1",
+        "+ NATS site dc2",
+        "+ NATS site dc3",
+        "+ NATS mappings of acme",
+        "Dry run: 4 to create",
+    ] {
+        assert!(plan.contains(line), "{plan}");
+    }
+    let report = get_as(&s, "root", "/v1/nats/paths").await;
+    assert_eq!(
+        report["data"]["sites"],
+        json!([]),
+        "a dry run stores nothing"
+    );
+    let out = vern(&["apply", "-f", &path_str(&file)], &env);
+    assert!(
+        text(&out.stdout).contains("Applied: 4 created"),
+        "{}",
+        text(&out.stdout)
+    );
+    let out = vern(&["apply", "-f", &path_str(&file)], &env);
+    assert!(
+        text(&out.stdout).contains("0 created, 0 updated, 0 deleted, 4 unchanged"),
+        "{}",
+        text(&out.stdout)
+    );
+
+    let conf = dir.path().join("nats.conf");
+    let out = vern(&["nats", "config", "--out", &path_str(&conf)], &env);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let rendered = std::fs::read_to_string(&conf).unwrap();
+    assert!(rendered.contains("server_name: \"dc1\""), "{rendered}");
+    assert!(
+        rendered.contains("mappings: { \"orders.v1.>\": \"orders.>\" }"),
+        "{rendered}"
+    );
+    assert!(
+        rendered.contains(
+            "account: \"acme\", deny_exports: [ \"$SYS.>\", \"$JS.API.>\", \"secret.>\" ]"
+        ),
+        "{rendered}"
+    );
+    assert!(rendered.contains(&format!("port: {gateway}")), "{rendered}");
+    let _nats = NatsServer::start(&conf, port);
+    eventually(
+        Duration::from_secs(30),
+        "the callout to serve",
+        async || s.stderr_text().contains("The NATS callout is serving."),
+    )
+    .await;
+
+    // The mapping maps: published on orders.v1.x, delivered on orders.x.
+    let token = access_token(&s, &acme.0, &acme.1).await;
+    let (a, _) = connect(&url, &token).await.unwrap();
+    let mut a_sub = a.subscribe("orders.>").await.unwrap();
+    a.flush().await.unwrap();
+    a.publish("orders.v1.x", "mapped".into()).await.unwrap();
+    a.flush().await.unwrap();
+    let m = next_message(&mut a_sub).await.expect("the mapped message");
+    assert_eq!(m.subject.as_str(), "orders.x");
+    // nats-server checks the publish permission on the mapped subject: a
+    // permission on orders.v1.> alone does not let orders.v1.y through.
+    let old_token = access_token(&s, &old.0, &old.1).await;
+    let (o, errors) = connect(&url, &old_token).await.unwrap();
+    o.publish("orders.v1.y", "x".into()).await.unwrap();
+    o.flush().await.unwrap();
+    eventually(Duration::from_secs(5), "the violation", async || {
+        saw(&errors, "permissions violation")
+    })
+    .await;
+    assert!(next_message(&mut a_sub).await.is_none());
+
+    // Across the leafnode link: acme's subjects, except the denied ones,
+    // never globex's.
+    let g_token = access_token(&s, &globex.0, &globex.1).await;
+    let (g, _) = connect(&url, &g_token).await.unwrap();
+    let mut g_sub = g.subscribe("orders.>").await.unwrap();
+    g.flush().await.unwrap();
+    let hub = async_nats::connect(format!("nats://127.0.0.1:{hub_port}"))
+        .await
+        .unwrap();
+    let mut hub_sub = hub.subscribe(">").await.unwrap();
+    hub.flush().await.unwrap();
+    let mut crossed = false;
+    for _ in 0..30 {
+        a.publish("orders.hello", "acme".into()).await.unwrap();
+        a.flush().await.unwrap();
+        if let Some(m) = next_message(&mut hub_sub).await {
+            assert_eq!(m.subject.as_str(), "orders.hello");
+            crossed = true;
+            break;
+        }
+    }
+    assert!(crossed, "acme's message never reached the other site");
+    while next_message(&mut a_sub).await.is_some() {}
+    a.publish("secret.plan", "acme".into()).await.unwrap();
+    g.publish("orders.globex", "globex".into()).await.unwrap();
+    g.flush().await.unwrap();
+    a.publish("orders.last", "acme".into()).await.unwrap();
+    a.flush().await.unwrap();
+    let mut seen = Vec::new();
+    while let Some(m) = next_message(&mut hub_sub).await {
+        seen.push(m.subject.to_string());
+    }
+    assert!(seen.contains(&"orders.last".to_owned()), "{seen:?}");
+    assert!(
+        !seen
+            .iter()
+            .any(|s| s == "secret.plan" || s == "orders.globex"),
+        "{seen:?}"
+    );
+    // And back: the other site's message reaches acme only.
+    while next_message(&mut g_sub).await.is_some() {}
+    while next_message(&mut a_sub).await.is_some() {}
+    hub.publish("orders.from-dc2", "dc2".into()).await.unwrap();
+    hub.flush().await.unwrap();
+    let m = next_message(&mut a_sub)
+        .await
+        .expect("the other site's message");
+    assert_eq!(m.subject.as_str(), "orders.from-dc2");
+    assert!(next_message(&mut g_sub).await.is_none());
+    // The link's deny_imports is a delivery filter: acme's wildcard
+    // subscription never receives a denied subject from the other site.
+    hub.publish("orders.private.x", "dc2".into()).await.unwrap();
+    hub.publish("orders.after", "dc2".into()).await.unwrap();
+    hub.flush().await.unwrap();
+    let m = next_message(&mut a_sub).await.expect("the message after");
+    assert_eq!(m.subject.as_str(), "orders.after");
+
+    // The report: every link, every path across it, the mapping's flows.
+    let report = get_as(&s, "root", "/v1/nats/paths").await["data"].clone();
+    let links: Vec<(&str, &str)> = report["sites"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| (l["site"].as_str().unwrap(), l["link"].as_str().unwrap()))
+        .collect();
+    assert_eq!(links, vec![("dc2", "leafnode"), ("dc3", "gateway")]);
+    let crossing = |site: &str, who: &str, subject: &str| {
+        report["cross_site"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c["site"] == site && c["client_id"] == who && c["subject"] == subject)
+    };
+    assert!(crossing("dc2", "svc.acme.web.prod.api", "orders.>"));
+    assert!(!crossing("dc2", "svc.acme.web.prod.api", "secret.>"));
+    // A wildcard subscription the deny covers only in part still crosses.
+    assert!(report["cross_site"].as_array().unwrap().iter().any(|c| {
+        c["site"] == "dc2" && c["direction"] == "subscribe" && c["subject"] == "orders.>"
+    }));
+    assert!(!crossing("dc2", "svc.globex.web.prod.api", "orders.>"));
+    assert!(crossing("dc3", "svc.globex.web.prod.api", "orders.>"));
+    assert!(report["flows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|f| f["mapping"]["from"] == "orders.v1.>" && f["mapping"]["to"] == "orders.>"));
+    let table = text(&vern(&["nats", "paths"], &env).stdout);
+    assert!(table.contains("leafnode to dc2 (acme)"), "{table}");
+    assert!(
+        table.contains("the gateway to dc3 carries the system account SYS"),
+        "{table}"
+    );
+    let globex_only = get_as(&s, "root", "/v1/nats/paths?tenant=globex").await["data"].clone();
+    assert_eq!(globex_only["sites"].as_array().unwrap().len(), 1);
+    assert_eq!(globex_only["mappings"], json!([]));
+
+    // A tenant administrator maps its own tenant's subjects, never
+    // another's, and declares no site.
+    let admin = common::client_token(
+        &s,
+        json!({"tenant": "acme", "name": "dana", "roles": ["tenant-admin"]}),
+    )
+    .await;
+    let admin_env = [("VERN_ADDR", addr.as_str()), ("VERN_TOKEN", admin.as_str())];
+    std::fs::write(
+        &file,
+        "nats:\n  mappings:\n    - {tenant: acme, from: \"orders.v2.>\", to: \"orders.>\"}\n",
+    )
+    .unwrap();
+    let out = vern(&["apply", "-f", &path_str(&file)], &admin_env);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("~ NATS mappings of acme"),
+        "{}",
+        text(&out.stdout)
+    );
+    // The sites are not the tenant administrator's business: not even named.
+    assert!(
+        !text(&out.stdout).contains("site dc2"),
+        "{}",
+        text(&out.stdout)
+    );
+    for body in [
+        "nats:\n  mappings:\n    - {tenant: globex, from: \"a.>\", to: \"b.>\"}\n",
+        "nats:\n  site: dc9\n",
+    ] {
+        std::fs::write(&file, body).unwrap();
+        let out = vern(&["apply", "-f", &path_str(&file)], &admin_env);
+        assert!(!out.status.success());
+        assert!(
+            text(&out.stderr).contains("HTTP 403"),
+            "{}",
+            text(&out.stderr)
+        );
+    }
+    // With prune, what the file leaves out goes, and the audit names it.
+    std::fs::write(&file, "nats: {}\n").unwrap();
+    let out = vern(&["apply", "-f", &path_str(&file), "--prune"], &env);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    for line in [
+        "- NATS this site dc1",
+        "- NATS site dc2",
+        "- NATS site dc3",
+        "- NATS mappings of acme",
+    ] {
+        assert!(text(&out.stdout).contains(line), "{}", text(&out.stdout));
+    }
+    let records = get_as(&s, "root", "/v1/audit/records?limit=1000").await;
+    assert!(records["data"]["records"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|r| r["event"]["details"]["nats_deleted"]
+            .as_str()
+            .is_some_and(|d| d.contains("site dc2"))));
 }

@@ -24,7 +24,7 @@ fn the_shipped_policies_validate_and_pass_their_cases() {
     assert!(text(&out.stdout).contains("valid against Vern's schema"));
     let out = vern(&["policy", "test", &format!("{dir}/cases.yaml")], &[]);
     assert!(out.status.success(), "{}", text(&out.stdout));
-    assert!(text(&out.stdout).contains("59 passed, 0 failed"));
+    assert!(text(&out.stdout).contains("64 passed, 0 failed"));
     let report = ok_json(&vern(
         &["policy", "test", "-o", "json", &format!("{dir}/cases.yaml")],
         &[],

@@ -12,7 +12,7 @@ use vern_authority::{ApplyGate, ClientKind, ClientRecord, ClientSpec, Declaratio
 use vern_policy::{Holdings, Resource, Subject, SubjectKind};
 
 use crate::auth::Caller;
-use crate::authz::allows;
+use crate::authz::{allows, allows_action};
 use crate::error::ApiError;
 use crate::extract::ApiJson;
 use crate::state::AppState;
@@ -250,6 +250,9 @@ pub(crate) struct ApplyBody {
     /// left alone.
     #[serde(default)]
     workloads: Option<Vec<crate::routes::workloads::RegisterBody>>,
+    /// NATS sites and subject mappings; without it, they are left alone.
+    #[serde(default)]
+    nats: Option<vern_nats::sites::NatsSection>,
     #[serde(default)]
     prune: bool,
     #[serde(default)]
@@ -323,6 +326,14 @@ pub(crate) async fn apply(
         }
         None => None,
     };
+    let nats = match &body.nats {
+        Some(section) => {
+            let (plan, writes) = plan_nats(&caller, &barrier, section, body.prune).await?;
+            also.push(writes);
+            Some(plan)
+        }
+        None => None,
+    };
     // A node the apply prunes takes its registration entries with it, in
     // the same transaction (those the entries' own plan deletes aside), so
     // a node declared again under its name starts with none.
@@ -364,6 +375,17 @@ pub(crate) async fn apply(
             }
         }
     }
+    if let (Some(n), Some(slot), false) = (&nats, &caller.audit, body.dry_run) {
+        for (name, items) in [
+            ("nats_created", &n.create),
+            ("nats_updated", &n.update),
+            ("nats_deleted", &n.delete),
+        ] {
+            if !items.is_empty() {
+                slot.detail(name, &items.join(","));
+            }
+        }
+    }
     if !body.dry_run {
         // Changed clients' tokens are refused from now on; deleted
         // clients' too. Their live NATS connections end with them.
@@ -395,8 +417,41 @@ pub(crate) async fn apply(
         "jwt_roles": crate::routes::jwt_auth::plan_json(&plan.jwt_roles),
         "promotion": gates.as_ref().map(crate::routes::attest::gate_plan_json),
         "workloads": workloads.as_ref().map(crate::routes::workloads::plan_json),
+        "nats": nats,
     }}))
     .into_response())
+}
+
+/// Plans the `nats:` section: this site and the linked ones need
+/// `nats.site` on the platform, each tenant's mappings `nats.mapping` on
+/// that tenant; with prune, undeclared ones go only where the caller
+/// would be allowed to declare them.
+async fn plan_nats(
+    caller: &Caller,
+    barrier: &vern_seal::Barrier,
+    section: &vern_nats::sites::NatsSection,
+    prune: bool,
+) -> Result<(vern_nats::sites::SitePlan, vern_seal::ViewBatch), ApiError> {
+    section.check()?;
+    let platform = allows_action(caller, "nats.site", Resource::Platform);
+    if section.declares_sites() && !platform {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "nats: you may not declare NATS sites (nats.site on the platform)",
+        ));
+    }
+    let tenant_of = |t: &str| vern_core::TenantId::parse(t).ok().map(Resource::Tenant);
+    for t in section.mapping_tenants() {
+        let allowed = tenant_of(t).is_some_and(|r| allows_action(caller, "nats.mapping", r));
+        if !allowed {
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                format!("nats.mappings: you may not map subjects of tenant {t}"),
+            ));
+        }
+    }
+    let manages = |t: &str| tenant_of(t).is_some_and(|r| allows_action(caller, "nats.mapping", r));
+    Ok(section.plan(barrier, prune, platform, &manages).await?)
 }
 
 /// `POST /v1/auth/keys/rotate`: a new signing key, published now, signing

@@ -13,6 +13,7 @@ use serde_json::json;
 use vern_authority::ClientRecord;
 use vern_core::{PrincipalKind, TenantId};
 use vern_nats::paths::PathReport;
+use vern_nats::sites::Topology;
 use vern_nats::NatsKeys;
 use vern_policy::{Resource, Subject, SubjectKind};
 
@@ -63,14 +64,22 @@ pub(crate) async fn config(
     let barrier = state.inner.seal.barrier()?;
     let keys = NatsKeys::load_or_create(&barrier).await?;
     let records = services(&state, &barrier).await?;
+    let topology = Topology::load(&barrier).await?;
     let tenants: BTreeSet<String> = records
         .iter()
         .filter_map(|r| r.kind.scope().map(|s| s.tenant.to_string()))
         .collect();
     // Exports and imports exist only where a policy grants a declared
     // import now: the path report's cross-account paths.
-    let report = PathReport::build(decided(&state, &records, now(&caller))?);
-    let mut rendered = vern_nats::config::render(&keys, &tenants, &report.cross_account)?;
+    let report = PathReport::build(decided(&state, &records, now(&caller))?, &topology);
+    // bcrypt is slow on purpose: hashing the users' passwords runs off the
+    // async workers.
+    let (mut rendered, keys, tenants) = tokio::task::spawn_blocking(move || {
+        vern_nats::config::render(&keys, &tenants, &report.cross_account, &topology)
+            .map(|rendered| (rendered, keys, tenants))
+    })
+    .await
+    .map_err(|e| ApiError::internal(&e))??;
     let ca_pem = match tls_block {
         Some(block) => {
             rendered.push_str(&block);
@@ -128,7 +137,8 @@ pub(crate) async fn paths(
     let records = services(&state, &barrier).await?;
     // Every account's principals are decided, so that imports from the
     // tenant asked about appear too; the report is cut to it afterwards.
-    let mut report = PathReport::build(decided(&state, &records, now(&caller))?);
+    let topology = Topology::load(&barrier).await?;
+    let mut report = PathReport::build(decided(&state, &records, now(&caller))?, &topology);
     if let Some(t) = &tenant {
         report = report.only_account(t.as_str());
     }
