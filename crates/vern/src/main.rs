@@ -22,11 +22,6 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
-/// Allocation and release are a seventh of the server's CPU on the request
-/// path under glibc's allocator; mimalloc's thread-local free lists cut that.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 fn main() -> ExitCode {
     let cli = cli::Cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
