@@ -40,7 +40,9 @@ use crate::model::{Subject, SubjectKind};
 #[derive(Debug, Default)]
 pub(crate) struct Partitioned {
     global: Narrowed,
-    by_tenant: HashMap<String, TenantPart>,
+    /// Boxed: a Cedar set is hundreds of bytes inline, and a table of
+    /// 10,000 tenants sized for growth would hold twice that per tenant.
+    by_tenant: HashMap<String, Box<TenantPart>>,
 }
 
 /// One tenant's policies: all of them, for requests whose principal is in
@@ -54,12 +56,12 @@ pub(crate) struct Partitioned {
 #[derive(Debug)]
 struct TenantPart {
     all: PolicySet,
-    by_resource: Option<PolicySet>,
+    by_resource: Option<Box<PolicySet>>,
 }
 
 impl TenantPart {
     fn by_resource(&self) -> &PolicySet {
-        self.by_resource.as_ref().unwrap_or(&self.all)
+        self.by_resource.as_deref().unwrap_or(&self.all)
     }
 }
 
@@ -96,22 +98,22 @@ impl Partitioned {
                 None => global.push(p),
             }
         }
+        // Sized once: growing by doubling would briefly hold two tables.
+        let mut parts = HashMap::with_capacity(by_tenant.len());
+        for (t, (all, by_resource)) in by_tenant {
+            let part = TenantPart {
+                by_resource: if by_resource.len() == all.len() {
+                    None
+                } else {
+                    Some(Box::new(set_of(&by_resource)?))
+                },
+                all: set_of(&all)?,
+            };
+            parts.insert(t, Box::new(part));
+        }
         Ok(Self {
             global: Narrowed::new(&global)?,
-            by_tenant: by_tenant
-                .into_iter()
-                .map(|(t, (all, by_resource))| {
-                    let part = TenantPart {
-                        by_resource: if by_resource.len() == all.len() {
-                            None
-                        } else {
-                            Some(set_of(&by_resource)?)
-                        },
-                        all: set_of(&all)?,
-                    };
-                    Ok((t, part))
-                })
-                .collect::<Result<_, String>>()?,
+            by_tenant: parts,
         })
     }
 
