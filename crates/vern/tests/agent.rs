@@ -23,7 +23,7 @@ use std::os::unix::fs::PermissionsExt as _;
 use std::os::unix::process::CommandExt as _;
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use common::*;
 use proto::spiffe_workload_api_client::SpiffeWorkloadApiClient;
@@ -566,10 +566,7 @@ async fn renewed_svids_are_pushed_before_the_first_expires() {
         .expect("no renewed SVID on the stream")
         .unwrap()
         .unwrap();
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
+    let now = common::unix_now();
     assert!(
         now < expires,
         "the renewal came after the first SVID expired"

@@ -57,10 +57,7 @@ async fn hostile_assertion_numbers_are_refused_and_audited() {
     let key = ed25519_dalek::SigningKey::from_bytes(&[21; 32]);
     let id = keyed_client(&s, "signer", &key).await;
     let endpoint = token_endpoint(&s).await;
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
+    let now = common::unix_now();
     // `exp = u64::MAX` used to overflow `exp + leeway` and panic the
     // handler (500, no record); `nbf` and a negative `iat` likewise hostile.
     let cases = [

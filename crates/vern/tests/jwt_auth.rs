@@ -18,7 +18,7 @@ mod common;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use base64::Engine as _;
@@ -95,16 +95,9 @@ fn new_key() -> SigningKey {
     SigningKey::random(&mut rand::rngs::OsRng)
 }
 
-fn now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-}
-
 /// The claims of a Kubernetes service-account token for audience `vern`.
 fn claims() -> Value {
-    let now = now();
+    let now = unix_now();
     json!({
         "iss": ISSUER,
         "sub": SUBJECT,
@@ -247,7 +240,7 @@ async fn every_wrong_jwt_is_refused_and_every_attempt_is_recorded() {
         mac.update(input.as_bytes());
         format!("{input}.{}", B64.encode(mac.finalize().into_bytes()))
     };
-    let n = now();
+    let n = unix_now();
     let cases: Vec<(&str, String, &str)> = vec![
         (
             "issuer",
@@ -437,7 +430,7 @@ async fn repeated_refusals_lock_out_that_source_for_the_roles_client() {
     // As at the token endpoint: five failures in a row lock the pair
     // (the role's client, this source), valid credentials included, with
     // Retry-After; a made-up role is limited under its own name.
-    let expired = signed(&with(claims(), "exp", json!(now() - 3600)), "k1", &key);
+    let expired = signed(&with(claims(), "exp", json!(unix_now() - 3600)), "k1", &key);
     for i in 0..5 {
         let (status, _) = login(&s, "k8s-web", &expired, &format!("lock-{i}")).await;
         assert_eq!(status, 400);

@@ -359,6 +359,14 @@ fn pem_uris(path: &Path) -> Vec<String> {
     uris_of(&block.contents)
 }
 
+/// The notAfter (Unix seconds) of the first certificate in a PEM file.
+fn pem_not_after(path: &Path) -> u64 {
+    let pem = std::fs::read(path).unwrap();
+    let (_, block) = x509_parser::pem::parse_x509_pem(&pem).unwrap();
+    let (_, cert) = x509_parser::parse_x509_certificate(&block.contents).unwrap();
+    u64::try_from(cert.validity().not_after.timestamp()).unwrap()
+}
+
 fn renewed(server: &Server) -> usize {
     server
         .stderr_text()
@@ -955,7 +963,19 @@ async fn expired_certificates_fall_back_to_the_bootstrap_files() {
     )
     .await;
     assert!(server.terminate().success());
-    tokio::time::sleep(Duration::from_secs(7)).await;
+    // Both ends' certificates from the CA run out (six seconds at most).
+    let expires = pem_not_after(&kept);
+    eventually(
+        Duration::from_secs(20),
+        "the certificates from the CA to expire",
+        async || {
+            common::unix_now() > expires
+                && keeper
+                    .stderr_text()
+                    .contains("The certificate from Vern's CA expired; presenting --tls-cert.")
+        },
+    )
+    .await;
     let server = Server::start(&args, &[]);
     eventually(
         Duration::from_secs(20),

@@ -112,12 +112,7 @@ async fn jwks(s: &Server, tenant: &str) -> Vec<Value> {
 /// Waits until the clock has moved past `second`, so that what is signed
 /// next is strictly newer.
 fn after_second(second: u64) {
-    while std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-        <= second
-    {
+    while common::unix_now() <= second {
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
 }
