@@ -49,20 +49,125 @@ pub(crate) struct Partitioned {
 /// the tenant; and those confined by their resource constraint, the only
 /// ones that can apply when only the resource is (a policy confined by its
 /// principal constraint names an ancestor of the principal), kept apart
-/// only when they differ from all of them. A tenant's few policies are not
-/// narrowed by action and kind of principal like the global ones: one
-/// Cedar set costs a few kilobytes, and at 10,000 tenants the eight sets
-/// per tenant that narrowing takes cost hundreds of megabytes.
+/// only when they differ from all of them. Each is narrowed by action and
+/// kind of principal like the global policies, as a [`Compact`].
 #[derive(Debug)]
 struct TenantPart {
-    all: PolicySet,
-    by_resource: Option<Box<PolicySet>>,
+    all: Compact,
+    by_resource: Option<Box<Compact>>,
 }
 
 impl TenantPart {
-    fn by_resource(&self) -> &PolicySet {
+    fn by_resource(&self) -> &Compact {
         self.by_resource.as_deref().unwrap_or(&self.all)
     }
+}
+
+/// No set: no policy of the part can apply.
+const NO_SET: u16 = u16::MAX;
+
+/// A few policies narrowed by action and kind of principal, holding each
+/// distinct non-empty subset once. [`Narrowed`] builds one set per action
+/// and kind, which at 10,000 tenants would cost hundreds of megabytes;
+/// here a tenant with one policy holds one set, as unnarrowed, and one
+/// with ten typical policies a handful, while a request evaluates only the
+/// policies that can apply to it.
+#[derive(Debug)]
+struct Compact {
+    /// The distinct subsets.
+    sets: Vec<PolicySet>,
+    /// For an action no policy names, the subset of each kind of principal
+    /// (service, operator, node), or [`NO_SET`].
+    any: [u16; 3],
+    /// For each action some policy names (its index in `ACTIONS`), the
+    /// subset of each kind.
+    named: Box<[(u16, [u16; 3])]>,
+}
+
+impl Compact {
+    fn new(policies: &[&Policy]) -> Result<Self, String> {
+        let scopes: Vec<(Option<Vec<u16>>, Kinds)> = policies
+            .iter()
+            .map(|p| {
+                let actions = policy_actions(p)
+                    .map(|names| names.iter().filter_map(|n| action_index(n)).collect());
+                (actions, principal_kinds(p))
+            })
+            .collect();
+        let mut named: Vec<u16> = scopes
+            .iter()
+            .filter_map(|(a, _)| a.as_ref())
+            .flatten()
+            .copied()
+            .collect();
+        named.sort_unstable();
+        named.dedup();
+        let mut sets = Vec::new();
+        let mut seen: HashMap<Vec<usize>, u16> = HashMap::new();
+        let mut subset = |action: Option<u16>| -> Result<[u16; 3], String> {
+            let mut out = [NO_SET; 3];
+            for (slot, kind) in out.iter_mut().zip(PrincipalKind::ALL) {
+                let members: Vec<usize> = scopes
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, (actions, kinds))| {
+                        kinds.admit(kind)
+                            && actions
+                                .as_ref()
+                                .is_none_or(|list| action.is_some_and(|a| list.contains(&a)))
+                    })
+                    .map(|(i, _)| i)
+                    .collect();
+                if members.is_empty() {
+                    continue;
+                }
+                if let Some(&i) = seen.get(&members) {
+                    *slot = i;
+                    continue;
+                }
+                let i = u16::try_from(sets.len())
+                    .ok()
+                    .filter(|&i| i != NO_SET)
+                    .ok_or("too many distinct policy subsets in one tenant")?;
+                let chosen: Vec<&Policy> = members
+                    .iter()
+                    .filter_map(|&m| policies.get(m).copied())
+                    .collect();
+                sets.push(set_of(&chosen)?);
+                seen.insert(members, i);
+                *slot = i;
+            }
+            Ok(out)
+        };
+        let any = subset(None)?;
+        let named = named
+            .into_iter()
+            .map(|a| subset(Some(a)).map(|kinds| (a, kinds)))
+            .collect::<Result<Box<[_]>, String>>()?;
+        sets.shrink_to_fit();
+        Ok(Self { sets, any, named })
+    }
+
+    fn for_request(&self, action: Option<u16>, kind: PrincipalKind) -> Option<&PolicySet> {
+        let by_kind = action
+            .and_then(|a| {
+                self.named
+                    .binary_search_by_key(&a, |(n, _)| *n)
+                    .ok()
+                    .and_then(|i| self.named.get(i))
+            })
+            .map_or(&self.any, |(_, kinds)| kinds);
+        let i = by_kind.get(kind.index()).copied().unwrap_or(NO_SET);
+        self.sets.get(usize::from(i))
+    }
+}
+
+/// An action's index in `ACTIONS`.
+fn action_index(action: &str) -> Option<u16> {
+    crate::model::ACTIONS
+        .iter()
+        .position(|a| *a == action)
+        .and_then(|i| u16::try_from(i).ok())
 }
 
 fn set_of(policies: &[&Policy]) -> Result<PolicySet, String> {
@@ -105,9 +210,9 @@ impl Partitioned {
                 by_resource: if by_resource.len() == all.len() {
                     None
                 } else {
-                    Some(Box::new(set_of(&by_resource)?))
+                    Some(Box::new(Compact::new(&by_resource)?))
                 },
-                all: set_of(&all)?,
+                all: Compact::new(&all)?,
             };
             parts.insert(t, Box::new(part));
         }
@@ -135,18 +240,24 @@ impl Partitioned {
             }
         };
         push(self.global.for_request(action, kind));
-        if let Some(part) = keys
+        let index = action_index(action);
+        if let Some(set) = keys
             .principal
             .as_ref()
             .and_then(|t| self.by_tenant.get(t.as_str()))
+            .and_then(|part| part.all.for_request(index, kind))
         {
-            push(&part.all);
+            push(set);
         }
         // Never the principal's own tenant again (`RequestKeys` leaves it
         // out), whose policies are in already, all of them.
         for key in &keys.resource {
-            if let Some(part) = self.by_tenant.get(key.as_str()) {
-                push(part.by_resource());
+            if let Some(set) = self
+                .by_tenant
+                .get(key.as_str())
+                .and_then(|part| part.by_resource().for_request(index, kind))
+            {
+                push(set);
             }
         }
         out
@@ -169,6 +280,17 @@ pub(crate) enum PrincipalKind {
 }
 
 impl PrincipalKind {
+    /// In the order of [`Compact`]'s tables.
+    const ALL: [Self; 3] = [Self::Service, Self::Operator, Self::Node];
+
+    fn index(self) -> usize {
+        match self {
+            Self::Service => 0,
+            Self::Operator => 1,
+            Self::Node => 2,
+        }
+    }
+
     pub(crate) fn of(s: &Subject) -> Self {
         match s.kind {
             SubjectKind::Service { .. } => Self::Service,
@@ -284,6 +406,16 @@ struct Kinds {
     service: bool,
     operator: bool,
     node: bool,
+}
+
+impl Kinds {
+    fn admit(self, kind: PrincipalKind) -> bool {
+        match kind {
+            PrincipalKind::Service => self.service,
+            PrincipalKind::Operator => self.operator,
+            PrincipalKind::Node => self.node,
+        }
+    }
 }
 
 /// `principal is T` (also `is T in E`) and `principal == E` admit only
