@@ -3,9 +3,10 @@
 //! serialises writers anyway) and a small pool of readers that proceed in
 //! parallel with it.
 
-use std::path::Path;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -76,6 +77,134 @@ pub struct SqliteStore {
     writer: Arc<Mutex<Connection>>,
     readers: Vec<Mutex<Connection>>,
     next_reader: AtomicUsize,
+    /// Shared by every handle of this process on the same file, so a
+    /// commit through any of them reaches it.
+    cache: Arc<ReadCache>,
+    /// Reads are answered from `cache` only while this process holds the
+    /// file alone ([`Locking::Exclusive`]): then every change goes through
+    /// a handle of this process, whose commit keeps the cache exact.
+    cached_reads: bool,
+}
+
+/// The read cache of each database file this process has open.
+fn cache_of(path: &Path) -> Arc<ReadCache> {
+    static CACHES: OnceLock<Mutex<HashMap<PathBuf, Weak<ReadCache>>>> = OnceLock::new();
+    let key = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_owned());
+    let mut caches = CACHES
+        .get_or_init(Mutex::default)
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    caches.retain(|_, c| c.strong_count() > 0);
+    if let Some(cache) = caches.get(&key).and_then(Weak::upgrade) {
+        return cache;
+    }
+    let cache = Arc::new(ReadCache::default());
+    caches.insert(key, Arc::downgrade(&cache));
+    cache
+}
+
+/// Most bytes of keys and values the read cache holds; past it, it starts
+/// over empty.
+const CACHE_BYTES: usize = 1 << 20;
+
+/// What a cached entry costs beside its key and value.
+const CACHE_OVERHEAD: usize = 64;
+
+/// Entries as last read, absent keys included (a token's revocation marker
+/// is read on every request and almost never exists). The hot keys of the
+/// request path (the token's marker and client, the secret's metadata and
+/// version) are read from here instead of from SQLite, whose every read
+/// re-checks the WAL index and copies pages out of the kernel's cache
+/// (measured in `docs/ARCHITECTURE.md`).
+///
+/// Exactness: a commit removes its keys and moves the generation on both
+/// before it begins and after it is durable (before it returns), and while
+/// it runs nothing is inserted. A read inserts what it read only if no
+/// commit was running when it began and the generation has not moved since:
+/// otherwise it may have read a value as of before a commit, or the keys
+/// of one batch from both sides of it. So the cache only ever holds values
+/// as of one moment without a commit in flight, a multi-key read answered
+/// from it is one snapshot, and once a commit has returned no reader finds
+/// its keys' old values here, on this or any other thread.
+#[derive(Default)]
+struct ReadCache {
+    inner: Mutex<CacheInner>,
+}
+
+#[derive(Default)]
+struct CacheInner {
+    generation: u64,
+    /// Commits in flight.
+    writing: usize,
+    bytes: usize,
+    entries: HashMap<String, Option<Entry>>,
+}
+
+fn cached_size(key: &str, entry: &Option<Entry>) -> usize {
+    key.len() + entry.as_ref().map_or(0, |e| e.value.len()) + CACHE_OVERHEAD
+}
+
+impl ReadCache {
+    fn lock(&self) -> std::sync::MutexGuard<'_, CacheInner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Every key's entry, if all of them are here; otherwise the generation
+    /// under which what is read instead may be inserted (none while a commit
+    /// runs).
+    fn get_all(&self, keys: &[&str]) -> Result<Vec<Option<Entry>>, Option<u64>> {
+        let inner = self.lock();
+        keys.iter()
+            .map(|k| inner.entries.get(*k).cloned())
+            .collect::<Option<Vec<_>>>()
+            .ok_or((inner.writing == 0).then_some(inner.generation))
+    }
+
+    fn insert(&self, generation: u64, read: &[(&str, &Option<Entry>)]) {
+        let mut inner = self.lock();
+        if inner.generation != generation || inner.writing > 0 {
+            return;
+        }
+        for (key, entry) in read {
+            let size = cached_size(key, entry);
+            if size > CACHE_BYTES / 16 {
+                continue;
+            }
+            if inner.bytes + size > CACHE_BYTES {
+                inner.entries = HashMap::new();
+                inner.bytes = 0;
+            }
+            if let Some(old) = inner.entries.insert((*key).to_owned(), (*entry).clone()) {
+                inner.bytes = inner.bytes.saturating_sub(cached_size(key, &old));
+            }
+            inner.bytes += size;
+        }
+    }
+
+    /// Before a commit begins.
+    fn begin_write(&self, writes: &[Write]) {
+        let mut inner = self.lock();
+        inner.writing += 1;
+        inner.forget(writes);
+    }
+
+    /// After a commit ended, durable or failed.
+    fn end_write(&self, writes: &[Write]) {
+        let mut inner = self.lock();
+        inner.writing = inner.writing.saturating_sub(1);
+        inner.forget(writes);
+    }
+}
+
+impl CacheInner {
+    fn forget(&mut self, writes: &[Write]) {
+        self.generation += 1;
+        for w in writes {
+            if let Some(old) = self.entries.remove(w.key.as_str()) {
+                self.bytes = self.bytes.saturating_sub(cached_size(w.key.as_str(), &old));
+            }
+        }
+    }
 }
 
 impl SqliteStore {
@@ -109,6 +238,8 @@ impl SqliteStore {
                 writer: Arc::new(Mutex::new(writer)),
                 readers,
                 next_reader: AtomicUsize::new(0),
+                cache: cache_of(&path),
+                cached_reads: locking == Locking::Exclusive,
             })
         })
         .await
@@ -304,8 +435,8 @@ fn in_transaction<T>(
     result
 }
 
-fn apply(conn: &Connection, writes: Vec<Write>) -> Result<Vec<u64>, StoreError> {
-    let order = lock_order(&writes)?;
+fn apply(conn: &Connection, writes: &[Write]) -> Result<Vec<u64>, StoreError> {
+    let order = lock_order(writes)?;
     in_transaction(conn, "BEGIN IMMEDIATE", |tx| {
         let mut versions = vec![0u64; writes.len()];
         // Cached statements: a batch of many writes (an audit group commit)
@@ -362,7 +493,12 @@ fn apply(conn: &Connection, writes: Vec<Write>) -> Result<Vec<u64>, StoreError> 
 impl Store for SqliteStore {
     async fn get(&self, key: &Key) -> Result<Option<Entry>, StoreError> {
         let key = key.as_str();
-        self.with_reader(|conn| {
+        let generation = match self.cached_reads.then(|| self.cache.get_all(&[key])) {
+            Some(Ok(mut hit)) => return Ok(hit.pop().flatten()),
+            Some(Err(generation)) => generation,
+            None => None,
+        };
+        let read = self.with_reader(|conn| {
             conn.prepare_cached("SELECT value, version FROM kv WHERE key = ?1")
                 .map_err(err)?
                 .query_row([key], |r| {
@@ -373,19 +509,32 @@ impl Store for SqliteStore {
                 })
                 .optional()
                 .map_err(err)
-        })
+        })?;
+        if let Some(generation) = generation {
+            self.cache.insert(generation, &[(key, &read)]);
+        }
+        Ok(read)
     }
 
     async fn get_many(&self, keys: &[Key]) -> Result<Vec<Option<Entry>>, StoreError> {
-        self.with_reader(|conn| {
+        let names: Vec<&str> = keys.iter().map(Key::as_str).collect();
+        // All from the cache or all from one read transaction, so the
+        // entries are one snapshot either way.
+        let generation = match self.cached_reads.then(|| self.cache.get_all(&names)) {
+            Some(Ok(hit)) => return Ok(hit),
+            Some(Err(generation)) => generation,
+            None => None,
+        };
+        let read = self.with_reader(|conn| {
             // One read transaction: one snapshot, one WAL read mark.
             in_transaction(conn, "BEGIN", |tx| {
                 let mut stmt = tx
                     .prepare_cached("SELECT value, version FROM kv WHERE key = ?1")
                     .map_err(err)?;
-                keys.iter()
+                names
+                    .iter()
                     .map(|key| {
-                        stmt.query_row([key.as_str()], |r| {
+                        stmt.query_row([key], |r| {
                             Ok(Entry {
                                 value: r.get(0)?,
                                 version: r.get::<_, i64>(1)? as u64,
@@ -394,9 +543,15 @@ impl Store for SqliteStore {
                         .optional()
                         .map_err(err)
                     })
-                    .collect()
+                    .collect::<Result<Vec<_>, StoreError>>()
             })
-        })
+        })?;
+        if let Some(generation) = generation {
+            let pairs: Vec<(&str, &Option<Entry>)> =
+                names.iter().copied().zip(read.iter()).collect();
+            self.cache.insert(generation, &pairs);
+        }
+        Ok(read)
     }
 
     async fn list(
@@ -429,9 +584,13 @@ impl Store for SqliteStore {
         }
         crate::gate::begin_commit()?;
         let writer = Arc::clone(&self.writer);
+        let cache = Arc::clone(&self.cache);
         blocking(move || {
             let conn = writer.lock().unwrap_or_else(|e| e.into_inner());
-            apply(&conn, writes)
+            cache.begin_write(&writes);
+            let result = apply(&conn, &writes);
+            cache.end_write(&writes);
+            result
         })
         .await
     }

@@ -65,7 +65,109 @@ conformance!(
     no_lost_updates_across_handles,
     data_survives_reopen,
     matches_a_model,
+    a_commit_is_read_by_every_handle_at_once,
+    no_read_goes_back_behind_an_acknowledged_commit,
 );
+
+/// What one handle has read (and may keep) is never answered again once
+/// another handle's commit has changed it: overwritten, created where it
+/// was absent, deleted, alone and in a multi-key read.
+async fn a_commit_is_read_by_every_handle_at_once(db: &Db) {
+    let (a, b) = (db.open().await, db.open().await);
+    b.commit(vec![Write::put(key("seen/k"), b"one".to_vec())])
+        .await
+        .unwrap();
+    for _ in 0..2 {
+        assert_eq!(a.get(&key("seen/k")).await.unwrap().unwrap().value, b"one");
+        assert!(a.get(&key("seen/absent")).await.unwrap().is_none());
+        let both = a
+            .get_many(&[key("seen/k"), key("seen/absent")])
+            .await
+            .unwrap();
+        assert_eq!(both[0].as_ref().unwrap().value, b"one");
+        assert!(both[1].is_none());
+    }
+    b.commit(vec![
+        Write::put(key("seen/k"), b"two".to_vec()),
+        Write::put(key("seen/absent"), b"now".to_vec()),
+    ])
+    .await
+    .unwrap();
+    let k = a.get(&key("seen/k")).await.unwrap().unwrap();
+    assert_eq!((k.value.as_slice(), k.version), (&b"two"[..], 2));
+    let both = a
+        .get_many(&[key("seen/k"), key("seen/absent")])
+        .await
+        .unwrap();
+    assert_eq!(both[0].as_ref().unwrap().value, b"two");
+    assert_eq!(both[1].as_ref().unwrap().value, b"now");
+    // The writer's own handle, too.
+    assert_eq!(
+        b.get(&key("seen/absent")).await.unwrap().unwrap().value,
+        b"now"
+    );
+    a.commit(vec![Write::delete(key("seen/k"))]).await.unwrap();
+    assert!(b.get(&key("seen/k")).await.unwrap().is_none());
+    assert!(a.get_many(&[key("seen/k")]).await.unwrap()[0].is_none());
+}
+
+/// Readers on several handles race a writer that overwrites two keys in
+/// one batch: a read that starts after a commit was acknowledged never
+/// sees an older version, and a multi-key read never sees the two keys
+/// from different batches.
+async fn no_read_goes_back_behind_an_acknowledged_commit(db: &Db) {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    let (writer, readers) = (db.open().await, [db.open().await, db.open().await]);
+    let acknowledged = Arc::new(AtomicU64::new(0));
+    let rounds = 150u64;
+    let mut tasks = Vec::new();
+    for i in 0..4 {
+        let s = Arc::clone(&readers[i % 2]);
+        let acknowledged = Arc::clone(&acknowledged);
+        tasks.push(tokio::spawn(async move {
+            loop {
+                let floor = acknowledged.load(Ordering::SeqCst);
+                let pair = s.get_many(&[key("race/a"), key("race/b")]).await.unwrap();
+                let versions: Vec<u64> = pair
+                    .iter()
+                    .map(|e| e.as_ref().map_or(0, |e| e.version))
+                    .collect();
+                assert_eq!(versions[0], versions[1], "a torn multi-key read");
+                assert!(
+                    versions[0] >= floor,
+                    "read version {} after {floor} was acknowledged",
+                    versions[0]
+                );
+                let one = s
+                    .get(&key("race/a"))
+                    .await
+                    .unwrap()
+                    .map_or(0, |e| e.version);
+                assert!(
+                    one >= floor,
+                    "read version {one} after {floor} was acknowledged"
+                );
+                if floor == rounds {
+                    return;
+                }
+                tokio::task::yield_now().await;
+            }
+        }));
+    }
+    for round in 1..=rounds {
+        writer
+            .commit(vec![
+                Write::put(key("race/a"), round.to_string().into_bytes()),
+                Write::put(key("race/b"), round.to_string().into_bytes()),
+            ])
+            .await
+            .unwrap();
+        acknowledged.store(round, Ordering::SeqCst);
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+}
 
 async fn get_many_answers_in_order(db: &Db) {
     let s = db.open().await;
