@@ -4,6 +4,7 @@ tokens that read their own environment and nothing else, hvac's
 is_authenticated() and lookup_self() work, revoke_self() takes effect at
 once, and every login and refusal is in the audit log."""
 
+import base64
 import datetime
 import ipaddress
 
@@ -92,7 +93,13 @@ def test_approle_login_and_the_token_endpoints(dev_server):
         hvac.Client(url=dev_server.url).auth.approle.login(role_id=acme["client_id"], secret_id="vern.cs.wrong")
     assert "invalid role or secret ID" in str(err.value)
     assert not hvac.Client(url=dev_server.url, token="not-a-token").is_authenticated()
-    forged = hvac.Client(url=dev_server.url, token=client.token[:-2] + "AA")
+    # One bit of the signature flipped: always another signature, where
+    # rewriting its last characters can leave the same one (1 in 256).
+    head, _, sig = client.token.rpartition(".")
+    raw = base64.urlsafe_b64decode(sig + "=" * (-len(sig) % 4))
+    flipped = base64.urlsafe_b64encode(bytes([raw[0] ^ 1]) + raw[1:]).rstrip(b"=").decode()
+    forged = hvac.Client(url=dev_server.url, token=f"{head}.{flipped}")
+    assert forged.token != client.token
     assert not forged.is_authenticated()
 
     # The root token of init is authenticated too.
