@@ -123,15 +123,7 @@ async fn stack(specs: &[Value]) -> Stack {
     );
     assert!(out.status.success(), "{}", text(&out.stderr));
     let nats = NatsServer::start(&conf, port);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !vern.stderr_text().contains("The NATS callout is serving.") {
-        assert!(
-            Instant::now() < deadline,
-            "the callout never served: {}",
-            vern.stderr_text()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    callout_serving(&vern).await;
     Stack {
         conf: std::fs::read_to_string(&conf).unwrap(),
         vern,
@@ -790,15 +782,7 @@ async fn services_connect_by_their_svid_over_tls() {
     // the callout must refuse them on its own.
     std::fs::write(&bundle, format!("{anchors}{server_ca_pem}")).unwrap();
     let _nats = NatsServer::start(&conf, port);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !vern.stderr_text().contains("The NATS callout is serving.") {
-        assert!(
-            Instant::now() < deadline,
-            "the callout never served over TLS: {}",
-            vern.stderr_text()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    callout_serving(&vern).await;
 
     let api_token = access_token(&vern, &api_id, &api_secret).await;
     let api_svid = svid(&vern, &api_token).await;
@@ -1048,11 +1032,7 @@ async fn a_token_revoked_while_the_callout_was_away_is_kicked_on_its_return() {
     std::fs::write(&conf, with_test_system_user(&rendered)).unwrap();
     let _nats = NatsServer::start(&conf, port);
     let url = format!("nats://127.0.0.1:{port}");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !vern.stderr_text().contains("The NATS callout is serving.") {
-        assert!(Instant::now() < deadline, "{}", vern.stderr_text());
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    callout_serving(&vern).await;
     let system = async_nats::ConnectOptions::with_user_and_password(
         "test-system".to_owned(),
         "known".to_owned(),
@@ -1314,11 +1294,7 @@ async fn a_certificate_bound_token_connects_with_its_own_certificate_only() {
     ]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let _nats = NatsServer::start(&conf, port);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !s.stderr_text().contains("The NATS callout is serving.") {
-        assert!(Instant::now() < deadline, "{}", s.stderr_text());
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    callout_serving(&s).await;
     // The certificate it is bound to: allowed. Another SVID of the same
     // service: the token is refused, though the SVID alone would do.
     let (nc, _) = connect_tls(&url, &server_ca_pem, &first, Some(&bound))
@@ -1448,12 +1424,7 @@ async fn sites_and_mappings_apply_render_and_carry_messages() {
     );
     assert!(rendered.contains(&format!("port: {gateway}")), "{rendered}");
     let _nats = NatsServer::start(&conf, port);
-    eventually(
-        Duration::from_secs(30),
-        "the callout to serve",
-        async || s.stderr_text().contains("The NATS callout is serving."),
-    )
-    .await;
+    callout_serving(&s).await;
 
     // The mapping maps: published on orders.v1.x, delivered on orders.x.
     let token = access_token(&s, &acme.0, &acme.1).await;
@@ -1631,4 +1602,18 @@ async fn sites_and_mappings_apply_render_and_carry_messages() {
         .any(|r| r["event"]["details"]["nats_deleted"]
             .as_str()
             .is_some_and(|d| d.contains("site dc2"))));
+}
+
+/// Waits until `vern`'s callout serves its nats-server; fails with the
+/// server's log.
+async fn callout_serving(vern: &common::Server) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !vern.stderr_text().contains("The NATS callout is serving.") {
+        assert!(
+            Instant::now() < deadline,
+            "the callout never served: {}",
+            vern.stderr_text()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
