@@ -39,7 +39,9 @@ use crate::model::{Subject, SubjectKind};
 /// only requests touching one tenant evaluate.
 #[derive(Debug, Default)]
 pub(crate) struct Partitioned {
-    global: Narrowed,
+    global: Compact,
+    /// Policies in `global`.
+    global_len: usize,
     /// Boxed: a Cedar set is hundreds of bytes inline, and a table of
     /// 10,000 tenants sized for growth would hold twice that per tenant.
     by_tenant: HashMap<String, Box<TenantPart>>,
@@ -66,12 +68,12 @@ impl TenantPart {
 /// No set: no policy of the part can apply.
 const NO_SET: u16 = u16::MAX;
 
-/// A few policies narrowed by action and kind of principal, holding each
-/// distinct non-empty subset once. [`Narrowed`] builds one set per action
-/// and kind, which at 10,000 tenants would cost hundreds of megabytes;
-/// here a tenant with one policy holds one set, as unnarrowed, and one
-/// with ten typical policies a handful, while a request evaluates only the
-/// policies that can apply to it.
+/// A part's policies narrowed by action and kind of principal, so a request
+/// evaluates one set per part holding only the policies that can apply to
+/// it; each distinct non-empty subset is held once. One set per action and
+/// kind for every tenant would cost hundreds of megabytes at 10,000
+/// tenants; this way a tenant with one policy holds one set, and one with
+/// ten typical policies a handful.
 #[derive(Debug)]
 struct Compact {
     /// The distinct subsets.
@@ -82,6 +84,16 @@ struct Compact {
     /// For each action some policy names (its index in `ACTIONS`), the
     /// subset of each kind.
     named: Box<[(u16, [u16; 3])]>,
+}
+
+impl Default for Compact {
+    fn default() -> Self {
+        Self {
+            sets: Vec::new(),
+            any: [NO_SET; 3],
+            named: Box::default(),
+        }
+    }
 }
 
 impl Compact {
@@ -217,7 +229,8 @@ impl Partitioned {
             parts.insert(t, Box::new(part));
         }
         Ok(Self {
-            global: Narrowed::new(&global)?,
+            global: Compact::new(&global)?,
+            global_len: global.len(),
             by_tenant: parts,
         })
     }
@@ -239,8 +252,10 @@ impl Partitioned {
                 out.push(set);
             }
         };
-        push(self.global.for_request(action, kind));
         let index = action_index(action);
+        if let Some(set) = self.global.for_request(index, kind) {
+            push(set);
+        }
         if let Some(set) = keys
             .principal
             .as_ref()
@@ -265,7 +280,7 @@ impl Partitioned {
 
     /// How many policies are global, and how many tenants have their own.
     pub(crate) fn shape(&self) -> (usize, usize) {
-        (self.global.len, self.by_tenant.len())
+        (self.global_len, self.by_tenant.len())
     }
 }
 
@@ -297,106 +312,6 @@ impl PrincipalKind {
             SubjectKind::Operator { .. } => Self::Operator,
             SubjectKind::Node { .. } => Self::Node,
         }
-    }
-}
-
-/// One set of policies for each kind of principal.
-#[derive(Debug, Default)]
-struct PerKind {
-    service: PolicySet,
-    operator: PolicySet,
-    node: PolicySet,
-}
-
-impl PerKind {
-    fn get(&self, kind: PrincipalKind) -> &PolicySet {
-        match kind {
-            PrincipalKind::Service => &self.service,
-            PrincipalKind::Operator => &self.operator,
-            PrincipalKind::Node => &self.node,
-        }
-    }
-}
-
-/// One part's policies by action and kind of principal, so a request
-/// evaluates one set per part, holding each policy at most once.
-#[derive(Debug, Default)]
-struct Narrowed {
-    /// The policies for an action no policy of the part names: those that
-    /// do not constrain the action.
-    any: PerKind,
-    /// For each action some policy of the part names: the policies naming
-    /// it and those that do not constrain the action.
-    named: HashMap<String, PerKind>,
-    /// Policies in the part.
-    len: usize,
-}
-
-/// Policies gathered for one set of each kind.
-#[derive(Default)]
-struct Lists<'a> {
-    service: Vec<&'a Policy>,
-    operator: Vec<&'a Policy>,
-    node: Vec<&'a Policy>,
-}
-
-impl<'a> Lists<'a> {
-    fn push(&mut self, p: &'a Policy, kinds: Kinds) {
-        if kinds.service {
-            self.service.push(p);
-        }
-        if kinds.operator {
-            self.operator.push(p);
-        }
-        if kinds.node {
-            self.node.push(p);
-        }
-    }
-
-    fn extend(&mut self, other: &Lists<'a>) {
-        self.service.extend(other.service.iter().copied());
-        self.operator.extend(other.operator.iter().copied());
-        self.node.extend(other.node.iter().copied());
-    }
-
-    fn build(&self) -> Result<PerKind, String> {
-        Ok(PerKind {
-            service: set_of(&self.service)?,
-            operator: set_of(&self.operator)?,
-            node: set_of(&self.node)?,
-        })
-    }
-}
-
-impl Narrowed {
-    fn new(policies: &[&Policy]) -> Result<Self, String> {
-        let mut any = Lists::default();
-        let mut named: HashMap<String, Lists<'_>> = HashMap::new();
-        for p in policies {
-            let kinds = principal_kinds(p);
-            match policy_actions(p) {
-                Some(actions) => {
-                    for a in actions {
-                        named.entry(a).or_default().push(p, kinds);
-                    }
-                }
-                None => any.push(p, kinds),
-            }
-        }
-        let mut by_name = HashMap::with_capacity(named.len());
-        for (a, mut lists) in named {
-            lists.extend(&any);
-            by_name.insert(a, lists.build()?);
-        }
-        Ok(Self {
-            any: any.build()?,
-            named: by_name,
-            len: policies.len(),
-        })
-    }
-
-    fn for_request(&self, action: &str, kind: PrincipalKind) -> &PolicySet {
-        self.named.get(action).unwrap_or(&self.any).get(kind)
     }
 }
 
@@ -635,13 +550,12 @@ mod tests {
              permit (principal == Vern::Service::\"svc\", action == Vern::Action::\"secret.list\", resource);",
         )
         .unwrap();
-        let part = Narrowed::new(&set.policies().collect::<Vec<_>>()).unwrap();
+        let part = Compact::new(&set.policies().collect::<Vec<_>>()).unwrap();
         let ids = |a: &str, kind: PrincipalKind| {
             let mut ids: Vec<String> = part
-                .for_request(a, kind)
-                .policies()
-                .map(|p| p.id().to_string())
-                .collect();
+                .for_request(action_index(a), kind)
+                .map(|set| set.policies().map(|p| p.id().to_string()).collect())
+                .unwrap_or_default();
             ids.sort();
             ids
         };
