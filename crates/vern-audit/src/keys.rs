@@ -3,6 +3,7 @@
 
 use std::fmt;
 
+use crate::backing::LogStore;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use base64::Engine as _;
 use ed25519_dalek::{Signer as _, SigningKey, Verifier as _, VerifyingKey};
@@ -11,7 +12,6 @@ use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 use vern_crypto::SecretBytes;
 use vern_seal::{Barrier, BarrierWrite, Expect, SealError};
-use vern_store::Store;
 use zeroize::Zeroizing;
 
 use crate::layout::{KEYS, KEYS_NAME, KEYS_VIEW};
@@ -44,13 +44,6 @@ impl fmt::Debug for AuditKeys {
 
 /// Whether any record is stored. Records are in clear, so this asks the
 /// store itself (the one exception to reaching storage through a view).
-async fn store_has_log(store: &dyn Store) -> Result<bool, AuditError> {
-    Ok(!store
-        .list(crate::layout::RECORDS, None, 1)
-        .await?
-        .is_empty())
-}
-
 impl AuditKeys {
     /// Fresh random keys, for tests and benchmarks that need no barrier.
     pub fn generate() -> Self {
@@ -65,7 +58,7 @@ impl AuditKeys {
     /// ([`KEYS_VIEW`]), creating them on first use. Two processes racing to
     /// create them settle on one pair (compare-and-set). `store` is the
     /// store of the (clear) records, asked only whether the log is empty.
-    pub async fn load_or_create(barrier: &Barrier, store: &dyn Store) -> Result<Self, AuditError> {
+    pub async fn load_or_create(barrier: &Barrier, store: &LogStore) -> Result<Self, AuditError> {
         let view = barrier.view(KEYS_VIEW)?;
         for _ in 0..3 {
             if let Some(plain) = view.get(KEYS_NAME).await? {
@@ -74,7 +67,7 @@ impl AuditKeys {
             // New keys only for a new log: keys that vanish under an
             // existing chain mean tampering, and fresh ones would sign
             // whatever the chain has been rewritten to.
-            if store_has_log(store).await? {
+            if store.has_records().await? {
                 return Err(AuditError::Corrupt(format!(
                     "{KEYS} is missing but the audit log has records; restore it from a backup"
                 )));

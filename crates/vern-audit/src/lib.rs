@@ -9,25 +9,31 @@
 //! under a per-deployment key, also behind the barrier.
 //!
 //! [`AuditLog`] appends with group commit: one task chains whatever records
-//! are waiting and commits them in one storage transaction, with the chain
-//! head as a compare-and-set key so several processes sharing one database
-//! keep one strictly ordered chain. [`verify`] checks a log from storage or
-//! from a JSON-lines file.
+//! are waiting and writes them as one batch. In a key-value store (shared by
+//! replicas on PostgreSQL) a batch is one transaction with the chain head as
+//! a compare-and-set key, so several processes keep one strictly ordered
+//! chain; an embedded server keeps its log in segment files
+//! ([`SegmentLog`]), a batch being one write and one sync. [`verify`] checks
+//! a log from storage, from segment files or from a JSON-lines file.
 #![forbid(unsafe_code)]
 
+mod backing;
 mod keys;
 mod log;
 mod query;
 mod record;
 mod relocate;
+mod segments;
 mod sink;
 pub mod verify;
 
+pub use backing::LogStore;
 pub use keys::{AuditKeys, PublicKey};
 pub use log::{AuditConfig, AuditLog, Session};
 pub use query::{Filter, Page};
 pub use record::{Actor, AuditRecord, Checkpoint, Event, Line, TokenRef, Verdict, GENESIS};
-pub use relocate::{relocate, Relocation};
+pub use relocate::{import, relocate, Relocation};
+pub use segments::{SegmentLog, DEFAULT_SEGMENT_BYTES};
 pub use sink::SinkTarget;
 
 /// Storage keys of the audit log. Records and checkpoints are stored in

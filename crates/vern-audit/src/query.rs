@@ -2,14 +2,11 @@
 
 use std::time::SystemTime;
 
-use vern_store::Store;
-
-use crate::layout;
-use crate::log::read_head;
+use crate::backing::LogStore;
 use crate::record::AuditRecord;
 use crate::AuditError;
 
-/// Keys read per storage round trip.
+/// Records read per storage round trip.
 const PAGE: usize = 256;
 /// Most records one query examines before it returns a cursor.
 const SCAN_LIMIT: usize = 10_000;
@@ -83,36 +80,32 @@ pub struct Page {
     pub head: u64,
 }
 
-pub(crate) async fn run(store: &dyn Store, filter: &Filter) -> Result<Page, AuditError> {
+pub(crate) async fn run(store: &LogStore, filter: &Filter) -> Result<Page, AuditError> {
     let limit = filter.limit.clamp(1, MAX_LIMIT);
-    let head = read_head(store).await?.seq;
+    let head = store.head_seq().await?;
     let mut records = Vec::new();
-    let mut cursor = (filter.after > 0).then(|| layout::record(filter.after));
     let mut scanned = 0;
     let mut last_seq = filter.after;
     loop {
-        let keys = store.list(layout::RECORDS, cursor.as_deref(), PAGE).await?;
-        if keys.is_empty() {
+        let batch = store.records_after(last_seq, PAGE).await?;
+        if batch.is_empty() {
             return Ok(Page {
                 records,
                 next_after: None,
                 head,
             });
         }
-        for k in &keys {
-            let Some(entry) = store.get(&crate::storage_key(k)?).await? else {
-                continue;
-            };
+        for (seq, bytes) in batch {
             scanned += 1;
-            // The cursor follows the keys, whatever a (possibly tampered)
-            // record claims; a record that does not parse is skipped here
-            // and reported by verification.
-            last_seq = k
-                .strip_prefix(layout::RECORDS)
-                .and_then(|s| s.parse().ok())
-                .unwrap_or(last_seq);
-            let Ok(record) = serde_json::from_slice::<AuditRecord>(&entry.value) else {
-                tracing::warn!(key = %k, "An audit record does not parse; run `vern audit verify`.");
+            // The cursor follows where records are kept, whatever a
+            // (possibly tampered) record claims; a record that does not
+            // parse is skipped here and reported by verification.
+            last_seq = seq;
+            let Ok(record) = serde_json::from_slice::<AuditRecord>(&bytes) else {
+                tracing::warn!(
+                    seq,
+                    "An audit record does not parse; run `vern audit verify`."
+                );
                 continue;
             };
             if filter.matches(&record) {
@@ -133,6 +126,5 @@ pub(crate) async fn run(store: &dyn Store, filter: &Filter) -> Result<Page, Audi
                 });
             }
         }
-        cursor = keys.last().cloned();
     }
 }

@@ -1,11 +1,17 @@
-//! Moving a log to a store of its own. With SQLite the log lives in a
-//! database file beside the main one, because every commit to a SQLite file
-//! drops the page cache of every other connection to it: a log appended on
-//! every request would otherwise make every read of secrets and clients
-//! start cold. Databases of older versions kept the log in the main file.
+//! Moving a log out of the main store. An embedded (SQLite) server keeps
+//! its log in segment files beside the main database: every commit to a
+//! SQLite file drops the page cache of every other connection to it, and a
+//! SQLite commit costs far more than appending lines. Older versions kept
+//! the log in the main file, then in a SQLite database of its own.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 
 use vern_store::{Store, Write};
 
+use crate::log::read_head;
+use crate::record::record_line;
+use crate::segments::{self, SegmentLog, Writer, DEFAULT_SEGMENT_BYTES};
 use crate::{layout, storage_key, AuditError};
 
 /// Keys copied or deleted per transaction.
@@ -67,6 +73,11 @@ pub async fn relocate(from: &dyn Store, to: &dyn Store) -> Result<Relocation, Au
         }
         to.commit(writes).await?;
     }
+    delete_keys(from, &keys).await?;
+    Ok(Relocation::Moved(keys.len()))
+}
+
+async fn delete_keys(from: &dyn Store, keys: &[String]) -> Result<(), AuditError> {
     for page in keys.chunks(PAGE) {
         let writes = page
             .iter()
@@ -74,5 +85,146 @@ pub async fn relocate(from: &dyn Store, to: &dyn Store) -> Result<Relocation, Au
             .collect::<Result<Vec<_>, AuditError>>()?;
         from.commit(writes).await?;
     }
+    Ok(())
+}
+
+/// Moves the log kept in `from` into segment files in `dir`, unless `dir`
+/// holds a log already. The files are written and synced in a directory
+/// beside `dir` that is renamed to `dir` once complete, so `dir` holds the
+/// whole log or nothing; only then are the keys deleted from `from`. When
+/// `dir` already holds exactly that log (a move cut short after the
+/// rename), the deletion is finished.
+pub async fn import(from: &dyn Store, dir: &Path) -> Result<Relocation, AuditError> {
+    let keys = log_keys(from).await?;
+    if keys.is_empty() {
+        return Ok(Relocation::Nothing);
+    }
+    let has_segments = dir.exists() && !segments::list(dir)?.is_empty();
+    if has_segments {
+        let files = SegmentLog::open(dir)?;
+        let head = read_head(from).await?;
+        if files.head() != (head.seq, head.hash) {
+            return Ok(Relocation::LeftInPlace(keys.len()));
+        }
+    } else {
+        let staging = staging_dir(dir)?;
+        write_segments(from, &keys, &staging).await?;
+        if dir.exists() {
+            // Only the lock of a log that never had a record.
+            std::fs::remove_dir_all(dir).map_err(|e| moving(dir, &e))?;
+        }
+        std::fs::rename(&staging, dir).map_err(|e| moving(dir, &e))?;
+        if let Some(parent) = dir.parent() {
+            std::fs::File::open(parent)
+                .and_then(|d| d.sync_all())
+                .map_err(|e| moving(parent, &e))?;
+        }
+    }
+    delete_keys(from, &keys).await?;
     Ok(Relocation::Moved(keys.len()))
+}
+
+fn moving(path: &Path, e: &std::io::Error) -> AuditError {
+    AuditError::Write(format!("moving the audit log to {}: {e}", path.display()))
+}
+
+/// An empty directory beside `dir` to write the files in.
+fn staging_dir(dir: &Path) -> Result<PathBuf, AuditError> {
+    let name = dir
+        .file_name()
+        .ok_or_else(|| AuditError::Invalid(format!("{} is not a directory name", dir.display())))?;
+    let mut staging = name.to_os_string();
+    staging.push(".moving");
+    let staging = dir.with_file_name(staging);
+    match std::fs::remove_dir_all(&staging) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(moving(&staging, &e)),
+    }
+    segments::create_dir(&staging)?;
+    Ok(staging)
+}
+
+/// Writes the records and checkpoints under `keys` as segment lines: each
+/// checkpoint after the record it signs, those past the last record (a
+/// truncated tail) at the end, where verification reports them.
+async fn write_segments(
+    from: &dyn Store,
+    keys: &[String],
+    staging: &Path,
+) -> Result<(), AuditError> {
+    let mut checkpoints = BTreeMap::new();
+    let mut records = Vec::new();
+    for k in keys {
+        if let Some(seq) = k.strip_prefix(layout::CHECKPOINTS) {
+            let seq: u64 = seq.parse().map_err(|_| AuditError::Corrupt(k.clone()))?;
+            checkpoints.insert(seq, k.clone());
+        } else if let Some(seq) = k.strip_prefix(layout::RECORDS) {
+            let seq: u64 = seq.parse().map_err(|_| AuditError::Corrupt(k.clone()))?;
+            records.push((seq, k.clone()));
+        }
+    }
+    let mut writer = Some(Writer::new(staging, DEFAULT_SEGMENT_BYTES));
+    let mut expected = 1;
+    for page in records.chunks(PAGE) {
+        let mut lines = Vec::with_capacity(page.len());
+        for (seq, k) in page {
+            if *seq != expected {
+                return Err(AuditError::Corrupt(format!(
+                    "record {expected} is missing from the log being moved; check it with \
+                     `vern audit verify` against the old version's database"
+                )));
+            }
+            expected += 1;
+            lines.push((true, record_line(&value_of(from, k).await?)));
+            let signed: Vec<u64> = checkpoints.range(..=*seq).map(|(s, _)| *s).collect();
+            for s in signed {
+                if let Some(k) = checkpoints.remove(&s) {
+                    lines.push((false, checkpoint_line(&value_of(from, &k).await?)));
+                }
+            }
+        }
+        writer = Some(write_lines(writer.take(), lines).await?);
+    }
+    let mut rest = Vec::new();
+    for k in checkpoints.values() {
+        rest.push((false, checkpoint_line(&value_of(from, k).await?)));
+    }
+    let writer = write_lines(writer.take(), rest).await?;
+    tokio::task::spawn_blocking(move || writer.finish())
+        .await
+        .map_err(|_| AuditError::Closed)?
+}
+
+async fn value_of(from: &dyn Store, k: &str) -> Result<Vec<u8>, AuditError> {
+    // Listed a moment ago by this process alone, so a key that vanished is
+    // a corrupt store.
+    Ok(from
+        .get(&storage_key(k)?)
+        .await?
+        .ok_or_else(|| AuditError::Corrupt(k.to_owned()))?
+        .value)
+}
+
+/// The line of a stored checkpoint (kept even if it does not parse, for
+/// verification to report).
+fn checkpoint_line(stored: &[u8]) -> Vec<u8> {
+    let mut line = br#"{"type":"checkpoint","#.to_vec();
+    line.extend_from_slice(stored.get(1..).unwrap_or_default());
+    line
+}
+
+async fn write_lines(
+    writer: Option<Writer>,
+    lines: Vec<(bool, Vec<u8>)>,
+) -> Result<Writer, AuditError> {
+    let mut writer = writer.ok_or(AuditError::Closed)?;
+    tokio::task::spawn_blocking(move || {
+        for (record, line) in &lines {
+            writer.line(*record, line)?;
+        }
+        Ok(writer)
+    })
+    .await
+    .map_err(|_| AuditError::Closed)?
 }

@@ -145,17 +145,18 @@ pub(crate) struct Inner {
 }
 
 impl AppState {
-    /// State over an opened store, the store of the audit log (the same
-    /// one, or for SQLite a database of its own) and the seal. Fails on an invalid KV
+    /// State over an opened store, the storage of the audit log (the same
+    /// store, or for SQLite segment files of their own) and the seal. Fails on an invalid KV
     /// mount name, invalid policies, or an audit sink that cannot be
     /// opened. Must be called inside a Tokio runtime (the audit appender
     /// runs as a task).
     pub fn new(
         store: Arc<dyn Store>,
-        audit_store: Arc<dyn Store>,
+        audit_store: impl Into<vern_audit::LogStore>,
         seal: Arc<Seal>,
         config: ServerConfig,
     ) -> Result<Self, StateError> {
+        let audit_store = audit_store.into();
         let clock: Arc<dyn Clock> = Arc::new(SystemClock);
         let kv = config
             .kv_mounts
@@ -210,7 +211,7 @@ impl AppState {
     /// runtime.
     pub fn with_keepers(
         store: Arc<dyn Store>,
-        audit_store: Arc<dyn Store>,
+        audit_store: impl Into<vern_audit::LogStore>,
         seal: Arc<Seal>,
         config: ServerConfig,
         keepers: KeeperConfig,

@@ -102,27 +102,43 @@ async fn verify(args: &AuditVerifyArgs) -> anyhow::Result<ExitCode> {
                 bail!("{path} does not exist; give the server's database file");
             }
         }
-        // A SQLite server keeps its log in a database beside the main one;
-        // one that never ran this version still has it in the main file.
-        let url = match vern_store::sibling_url(url, "audit") {
-            Some(beside)
-                if sqlite_path(&beside).is_some_and(|p| std::path::Path::new(p).exists()) =>
-            {
-                beside
-            }
-            _ => url.clone(),
-        };
-        let url = &url;
-        let store = vern_store::open(url, 2)
-            .await
-            .with_context(|| format!("cannot open storage {}", vern_store::redact_url(url)))?;
-        let head = vern_audit::verify::head_seq(store.as_ref()).await?;
-        let bar = bar(head, "records");
-        let report =
-            vern_audit::verify::verify_store(store.as_ref(), trusted, &mut |n| bar.set_position(n))
-                .await?;
-        bar.finish_and_clear();
-        report
+        // A SQLite server keeps its log in segment files beside the main
+        // database; one that never ran this version still has it in a
+        // database of its own beside it, or in the main file.
+        if let Some(dir) = crate::serve::audit_dir(url).filter(|d| d.is_dir()) {
+            let bar = bar(vern_audit::verify::segments_len(&dir)?, "bytes");
+            let report = tokio::task::spawn_blocking({
+                let bar = bar.clone();
+                move || {
+                    vern_audit::verify::verify_segments(&dir, trusted, &mut |n| {
+                        bar.set_position(n);
+                    })
+                }
+            })
+            .await??;
+            bar.finish_and_clear();
+            report
+        } else {
+            let url = match vern_store::sibling_url(url, "audit") {
+                Some(beside)
+                    if sqlite_path(&beside).is_some_and(|p| std::path::Path::new(p).exists()) =>
+                {
+                    beside
+                }
+                _ => url.clone(),
+            };
+            let store = vern_store::open(&url, 2)
+                .await
+                .with_context(|| format!("cannot open storage {}", vern_store::redact_url(&url)))?;
+            let head = vern_audit::verify::head_seq(store.as_ref()).await?;
+            let bar = bar(head, "records");
+            let report = vern_audit::verify::verify_store(store.as_ref(), trusted, &mut |n| {
+                bar.set_position(n);
+            })
+            .await?;
+            bar.finish_and_clear();
+            report
+        }
     } else {
         bail!("give --storage or --file");
     };

@@ -81,6 +81,8 @@ pub(crate) struct AuditSection {
     pub(crate) file: Option<String>,
     /// Seconds between signed checkpoints.
     pub(crate) checkpoint_interval: Option<u64>,
+    /// Bytes after which an embedded server starts a new segment file.
+    pub(crate) segment_size: Option<u64>,
 }
 
 /// `[limits]`: rates as `"RATE"` or `"RATE:BURST"` requests per second.

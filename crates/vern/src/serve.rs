@@ -226,6 +226,10 @@ fn audit_settings(
     if interval.is_zero() {
         bail!("the audit checkpoint interval must be at least one second");
     }
+    let segment_bytes = file.segment_size.unwrap_or(defaults.segment_bytes);
+    if segment_bytes < MIN_SEGMENT_BYTES {
+        bail!("[audit] segment_size must be at least {MIN_SEGMENT_BYTES} bytes");
+    }
     if file.enabled == Some(false) {
         if sink.is_some() {
             bail!("an audit file was given but [audit] enabled = false turns audit off");
@@ -235,9 +239,13 @@ fn audit_settings(
     Ok(Some(vern_audit::AuditConfig {
         checkpoint_interval: interval,
         sink: sink.as_deref().map(vern_audit::SinkTarget::parse),
+        segment_bytes,
         ..defaults
     }))
 }
+
+/// The smallest `[audit] segment_size`: a page.
+const MIN_SEGMENT_BYTES: u64 = 4096;
 
 /// Seconds from a duration such as `1h` or a plain number of seconds.
 pub(crate) fn duration_secs(what: &str, text: &str) -> anyhow::Result<u64> {
@@ -501,38 +509,92 @@ fn nats_url(url: &str) -> anyhow::Result<String> {
     Ok(url.to_owned())
 }
 
-/// The store of the audit log: for SQLite a database file of its own beside
-/// the main one (so appends on every request leave the readers' page cache
-/// of the main file warm), into which a log an older version kept in the
-/// main file is moved first; for PostgreSQL the main store.
+/// The directory of an embedded server's audit log: beside the main
+/// database file, named after it (`vern.db` → `vern-audit/`).
+pub(crate) fn audit_dir(url: &str) -> Option<PathBuf> {
+    let beside = vern_store::sibling_url(url, "audit")?;
+    let path = PathBuf::from(beside.strip_prefix("sqlite:")?);
+    Some(path.with_extension(""))
+}
+
+/// The storage of the audit log: for SQLite segment files of its own
+/// beside the main database, for PostgreSQL the main store (replicas append
+/// to one chain there). A log an older version kept in the main database,
+/// or in a SQLite database of its own (`vern-audit.db`), is moved into the
+/// files first.
 async fn open_audit_store(
     url: &str,
     main: &Arc<dyn vern_store::Store>,
     pool: usize,
-) -> anyhow::Result<Arc<dyn vern_store::Store>> {
-    let Some(audit_url) = vern_store::sibling_url(url, "audit") else {
-        return Ok(Arc::clone(main));
+    segment_bytes: u64,
+) -> anyhow::Result<vern_audit::LogStore> {
+    let (Some(dir), Some(old_url)) = (audit_dir(url), vern_store::sibling_url(url, "audit")) else {
+        return Ok(Arc::clone(main).into());
     };
-    let audit = vern_store::open(&audit_url, pool)
-        .await
-        .with_context(|| format!("cannot open the audit log's storage {audit_url}"))?;
-    match vern_audit::relocate(main.as_ref(), audit.as_ref())
-        .await
-        .context("cannot move the audit log to its own database")?
-    {
+    let old_path = PathBuf::from(old_url.trim_start_matches("sqlite:"));
+    if old_path.exists() {
+        let old = vern_store::open(&old_url, pool)
+            .await
+            .with_context(|| format!("cannot open the audit log's old database {old_url}"))?;
+        // The oldest layout first: a log still in the main database joins
+        // the old audit database, then both move to the files together.
+        moved(
+            vern_audit::relocate(main.as_ref(), old.as_ref()).await,
+            "the main database",
+            &old_url,
+        )?;
+        moved(
+            vern_audit::import(old.as_ref(), &dir).await,
+            &old_url,
+            &dir.display().to_string(),
+        )?;
+        let empty = old.list("", None, 1).await?.is_empty();
+        drop(old);
+        if empty {
+            for suffix in ["", "-wal", "-shm"] {
+                let mut file = old_path.clone().into_os_string();
+                file.push(suffix);
+                match std::fs::remove_file(&file) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => {
+                        tracing::warn!(file = %PathBuf::from(file).display(), error = %e, "Cannot remove the emptied old audit database.")
+                    }
+                }
+            }
+        }
+    } else {
+        moved(
+            vern_audit::import(main.as_ref(), &dir).await,
+            "the main database",
+            &dir.display().to_string(),
+        )?;
+    }
+    let log = vern_audit::SegmentLog::open_with(&dir, segment_bytes)
+        .with_context(|| format!("cannot open the audit log in {}", dir.display()))?;
+    Ok(log.into())
+}
+
+/// Reports a move of the audit log.
+fn moved(
+    outcome: Result<vern_audit::Relocation, vern_audit::AuditError>,
+    from: &str,
+    to: &str,
+) -> anyhow::Result<()> {
+    match outcome.with_context(|| format!("cannot move the audit log from {from} to {to}"))? {
         vern_audit::Relocation::Nothing => {}
-        vern_audit::Relocation::Moved(keys) => tracing::info!(
-            keys,
-            to = %audit_url,
-            "Moved the audit log out of the main database into its own."
-        ),
+        vern_audit::Relocation::Moved(keys) => {
+            tracing::info!(keys, from, to, "Moved the audit log.");
+        }
         vern_audit::Relocation::LeftInPlace(keys) => tracing::warn!(
             keys,
-            "The main database still holds audit log entries that the audit database already \
-             has a log beside; they are left in place and no longer used."
+            from,
+            to,
+            "An older copy of the audit log holds entries beside the log in use; they are left \
+             in place and no longer used."
         ),
     }
-    Ok(audit)
+    Ok(())
 }
 
 /// Runs the server until SIGINT or SIGTERM.
@@ -570,12 +632,17 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<()> {
         prepare_data_dir(&s.data_dir)?;
     }
     // By default the main database is the server's alone, so reads of
-    // secrets and clients take no file lock; the audit log's stays open to
-    // `vern audit verify`.
+    // secrets and clients take no file lock; the audit log's files stay
+    // open to `vern audit verify`.
     let store = vern_store::open_with(&s.storage, s.pool, s.sqlite_locking)
         .await
         .with_context(|| format!("cannot open storage {}", vern_store::redact_url(&s.storage)))?;
-    let audit_store = open_audit_store(&s.storage, &store, s.pool).await?;
+    let segment_bytes = s
+        .server
+        .audit
+        .as_ref()
+        .map_or(vern_audit::DEFAULT_SEGMENT_BYTES, |a| a.segment_bytes);
+    let audit_store = open_audit_store(&s.storage, &store, s.pool, segment_bytes).await?;
     let seal = Arc::new(Seal::new(Arc::clone(&store), Arc::new(SystemClock)).await?);
     let dev_token = if s.dev {
         Some(dev_unseal(&seal, &s.data_dir, dev_root_token).await?)

@@ -146,20 +146,28 @@ async fn records_carry_decisions_and_hmacs_never_secrets() {
     for secret in [MARKER, svc.as_str(), "not-a-token"] {
         assert!(!everything.contains(secret), "{secret} appears in clear");
     }
-    let conn = rusqlite::Connection::open(dir.path().join("vern-audit.db")).unwrap();
-    let mut stmt = conn
-        .prepare("SELECT value FROM kv WHERE key LIKE 'audit/%'")
-        .unwrap();
-    let rows: Vec<Vec<u8>> = stmt
-        .query_map([], |r| r.get(0))
-        .unwrap()
-        .map(Result::unwrap)
-        .collect();
-    assert!(rows.len() > 5);
-    for row in rows {
-        let row = String::from_utf8_lossy(&row);
-        assert!(!row.contains(MARKER) && !row.contains(svc.as_str()));
+    let stored = segments(dir.path());
+    assert!(stored.lines().count() > 5);
+    for secret in [MARKER, svc.as_str()] {
+        assert!(
+            !stored.contains(secret),
+            "{secret} appears in the stored log"
+        );
     }
+}
+
+/// The log's segment files beside the main database, concatenated.
+fn segments(data: &std::path::Path) -> String {
+    let mut files: Vec<_> = std::fs::read_dir(data.join("vern-audit"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "jsonl"))
+        .collect();
+    files.sort();
+    files
+        .iter()
+        .map(|f| std::fs::read_to_string(f).unwrap())
+        .collect()
 }
 
 #[tokio::test]
@@ -258,20 +266,66 @@ async fn an_unwritable_sink_fails_requests_without_data() {
 }
 
 #[tokio::test]
-async fn a_store_refusing_records_fails_requests_without_data_on_sqlite() {
+async fn a_log_that_cannot_grow_fails_requests_without_data_on_sqlite() {
     let dir = temp();
-    let s = dev_server(&path_str(dir.path()), &[]);
+    let config = dir.path().join("vern.toml");
+    std::fs::write(&config, "[audit]\nsegment_size = 4096\n").unwrap();
+    let data = dir.path().join("data");
+    let s = dev_server(&path_str(&data), &["--config", &path_str(&config)]);
+    let key = public_key(&s).await;
     assert_eq!(put_secret(&s, "acme/web/prod/db").await, 200);
-    let conn = rusqlite::Connection::open(dir.path().join("vern-audit.db")).unwrap();
-    conn.execute_batch(
-        "CREATE TRIGGER refuse_audit BEFORE INSERT ON kv WHEN NEW.key LIKE 'audit/log/%'
-         BEGIN SELECT RAISE(ABORT, 'disk quota exceeded'); END;",
-    )
-    .unwrap();
-    drop(conn);
-    let read = read_secret(&s, "acme/web/prod/db", "root", "refused-0001").await;
-    assert_eq!(read.status(), 500);
-    assert!(!read.text().await.unwrap().contains(MARKER));
+    // No new segment can be created once the directory is gone: as soon as
+    // the open one is full, appends fail, and so do their requests.
+    let (log, aside) = (data.join("vern-audit"), dir.path().join("aside"));
+    std::fs::rename(&log, &aside).unwrap();
+    std::fs::write(&log, b"not a directory").unwrap();
+    let mut refused = Vec::new();
+    for i in 0..100 {
+        let id = format!("full-{i:04}");
+        let read = read_secret(&s, "acme/web/prod/db", "root", &id).await;
+        if read.status() == 500 {
+            assert!(!read.text().await.unwrap().contains(MARKER));
+            refused.push(id);
+            if refused.len() == 3 {
+                break;
+            }
+        } else {
+            assert_eq!(read.status(), 200);
+        }
+    }
+    assert_eq!(
+        refused.len(),
+        3,
+        "requests kept succeeding without a place for their records"
+    );
+    std::fs::remove_file(&log).unwrap();
+    std::fs::rename(&aside, &log).unwrap();
+    let read = read_secret(&s, "acme/web/prod/db", "root", "after-0001").await;
+    assert_eq!(read.status(), 200);
+    assert!(s.terminate().success());
+    let storage = format!("sqlite:{}", path_str(&data.join("vern.db")));
+    let out = vern(
+        &[
+            "audit",
+            "verify",
+            "--public-key",
+            &key,
+            "--storage",
+            &storage,
+            "--output",
+            "json",
+        ],
+        &[],
+    );
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["intact"], true, "{report}");
+    let stored = segments(&data);
+    for id in refused {
+        assert!(
+            !stored.contains(&id),
+            "the refused request {id} left a record"
+        );
+    }
 }
 
 #[tokio::test]
@@ -532,11 +586,11 @@ async fn records_go_to_stdout_for_shipping() {
     assert!(last["seq"].as_u64().unwrap() >= record["seq"].as_u64().unwrap());
 }
 
-/// A database whose log an older version kept in the main file: the next
-/// start moves it into the audit database, the chain goes on unbroken, and
-/// the main file keeps no log entry.
+/// Older versions kept the log in the main database, then in a SQLite
+/// database of its own; a start moves it into the segment files, the chain
+/// goes on unbroken, and no copy is left behind.
 #[tokio::test]
-async fn a_log_in_the_main_database_is_moved_to_its_own_and_still_verifies() {
+async fn a_log_kept_by_an_older_version_is_moved_into_the_files_and_still_verifies() {
     let dir = temp();
     let data = path_str(dir.path());
     let s = dev_server(&data, &[]);
@@ -545,65 +599,79 @@ async fn a_log_in_the_main_database_is_moved_to_its_own_and_still_verifies() {
         put_secret(&s, &format!("acme/web/prod/m{i}")).await;
     }
     assert!(s.terminate().success());
-    let (main, beside) = (dir.path().join("vern.db"), dir.path().join("vern-audit.db"));
-    let log_keys = |conn: &rusqlite::Connection, db: &str| -> i64 {
-        conn.query_row(
-            &format!("SELECT count(*) FROM {db}.kv WHERE key LIKE 'audit/%'"),
-            [],
-            |r| r.get(0),
-        )
-        .unwrap()
-    };
-    let conn = rusqlite::Connection::open(&main).unwrap();
-    conn.execute("ATTACH DATABASE ?1 AS aud", [beside.display().to_string()])
-        .unwrap();
-    assert!(log_keys(&conn, "aud") > 5);
-    let moved: i64 = conn
-        .query_row(
-            "SELECT count(*) FROM aud.kv WHERE key LIKE 'audit/log/%'",
-            [],
-            |r| r.get(0),
-        )
-        .unwrap();
-    conn.execute_batch("INSERT INTO main.kv SELECT * FROM aud.kv WHERE key LIKE 'audit/%'")
-        .unwrap();
-    conn.execute_batch("DETACH DATABASE aud").unwrap();
-    drop(conn);
-    for suffix in ["", "-wal", "-shm"] {
-        let _ = std::fs::remove_file(format!("{}{suffix}", beside.display()));
+    let main = dir.path().join("vern.db");
+    let old = dir.path().join("vern-audit.db");
+    let mut last = 0;
+    for (round, db) in [(1, &main), (2, &old)] {
+        let moved = to_key_value_layout(dir.path(), db).await;
+        assert!(moved >= last.max(1), "{moved} {last}");
+        let s = dev_server(&data, &[]);
+        assert!(
+            s.stderr_text().contains("Moved the audit log."),
+            "{}",
+            s.stderr_text()
+        );
+        put_secret(&s, &format!("acme/web/prod/after{round}")).await;
+        assert!(s.terminate().success());
+        let store = vern_store::open(&format!("sqlite:{}", main.display()), 1)
+            .await
+            .unwrap();
+        assert!(store
+            .list(vern_audit::layout::PREFIX, None, 1)
+            .await
+            .unwrap()
+            .is_empty());
+        assert!(!old.exists(), "the emptied old audit database is removed");
+        let storage = format!("sqlite:{}", main.display());
+        let out = vern(
+            &[
+                "audit",
+                "verify",
+                "--public-key",
+                key.as_str(),
+                "--storage",
+                &storage,
+                "--output",
+                "json",
+            ],
+            &[],
+        );
+        let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(report["intact"], true, "{report}");
+        last = report["records"].as_u64().unwrap();
+        assert!(last > moved, "{report}: the moved records and the new ones");
     }
+}
 
-    let s = dev_server(&data, &[]);
-    assert!(
-        s.stderr_text()
-            .contains("Moved the audit log out of the main database"),
-        "{}",
-        s.stderr_text()
-    );
-    put_secret(&s, "acme/web/prod/after").await;
-    assert!(s.terminate().success());
-
-    let conn = rusqlite::Connection::open(&main).unwrap();
-    assert_eq!(log_keys(&conn, "main"), 0);
-    drop(conn);
-    let storage = format!("sqlite:{}", main.display());
-    let out = vern(
-        &[
-            "audit",
-            "verify",
-            "--public-key",
-            key.as_str(),
-            "--storage",
-            &storage,
-            "--output",
-            "json",
-        ],
-        &[],
-    );
-    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(report["intact"], true, "{report}");
-    assert!(
-        report["records"].as_i64().unwrap() > moved,
-        "{report}: the moved records and the new ones"
-    );
+/// Rewrites the segment files of the server in `data` as an older version
+/// kept the log: keys of the key-value store in `db`. Returns the number
+/// of records.
+async fn to_key_value_layout(data: &std::path::Path, db: &std::path::Path) -> u64 {
+    use vern_audit::layout;
+    use vern_store::{Key, Write};
+    let mut writes = Vec::new();
+    let mut head = None;
+    for line in segments(data).lines() {
+        let v: Value = serde_json::from_str(line).unwrap();
+        let seq = v["seq"].as_u64().unwrap();
+        let (key, tag) = if v["type"] == "record" {
+            head = Some(json!({"seq": seq, "hash": v["hash"]}));
+            (layout::record(seq), r#"{"type":"record","#)
+        } else {
+            (layout::checkpoint(seq), r#"{"type":"checkpoint","#)
+        };
+        let stored = format!("{{{}", line.strip_prefix(tag).unwrap());
+        writes.push(Write::put(Key::new(&key).unwrap(), stored.into_bytes()));
+    }
+    let head = head.unwrap();
+    writes.push(Write::put(
+        Key::new(layout::HEAD).unwrap(),
+        serde_json::to_vec(&head).unwrap(),
+    ));
+    let store = vern_store::open(&format!("sqlite:{}", db.display()), 1)
+        .await
+        .unwrap();
+    store.commit(writes).await.unwrap();
+    std::fs::remove_dir_all(data.join("vern-audit")).unwrap();
+    head["seq"].as_u64().unwrap()
 }

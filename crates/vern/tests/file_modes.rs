@@ -43,13 +43,13 @@ async fn data_files_are_created_owner_only() {
     let s = dev_server(&path_str(&data), &["--audit-file", &path_str(&audit)]);
     write_secret(&s).await;
     assert_eq!(mode(&data), 0o700, "data directory");
+    assert_eq!(mode(&data.join("vern-audit")), 0o700, "audit directory");
     assert!(!data.join("vern.db-shm").exists());
     for name in [
         "vern.db",
         "vern.db-wal",
-        "vern-audit.db",
-        "vern-audit.db-wal",
-        "vern-audit.db-shm",
+        "vern-audit/LOCK",
+        "vern-audit/00000000000000000001.jsonl",
         "dev-unseal-key.insecure",
         "audit.jsonl",
     ] {
