@@ -229,14 +229,22 @@ pub(crate) fn create_dir(dir: &Path) -> Result<(), AuditError> {
     builder.create(dir).map_err(|e| io_error(dir, &e))
 }
 
-/// Creates a new, empty segment file (owner-only).
+/// Creates a new, empty segment file (owner-only). An empty file of that
+/// name (left by an attempt whose directory sync failed) is taken over.
 fn create_segment(dir: &Path, first: u64) -> Result<(PathBuf, File), AuditError> {
     let path = dir.join(format!("{first:020}.{EXT}"));
     let mut options = OpenOptions::new();
-    options.create_new(true).append(true);
+    options.create(true).append(true);
     #[cfg(unix)]
     std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
     let file = options.open(&path).map_err(|e| io_error(&path, &e))?;
+    let meta = file.metadata().map_err(|e| io_error(&path, &e))?;
+    if !meta.is_file() || meta.len() > 0 {
+        return Err(AuditError::Write(format!(
+            "{} exists already and is not an empty segment",
+            path.display()
+        )));
+    }
     sync_dir(dir)?;
     Ok((path, file))
 }
