@@ -16,7 +16,8 @@
 //! Each row is the median over several rounds (`VERN_BENCH_ROUNDS`, 5 by
 //! default; `VERN_BENCH_TENANTS` picks one tenant count,
 //! `VERN_BENCH_BASELINE=0` skips the baseline). Run with
-//! `cargo bench -p vern-policy --bench decisions`.
+//! `cargo bench -p vern-policy --bench decisions`. It allocates with
+//! jemalloc, as the `vern` binary does.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -32,6 +33,9 @@ use std::time::{Duration, Instant};
 
 use vern_core::{EnvironmentId, ProjectId, Scope, TenantId};
 use vern_policy::{Binding, Decision, PolicyEngine, Query, Resource, Subject, SubjectKind};
+
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 /// Decisions per measured run.
 const DECISIONS: usize = 20_000;
