@@ -16,8 +16,8 @@ mod common;
 use std::time::Duration;
 
 use common::{
-    client, client_token, dev_server, json_of, metrics, path_str, service, status_and_json, temp,
-    text, vern, write_secret, Server, SECRET_SCOPES,
+    audit_segments, client, client_token, dev_server, json_of, metrics, path_str, service,
+    status_and_json, temp, text, verify_audit_storage, vern, write_secret, Server, SECRET_SCOPES,
 };
 use serde_json::{json, Value};
 
@@ -146,7 +146,7 @@ async fn records_carry_decisions_and_hmacs_never_secrets() {
     for secret in [MARKER, svc.as_str(), "not-a-token"] {
         assert!(!everything.contains(secret), "{secret} appears in clear");
     }
-    let stored = segments(dir.path());
+    let stored = audit_segments(dir.path());
     assert!(stored.lines().count() > 5);
     for secret in [MARKER, svc.as_str()] {
         assert!(
@@ -154,20 +154,6 @@ async fn records_carry_decisions_and_hmacs_never_secrets() {
             "{secret} appears in the stored log"
         );
     }
-}
-
-/// The log's segment files beside the main database, concatenated.
-fn segments(data: &std::path::Path) -> String {
-    let mut files: Vec<_> = std::fs::read_dir(data.join("vern-audit"))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "jsonl"))
-        .collect();
-    files.sort();
-    files
-        .iter()
-        .map(|f| std::fs::read_to_string(f).unwrap())
-        .collect()
 }
 
 #[tokio::test]
@@ -303,23 +289,9 @@ async fn a_log_that_cannot_grow_fails_requests_without_data_on_sqlite() {
     let read = read_secret(&s, "acme/web/prod/db", "root", "after-0001").await;
     assert_eq!(read.status(), 200);
     assert!(s.terminate().success());
-    let storage = format!("sqlite:{}", path_str(&data.join("vern.db")));
-    let out = vern(
-        &[
-            "audit",
-            "verify",
-            "--public-key",
-            &key,
-            "--storage",
-            &storage,
-            "--output",
-            "json",
-        ],
-        &[],
-    );
-    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let report = verify_audit_storage(&data.join("vern.db"), &key);
     assert_eq!(report["intact"], true, "{report}");
-    let stored = segments(&data);
+    let stored = audit_segments(&data);
     for id in refused {
         assert!(
             !stored.contains(&id),
@@ -497,6 +469,20 @@ async fn verify_cli_checks_storage_and_files_and_names_the_broken_record() {
         "{}",
         text(&out.stdout)
     );
+    // The same edit in the server's own segment file.
+    let segment = dir.path().join("vern-audit/00000000000000000001.jsonl");
+    let stored = std::fs::read_to_string(&segment).unwrap();
+    let edited = stored.replacen(r#""seq":12,"#, r#""seq":12, "#, 1);
+    assert_ne!(edited, stored);
+    std::fs::write(&segment, &edited).unwrap();
+    let out = verify(&["--storage", &storage]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stdout).contains("BROKEN at record 12"),
+        "{}",
+        text(&out.stdout)
+    );
+    std::fs::write(&segment, &stored).unwrap();
 
     // The wrong key fails every checkpoint.
     let other = "ed25519:11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo";
@@ -622,21 +608,7 @@ async fn a_log_kept_by_an_older_version_is_moved_into_the_files_and_still_verifi
             .unwrap()
             .is_empty());
         assert!(!old.exists(), "the emptied old audit database is removed");
-        let storage = format!("sqlite:{}", main.display());
-        let out = vern(
-            &[
-                "audit",
-                "verify",
-                "--public-key",
-                key.as_str(),
-                "--storage",
-                &storage,
-                "--output",
-                "json",
-            ],
-            &[],
-        );
-        let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+        let report = verify_audit_storage(&main, &key);
         assert_eq!(report["intact"], true, "{report}");
         last = report["records"].as_u64().unwrap();
         assert!(last > moved, "{report}: the moved records and the new ones");
@@ -651,7 +623,7 @@ async fn to_key_value_layout(data: &std::path::Path, db: &std::path::Path) -> u6
     use vern_store::{Key, Write};
     let mut writes = Vec::new();
     let mut head = None;
-    for line in segments(data).lines() {
+    for line in audit_segments(data).lines() {
         let v: Value = serde_json::from_str(line).unwrap();
         let seq = v["seq"].as_u64().unwrap();
         let (key, tag) = if v["type"] == "record" {

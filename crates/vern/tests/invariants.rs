@@ -308,32 +308,9 @@ async fn acknowledged_secret_writes_survive_a_sigkill_of_the_server() {
         .unwrap()
         .to_owned();
     assert!(s.terminate().success());
-    let storage = format!("sqlite:{d}/vern.db");
-    let out = vern(
-        &[
-            "audit",
-            "verify",
-            "--public-key",
-            &key,
-            "--storage",
-            &storage,
-            "--output",
-            "json",
-        ],
-        &[],
-    );
-    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let report = verify_audit_storage(&dir.path().join("vern.db"), &key);
     assert_eq!(report["intact"], true, "{report}");
-    let mut log = String::new();
-    let mut files: Vec<_> = std::fs::read_dir(dir.path().join("vern-audit"))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "jsonl"))
-        .collect();
-    files.sort();
-    for f in files {
-        log.push_str(&std::fs::read_to_string(f).unwrap());
-    }
+    let log = audit_segments(dir.path());
     for i in &acked {
         assert!(
             log.contains(&format!("acme/web/prod/k{i}\"")),

@@ -208,6 +208,42 @@ pub fn vern(args: &[&str], envs: &[(&str, &str)]) -> Output {
     cmd.stdin(Stdio::null()).output().unwrap()
 }
 
+/// The report of `vern audit verify --storage` on the SQLite database
+/// `db` (the audit log beside it), checked against `key`.
+pub fn verify_audit_storage(db: &Path, key: &str) -> Value {
+    let storage = format!("sqlite:{}", db.display());
+    let out = vern(
+        &[
+            "audit",
+            "verify",
+            "--public-key",
+            key,
+            "--storage",
+            &storage,
+            "--output",
+            "json",
+        ],
+        &[],
+    );
+    serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)))
+}
+
+/// The audit log's segment files in the data directory `data`, in order,
+/// concatenated.
+pub fn audit_segments(data: &Path) -> String {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(data.join("vern-audit"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "jsonl"))
+        .collect();
+    files.sort();
+    files
+        .iter()
+        .map(|f| std::fs::read_to_string(f).unwrap())
+        .collect()
+}
+
 pub fn text(out: &[u8]) -> String {
     String::from_utf8_lossy(out).into_owned()
 }
