@@ -507,12 +507,25 @@ async fn sigterm_lets_an_in_flight_request_finish() {
     let body = r#"{"reset": true}"#;
     let mut tcp = TcpStream::connect(&s.addr).unwrap();
     let head = format!(
-        "PUT /v1/sys/unseal HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        "PUT /v1/sys/unseal HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\nExpect: 100-continue\r\nConnection: close\r\n\r\n",
         body.len()
     );
     tcp.write_all(head.as_bytes()).unwrap();
+    // The server asks for the body once its handler reads it: from then on
+    // the request is in flight, however loaded the machine.
+    tcp.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let mut interim = Vec::new();
+    let mut byte = [0u8; 1];
+    while !interim.ends_with(b"\r\n\r\n") {
+        tcp.read_exact(&mut byte).unwrap();
+        interim.push(byte[0]);
+    }
+    assert!(
+        interim.starts_with(b"HTTP/1.1 100"),
+        "{}",
+        String::from_utf8_lossy(&interim)
+    );
     tcp.write_all(&body.as_bytes()[..5]).unwrap();
-    std::thread::sleep(Duration::from_millis(200));
     let pid = s.pid();
     signal(pid, "TERM");
     eventually(
