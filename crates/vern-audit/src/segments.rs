@@ -506,16 +506,16 @@ impl SegmentLog {
             ));
             return Err(io_error(&segment.path, &e));
         }
-        let base = segment.len;
-        let mut index = segment
-            .index
-            .as_deref()
-            .cloned()
-            .unwrap_or_else(|| Index::new(segment.first));
+        let (base, first) = (segment.len, segment.first);
+        // Copied only while a reader still holds the previous version.
+        let index = Arc::make_mut(
+            segment
+                .index
+                .get_or_insert_with(|| Arc::new(Index::new(first))),
+        );
         for (seq, offset) in marks {
-            index.record(segment.first, seq, base + offset);
+            index.record(first, seq, base + offset);
         }
-        segment.index = Some(Arc::new(index));
         segment.len += buf.len() as u64;
         Ok(())
     }
