@@ -452,11 +452,6 @@ impl SegmentLog {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// The directory.
-    pub fn dir(&self) -> &Path {
-        &self.dir
-    }
-
     /// The chain head: the last record's number and hash.
     pub(crate) fn head(&self) -> (u64, String) {
         let state = self.lock();
