@@ -209,7 +209,8 @@ async fn value_of(from: &dyn Store, k: &str) -> Result<Vec<u8>, AuditError> {
 /// The line of a stored checkpoint (kept even if it does not parse, for
 /// verification to report).
 fn checkpoint_line(stored: &[u8]) -> Vec<u8> {
-    let mut line = br#"{"type":"checkpoint","#.to_vec();
+    let mut line = segments::CHECKPOINT_LINE.to_vec();
+    line.push(b',');
     line.extend_from_slice(stored.get(1..).unwrap_or_default());
     line
 }

@@ -635,9 +635,11 @@ impl SegmentLog {
         Ok(out)
     }
 
-    /// Whether the log holds a record.
+    /// Whether the log holds anything, even a record it cannot read (so a
+    /// corrupt log is never taken for a new one).
     pub(crate) fn has_records(&self) -> bool {
-        self.lock().head_seq > 0
+        let state = self.lock();
+        state.head_seq > 0 || state.segments.iter().any(|s| s.len > 0)
     }
 }
 

@@ -235,6 +235,16 @@ async fn a_last_record_that_does_not_parse_stops_appends_and_is_reported() {
     let log = open(dir.path(), 1 << 20).await;
     let err = log.append(event(9)).await.unwrap_err().to_string();
     assert!(err.contains("run `vern audit verify`"), "{err}");
+    // Nor is it taken for a new log: keys that went missing are not
+    // replaced by fresh ones that would sign whatever it becomes.
+    let elsewhere = Keys::new().await;
+    let err = log
+        .session(&elsewhere.seal.barrier().unwrap())
+        .await
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(err.contains("the audit log has records"), "{err}");
     assert_eq!(std::fs::read_to_string(&last).unwrap(), edited);
     let report = verify(dir.path(), key);
     assert_eq!(report.first_broken().unwrap().seq, 5, "{report:?}");
