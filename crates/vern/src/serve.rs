@@ -628,6 +628,26 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<()> {
         tracing::warn!(listen = %s.listen, "Serving plain HTTP because --insecure-listen was given; tokens cross the network in clear.");
     }
 
+    // The listener and its TLS files first: a start that fails on them
+    // creates no data directory and no database.
+    let ca_tls = if s.tls_from_ca.is_empty() {
+        None
+    } else {
+        Some(
+            vern_server::CaTls::new(
+                &s.tls_from_ca,
+                s.tls.as_ref().map(|t| (t.cert.as_path(), t.key.as_path())),
+                s.client_ca.as_deref(),
+            )
+            .context("--tls-from-ca")?,
+        )
+    };
+    let listener = match &ca_tls {
+        Some(ca_tls) => Listener::bind_with_config(s.listen, ca_tls.server_config()?)?,
+        None => Listener::bind(s.listen, s.tls.as_ref())?,
+    }
+    .with_limits(s.connections)?;
+
     if s.data_dir_in_use {
         prepare_data_dir(&s.data_dir)?;
     }
@@ -650,23 +670,6 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<()> {
         None
     };
 
-    let ca_tls = if s.tls_from_ca.is_empty() {
-        None
-    } else {
-        Some(
-            vern_server::CaTls::new(
-                &s.tls_from_ca,
-                s.tls.as_ref().map(|t| (t.cert.as_path(), t.key.as_path())),
-                s.client_ca.as_deref(),
-            )
-            .context("--tls-from-ca")?,
-        )
-    };
-    let listener = match &ca_tls {
-        Some(ca_tls) => Listener::bind_with_config(s.listen, ca_tls.server_config()?)?,
-        None => Listener::bind(s.listen, s.tls.as_ref())?,
-    }
-    .with_limits(s.connections)?;
     let shutdown = shutdown_signal()?;
     let addr = listener.local_addr()?;
     let scheme = if listener.is_tls() { "https" } else { "http" };

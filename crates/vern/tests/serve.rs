@@ -372,10 +372,16 @@ async fn unsafe_listen_configurations_are_refused() {
         .err()
         .unwrap();
     assert!(err.contains("TLS is required"), "{err}");
+    // A start refused for its TLS files writes nothing: no data directory,
+    // no database.
+    let fresh = dir.path().join("fresh");
+    let f = path_str(&fresh);
     let err = Server::try_start(
         &[
             "--listen",
             "127.0.0.1:0",
+            "--data-dir",
+            &f,
             "--tls-cert",
             "/nonexistent.pem",
             "--tls-key",
@@ -386,10 +392,25 @@ async fn unsafe_listen_configurations_are_refused() {
     .err()
     .unwrap();
     assert!(err.contains("certificate file /nonexistent.pem"), "{err}");
-    let err = Server::try_start(&["--listen", "127.0.0.1:0", "--tls-cert", "/x.pem"], &[])
-        .err()
-        .unwrap();
+    let err = Server::try_start(
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--data-dir",
+            &f,
+            "--tls-cert",
+            "/x.pem",
+        ],
+        &[],
+    )
+    .err()
+    .unwrap();
     assert!(err.contains("together"), "{err}");
+    assert!(
+        !fresh.exists(),
+        "a refused start created {}",
+        fresh.display()
+    );
 }
 
 #[tokio::test]
