@@ -26,6 +26,7 @@ mod relocate;
 mod segments;
 mod sink;
 pub mod verify;
+mod writer;
 
 pub use backing::LogStore;
 pub use keys::{AuditKeys, PublicKey};

@@ -1,7 +1,8 @@
 //! The log in segment files: appends across segments and restarts, reads by
 //! cursor at every position, recovery from an unfinished write, refusal
 //! of a corrupt end, a second process and a directory that cannot take a
-//! new segment, tamper detection, and moving a log out of a key-value
+//! new segment (also with batches in flight), the sink written by the
+//! segment writer, tamper detection, and moving a log out of a key-value
 //! store.
 #![allow(
     clippy::unwrap_used,
@@ -15,10 +16,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use vern_audit::verify::{verify_segments, verify_store, Report};
+use vern_audit::verify::{verify_file, verify_segments, verify_store, Report};
 use vern_audit::{
     import, layout, AuditConfig, AuditLog, Event, Filter, PublicKey, Relocation, SegmentLog,
-    Session,
+    Session, SinkTarget,
 };
 use vern_core::SystemClock;
 use vern_seal::Seal;
@@ -66,11 +67,13 @@ fn event(i: usize) -> Event {
 /// Opens the log in `dir`, waiting for a closed one's appender to let go
 /// of it.
 async fn open(dir: &Path, segment_bytes: u64) -> AuditLog {
+    open_with(dir, segment_bytes, AuditConfig::default()).await
+}
+
+async fn open_with(dir: &Path, segment_bytes: u64, config: AuditConfig) -> AuditLog {
     for _ in 0..100 {
         match SegmentLog::open_with(dir, segment_bytes) {
-            Ok(files) => {
-                return AuditLog::new(files, Arc::new(SystemClock), AuditConfig::default()).unwrap()
-            }
+            Ok(files) => return AuditLog::new(files, Arc::new(SystemClock), config).unwrap(),
             Err(e) if e.to_string().contains("held by another process") => {
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
@@ -278,6 +281,134 @@ async fn appends_fail_while_no_segment_can_be_created_and_resume_after() {
     let report = verify(&dir, session.keys().public_key());
     assert!(report.intact(), "{report:?}");
     assert_eq!(report.records, 2);
+}
+
+/// Appends `n` records at once; returns the numbers of those written and
+/// how many failed.
+async fn append_counting(log: &AuditLog, from: usize, n: usize) -> (Vec<u64>, usize) {
+    let appends = (from..from + n).map(|i| {
+        let log = log.clone();
+        async move { log.append(event(i)).await }
+    });
+    let results = futures_util::future::join_all(appends).await;
+    let failed = results.iter().filter(|r| r.is_err()).count();
+    (results.into_iter().filter_map(Result::ok).collect(), failed)
+}
+
+/// The writer syncs one batch while the next ones are chained after it.
+/// When a write fails, the batches chained on it fail too, unwritten; the
+/// next ones chain after what is durable, so the numbers handed out stay
+/// one gapless run and the files verify.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_failed_write_fails_what_was_chained_on_it_and_the_chain_goes_on() {
+    let keys = Keys::new().await;
+    let parent = tempfile::tempdir().unwrap();
+    let dir = parent.path().join("log");
+    let aside = parent.path().join("aside");
+    // One byte per segment: every write needs a new file.
+    let log = open(&dir, 1).await;
+    let session = keys.session(&log).await;
+    let mut written = vec![log.append(event(0)).await.unwrap()];
+    let mut from = 1;
+    for _ in 0..3 {
+        std::fs::rename(&dir, &aside).unwrap();
+        std::fs::write(&dir, b"not a directory").unwrap();
+        let (ok, failed) = append_counting(&log, from, 64).await;
+        assert_eq!((ok.len(), failed), (0, 64));
+        std::fs::remove_file(&dir).unwrap();
+        std::fs::rename(&aside, &dir).unwrap();
+        let (ok, failed) = append_counting(&log, from + 64, 64).await;
+        assert_eq!((ok.len(), failed), (64, 0));
+        written.extend(ok);
+        from += 128;
+    }
+    // Now with appends in flight while the directory goes and comes back.
+    let appends = {
+        let log = log.clone();
+        tokio::spawn(async move {
+            let mut all = Vec::new();
+            for round in 0..20 {
+                all.push(append_counting(&log, 1000 + round * 32, 32).await);
+            }
+            all
+        })
+    };
+    for _ in 0..5 {
+        tokio::time::sleep(Duration::from_millis(2)).await;
+        std::fs::rename(&dir, &aside).unwrap();
+        std::fs::write(&dir, b"not a directory").unwrap();
+        tokio::time::sleep(Duration::from_millis(2)).await;
+        std::fs::remove_file(&dir).unwrap();
+        std::fs::rename(&aside, &dir).unwrap();
+    }
+    for (ok, _) in appends.await.unwrap() {
+        written.extend(ok);
+    }
+    written.sort_unstable();
+    let expected: Vec<u64> = (1..=written.len() as u64).collect();
+    assert_eq!(written, expected, "numbers handed out skip or repeat");
+    assert_eq!(all_seqs(&log).await, expected);
+    log.checkpoint(&session).await.unwrap().unwrap();
+    let report = verify(&dir, session.keys().public_key());
+    assert!(report.intact(), "{report:?}");
+    assert_eq!(report.records, written.len() as u64);
+}
+
+/// With segment files, the sink is written by the segment writer, after
+/// the files and before a request is answered: it holds the same records
+/// and checkpoints, and verifies on its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_sink_holds_what_the_segment_files_hold() {
+    let keys = Keys::new().await;
+    let dir = tempfile::tempdir().unwrap();
+    let sink = dir.path().join("audit.jsonl");
+    let config = || AuditConfig {
+        sink: Some(SinkTarget::File(sink.clone())),
+        ..AuditConfig::default()
+    };
+    let files = dir.path().join("log");
+    let log = open_with(&files, 8 * 1024, config()).await;
+    let session = keys.session(&log).await;
+    for batch in 0..10 {
+        append_concurrently(&log, batch * 25, 25).await;
+    }
+    let cp = log.close().await.unwrap().unwrap();
+    assert_eq!(cp.seq, 250, "the closing checkpoint signs every record");
+    drop((log, session));
+    let key = keys
+        .session(&open_with(&files, 8 * 1024, config()).await)
+        .await;
+    let key = key.keys().public_key();
+    let from_files = verify(&files, key);
+    let from_sink = verify_file(&sink, key, &mut |_| {}).unwrap();
+    assert!(
+        from_files.intact() && from_sink.intact(),
+        "{from_files:?} {from_sink:?}"
+    );
+    assert_eq!((from_sink.records, from_sink.checkpoints), (250, 1));
+    assert_eq!(from_sink.unsigned_tail, 0);
+    let lines = |text: String| -> Vec<String> { text.lines().map(str::to_owned).collect() };
+    let mut segments = String::new();
+    for file in segment_files(&files) {
+        segments.push_str(&std::fs::read_to_string(file).unwrap());
+    }
+    assert_eq!(
+        lines(std::fs::read_to_string(&sink).unwrap()),
+        lines(segments)
+    );
+}
+
+/// A sink that cannot be written fails the appends, as with a store.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_failing_sink_fails_appends_to_segment_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = AuditConfig {
+        sink: Some(SinkTarget::parse("/dev/full")),
+        ..AuditConfig::default()
+    };
+    let log = open_with(dir.path(), 8 * 1024, config).await;
+    let err = log.append(event(1)).await.unwrap_err();
+    assert!(err.to_string().contains("/dev/full"), "{err}");
 }
 
 /// A copy of the files of `dir` in a new directory.
