@@ -176,8 +176,8 @@ def test_cross_tenant_import_exists_only_where_a_policy_grants_it(tmp_path):
         vern, url, c = s["vern"], s["url"], s["clients"]
 
         async def scenario():
-            feed, _ = await connect(url, token_of(vern, c["feed"]))
-            pricer, _ = await connect(url, token_of(vern, c["pricer"]))
+            feed, feed_errors = await connect(url, token_of(vern, c["feed"]))
+            pricer, pricer_errors = await connect(url, token_of(vern, c["pricer"]))
             got = []
 
             async def cb(msg):
@@ -189,7 +189,10 @@ def test_cross_tenant_import_exists_only_where_a_policy_grants_it(tmp_path):
             await pricer.publish("prices.eur", b"1.08")
             await pricer.publish("orders.created", b"secret order")
             await pricer.flush()
-            assert await eventually(lambda: got)
+            assert await eventually(lambda: got), (
+                f"nothing delivered; feed closed={feed.is_closed} errors={feed_errors}, "
+                f"pricer closed={pricer.is_closed} errors={pricer_errors}"
+            )
             await asyncio.sleep(0.3)
             assert got == [("prices.eur", b"1.08")]
             await feed.close()
