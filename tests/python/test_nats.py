@@ -191,7 +191,8 @@ def test_cross_tenant_import_exists_only_where_a_policy_grants_it(tmp_path):
             await pricer.flush()
             assert await eventually(lambda: got), (
                 f"nothing delivered; feed closed={feed.is_closed} errors={feed_errors}, "
-                f"pricer closed={pricer.is_closed} errors={pricer_errors}"
+                f"pricer closed={pricer.is_closed} errors={pricer_errors}; vern's log: "
+                + "".join(line for line in vern.log if "nats" in line.lower() or "ERROR" in line)
             )
             await asyncio.sleep(0.3)
             assert got == [("prices.eur", b"1.08")]
