@@ -371,18 +371,23 @@ impl Appender {
                 }
             }
             if !events.is_empty() {
-                match self.target {
+                match &self.target {
                     Target::Segments(_) => self.hand_off(events, waiters).await,
-                    Target::Kv(_) => self.commit(events, waiters).await,
+                    Target::Kv(store) => {
+                        let store = Arc::clone(store);
+                        self.commit(&store, events, waiters).await;
+                    }
                 }
             }
             for (session, reply) in checkpoints {
-                if let Target::Segments(writer) = &self.target {
-                    writer.checkpoint(session, self.now(), reply).await;
-                    continue;
+                match &self.target {
+                    Target::Segments(writer) => writer.checkpoint(session, self.now(), reply).await,
+                    Target::Kv(store) => {
+                        let store = Arc::clone(store);
+                        let result = self.checkpoint(&store, &session).await;
+                        let _ = reply.send(result.map_err(|e| e.to_string()));
+                    }
                 }
-                let result = self.checkpoint(&session).await.map_err(|e| e.to_string());
-                let _ = reply.send(result);
             }
         }
     }
@@ -423,6 +428,7 @@ impl Appender {
     /// sink expects record `next`.
     async fn sink_after(
         &mut self,
+        store: &Arc<dyn Store>,
         upto: u64,
         lines: Vec<Vec<u8>>,
         next: u64,
@@ -433,18 +439,19 @@ impl Appender {
         if self.sink.is_none() {
             return Ok(());
         }
-        let mut all = self.missing_lines(upto).await?;
+        let mut all = self.missing_lines(store, upto).await?;
         all.extend(lines);
         self.write_sink(all, next).await
     }
 
     /// Lines of the records the sink lacks before `upto`. A sink that has
     /// written nothing yet (standard output, a new file) starts at `upto`.
-    async fn missing_lines(&mut self, upto: u64) -> Result<Vec<Vec<u8>>, AuditError> {
+    async fn missing_lines(
+        &mut self,
+        store: &Arc<dyn Store>,
+        upto: u64,
+    ) -> Result<Vec<Vec<u8>>, AuditError> {
         let Some(from) = self.sink.as_ref().and_then(|s| s.next_seq) else {
-            return Ok(Vec::new());
-        };
-        let Target::Kv(store) = &self.target else {
             return Ok(Vec::new());
         };
         let wanted = usize::try_from(upto.saturating_sub(from)).unwrap_or(usize::MAX);
@@ -529,15 +536,13 @@ impl Appender {
 
     /// Chains and commits `events` to the store, then tells their
     /// requests.
-    async fn commit(&mut self, events: Vec<Event>, waiters: Vec<RecordReply>) {
-        let result = match &self.target {
-            Target::Kv(store) => {
-                let store = Arc::clone(store);
-                self.append_kv(store.as_ref(), events).await
-            }
-            Target::Segments(_) => Err(AuditError::Closed),
-        };
-        match result {
+    async fn commit(
+        &mut self,
+        store: &Arc<dyn Store>,
+        events: Vec<Event>,
+        waiters: Vec<RecordReply>,
+    ) {
+        match self.append_kv(store, events).await {
             Ok(first_seq) => {
                 for (i, reply) in waiters.into_iter().enumerate() {
                     let _ = reply.send(Ok(first_seq + i as u64));
@@ -557,14 +562,14 @@ impl Appender {
     /// compare-and-set point; returns the first sequence number.
     async fn append_kv(
         &mut self,
-        store: &dyn Store,
+        store: &Arc<dyn Store>,
         events: Vec<Event>,
     ) -> Result<u64, AuditError> {
         let head_key = key(layout::HEAD)?;
         for _ in 0..MAX_ATTEMPTS {
             let head = match self.head.take() {
                 Some(h) => h,
-                None => read_head(store).await?,
+                None => read_head(store.as_ref()).await?,
             };
             let time = self.now();
             let mut prev = head.hash.clone();
@@ -599,7 +604,8 @@ impl Appender {
                         hash: prev,
                         version: versions.last().copied(),
                     });
-                    self.sink_after(head.seq + 1, lines, last + 1).await?;
+                    self.sink_after(store, head.seq + 1, lines, last + 1)
+                        .await?;
                     return Ok(head.seq + 1);
                 }
                 // Another process appended first: chain after its records.
@@ -612,11 +618,11 @@ impl Appender {
 
     /// Signs the store's head with `session`'s key, unless it is signed
     /// already. (Segment files are checkpointed by their writer.)
-    async fn checkpoint(&mut self, session: &Session) -> Result<Option<Checkpoint>, AuditError> {
-        let Target::Kv(store) = &self.target else {
-            return Err(AuditError::Closed);
-        };
-        let store = Arc::clone(store);
+    async fn checkpoint(
+        &mut self,
+        store: &Arc<dyn Store>,
+        session: &Session,
+    ) -> Result<Option<Checkpoint>, AuditError> {
         let head = read_head(store.as_ref()).await?;
         let (seq, hash) = (head.seq, head.hash);
         if seq == 0 || seq <= self.last_checkpoint {
@@ -645,7 +651,8 @@ impl Appender {
         if !written {
             return Ok(None);
         }
-        self.sink_after(cp.seq + 1, vec![line], cp.seq + 1).await?;
+        self.sink_after(store, cp.seq + 1, vec![line], cp.seq + 1)
+            .await?;
         Ok(Some(cp))
     }
 }

@@ -376,36 +376,24 @@ async fn unsafe_listen_configurations_are_refused() {
     // no database.
     let fresh = dir.path().join("fresh");
     let f = path_str(&fresh);
-    let err = Server::try_start(
-        &[
-            "--listen",
-            "127.0.0.1:0",
-            "--data-dir",
-            &f,
-            "--tls-cert",
-            "/nonexistent.pem",
-            "--tls-key",
-            "/nonexistent.key",
-        ],
-        &[],
-    )
-    .err()
-    .unwrap();
-    assert!(err.contains("certificate file /nonexistent.pem"), "{err}");
-    let err = Server::try_start(
-        &[
-            "--listen",
-            "127.0.0.1:0",
-            "--data-dir",
-            &f,
-            "--tls-cert",
-            "/x.pem",
-        ],
-        &[],
-    )
-    .err()
-    .unwrap();
-    assert!(err.contains("together"), "{err}");
+    let refused: [(&[&str], &str); 2] = [
+        (
+            &[
+                "--tls-cert",
+                "/nonexistent.pem",
+                "--tls-key",
+                "/nonexistent.key",
+            ],
+            "certificate file /nonexistent.pem",
+        ),
+        (&["--tls-cert", "/x.pem"], "together"),
+    ];
+    for (tls, why) in refused {
+        let mut args = vec!["--listen", "127.0.0.1:0", "--data-dir", &f];
+        args.extend_from_slice(tls);
+        let err = Server::try_start(&args, &[]).err().unwrap();
+        assert!(err.contains(why), "{err}");
+    }
     assert!(
         !fresh.exists(),
         "a refused start created {}",
