@@ -40,13 +40,16 @@ def nats_server_bin():
 
 class NatsServer:
     def __init__(self, conf, port):
-        self.proc = subprocess.Popen(
-            [nats_server_bin(), "-c", str(conf), "-a", "127.0.0.1", "-p", str(port)],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
+        # The log goes to a file: a pipe nobody reads would stall the
+        # server once it filled.
+        self.log_path = f"{conf}.log"
+        with open(self.log_path, "w") as log:
+            self.proc = subprocess.Popen(
+                [nats_server_bin(), "-c", str(conf), "-a", "127.0.0.1", "-p", str(port)],
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=log,
+            )
         deadline = time.monotonic() + 20
         while True:
             try:
@@ -54,8 +57,12 @@ class NatsServer:
                 break
             except OSError:
                 if self.proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError("nats-server did not start: " + (self.proc.stderr.read() or ""))
+                    raise RuntimeError("nats-server did not start: " + self.log())
                 time.sleep(0.05)
+
+    def log(self):
+        with open(self.log_path) as f:
+            return f.read()
 
     def stop(self):
         self.proc.terminate()
@@ -185,14 +192,14 @@ def test_cross_tenant_import_exists_only_where_a_policy_grants_it(tmp_path):
 
             await feed.subscribe("prices.>", cb=cb)
             await feed.subscribe("orders.>", cb=cb)
-            await feed.flush()
+            await settle(feed)
             await pricer.publish("prices.eur", b"1.08")
             await pricer.publish("orders.created", b"secret order")
             await pricer.flush()
             assert await eventually(lambda: got), (
                 f"nothing delivered; feed closed={feed.is_closed} errors={feed_errors}, "
-                f"pricer closed={pricer.is_closed} errors={pricer_errors}; vern's log: "
-                + "".join(line for line in vern.log if "nats" in line.lower() or "ERROR" in line)
+                f"pricer closed={pricer.is_closed} errors={pricer_errors}; nats-server's log: "
+                + s["nats"].log()
             )
             await asyncio.sleep(0.3)
             assert got == [("prices.eur", b"1.08")]
@@ -259,6 +266,18 @@ async def refused(url, **kw):
     return None
 
 
+async def settle(*clients):
+    """Returns once nats-server has processed what these clients sent.
+    nats-py's flush writes its PING ahead of the commands still queued for
+    its flusher task, so its PONG can come back before a SUB is processed,
+    and another connection's publish can overtake the subscription. By the
+    time that first PONG arrives the queue has been written, so a second
+    PING follows it on the wire."""
+    for nc in clients:
+        await nc.flush()
+        await nc.flush()
+
+
 async def eventually(check, seconds=10):
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
@@ -289,9 +308,7 @@ def test_tenants_are_accounts_and_permissions_come_from_policy(stack):
         await api.subscribe("orders.>", cb=await into("api"))
         await worker.subscribe("orders.created", cb=await into("worker"))
         await globex.subscribe("orders.created", cb=await into("globex"))
-        await api.flush()
-        await worker.flush()
-        await globex.flush()
+        await settle(api, worker, globex)
 
         await api.publish("orders.created", b"acme-1")
         await api.flush()
@@ -333,7 +350,7 @@ def test_tenants_are_accounts_and_permissions_come_from_policy(stack):
 
         responder, _ = await connect(url, token_of(vern, c["worker"]))
         await responder.subscribe("orders.created", cb=answer)
-        await responder.flush()
+        await settle(responder)
         requester, _ = await connect(url, token_of(vern, c["api"]), inbox_prefix="_INBOX." + c["api"]["client_id"])
         reply = await requester.request("orders.created", b"2", timeout=5)
         assert reply.data == b"done:2"
@@ -662,17 +679,17 @@ def test_a_mapping_maps_and_its_permission_is_the_destinations(tmp_path):
             await api.flush()
             await api.publish("orders.v1.created", b"1")
             await api.flush()
-            await eventually(lambda: got == ["orders.created"])
+            assert await eventually(lambda: got == ["orders.created"])
             # A destination names the source's wildcard: legacy.eu.created
             # is delivered on orders.eu, which api may publish on.
             await api.publish("legacy.eu.created", b"3")
             await api.flush()
-            await eventually(lambda: got == ["orders.created", "orders.eu"])
+            assert await eventually(lambda: got == ["orders.created", "orders.eu"])
             # The permission is checked on the mapped subject: orders.v1.>
             # alone does not cover orders.shipped.
             await legacy.publish("orders.v1.shipped", b"2")
             await legacy.flush()
-            await eventually(lambda: any("permissions violation" in e.lower() for e in legacy_errors))
+            assert await eventually(lambda: any("permissions violation" in e.lower() for e in legacy_errors))
             await asyncio.sleep(0.3)
             assert got == ["orders.created", "orders.eu"]
             await api.close()
