@@ -2,6 +2,8 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::hash::{BuildHasher, RandomState};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
 
@@ -9,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use vern_core::Clock;
 use vern_crypto::SecretBytes;
-use vern_seal::{Barrier, BarrierView, BarrierWrite, Expect, SealError};
+use vern_seal::{Barrier, BarrierView, BarrierWrite, Expect, Plain, SealError};
 
 use crate::metadata::{Metadata, MetadataUpdate, MetadataView, VersionInfo};
 use crate::path::{ListPrefix, SecretPath};
@@ -21,6 +23,9 @@ pub const DEFAULT_MAX_VERSIONS: u32 = 10;
 const ATTEMPTS: usize = 16;
 /// Keys fetched per storage round trip when listing.
 const LIST_PAGE: usize = 1000;
+/// Slots of the latest-version guesses (8 bytes each), shared by all
+/// secrets of a mount through a hash of their paths.
+const GUESS_SLOTS: usize = 4096;
 
 /// A secret's key/value data. `Debug` never shows it.
 #[derive(Clone, PartialEq)]
@@ -107,6 +112,14 @@ pub struct KvEngine {
     /// `kv/<mount>/`: the prefix of this mount's barrier view.
     prefix: String,
     clock: Arc<dyn Clock>,
+    /// The latest version last seen per slot of paths. A read of the
+    /// latest version fetches the metadata and the guessed version's data
+    /// together (one round trip on a networked store instead of two). The
+    /// metadata decides: a wrong guess (a colliding path, a write through
+    /// another replica) costs the second read it saves, never a wrong
+    /// answer.
+    guesses: Box<[AtomicU64]>,
+    hasher: RandomState,
 }
 
 /// Within a mount's view: a secret's metadata is under this folder.
@@ -115,6 +128,12 @@ const META: &str = "meta/";
 const DATA: &str = "data/";
 /// Within a mount's view: the mount's settings.
 const CONFIG: &str = "config";
+
+fn decode_meta(path: &SecretPath, plain: &Plain) -> Result<(Metadata, u64), KvError> {
+    let meta = serde_json::from_slice(plain.value.expose())
+        .map_err(|_| SealError::Corrupt(format!("metadata of {}", path.as_str())))?;
+    Ok((meta, plain.version))
+}
 
 fn is_conflict(e: &KvError) -> bool {
     matches!(e, KvError::Seal(SealError::Conflict { .. }))
@@ -155,7 +174,14 @@ impl KvEngine {
             mount: mount.to_owned(),
             prefix: format!("kv/{mount}/"),
             clock,
+            guesses: (0..GUESS_SLOTS).map(|_| AtomicU64::new(0)).collect(),
+            hasher: RandomState::new(),
         })
+    }
+
+    fn guess(&self, path: &SecretPath) -> Option<&AtomicU64> {
+        let slot = self.hasher.hash_one(path.as_str()) % GUESS_SLOTS as u64;
+        self.guesses.get(usize::try_from(slot).ok()?)
     }
 
     /// The mount's name.
@@ -189,12 +215,10 @@ impl KvEngine {
         b: &BarrierView<'_>,
         path: &SecretPath,
     ) -> Result<Option<(Metadata, u64)>, KvError> {
-        let Some(plain) = b.get(&Self::meta_key(path)).await? else {
-            return Ok(None);
-        };
-        let meta: Metadata = serde_json::from_slice(plain.value.expose())
-            .map_err(|_| SealError::Corrupt(format!("metadata of {}", path.as_str())))?;
-        Ok(Some((meta, plain.version)))
+        b.get(&Self::meta_key(path))
+            .await?
+            .map(|plain| decode_meta(path, &plain))
+            .transpose()
     }
 
     /// The mount's settings.
@@ -269,8 +293,30 @@ impl KvEngine {
         version: Option<u64>,
     ) -> Result<Read, KvError> {
         let b = &self.view(b)?;
-        let (meta, _) = self.load_meta(b, path).await?.ok_or(KvError::NotFound)?;
-        let v = version.filter(|v| *v > 0).unwrap_or(meta.current_version);
+        let asked = version.filter(|v| *v > 0);
+        let guessed = asked.or_else(|| {
+            self.guess(path)
+                .map(|g| g.load(Ordering::Relaxed))
+                .filter(|v| *v > 0)
+        });
+        let (meta, fetched) = match guessed {
+            Some(g) => {
+                let [meta, data] = <[_; 2]>::try_from(
+                    b.get_many(&[&Self::meta_key(path), &Self::data_key(path, g)])
+                        .await?,
+                )
+                .map_err(|_| {
+                    KvError::Internal("a read of two keys answered otherwise".to_owned())
+                })?;
+                (meta, Some((g, data)))
+            }
+            None => (b.get(&Self::meta_key(path)).await?, None),
+        };
+        let (meta, _) = decode_meta(path, &meta.ok_or(KvError::NotFound)?)?;
+        if let Some(g) = self.guess(path) {
+            g.store(meta.current_version, Ordering::Relaxed);
+        }
+        let v = asked.unwrap_or(meta.current_version);
         let info = meta.versions.get(&v).ok_or(KvError::NotFound)?;
         let version_view = view(v, info, &meta);
         if info.destroyed {
@@ -279,7 +325,11 @@ impl KvEngine {
         if info.is_deleted(self.now()) {
             return Ok(Read::Deleted(version_view));
         }
-        let Some(plain) = b.get(&Self::data_key(path, v)).await? else {
+        let data = match fetched {
+            Some((g, data)) if g == v => data,
+            _ => b.get(&Self::data_key(path, v)).await?,
+        };
+        let Some(plain) = data else {
             tracing::error!(
                 version = v,
                 "Secret version listed in metadata has no data."
@@ -303,10 +353,15 @@ impl KvEngine {
         options: WriteOptions,
     ) -> Result<VersionView, KvError> {
         let bytes = encode(&data.0)?;
-        self.mutate(b, path, |current, now, config| {
-            self.new_version(path, current, now, config, options, bytes.clone())
-        })
-        .await
+        let written = self
+            .mutate(b, path, |current, now, config| {
+                self.new_version(path, current, now, config, options, bytes.clone())
+            })
+            .await?;
+        if let Some(g) = self.guess(path) {
+            g.store(written.version, Ordering::Relaxed);
+        }
+        Ok(written)
     }
 
     /// Applies a JSON merge patch (RFC 7386) to the latest version and

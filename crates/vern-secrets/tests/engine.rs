@@ -1,6 +1,7 @@
 //! The KV v2 engine on both storage backends: versions, check-and-set,
 //! soft delete, undelete, destroy, metadata, pruning, expiry, listing,
-//! patching and concurrent writers on two replicas.
+//! patching, concurrent writers on two replicas, and latest-version reads
+//! that take one storage read without ever answering from a stale guess.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -9,9 +10,11 @@
     clippy::cast_possible_truncation
 )]
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
 
+use async_trait::async_trait;
 use serde_json::{json, Map, Value};
 use vern_core::ManualClock;
 use vern_seal::{Barrier, IssuedShare, Seal};
@@ -19,6 +22,7 @@ use vern_secrets::{
     KvConfig, KvEngine, KvError, ListPrefix, MetadataUpdate, Read, SecretData, SecretPath,
     WriteOptions,
 };
+use vern_store::{Entry, Key, Store, StoreError, Write};
 
 struct Env {
     barrier: Arc<Barrier>,
@@ -26,15 +30,56 @@ struct Env {
     replica: Arc<Barrier>,
     clock: Arc<ManualClock>,
     kv: KvEngine,
+    /// Read calls (`get`, `get_many`) reaching the first replica's store.
+    reads: Arc<AtomicUsize>,
     _dir: Option<tempfile::TempDir>,
+}
+
+/// A store that counts its read calls: one per round trip on PostgreSQL.
+struct Counting {
+    inner: Arc<dyn Store>,
+    reads: Arc<AtomicUsize>,
+}
+
+#[async_trait]
+impl Store for Counting {
+    async fn get(&self, key: &Key) -> Result<Option<Entry>, StoreError> {
+        self.reads.fetch_add(1, Ordering::SeqCst);
+        self.inner.get(key).await
+    }
+    async fn get_many(&self, keys: &[Key]) -> Result<Vec<Option<Entry>>, StoreError> {
+        self.reads.fetch_add(1, Ordering::SeqCst);
+        self.inner.get_many(keys).await
+    }
+    async fn list(
+        &self,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<String>, StoreError> {
+        self.inner.list(prefix, after, limit).await
+    }
+    async fn commit(&self, writes: Vec<Write>) -> Result<Vec<u64>, StoreError> {
+        self.inner.commit(writes).await
+    }
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.inner.ping().await
+    }
+    fn backend(&self) -> &'static str {
+        self.inner.backend()
+    }
 }
 
 async fn env_on(url: String, dir: Option<tempfile::TempDir>) -> Env {
     let clock = Arc::new(ManualClock::new(
         UNIX_EPOCH + Duration::from_secs(1_700_000_000),
     ));
-    let store = vern_store::open(&url, 4).await.unwrap();
-    let seal = Seal::new(Arc::clone(&store), clock.clone()).await.unwrap();
+    let reads = Arc::new(AtomicUsize::new(0));
+    let store: Arc<dyn Store> = Arc::new(Counting {
+        inner: vern_store::open(&url, 4).await.unwrap(),
+        reads: Arc::clone(&reads),
+    });
+    let seal = Seal::new(store, clock.clone()).await.unwrap();
     let out = seal.init_unsealed(1, 1, &[], None).await.unwrap();
     let IssuedShare::Clear(share) = &out.shares[0] else {
         panic!()
@@ -47,6 +92,7 @@ async fn env_on(url: String, dir: Option<tempfile::TempDir>) -> Env {
         replica: seal2.barrier().unwrap(),
         kv: KvEngine::new("secret", clock.clone()).unwrap(),
         clock,
+        reads,
         _dir: dir,
     }
 }
@@ -95,7 +141,9 @@ both!(
     expiry_after_delete_version_after,
     listing,
     patch_and_subkeys,
-    concurrent_cas_across_replicas
+    concurrent_cas_across_replicas,
+    latest_reads_take_one_storage_read,
+    stale_guesses_never_answer
 );
 
 async fn versions_and_cas(e: &Env) {
@@ -449,4 +497,129 @@ async fn concurrent_cas_across_replicas(e: &Env) {
     }
     versions.sort();
     assert_eq!(versions, (3..=8).collect::<Vec<_>>());
+}
+
+/// `f`'s result, and the store reads on the first replica while it ran.
+async fn reads_during<T>(e: &Env, f: impl std::future::Future<Output = T>) -> (T, usize) {
+    let before = e.reads.load(Ordering::SeqCst);
+    let out = f.await;
+    (out, e.reads.load(Ordering::SeqCst) - before)
+}
+
+async fn latest_reads_take_one_storage_read(e: &Env) {
+    let (b, kv) = (&*e.barrier, &e.kv);
+    let path = p("acme/web/prod/hot");
+    let other = KvEngine::new("secret", e.clock.clone()).unwrap();
+    kv.write(b, &path, data(json!({"v": 1})), WriteOptions::default())
+        .await
+        .unwrap();
+    let (r, reads) = reads_during(e, kv.read(b, &path, None)).await;
+    assert_eq!(
+        live(r.unwrap()),
+        (json!({"v": 1}).as_object().cloned().unwrap(), 1)
+    );
+    assert_eq!(reads, 1, "metadata and data in one read after a write");
+    let (r, reads) = reads_during(e, kv.read(b, &path, Some(1))).await;
+    assert_eq!(live(r.unwrap()).1, 1);
+    assert_eq!(reads, 1, "an asked version is read with the metadata");
+    // Another replica moves the secret on: the guess is wrong once.
+    other
+        .write(
+            &e.replica,
+            &path,
+            data(json!({"v": 2})),
+            WriteOptions::default(),
+        )
+        .await
+        .unwrap();
+    let (r, reads) = reads_during(e, kv.read(b, &path, None)).await;
+    assert_eq!(live(r.unwrap()).1, 2);
+    assert_eq!(reads, 2, "a stale guess costs the second read");
+    let (r, reads) = reads_during(e, kv.read(b, &path, None)).await;
+    assert_eq!(live(r.unwrap()).1, 2);
+    assert_eq!(reads, 1);
+    // A path never read before: the metadata first, then the version.
+    let fresh = KvEngine::new("secret", e.clock.clone()).unwrap();
+    let (r, reads) = reads_during(e, fresh.read(b, &path, None)).await;
+    assert_eq!(live(r.unwrap()).1, 2);
+    assert_eq!(reads, 2);
+}
+
+async fn stale_guesses_never_answer(e: &Env) {
+    let (b, kv) = (&*e.barrier, &e.kv);
+    let other = KvEngine::new("secret", e.clock.clone()).unwrap();
+    let path = p("acme/web/prod/moving");
+    for v in 1..=3 {
+        kv.write(b, &path, data(json!({"v": v})), WriteOptions::default())
+            .await
+            .unwrap();
+    }
+    assert_eq!(live(kv.read(b, &path, None).await.unwrap()).0["v"], 3);
+    // Through the other replica: destroyed, then deleted, then gone and
+    // written again from version 1. Each read here starts from a guess
+    // the other replica has made wrong.
+    other
+        .destroy_versions(&e.replica, &path, &[3])
+        .await
+        .unwrap();
+    assert!(matches!(kv.read(b, &path, None).await.unwrap(), Read::Destroyed(v) if v.version == 3));
+    other
+        .write(
+            &e.replica,
+            &path,
+            data(json!({"v": 4})),
+            WriteOptions::default(),
+        )
+        .await
+        .unwrap();
+    other.delete_latest(&e.replica, &path).await.unwrap();
+    assert!(matches!(kv.read(b, &path, None).await.unwrap(), Read::Deleted(v) if v.version == 4));
+    assert_eq!(live(kv.read(b, &path, Some(2)).await.unwrap()).0["v"], 2);
+    other.delete_metadata(&e.replica, &path).await.unwrap();
+    assert!(matches!(
+        kv.read(b, &path, None).await,
+        Err(KvError::NotFound)
+    ));
+    for v in 10..=11 {
+        other
+            .write(
+                &e.replica,
+                &path,
+                data(json!({"v": v})),
+                WriteOptions::default(),
+            )
+            .await
+            .unwrap();
+    }
+    assert_eq!(
+        live(kv.read(b, &path, None).await.unwrap()),
+        (json!({"v": 11}).as_object().cloned().unwrap(), 2)
+    );
+
+    // Many more paths than it takes for guesses to share slots, each with
+    // its own number of versions: every read still answers its own path's
+    // latest version.
+    let paths: Vec<(SecretPath, u64)> = (0..600)
+        .map(|i| (p(&format!("acme/web/prod/many-{i}")), 1 + i % 3))
+        .collect();
+    for (path, versions) in &paths {
+        for v in 1..=*versions {
+            kv.write(
+                b,
+                path,
+                data(json!({"path": path.as_str(), "v": v})),
+                WriteOptions::default(),
+            )
+            .await
+            .unwrap();
+        }
+    }
+    for _ in 0..2 {
+        for (path, versions) in paths.iter().rev() {
+            let (got, version) = live(kv.read(b, path, None).await.unwrap());
+            assert_eq!(version, *versions);
+            assert_eq!(got["path"], path.as_str());
+            assert_eq!(got["v"], *versions);
+        }
+    }
 }
