@@ -17,11 +17,65 @@ const MIGRATION_LOCK: i64 = 0x0076_6572_6e6d_6967; // "vernmig"
 
 /// Schema migrations, applied in order; the index plus one is the version.
 /// Keys use the "C" collation so they sort bytewise, as in SQLite.
-const MIGRATIONS: &[&str] = &["CREATE TABLE kv (
+const MIGRATIONS: &[&str] = &[
+    "CREATE TABLE kv (
         key     TEXT COLLATE \"C\" PRIMARY KEY,
         value   BYTEA NOT NULL,
         version BIGINT NOT NULL CHECK (version > 0)
-    )"];
+    )",
+    // One batch in one statement, so in one round trip and atomically: the
+    // writes in the order given, each with its precondition. A precondition
+    // that does not hold raises PRECONDITION_FAILED with the write's
+    // position (from 1) as the message, which undoes the whole batch.
+    // Kinds: 0 put, 1 put if absent, 2 put if at version, 3 delete,
+    // 4 delete if absent, 5 delete if at version.
+    "CREATE FUNCTION vern_commit(keys TEXT[], vals BYTEA[], kinds SMALLINT[], expected BIGINT[])
+     RETURNS BIGINT[] LANGUAGE plpgsql VOLATILE AS $$
+     DECLARE
+         versions BIGINT[] := '{}';
+         v BIGINT;
+     BEGIN
+         FOR i IN 1 .. coalesce(array_length(keys, 1), 0) LOOP
+             v := 0;
+             CASE kinds[i]
+             WHEN 0 THEN
+                 INSERT INTO kv (key, value, version) VALUES (keys[i], vals[i], 1)
+                 ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value, version = kv.version + 1
+                 RETURNING kv.version INTO v;
+             WHEN 1 THEN
+                 INSERT INTO kv (key, value, version) VALUES (keys[i], vals[i], 1)
+                 ON CONFLICT (key) DO NOTHING RETURNING kv.version INTO v;
+                 IF NOT FOUND THEN
+                     RAISE EXCEPTION USING ERRCODE = 'VN001', MESSAGE = i::text;
+                 END IF;
+             WHEN 2 THEN
+                 UPDATE kv SET value = vals[i], version = kv.version + 1
+                 WHERE kv.key = keys[i] COLLATE \"C\" AND kv.version = expected[i]
+                 RETURNING kv.version INTO v;
+                 IF NOT FOUND THEN
+                     RAISE EXCEPTION USING ERRCODE = 'VN001', MESSAGE = i::text;
+                 END IF;
+             WHEN 3 THEN
+                 DELETE FROM kv WHERE kv.key = keys[i] COLLATE \"C\";
+             WHEN 4 THEN
+                 PERFORM 1 FROM kv WHERE kv.key = keys[i] COLLATE \"C\" FOR UPDATE;
+                 IF FOUND THEN
+                     RAISE EXCEPTION USING ERRCODE = 'VN001', MESSAGE = i::text;
+                 END IF;
+             WHEN 5 THEN
+                 DELETE FROM kv WHERE kv.key = keys[i] COLLATE \"C\" AND kv.version = expected[i];
+                 IF NOT FOUND THEN
+                     RAISE EXCEPTION USING ERRCODE = 'VN001', MESSAGE = i::text;
+                 END IF;
+             END CASE;
+             versions := versions || v;
+         END LOOP;
+         RETURN versions;
+     END $$",
+];
+
+/// The SQLSTATE `vern_commit` raises when a write's precondition fails.
+const PRECONDITION_FAILED: &str = "VN001";
 
 /// PostgreSQL storage through a connection pool.
 pub struct PostgresStore {
@@ -46,6 +100,22 @@ fn db_err(e: tokio_postgres::Error) -> StoreError {
             }
         }
         _ => err(e),
+    }
+}
+
+/// A batch's error: a precondition that does not hold is a conflict on
+/// the key of the write it names.
+fn commit_err(e: tokio_postgres::Error, keys: &[&str]) -> StoreError {
+    let failed = e
+        .as_db_error()
+        .filter(|d| d.code().code() == PRECONDITION_FAILED)
+        .and_then(|d| d.message().parse::<usize>().ok())
+        .and_then(|position| keys.get(position.checked_sub(1)?));
+    match failed {
+        Some(key) => StoreError::Conflict {
+            key: (*key).to_owned(),
+        },
+        None => db_err(e),
     }
 }
 
@@ -204,110 +274,45 @@ impl Store for PostgresStore {
         }
         crate::gate::begin_commit()?;
         let order = lock_order(&writes)?;
-        let mut client = self.pool.get().await.map_err(err)?;
-        let tx = client.transaction().await.map_err(db_err)?;
-        let put_any = tx
-            .prepare_cached(
-                "INSERT INTO kv (key, value, version) VALUES ($1, $2, 1)
-                 ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value, version = kv.version + 1
-                 RETURNING version",
-            )
-            .await
-            .map_err(db_err)?;
-        let put_absent = tx
-            .prepare_cached(
-                "INSERT INTO kv (key, value, version) VALUES ($1, $2, 1)
-                 ON CONFLICT (key) DO NOTHING RETURNING version",
-            )
-            .await
-            .map_err(db_err)?;
-        let put_version = tx
-            .prepare_cached(
-                "UPDATE kv SET value = $2, version = version + 1
-                 WHERE key = $1 AND version = $3 RETURNING version",
-            )
-            .await
-            .map_err(db_err)?;
-        let delete_any = tx
-            .prepare_cached("DELETE FROM kv WHERE key = $1")
-            .await
-            .map_err(db_err)?;
-        let delete_absent = tx
-            .prepare_cached("SELECT 1 FROM kv WHERE key = $1 FOR UPDATE")
-            .await
-            .map_err(db_err)?;
-        let delete_version = tx
-            .prepare_cached("DELETE FROM kv WHERE key = $1 AND version = $2")
-            .await
-            .map_err(db_err)?;
-        // All statements are sent at once (tokio-postgres pipelines
-        // concurrently polled queries, in order), so a batch costs one
-        // round trip instead of one per write.
-        let steps = order.iter().map(|&(i, w)| {
-            let key = w.key.as_str();
-            let conflict = move || StoreError::Conflict {
-                key: key.to_owned(),
+        let mut keys = Vec::with_capacity(order.len());
+        let mut values = Vec::with_capacity(order.len());
+        let mut kinds = Vec::with_capacity(order.len());
+        let mut expected = Vec::with_capacity(order.len());
+        for &(_, w) in &order {
+            let (value, kind, version) = match (&w.op, w.expect) {
+                (Op::Put(value), Expect::Any) => (Some(value.as_slice()), 0i16, 0),
+                (Op::Put(value), Expect::Absent) => (Some(value.as_slice()), 1, 0),
+                (Op::Put(value), Expect::Version(v)) => {
+                    (Some(value.as_slice()), 2, version_param(v))
+                }
+                (Op::Delete, Expect::Any) => (None, 3, 0),
+                (Op::Delete, Expect::Absent) => (None, 4, 0),
+                (Op::Delete, Expect::Version(v)) => (None, 5, version_param(v)),
             };
-            let tx = &tx;
-            let (put_any, put_absent, put_version) = (&put_any, &put_absent, &put_version);
-            let (delete_any, delete_absent, delete_version) =
-                (&delete_any, &delete_absent, &delete_version);
-            async move {
-                let version = match (&w.op, w.expect) {
-                    (Op::Put(value), Expect::Any) => {
-                        let row = tx
-                            .query_one(put_any, &[&key, value])
-                            .await
-                            .map_err(db_err)?;
-                        Some(row.get::<_, i64>(0) as u64)
-                    }
-                    (Op::Put(value), Expect::Absent) => {
-                        let row = tx
-                            .query_opt(put_absent, &[&key, value])
-                            .await
-                            .map_err(db_err)?;
-                        Some(row.ok_or_else(conflict)?.get::<_, i64>(0) as u64)
-                    }
-                    (Op::Put(value), Expect::Version(v)) => {
-                        let row = tx
-                            .query_opt(put_version, &[&key, value, &version_param(v)])
-                            .await
-                            .map_err(db_err)?;
-                        Some(row.ok_or_else(conflict)?.get::<_, i64>(0) as u64)
-                    }
-                    (Op::Delete, Expect::Any) => {
-                        tx.execute(delete_any, &[&key]).await.map_err(db_err)?;
-                        None
-                    }
-                    (Op::Delete, Expect::Absent) => {
-                        let found = tx.query_opt(delete_absent, &[&key]).await.map_err(db_err)?;
-                        if found.is_some() {
-                            return Err(conflict());
-                        }
-                        None
-                    }
-                    (Op::Delete, Expect::Version(v)) => {
-                        let n = tx
-                            .execute(delete_version, &[&key, &version_param(v)])
-                            .await
-                            .map_err(db_err)?;
-                        if n == 0 {
-                            return Err(conflict());
-                        }
-                        None
-                    }
-                };
-                Ok::<_, StoreError>((i, version))
-            }
-        });
+            keys.push(w.key.as_str());
+            values.push(value);
+            kinds.push(kind);
+            expected.push(version);
+        }
+        let client = self.pool.get().await.map_err(err)?;
+        let stmt = client
+            .prepare_cached("SELECT vern_commit($1, $2, $3, $4)")
+            .await
+            .map_err(db_err)?;
+        let row = client
+            .query_one(&stmt, &[&keys, &values, &kinds, &expected])
+            .await
+            .map_err(|e| commit_err(e, &keys))?;
+        let written: Vec<i64> = row.try_get(0).map_err(db_err)?;
+        if written.len() != order.len() {
+            return Err(err("the batch answered a different number of versions"));
+        }
         let mut versions = vec![0u64; writes.len()];
-        for result in futures_util::future::join_all(steps).await {
-            let (i, version) = result?;
-            if let (Some(v), Some(slot)) = (version, versions.get_mut(i)) {
-                *slot = v;
+        for (&(i, _), v) in order.iter().zip(written) {
+            if let Some(slot) = versions.get_mut(i) {
+                *slot = v as u64;
             }
         }
-        tx.commit().await.map_err(db_err)?;
         Ok(versions)
     }
 

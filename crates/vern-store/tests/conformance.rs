@@ -270,9 +270,11 @@ async fn batches_are_atomic(db: &Db) {
         Write::put(key("held"), b"clobber".to_vec()).expecting(Expect::Absent),
         Write::put(key("z9"), b"3".to_vec()),
     ];
+    // The conflict names the write whose precondition failed, not its
+    // neighbours in the batch.
     assert!(matches!(
         s.commit(batch).await,
-        Err(StoreError::Conflict { .. })
+        Err(StoreError::Conflict { ref key }) if key == "held"
     ));
     for k in ["b1", "b2", "z9"] {
         assert_eq!(
