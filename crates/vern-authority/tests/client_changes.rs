@@ -22,57 +22,19 @@ use common::{
 use vern_authority::{AuthError, ClientSpec};
 use vern_crypto::SecretBytes;
 use vern_seal::{BarrierWrite, Expect};
-use vern_store::{Entry, Key, Store, StoreError, Write};
-
-/// A store that counts read round trips (a point read or one batch of
-/// them), to hold verification to its budget.
-struct Counting {
-    inner: Arc<dyn Store>,
-    gets: Arc<AtomicUsize>,
-}
-
-#[async_trait::async_trait]
-impl Store for Counting {
-    async fn get(&self, key: &Key) -> Result<Option<Entry>, StoreError> {
-        self.gets.fetch_add(1, Ordering::SeqCst);
-        self.inner.get(key).await
-    }
-    async fn get_many(&self, keys: &[Key]) -> Result<Vec<Option<Entry>>, StoreError> {
-        self.gets.fetch_add(1, Ordering::SeqCst);
-        self.inner.get_many(keys).await
-    }
-    async fn list(
-        &self,
-        prefix: &str,
-        after: Option<&str>,
-        limit: usize,
-    ) -> Result<Vec<String>, StoreError> {
-        self.inner.list(prefix, after, limit).await
-    }
-    async fn commit(&self, writes: Vec<Write>) -> Result<Vec<u64>, StoreError> {
-        self.inner.commit(writes).await
-    }
-    async fn ping(&self) -> Result<(), StoreError> {
-        self.inner.ping().await
-    }
-    fn backend(&self) -> &'static str {
-        self.inner.backend()
-    }
-}
+use vern_store::testing::CountingStore;
 
 /// An authority over a store that counts its point reads; returns the
 /// count too.
 async fn counted_env() -> (Env, Arc<AtomicUsize>) {
-    let gets = Arc::new(AtomicUsize::new(0));
-    let counter = Arc::clone(&gets);
+    let mut gets = None;
     let e = authority_over(without_nonce("https://vern.test"), |inner| {
-        Arc::new(Counting {
-            inner,
-            gets: counter,
-        })
+        let counting = CountingStore::new(inner);
+        gets = Some(counting.reads());
+        Arc::new(counting)
     })
     .await;
-    (e, gets)
+    (e, gets.expect("the store was built"))
 }
 
 async fn env() -> Env {

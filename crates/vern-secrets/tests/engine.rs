@@ -14,7 +14,6 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
 
-use async_trait::async_trait;
 use serde_json::{json, Map, Value};
 use vern_core::ManualClock;
 use vern_seal::{Barrier, IssuedShare, Seal};
@@ -22,7 +21,7 @@ use vern_secrets::{
     KvConfig, KvEngine, KvError, ListPrefix, MetadataUpdate, Read, SecretData, SecretPath,
     WriteOptions,
 };
-use vern_store::{Entry, Key, Store, StoreError, Write};
+use vern_store::testing::CountingStore;
 
 struct Env {
     barrier: Arc<Barrier>,
@@ -35,51 +34,13 @@ struct Env {
     _dir: Option<tempfile::TempDir>,
 }
 
-/// A store that counts its read calls: one per round trip on PostgreSQL.
-struct Counting {
-    inner: Arc<dyn Store>,
-    reads: Arc<AtomicUsize>,
-}
-
-#[async_trait]
-impl Store for Counting {
-    async fn get(&self, key: &Key) -> Result<Option<Entry>, StoreError> {
-        self.reads.fetch_add(1, Ordering::SeqCst);
-        self.inner.get(key).await
-    }
-    async fn get_many(&self, keys: &[Key]) -> Result<Vec<Option<Entry>>, StoreError> {
-        self.reads.fetch_add(1, Ordering::SeqCst);
-        self.inner.get_many(keys).await
-    }
-    async fn list(
-        &self,
-        prefix: &str,
-        after: Option<&str>,
-        limit: usize,
-    ) -> Result<Vec<String>, StoreError> {
-        self.inner.list(prefix, after, limit).await
-    }
-    async fn commit(&self, writes: Vec<Write>) -> Result<Vec<u64>, StoreError> {
-        self.inner.commit(writes).await
-    }
-    async fn ping(&self) -> Result<(), StoreError> {
-        self.inner.ping().await
-    }
-    fn backend(&self) -> &'static str {
-        self.inner.backend()
-    }
-}
-
 async fn env_on(url: String, dir: Option<tempfile::TempDir>) -> Env {
     let clock = Arc::new(ManualClock::new(
         UNIX_EPOCH + Duration::from_secs(1_700_000_000),
     ));
-    let reads = Arc::new(AtomicUsize::new(0));
-    let store: Arc<dyn Store> = Arc::new(Counting {
-        inner: vern_store::open(&url, 4).await.unwrap(),
-        reads: Arc::clone(&reads),
-    });
-    let seal = Seal::new(store, clock.clone()).await.unwrap();
+    let store = CountingStore::new(vern_store::open(&url, 4).await.unwrap());
+    let reads = store.reads();
+    let seal = Seal::new(Arc::new(store), clock.clone()).await.unwrap();
     let out = seal.init_unsealed(1, 1, &[], None).await.unwrap();
     let IssuedShare::Clear(share) = &out.shares[0] else {
         panic!()

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use tokio_postgres::NoTls;
 
-use crate::{Locking, Store};
+use crate::{Entry, Key, Locking, Store, StoreError, Write};
 
 /// One database for a test, from which any number of independent store
 /// handles (as separate Vern processes would have) can be opened.
@@ -108,5 +108,65 @@ fn with_database(base: &str, db: &str) -> String {
     match query {
         Some(q) => format!("{head}/{db}?{q}"),
         None => format!("{head}/{db}"),
+    }
+}
+
+/// A store that counts its read calls (`get` and `get_many`: one round
+/// trip each on PostgreSQL), so a test can hold a path to its read budget.
+pub struct CountingStore {
+    inner: Arc<dyn Store>,
+    reads: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl CountingStore {
+    /// Wraps `inner`; the count starts at zero.
+    pub fn new(inner: Arc<dyn Store>) -> Self {
+        Self {
+            inner,
+            reads: Arc::default(),
+        }
+    }
+
+    /// The read calls so far, shared with the store.
+    pub fn reads(&self) -> Arc<std::sync::atomic::AtomicUsize> {
+        Arc::clone(&self.reads)
+    }
+
+    fn count(&self) {
+        self.reads.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+#[async_trait::async_trait]
+impl Store for CountingStore {
+    async fn get(&self, key: &Key) -> Result<Option<Entry>, StoreError> {
+        self.count();
+        self.inner.get(key).await
+    }
+
+    async fn get_many(&self, keys: &[Key]) -> Result<Vec<Option<Entry>>, StoreError> {
+        self.count();
+        self.inner.get_many(keys).await
+    }
+
+    async fn list(
+        &self,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<String>, StoreError> {
+        self.inner.list(prefix, after, limit).await
+    }
+
+    async fn commit(&self, writes: Vec<Write>) -> Result<Vec<u64>, StoreError> {
+        self.inner.commit(writes).await
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.inner.ping().await
+    }
+
+    fn backend(&self) -> &'static str {
+        self.inner.backend()
     }
 }
