@@ -294,11 +294,8 @@ impl KvEngine {
     ) -> Result<Read, KvError> {
         let b = &self.view(b)?;
         let asked = version.filter(|v| *v > 0);
-        let guessed = asked.or_else(|| {
-            self.guess(path)
-                .map(|g| g.load(Ordering::Relaxed))
-                .filter(|v| *v > 0)
-        });
+        let guess = self.guess(path);
+        let guessed = asked.or_else(|| guess.map(|g| g.load(Ordering::Relaxed)).filter(|v| *v > 0));
         let (meta, fetched) = match guessed {
             Some(g) => {
                 let [meta, data] = <[_; 2]>::try_from(
@@ -313,7 +310,7 @@ impl KvEngine {
             None => (b.get(&Self::meta_key(path)).await?, None),
         };
         let (meta, _) = decode_meta(path, &meta.ok_or(KvError::NotFound)?)?;
-        if let Some(g) = self.guess(path) {
+        if let Some(g) = guess {
             g.store(meta.current_version, Ordering::Relaxed);
         }
         let v = asked.unwrap_or(meta.current_version);

@@ -77,6 +77,14 @@ const MIGRATIONS: &[&str] = &[
 /// The SQLSTATE `vern_commit` raises when a write's precondition fails.
 const PRECONDITION_FAILED: &str = "VN001";
 
+/// `vern_commit`'s kinds of write.
+const PUT: i16 = 0;
+const PUT_IF_ABSENT: i16 = 1;
+const PUT_IF_AT: i16 = 2;
+const DELETE: i16 = 3;
+const DELETE_IF_ABSENT: i16 = 4;
+const DELETE_IF_AT: i16 = 5;
+
 /// PostgreSQL storage through a connection pool.
 pub struct PostgresStore {
     pool: Pool,
@@ -280,14 +288,14 @@ impl Store for PostgresStore {
         let mut expected = Vec::with_capacity(order.len());
         for &(_, w) in &order {
             let (value, kind, version) = match (&w.op, w.expect) {
-                (Op::Put(value), Expect::Any) => (Some(value.as_slice()), 0i16, 0),
-                (Op::Put(value), Expect::Absent) => (Some(value.as_slice()), 1, 0),
+                (Op::Put(value), Expect::Any) => (Some(value.as_slice()), PUT, 0),
+                (Op::Put(value), Expect::Absent) => (Some(value.as_slice()), PUT_IF_ABSENT, 0),
                 (Op::Put(value), Expect::Version(v)) => {
-                    (Some(value.as_slice()), 2, version_param(v))
+                    (Some(value.as_slice()), PUT_IF_AT, version_param(v))
                 }
-                (Op::Delete, Expect::Any) => (None, 3, 0),
-                (Op::Delete, Expect::Absent) => (None, 4, 0),
-                (Op::Delete, Expect::Version(v)) => (None, 5, version_param(v)),
+                (Op::Delete, Expect::Any) => (None, DELETE, 0),
+                (Op::Delete, Expect::Absent) => (None, DELETE_IF_ABSENT, 0),
+                (Op::Delete, Expect::Version(v)) => (None, DELETE_IF_AT, version_param(v)),
             };
             keys.push(w.key.as_str());
             values.push(value);
