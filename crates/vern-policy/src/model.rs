@@ -1,9 +1,9 @@
 //! The typed request model, turned into Cedar entities per decision.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use cedar_policy::{Context, Entities, EntityId, EntityTypeName, EntityUid, RestrictedExpression};
+use cedar_policy::{Context, Entities, EntityId, EntityTypeName, EntityUid};
 use cedar_policy_core::ast::{self, PartialValue, Value};
 use cedar_policy_core::entities::{self as ast_entities, NoEntitiesSchema, TCComputation};
 use cedar_policy_core::extensions::Extensions;
@@ -188,31 +188,33 @@ pub struct Query {
     pub dns_names: Vec<String>,
 }
 
+/// The entity types of the schema.
+const TYPES: [&str; 10] = [
+    "Vern::Platform",
+    "Vern::Tenant",
+    "Vern::Project",
+    "Vern::Environment",
+    "Vern::Service",
+    "Vern::Operator",
+    "Vern::Node",
+    "Vern::Secret",
+    "Vern::NatsSubject",
+    "Vern::Action",
+];
+
 /// Entity type names, parsed once: Cedar's parser is far slower than the
-/// rest of a decision.
+/// rest of a decision, and a scan of ten names is faster than hashing one.
 fn type_name(ty: &str) -> Result<EntityTypeName, String> {
     use std::sync::OnceLock;
-    static NAMES: OnceLock<HashMap<&'static str, EntityTypeName>> = OnceLock::new();
-    let names = NAMES.get_or_init(|| {
-        [
-            "Vern::Platform",
-            "Vern::Tenant",
-            "Vern::Project",
-            "Vern::Environment",
-            "Vern::Service",
-            "Vern::Operator",
-            "Vern::Node",
-            "Vern::Secret",
-            "Vern::NatsSubject",
-            "Vern::Action",
-        ]
-        .into_iter()
-        .filter_map(|n| n.parse().ok().map(|t| (n, t)))
-        .collect()
-    });
-    match names.get(ty) {
-        Some(t) => Ok(t.clone()),
-        None => ty.parse().map_err(|e| format!("{e}")),
+    static NAMES: OnceLock<Vec<Option<EntityTypeName>>> = OnceLock::new();
+    let names = NAMES.get_or_init(|| TYPES.iter().map(|n| n.parse().ok()).collect());
+    match TYPES
+        .iter()
+        .position(|t| *t == ty)
+        .and_then(|i| names.get(i))
+    {
+        Some(Some(t)) => Ok(t.clone()),
+        _ => ty.parse().map_err(|e| format!("{e}")),
     }
 }
 
@@ -237,7 +239,7 @@ pub(crate) fn uid(ty: &str, id: &str) -> Result<EntityUid, String> {
 /// holds the two equal.
 #[derive(Default)]
 struct Store {
-    entities: Vec<Arc<ast::Entity>>,
+    entities: Vec<ast::Entity>,
 }
 
 impl Store {
@@ -255,16 +257,15 @@ impl Store {
         let mut chain = chain.iter().map(|a| (*a).clone());
         let parents = chain.next().into_iter().collect();
         let indirect = chain.collect();
-        self.entities
-            .push(Arc::new(ast::Entity::new_with_attr_partial_value(
-                u.clone(),
-                attrs()
-                    .into_iter()
-                    .map(|(k, v)| (SmolStr::new_static(k), PartialValue::from(v))),
-                indirect,
-                parents,
-                std::iter::empty(),
-            )));
+        self.entities.push(ast::Entity::new_with_attr_partial_value(
+            u.clone(),
+            attrs()
+                .into_iter()
+                .map(|(k, v)| (SmolStr::new_static(k), PartialValue::from(v))),
+            indirect,
+            parents,
+            std::iter::empty(),
+        ));
     }
 
     /// Adds an entity without attributes (a tenant, project, environment,
@@ -277,15 +278,14 @@ impl Store {
     /// typed values, so checking them against the schema on every decision
     /// would only cost time (the request itself is still validated).
     fn into_entities(self) -> Result<Entities, String> {
-        ast_entities::Entities::new()
-            .add_entities(
-                self.entities,
-                None::<&NoEntitiesSchema>,
-                TCComputation::AssumeAlreadyComputed,
-                Extensions::none(),
-            )
-            .map(Entities::from)
-            .map_err(|e| e.to_string())
+        ast_entities::Entities::from_entities(
+            self.entities,
+            None::<&NoEntitiesSchema>,
+            TCComputation::AssumeAlreadyComputed,
+            Extensions::none(),
+        )
+        .map(Entities::from)
+        .map_err(|e| e.to_string())
     }
 }
 
@@ -369,40 +369,28 @@ fn node_entity(id: &str, services: &[String], out: &mut Store) -> Result<ast::En
     Ok(u)
 }
 
-fn strings(v: &[String]) -> RestrictedExpression {
-    RestrictedExpression::new_set(
-        v.iter()
-            .map(|s| RestrictedExpression::new_string(s.clone())),
-    )
-}
-
 /// The Cedar context of a request. Its attributes have the same types
 /// whatever the values, which is what lets the engine check its shape
-/// against the schema once instead of on every decision.
+/// against the schema once instead of on every decision. Built as values,
+/// not as expressions Cedar would evaluate into the same values.
 pub(crate) fn context(
     source_ip: &str,
     time: i64,
     binding: Binding,
     dns_names: &[String],
     cross_tenant_grant: bool,
-) -> Result<Context, String> {
-    Context::from_pairs([
+) -> Context {
+    let attrs = BTreeMap::from([
+        (SmolStr::new_static("source_ip"), Value::from(source_ip)),
+        (SmolStr::new_static("time"), Value::from(time)),
+        (SmolStr::new_static("binding"), Value::from(binding.name())),
+        (SmolStr::new_static("dns_names"), strings_value(dns_names)),
         (
-            "source_ip".to_owned(),
-            RestrictedExpression::new_string(source_ip.to_owned()),
+            SmolStr::new_static("cross_tenant_grant"),
+            Value::from(cross_tenant_grant),
         ),
-        ("time".to_owned(), RestrictedExpression::new_long(time)),
-        (
-            "binding".to_owned(),
-            RestrictedExpression::new_string(binding.name().to_owned()),
-        ),
-        ("dns_names".to_owned(), strings(dns_names)),
-        (
-            "cross_tenant_grant".to_owned(),
-            RestrictedExpression::new_bool(cross_tenant_grant),
-        ),
-    ])
-    .map_err(|e| e.to_string())
+    ]);
+    Context::from(ast::Context::Value(Arc::new(attrs)))
 }
 
 impl Query {
@@ -416,7 +404,7 @@ impl Query {
     }
 
     /// The Cedar context of this query.
-    pub(crate) fn context(&self, cross_tenant_grant: bool) -> Result<Context, String> {
+    pub(crate) fn context(&self, cross_tenant_grant: bool) -> Context {
         context(
             &self.source_ip,
             self.time,
