@@ -293,12 +293,20 @@ fn core_uid(ty: &str, id: &str) -> Result<ast::EntityUID, String> {
     uid(ty, id).map(ast::EntityUID::from)
 }
 
+fn tenant_uid(t: &TenantId) -> Result<ast::EntityUID, String> {
+    core_uid("Vern::Tenant", t.as_str())
+}
+
+fn project_uid(t: &TenantId, p: &ProjectId) -> Result<ast::EntityUID, String> {
+    core_uid("Vern::Project", &format!("{t}/{p}"))
+}
+
 /// The tenant → project → environment chain of a scope, as
 /// `[environment, project, tenant]`: an entity in the environment is under
 /// all three, in that order.
 fn scope_chain(s: &Scope, out: &mut Store) -> Result<[ast::EntityUID; 3], String> {
-    let t = core_uid("Vern::Tenant", s.tenant.as_str())?;
-    let p = core_uid("Vern::Project", &format!("{}/{}", s.tenant, s.project))?;
+    let t = tenant_uid(&s.tenant)?;
+    let p = project_uid(&s.tenant, &s.project)?;
     let e = core_uid("Vern::Environment", &s.to_string())?;
     out.plain(&t, &[]);
     out.plain(&p, &[&t]);
@@ -340,9 +348,7 @@ fn operator_entity(
     out: &mut Store,
 ) -> Result<ast::EntityUID, String> {
     let u = core_uid("Vern::Operator", id)?;
-    let tenant = tenant
-        .map(|t| core_uid("Vern::Tenant", t.as_str()))
-        .transpose()?;
+    let tenant = tenant.map(tenant_uid).transpose()?;
     if let Some(t) = &tenant {
         out.plain(t, &[]);
     }
@@ -436,14 +442,14 @@ impl Query {
                 u
             }
             Resource::Tenant(t) => {
-                let u = core_uid("Vern::Tenant", t.as_str())?;
+                let u = tenant_uid(t)?;
                 ents.plain(&u, &[]);
                 u
             }
             Resource::Project(t, p) => {
-                let tu = core_uid("Vern::Tenant", t.as_str())?;
+                let tu = tenant_uid(t)?;
                 ents.plain(&tu, &[]);
-                let u = core_uid("Vern::Project", &format!("{t}/{p}"))?;
+                let u = project_uid(t, p)?;
                 ents.plain(&u, &[&tu]);
                 u
             }
@@ -462,7 +468,7 @@ impl Query {
                 subject,
                 privileged,
             } => {
-                let t = core_uid("Vern::Tenant", tenant.as_str())?;
+                let t = tenant_uid(tenant)?;
                 ents.plain(&t, &[]);
                 let u = core_uid("Vern::NatsSubject", &format!("{tenant}:{subject}"))?;
                 ents.add(&u, &[&t], || {
