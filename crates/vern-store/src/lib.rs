@@ -94,7 +94,7 @@ impl Write {
 }
 
 /// Why a storage operation failed.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 #[non_exhaustive]
 pub enum StoreError {
     /// A precondition did not hold; nothing of the batch was written.

@@ -2,9 +2,17 @@
 //! Every session runs with `synchronous_commit = on`, so an acknowledged
 //! commit is durable; compare-and-set is done in SQL so it holds across
 //! processes, not only inside one.
+//!
+//! Reads are batched: concurrent `get` and `get_many` calls are answered
+//! by one query while earlier batches are still in flight (see
+//! [`read_batches`]).
+
+use std::collections::HashMap;
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+use tokio::sync::{mpsc, oneshot, Semaphore};
 use tokio_postgres::error::SqlState;
 use tokio_postgres::NoTls;
 
@@ -85,9 +93,28 @@ const DELETE: i16 = 3;
 const DELETE_IF_ABSENT: i16 = 4;
 const DELETE_IF_AT: i16 = 5;
 
+/// Batched reads in flight at once. While they all wait for their
+/// answers, new reads queue up and go out together as the next batch.
+/// Two measured fastest on two cores (`docs/ARCHITECTURE.md`).
+const READS_IN_FLIGHT: usize = 2;
+
+/// Most keys a batch gathers from further callers; a single call with
+/// more keys still goes out whole, alone.
+const BATCH_KEYS: usize = 256;
+
+/// Calls waiting for the batcher before callers wait to hand theirs over.
+const READ_QUEUE: usize = 1024;
+
+/// One `get_many` call waiting for its batch's answer.
+struct ReadJob {
+    keys: Vec<String>,
+    reply: oneshot::Sender<Result<Vec<Option<Entry>>, StoreError>>,
+}
+
 /// PostgreSQL storage through a connection pool.
 pub struct PostgresStore {
     pool: Pool,
+    reads: mpsc::Sender<ReadJob>,
 }
 
 fn err(e: impl std::fmt::Display) -> StoreError {
@@ -149,7 +176,9 @@ impl PostgresStore {
             .max_size(pool_size.max(1))
             .build()
             .map_err(err)?;
-        let store = Self { pool };
+        let (reads, queue) = mpsc::channel(READ_QUEUE);
+        tokio::spawn(read_batches(pool.clone(), queue));
+        let store = Self { pool, reads };
         store.migrate().await?;
         Ok(store)
     }
@@ -194,6 +223,89 @@ impl PostgresStore {
     }
 }
 
+fn batcher_gone() -> StoreError {
+    err("the read batcher stopped")
+}
+
+/// Answers queued reads in batches: it takes the first call waiting, waits
+/// for a free slot (meanwhile more calls queue up), then sends the union
+/// of every waiting call's keys as one query. One statement reads one
+/// snapshot, so each call's keys still come from one snapshot, and a batch
+/// is only sent after each of its calls began, so a read that begins after
+/// a commit returned still sees that commit. Under load this turns one
+/// round trip per call into one per batch, for PostgreSQL (one statement's
+/// parse, plan and executor start) and for this process (one connection
+/// checkout, one socket write and read, one wakeup).
+async fn read_batches(pool: Pool, mut queue: mpsc::Receiver<ReadJob>) {
+    let slots = Arc::new(Semaphore::new(READS_IN_FLIGHT));
+    while let Some(first) = queue.recv().await {
+        let Ok(slot) = Arc::clone(&slots).acquire_owned().await else {
+            return;
+        };
+        let mut keys = first.keys.len();
+        let mut jobs = vec![first];
+        while keys < BATCH_KEYS {
+            match queue.try_recv() {
+                Ok(job) => {
+                    keys += job.keys.len();
+                    jobs.push(job);
+                }
+                Err(_) => break,
+            }
+        }
+        let pool = pool.clone();
+        tokio::spawn(async move {
+            answer(&pool, jobs).await;
+            drop(slot);
+        });
+    }
+}
+
+/// Reads the keys of `jobs` in one query and hands each call its entries,
+/// in the order it asked for them (a key asked twice is answered twice).
+async fn answer(pool: &Pool, jobs: Vec<ReadJob>) {
+    let mut wanted: Vec<&str> = jobs
+        .iter()
+        .flat_map(|j| j.keys.iter().map(String::as_str))
+        .collect();
+    wanted.sort_unstable();
+    wanted.dedup();
+    match fetch(pool, &wanted).await {
+        Ok(found) => {
+            for job in jobs {
+                let entries = job.keys.iter().map(|k| found.get(k).cloned()).collect();
+                let _ = job.reply.send(Ok(entries));
+            }
+        }
+        Err(e) => {
+            for job in jobs {
+                let _ = job.reply.send(Err(e.clone()));
+            }
+        }
+    }
+}
+
+/// The entries of those of `keys` that exist.
+async fn fetch(pool: &Pool, keys: &[&str]) -> Result<HashMap<String, Entry>, StoreError> {
+    let client = pool.get().await.map_err(err)?;
+    let stmt = client
+        .prepare_cached("SELECT key, value, version FROM kv WHERE key = ANY($1)")
+        .await
+        .map_err(db_err)?;
+    let rows = client.query(&stmt, &[&keys]).await.map_err(db_err)?;
+    rows.into_iter()
+        .map(|r| {
+            Ok((
+                r.try_get::<_, String>(0).map_err(db_err)?,
+                Entry {
+                    value: r.try_get(1).map_err(db_err)?,
+                    version: r.try_get::<_, i64>(2).map_err(db_err)? as u64,
+                },
+            ))
+        })
+        .collect()
+}
+
 fn version_param(v: u64) -> i64 {
     // Versions beyond i64::MAX cannot exist in the table; map them to a
     // value that never matches instead of wrapping.
@@ -203,54 +315,21 @@ fn version_param(v: u64) -> i64 {
 #[async_trait]
 impl Store for PostgresStore {
     async fn get(&self, key: &Key) -> Result<Option<Entry>, StoreError> {
-        let client = self.pool.get().await.map_err(err)?;
-        let stmt = client
-            .prepare_cached("SELECT value, version FROM kv WHERE key = $1")
-            .await
-            .map_err(db_err)?;
-        let row = client
-            .query_opt(&stmt, &[&key.as_str()])
-            .await
-            .map_err(db_err)?;
-        Ok(row.map(|r| Entry {
-            value: r.get(0),
-            version: r.get::<_, i64>(1) as u64,
-        }))
+        let mut read = self.get_many(std::slice::from_ref(key)).await?;
+        Ok(read.pop().flatten())
     }
 
     async fn get_many(&self, keys: &[Key]) -> Result<Vec<Option<Entry>>, StoreError> {
-        let client = self.pool.get().await.map_err(err)?;
-        let stmt = client
-            .prepare_cached("SELECT key, value, version FROM kv WHERE key = ANY($1)")
-            .await
-            .map_err(db_err)?;
-        let wanted: Vec<&str> = keys.iter().map(Key::as_str).collect();
-        let rows = client.query(&stmt, &[&wanted]).await.map_err(db_err)?;
-        let mut found: std::collections::HashMap<String, Entry> = rows
-            .into_iter()
-            .map(|r| {
-                (
-                    r.get::<_, String>(0),
-                    Entry {
-                        value: r.get(1),
-                        version: r.get::<_, i64>(2) as u64,
-                    },
-                )
-            })
-            .collect();
-        Ok(keys
-            .iter()
-            .enumerate()
-            .map(|(i, k)| {
-                // A key given twice takes its entry at its last position and
-                // a clone before.
-                if keys.get(i + 1..).is_some_and(|rest| rest.contains(k)) {
-                    found.get(k.as_str()).cloned()
-                } else {
-                    found.remove(k.as_str())
-                }
-            })
-            .collect())
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        let (reply, answer) = oneshot::channel();
+        let job = ReadJob {
+            keys: keys.iter().map(|k| k.as_str().to_owned()).collect(),
+            reply,
+        };
+        self.reads.send(job).await.map_err(|_| batcher_gone())?;
+        answer.await.map_err(|_| batcher_gone())?
     }
 
     async fn list(

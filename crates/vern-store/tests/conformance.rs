@@ -67,7 +67,57 @@ conformance!(
     matches_a_model,
     a_commit_is_read_by_every_handle_at_once,
     no_read_goes_back_behind_an_acknowledged_commit,
+    concurrent_reads_each_get_their_own_answer,
 );
+
+/// Many reads at once, as a busy server makes them (a backend may answer
+/// them together): each gets exactly its own keys' entries in its own
+/// order, with keys shared between reads, asked twice in one read, absent,
+/// and one read of more keys than any batch gathers.
+async fn concurrent_reads_each_get_their_own_answer(db: &Db) {
+    let s = db.open().await;
+    let keys = 400usize;
+    let writes = (0..keys)
+        .filter(|i| !i.is_multiple_of(3))
+        .map(|i| Write::put(key(&format!("many/{i:03}")), i.to_string().into_bytes()))
+        .collect();
+    s.commit(writes).await.unwrap();
+    let expected = |i: usize| (!i.is_multiple_of(3)).then(|| i.to_string().into_bytes());
+    let mut tasks = Vec::new();
+    for call in 0..200usize {
+        let s = Arc::clone(&s);
+        tasks.push(tokio::spawn(async move {
+            let wanted: Vec<usize> = match call {
+                0 => (0..keys).rev().collect(),
+                _ => vec![call, (call * 7) % keys, 1, call, keys + call],
+            };
+            let asked: Vec<Key> = wanted
+                .iter()
+                .map(|i| key(&format!("many/{i:03}")))
+                .collect();
+            (wanted, s.get_many(&asked).await.unwrap())
+        }));
+    }
+    for t in tasks {
+        let (wanted, got) = t.await.unwrap();
+        let got: Vec<Option<Vec<u8>>> = got.into_iter().map(|e| e.map(|e| e.value)).collect();
+        let want: Vec<Option<Vec<u8>>> = wanted
+            .iter()
+            .map(|&i| if i < keys { expected(i) } else { None })
+            .collect();
+        assert_eq!(got, want, "the read of {wanted:?}");
+    }
+    let singles: Vec<_> = (0..50usize)
+        .map(|i| {
+            let s = Arc::clone(&s);
+            tokio::spawn(async move { (i, s.get(&key(&format!("many/{i:03}"))).await.unwrap()) })
+        })
+        .collect();
+    for t in singles {
+        let (i, got) = t.await.unwrap();
+        assert_eq!(got.map(|e| e.value), expected(i), "the read of key {i}");
+    }
+}
 
 /// What one handle has read (and may keep) is never answered again once
 /// another handle's commit has changed it: overwritten, created where it
