@@ -1,7 +1,11 @@
 //! The PostgreSQL backend, for several Vern replicas sharing one database.
 //! Every session runs with `synchronous_commit = on`, so an acknowledged
 //! commit is durable; compare-and-set is done in SQL so it holds across
-//! processes, not only inside one.
+//! processes, not only inside one. Sessions also run with
+//! `plan_cache_mode = force_generic_plan` (PostgreSQL 12 and later): every
+//! statement here finds its rows by primary key whatever its parameters,
+//! and left to choose, PostgreSQL planned the batched reads and the
+//! statements of `vern_commit` afresh on each execution.
 //!
 //! Reads are batched: concurrent `get` and `get_many` calls are answered
 //! by one query while earlier batches are still in flight (see
@@ -161,7 +165,7 @@ impl PostgresStore {
         let mut config: tokio_postgres::Config = url
             .parse()
             .map_err(|_| StoreError::BadUrl(redact_url(url)))?;
-        config.options("-c synchronous_commit=on");
+        config.options("-c synchronous_commit=on -c plan_cache_mode=force_generic_plan");
         if config.get_application_name().is_none() {
             config.application_name("vern");
         }
