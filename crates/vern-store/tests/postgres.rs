@@ -43,7 +43,7 @@ async fn reads_survive_dropped_connections() {
             })
         })
         .collect();
-    admin
+    let terminated = admin
         .execute(
             "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
              WHERE datname = current_database() AND pid <> pg_backend_pid()",
@@ -51,6 +51,7 @@ async fn reads_survive_dropped_connections() {
         )
         .await
         .unwrap();
+    assert!(terminated > 0, "the store held no connection to drop");
     for r in readers {
         tokio::time::timeout(Duration::from_secs(30), r)
             .await
