@@ -43,8 +43,8 @@ use std::time::{Duration, Instant};
 
 use common::{
     access_token, call, call_all, cpu_ticks, create_client, dpop_proof, env_number,
-    init_and_unseal, json_request, now_secs, request, ticks_per_second, token_request, Conn,
-    Server,
+    init_and_unseal, json_request, machine_ticks, now_secs, request, ticks_per_second,
+    token_request, Conn, Server,
 };
 use ed25519_dalek::{Signer as _, SigningKey};
 use serde_json::json;
@@ -149,6 +149,10 @@ struct Outcome {
     /// the `vern` process.
     client_cpu_us: f64,
     server_cpu_us: f64,
+    /// The machine's busy CPU time per request (client, vern, PostgreSQL,
+    /// kernel) and the share of its CPU time left idle, warm-up included.
+    machine_cpu_us: f64,
+    idle_pct: f64,
     errors: u64,
     first_error: Option<String>,
     /// A single-use request list (DPoP proofs) ran out before the end.
@@ -428,6 +432,7 @@ async fn connection(
 /// `measure`.
 fn run(addr: &str, pid: u32, plan: Vec<Requests>, once: bool, measure: Duration) -> Outcome {
     let (client_cpu, server_cpu) = (cpu_ticks("self").0, cpu_ticks(&pid.to_string()).0);
+    let machine = machine_ticks();
     let measure_from = Instant::now() + WARMUP;
     let stop = measure_from + measure;
     let mut groups: Vec<Vec<(usize, Requests)>> = vec![Vec::new(); CLIENT_THREADS];
@@ -478,6 +483,7 @@ fn run(addr: &str, pid: u32, plan: Vec<Requests>, once: bool, measure: Duration)
     let per_request = |ticks: u64| ticks as f64 / *TICKS * 1e6 / sent.max(1) as f64;
     let client_cpu_us = per_request(cpu_ticks("self").0 - client_cpu);
     let server_cpu_us = per_request(cpu_ticks(&pid.to_string()).0 - server_cpu);
+    let (machine_cpu_us, idle_pct) = machine_use(machine, sent.max(1) as f64);
     all.sort_unstable();
     let pct = |p: f64| {
         all.get(((all.len() as f64 * p) as usize).min(all.len().saturating_sub(1)))
@@ -489,10 +495,23 @@ fn run(addr: &str, pid: u32, plan: Vec<Requests>, once: bool, measure: Duration)
         p99_us: pct(0.99),
         client_cpu_us,
         server_cpu_us,
+        machine_cpu_us,
+        idle_pct,
         errors,
         first_error,
         exhausted,
     }
+}
+
+/// The machine's busy CPU time per request since `before` (from
+/// [`machine_ticks`]) over `requests`, and the share left idle.
+fn machine_use(before: (u64, u64, usize), requests: f64) -> (f64, f64) {
+    let (busy, idle, _) = machine_ticks();
+    let (busy, idle) = (busy - before.0, idle - before.1);
+    (
+        busy as f64 / *TICKS * 1e6 / requests,
+        idle as f64 * 100.0 / (busy + idle).max(1) as f64,
+    )
 }
 
 /// Ed25519 signatures per second over `message`, on this thread.
@@ -516,12 +535,15 @@ struct Wrk {
     p99_us: f64,
     client_cpu_us: f64,
     server_cpu_us: f64,
+    machine_cpu_us: f64,
+    idle_pct: f64,
 }
 
 /// `wrk` on the health endpoint of the server `pid` at `addr`, if `wrk`
 /// is installed.
 fn wrk(addr: &str, pid: u32) -> Option<Wrk> {
     let (client_cpu, server_cpu) = (cpu_ticks("self").1, cpu_ticks(&pid.to_string()).0);
+    let machine = machine_ticks();
     let out = Command::new("wrk")
         .args(WRK)
         .arg(format!("http://{addr}/v1/sys/health"))
@@ -555,12 +577,15 @@ fn wrk(addr: &str, pid: u32) -> Option<Wrk> {
         .parse()
         .ok()?;
     let per_request = |ticks: u64| ticks as f64 / *TICKS * 1e6 / sent.max(1.0);
+    let (machine_cpu_us, idle_pct) = machine_use(machine, sent.max(1.0));
     Some(Wrk {
         rps: field("Requests/sec:")?.parse().ok()?,
         p50_us: micros(&field("50%")?)?,
         p99_us: micros(&field("99%")?)?,
         client_cpu_us: per_request(client_cpu),
         server_cpu_us: per_request(server_cpu),
+        machine_cpu_us,
+        idle_pct,
     })
 }
 
@@ -661,7 +686,7 @@ fn main() {
                 let o = run(addr, pid, plan, once, measure);
                 eprintln!(
                     "round {}/{rounds} {:<9} {:<32} {:>7.0} req/s  p50 {:>6.0} µs  p99 {:>6.0} µs  \
-                     CPU/req client {:>4.1} µs vern {:>5.1} µs  errors {}{}",
+                     CPU/req client {:>4.1} µs vern {:>5.1} µs machine {:>5.1} µs  idle {:>4.1}%  errors {}{}",
                     round + 1,
                     b.name,
                     scenario.label(),
@@ -670,6 +695,8 @@ fn main() {
                     o.p99_us,
                     o.client_cpu_us,
                     o.server_cpu_us,
+                    o.machine_cpu_us,
+                    o.idle_pct,
                     o.errors,
                     o.first_error
                         .as_deref()
@@ -688,7 +715,7 @@ fn main() {
             if let Some(w) = wrk(&b.on.addr, b.on.pid()) {
                 eprintln!(
                     "round {}/{rounds} {:<9} {:<32} {:>7.0} req/s  p50 {:>6.0} µs  p99 {:>6.0} µs  \
-                     CPU/req client {:>4.1} µs vern {:>5.1} µs",
+                     CPU/req client {:>4.1} µs vern {:>5.1} µs machine {:>5.1} µs  idle {:>4.1}%",
                     round + 1,
                     b.name,
                     "health by wrk",
@@ -696,7 +723,9 @@ fn main() {
                     w.p50_us,
                     w.p99_us,
                     w.client_cpu_us,
-                    w.server_cpu_us
+                    w.server_cpu_us,
+                    w.machine_cpu_us,
+                    w.idle_pct
                 );
                 m.wrk[bi].push(w);
             }
@@ -759,10 +788,12 @@ fn report(backends: &[Backend], m: &Measured) {
     );
     println!(
         "Figures are medians of the rounds; x health is the median of each round's ratio to that round's health; \
-         client µs and vern µs are the CPU time per request of the load client and of the vern process."
+         client µs and vern µs are the CPU time per request of the load client and of the vern process; \
+         machine µs is the whole machine's busy CPU time per request (client, vern, PostgreSQL, kernel) \
+         and idle % the share of the machine's CPU time left idle during the run."
     );
     println!(
-        "{:<9} {:<32} {:>8} {:>8} {:>7} {:>7} {:>9} {:>9} {:>6}  req/s per round",
+        "{:<9} {:<32} {:>8} {:>8} {:>7} {:>7} {:>9} {:>9} {:>10} {:>6} {:>6}  req/s per round",
         "backend",
         "scenario",
         "req/s",
@@ -771,6 +802,8 @@ fn report(backends: &[Backend], m: &Measured) {
         "p99 µs",
         "client µs",
         "vern µs",
+        "machine µs",
+        "idle %",
         "errors",
     );
     let row = |backend: &str,
@@ -779,16 +812,19 @@ fn report(backends: &[Backend], m: &Measured) {
                x: f64,
                p50: Vec<f64>,
                p99: Vec<f64>,
-               cpu: (Vec<f64>, Vec<f64>),
+               cpu: [Vec<f64>; 4],
                errors: String| {
         let per_round: Vec<String> = rps.iter().map(|r| format!("{r:.0}")).collect();
+        let [client, vern, machine, idle] = cpu;
         println!(
-            "{backend:<9} {label:<32} {:>8.0} {x:>8.2} {:>7.0} {:>7.0} {:>9.1} {:>9.1} {errors:>6}  {}",
+            "{backend:<9} {label:<32} {:>8.0} {x:>8.2} {:>7.0} {:>7.0} {:>9.1} {:>9.1} {:>10.1} {:>6.1} {errors:>6}  {}",
             median(rps),
             median(p50),
             median(p99),
-            median(cpu.0),
-            median(cpu.1),
+            median(client),
+            median(vern),
+            median(machine),
+            median(idle),
             per_round.join(" ")
         );
     };
@@ -805,10 +841,12 @@ fn report(backends: &[Backend], m: &Measured) {
                 to_health(&m.results[bi], *scenario).unwrap_or(0.0),
                 o.iter().map(|o| o.p50_us).collect(),
                 o.iter().map(|o| o.p99_us).collect(),
-                (
+                [
                     o.iter().map(|o| o.client_cpu_us).collect(),
                     o.iter().map(|o| o.server_cpu_us).collect(),
-                ),
+                    o.iter().map(|o| o.machine_cpu_us).collect(),
+                    o.iter().map(|o| o.idle_pct).collect(),
+                ],
                 o.iter().map(|o| o.errors).sum::<u64>().to_string(),
             );
             if let Some(e) = o.iter().find_map(|o| o.first_error.as_deref()) {
@@ -831,10 +869,12 @@ fn report(backends: &[Backend], m: &Measured) {
                 median(w.iter().zip(health).map(|(w, h)| w.rps / h.rps).collect()),
                 w.iter().map(|w| w.p50_us).collect(),
                 w.iter().map(|w| w.p99_us).collect(),
-                (
+                [
                     w.iter().map(|w| w.client_cpu_us).collect(),
                     w.iter().map(|w| w.server_cpu_us).collect(),
-                ),
+                    w.iter().map(|w| w.machine_cpu_us).collect(),
+                    w.iter().map(|w| w.idle_pct).collect(),
+                ],
                 "-".to_owned(),
             );
         }
@@ -864,9 +904,12 @@ fn report(backends: &[Backend], m: &Measured) {
 
     println!();
     println!("Against the issue's requirements (x health as above):");
+    let cpus = machine_ticks().2;
     for (bi, b) in backends.iter().enumerate() {
         let r = &m.results[bi];
         let p99 = |s: Scenario| median(r[index(s)].iter().map(|o| o.p99_us).collect());
+        let health = median(r[index(Scenario::Health)].iter().map(|o| o.rps).collect());
+        let budget = |s: Scenario, rate: f64| cpu_budget(r, s, rate, cpus);
         if b.name == "sqlite" {
             if let Some(x) = to_health(r, Scenario::ServiceRead) {
                 let p = p99(Scenario::ServiceRead);
@@ -875,12 +918,14 @@ fn report(backends: &[Backend], m: &Measured) {
                     p / 1e3,
                     verdict(x >= 0.5 && p < 2000.0)
                 );
+                budget(Scenario::ServiceRead, 0.5 * health);
             }
             if let Some(x) = to_health(r, Scenario::RootRead) {
                 println!(
                     "  sqlite root read >= 0.60 x health: {x:.2}: {}",
                     verdict(x >= 0.6)
                 );
+                budget(Scenario::RootRead, 0.6 * health);
             }
         } else {
             let reads = [
@@ -900,6 +945,9 @@ fn report(backends: &[Backend], m: &Measured) {
                     text.join(", "),
                     verdict(xs.iter().all(|(_, x)| *x >= 0.3))
                 );
+                for (_, s) in reads {
+                    budget(s, 0.3 * health);
+                }
             }
         }
         if let Some(x) = issuance(bi) {
@@ -908,6 +956,35 @@ fn report(backends: &[Backend], m: &Measured) {
                 b.name,
                 verdict(x >= 0.5)
             );
+            budget(Scenario::TokenIssue, 0.5 * median(m.signing.clone()));
         }
     }
+}
+
+/// What a requirement's `rate` leaves of the machine's `cpus` per request
+/// if none of them idled, against the busy CPU time per request the
+/// scenario used and the idle share of its runs, and against the service
+/// read with audit off, which does the same work without the audit append.
+fn cpu_budget(r: &[Vec<Outcome>], scenario: Scenario, rate: f64, cpus: usize) {
+    let o = &r[index(scenario)];
+    if o.is_empty() || rate <= 0.0 {
+        return;
+    }
+    let used = median(o.iter().map(|o| o.machine_cpu_us).collect());
+    let idle = median(o.iter().map(|o| o.idle_pct).collect());
+    let off = &r[index(Scenario::ServiceReadAuditOff)];
+    let off = if off.is_empty() {
+        String::new()
+    } else {
+        format!(
+            "; the service read with audit off used {:.1} µs",
+            median(off.iter().map(|o| o.machine_cpu_us).collect())
+        )
+    };
+    println!(
+        "    {}: {rate:.0} req/s leaves {:.1} µs of the machine's CPU per request on {cpus} CPUs with none idle; \
+         this scenario used {used:.1} µs, with {idle:.0}% idle{off}",
+        scenario.label(),
+        cpus as f64 * 1e6 / rate,
+    );
 }
