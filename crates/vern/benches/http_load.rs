@@ -43,8 +43,8 @@ use std::time::{Duration, Instant};
 
 use common::{
     access_token, call, call_all, cpu_ticks, create_client, dpop_proof, env_number,
-    init_and_unseal, json_request, machine_ticks, now_secs, request, ticks_per_second,
-    token_request, Conn, Server,
+    init_and_unseal, json_request, machine_cpus, machine_ticks, now_secs, request,
+    ticks_per_second, token_request, Conn, Server,
 };
 use ed25519_dalek::{Signer as _, SigningKey};
 use serde_json::json;
@@ -505,9 +505,9 @@ fn run(addr: &str, pid: u32, plan: Vec<Requests>, once: bool, measure: Duration)
 
 /// The machine's busy CPU time per request since `before` (from
 /// [`machine_ticks`]) over `requests`, and the share left idle.
-fn machine_use(before: (u64, u64, usize), requests: f64) -> (f64, f64) {
-    let (busy, idle, _) = machine_ticks();
-    let (busy, idle) = (busy - before.0, idle - before.1);
+fn machine_use(before: (u64, u64), requests: f64) -> (f64, f64) {
+    let (busy, idle) = machine_ticks();
+    let (busy, idle) = (busy.saturating_sub(before.0), idle.saturating_sub(before.1));
     (
         busy as f64 / *TICKS * 1e6 / requests,
         idle as f64 * 100.0 / (busy + idle).max(1) as f64,
@@ -904,7 +904,7 @@ fn report(backends: &[Backend], m: &Measured) {
 
     println!();
     println!("Against the issue's requirements (x health as above):");
-    let cpus = machine_ticks().2;
+    let cpus = machine_cpus();
     for (bi, b) in backends.iter().enumerate() {
         let r = &m.results[bi];
         let p99 = |s: Scenario| median(r[index(s)].iter().map(|o| o.p99_us).collect());

@@ -438,8 +438,8 @@ pub fn cpu_ticks(pid: &str) -> (u64, u64) {
 
 /// The whole machine's CPU time so far, from `/proc/stat`, in clock ticks:
 /// busy (user, nice, system, irq, softirq: every process and the kernel)
-/// and idle (idle, iowait), with the number of CPUs it covers.
-pub fn machine_ticks() -> (u64, u64, usize) {
+/// and idle (idle, iowait).
+pub fn machine_ticks() -> (u64, u64) {
     let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
     let f: Vec<u64> = stat
         .lines()
@@ -451,15 +451,17 @@ pub fn machine_ticks() -> (u64, u64, usize) {
         })
         .unwrap_or_default();
     let at = |i: usize| f.get(i).copied().unwrap_or(0);
-    let cpus = stat
-        .lines()
+    (at(0) + at(1) + at(2) + at(5) + at(6), at(3) + at(4))
+}
+
+/// The CPUs `/proc/stat` counts (its `cpuN` lines), which
+/// [`machine_ticks`] adds up.
+pub fn machine_cpus() -> usize {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    stat.lines()
         .filter(|l| l.starts_with("cpu") && l.as_bytes().get(3).is_some_and(u8::is_ascii_digit))
-        .count();
-    (
-        at(0) + at(1) + at(2) + at(5) + at(6),
-        at(3) + at(4),
-        cpus.max(1),
-    )
+        .count()
+        .max(1)
 }
 
 /// Clock ticks per second (`getconf CLK_TCK`, else 100).
